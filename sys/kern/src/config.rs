@@ -1,0 +1,102 @@
+//! The shape of the static configuration that `cargo xtask dist` generates
+//! from app.toml and the board file. The generated file (`kernel_config.rs`,
+//! included by the kernel binary) defines exactly these items:
+//!
+//! ```ignore
+//! pub static BOARD: kern::config::Board = ...;
+//! pub static TASKS: [kern::config::TaskDesc; N] = [...];
+//! pub static IRQS: [kern::config::IrqDesc; M] = [...];
+//! pub const PAGE_TABLE_PAGES: usize = ...; // pages for all task tables
+//! ```
+//!
+//! Nothing in here is computed at run time: the build checked it.
+
+/// Where the physical memory behind a region comes from.
+#[derive(Copy, Clone, Debug)]
+pub enum PhysSource {
+    /// A fixed physical address (device MMIO from the board file).
+    Fixed(usize),
+    /// A page-aligned static inside the kernel image: the task's text (its
+    /// linked image, included read-only), its data/stack, or one of its
+    /// memory regions. The kernel's own mapping of it is privileged-only.
+    Static(StaticPtr),
+}
+
+/// A raw pointer to a static, shareable in a `static` table.
+#[derive(Copy, Clone, Debug)]
+pub struct StaticPtr(pub *const u8);
+// SAFETY: the pointer names a static that lives for the whole run; the
+// kernel is single-threaded and accesses it only through its own mappings.
+unsafe impl Sync for StaticPtr {}
+// SAFETY: as above; no thread ever owns it.
+unsafe impl Send for StaticPtr {}
+
+/// One mapping in a task's address space.
+#[derive(Copy, Clone, Debug)]
+pub struct RegionDesc {
+    /// Name from app.toml (`text`, `data`, or the region's own name), for
+    /// `region_info` lookups.
+    pub name: &'static str,
+    /// Virtual address in the task (page aligned; 2 MiB aligned for
+    /// regions after data).
+    pub va: usize,
+    /// Size in bytes (a multiple of 4 KiB).
+    pub size: usize,
+    /// `abi::REGION_*` bits.
+    pub attributes: u32,
+    pub phys: PhysSource,
+}
+
+/// Capabilities beyond IPC.
+pub const CAP_TASK_CONTROL: u32 = 1 << 0;
+pub const CAP_SHUTDOWN: u32 = 1 << 1;
+
+/// One task of the static task table.
+#[derive(Copy, Clone, Debug)]
+pub struct TaskDesc {
+    pub name: &'static str,
+    /// 0 is the highest priority. A task may only send to tasks of strictly
+    /// higher priority (smaller number): the build checks it.
+    pub priority: u8,
+    /// Entry point (virtual).
+    pub entry: usize,
+    /// Initial stack pointer (virtual): the end of the data region.
+    pub stack_top: usize,
+    /// Indices of the tasks this one may send to / post to.
+    pub task_slots: &'static [u16],
+    /// Mappings: text first, data second, then the task's other regions.
+    pub regions: &'static [RegionDesc],
+    /// `CAP_*` bits.
+    pub capabilities: u32,
+    /// Start at boot (otherwise only when the supervisor starts it).
+    pub start: bool,
+}
+
+/// An interrupt owned by a task, delivered as notification bits.
+#[derive(Copy, Clone, Debug)]
+pub struct IrqDesc {
+    /// GIC INTID (SPI ≥ 32; PPIs other than the kernel timer allowed).
+    pub intid: u32,
+    /// Owning task index.
+    pub task: u16,
+    /// Notification bits posted to the owner when it fires.
+    pub notification: u32,
+    /// Edge-triggered (true) or level-sensitive.
+    pub edge: bool,
+}
+
+/// The board facts the kernel itself needs.
+#[derive(Copy, Clone, Debug)]
+pub struct Board {
+    pub name: &'static str,
+    pub uart_base: usize,
+    pub gicd_base: usize,
+    pub gicr_base: usize,
+    /// PPI of the EL2 physical timer (26 on virt).
+    pub timer_intid: u32,
+    /// RAM range, mapped privileged-only for the kernel.
+    pub ram_base: usize,
+    pub ram_size: usize,
+    /// Device ranges the kernel maps privileged-only (UART, GIC).
+    pub kernel_devices: &'static [(usize, usize)],
+}
