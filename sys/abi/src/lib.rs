@@ -138,10 +138,14 @@ pub enum Sysnum {
     TaskControl = 15,
     /// x0 = exit status. Stops the machine (capability `shutdown`).
     Shutdown = 16,
+    /// x0/x1 = task name ptr/len → x0 = code, x1 = TaskId (current
+    /// generation). Finds only tasks in the caller's `task-slots`: a task
+    /// can name exactly the peers it may talk to.
+    LookupSlot = 17,
 }
 
 impl Sysnum {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
     pub fn from_u32(v: u32) -> Option<Sysnum> {
         use Sysnum::*;
         Some(match v {
@@ -162,6 +166,7 @@ impl Sysnum {
             14 => RegionInfo,
             15 => TaskControl,
             16 => Shutdown,
+            17 => LookupSlot,
             _ => return None,
         })
     }

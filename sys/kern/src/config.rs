@@ -100,3 +100,17 @@ pub struct Board {
     /// Device ranges the kernel maps privileged-only (UART, GIC).
     pub kernel_devices: &'static [(usize, usize)],
 }
+
+/// Page alignment for the statics the generated table defines (task text
+/// blobs, data, memory regions): the kernel maps them into tasks with 4 KiB
+/// pages, so they must start on a page.
+#[repr(C, align(4096))]
+pub struct PageAligned<T>(pub T);
+
+/// The complete static configuration, as the kernel consumes it.
+#[derive(Copy, Clone)]
+pub struct Config {
+    pub board: &'static Board,
+    pub tasks: &'static [TaskDesc],
+    pub irqs: &'static [IrqDesc],
+}

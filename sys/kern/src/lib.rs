@@ -1,1 +1,98 @@
-#![no_std]
+//! The kernel.
+//!
+//! Principles, in the order they win when they conflict:
+//! 1. **Static configuration.** Tasks, their memory, their peers
+//!    (`task-slots`), their interrupts and their capabilities are fixed by
+//!    app.toml at build time. The kernel has no heap and creates nothing at
+//!    run time; the build rejects configurations that break the rules.
+//! 2. **Authority is explicit and checked at run time.** A task reaches only
+//!    the memory and MMIO app.toml gives it (its own translation table and
+//!    ASID), sends only to its task-slots, and the kernel stamps the sender's
+//!    identity (index + generation) on every message.
+//! 3. **Small and portable.** Everything a task can do without the kernel is
+//!    a task. The IPC core (`syscalls`) has no CPU code in it, so the host
+//!    harness runs the very same code; `arch` is the only AArch64 part.
+//!
+//! The kernel runs at EL2 with VHE (so VMs can later run at EL1 without a
+//! rewrite); tasks run at EL0. It is not reentrant: interrupts are masked
+//! while it runs and taken only from EL0 or when idle.
+
+#![cfg_attr(not(test), no_std)]
+
+pub mod config;
+pub mod syscalls;
+pub mod task;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod arch;
+
+use abi::FaultKind;
+use syscalls::Platform;
+
+/// Exit status when the supervisor itself faults.
+pub const EXIT_SUPERVISOR_FAULT: u32 = 100;
+/// Exit status when the kernel itself takes an exception.
+pub const EXIT_KERNEL_FAULT: u32 = 101;
+/// Exit status when the generated configuration does not fit the kernel.
+pub const EXIT_BAD_CONFIG: u32 = 102;
+
+/// Architecture facts the portable core needs.
+pub mod arch_consts {
+    /// SPSR for entering a task: EL0t, interrupts unmasked.
+    pub const PSTATE_EL0: u64 = 0;
+}
+
+/// Writes `n` in hex to the console.
+pub fn print_hex<P: Platform + ?Sized>(p: &mut P, n: u64) {
+    let mut buf = [0u8; 18];
+    buf[0] = b'0';
+    buf[1] = b'x';
+    for i in 0..16 {
+        let d = ((n >> ((15 - i) * 4)) & 0xf) as u8;
+        buf[2 + i] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+    }
+    p.console(&buf);
+}
+
+/// Writes `n` in decimal to the console.
+pub fn print_dec<P: Platform + ?Sized>(p: &mut P, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    p.console(&buf[i..]);
+}
+
+/// Reports a task fault on the console.
+pub fn print_fault<P: Platform + ?Sized>(p: &mut P, name: &str, kind: FaultKind, detail: usize) {
+    p.console(b"kern: task ");
+    p.console(name.as_bytes());
+    p.console(b" faulted: ");
+    p.console(fault_name(kind).as_bytes());
+    p.console(b" ");
+    print_hex(p, detail as u64);
+    p.console(b"\n");
+}
+
+pub fn fault_name(kind: FaultKind) -> &'static str {
+    match kind {
+        FaultKind::None => "none",
+        FaultKind::MemoryAccess => "memory access",
+        FaultKind::InstructionAccess => "instruction access",
+        FaultKind::IllegalInstruction => "illegal instruction",
+        FaultKind::Panic => "panic",
+        FaultKind::BadSyscallArgs => "bad syscall arguments",
+        FaultKind::BadSyscall => "bad syscall number",
+        FaultKind::SlotViolation => "send outside task-slots",
+        FaultKind::FromServer => "refused by server (reply-fault)",
+        FaultKind::NotPermitted => "capability not granted",
+        FaultKind::BadLease => "bad lease",
+        FaultKind::Alignment => "alignment",
+    }
+}

@@ -5,7 +5,7 @@
 //! host. So the typed wrappers below — and all task code above them — are
 //! the same code in the image and in the harness.
 
-#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(target_os = "none", no_std)]
 
 pub use abi::{
     dead_code, is_dead_code, FaultKind, Generation, LeaseDesc, ReplyFaultReason, Sysnum, TaskId,
@@ -17,10 +17,12 @@ mod arch;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use arch::raw_syscall;
 
-#[cfg(feature = "std")]
+#[cfg(not(target_os = "none"))]
 pub mod host;
-#[cfg(feature = "std")]
+#[cfg(not(target_os = "none"))]
 pub use host::raw_syscall;
+
+pub use abi;
 
 pub mod fmt;
 
@@ -272,6 +274,13 @@ pub fn sys_region_info(name: &str) -> Option<RegionInfo> {
     } else {
         None
     }
+}
+
+/// The TaskId (current generation) of the peer named `name`, if it is one
+/// of this task's `task-slots`.
+pub fn sys_lookup_slot(name: &str) -> Option<TaskId> {
+    let r = raw_syscall(Sysnum::LookupSlot, [name.as_ptr() as usize, name.len(), 0, 0, 0, 0, 0]);
+    (r[0] as u32 == RC_OK).then_some(TaskId(r[1] as u16))
 }
 
 /// Status of a task, for the supervisor.

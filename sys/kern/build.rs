@@ -1,0 +1,20 @@
+//! Links the kernel binary with kernel.x and rebuilds it when the generated
+//! configuration changes.
+use std::env;
+
+fn main() {
+    let dir = env::var("CARGO_MANIFEST_DIR").unwrap();
+    let bare_metal = env::var("TARGET").is_ok_and(|t| t.ends_with("-none"));
+    if bare_metal {
+        println!("cargo:rustc-link-arg-bins=-T{dir}/kernel.x");
+    }
+    println!("cargo:rerun-if-changed=kernel.x");
+    println!("cargo:rerun-if-env-changed=KERNEL_CONFIG");
+    if let Ok(cfg) = env::var("KERNEL_CONFIG") {
+        println!("cargo:rerun-if-changed={cfg}");
+    } else if bare_metal {
+        println!(
+            "cargo:warning=KERNEL_CONFIG is not set: the kernel binary is built by `cargo xtask dist`"
+        );
+    }
+}

@@ -1,0 +1,693 @@
+//! System calls, IPC and scheduling: the portable core.
+//!
+//! This module knows nothing about the CPU. It works on the task table and
+//! the saved registers, and reaches the hardware only through [`Platform`].
+//! The AArch64 kernel and the host harness both drive this same code, so the
+//! IPC semantics they give cannot drift apart.
+
+use crate::config::{IrqDesc, CAP_SHUTDOWN, CAP_TASK_CONTROL};
+use crate::task::{region_pa, Task, TaskState};
+use abi::{
+    dead_code, FaultKind, LeaseDesc, Sysnum, TaskControl, TaskId, LEASE_READ, LEASE_WRITE, MAX_LEASES,
+    RC_BAD_LEASE, RC_NO_SUCH, RC_OK, REGION_READ, REGION_WRITE, SUPERVISOR_FAULT_BIT,
+};
+
+/// What the core needs from the machine it runs on.
+pub trait Platform {
+    /// Writes console bytes (the UART, or the harness's log).
+    fn console(&mut self, bytes: &[u8]);
+    /// Enables or disables an interrupt at the controller.
+    fn irq_enable(&mut self, intid: u32, enable: bool);
+    /// Milliseconds since boot.
+    fn now_ms(&self) -> u64;
+    /// Programs the kernel timer to fire at `deadline` ms (None: no timer).
+    fn set_deadline(&mut self, deadline: Option<u64>);
+    /// Stops the machine with an exit status.
+    fn shutdown(&mut self, status: u32) -> !;
+    /// Reinitialises a task's memory for a (re)start: zero its data region.
+    fn reset_task_memory(&mut self, task: &Task);
+}
+
+/// The kernel's state: the task table and the static interrupt table.
+pub struct Kernel<'t> {
+    pub tasks: &'t mut [Task],
+    pub irqs: &'static [IrqDesc],
+    /// Index of the running task.
+    pub current: usize,
+}
+
+/// The supervisor is task 0 by construction (the build checks it).
+pub const SUPERVISOR: usize = 0;
+
+impl<'t> Kernel<'t> {
+    pub fn new(tasks: &'t mut [Task], irqs: &'static [IrqDesc]) -> Self {
+        Kernel { tasks, irqs, current: 0 }
+    }
+
+    /// Starts every task marked `start`.
+    pub fn boot<P: Platform>(&mut self, p: &mut P) {
+        for i in 0..self.tasks.len() {
+            if self.tasks[i].desc.start {
+                self.reinit(p, i);
+            }
+        }
+        self.schedule(p);
+    }
+
+    pub fn id_of(&self, index: usize) -> TaskId {
+        TaskId::new(index, self.tasks[index].generation)
+    }
+
+    /// Resets a task to its entry point with fresh memory.
+    fn reinit<P: Platform>(&mut self, p: &mut P, i: usize) {
+        p.reset_task_memory(&self.tasks[i]);
+        let t = &mut self.tasks[i];
+        t.save = crate::task::SavedState::ZERO;
+        t.save.pc = t.desc.entry as u64;
+        t.save.sp = t.desc.stack_top as u64;
+        t.save.pstate = crate::arch_consts::PSTATE_EL0;
+        t.notifications = 0;
+        t.notification_mask = 0;
+        t.timer_deadline = None;
+        t.state = TaskState::Runnable;
+    }
+
+    /// Handles the system call the current task made; afterwards the caller
+    /// should run `self.current` (the scheduler may have changed it).
+    pub fn syscall<P: Platform>(&mut self, p: &mut P) {
+        let c = self.current;
+        let num = self.tasks[c].save.sysnum();
+        let r = match Sysnum::from_u32(num) {
+            Some(s) => self.dispatch(p, c, s),
+            None => Err(Fault(FaultKind::BadSyscall, num as usize)),
+        };
+        if let Err(Fault(kind, detail)) = r {
+            self.fault(p, c, kind, detail);
+        }
+        self.schedule(p);
+    }
+
+    fn dispatch<P: Platform>(&mut self, p: &mut P, c: usize, s: Sysnum) -> Result<(), Fault> {
+        let a = |k: &Self, i: usize| k.tasks[c].save.arg(i);
+        match s {
+            Sysnum::Send => self.send(c),
+            Sysnum::Recv => self.recv(c),
+            Sysnum::Reply => self.reply(c),
+            Sysnum::ReplyFault => {
+                let target = TaskId(a(self, 0) as u16);
+                let reason = a(self, 1);
+                if abi::ReplyFaultReason::from_u32(reason as u32).is_none() {
+                    return Err(Fault(FaultKind::BadSyscallArgs, reason));
+                }
+                let me = self.id_of(c);
+                let t = self.live_index(target)?;
+                if let Some(t) = t {
+                    if self.tasks[t].state == TaskState::InReply(me) {
+                        self.fault(p, t, FaultKind::FromServer, reason);
+                    }
+                }
+                Ok(())
+            }
+            Sysnum::BorrowRead | Sysnum::BorrowWrite | Sysnum::BorrowInfo => self.borrow(c, s),
+            Sysnum::Post => {
+                let target = TaskId(a(self, 0) as u16);
+                let bits = a(self, 1) as u32;
+                self.check_slot(c, target)?;
+                if self.tasks[target.index()].generation != target.generation() {
+                    let g = self.tasks[target.index()].generation;
+                    self.tasks[c].save.set_ret(0, dead_code(g) as usize);
+                    return Ok(());
+                }
+                self.post(target.index(), bits);
+                self.tasks[c].save.set_ret(0, RC_OK as usize);
+                Ok(())
+            }
+            Sysnum::IrqControl => {
+                let mask = a(self, 0) as u32;
+                let enable = a(self, 1) != 0;
+                let mut covered = 0u32;
+                for irq in self.irqs.iter().filter(|i| i.task as usize == c && i.notification & mask != 0) {
+                    covered |= irq.notification;
+                    p.irq_enable(irq.intid, enable);
+                }
+                if mask & !covered != 0 {
+                    return Err(Fault(FaultKind::NotPermitted, mask as usize));
+                }
+                Ok(())
+            }
+            Sysnum::SetTimer => {
+                let t = &mut self.tasks[c];
+                t.timer_deadline = if t.save.arg(0) != 0 { Some(t.save.arg(1) as u64) } else { None };
+                t.timer_bits = t.save.arg(2) as u32;
+                self.timer_tick(p);
+                Ok(())
+            }
+            Sysnum::GetTimer => {
+                let now = p.now_ms();
+                let t = &mut self.tasks[c];
+                t.save.set_ret(0, now as usize);
+                t.save.set_ret(1, t.timer_deadline.unwrap_or(0) as usize);
+                t.save.set_ret(2, t.timer_deadline.is_some() as usize);
+                t.save.set_ret(3, t.timer_bits as usize);
+                Ok(())
+            }
+            Sysnum::Panic => {
+                let (ptr, len) = (a(self, 0), a(self, 1).min(160));
+                self.log_line(p, c, b"PANIC: ");
+                if let Some(pa) = self.user(c, ptr, len, REGION_READ) {
+                    // SAFETY: `user` checked the range lies in one of the
+                    // task's readable regions, which the kernel reaches at `pa`.
+                    let msg = unsafe { core::slice::from_raw_parts(pa as *const u8, len) };
+                    p.console(msg);
+                }
+                p.console(b"\n");
+                Err(Fault(FaultKind::Panic, 0))
+            }
+            Sysnum::RefreshTaskId => {
+                let id = TaskId(a(self, 0) as u16);
+                if id.index() >= self.tasks.len() {
+                    return Err(Fault(FaultKind::BadSyscallArgs, id.0 as usize));
+                }
+                let fresh = self.id_of(id.index());
+                self.tasks[c].save.set_ret(0, fresh.0 as usize);
+                Ok(())
+            }
+            Sysnum::Log => {
+                let (ptr, len) = (a(self, 0), a(self, 1).min(abi::MAX_MESSAGE));
+                let pa = self.user(c, ptr, len, REGION_READ).ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
+                // SAFETY: checked by `user` as above.
+                let text = unsafe { core::slice::from_raw_parts(pa as *const u8, len) };
+                let text = text.strip_suffix(b"\n").unwrap_or(text);
+                for line in text.split(|b| *b == b'\n') {
+                    self.log_line(p, c, line);
+                    p.console(b"\n");
+                }
+                Ok(())
+            }
+            Sysnum::RegionInfo => {
+                let (ptr, len) = (a(self, 0), a(self, 1));
+                let pa = self.user(c, ptr, len, REGION_READ).ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
+                // SAFETY: checked by `user` as above.
+                let name = unsafe { core::slice::from_raw_parts(pa as *const u8, len) };
+                let t = &mut self.tasks[c];
+                match t.desc.regions.iter().find(|r| r.name.as_bytes() == name) {
+                    Some(r) => {
+                        let (va, rpa, size, attrs) = (r.va, region_pa(r), r.size, r.attributes);
+                        t.save.set_ret(0, RC_OK as usize);
+                        t.save.set_ret(1, va);
+                        t.save.set_ret(2, rpa);
+                        t.save.set_ret(3, size);
+                        t.save.set_ret(4, attrs as usize);
+                    }
+                    None => t.save.set_ret(0, RC_NO_SUCH as usize),
+                }
+                Ok(())
+            }
+            Sysnum::LookupSlot => {
+                let (ptr, len) = (a(self, 0), a(self, 1));
+                let pa = self.user(c, ptr, len, REGION_READ).ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
+                // SAFETY: checked by `user` as above.
+                let name = unsafe { core::slice::from_raw_parts(pa as *const u8, len) };
+                let found = self.tasks[c]
+                    .desc
+                    .task_slots
+                    .iter()
+                    .map(|&i| i as usize)
+                    .find(|&i| self.tasks[i].desc.name.as_bytes() == name);
+                let id = found.map(|i| self.id_of(i));
+                let s = &mut self.tasks[c].save;
+                match id {
+                    Some(id) => {
+                        s.set_ret(0, RC_OK as usize);
+                        s.set_ret(1, id.0 as usize);
+                    }
+                    None => s.set_ret(0, RC_NO_SUCH as usize),
+                }
+                Ok(())
+            }
+            Sysnum::TaskControl => {
+                if self.tasks[c].desc.capabilities & CAP_TASK_CONTROL == 0 {
+                    return Err(Fault(FaultKind::NotPermitted, s as usize));
+                }
+                self.task_control(p, c)
+            }
+            Sysnum::Shutdown => {
+                if self.tasks[c].desc.capabilities & CAP_SHUTDOWN == 0 {
+                    return Err(Fault(FaultKind::NotPermitted, s as usize));
+                }
+                let status = a(self, 0) as u32;
+                p.shutdown(status)
+            }
+        }
+    }
+
+    /// Checks `[va, va+len)` against task `t`'s regions; the kernel address.
+    /// Empty ranges are always valid (and never dereferenced).
+    pub fn user(&self, t: usize, va: usize, len: usize, attrs: u32) -> Option<usize> {
+        if len == 0 {
+            return Some(0);
+        }
+        self.tasks[t].translate(va, len, attrs)
+    }
+
+    /// Resolves a TaskId: Ok(Some(index)) if it names the live generation,
+    /// Ok(None) if it is stale, Err if the index does not exist.
+    fn live_index(&self, id: TaskId) -> Result<Option<usize>, Fault> {
+        let i = id.index();
+        if i >= self.tasks.len() {
+            return Err(Fault(FaultKind::BadSyscallArgs, id.0 as usize));
+        }
+        Ok((self.tasks[i].generation == id.generation()).then_some(i))
+    }
+
+    /// Capability check: `target` must be in `c`'s task-slots.
+    fn check_slot(&self, c: usize, target: TaskId) -> Result<(), Fault> {
+        let i = target.index();
+        if i < self.tasks.len() && self.tasks[c].desc.task_slots.contains(&(i as u16)) {
+            Ok(())
+        } else {
+            Err(Fault(FaultKind::SlotViolation, i))
+        }
+    }
+
+    fn send(&mut self, c: usize) -> Result<(), Fault> {
+        let s = &self.tasks[c].save;
+        let target = TaskId(s.arg(0) as u16);
+        let (msg, msg_len, rep, rep_len, leases, nleases) =
+            (s.arg(1), s.arg(2), s.arg(3), s.arg(4), s.arg(5), s.arg(6));
+        self.check_slot(c, target)?;
+        // Validate everything the send names now, so that a bad argument
+        // faults the sender rather than surfacing later in the server.
+        if msg_len > abi::MAX_MESSAGE || self.user(c, msg, msg_len, REGION_READ).is_none() {
+            return Err(Fault(FaultKind::BadSyscallArgs, msg));
+        }
+        if rep_len > abi::MAX_MESSAGE || self.user(c, rep, rep_len, REGION_READ | REGION_WRITE).is_none() {
+            return Err(Fault(FaultKind::BadSyscallArgs, rep));
+        }
+        if nleases > MAX_LEASES
+            || self.user(c, leases, nleases * core::mem::size_of::<LeaseDesc>(), REGION_READ).is_none()
+        {
+            return Err(Fault(FaultKind::BadSyscallArgs, leases));
+        }
+        let t = match self.live_index(target)? {
+            Some(t) => t,
+            None => {
+                let g = self.tasks[target.index()].generation;
+                let s = &mut self.tasks[c].save;
+                s.set_ret(0, dead_code(g) as usize);
+                s.set_ret(1, 0);
+                return Ok(());
+            }
+        };
+        let me = self.id_of(c);
+        match self.tasks[t].state {
+            TaskState::InRecv(None) => self.deliver(c, t),
+            TaskState::InRecv(Some(from)) if from == me => self.deliver(c, t),
+            _ => self.tasks[c].state = TaskState::InSend(target),
+        }
+        Ok(())
+    }
+
+    /// Copies sender `s`'s message into receiver `r`'s buffer and completes
+    /// `r`'s receive. `r` is in `recv`; `s` is runnable or in `InSend(r)`.
+    fn deliver(&mut self, s: usize, r: usize) {
+        let (msg, msg_len) = (self.tasks[s].save.arg(1), self.tasks[s].save.arg(2));
+        let (op, rep_cap, nleases) = (
+            (self.tasks[s].save.arg(0) >> 16) as u16,
+            self.tasks[s].save.arg(4),
+            self.tasks[s].save.arg(6),
+        );
+        let (buf, buf_len) = (self.tasks[r].save.arg(0), self.tasks[r].save.arg(1));
+        let n = msg_len.min(buf_len);
+        // Both ranges were checked when the calls were made; the regions are
+        // static, so they are still valid.
+        if let (Some(src), Some(dst)) =
+            (self.user(s, msg, n, REGION_READ), self.user(r, buf, n, REGION_WRITE))
+        {
+            if n > 0 {
+                // SAFETY: both ranges lie in regions of their tasks that the
+                // kernel reaches at these addresses; distinct tasks' regions
+                // never overlap (the build allocates them), and `copy`
+                // tolerates overlap anyway.
+                unsafe { core::ptr::copy(src as *const u8, dst as *mut u8, n) };
+            }
+        }
+        let sid = self.id_of(s);
+        let rs = &mut self.tasks[r].save;
+        rs.set_ret(0, RC_OK as usize);
+        rs.set_ret(1, sid.0 as usize);
+        rs.set_ret(2, op as usize);
+        rs.set_ret(3, msg_len);
+        rs.set_ret(4, rep_cap);
+        rs.set_ret(5, nleases);
+        self.tasks[r].state = TaskState::Runnable;
+        let rid = self.id_of(r);
+        self.tasks[s].state = TaskState::InReply(rid);
+    }
+
+    fn recv(&mut self, c: usize) -> Result<(), Fault> {
+        let s = &self.tasks[c].save;
+        let (buf, buf_len, mask, from) = (s.arg(0), s.arg(1), s.arg(2) as u32, TaskId(s.arg(3) as u16));
+        if buf_len > 0 && self.user(c, buf, buf_len, REGION_READ | REGION_WRITE).is_none() {
+            return Err(Fault(FaultKind::BadSyscallArgs, buf));
+        }
+        // Notifications first: a server that is flooded with messages still
+        // sees its interrupts.
+        let t = &mut self.tasks[c];
+        let pending = t.notifications & mask;
+        if pending != 0 {
+            t.notifications &= !pending;
+            Self::complete_notification(t, pending);
+            return Ok(());
+        }
+        let me = self.id_of(c);
+        if from == TaskId::KERNEL {
+            // Notifications only.
+        } else if from == TaskId::ANY {
+            // Highest-priority waiting sender; ties go to the lowest index
+            // after the receiver, so equal senders are served in turn.
+            let n = self.tasks.len();
+            let mut best: Option<usize> = None;
+            for k in 1..=n {
+                let i = (c + k) % n;
+                if self.tasks[i].state == TaskState::InSend(me)
+                    && best.is_none_or(|b| self.tasks[i].priority() < self.tasks[b].priority())
+                {
+                    best = Some(i);
+                }
+            }
+            if let Some(sdr) = best {
+                self.tasks[c].state = TaskState::InRecv(None);
+                self.deliver(sdr, c);
+                return Ok(());
+            }
+        } else {
+            match self.live_index(from)? {
+                None => {
+                    let g = self.tasks[from.index()].generation;
+                    self.tasks[c].save.set_ret(0, dead_code(g) as usize);
+                    return Ok(());
+                }
+                Some(sdr) => {
+                    if self.tasks[sdr].state == TaskState::InSend(me) {
+                        self.tasks[c].state = TaskState::InRecv(Some(from));
+                        self.deliver(sdr, c);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let t = &mut self.tasks[c];
+        t.notification_mask = mask;
+        t.state = TaskState::InRecv(if from == TaskId::ANY { None } else { Some(from) });
+        Ok(())
+    }
+
+    fn complete_notification(t: &mut Task, bits: u32) {
+        let s = &mut t.save;
+        s.set_ret(0, RC_OK as usize);
+        s.set_ret(1, TaskId::KERNEL.0 as usize);
+        s.set_ret(2, bits as usize);
+        s.set_ret(3, 0);
+        s.set_ret(4, 0);
+        s.set_ret(5, 0);
+        t.notification_mask = 0;
+        t.state = TaskState::Runnable;
+    }
+
+    /// Sets notification bits on task `t`, waking it if it waits for them.
+    pub fn post(&mut self, t: usize, bits: u32) {
+        let task = &mut self.tasks[t];
+        task.notifications |= bits;
+        if let TaskState::InRecv(_) = task.state {
+            let pending = task.notifications & task.notification_mask;
+            if pending != 0 {
+                task.notifications &= !pending;
+                Self::complete_notification(task, pending);
+            }
+        }
+    }
+
+    fn reply(&mut self, c: usize) -> Result<(), Fault> {
+        let s = &self.tasks[c].save;
+        let (target, code, ptr, len) = (TaskId(s.arg(0) as u16), s.arg(1), s.arg(2), s.arg(3));
+        if len > abi::MAX_MESSAGE || self.user(c, ptr, len, REGION_READ).is_none() {
+            return Err(Fault(FaultKind::BadSyscallArgs, ptr));
+        }
+        let me = self.id_of(c);
+        // A reply to a task that died, restarted or is not waiting on us is
+        // dropped: replying never fails, so a server cannot be hurt by a
+        // client that went away.
+        let Some(t) = self.live_index(target)? else { return Ok(()) };
+        if self.tasks[t].state != TaskState::InReply(me) {
+            return Ok(());
+        }
+        let (rep, cap) = (self.tasks[t].save.arg(3), self.tasks[t].save.arg(4));
+        // A reply longer than the client's buffer is cut; the client learns
+        // the full length and its stub refuses the truncated reply.
+        let n = len.min(cap);
+        if let (Some(src), Some(dst)) = (self.user(c, ptr, n, REGION_READ), self.user(t, rep, n, REGION_WRITE)) {
+            if n > 0 {
+                // SAFETY: checked ranges in the two tasks' regions, as in
+                // `deliver`.
+                unsafe { core::ptr::copy(src as *const u8, dst as *mut u8, n) };
+            }
+        }
+        let ts = &mut self.tasks[t].save;
+        ts.set_ret(0, code);
+        ts.set_ret(1, len);
+        self.tasks[t].state = TaskState::Runnable;
+        Ok(())
+    }
+
+    fn borrow(&mut self, c: usize, s: Sysnum) -> Result<(), Fault> {
+        let sv = &self.tasks[c].save;
+        let (lender, index, offset, buf, len) =
+            (TaskId(sv.arg(0) as u16), sv.arg(1), sv.arg(2), sv.arg(3), sv.arg(4));
+        let me = self.id_of(c);
+        let l = match self.live_index(lender)? {
+            Some(l) if self.tasks[l].state == TaskState::InReply(me) => l,
+            _ => {
+                // The lender died or stopped waiting: its leases are gone.
+                let g = self.tasks[lender.index()].generation;
+                self.tasks[c].save.set_ret(0, dead_code(g) as usize);
+                return Ok(());
+            }
+        };
+        let (table, count) = (self.tasks[l].save.arg(5), self.tasks[l].save.arg(6));
+        if index >= count {
+            self.tasks[c].save.set_ret(0, RC_BAD_LEASE as usize);
+            return Ok(());
+        }
+        let desc_va = table + index * core::mem::size_of::<LeaseDesc>();
+        let Some(desc_pa) = self.user(l, desc_va, core::mem::size_of::<LeaseDesc>(), REGION_READ) else {
+            return Err(Fault(FaultKind::BadSyscallArgs, desc_va));
+        };
+        // SAFETY: checked to lie in the lender's readable memory; read
+        // unaligned-tolerant because it is the lender's bytes.
+        let d: LeaseDesc = unsafe { core::ptr::read_unaligned(desc_pa as *const LeaseDesc) };
+        let (base, llen) = (d.base as usize, d.len as usize);
+        if s == Sysnum::BorrowInfo {
+            let t = &mut self.tasks[c].save;
+            t.set_ret(0, RC_OK as usize);
+            t.set_ret(1, d.attributes as usize);
+            t.set_ret(2, llen);
+            return Ok(());
+        }
+        let (need_lease, need_lender, need_mine) = if s == Sysnum::BorrowRead {
+            (LEASE_READ, REGION_READ, REGION_WRITE)
+        } else {
+            (LEASE_WRITE, REGION_WRITE, REGION_READ)
+        };
+        if d.attributes & need_lease == 0 || offset > llen {
+            self.tasks[c].save.set_ret(0, RC_BAD_LEASE as usize);
+            return Ok(());
+        }
+        let n = len.min(llen - offset);
+        let Some(mine) = self.user(c, buf, n, need_mine | REGION_READ) else {
+            return Err(Fault(FaultKind::BadSyscallArgs, buf));
+        };
+        let Some(theirs) = self.user(l, base + offset, n, need_lender) else {
+            // The lender lent memory it does not own: its defect, not the
+            // server's. Fault the lender; the server sees it dead.
+            let g = self.tasks[l].generation;
+            self.fault_no_sched(l, FaultKind::BadLease, base);
+            self.tasks[c].save.set_ret(0, dead_code(g) as usize);
+            return Ok(());
+        };
+        if n > 0 {
+            let (src, dst) = if s == Sysnum::BorrowRead { (theirs, mine) } else { (mine, theirs) };
+            // SAFETY: both ranges were checked against their tasks' regions.
+            unsafe { core::ptr::copy(src as *const u8, dst as *mut u8, n) };
+        }
+        let t = &mut self.tasks[c].save;
+        t.set_ret(0, RC_OK as usize);
+        t.set_ret(1, n);
+        Ok(())
+    }
+
+    fn task_control<P: Platform>(&mut self, p: &mut P, c: usize) -> Result<(), Fault> {
+        let (op, idx) = (self.tasks[c].save.arg(0), self.tasks[c].save.arg(1));
+        let n = self.tasks.len();
+        match op as u32 {
+            x if x == TaskControl::Status as u32 => {
+                if idx >= n {
+                    self.tasks[c].save.set_ret(0, RC_NO_SUCH as usize);
+                    return Ok(());
+                }
+                let (state, g) = (self.tasks[idx].state, self.tasks[idx].generation);
+                let (kind, detail) = match state {
+                    TaskState::Faulted { kind, detail } => (kind as usize, detail),
+                    _ => (0, 0),
+                };
+                let s = &mut self.tasks[c].save;
+                s.set_ret(0, RC_OK as usize);
+                s.set_ret(1, state.code() as usize);
+                s.set_ret(2, g.0 as usize);
+                s.set_ret(3, kind);
+                s.set_ret(4, detail);
+            }
+            x if x == TaskControl::Restart as u32 => {
+                if idx >= n || idx == SUPERVISOR {
+                    self.tasks[c].save.set_ret(0, RC_NO_SUCH as usize);
+                    return Ok(());
+                }
+                self.restart(p, idx);
+                self.tasks[c].save.set_ret(0, RC_OK as usize);
+            }
+            x if x == TaskControl::NextFaulted as u32 => {
+                let found =
+                    (idx..n).find(|&i| matches!(self.tasks[i].state, TaskState::Faulted { .. }));
+                let s = &mut self.tasks[c].save;
+                match found {
+                    Some(i) => {
+                        s.set_ret(0, RC_OK as usize);
+                        s.set_ret(1, i);
+                    }
+                    None => s.set_ret(0, RC_NO_SUCH as usize),
+                }
+            }
+            _ => return Err(Fault(FaultKind::BadSyscallArgs, op)),
+        }
+        Ok(())
+    }
+
+    /// Restarts task `t` with a new generation. Everyone blocked on it learns
+    /// through a dead code carrying the new generation.
+    pub fn restart<P: Platform>(&mut self, p: &mut P, t: usize) {
+        self.tasks[t].generation = self.tasks[t].generation.next();
+        let g = self.tasks[t].generation;
+        for irq in self.irqs.iter().filter(|i| i.task as usize == t) {
+            p.irq_enable(irq.intid, false);
+        }
+        self.reinit(p, t);
+        for i in 0..self.tasks.len() {
+            let blocked_on_t = match self.tasks[i].state {
+                TaskState::InSend(x) | TaskState::InReply(x) | TaskState::InRecv(Some(x)) => x.index() == t,
+                _ => false,
+            };
+            if blocked_on_t {
+                let s = &mut self.tasks[i].save;
+                s.set_ret(0, dead_code(g) as usize);
+                s.set_ret(1, 0);
+                self.tasks[i].state = TaskState::Runnable;
+            }
+        }
+        self.timer_tick(p);
+    }
+
+    /// Stops task `t` and tells the supervisor.
+    pub fn fault<P: Platform>(&mut self, p: &mut P, t: usize, kind: FaultKind, detail: usize) {
+        if t == SUPERVISOR {
+            // Nobody can restart the supervisor: the system is broken.
+            p.console(b"kern: supervisor faulted; stopping\n");
+            crate::print_fault(p, self.tasks[t].desc.name, kind, detail);
+            p.shutdown(crate::EXIT_SUPERVISOR_FAULT);
+        }
+        self.fault_no_sched(t, kind, detail);
+    }
+
+    fn fault_no_sched(&mut self, t: usize, kind: FaultKind, detail: usize) {
+        self.tasks[t].state = TaskState::Faulted { kind, detail };
+        self.tasks[t].timer_deadline = None;
+        self.post(SUPERVISOR, SUPERVISOR_FAULT_BIT);
+    }
+
+    /// Fires expired task timers and programs the next deadline.
+    pub fn timer_tick<P: Platform>(&mut self, p: &mut P) {
+        let now = p.now_ms();
+        let mut next: Option<u64> = None;
+        for i in 0..self.tasks.len() {
+            if let Some(d) = self.tasks[i].timer_deadline {
+                if d <= now {
+                    self.tasks[i].timer_deadline = None;
+                    let bits = self.tasks[i].timer_bits;
+                    self.post(i, bits);
+                } else {
+                    next = Some(next.map_or(d, |n| n.min(d)));
+                }
+            }
+        }
+        p.set_deadline(next);
+    }
+
+    /// An interrupt fired: post its owner and mask it until the owner
+    /// re-enables it (so a level interrupt cannot storm a task that is busy).
+    pub fn interrupt<P: Platform>(&mut self, p: &mut P, intid: u32) {
+        if let Some(irq) = self.irqs.iter().find(|i| i.intid == intid) {
+            p.irq_enable(intid, false);
+            self.post(irq.task as usize, irq.notification);
+        }
+        self.schedule(p);
+    }
+
+    /// Picks the highest-priority runnable task; among equals, the next one
+    /// after the current, so equals take turns. None: nothing can run.
+    pub fn pick(&self) -> Option<usize> {
+        let n = self.tasks.len();
+        let mut best: Option<usize> = None;
+        for k in 0..n {
+            let i = (self.current + k) % n;
+            if self.tasks[i].state == TaskState::Runnable
+                && best.is_none_or(|b| self.tasks[i].priority() < self.tasks[b].priority())
+            {
+                best = Some(i);
+            }
+        }
+        best
+    }
+
+    /// Sets `current` to the task to run next, if any can run.
+    pub fn schedule<P: Platform>(&mut self, _p: &mut P) -> bool {
+        // The running task keeps the CPU against equals: round-robin among
+        // equals only happens when it blocks.
+        if self.tasks[self.current].state == TaskState::Runnable {
+            let cur_pri = self.tasks[self.current].priority();
+            if let Some(b) = self.pick() {
+                if self.tasks[b].priority() < cur_pri {
+                    self.current = b;
+                }
+            }
+            return true;
+        }
+        match self.pick() {
+            Some(b) => {
+                self.current = b;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Writes `[name] ` then `text` to the console.
+    fn log_line<P: Platform>(&self, p: &mut P, c: usize, text: &[u8]) {
+        p.console(b"[");
+        p.console(self.tasks[c].desc.name.as_bytes());
+        p.console(b"] ");
+        p.console(text);
+    }
+}
+
+/// A fault of the calling task: its kind and detail.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Fault(pub FaultKind, pub usize);

@@ -1,0 +1,132 @@
+//! Task state: saved registers, scheduling state, identity.
+
+use crate::config::{PhysSource, RegionDesc, TaskDesc};
+use abi::{FaultKind, Generation, TaskId, REGION_DEVICE};
+
+/// Registers saved on every entry to the kernel. The layout is fixed: the
+/// exception entry code stores into it by offset (see `arch::aarch64`).
+#[derive(Clone, Debug)]
+#[repr(C, align(16))]
+pub struct SavedState {
+    /// x0..x30.
+    pub x: [u64; 31],
+    pub sp: u64,
+    pub pc: u64,
+    pub pstate: u64,
+    pub fpsr: u64,
+    pub fpcr: u64,
+    /// q0..q31.
+    pub q: [u128; 32],
+}
+
+impl SavedState {
+    pub const ZERO: SavedState =
+        SavedState { x: [0; 31], sp: 0, pc: 0, pstate: 0, fpsr: 0, fpcr: 0, q: [0; 32] };
+
+    /// System-call argument `i` (x0..x7) and number (x8).
+    pub fn arg(&self, i: usize) -> usize {
+        self.x[i] as usize
+    }
+    pub fn sysnum(&self) -> u32 {
+        self.x[8] as u32
+    }
+    /// Sets system-call result `i` (x0..x7).
+    pub fn set_ret(&mut self, i: usize, v: usize) {
+        self.x[i] = v as u64;
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    Runnable,
+    /// Waiting for `TaskId` to receive its message.
+    InSend(TaskId),
+    /// Sent to `TaskId`, which has the message; waiting for the reply.
+    InReply(TaskId),
+    /// Waiting in `recv`; `Some(t)` for a closed receive from `t` only.
+    InRecv(Option<TaskId>),
+    /// Stopped by a fault until the supervisor restarts it.
+    Faulted { kind: FaultKind, detail: usize },
+    /// Not started (app.toml `start = false`) or stopped for good.
+    Stopped,
+}
+
+impl TaskState {
+    pub fn code(&self) -> abi::TaskStateCode {
+        use abi::TaskStateCode as C;
+        match self {
+            TaskState::Runnable => C::Runnable,
+            TaskState::InSend(_) => C::InSend,
+            TaskState::InReply(_) => C::InReply,
+            TaskState::InRecv(_) => C::InRecv,
+            TaskState::Faulted { .. } => C::Faulted,
+            TaskState::Stopped => C::Stopped,
+        }
+    }
+}
+
+/// One task's kernel-side record.
+#[derive(Debug)]
+#[repr(C)]
+pub struct Task {
+    /// First, so the exception entry finds it at the task pointer.
+    pub save: SavedState,
+    pub state: TaskState,
+    pub generation: Generation,
+    /// Pending notification bits.
+    pub notifications: u32,
+    /// Bits the task is waiting for while in `recv`.
+    pub notification_mask: u32,
+    /// Armed timer: deadline in ms ticks and the bits it posts.
+    pub timer_deadline: Option<u64>,
+    pub timer_bits: u32,
+    /// Translation table base with ASID, for the MMU (0 on the host).
+    pub ttbr0: u64,
+    pub desc: &'static TaskDesc,
+}
+
+impl Task {
+    pub fn new(desc: &'static TaskDesc) -> Self {
+        Task {
+            save: SavedState::ZERO,
+            state: TaskState::Stopped,
+            generation: Generation(0),
+            notifications: 0,
+            notification_mask: 0,
+            timer_deadline: None,
+            timer_bits: 0,
+            ttbr0: 0,
+            desc,
+        }
+    }
+
+    pub fn priority(&self) -> u8 {
+        self.desc.priority
+    }
+
+    /// Finds a region of this task that wholly contains `[va, va + len)`
+    /// with all of `attrs`, and returns the address the kernel uses to reach
+    /// `va` (physical = kernel address, identity-mapped). Device memory is
+    /// never a valid IPC buffer.
+    pub fn translate(&self, va: usize, len: usize, attrs: u32) -> Option<usize> {
+        let end = va.checked_add(len)?;
+        self.desc.regions.iter().find_map(|r: &RegionDesc| {
+            let r_end = r.va.checked_add(r.size)?;
+            if va >= r.va && end <= r_end && r.attributes & attrs == attrs && r.attributes & REGION_DEVICE == 0
+            {
+                Some(region_pa(r) + (va - r.va))
+            } else {
+                None
+            }
+        })
+    }
+}
+
+/// Physical (= kernel-reachable) address of a region's start.
+pub fn region_pa(r: &RegionDesc) -> usize {
+    match r.phys {
+        PhysSource::Fixed(pa) => pa,
+        PhysSource::Static(p) => p.0 as usize,
+    }
+}

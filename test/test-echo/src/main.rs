@@ -1,0 +1,91 @@
+//! Test server for the IPC, isolation and restart images.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+#[export_name = "main"]
+fn main() -> ! {
+    use test_support::echo::*;
+    use userlib::*;
+    let mut buf = [0u8; 256];
+    loop {
+        let m = sys_recv_open(&mut buf, 0);
+        if m.is_notification() {
+            continue;
+        }
+        let n = m.message_len.min(buf.len());
+        match m.operation as u16 {
+            ECHO => sys_reply(m.sender, 0, &buf[..n]),
+            LEASE_SUM => {
+                let mut sum = 0u32;
+                let mut chunk = [0u8; 64];
+                let mut off = 0;
+                loop {
+                    match sys_borrow_read(m.sender, 0, off, &mut chunk) {
+                        Ok(0) => break,
+                        Ok(k) => {
+                            sum += chunk[..k].iter().map(|b| *b as u32).sum::<u32>();
+                            off += k;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                sys_reply(m.sender, 0, &sum.to_le_bytes());
+            }
+            LEASE_FILL => {
+                let v = if n > 0 { buf[0] } else { 0 };
+                let len = sys_borrow_info(m.sender, 0).map(|i| i.len).unwrap_or(0);
+                let chunk = [v; 64];
+                let mut off = 0;
+                while off < len {
+                    match sys_borrow_write(m.sender, 0, off, &chunk[..(len - off).min(64)]) {
+                        Ok(k) if k > 0 => off += k,
+                        _ => break,
+                    }
+                }
+                sys_reply(m.sender, 0, &(off as u32).to_le_bytes());
+            }
+            PANIC => panic!("asked to panic"),
+            LEASE_WRITE_ATTEMPT => {
+                let rc = match sys_borrow_write(m.sender, 0, 0, &[1, 2, 3]) {
+                    Ok(_) => 0,
+                    Err(rc) => rc,
+                };
+                sys_reply(m.sender, 0, &rc.to_le_bytes());
+            }
+            CLOSED_NEXT => {
+                let only = m.sender;
+                sys_reply(m.sender, 0, &[]);
+                if let Ok(m2) = sys_recv(&mut buf, 0, only) {
+                    sys_reply(m2.sender, 0, &[(m2.sender == only) as u8]);
+                }
+            }
+            REPLY_BYTES if n >= 2 => {
+                let k = (u16::from_le_bytes([buf[0], buf[1]]) as usize).min(buf.len());
+                let out = [0x5Au8; 256];
+                sys_reply(m.sender, 0, &out[..k]);
+            }
+            TOUCH if n >= 8 => {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&buf[..8]);
+                let addr = u64::from_le_bytes(a) as usize;
+                // SAFETY: deliberately unsafe: the isolation tests ask this
+                // task to read an address it was not given; the kernel must
+                // fault it. Nothing in this task depends on the value.
+                let v = unsafe { core::ptr::read_volatile(addr as *const u32) };
+                sys_reply(m.sender, 0, &v.to_le_bytes());
+            }
+            SEND_TO if n >= 2 => {
+                let target = TaskId(u16::from_le_bytes([buf[0], buf[1]]));
+                let (rc, _) = sys_send(target, ECHO, b"x", &mut [], &[]);
+                sys_reply(m.sender, 0, &rc.to_le_bytes());
+            }
+            _ => sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation),
+        }
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("test-echo is a task: it runs inside a QEMU test image");
+    std::process::exit(2);
+}

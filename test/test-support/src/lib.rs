@@ -1,0 +1,61 @@
+//! Shared by the test tasks that run inside QEMU test images. A test case
+//! reports `TEST <name> ok` or `TEST <name> FAIL <why>` on the console;
+//! `cargo xtask test` matches those lines against the image's
+//! `[expect] cases`, so a case that never reports fails.
+
+#![cfg_attr(target_os = "none", no_std)]
+
+use userlib::log;
+
+/// Outcome of one case: Err carries a short reason.
+pub type Outcome = Result<(), &'static str>;
+
+/// Runs and reports one case; returns whether it passed.
+pub fn case(name: &str, f: impl FnOnce() -> Outcome) -> bool {
+    match f() {
+        Ok(()) => {
+            log!("TEST {} ok", name);
+            true
+        }
+        Err(why) => {
+            log!("TEST {} FAIL {}", name, why);
+            false
+        }
+    }
+}
+
+/// Fails the case with `why` unless `cond` holds.
+pub fn ensure(cond: bool, why: &'static str) -> Outcome {
+    if cond { Ok(()) } else { Err(why) }
+}
+
+/// Stops the machine: status 0 if everything passed.
+pub fn finish(all_passed: bool) -> ! {
+    log!("tests finished: {}", if all_passed { "all passed" } else { "FAILURES" });
+    userlib::sys_shutdown(if all_passed { 0 } else { 1 })
+}
+
+/// Notification bit the test tasks use for their timer.
+pub const TIMER_BIT: u32 = 1 << 31;
+
+/// Operations of the `test-echo` server.
+pub mod echo {
+    pub const ECHO: u16 = 1;
+    /// Reads lease 0 entirely; replies the byte sum as u32 LE.
+    pub const LEASE_SUM: u16 = 2;
+    /// Fills lease 0 with message[0]; replies the count as u32 LE.
+    pub const LEASE_FILL: u16 = 3;
+    /// Panics (the supervisor restarts it).
+    pub const PANIC: u16 = 4;
+    /// Tries to write lease 0; replies the borrow result code as u32 LE.
+    pub const LEASE_WRITE_ATTEMPT: u16 = 5;
+    /// Replies, then receives once only from the same sender; answers that
+    /// message with [1] if it came from that sender (it must).
+    pub const CLOSED_NEXT: u16 = 6;
+    /// Replies with `n` bytes (message[0..2] LE) of 0x5A.
+    pub const REPLY_BYTES: u16 = 7;
+    /// Touches memory at the address in message[0..8] LE (isolation tests).
+    pub const TOUCH: u16 = 8;
+    /// Sends to the task index in message[0..2] (outside its slots).
+    pub const SEND_TO: u16 = 9;
+}
