@@ -108,7 +108,7 @@ impl<'t> Kernel<'t> {
                 }
                 Ok(())
             }
-            Sysnum::BorrowRead | Sysnum::BorrowWrite | Sysnum::BorrowInfo => self.borrow(c, s),
+            Sysnum::BorrowRead | Sysnum::BorrowWrite | Sysnum::BorrowInfo => self.borrow(p, c, s),
             Sysnum::Post => {
                 let target = TaskId(a(self, 0) as u16);
                 let bits = a(self, 1) as u32;
@@ -367,15 +367,19 @@ impl<'t> Kernel<'t> {
             // Highest-priority waiting sender; ties go to the lowest index
             // after the receiver, so equal senders are served in turn.
             let n = self.tasks.len();
-            let mut best: Option<usize> = None;
-            for k in 1..=n {
-                let i = (c + k) % n;
-                if self.tasks[i].state == TaskState::InSend(me)
-                    && best.is_none_or(|b| self.tasks[i].priority() < self.tasks[b].priority())
-                {
-                    best = Some(i);
+            let mut best: Option<(usize, u8)> = None;
+            let mut i = c;
+            for _ in 0..n {
+                i += 1;
+                if i == n {
+                    i = 0;
+                }
+                let t = &self.tasks[i];
+                if t.state == TaskState::InSend(me) && best.is_none_or(|(_, p)| t.desc.priority < p) {
+                    best = Some((i, t.desc.priority));
                 }
             }
+            let best = best.map(|(i, _)| i);
             if let Some(sdr) = best {
                 self.tasks[c].state = TaskState::InRecv(None);
                 self.deliver(sdr, c);
@@ -460,7 +464,7 @@ impl<'t> Kernel<'t> {
         Ok(())
     }
 
-    fn borrow(&mut self, c: usize, s: Sysnum) -> Result<(), Fault> {
+    fn borrow<P: Platform>(&mut self, p: &mut P, c: usize, s: Sysnum) -> Result<(), Fault> {
         let sv = &self.tasks[c].save;
         let (lender, index, offset, buf, len) =
             (TaskId(sv.arg(0) as u16), sv.arg(1), sv.arg(2), sv.arg(3), sv.arg(4));
@@ -511,7 +515,7 @@ impl<'t> Kernel<'t> {
             // The lender lent memory it does not own: its defect, not the
             // server's. Fault the lender; the server sees it dead.
             let g = self.tasks[l].generation;
-            self.fault_no_sched(l, FaultKind::BadLease, base);
+            self.fault(p, l, FaultKind::BadLease, base);
             self.tasks[c].save.set_ret(0, dead_code(g) as usize);
             return Ok(());
         };
@@ -598,10 +602,10 @@ impl<'t> Kernel<'t> {
 
     /// Stops task `t` and tells the supervisor.
     pub fn fault<P: Platform>(&mut self, p: &mut P, t: usize, kind: FaultKind, detail: usize) {
+        crate::print_fault(p, self.tasks[t].desc.name, kind, detail);
         if t == SUPERVISOR {
             // Nobody can restart the supervisor: the system is broken.
             p.console(b"kern: supervisor faulted; stopping\n");
-            crate::print_fault(p, self.tasks[t].desc.name, kind, detail);
             p.shutdown(crate::EXIT_SUPERVISOR_FAULT);
         }
         self.fault_no_sched(t, kind, detail);
@@ -645,16 +649,21 @@ impl<'t> Kernel<'t> {
     /// after the current, so equals take turns. None: nothing can run.
     pub fn pick(&self) -> Option<usize> {
         let n = self.tasks.len();
-        let mut best: Option<usize> = None;
-        for k in 0..n {
-            let i = (self.current + k) % n;
-            if self.tasks[i].state == TaskState::Runnable
-                && best.is_none_or(|b| self.tasks[i].priority() < self.tasks[b].priority())
-            {
-                best = Some(i);
+        let mut best: Option<(usize, u8)> = None;
+        // Scan from the current task round the table (no division: this is
+        // the IPC hot path).
+        let mut i = self.current;
+        for _ in 0..n {
+            let t = &self.tasks[i];
+            if t.state == TaskState::Runnable && best.is_none_or(|(_, p)| t.desc.priority < p) {
+                best = Some((i, t.desc.priority));
+            }
+            i += 1;
+            if i == n {
+                i = 0;
             }
         }
-        best
+        best.map(|(i, _)| i)
     }
 
     /// Sets `current` to the task to run next, if any can run.

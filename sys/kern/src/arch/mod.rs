@@ -413,7 +413,6 @@ extern "C" fn el0_exception(kind: u64) -> *mut SavedState {
                     0x22 | 0x26 => (abi::FaultKind::Alignment, esr as usize),
                     _ => (abi::FaultKind::IllegalInstruction, esr as usize),
                 };
-                crate::print_fault(m, k.tasks[c].desc.name, kind, detail);
                 k.fault(m, c, kind, detail);
                 k.schedule(m);
             }

@@ -1,0 +1,74 @@
+//! Runner of the restart_* cases: a server that panics is restarted with a
+//! new generation, its client gets the dead code and recovers; a task that
+//! crashes on every start is restarted with a growing hold-off.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod cases {
+    use test_support::{case, echo::*, ensure, finish, Outcome, TIMER_BIT};
+    use userlib::*;
+
+    fn ping(id: TaskId) -> u32 {
+        let mut r = [0u8; 4];
+        sys_send(id, ECHO, b"ping", &mut r, &[]).0
+    }
+
+    fn dead_code_and_recover() -> Outcome {
+        let echo = sys_lookup_slot("test-echo").ok_or("no echo slot")?;
+        ensure(ping(echo) == 0, "server does not answer before the crash")?;
+        let (rc, _) = sys_send(echo, PANIC, &[], &mut [], &[]);
+        let g = is_dead_code(rc).ok_or("no dead code after the server panicked")?;
+        ensure(g == echo.generation().next(), "dead code carries the wrong generation")?;
+        // The stale id keeps getting the dead code, without blocking.
+        ensure(is_dead_code(ping(echo)) == Some(g), "stale id not refused")?;
+        let fresh = sys_refresh_task_id(echo);
+        ensure(fresh == echo.with_generation(g), "refresh gives the wrong id")?;
+        ensure(ping(fresh) == 0, "restarted server does not answer")?;
+        ensure(sys_lookup_slot("test-echo") == Some(fresh), "lookup does not give the new generation")
+    }
+
+    fn throttled() -> Outcome {
+        let crash = sys_lookup_slot("test-crashloop").ok_or("no crashloop slot")?;
+        // Sample the crashing task's generation every 50 ms for 2 s. Without
+        // a hold-off it would restart thousands of times (the generation
+        // wraps at 64); with the doubling hold-off only a handful.
+        let mut prev = sys_refresh_task_id(crash).generation().0;
+        let mut total = 0u32;
+        let mut late = 0u32;
+        let mut worst = 0u32;
+        for i in 0..40 {
+            sleep_for(50, TIMER_BIT);
+            let g = sys_refresh_task_id(crash).generation().0;
+            let d = (g.wrapping_sub(prev) & 63) as u32;
+            prev = g;
+            total += d;
+            worst = worst.max(d);
+            if i >= 20 {
+                late += d;
+            }
+        }
+        log!("crash-looping task: {} restarts in 2 s, {} in the last second, at most {} per 50 ms", total, late, worst);
+        ensure(worst <= 3, "restarted more than 3 times within 50 ms")?;
+        ensure(late <= 2, "hold-off is not growing")?;
+        ensure(total >= 1, "the crashing task is no longer restarted at all")
+    }
+
+    pub fn run() -> ! {
+        let mut ok = true;
+        ok &= case("restart_dead_code_and_recover", dead_code_and_recover);
+        ok &= case("restart_throttled", throttled);
+        finish(ok)
+    }
+}
+
+#[cfg(target_os = "none")]
+#[export_name = "main"]
+fn main() -> ! {
+    cases::run()
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("test-restart is a task: it runs inside a QEMU test image");
+    std::process::exit(2);
+}
