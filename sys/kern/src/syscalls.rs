@@ -34,6 +34,23 @@ pub struct Kernel<'t> {
     pub irqs: &'static [IrqDesc],
     /// Index of the running task.
     pub current: usize,
+    /// Tasks made runnable since the last scheduling decision.
+    woken: Woken,
+}
+
+/// What changed in the runnable set since the last scheduling decision.
+///
+/// The scheduler relies on one invariant: while a task runs, no runnable
+/// task has a strictly higher priority (anything that wakes a task goes
+/// through [`Kernel::wake`] and is rescheduled before returning to EL0). So
+/// when exactly one task was woken, comparing it with the current task
+/// decides — no scan of the table. That is the IPC fast path: a client's
+/// send wakes its (higher-priority) server, which runs next.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Woken {
+    None,
+    One(usize),
+    Many,
 }
 
 /// The supervisor is task 0 by construction (the build checks it).
@@ -41,7 +58,7 @@ pub const SUPERVISOR: usize = 0;
 
 impl<'t> Kernel<'t> {
     pub fn new(tasks: &'t mut [Task], irqs: &'static [IrqDesc]) -> Self {
-        Kernel { tasks, irqs, current: 0 }
+        Kernel { tasks, irqs, current: 0, woken: Woken::Many }
     }
 
     /// Starts every task marked `start`.
@@ -69,7 +86,17 @@ impl<'t> Kernel<'t> {
         t.notifications = 0;
         t.notification_mask = 0;
         t.timer_deadline = None;
-        t.state = TaskState::Runnable;
+        self.wake(i);
+    }
+
+    /// Makes task `i` runnable and records it for the scheduler.
+    fn wake(&mut self, i: usize) {
+        self.tasks[i].state = TaskState::Runnable;
+        self.woken = match self.woken {
+            Woken::None => Woken::One(i),
+            Woken::One(j) if j == i => Woken::One(i),
+            _ => Woken::Many,
+        };
     }
 
     /// Handles the system call the current task made; afterwards the caller
@@ -102,7 +129,7 @@ impl<'t> Kernel<'t> {
                 let me = self.id_of(c);
                 let t = self.live_index(target)?;
                 if let Some(t) = t {
-                    if self.tasks[t].state == TaskState::InReply(me) {
+                    if matches!(self.tasks[t].state, TaskState::InReply(x) if x == me) {
                         self.fault(p, t, FaultKind::FromServer, reason);
                     }
                 }
@@ -243,6 +270,7 @@ impl<'t> Kernel<'t> {
 
     /// Checks `[va, va+len)` against task `t`'s regions; the kernel address.
     /// Empty ranges are always valid (and never dereferenced).
+    #[inline(always)]
     pub fn user(&self, t: usize, va: usize, len: usize, attrs: u32) -> Option<usize> {
         if len == 0 {
             return Some(0);
@@ -263,7 +291,7 @@ impl<'t> Kernel<'t> {
     /// Capability check: `target` must be in `c`'s task-slots.
     fn check_slot(&self, c: usize, target: TaskId) -> Result<(), Fault> {
         let i = target.index();
-        if i < self.tasks.len() && self.tasks[c].desc.task_slots.contains(&(i as u16)) {
+        if i < self.tasks.len() && self.tasks[c].slot_mask & (1 << i) != 0 {
             Ok(())
         } else {
             Err(Fault(FaultKind::SlotViolation, i))
@@ -278,8 +306,11 @@ impl<'t> Kernel<'t> {
         self.check_slot(c, target)?;
         // Validate everything the send names now, so that a bad argument
         // faults the sender rather than surfacing later in the server.
-        if msg_len > abi::MAX_MESSAGE || self.user(c, msg, msg_len, REGION_READ).is_none() {
+        let Some(msg_pa) = self.user(c, msg, msg_len.min(abi::MAX_MESSAGE + 1), REGION_READ) else {
             return Err(Fault(FaultKind::BadSyscallArgs, msg));
+        };
+        if msg_len > abi::MAX_MESSAGE {
+            return Err(Fault(FaultKind::BadSyscallArgs, msg_len));
         }
         if rep_len > abi::MAX_MESSAGE || self.user(c, rep, rep_len, REGION_READ | REGION_WRITE).is_none() {
             return Err(Fault(FaultKind::BadSyscallArgs, rep));
@@ -301,8 +332,8 @@ impl<'t> Kernel<'t> {
         };
         let me = self.id_of(c);
         match self.tasks[t].state {
-            TaskState::InRecv(None) => self.deliver(c, t),
-            TaskState::InRecv(Some(from)) if from == me => self.deliver(c, t),
+            TaskState::InRecv(None) => self.deliver(c, t, Some(msg_pa)),
+            TaskState::InRecv(Some(from)) if from == me => self.deliver(c, t, Some(msg_pa)),
             _ => self.tasks[c].state = TaskState::InSend(target),
         }
         Ok(())
@@ -310,27 +341,23 @@ impl<'t> Kernel<'t> {
 
     /// Copies sender `s`'s message into receiver `r`'s buffer and completes
     /// `r`'s receive. `r` is in `recv`; `s` is runnable or in `InSend(r)`.
-    fn deliver(&mut self, s: usize, r: usize) {
-        let (msg, msg_len) = (self.tasks[s].save.arg(1), self.tasks[s].save.arg(2));
-        let (op, rep_cap, nleases) = (
-            (self.tasks[s].save.arg(0) >> 16) as u16,
-            self.tasks[s].save.arg(4),
-            self.tasks[s].save.arg(6),
-        );
-        let (buf, buf_len) = (self.tasks[r].save.arg(0), self.tasks[r].save.arg(1));
-        let n = msg_len.min(buf_len);
-        // Both ranges were checked when the calls were made; the regions are
-        // static, so they are still valid.
-        if let (Some(src), Some(dst)) =
-            (self.user(s, msg, n, REGION_READ), self.user(r, buf, n, REGION_WRITE))
-        {
-            if n > 0 {
-                // SAFETY: both ranges lie in regions of their tasks that the
-                // kernel reaches at these addresses; distinct tasks' regions
-                // never overlap (the build allocates them), and `copy`
-                // tolerates overlap anyway.
-                unsafe { core::ptr::copy(src as *const u8, dst as *mut u8, n) };
-            }
+    /// `msg_pa`: the sender's message, if the caller already checked it.
+    fn deliver(&mut self, s: usize, r: usize, msg_pa: Option<usize>) {
+        let ss = &self.tasks[s].save;
+        let (msg, msg_len, op, rep_cap, nleases) =
+            (ss.arg(1), ss.arg(2), (ss.arg(0) >> 16) as u16, ss.arg(4), ss.arg(6));
+        let n = msg_len.min(self.tasks[r].save.arg(1));
+        // The sender's range was checked when it sent, the receiver's when
+        // it called recv; regions are static, so both are still valid.
+        let src = match msg_pa {
+            Some(pa) => Some(pa),
+            None => self.user(s, msg, n, REGION_READ),
+        };
+        if let Some(src) = src {
+            // SAFETY: both ranges lie in regions of their tasks that the
+            // kernel reaches at these addresses, and distinct tasks' regions
+            // never overlap (the build allocates them).
+            unsafe { copy_bytes(src, self.tasks[r].recv_buf, n) };
         }
         let sid = self.id_of(s);
         let rs = &mut self.tasks[r].save;
@@ -340,7 +367,7 @@ impl<'t> Kernel<'t> {
         rs.set_ret(3, msg_len);
         rs.set_ret(4, rep_cap);
         rs.set_ret(5, nleases);
-        self.tasks[r].state = TaskState::Runnable;
+        self.wake(r);
         let rid = self.id_of(r);
         self.tasks[s].state = TaskState::InReply(rid);
     }
@@ -348,16 +375,15 @@ impl<'t> Kernel<'t> {
     fn recv(&mut self, c: usize) -> Result<(), Fault> {
         let s = &self.tasks[c].save;
         let (buf, buf_len, mask, from) = (s.arg(0), s.arg(1), s.arg(2) as u32, TaskId(s.arg(3) as u16));
-        if buf_len > 0 && self.user(c, buf, buf_len, REGION_READ | REGION_WRITE).is_none() {
+        let Some(buf_pa) = self.user(c, buf, buf_len, REGION_READ | REGION_WRITE) else {
             return Err(Fault(FaultKind::BadSyscallArgs, buf));
-        }
+        };
+        self.tasks[c].recv_buf = buf_pa;
         // Notifications first: a server that is flooded with messages still
         // sees its interrupts.
-        let t = &mut self.tasks[c];
-        let pending = t.notifications & mask;
+        let pending = self.tasks[c].notifications & mask;
         if pending != 0 {
-            t.notifications &= !pending;
-            Self::complete_notification(t, pending);
+            self.complete_notification(c, pending);
             return Ok(());
         }
         let me = self.id_of(c);
@@ -375,14 +401,16 @@ impl<'t> Kernel<'t> {
                     i = 0;
                 }
                 let t = &self.tasks[i];
-                if t.state == TaskState::InSend(me) && best.is_none_or(|(_, p)| t.desc.priority < p) {
+                if matches!(t.state, TaskState::InSend(x) if x == me)
+                    && best.is_none_or(|(_, p)| t.desc.priority < p)
+                {
                     best = Some((i, t.desc.priority));
                 }
             }
             let best = best.map(|(i, _)| i);
             if let Some(sdr) = best {
                 self.tasks[c].state = TaskState::InRecv(None);
-                self.deliver(sdr, c);
+                self.deliver(sdr, c, None);
                 return Ok(());
             }
         } else {
@@ -393,9 +421,9 @@ impl<'t> Kernel<'t> {
                     return Ok(());
                 }
                 Some(sdr) => {
-                    if self.tasks[sdr].state == TaskState::InSend(me) {
+                    if matches!(self.tasks[sdr].state, TaskState::InSend(x) if x == me) {
                         self.tasks[c].state = TaskState::InRecv(Some(from));
-                        self.deliver(sdr, c);
+                        self.deliver(sdr, c, None);
                         return Ok(());
                     }
                 }
@@ -407,7 +435,10 @@ impl<'t> Kernel<'t> {
         Ok(())
     }
 
-    fn complete_notification(t: &mut Task, bits: u32) {
+    /// Ends task `i`'s receive with notification `bits` (and clears them).
+    fn complete_notification(&mut self, i: usize, bits: u32) {
+        let t = &mut self.tasks[i];
+        t.notifications &= !bits;
         let s = &mut t.save;
         s.set_ret(0, RC_OK as usize);
         s.set_ret(1, TaskId::KERNEL.0 as usize);
@@ -416,7 +447,7 @@ impl<'t> Kernel<'t> {
         s.set_ret(4, 0);
         s.set_ret(5, 0);
         t.notification_mask = 0;
-        t.state = TaskState::Runnable;
+        self.wake(i);
     }
 
     /// Sets notification bits on task `t`, waking it if it waits for them.
@@ -426,8 +457,7 @@ impl<'t> Kernel<'t> {
         if let TaskState::InRecv(_) = task.state {
             let pending = task.notifications & task.notification_mask;
             if pending != 0 {
-                task.notifications &= !pending;
-                Self::complete_notification(task, pending);
+                self.complete_notification(t, pending);
             }
         }
     }
@@ -443,7 +473,7 @@ impl<'t> Kernel<'t> {
         // dropped: replying never fails, so a server cannot be hurt by a
         // client that went away.
         let Some(t) = self.live_index(target)? else { return Ok(()) };
-        if self.tasks[t].state != TaskState::InReply(me) {
+        if !matches!(self.tasks[t].state, TaskState::InReply(x) if x == me) {
             return Ok(());
         }
         let (rep, cap) = (self.tasks[t].save.arg(3), self.tasks[t].save.arg(4));
@@ -451,16 +481,14 @@ impl<'t> Kernel<'t> {
         // the full length and its stub refuses the truncated reply.
         let n = len.min(cap);
         if let (Some(src), Some(dst)) = (self.user(c, ptr, n, REGION_READ), self.user(t, rep, n, REGION_WRITE)) {
-            if n > 0 {
-                // SAFETY: checked ranges in the two tasks' regions, as in
-                // `deliver`.
-                unsafe { core::ptr::copy(src as *const u8, dst as *mut u8, n) };
-            }
+            // SAFETY: checked ranges in the two tasks' regions, as in
+            // `deliver`.
+            unsafe { copy_bytes(src, dst, n) };
         }
         let ts = &mut self.tasks[t].save;
         ts.set_ret(0, code);
         ts.set_ret(1, len);
-        self.tasks[t].state = TaskState::Runnable;
+        self.wake(t);
         Ok(())
     }
 
@@ -470,7 +498,7 @@ impl<'t> Kernel<'t> {
             (TaskId(sv.arg(0) as u16), sv.arg(1), sv.arg(2), sv.arg(3), sv.arg(4));
         let me = self.id_of(c);
         let l = match self.live_index(lender)? {
-            Some(l) if self.tasks[l].state == TaskState::InReply(me) => l,
+            Some(l) if matches!(self.tasks[l].state, TaskState::InReply(x) if x == me) => l,
             _ => {
                 // The lender died or stopped waiting: its leases are gone.
                 let g = self.tasks[lender.index()].generation;
@@ -521,8 +549,9 @@ impl<'t> Kernel<'t> {
         };
         if n > 0 {
             let (src, dst) = if s == Sysnum::BorrowRead { (theirs, mine) } else { (mine, theirs) };
-            // SAFETY: both ranges were checked against their tasks' regions.
-            unsafe { core::ptr::copy(src as *const u8, dst as *mut u8, n) };
+            // SAFETY: both ranges were checked against their tasks' regions,
+            // which never overlap.
+            unsafe { copy_bytes(src, dst, n) };
         }
         let t = &mut self.tasks[c].save;
         t.set_ret(0, RC_OK as usize);
@@ -594,7 +623,7 @@ impl<'t> Kernel<'t> {
                 let s = &mut self.tasks[i].save;
                 s.set_ret(0, dead_code(g) as usize);
                 s.set_ret(1, 0);
-                self.tasks[i].state = TaskState::Runnable;
+                self.wake(i);
             }
         }
         self.timer_tick(p);
@@ -642,20 +671,18 @@ impl<'t> Kernel<'t> {
             p.irq_enable(intid, false);
             self.post(irq.task as usize, irq.notification);
         }
-        self.schedule(p);
     }
 
-    /// Picks the highest-priority runnable task; among equals, the next one
-    /// after the current, so equals take turns. None: nothing can run.
+    /// Picks the highest-priority runnable task; among equals, the first at
+    /// or after the current one. None: nothing can run.
     pub fn pick(&self) -> Option<usize> {
         let n = self.tasks.len();
         let mut best: Option<(usize, u8)> = None;
-        // Scan from the current task round the table (no division: this is
-        // the IPC hot path).
+        // Scan from the current task round the table (no division).
         let mut i = self.current;
         for _ in 0..n {
             let t = &self.tasks[i];
-            if t.state == TaskState::Runnable && best.is_none_or(|(_, p)| t.desc.priority < p) {
+            if t.is_runnable() && best.is_none_or(|(_, p)| t.desc.priority < p) {
                 best = Some((i, t.desc.priority));
             }
             i += 1;
@@ -666,22 +693,37 @@ impl<'t> Kernel<'t> {
         best.map(|(i, _)| i)
     }
 
-    /// Sets `current` to the task to run next, if any can run.
+    /// Sets `current` to the task to run next. Returns false if nothing can
+    /// run. A running task keeps the CPU against equals: they take turns
+    /// only when it blocks.
     pub fn schedule<P: Platform>(&mut self, _p: &mut P) -> bool {
-        // The running task keeps the CPU against equals: round-robin among
-        // equals only happens when it blocks.
-        if self.tasks[self.current].state == TaskState::Runnable {
-            let cur_pri = self.tasks[self.current].priority();
-            if let Some(b) = self.pick() {
-                if self.tasks[b].priority() < cur_pri {
-                    self.current = b;
+        let woken = core::mem::replace(&mut self.woken, Woken::None);
+        let cur = self.current;
+        let cur_pri = self.tasks[cur].priority();
+        let cur_runs = self.tasks[cur].is_runnable();
+        // See `Woken` for why one woken task needs no scan.
+        if let Woken::One(w) = woken {
+            let t = &self.tasks[w];
+            if t.is_runnable() {
+                if cur_runs {
+                    if t.priority() < cur_pri {
+                        self.current = w;
+                    }
+                    return true;
+                }
+                if t.priority() <= cur_pri {
+                    self.current = w;
+                    return true;
                 }
             }
+        } else if woken == Woken::None && cur_runs {
             return true;
         }
         match self.pick() {
             Some(b) => {
-                self.current = b;
+                if !cur_runs || self.tasks[b].priority() < cur_pri {
+                    self.current = b;
+                }
                 true
             }
             None => false,
@@ -694,6 +736,32 @@ impl<'t> Kernel<'t> {
         p.console(self.tasks[c].desc.name.as_bytes());
         p.console(b"] ");
         p.console(text);
+    }
+}
+
+/// Copies `n` bytes between two tasks' memory (kernel addresses). Messages
+/// are small and usually word-aligned, so copy words inline rather than
+/// calling the generic memcpy on the IPC path.
+///
+/// # Safety
+/// `src` and `dst` must be valid for `n` bytes and must not overlap.
+#[inline(always)]
+unsafe fn copy_bytes(src: usize, dst: usize, n: usize) {
+    if n > 64 || (src | dst) & 7 != 0 {
+        // SAFETY: per the function contract.
+        unsafe { core::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, n) };
+        return;
+    }
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: aligned (checked above) and within the `n` bytes.
+        unsafe { *((dst + i) as *mut u64) = *((src + i) as *const u64) };
+        i += 8;
+    }
+    while i < n {
+        // SAFETY: within the `n` bytes.
+        unsafe { *((dst + i) as *mut u8) = *((src + i) as *const u8) };
+        i += 1;
     }
 }
 

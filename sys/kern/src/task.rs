@@ -83,6 +83,12 @@ pub struct Task {
     pub timer_bits: u32,
     /// Translation table base with ASID, for the MMU (0 on the host).
     pub ttbr0: u64,
+    /// `task_slots` as a bit set over task indices: the send-time
+    /// capability check is one AND.
+    pub slot_mask: u64,
+    /// Kernel address of the buffer of the `recv` this task waits in,
+    /// checked when it called `recv` (the regions are static).
+    pub recv_buf: usize,
     pub desc: &'static TaskDesc,
 }
 
@@ -97,8 +103,18 @@ impl Task {
             timer_deadline: None,
             timer_bits: 0,
             ttbr0: 0,
+            slot_mask: desc
+                .task_slots
+                .iter()
+                .filter(|&&i| (i as usize) < abi::MAX_TASKS)
+                .fold(0, |m, &i| m | 1 << i),
+            recv_buf: 0,
             desc,
         }
+    }
+
+    pub fn is_runnable(&self) -> bool {
+        matches!(self.state, TaskState::Runnable)
     }
 
     pub fn priority(&self) -> u8 {
@@ -109,8 +125,16 @@ impl Task {
     /// with all of `attrs`, and returns the address the kernel uses to reach
     /// `va` (physical = kernel address, identity-mapped). Device memory is
     /// never a valid IPC buffer.
+    #[inline(always)]
     pub fn translate(&self, va: usize, len: usize, attrs: u32) -> Option<usize> {
         let end = va.checked_add(len)?;
+        // Fast path: IPC buffers are almost always on the stack or in
+        // statics, i.e. in the data region (index 1 by construction).
+        if let Some(d) = self.desc.regions.get(1) {
+            if va >= d.va && end <= d.va + d.size && d.attributes & attrs == attrs {
+                return Some(region_pa(d) + (va - d.va));
+            }
+        }
         self.desc.regions.iter().find_map(|r: &RegionDesc| {
             let r_end = r.va.checked_add(r.size)?;
             if va >= r.va && end <= r_end && r.attributes & attrs == attrs && r.attributes & REGION_DEVICE == 0

@@ -361,14 +361,17 @@ unsafe fn globals() -> (&'static mut Kernel<'static>, &'static mut Machine) {
 }
 
 /// Makes sure some task can run (waiting for interrupts if none can),
-/// installs its translation table and returns its SavedState pointer.
+/// installs its translation table and returns its SavedState pointer. The
+/// scheduling decision itself was made by whoever changed the runnable set.
 fn run_next(k: &mut Kernel<'static>, m: &mut Machine) -> *mut SavedState {
-    while !k.schedule(m) {
-        // Nothing runnable: wait with interrupts masked; WFI still wakes on
-        // a pending interrupt, which we then handle here.
-        // SAFETY: waiting has no effects.
-        unsafe { asm!("wfi", options(nostack)) };
-        handle_irqs(k, m);
+    while !k.tasks[k.current].is_runnable() {
+        if !k.schedule(m) {
+            // Nothing runnable: wait with interrupts masked; WFI still wakes
+            // on a pending interrupt, which we then handle here.
+            // SAFETY: waiting has no effects.
+            unsafe { asm!("wfi", options(nostack)) };
+            handle_irqs(k, m);
+        }
     }
     let t = &mut k.tasks[k.current];
     write_sysreg!("ttbr0_el2", t.ttbr0);
@@ -387,6 +390,7 @@ fn handle_irqs(k: &mut Kernel<'static>, m: &mut Machine) {
         }
         m.gic.end_of_interrupt(intid);
     }
+    k.schedule(m);
 }
 
 /// Called from `el0_entry` with the task's registers saved.
@@ -397,7 +401,6 @@ extern "C" fn el0_exception(kind: u64) -> *mut SavedState {
     let (k, m) = unsafe { globals() };
     if kind == 1 {
         handle_irqs(k, m);
-        k.schedule(m);
     } else if kind == 0 {
         let esr = read_sysreg!("esr_el2");
         let ec = (esr >> 26) & 0x3f;
