@@ -4,7 +4,7 @@ use std::env;
 
 fn main() {
     let dir = env::var("CARGO_MANIFEST_DIR").unwrap();
-    let bare_metal = env::var("TARGET").is_ok_and(|t| t.ends_with("-none"));
+    let bare_metal = env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "none");
     if bare_metal {
         println!("cargo:rustc-link-arg-bins=-T{dir}/kernel.x");
     }

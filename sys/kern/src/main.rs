@@ -28,7 +28,15 @@ mod image {
             }
             let tasks = table.assume_init_mut();
             let pages = &mut *core::ptr::addr_of_mut!(PAGE_TABLES);
-            kern::arch::start(Config { board: &BOARD, tasks: &TASKS, irqs: &IRQS }, tasks, pages)
+            kern::arch::start(
+                Config {
+                    board: &BOARD,
+                    tasks: &TASKS,
+                    irqs: &IRQS,
+                },
+                tasks,
+                pages,
+            )
         }
     }
 
@@ -40,6 +48,8 @@ mod image {
 
 #[cfg(not(target_os = "none"))]
 fn main() {
-    eprintln!("the kernel runs only on aarch64-unknown-none: build the image with `cargo xtask dist`");
+    eprintln!(
+        "the kernel runs only on aarch64-unknown-none: build the image with `cargo xtask dist`"
+    );
     std::process::exit(2);
 }

@@ -8,8 +8,8 @@
 use crate::config::{IrqDesc, CAP_SHUTDOWN, CAP_TASK_CONTROL};
 use crate::task::{region_pa, Task, TaskState};
 use abi::{
-    dead_code, FaultKind, LeaseDesc, Sysnum, TaskControl, TaskId, LEASE_READ, LEASE_WRITE, MAX_LEASES,
-    RC_BAD_LEASE, RC_NO_SUCH, RC_OK, REGION_READ, REGION_WRITE, SUPERVISOR_FAULT_BIT,
+    dead_code, FaultKind, LeaseDesc, Sysnum, TaskControl, TaskId, LEASE_READ, LEASE_WRITE,
+    MAX_LEASES, RC_BAD_LEASE, RC_NO_SUCH, RC_OK, REGION_READ, REGION_WRITE, SUPERVISOR_FAULT_BIT,
 };
 
 /// What the core needs from the machine it runs on.
@@ -58,7 +58,12 @@ pub const SUPERVISOR: usize = 0;
 
 impl<'t> Kernel<'t> {
     pub fn new(tasks: &'t mut [Task], irqs: &'static [IrqDesc]) -> Self {
-        Kernel { tasks, irqs, current: 0, woken: Woken::Many }
+        Kernel {
+            tasks,
+            irqs,
+            current: 0,
+            woken: Woken::Many,
+        }
     }
 
     /// Starts every task marked `start`.
@@ -119,7 +124,7 @@ impl<'t> Kernel<'t> {
         match s {
             Sysnum::Send => self.send(c),
             Sysnum::Recv => self.recv(c),
-            Sysnum::Reply => self.reply(c),
+            Sysnum::Reply => self.reply(p, c),
             Sysnum::ReplyFault => {
                 let target = TaskId(a(self, 0) as u16);
                 let reason = a(self, 1);
@@ -153,7 +158,11 @@ impl<'t> Kernel<'t> {
                 let mask = a(self, 0) as u32;
                 let enable = a(self, 1) != 0;
                 let mut covered = 0u32;
-                for irq in self.irqs.iter().filter(|i| i.task as usize == c && i.notification & mask != 0) {
+                for irq in self
+                    .irqs
+                    .iter()
+                    .filter(|i| i.task as usize == c && i.notification & mask != 0)
+                {
                     covered |= irq.notification;
                     p.irq_enable(irq.intid, enable);
                 }
@@ -164,7 +173,11 @@ impl<'t> Kernel<'t> {
             }
             Sysnum::SetTimer => {
                 let t = &mut self.tasks[c];
-                t.timer_deadline = if t.save.arg(0) != 0 { Some(t.save.arg(1) as u64) } else { None };
+                t.timer_deadline = if t.save.arg(0) != 0 {
+                    Some(t.save.arg(1) as u64)
+                } else {
+                    None
+                };
                 t.timer_bits = t.save.arg(2) as u32;
                 self.timer_tick(p);
                 Ok(())
@@ -201,7 +214,9 @@ impl<'t> Kernel<'t> {
             }
             Sysnum::Log => {
                 let (ptr, len) = (a(self, 0), a(self, 1).min(abi::MAX_MESSAGE));
-                let pa = self.user(c, ptr, len, REGION_READ).ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
+                let pa = self
+                    .user(c, ptr, len, REGION_READ)
+                    .ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
                 // SAFETY: checked by `user` as above.
                 let text = unsafe { core::slice::from_raw_parts(pa as *const u8, len) };
                 let text = text.strip_suffix(b"\n").unwrap_or(text);
@@ -213,7 +228,9 @@ impl<'t> Kernel<'t> {
             }
             Sysnum::RegionInfo => {
                 let (ptr, len) = (a(self, 0), a(self, 1));
-                let pa = self.user(c, ptr, len, REGION_READ).ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
+                let pa = self
+                    .user(c, ptr, len, REGION_READ)
+                    .ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
                 // SAFETY: checked by `user` as above.
                 let name = unsafe { core::slice::from_raw_parts(pa as *const u8, len) };
                 let t = &mut self.tasks[c];
@@ -232,7 +249,9 @@ impl<'t> Kernel<'t> {
             }
             Sysnum::LookupSlot => {
                 let (ptr, len) = (a(self, 0), a(self, 1));
-                let pa = self.user(c, ptr, len, REGION_READ).ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
+                let pa = self
+                    .user(c, ptr, len, REGION_READ)
+                    .ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
                 // SAFETY: checked by `user` as above.
                 let name = unsafe { core::slice::from_raw_parts(pa as *const u8, len) };
                 let found = self.tasks[c]
@@ -298,6 +317,7 @@ impl<'t> Kernel<'t> {
         }
     }
 
+    #[inline(always)]
     fn send(&mut self, c: usize) -> Result<(), Fault> {
         let s = &self.tasks[c].save;
         let target = TaskId(s.arg(0) as u16);
@@ -312,11 +332,18 @@ impl<'t> Kernel<'t> {
         if msg_len > abi::MAX_MESSAGE {
             return Err(Fault(FaultKind::BadSyscallArgs, msg_len));
         }
-        if rep_len > abi::MAX_MESSAGE || self.user(c, rep, rep_len, REGION_READ | REGION_WRITE).is_none() {
-            return Err(Fault(FaultKind::BadSyscallArgs, rep));
-        }
+        // The reply buffer is checked when the reply is copied (a bad one
+        // faults this task then): one region lookup less on the IPC path.
+        let _ = (rep, rep_len);
         if nleases > MAX_LEASES
-            || self.user(c, leases, nleases * core::mem::size_of::<LeaseDesc>(), REGION_READ).is_none()
+            || self
+                .user(
+                    c,
+                    leases,
+                    nleases * core::mem::size_of::<LeaseDesc>(),
+                    REGION_READ,
+                )
+                .is_none()
         {
             return Err(Fault(FaultKind::BadSyscallArgs, leases));
         }
@@ -342,10 +369,16 @@ impl<'t> Kernel<'t> {
     /// Copies sender `s`'s message into receiver `r`'s buffer and completes
     /// `r`'s receive. `r` is in `recv`; `s` is runnable or in `InSend(r)`.
     /// `msg_pa`: the sender's message, if the caller already checked it.
+    #[inline(always)]
     fn deliver(&mut self, s: usize, r: usize, msg_pa: Option<usize>) {
         let ss = &self.tasks[s].save;
-        let (msg, msg_len, op, rep_cap, nleases) =
-            (ss.arg(1), ss.arg(2), (ss.arg(0) >> 16) as u16, ss.arg(4), ss.arg(6));
+        let (msg, msg_len, op, rep_cap, nleases) = (
+            ss.arg(1),
+            ss.arg(2),
+            (ss.arg(0) >> 16) as u16,
+            ss.arg(4),
+            ss.arg(6),
+        );
         let n = msg_len.min(self.tasks[r].save.arg(1));
         // The sender's range was checked when it sent, the receiver's when
         // it called recv; regions are static, so both are still valid.
@@ -374,7 +407,8 @@ impl<'t> Kernel<'t> {
 
     fn recv(&mut self, c: usize) -> Result<(), Fault> {
         let s = &self.tasks[c].save;
-        let (buf, buf_len, mask, from) = (s.arg(0), s.arg(1), s.arg(2) as u32, TaskId(s.arg(3) as u16));
+        let (buf, buf_len, mask, from) =
+            (s.arg(0), s.arg(1), s.arg(2) as u32, TaskId(s.arg(3) as u16));
         let Some(buf_pa) = self.user(c, buf, buf_len, REGION_READ | REGION_WRITE) else {
             return Err(Fault(FaultKind::BadSyscallArgs, buf));
         };
@@ -431,7 +465,11 @@ impl<'t> Kernel<'t> {
         }
         let t = &mut self.tasks[c];
         t.notification_mask = mask;
-        t.state = TaskState::InRecv(if from == TaskId::ANY { None } else { Some(from) });
+        t.state = TaskState::InRecv(if from == TaskId::ANY {
+            None
+        } else {
+            Some(from)
+        });
         Ok(())
     }
 
@@ -462,7 +500,7 @@ impl<'t> Kernel<'t> {
         }
     }
 
-    fn reply(&mut self, c: usize) -> Result<(), Fault> {
+    fn reply<P: Platform>(&mut self, p: &mut P, c: usize) -> Result<(), Fault> {
         let s = &self.tasks[c].save;
         let (target, code, ptr, len) = (TaskId(s.arg(0) as u16), s.arg(1), s.arg(2), s.arg(3));
         if len > abi::MAX_MESSAGE || self.user(c, ptr, len, REGION_READ).is_none() {
@@ -472,15 +510,26 @@ impl<'t> Kernel<'t> {
         // A reply to a task that died, restarted or is not waiting on us is
         // dropped: replying never fails, so a server cannot be hurt by a
         // client that went away.
-        let Some(t) = self.live_index(target)? else { return Ok(()) };
+        let Some(t) = self.live_index(target)? else {
+            return Ok(());
+        };
         if !matches!(self.tasks[t].state, TaskState::InReply(x) if x == me) {
             return Ok(());
         }
-        let (rep, cap) = (self.tasks[t].save.arg(3), self.tasks[t].save.arg(4));
+        let (rep, cap) = (
+            self.tasks[t].save.arg(3),
+            self.tasks[t].save.arg(4).min(abi::MAX_MESSAGE),
+        );
         // A reply longer than the client's buffer is cut; the client learns
         // the full length and its stub refuses the truncated reply.
         let n = len.min(cap);
-        if let (Some(src), Some(dst)) = (self.user(c, ptr, n, REGION_READ), self.user(t, rep, n, REGION_WRITE)) {
+        let Some(dst) = self.user(t, rep, n, REGION_READ | REGION_WRITE) else {
+            // The client named a reply buffer it does not own: its fault,
+            // found now because send does not check it (see `send`).
+            self.fault(p, t, FaultKind::BadSyscallArgs, rep);
+            return Ok(());
+        };
+        if let Some(src) = self.user(c, ptr, n, REGION_READ) {
             // SAFETY: checked ranges in the two tasks' regions, as in
             // `deliver`.
             unsafe { copy_bytes(src, dst, n) };
@@ -494,8 +543,13 @@ impl<'t> Kernel<'t> {
 
     fn borrow<P: Platform>(&mut self, p: &mut P, c: usize, s: Sysnum) -> Result<(), Fault> {
         let sv = &self.tasks[c].save;
-        let (lender, index, offset, buf, len) =
-            (TaskId(sv.arg(0) as u16), sv.arg(1), sv.arg(2), sv.arg(3), sv.arg(4));
+        let (lender, index, offset, buf, len) = (
+            TaskId(sv.arg(0) as u16),
+            sv.arg(1),
+            sv.arg(2),
+            sv.arg(3),
+            sv.arg(4),
+        );
         let me = self.id_of(c);
         let l = match self.live_index(lender)? {
             Some(l) if matches!(self.tasks[l].state, TaskState::InReply(x) if x == me) => l,
@@ -512,7 +566,8 @@ impl<'t> Kernel<'t> {
             return Ok(());
         }
         let desc_va = table + index * core::mem::size_of::<LeaseDesc>();
-        let Some(desc_pa) = self.user(l, desc_va, core::mem::size_of::<LeaseDesc>(), REGION_READ) else {
+        let Some(desc_pa) = self.user(l, desc_va, core::mem::size_of::<LeaseDesc>(), REGION_READ)
+        else {
             return Err(Fault(FaultKind::BadSyscallArgs, desc_va));
         };
         // SAFETY: checked to lie in the lender's readable memory; read
@@ -548,7 +603,11 @@ impl<'t> Kernel<'t> {
             return Ok(());
         };
         if n > 0 {
-            let (src, dst) = if s == Sysnum::BorrowRead { (theirs, mine) } else { (mine, theirs) };
+            let (src, dst) = if s == Sysnum::BorrowRead {
+                (theirs, mine)
+            } else {
+                (mine, theirs)
+            };
             // SAFETY: both ranges were checked against their tasks' regions,
             // which never overlap.
             unsafe { copy_bytes(src, dst, n) };
@@ -616,7 +675,9 @@ impl<'t> Kernel<'t> {
         self.reinit(p, t);
         for i in 0..self.tasks.len() {
             let blocked_on_t = match self.tasks[i].state {
-                TaskState::InSend(x) | TaskState::InReply(x) | TaskState::InRecv(Some(x)) => x.index() == t,
+                TaskState::InSend(x) | TaskState::InReply(x) | TaskState::InRecv(Some(x)) => {
+                    x.index() == t
+                }
                 _ => false,
             };
             if blocked_on_t {
@@ -696,6 +757,7 @@ impl<'t> Kernel<'t> {
     /// Sets `current` to the task to run next. Returns false if nothing can
     /// run. A running task keeps the CPU against equals: they take turns
     /// only when it blocks.
+    #[inline]
     pub fn schedule<P: Platform>(&mut self, _p: &mut P) -> bool {
         let woken = core::mem::replace(&mut self.woken, Woken::None);
         let cur = self.current;

@@ -20,8 +20,15 @@ pub struct SavedState {
 }
 
 impl SavedState {
-    pub const ZERO: SavedState =
-        SavedState { x: [0; 31], sp: 0, pc: 0, pstate: 0, fpsr: 0, fpcr: 0, q: [0; 32] };
+    pub const ZERO: SavedState = SavedState {
+        x: [0; 31],
+        sp: 0,
+        pc: 0,
+        pstate: 0,
+        fpsr: 0,
+        fpcr: 0,
+        q: [0; 32],
+    };
 
     /// System-call argument `i` (x0..x7) and number (x8).
     pub fn arg(&self, i: usize) -> usize {
@@ -47,7 +54,10 @@ pub enum TaskState {
     /// Waiting in `recv`; `Some(t)` for a closed receive from `t` only.
     InRecv(Option<TaskId>),
     /// Stopped by a fault until the supervisor restarts it.
-    Faulted { kind: FaultKind, detail: usize },
+    Faulted {
+        kind: FaultKind,
+        detail: usize,
+    },
     /// Not started (app.toml `start = false`) or stopped for good.
     Stopped,
 }
@@ -137,7 +147,10 @@ impl Task {
         }
         self.desc.regions.iter().find_map(|r: &RegionDesc| {
             let r_end = r.va.checked_add(r.size)?;
-            if va >= r.va && end <= r_end && r.attributes & attrs == attrs && r.attributes & REGION_DEVICE == 0
+            if va >= r.va
+                && end <= r_end
+                && r.attributes & attrs == attrs
+                && r.attributes & REGION_DEVICE == 0
             {
                 Some(region_pa(r) + (va - r.va))
             } else {

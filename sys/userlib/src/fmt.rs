@@ -9,7 +9,10 @@ pub struct Buf<const N: usize> {
 
 impl<const N: usize> Buf<N> {
     pub const fn new() -> Self {
-        Buf { bytes: [0; N], len: 0 }
+        Buf {
+            bytes: [0; N],
+            len: 0,
+        }
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]

@@ -70,11 +70,20 @@ impl<'a> Lease<'a> {
         Self::raw(LEASE_WRITE, buf.as_mut_ptr() as usize, buf.len())
     }
     pub fn read_write(buf: &'a mut [u8]) -> Self {
-        Self::raw(LEASE_READ | LEASE_WRITE, buf.as_mut_ptr() as usize, buf.len())
+        Self::raw(
+            LEASE_READ | LEASE_WRITE,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+        )
     }
     fn raw(attributes: u32, base: usize, len: usize) -> Self {
         Lease {
-            desc: LeaseDesc { attributes, _reserved: 0, base: base as u64, len: len as u64 },
+            desc: LeaseDesc {
+                attributes,
+                _reserved: 0,
+                base: base as u64,
+                len: len as u64,
+            },
             _buf: core::marker::PhantomData,
         }
     }
@@ -111,7 +120,15 @@ pub fn sys_send(
 pub fn sys_recv(buf: &mut [u8], notification_mask: u32, from: TaskId) -> Result<RecvMessage, u32> {
     let r = raw_syscall(
         Sysnum::Recv,
-        [buf.as_mut_ptr() as usize, buf.len(), notification_mask as usize, from.0 as usize, 0, 0, 0],
+        [
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+            notification_mask as usize,
+            from.0 as usize,
+            0,
+            0,
+            0,
+        ],
     );
     if r[0] as u32 != RC_OK {
         return Err(r[0] as u32);
@@ -156,32 +173,77 @@ pub fn sys_recv_notification(mask: u32) -> u32 {
 pub fn sys_reply(sender: TaskId, code: u32, message: &[u8]) {
     raw_syscall(
         Sysnum::Reply,
-        [sender.0 as usize, code as usize, message.as_ptr() as usize, message.len(), 0, 0, 0],
+        [
+            sender.0 as usize,
+            code as usize,
+            message.as_ptr() as usize,
+            message.len(),
+            0,
+            0,
+            0,
+        ],
     );
 }
 
 /// Refuses `sender`'s message outright: the kernel faults the sender.
 pub fn sys_reply_fault(sender: TaskId, reason: ReplyFaultReason) {
-    raw_syscall(Sysnum::ReplyFault, [sender.0 as usize, reason as usize, 0, 0, 0, 0, 0]);
+    raw_syscall(
+        Sysnum::ReplyFault,
+        [sender.0 as usize, reason as usize, 0, 0, 0, 0, 0],
+    );
 }
 
 /// Copies from `lender`'s lease `index` at `offset` into `dest`.
 /// Ok(bytes copied) or Err(code): `RC_BAD_LEASE`, or a dead code.
-pub fn sys_borrow_read(lender: TaskId, index: usize, offset: usize, dest: &mut [u8]) -> Result<usize, u32> {
+pub fn sys_borrow_read(
+    lender: TaskId,
+    index: usize,
+    offset: usize,
+    dest: &mut [u8],
+) -> Result<usize, u32> {
     let r = raw_syscall(
         Sysnum::BorrowRead,
-        [lender.0 as usize, index, offset, dest.as_mut_ptr() as usize, dest.len(), 0, 0],
+        [
+            lender.0 as usize,
+            index,
+            offset,
+            dest.as_mut_ptr() as usize,
+            dest.len(),
+            0,
+            0,
+        ],
     );
-    if r[0] as u32 == RC_OK { Ok(r[1]) } else { Err(r[0] as u32) }
+    if r[0] as u32 == RC_OK {
+        Ok(r[1])
+    } else {
+        Err(r[0] as u32)
+    }
 }
 
 /// Copies `src` into `lender`'s lease `index` at `offset`.
-pub fn sys_borrow_write(lender: TaskId, index: usize, offset: usize, src: &[u8]) -> Result<usize, u32> {
+pub fn sys_borrow_write(
+    lender: TaskId,
+    index: usize,
+    offset: usize,
+    src: &[u8],
+) -> Result<usize, u32> {
     let r = raw_syscall(
         Sysnum::BorrowWrite,
-        [lender.0 as usize, index, offset, src.as_ptr() as usize, src.len(), 0, 0],
+        [
+            lender.0 as usize,
+            index,
+            offset,
+            src.as_ptr() as usize,
+            src.len(),
+            0,
+            0,
+        ],
     );
-    if r[0] as u32 == RC_OK { Ok(r[1]) } else { Err(r[0] as u32) }
+    if r[0] as u32 == RC_OK {
+        Ok(r[1])
+    } else {
+        Err(r[0] as u32)
+    }
 }
 
 /// Attributes and length of a lease.
@@ -192,9 +254,15 @@ pub struct LeaseInfo {
 }
 
 pub fn sys_borrow_info(lender: TaskId, index: usize) -> Result<LeaseInfo, u32> {
-    let r = raw_syscall(Sysnum::BorrowInfo, [lender.0 as usize, index, 0, 0, 0, 0, 0]);
+    let r = raw_syscall(
+        Sysnum::BorrowInfo,
+        [lender.0 as usize, index, 0, 0, 0, 0, 0],
+    );
     if r[0] as u32 == RC_OK {
-        Ok(LeaseInfo { attributes: r[1] as u32, len: r[2] })
+        Ok(LeaseInfo {
+            attributes: r[1] as u32,
+            len: r[2],
+        })
     } else {
         Err(r[0] as u32)
     }
@@ -202,14 +270,20 @@ pub fn sys_borrow_info(lender: TaskId, index: usize) -> Result<LeaseInfo, u32> {
 
 /// Sets notification bits of `target`. Returns a dead code if `target` is stale.
 pub fn sys_post(target: TaskId, bits: u32) -> u32 {
-    raw_syscall(Sysnum::Post, [target.0 as usize, bits as usize, 0, 0, 0, 0, 0])[0] as u32
+    raw_syscall(
+        Sysnum::Post,
+        [target.0 as usize, bits as usize, 0, 0, 0, 0, 0],
+    )[0] as u32
 }
 
 /// Enables or disables the interrupts this task owns that map to `mask`.
 /// An interrupt is disabled by the kernel when it fires; re-enable it after
 /// handling.
 pub fn sys_irq_control(mask: u32, enable: bool) {
-    raw_syscall(Sysnum::IrqControl, [mask as usize, enable as usize, 0, 0, 0, 0, 0]);
+    raw_syscall(
+        Sysnum::IrqControl,
+        [mask as usize, enable as usize, 0, 0, 0, 0, 0],
+    );
 }
 
 /// Arms (or disarms, with `None`) this task's timer: at `deadline` ms the
@@ -238,7 +312,10 @@ pub fn sleep_for(ms: u64, bit: u32) {
 
 /// Faults this task with a message. Never returns.
 pub fn sys_panic(msg: &[u8]) -> ! {
-    raw_syscall(Sysnum::Panic, [msg.as_ptr() as usize, msg.len(), 0, 0, 0, 0, 0]);
+    raw_syscall(
+        Sysnum::Panic,
+        [msg.as_ptr() as usize, msg.len(), 0, 0, 0, 0, 0],
+    );
     // The kernel never resumes a task that panicked; if a host harness
     // returns here, stop this thread of execution for good.
     #[allow(clippy::empty_loop)]
@@ -252,7 +329,10 @@ pub fn sys_refresh_task_id(id: TaskId) -> TaskId {
 
 /// Writes `text` to the console; the kernel prefixes the task's name.
 pub fn sys_log(text: &[u8]) {
-    raw_syscall(Sysnum::Log, [text.as_ptr() as usize, text.len(), 0, 0, 0, 0, 0]);
+    raw_syscall(
+        Sysnum::Log,
+        [text.as_ptr() as usize, text.len(), 0, 0, 0, 0, 0],
+    );
 }
 
 /// A region of memory or MMIO that app.toml gives this task.
@@ -268,9 +348,17 @@ pub struct RegionInfo {
 
 /// Looks up one of this task's regions by its app.toml name.
 pub fn sys_region_info(name: &str) -> Option<RegionInfo> {
-    let r = raw_syscall(Sysnum::RegionInfo, [name.as_ptr() as usize, name.len(), 0, 0, 0, 0, 0]);
+    let r = raw_syscall(
+        Sysnum::RegionInfo,
+        [name.as_ptr() as usize, name.len(), 0, 0, 0, 0, 0],
+    );
     if r[0] as u32 == RC_OK {
-        Some(RegionInfo { va: r[1], pa: r[2], size: r[3], attributes: r[4] as u32 })
+        Some(RegionInfo {
+            va: r[1],
+            pa: r[2],
+            size: r[3],
+            attributes: r[4] as u32,
+        })
     } else {
         None
     }
@@ -279,7 +367,10 @@ pub fn sys_region_info(name: &str) -> Option<RegionInfo> {
 /// The TaskId (current generation) of the peer named `name`, if it is one
 /// of this task's `task-slots`.
 pub fn sys_lookup_slot(name: &str) -> Option<TaskId> {
-    let r = raw_syscall(Sysnum::LookupSlot, [name.as_ptr() as usize, name.len(), 0, 0, 0, 0, 0]);
+    let r = raw_syscall(
+        Sysnum::LookupSlot,
+        [name.as_ptr() as usize, name.len(), 0, 0, 0, 0, 0],
+    );
     (r[0] as u32 == RC_OK).then_some(TaskId(r[1] as u16))
 }
 
@@ -294,7 +385,10 @@ pub struct TaskStatus {
 
 /// Task control: requires the `task-control` capability.
 pub fn sys_task_status(index: usize) -> Result<TaskStatus, u32> {
-    let r = raw_syscall(Sysnum::TaskControl, [abi::TaskControl::Status as usize, index, 0, 0, 0, 0, 0]);
+    let r = raw_syscall(
+        Sysnum::TaskControl,
+        [abi::TaskControl::Status as usize, index, 0, 0, 0, 0, 0],
+    );
     if r[0] as u32 != RC_OK {
         return Err(r[0] as u32);
     }
@@ -308,13 +402,23 @@ pub fn sys_task_status(index: usize) -> Result<TaskStatus, u32> {
 
 /// Restarts task `index` with a new generation.
 pub fn sys_task_restart(index: usize) -> u32 {
-    raw_syscall(Sysnum::TaskControl, [abi::TaskControl::Restart as usize, index, 0, 0, 0, 0, 0])[0] as u32
+    raw_syscall(
+        Sysnum::TaskControl,
+        [abi::TaskControl::Restart as usize, index, 0, 0, 0, 0, 0],
+    )[0] as u32
 }
 
 /// Index of the first faulted task at or after `start`.
 pub fn sys_next_faulted(start: usize) -> Option<usize> {
-    let r = raw_syscall(Sysnum::TaskControl, [abi::TaskControl::NextFaulted as usize, start, 0, 0, 0, 0, 0]);
-    if r[0] as u32 == RC_OK { Some(r[1]) } else { None }
+    let r = raw_syscall(
+        Sysnum::TaskControl,
+        [abi::TaskControl::NextFaulted as usize, start, 0, 0, 0, 0, 0],
+    );
+    if r[0] as u32 == RC_OK {
+        Some(r[1])
+    } else {
+        None
+    }
 }
 
 /// Stops the machine with `status` (requires the `shutdown` capability).

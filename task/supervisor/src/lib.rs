@@ -38,7 +38,9 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { records: [Record::default(); MAX_TASKS] }
+        Policy {
+            records: [Record::default(); MAX_TASKS],
+        }
     }
 }
 
@@ -50,7 +52,11 @@ impl Policy {
             return r.due.unwrap_or(now);
         }
         let quick = matches!(r.last_restart, Some(t) if now.saturating_sub(t) < STABLE_MS);
-        r.holdoff = if quick { (r.holdoff * 2).clamp(MIN_HOLDOFF_MS, MAX_HOLDOFF_MS) } else { 0 };
+        r.holdoff = if quick {
+            (r.holdoff * 2).clamp(MIN_HOLDOFF_MS, MAX_HOLDOFF_MS)
+        } else {
+            0
+        };
         let due = now + r.holdoff;
         r.due = Some(due);
         due

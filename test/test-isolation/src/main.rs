@@ -15,12 +15,21 @@ mod cases {
         let rogue = sys_lookup_slot("test-echo").ok_or("no rogue slot")?;
         let (rc, _) = sys_send(rogue, op, arg, &mut [0u8; 4], &[]);
         let g = is_dead_code(rc).ok_or("the rogue was not faulted")?;
-        ensure(g == rogue.generation().next(), "restarted with an unexpected generation")?;
+        ensure(
+            g == rogue.generation().next(),
+            "restarted with an unexpected generation",
+        )?;
         let fresh = sys_refresh_task_id(rogue);
-        ensure(fresh.generation() == g, "refresh does not give the new generation")?;
+        ensure(
+            fresh.generation() == g,
+            "refresh does not give the new generation",
+        )?;
         let mut r = [0u8; 2];
         let (rc, n) = sys_send(fresh, ECHO, b"ok", &mut r, &[]);
-        ensure(rc == 0 && n == 2 && &r == b"ok", "restarted rogue does not serve")
+        ensure(
+            rc == 0 && n == 2 && &r == b"ok",
+            "restarted rogue does not serve",
+        )
     }
 
     fn owner_idr0() -> Result<(u32, u32), &'static str> {
@@ -28,23 +37,35 @@ mod cases {
         let mut r = [0u8; 8];
         let (rc, n) = sys_send(owner, 1, &[], &mut r, &[]);
         ensure(rc == 0 && n == 8, "owner did not answer")?;
-        Ok((u32::from_le_bytes([r[0], r[1], r[2], r[3]]), u32::from_le_bytes([r[4], r[5], r[6], r[7]])))
+        Ok((
+            u32::from_le_bytes([r[0], r[1], r[2], r[3]]),
+            u32::from_le_bytes([r[4], r[5], r[6], r[7]]),
+        ))
     }
 
     pub fn run() -> ! {
         let mut ok = true;
         ok &= case("isolation_owner_reads_idr0", || {
             let (idr0, idr1) = owner_idr0()?;
-            log!("SMMU IDR0={:#010x} IDR1={:#010x} (read by the owner of page 0)", idr0, idr1);
+            log!(
+                "SMMU IDR0={:#010x} IDR1={:#010x} (read by the owner of page 0)",
+                idr0,
+                idr1
+            );
             // IDR0.S1P (bit 1) and S2P (bit 0) are set on every SMMU we run on.
             ensure(idr0 & 0b11 == 0b11, "IDR0 lacks S1P/S2P")
         });
         ok &= case("isolation_smmu_mmio_denied", || {
             rogue_faults(TOUCH, &0x0905_0000u64.to_le_bytes())?;
             let (idr0, _) = owner_idr0()?;
-            ensure(idr0 & 0b11 == 0b11, "owner lost access after the rogue's fault")
+            ensure(
+                idr0 & 0b11 == 0b11,
+                "owner lost access after the rogue's fault",
+            )
         });
-        ok &= case("isolation_kernel_memory_denied", || rogue_faults(TOUCH, &0x4020_0000u64.to_le_bytes()));
+        ok &= case("isolation_kernel_memory_denied", || {
+            rogue_faults(TOUCH, &0x4020_0000u64.to_le_bytes())
+        });
         ok &= case("isolation_other_task_memory_denied", || {
             // Our own data page, by its physical address: the rogue's table
             // maps RAM for the kernel only.
@@ -59,7 +80,10 @@ mod cases {
         });
         ok &= case("isolation_lookup_outside_slots", || {
             // The supervisor is not in our slots: we cannot even name it.
-            ensure(sys_lookup_slot("supervisor").is_none(), "looked up a task outside task-slots")
+            ensure(
+                sys_lookup_slot("supervisor").is_none(),
+                "looked up a task outside task-slots",
+            )
         });
         finish(ok)
     }

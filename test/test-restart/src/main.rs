@@ -18,13 +18,22 @@ mod cases {
         ensure(ping(echo) == 0, "server does not answer before the crash")?;
         let (rc, _) = sys_send(echo, PANIC, &[], &mut [], &[]);
         let g = is_dead_code(rc).ok_or("no dead code after the server panicked")?;
-        ensure(g == echo.generation().next(), "dead code carries the wrong generation")?;
+        ensure(
+            g == echo.generation().next(),
+            "dead code carries the wrong generation",
+        )?;
         // The stale id keeps getting the dead code, without blocking.
         ensure(is_dead_code(ping(echo)) == Some(g), "stale id not refused")?;
         let fresh = sys_refresh_task_id(echo);
-        ensure(fresh == echo.with_generation(g), "refresh gives the wrong id")?;
+        ensure(
+            fresh == echo.with_generation(g),
+            "refresh gives the wrong id",
+        )?;
         ensure(ping(fresh) == 0, "restarted server does not answer")?;
-        ensure(sys_lookup_slot("test-echo") == Some(fresh), "lookup does not give the new generation")
+        ensure(
+            sys_lookup_slot("test-echo") == Some(fresh),
+            "lookup does not give the new generation",
+        )
     }
 
     fn throttled() -> Outcome {
@@ -47,10 +56,18 @@ mod cases {
                 late += d;
             }
         }
-        log!("crash-looping task: {} restarts in 2 s, {} in the last second, at most {} per 50 ms", total, late, worst);
+        log!(
+            "crash-looping task: {} restarts in 2 s, {} in the last second, at most {} per 50 ms",
+            total,
+            late,
+            worst
+        );
         ensure(worst <= 3, "restarted more than 3 times within 50 ms")?;
         ensure(late <= 2, "hold-off is not growing")?;
-        ensure(total >= 1, "the crashing task is no longer restarted at all")
+        ensure(
+            total >= 1,
+            "the crashing task is no longer restarted at all",
+        )
     }
 
     pub fn run() -> ! {

@@ -25,7 +25,9 @@ fn main() -> ! {
                 out[4..].copy_from_slice(&idr1.to_le_bytes());
                 sys_reply(m.sender, 0, &out);
             }
-            _ if !m.is_notification() => sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation),
+            _ if !m.is_notification() => {
+                sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation)
+            }
             _ => {}
         }
     }

@@ -26,12 +26,19 @@ pub fn case(name: &str, f: impl FnOnce() -> Outcome) -> bool {
 
 /// Fails the case with `why` unless `cond` holds.
 pub fn ensure(cond: bool, why: &'static str) -> Outcome {
-    if cond { Ok(()) } else { Err(why) }
+    if cond {
+        Ok(())
+    } else {
+        Err(why)
+    }
 }
 
 /// Stops the machine: status 0 if everything passed.
 pub fn finish(all_passed: bool) -> ! {
-    log!("tests finished: {}", if all_passed { "all passed" } else { "FAILURES" });
+    log!(
+        "tests finished: {}",
+        if all_passed { "all passed" } else { "FAILURES" }
+    );
     userlib::sys_shutdown(if all_passed { 0 } else { 1 })
 }
 
@@ -58,4 +65,6 @@ pub mod echo {
     pub const TOUCH: u16 = 8;
     /// Sends to the task index in message[0..2] (outside its slots).
     pub const SEND_TO: u16 = 9;
+    /// Fills every FP/SIMD register with its own pattern, then replies.
+    pub const FP_CLOBBER: u16 = 10;
 }

@@ -72,7 +72,10 @@ impl Gic {
             self.wr(g, self.rd(g) | 1 << (n % 32));
             // SAFETY: IROUTER<n> is a 64-bit register of the distributor.
             unsafe { core::ptr::write_volatile((self.gicd + GICD_IROUTER + n * 8) as *mut u64, 0) };
-            (self.gicd + GICD_ICFGR + (n / 16) * 4, self.gicd + GICD_IPRIORITYR)
+            (
+                self.gicd + GICD_ICFGR + (n / 16) * 4,
+                self.gicd + GICD_IPRIORITYR,
+            )
         };
         if n >= 16 {
             let shift = (n % 16) * 2;

@@ -32,7 +32,15 @@ const MAIR: u64 = 0xFF | (0x04 << 8) | (0x44 << 16);
 /// TCR_EL2 in its E2H (EL1-like) layout: T0SZ=25 (39-bit VA, walks start at
 /// level 1), inner/outer WBWA, inner shareable, 4 KiB granule, TTBR1 walks
 /// disabled, 40-bit PA, 16-bit ASIDs taken from TTBR0.
-const TCR: u64 = 25 | (1 << 8) | (1 << 10) | (3 << 12) | (25 << 16) | (1 << 23) | (2 << 30) | (2 << 32) | (1 << 36);
+const TCR: u64 = 25
+    | (1 << 8)
+    | (1 << 10)
+    | (3 << 12)
+    | (25 << 16)
+    | (1 << 23)
+    | (2 << 30)
+    | (2 << 32)
+    | (1 << 36);
 /// SCTLR_EL2 (E2H+TGE layout): MMU, caches, SP alignment checks, EL0 may WFI
 /// (the idle task), read CTR/DC ZVA/counters; SPAN=1 (no PAN on entry); RES1
 /// bits of the layout.
@@ -66,7 +74,10 @@ struct Pool<'a> {
 
 impl Pool<'_> {
     fn alloc(&mut self) -> Result<usize, &'static str> {
-        let p = self.pages.get_mut(self.next).ok_or("page-table pool too small (PAGE_TABLE_PAGES)")?;
+        let p = self
+            .pages
+            .get_mut(self.next)
+            .ok_or("page-table pool too small (PAGE_TABLE_PAGES)")?;
         self.next += 1;
         p.0 = [0; 512];
         Ok(p as *mut Page as usize)
@@ -101,7 +112,8 @@ pub fn init(
         }
         let mut a = base & !(BLOCK_2M - 1);
         while a < base + size {
-            table(dev_l2)[idx(a, L2_SHIFT)] = a as u64 | VALID | ATTR_DEVICE | AP_PRIV_RW | AF | PXN | UXN;
+            table(dev_l2)[idx(a, L2_SHIFT)] =
+                a as u64 | VALID | ATTR_DEVICE | AP_PRIV_RW | AF | PXN | UXN;
             a += BLOCK_2M;
         }
     }
@@ -111,7 +123,8 @@ pub fn init(
     }
     let mut a = board.ram_base;
     while a < board.ram_base + board.ram_size {
-        table(ram_l2)[idx(a, L2_SHIFT)] = a as u64 | VALID | ATTR_NORMAL | AP_PRIV_RW | SH_INNER | AF | UXN;
+        table(ram_l2)[idx(a, L2_SHIFT)] =
+            a as u64 | VALID | ATTR_NORMAL | AP_PRIV_RW | SH_INNER | AF | UXN;
         a += BLOCK_2M;
     }
     table(kl1)[0] = dev_l2 as u64 | VALID | TABLE_OR_PAGE;
@@ -130,9 +143,21 @@ pub fn init(
             let attrs = if r.attributes & REGION_DEVICE != 0 {
                 ATTR_DEVICE | AP_ALL_RW | PXN | UXN
             } else {
-                let mem = if r.attributes & REGION_UNCACHED != 0 { ATTR_NORMAL_NC } else { ATTR_NORMAL };
-                let ap = if r.attributes & REGION_WRITE != 0 { AP_ALL_RW } else { AP_ALL_RO };
-                let xn = if r.attributes & REGION_EXECUTE != 0 { PXN } else { PXN | UXN };
+                let mem = if r.attributes & REGION_UNCACHED != 0 {
+                    ATTR_NORMAL_NC
+                } else {
+                    ATTR_NORMAL
+                };
+                let ap = if r.attributes & REGION_WRITE != 0 {
+                    AP_ALL_RW
+                } else {
+                    AP_ALL_RO
+                };
+                let xn = if r.attributes & REGION_EXECUTE != 0 {
+                    PXN
+                } else {
+                    PXN | UXN
+                };
                 mem | ap | xn | SH_INNER
             };
             let pa0 = region_pa(r);
@@ -144,7 +169,8 @@ pub fn init(
                     *e2 = pool.alloc()? as u64 | VALID | TABLE_OR_PAGE;
                 }
                 let l3 = (*e2 & 0x0000_FFFF_FFFF_F000) as usize;
-                table(l3)[idx(va, L3_SHIFT)] = (pa0 + off) as u64 | VALID | TABLE_OR_PAGE | AF | NG | attrs;
+                table(l3)[idx(va, L3_SHIFT)] =
+                    (pa0 + off) as u64 | VALID | TABLE_OR_PAGE | AF | NG | attrs;
                 off += PAGE;
             }
         }

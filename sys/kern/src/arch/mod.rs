@@ -68,6 +68,74 @@ global_asm!(
     "    b    9b",
 );
 
+// FP/SIMD state is switched lazily. The kernel is built for the soft-float
+// target, so it never touches these registers itself; a task's FP state
+// stays in the registers until another task uses FP, which traps (CPTR_EL2
+// FPEN=0b01) and swaps. The IPC path between tasks that do not use FP
+// therefore saves none of the 528 bytes.
+global_asm!(
+    ".section .text.fp, \"ax\"",
+    ".arch_extension fp",
+    ".arch_extension simd",
+    // x0 = SavedState to save into.
+    ".global __fp_save",
+    "__fp_save:",
+    "    mrs  x1, fpsr",
+    "    mrs  x2, fpcr",
+    "    stp  x1, x2, [x0, #272]",
+    "    add  x1, x0, #288",
+    "    stp  q0, q1, [x1, #0]",
+    "    stp  q2, q3, [x1, #32]",
+    "    stp  q4, q5, [x1, #64]",
+    "    stp  q6, q7, [x1, #96]",
+    "    stp  q8, q9, [x1, #128]",
+    "    stp  q10, q11, [x1, #160]",
+    "    stp  q12, q13, [x1, #192]",
+    "    stp  q14, q15, [x1, #224]",
+    "    stp  q16, q17, [x1, #256]",
+    "    stp  q18, q19, [x1, #288]",
+    "    stp  q20, q21, [x1, #320]",
+    "    stp  q22, q23, [x1, #352]",
+    "    stp  q24, q25, [x1, #384]",
+    "    stp  q26, q27, [x1, #416]",
+    "    stp  q28, q29, [x1, #448]",
+    "    stp  q30, q31, [x1, #480]",
+    "    ret",
+    // x0 = SavedState to load from.
+    ".global __fp_load",
+    "__fp_load:",
+    "    ldp  x1, x2, [x0, #272]",
+    "    msr  fpsr, x1",
+    "    msr  fpcr, x2",
+    "    add  x1, x0, #288",
+    "    ldp  q0, q1, [x1, #0]",
+    "    ldp  q2, q3, [x1, #32]",
+    "    ldp  q4, q5, [x1, #64]",
+    "    ldp  q6, q7, [x1, #96]",
+    "    ldp  q8, q9, [x1, #128]",
+    "    ldp  q10, q11, [x1, #160]",
+    "    ldp  q12, q13, [x1, #192]",
+    "    ldp  q14, q15, [x1, #224]",
+    "    ldp  q16, q17, [x1, #256]",
+    "    ldp  q18, q19, [x1, #288]",
+    "    ldp  q20, q21, [x1, #320]",
+    "    ldp  q22, q23, [x1, #352]",
+    "    ldp  q24, q25, [x1, #384]",
+    "    ldp  q26, q27, [x1, #416]",
+    "    ldp  q28, q29, [x1, #448]",
+    "    ldp  q30, q31, [x1, #480]",
+    "    ret",
+);
+
+extern "C" {
+    fn __fp_save(s: *mut SavedState);
+    fn __fp_load(s: *const SavedState);
+}
+
+/// CPTR_EL2 (E2H layout) FPEN values.
+const CPTR_FP_ON: u64 = 0b11 << 20;
+const CPTR_FP_TRAP_EL0: u64 = 0b01 << 20;
+
 // Exception vectors. Only the "lower EL, AArch64" entries are expected; an
 // exception taken from the kernel itself is a kernel bug and stops the
 // machine with a report.
@@ -81,26 +149,62 @@ global_asm!(
     ".global __vectors",
     "__vectors:",
     // Current EL with SP_EL0: unused.
-    ".balign 0x80", "    mov x0, #0", "    b kernel_exception_entry",
-    ".balign 0x80", "    mov x0, #1", "    b kernel_exception_entry",
-    ".balign 0x80", "    mov x0, #2", "    b kernel_exception_entry",
-    ".balign 0x80", "    mov x0, #3", "    b kernel_exception_entry",
+    ".balign 0x80",
+    "    mov x0, #0",
+    "    b kernel_exception_entry",
+    ".balign 0x80",
+    "    mov x0, #1",
+    "    b kernel_exception_entry",
+    ".balign 0x80",
+    "    mov x0, #2",
+    "    b kernel_exception_entry",
+    ".balign 0x80",
+    "    mov x0, #3",
+    "    b kernel_exception_entry",
     // Current EL with SP_ELx: the kernel faulted (or an IRQ while it ran,
     // which cannot happen: it runs masked).
-    ".balign 0x80", "    mov x0, #4", "    b kernel_exception_entry",
-    ".balign 0x80", "    mov x0, #5", "    b kernel_exception_entry",
-    ".balign 0x80", "    mov x0, #6", "    b kernel_exception_entry",
-    ".balign 0x80", "    mov x0, #7", "    b kernel_exception_entry",
+    ".balign 0x80",
+    "    mov x0, #4",
+    "    b kernel_exception_entry",
+    ".balign 0x80",
+    "    mov x0, #5",
+    "    b kernel_exception_entry",
+    ".balign 0x80",
+    "    mov x0, #6",
+    "    b kernel_exception_entry",
+    ".balign 0x80",
+    "    mov x0, #7",
+    "    b kernel_exception_entry",
     // Lower EL, AArch64: system calls, faults, interrupts.
-    ".balign 0x80", "    str x0, [sp, #-16]!", "    mov x0, #0", "    b el0_entry",
-    ".balign 0x80", "    str x0, [sp, #-16]!", "    mov x0, #1", "    b el0_entry",
-    ".balign 0x80", "    str x0, [sp, #-16]!", "    mov x0, #1", "    b el0_entry",
-    ".balign 0x80", "    str x0, [sp, #-16]!", "    mov x0, #3", "    b el0_entry",
+    ".balign 0x80",
+    "    str x0, [sp, #-16]!",
+    "    mov x0, #0",
+    "    b el0_entry",
+    ".balign 0x80",
+    "    str x0, [sp, #-16]!",
+    "    mov x0, #1",
+    "    b el0_entry",
+    ".balign 0x80",
+    "    str x0, [sp, #-16]!",
+    "    mov x0, #1",
+    "    b el0_entry",
+    ".balign 0x80",
+    "    str x0, [sp, #-16]!",
+    "    mov x0, #3",
+    "    b el0_entry",
     // Lower EL, AArch32: never used (tasks are AArch64).
-    ".balign 0x80", "    mov x0, #12", "    b kernel_exception_entry",
-    ".balign 0x80", "    mov x0, #13", "    b kernel_exception_entry",
-    ".balign 0x80", "    mov x0, #14", "    b kernel_exception_entry",
-    ".balign 0x80", "    mov x0, #15", "    b kernel_exception_entry",
+    ".balign 0x80",
+    "    mov x0, #12",
+    "    b kernel_exception_entry",
+    ".balign 0x80",
+    "    mov x0, #13",
+    "    b kernel_exception_entry",
+    ".balign 0x80",
+    "    mov x0, #14",
+    "    b kernel_exception_entry",
+    ".balign 0x80",
+    "    mov x0, #15",
+    "    b kernel_exception_entry",
     "",
     // x0 = kind (0 sync, 1 irq/fiq, 3 serror); the task's x0 is on the stack.
     "el0_entry:",
@@ -127,50 +231,10 @@ global_asm!(
     "    mrs  x2, elr_el2",
     "    mrs  x3, spsr_el2",
     "    stp  x2, x3, [x1, #256]",
-    "    mrs  x2, fpsr",
-    "    mrs  x3, fpcr",
-    "    stp  x2, x3, [x1, #272]",
-    "    add  x2, x1, #288",
-    "    stp  q0, q1, [x2, #0]",
-    "    stp  q2, q3, [x2, #32]",
-    "    stp  q4, q5, [x2, #64]",
-    "    stp  q6, q7, [x2, #96]",
-    "    stp  q8, q9, [x2, #128]",
-    "    stp  q10, q11, [x2, #160]",
-    "    stp  q12, q13, [x2, #192]",
-    "    stp  q14, q15, [x2, #224]",
-    "    stp  q16, q17, [x2, #256]",
-    "    stp  q18, q19, [x2, #288]",
-    "    stp  q20, q21, [x2, #320]",
-    "    stp  q22, q23, [x2, #352]",
-    "    stp  q24, q25, [x2, #384]",
-    "    stp  q26, q27, [x2, #416]",
-    "    stp  q28, q29, [x2, #448]",
-    "    stp  q30, q31, [x2, #480]",
     "    bl   el0_exception",
     // x0 = the SavedState to resume (also now in TPIDR_EL2).
     ".global __resume_task",
     "__resume_task:",
-    "    add  x2, x0, #288",
-    "    ldp  q0, q1, [x2, #0]",
-    "    ldp  q2, q3, [x2, #32]",
-    "    ldp  q4, q5, [x2, #64]",
-    "    ldp  q6, q7, [x2, #96]",
-    "    ldp  q8, q9, [x2, #128]",
-    "    ldp  q10, q11, [x2, #160]",
-    "    ldp  q12, q13, [x2, #192]",
-    "    ldp  q14, q15, [x2, #224]",
-    "    ldp  q16, q17, [x2, #256]",
-    "    ldp  q18, q19, [x2, #288]",
-    "    ldp  q20, q21, [x2, #320]",
-    "    ldp  q22, q23, [x2, #352]",
-    "    ldp  q24, q25, [x2, #384]",
-    "    ldp  q26, q27, [x2, #416]",
-    "    ldp  q28, q29, [x2, #448]",
-    "    ldp  q30, q31, [x2, #480]",
-    "    ldp  x2, x3, [x0, #272]",
-    "    msr  fpsr, x2",
-    "    msr  fpcr, x3",
     "    ldp  x2, x3, [x0, #256]",
     "    msr  elr_el2, x2",
     "    msr  spsr_el2, x3",
@@ -219,6 +283,10 @@ pub struct Machine {
     timer_intid: u32,
     /// Counter ticks per millisecond.
     ticks_per_ms: u64,
+    /// The task whose FP/SIMD state is in the registers (null: none).
+    fp_owner: *mut SavedState,
+    /// Current CPTR_EL2 value, to skip redundant writes.
+    cptr: u64,
 }
 
 impl Platform for Machine {
@@ -247,6 +315,11 @@ impl Platform for Machine {
         shutdown(status)
     }
     fn reset_task_memory(&mut self, task: &Task) {
+        // A restarted task's FP registers start from its zeroed save area,
+        // not from whatever its previous generation left in the registers.
+        if core::ptr::eq(self.fp_owner, &task.save) {
+            self.fp_owner = core::ptr::null_mut();
+        }
         // Zero the data region (index 1 by construction): .bss and stack
         // start clean, and nothing of the previous generation survives.
         if let Some(d) = task.desc.regions.get(1) {
@@ -289,13 +362,19 @@ static mut MACHINE: Option<Machine> = None;
 ///
 /// # Safety
 /// Call once, from `kernel_entry`, with the MMU off.
-pub unsafe fn start(cfg: Config, tasks: &'static mut [Task], pt_pool: &'static mut [mmu::Page]) -> ! {
+pub unsafe fn start(
+    cfg: Config,
+    tasks: &'static mut [Task],
+    pt_pool: &'static mut [mmu::Page],
+) -> ! {
     let board = cfg.board;
     let mut m = Machine {
         uart: uart::Pl011::new(board.uart_base),
         gic: gic::Gic::new(board.gicd_base, board.gicr_base),
         timer_intid: board.timer_intid,
         ticks_per_ms: (read_sysreg!("cntfrq_el0") / 1000).max(1),
+        fp_owner: core::ptr::null_mut(),
+        cptr: CPTR_FP_TRAP_EL0,
     };
     m.console(b"kern: booting on ");
     m.console(board.name.as_bytes());
@@ -307,9 +386,9 @@ pub unsafe fn start(cfg: Config, tasks: &'static mut [Task], pt_pool: &'static m
     // regime); RW: lower ELs are AArch64.
     write_sysreg!("hcr_el2", (1 << 34) | (1 << 27) | (1 << 31));
     isb();
-    // CPTR_EL2 in its E2H layout: FPEN=0b11, tasks and kernel may use FP/SIMD
-    // (the kernel saves it for every task).
-    write_sysreg!("cptr_el2", 0b11 << 20);
+    // CPTR_EL2 in its E2H layout: FP/SIMD traps at EL0 until a task uses it
+    // (lazy switching, see `__fp_save`).
+    write_sysreg!("cptr_el2", CPTR_FP_TRAP_EL0);
     // Counter access from EL0: virtual counter readable (benchmarks), no
     // timer access. E2H layout of CNTHCTL_EL2: EL0VCTEN is bit 1.
     write_sysreg!("cnthctl_el2", 1 << 1);
@@ -354,8 +433,12 @@ pub unsafe fn start(cfg: Config, tasks: &'static mut [Task], pt_pool: &'static m
 unsafe fn globals() -> (&'static mut Kernel<'static>, &'static mut Machine) {
     // SAFETY: per the function contract, no other reference exists.
     unsafe {
-        let k = (*core::ptr::addr_of_mut!(KERNEL)).as_mut().unwrap_unchecked();
-        let m = (*core::ptr::addr_of_mut!(MACHINE)).as_mut().unwrap_unchecked();
+        let k = (*core::ptr::addr_of_mut!(KERNEL))
+            .as_mut()
+            .unwrap_unchecked();
+        let m = (*core::ptr::addr_of_mut!(MACHINE))
+            .as_mut()
+            .unwrap_unchecked();
         (k, m)
     }
 }
@@ -374,11 +457,41 @@ fn run_next(k: &mut Kernel<'static>, m: &mut Machine) -> *mut SavedState {
         }
     }
     let t = &mut k.tasks[k.current];
+    let p = &mut t.save as *mut SavedState;
+    let cptr = if core::ptr::eq(m.fp_owner, p) {
+        CPTR_FP_ON
+    } else {
+        CPTR_FP_TRAP_EL0
+    };
+    if cptr != m.cptr {
+        write_sysreg!("cptr_el2", cptr);
+        m.cptr = cptr;
+    }
     write_sysreg!("ttbr0_el2", t.ttbr0);
     isb();
-    let p = &mut t.save as *mut SavedState;
     write_sysreg!("tpidr_el2", p as u64);
     p
+}
+
+/// The current task used FP/SIMD while another task's state was in the
+/// registers: swap, then let it retry the instruction.
+fn fp_switch(k: &mut Kernel<'static>, m: &mut Machine) {
+    let me = &mut k.tasks[k.current].save as *mut SavedState;
+    // FP must be enabled at EL2 to move the registers; the kernel itself is
+    // soft-float, so nothing else touches them meanwhile.
+    write_sysreg!("cptr_el2", CPTR_FP_ON);
+    m.cptr = CPTR_FP_ON;
+    isb();
+    // SAFETY: both pointers name SavedState records in the static task
+    // table; the layout matches the offsets the routines use (asserted
+    // above).
+    unsafe {
+        if !m.fp_owner.is_null() {
+            __fp_save(m.fp_owner);
+        }
+        __fp_load(me);
+    }
+    m.fp_owner = me;
 }
 
 fn handle_irqs(k: &mut Kernel<'static>, m: &mut Machine) {
@@ -408,6 +521,8 @@ extern "C" fn el0_exception(kind: u64) -> *mut SavedState {
         match ec {
             // SVC from AArch64.
             0x15 => k.syscall(m),
+            // FP/SIMD access trapped by CPTR_EL2: lazy switch.
+            0x07 => fp_switch(k, m),
             _ => {
                 let far = read_sysreg!("far_el2") as usize;
                 let (kind, detail) = match ec {

@@ -1,0 +1,264 @@
+//! `bench`: boots every `test/apps/*.toml` with `[expect] bench = true` under
+//! instruction counting, collects `BENCH <name> <value> <unit>` console lines,
+//! adds the demo image's kernel `.text` and file sizes, prints them against
+//! the goals and writes `target/bench/results.json`.
+//!
+//! Clock: `-icount shift=0,sleep=off` with `-cpu max` (CNTFRQ = 1 GHz) makes
+//! one CNTVCT tick exactly one guest instruction, the same on every run — so
+//! a benchmark reads the counter before and after and reports instructions.
+//! Wall time is never used.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::dist::{dist, load_app};
+use crate::prereq;
+use crate::qemu::{self, Outcome};
+use crate::ws::{write_if_changed, Workspace};
+
+/// Benchmarks run slower under `shift=0`; give them longer than tests.
+const BENCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Goals: (name as reported, at most, unit). A benchmark image reports the
+/// IPC cost as `BENCH ipc_one_way <n> instructions`.
+pub const GOALS: [(&str, f64, &str); 2] = [
+    ("ipc_one_way", 300.0, "instructions"),
+    ("kernel_text", 65536.0, "bytes"),
+];
+
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    pub name: String,
+    pub value: String,
+    pub unit: String,
+    /// The app file (or image) that reported it.
+    pub source: String,
+}
+
+/// The goal a result is held to: the goal of the same name, or of a name
+/// it extends (`ipc_one_way_send` is held to `ipc_one_way`'s).
+fn goal_for(name: &str) -> Option<(f64, &'static str)> {
+    let norm = name.replace('-', "_");
+    GOALS
+        .iter()
+        .find(|(g, _, _)| norm == *g || norm.strip_prefix(g).is_some_and(|r| r.starts_with('_')))
+        .map(|&(_, v, u)| (v, u))
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// Hand-written JSON: a flat list of records needs no serde_json.
+pub fn to_json(results: &[BenchResult], failures: &[String]) -> String {
+    let mut o = String::from("{\n  \"results\": [\n");
+    for (i, r) in results.iter().enumerate() {
+        let value = if r.value.parse::<f64>().is_ok() {
+            r.value.clone()
+        } else {
+            json_str(&r.value)
+        };
+        let goal = match goal_for(&r.name) {
+            Some((g, _)) => {
+                let met = r.value.parse::<f64>().is_ok_and(|v| v <= g);
+                format!(", \"goal_max\": {g}, \"met\": {met}")
+            }
+            None => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "    {{\"name\": {}, \"value\": {value}, \"unit\": {}, \"source\": {}{goal}}}{}",
+            json_str(&r.name),
+            json_str(&r.unit),
+            json_str(&r.source),
+            if i + 1 < results.len() { "," } else { "" }
+        );
+    }
+    o.push_str("  ],\n  \"failures\": [");
+    o.push_str(
+        &failures
+            .iter()
+            .map(|f| json_str(f))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    o.push_str("]\n}\n");
+    o
+}
+
+/// Returns whether every benchmark image ran to a clean exit.
+pub fn bench(ws: &Workspace) -> Result<bool, String> {
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    // (app file, kernel .text) of the last benchmark image, in case the demo
+    // image does not build.
+    let mut bench_kernel: Option<(String, u64)> = None;
+
+    for path in ws.test_apps()? {
+        let shown = ws.show(&path);
+        let app = match load_app(ws, &path) {
+            Ok(a) => a,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        if !app.bench {
+            continue;
+        }
+        prereq::ensure_qemu(&app.board.qemu)?;
+        println!("bench: {shown}: building image {:?}", app.name);
+        let d = match dist(ws, &path) {
+            Ok(d) => d,
+            Err(e) => {
+                failures.push(format!("{shown}: {e}"));
+                continue;
+            }
+        };
+        bench_kernel = Some((shown.clone(), d.kernel_text_size));
+        let cmd = qemu::command(&app.board.qemu, &d.image, qemu::ICOUNT_BENCH, &[]);
+        println!("bench: {shown}: {}", qemu::show(&cmd));
+        let run = qemu::run(cmd, Some(BENCH_TIMEOUT), false)?;
+        let before = results.len();
+        for line in &run.console {
+            if let Some((name, value, unit)) = qemu::bench_marker(line) {
+                results.push(BenchResult {
+                    name: name.into(),
+                    value: value.into(),
+                    unit: unit.into(),
+                    source: shown.clone(),
+                });
+            }
+        }
+        if run.outcome != Outcome::Exited(0) || results.len() == before {
+            let why = if results.len() == before {
+                format!("{shown}: reported no BENCH line; image {}", run.outcome)
+            } else {
+                format!("{shown}: image {}", run.outcome)
+            };
+            println!("bench: {why}");
+            for l in run.tail(20) {
+                println!("  {l}");
+            }
+            failures.push(why);
+        }
+    }
+
+    // Sizes of the demo image.
+    let demo = ws.root.join("app.toml");
+    match dist(ws, &demo) {
+        Ok(d) => {
+            let src = format!("{} (kernel image)", ws.show(&demo));
+            results.push(BenchResult {
+                name: "kernel_text".into(),
+                value: d.kernel_text_size.to_string(),
+                unit: "bytes".into(),
+                source: src.clone(),
+            });
+            results.push(BenchResult {
+                name: "image_size".into(),
+                value: d.image_size.to_string(),
+                unit: "bytes".into(),
+                source: src,
+            });
+        }
+        Err(e) => {
+            println!("bench: app.toml: {e}");
+            failures.push(format!("app.toml: {e}"));
+            // The kernel's text barely depends on the table: report the
+            // benchmark image's, saying so.
+            if let Some((file, size)) = bench_kernel {
+                results.push(BenchResult {
+                    name: "kernel_text".into(),
+                    value: size.to_string(),
+                    unit: "bytes".into(),
+                    source: format!("{file} (kernel image; app.toml did not build)"),
+                });
+            }
+        }
+    }
+
+    println!();
+    println!(
+        "{:<28} {:>12} {:<14} {:>10}  status",
+        "benchmark", "value", "unit", "goal ≤"
+    );
+    for r in &results {
+        let (goal, status) = match goal_for(&r.name) {
+            Some((g, _)) => (
+                format!("{g}"),
+                if r.value.parse::<f64>().is_ok_and(|v| v <= g) {
+                    "met"
+                } else {
+                    "MISSED"
+                },
+            ),
+            None => ("-".into(), ""),
+        };
+        println!(
+            "{:<28} {:>12} {:<14} {:>10}  {}",
+            r.name, r.value, r.unit, goal, status
+        );
+    }
+    for (g, v, u) in GOALS {
+        if !results
+            .iter()
+            .any(|r| goal_for(&r.name).is_some_and(|(gv, gu)| gv == v && gu == u))
+        {
+            println!("{g:<28} {:>12} {u:<14} {v:>10}  not measured", "-");
+        }
+    }
+    for f in &failures {
+        println!("failed: {f}");
+    }
+
+    let out = ws.target.join("bench/results.json");
+    write_if_changed(&out, to_json(&results, &failures).as_bytes())?;
+    println!("\nwrote {}", out.display());
+    Ok(failures.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_output() {
+        let r = vec![
+            BenchResult {
+                name: "ipc_one_way".into(),
+                value: "250".into(),
+                unit: "instructions".into(),
+                source: "test/apps/bench.toml".into(),
+            },
+            BenchResult {
+                name: "weird".into(),
+                value: "x\"y".into(),
+                unit: "u".into(),
+                source: "s".into(),
+            },
+        ];
+        let j = to_json(&r, &["boom".into()]);
+        assert!(j.contains("{\"name\": \"ipc_one_way\", \"value\": 250, \"unit\": \"instructions\", \"source\": \"test/apps/bench.toml\", \"goal_max\": 300, \"met\": true},"));
+        assert!(j.contains("\"value\": \"x\\\"y\""));
+        assert!(j.contains("\"failures\": [\"boom\"]"));
+        assert_eq!(goal_for("ipc-one-way"), Some((300.0, "instructions")));
+        assert_eq!(goal_for("ipc_one_way_send"), Some((300.0, "instructions")));
+        assert_eq!(goal_for("ipc_one_wayward"), None);
+        assert_eq!(goal_for("ipc_round_trip"), None);
+    }
+}

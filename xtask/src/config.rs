@@ -1,0 +1,1249 @@
+//! `app.toml` and `boards/<board>.toml`: parsing, and every check the build
+//! makes before anything is compiled.
+//!
+//! Parsing is serde with `deny_unknown_fields`, so a misspelt key is an error
+//! that names it. Validation then turns the raw files into an [`App`]: task
+//! indices fixed by declaration order, task slots resolved to indices,
+//! regions given their virtual addresses, interrupts resolved to INTIDs.
+//! Every error names the file and the field (`app.toml: tasks.foo.mmio: …`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use abi::layout;
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// 4 KiB: the granule of every mapping.
+pub const PAGE: u64 = 0x1000;
+/// 2 MiB: one level-2 entry; each region after data starts on one.
+pub const SLOT: u64 = 0x20_0000;
+/// Highest priority number (lowest priority).
+pub const LOWEST_PRIORITY: i64 = 15;
+
+pub const TASK_TEXT: u64 = layout::TASK_TEXT as u64;
+pub const TASK_DATA: u64 = layout::TASK_DATA as u64;
+pub const TASK_REGIONS: u64 = layout::TASK_REGIONS as u64;
+pub const TASK_END: u64 = layout::TASK_END as u64;
+pub const MAX_IMAGE: u64 = layout::MAX_IMAGE as u64;
+
+// ---------------------------------------------------------------- raw files
+
+/// `app.toml` as written.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AppToml {
+    pub name: String,
+    pub board: String,
+    #[serde(default)]
+    pub kernel: KernelToml,
+    #[serde(default)]
+    pub expect: ExpectToml,
+    /// Ordered: declaration order is task index order.
+    pub tasks: IndexMap<String, TaskToml>,
+    #[serde(default)]
+    pub streams: Vec<StreamToml>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KernelToml {
+    #[serde(default = "default_kernel_stack")]
+    pub stack_size: u64,
+}
+
+fn default_kernel_stack() -> u64 {
+    16384
+}
+
+impl Default for KernelToml {
+    fn default() -> Self {
+        KernelToml {
+            stack_size: default_kernel_stack(),
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExpectToml {
+    #[serde(default)]
+    pub cases: Vec<String>,
+    #[serde(default)]
+    pub bench: bool,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TaskToml {
+    #[serde(rename = "crate")]
+    pub crate_name: Option<String>,
+    /// Signed so that a negative number gets our message, not serde's.
+    pub priority: i64,
+    pub stack_size: u64,
+    #[serde(default = "yes")]
+    pub start: bool,
+    #[serde(default)]
+    pub task_slots: Vec<String>,
+    #[serde(default)]
+    pub caps: Vec<String>,
+    #[serde(default)]
+    pub mmio: Vec<String>,
+    #[serde(default)]
+    pub memory: Vec<MemoryToml>,
+    #[serde(default)]
+    pub interrupts: IndexMap<String, u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MemoryToml {
+    pub name: String,
+    pub size: u64,
+    #[serde(default)]
+    pub dma: bool,
+    #[serde(default)]
+    pub cache: Cache,
+}
+
+#[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Cache {
+    /// Normal memory, write-back cacheable.
+    #[default]
+    Wb,
+    /// Normal memory, non-cacheable (non-coherent DMA masters).
+    Nc,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StreamToml {
+    pub sid: u32,
+    pub vm: String,
+}
+
+/// `boards/<board>.toml` as written.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BoardToml {
+    pub name: String,
+    pub ram: Range,
+    #[serde(default)]
+    pub kernel_devices: Vec<Range>,
+    pub uart: Uart,
+    pub gic: Gic,
+    pub timer: Timer,
+    #[serde(default)]
+    pub peripherals: IndexMap<String, Range>,
+    #[serde(default)]
+    pub interrupts: IndexMap<String, Interrupt>,
+    pub qemu: Qemu,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Range {
+    pub base: u64,
+    pub size: u64,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Uart {
+    pub base: u64,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Gic {
+    pub version: u32,
+    pub distributor: u64,
+    pub redistributor: u64,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Timer {
+    pub intid: u32,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Interrupt {
+    pub intid: u32,
+    pub trigger: Trigger,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Edge,
+    Level,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Qemu {
+    pub binary: String,
+    pub min_version: String,
+    pub machine: String,
+    pub cpu: String,
+    pub memory: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+// ---------------------------------------------------------- validated model
+
+/// Capabilities beyond IPC (`kern::config::CAP_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    TaskControl,
+    Shutdown,
+}
+
+impl Cap {
+    pub const ALL: [Cap; 2] = [Cap::TaskControl, Cap::Shutdown];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cap::TaskControl => "task-control",
+            Cap::Shutdown => "shutdown",
+        }
+    }
+
+    /// The constant's path in the generated kernel table.
+    pub fn kern_const(self) -> &'static str {
+        match self {
+            Cap::TaskControl => "kern::config::CAP_TASK_CONTROL",
+            Cap::Shutdown => "kern::config::CAP_SHUTDOWN",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Cap> {
+        Cap::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+/// Where a region's physical memory comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backing {
+    /// A board peripheral at a fixed physical address.
+    Mmio { peripheral: String, base: u64 },
+    /// A zeroed page-aligned static in the kernel image.
+    Memory,
+}
+
+/// A region after text and data.
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub name: String,
+    pub va: u64,
+    pub size: u64,
+    /// `abi::REGION_*` bits.
+    pub attributes: u32,
+    pub backing: Backing,
+}
+
+/// An interrupt owned by a task.
+#[derive(Debug, Clone)]
+pub struct TaskIrq {
+    pub name: String,
+    pub intid: u32,
+    pub notification: u32,
+    pub edge: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub index: usize,
+    pub name: String,
+    /// Cargo package (and binary) name.
+    pub crate_name: String,
+    pub priority: u8,
+    pub stack_size: u64,
+    pub start: bool,
+    /// Indices of the tasks it may send/post to.
+    pub slots: Vec<usize>,
+    pub caps: Vec<Cap>,
+    /// MMIO regions in declaration order, then memory regions.
+    pub regions: Vec<Region>,
+    pub irqs: Vec<TaskIrq>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stream {
+    pub sid: u32,
+    pub vm: usize,
+}
+
+/// A validated image description.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub name: String,
+    /// The app file as named to the user (for messages).
+    pub file: String,
+    pub board: BoardToml,
+    pub board_file: String,
+    pub kernel_stack_size: u64,
+    pub tasks: Vec<Task>,
+    pub streams: Vec<Stream>,
+    pub cases: Vec<String>,
+    pub bench: bool,
+}
+
+impl App {
+    /// Index of a task by name.
+    pub fn task_index(&self, name: &str) -> Option<usize> {
+        self.tasks.iter().position(|t| t.name == name)
+    }
+}
+
+// ------------------------------------------------------------------ loading
+
+/// Reads and validates an app file; its board is `<workspace>/boards/<board>.toml`.
+/// `display` is how the app file is named in messages.
+pub fn load(app_path: &Path, display: &str, boards_dir: &Path) -> Result<App, String> {
+    let src = std::fs::read_to_string(app_path)
+        .map_err(|e| format!("{display}: cannot read {}: {e}", app_path.display()))?;
+    parse(display, &src, |board| {
+        let path = boards_dir.join(format!("{board}.toml"));
+        let shown = format!("boards/{board}.toml");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some((shown, text))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{shown}: cannot read {}: {e}", path.display())),
+        }
+    })
+}
+
+/// Parses and validates app text. `board_source(name)` returns the board
+/// file's display name and text, `None` when there is no such board.
+pub fn parse(
+    file: &str,
+    src: &str,
+    board_source: impl FnOnce(&str) -> Result<Option<(String, String)>, String>,
+) -> Result<App, String> {
+    let raw: AppToml = toml::from_str(src).map_err(|e| toml_error(file, e))?;
+    check_name(file, "name", &raw.name)?;
+    check_name(file, "board", &raw.board)?;
+    let Some((board_file, board_src)) = board_source(&raw.board)? else {
+        return Err(format!(
+            "{file}: board: unknown board \"{}\" (no file boards/{}.toml)",
+            raw.board, raw.board
+        ));
+    };
+    let board: BoardToml = toml::from_str(&board_src).map_err(|e| toml_error(&board_file, e))?;
+    validate_board(&board_file, &raw.board, &board)?;
+    validate(file, raw, board, board_file)
+}
+
+fn toml_error(file: &str, e: toml::de::Error) -> String {
+    format!("{file}: {}", e.to_string().trim_end())
+}
+
+/// Names that end up in file names and generated code.
+fn check_name(file: &str, field: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{file}: {field}: \"{name}\" is not a valid name (use letters, digits, '-' and '_')"
+        ))
+    }
+}
+
+fn range_str(base: u64, size: u64) -> String {
+    format!("{:#x}..{:#x}", base, base.saturating_add(size))
+}
+
+/// Parses "9.2" or "10.0.2" into a comparable triple.
+pub fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = s.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = match parts.next() {
+        Some(p) => p.parse().ok()?,
+        None => 0,
+    };
+    let patch = match parts.next() {
+        Some(p) => p.parse().ok()?,
+        None => 0,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((major, minor, patch))
+}
+
+fn validate_board(file: &str, wanted: &str, b: &BoardToml) -> Result<(), String> {
+    if b.name != wanted {
+        return Err(format!(
+            "{file}: name: \"{}\" does not match the file name (expected \"{wanted}\")",
+            b.name
+        ));
+    }
+    let page_range = |field: &str, r: &Range| -> Result<(), String> {
+        if r.size == 0 {
+            return Err(format!("{file}: {field}: size must not be zero"));
+        }
+        if !r.base.is_multiple_of(PAGE) || !r.size.is_multiple_of(PAGE) {
+            return Err(format!(
+                "{file}: {field}: {} is not 4 KiB aligned",
+                range_str(r.base, r.size)
+            ));
+        }
+        if r.base.checked_add(r.size).is_none() {
+            return Err(format!(
+                "{file}: {field}: range overflows the address space"
+            ));
+        }
+        Ok(())
+    };
+    page_range("ram", &b.ram)?;
+    for (i, r) in b.kernel_devices.iter().enumerate() {
+        page_range(&format!("kernel-devices[{i}]"), r)?;
+    }
+    if b.gic.version != 3 {
+        return Err(format!(
+            "{file}: gic.version: {} is not supported (only GICv3)",
+            b.gic.version
+        ));
+    }
+    for (name, r) in &b.peripherals {
+        check_name(file, &format!("peripherals.{name}"), name)?;
+        page_range(&format!("peripherals.{name}"), r)?;
+    }
+    for (i, (a_name, a)) in b.peripherals.iter().enumerate() {
+        for (b_name, other) in b.peripherals.iter().take(i) {
+            if a.base < other.base + other.size && other.base < a.base + a.size {
+                return Err(format!(
+                    "{file}: peripherals.{a_name}: {} overlaps peripherals.{b_name} ({})",
+                    range_str(a.base, a.size),
+                    range_str(other.base, other.size)
+                ));
+            }
+        }
+    }
+    let mut by_intid: BTreeMap<u32, &str> = BTreeMap::new();
+    for (name, irq) in &b.interrupts {
+        check_name(file, &format!("interrupts.{name}"), name)?;
+        if !(16..1020).contains(&irq.intid) {
+            return Err(format!(
+                "{file}: interrupts.{name}.intid: {} is not a PPI or SPI (16..1020)",
+                irq.intid
+            ));
+        }
+        if irq.intid == b.timer.intid {
+            return Err(format!(
+                "{file}: interrupts.{name}.intid: {} is the kernel's timer",
+                irq.intid
+            ));
+        }
+        if let Some(prev) = by_intid.insert(irq.intid, name) {
+            return Err(format!(
+                "{file}: interrupts.{name}.intid: {} is also interrupts.{prev}",
+                irq.intid
+            ));
+        }
+    }
+    if parse_version(&b.qemu.min_version).is_none() {
+        return Err(format!(
+            "{file}: qemu.min-version: \"{}\" is not a version like \"9.2\"",
+            b.qemu.min_version
+        ));
+    }
+    Ok(())
+}
+
+fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> Result<App, String> {
+    if raw.kernel.stack_size == 0 || !raw.kernel.stack_size.is_multiple_of(16) {
+        return Err(format!(
+            "{file}: kernel.stack-size: {} must be a non-zero multiple of 16",
+            raw.kernel.stack_size
+        ));
+    }
+    if raw.tasks.is_empty() {
+        return Err(format!("{file}: tasks: the image has no tasks"));
+    }
+    if raw.tasks.len() > abi::MAX_TASKS {
+        return Err(format!(
+            "{file}: tasks: {} tasks, at most {} are allowed",
+            raw.tasks.len(),
+            abi::MAX_TASKS
+        ));
+    }
+
+    // Capabilities first: the supervisor must be known before interrupts
+    // are checked against its fault bit.
+    let mut supervisor: Option<&str> = None;
+    for (index, (name, t)) in raw.tasks.iter().enumerate() {
+        let field = format!("tasks.{name}.caps");
+        let mut seen = Vec::new();
+        for c in &t.caps {
+            let Some(cap) = Cap::parse(c) else {
+                return Err(format!(
+                    "{file}: {field}: unknown capability \"{c}\" (known: \"task-control\", \"shutdown\")"
+                ));
+            };
+            if seen.contains(&cap) {
+                return Err(format!("{file}: {field}: \"{c}\" is listed twice"));
+            }
+            seen.push(cap);
+            if cap == Cap::TaskControl {
+                if let Some(first) = supervisor {
+                    return Err(format!(
+                        "{file}: {field}: \"task-control\" is already given to task \"{first}\" (there is exactly one supervisor)"
+                    ));
+                }
+                if index != 0 {
+                    return Err(format!(
+                        "{file}: {field}: the task with \"task-control\" (the supervisor) must be declared first (task index 0)"
+                    ));
+                }
+                supervisor = Some(name);
+            }
+        }
+    }
+    if supervisor.is_none() {
+        return Err(format!(
+            "{file}: tasks: no task has the \"task-control\" capability (the supervisor, declared first)"
+        ));
+    }
+
+    let mut tasks = Vec::new();
+    let mut mmio_owner: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut irq_owner: BTreeMap<&str, &str> = BTreeMap::new();
+    for (index, (name, t)) in raw.tasks.iter().enumerate() {
+        let at = |field: &str| format!("{file}: tasks.{name}{field}");
+        check_name(file, &format!("tasks.{name}"), name)?;
+        let crate_name = t.crate_name.clone().unwrap_or_else(|| name.clone());
+        check_name(file, &format!("tasks.{name}.crate"), &crate_name)?;
+        if !(0..=LOWEST_PRIORITY).contains(&t.priority) {
+            return Err(format!(
+                "{}: {} is out of range (0 = highest ..= {LOWEST_PRIORITY})",
+                at(".priority"),
+                t.priority
+            ));
+        }
+        if t.stack_size == 0 || !t.stack_size.is_multiple_of(16) || t.stack_size > MAX_IMAGE {
+            return Err(format!(
+                "{}: {} must be a non-zero multiple of 16, at most {MAX_IMAGE:#x}",
+                at(".stack-size"),
+                t.stack_size
+            ));
+        }
+
+        let mut regions = Vec::new();
+        let mut region_names: BTreeSet<&str> = BTreeSet::new();
+        for p in &t.mmio {
+            let Some(r) = board.peripherals.get(p) else {
+                return Err(format!(
+                    "{}: unknown peripheral \"{p}\" (not in {board_file})",
+                    at(".mmio")
+                ));
+            };
+            if let Some(owner) = mmio_owner.insert(p, name) {
+                return Err(format!(
+                    "{}: peripheral \"{p}\" is already given to task \"{owner}\"",
+                    at(".mmio")
+                ));
+            }
+            region_names.insert(p);
+            regions.push(Region {
+                name: p.clone(),
+                va: 0,
+                size: r.size,
+                attributes: abi::REGION_READ | abi::REGION_WRITE | abi::REGION_DEVICE,
+                backing: Backing::Mmio {
+                    peripheral: p.clone(),
+                    base: r.base,
+                },
+            });
+        }
+        for (i, m) in t.memory.iter().enumerate() {
+            let field = at(&format!(".memory[{i}]"));
+            check_name(file, &format!("tasks.{name}.memory[{i}].name"), &m.name)?;
+            if m.name == "text" || m.name == "data" {
+                return Err(format!(
+                    "{field}.name: \"{}\" is reserved for the task's own image",
+                    m.name
+                ));
+            }
+            if !region_names.insert(&m.name) {
+                return Err(format!(
+                    "{field}.name: region \"{}\" is defined twice in this task",
+                    m.name
+                ));
+            }
+            if m.size == 0 {
+                return Err(format!("{field}.size: must not be zero"));
+            }
+            if !m.size.is_multiple_of(PAGE) {
+                return Err(format!(
+                    "{field}.size: {:#x} is not a multiple of 4 KiB",
+                    m.size
+                ));
+            }
+            let mut attributes = abi::REGION_READ | abi::REGION_WRITE;
+            if m.dma {
+                attributes |= abi::REGION_DMA;
+            }
+            if m.cache == Cache::Nc {
+                attributes |= abi::REGION_UNCACHED;
+            }
+            regions.push(Region {
+                name: m.name.clone(),
+                va: 0,
+                size: m.size,
+                attributes,
+                backing: Backing::Memory,
+            });
+        }
+        // Virtual addresses: each region at the next 2 MiB boundary.
+        let mut cursor = TASK_REGIONS;
+        for (i, r) in regions.iter_mut().enumerate() {
+            let va = cursor.div_ceil(SLOT) * SLOT;
+            let end = va.saturating_add(r.size);
+            if end > TASK_END {
+                let field = if i < t.mmio.len() {
+                    ".mmio".to_string()
+                } else {
+                    format!(".memory[{}]", i - t.mmio.len())
+                };
+                return Err(format!(
+                    "{}: region \"{}\" would end at {end:#x}, past the task window's end {TASK_END:#x}",
+                    at(&field),
+                    r.name
+                ));
+            }
+            r.va = va;
+            cursor = end;
+        }
+
+        let is_supervisor = Some(name.as_str()) == supervisor;
+        let mut irqs: Vec<TaskIrq> = Vec::new();
+        for (irq_name, &bits) in &t.interrupts {
+            let field = at(&format!(".interrupts.{irq_name}"));
+            let Some(irq) = board.interrupts.get(irq_name) else {
+                return Err(format!(
+                    "{}: unknown interrupt \"{irq_name}\" (not in {board_file})",
+                    at(".interrupts")
+                ));
+            };
+            if let Some(owner) = irq_owner.insert(irq_name, name) {
+                return Err(format!(
+                    "{}: interrupt \"{irq_name}\" is already owned by task \"{owner}\"",
+                    at(".interrupts")
+                ));
+            }
+            if bits == 0 {
+                return Err(format!("{field}: notification bits must not be 0"));
+            }
+            if is_supervisor && bits & abi::SUPERVISOR_FAULT_BIT != 0 {
+                return Err(format!(
+                    "{field}: bit 0 is reserved on the supervisor for fault notifications"
+                ));
+            }
+            if let Some(other) = irqs.iter().find(|o| o.notification & bits != 0) {
+                return Err(format!(
+                    "{field}: bits {:#x} are also used by interrupt \"{}\"",
+                    other.notification & bits,
+                    other.name
+                ));
+            }
+            irqs.push(TaskIrq {
+                name: irq_name.clone(),
+                intid: irq.intid,
+                notification: bits,
+                edge: irq.trigger == Trigger::Edge,
+            });
+        }
+
+        tasks.push(Task {
+            index,
+            name: name.clone(),
+            crate_name,
+            priority: t.priority as u8,
+            stack_size: t.stack_size,
+            start: t.start,
+            slots: Vec::new(),
+            caps: Cap::ALL
+                .into_iter()
+                .filter(|c| t.caps.iter().any(|n| n == c.name()))
+                .collect(),
+            regions,
+            irqs,
+        });
+    }
+
+    // Task slots: only to known, strictly higher-priority tasks.
+    for (index, (name, t)) in raw.tasks.iter().enumerate() {
+        let field = format!("{file}: tasks.{name}.task-slots");
+        let mut slots = Vec::new();
+        for s in &t.task_slots {
+            if s == name {
+                return Err(format!("{field}: a task cannot have a slot to itself"));
+            }
+            let Some(target) = raw.tasks.get_index_of(s) else {
+                return Err(format!("{field}: unknown task \"{s}\""));
+            };
+            if slots.contains(&target) {
+                return Err(format!("{field}: \"{s}\" is listed twice"));
+            }
+            let (mine, theirs) = (tasks[index].priority, tasks[target].priority);
+            if theirs >= mine {
+                return Err(format!(
+                    "{field}: \"{s}\" has priority {theirs}, not strictly higher than this task's {mine} (a task may only send to smaller priority numbers)"
+                ));
+            }
+            slots.push(target);
+        }
+        tasks[index].slots = slots;
+    }
+
+    let mut streams = Vec::new();
+    let mut sids: BTreeSet<u32> = BTreeSet::new();
+    for (i, s) in raw.streams.iter().enumerate() {
+        if !sids.insert(s.sid) {
+            return Err(format!(
+                "{file}: streams[{i}].sid: stream {:#x} is assigned twice",
+                s.sid
+            ));
+        }
+        let Some(vm) = raw.tasks.get_index_of(&s.vm) else {
+            return Err(format!(
+                "{file}: streams[{i}].vm: unknown task \"{}\"",
+                s.vm
+            ));
+        };
+        streams.push(Stream { sid: s.sid, vm });
+    }
+
+    let mut cases: Vec<String> = Vec::new();
+    for (i, c) in raw.expect.cases.iter().enumerate() {
+        if c.is_empty() || c.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "{file}: expect.cases[{i}]: \"{c}\" is not a valid case name (non-empty, no spaces)"
+            ));
+        }
+        if cases.contains(c) {
+            return Err(format!(
+                "{file}: expect.cases[{i}]: \"{c}\" is listed twice"
+            ));
+        }
+        cases.push(c.clone());
+    }
+
+    Ok(App {
+        name: raw.name,
+        file: file.to_string(),
+        board,
+        board_file,
+        kernel_stack_size: raw.kernel.stack_size,
+        tasks,
+        streams,
+        cases,
+        bench: raw.expect.bench,
+    })
+}
+
+/// Human-readable region attributes ("READ|WRITE|DMA").
+pub fn attr_names(attributes: u32) -> String {
+    let mut s = String::new();
+    for (bit, name) in [
+        (abi::REGION_READ, "READ"),
+        (abi::REGION_WRITE, "WRITE"),
+        (abi::REGION_EXECUTE, "EXECUTE"),
+        (abi::REGION_DEVICE, "DEVICE"),
+        (abi::REGION_DMA, "DMA"),
+        (abi::REGION_UNCACHED, "UNCACHED"),
+    ] {
+        if attributes & bit != 0 {
+            if !s.is_empty() {
+                s.push('|');
+            }
+            s.push_str(name);
+        }
+    }
+    if s.is_empty() {
+        let _ = write!(s, "{attributes:#x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOARD: &str = include_str!("../../boards/qemu-virt.toml");
+
+    fn check(app: &str) -> Result<App, String> {
+        parse("app.toml", app, |name| {
+            Ok((name == "qemu-virt")
+                .then(|| ("boards/qemu-virt.toml".to_string(), BOARD.to_string())))
+        })
+    }
+
+    fn check_board(board: &str) -> Result<App, String> {
+        let app = "name = \"t\"\nboard = \"qemu-virt\"\n[tasks.sup]\npriority = 0\nstack-size = 1024\ncaps = [\"task-control\"]\n";
+        parse("app.toml", app, |_| {
+            Ok(Some((
+                "boards/qemu-virt.toml".to_string(),
+                board.to_string(),
+            )))
+        })
+    }
+
+    /// A minimal valid app with `extra` appended (more tasks or fields).
+    fn app(extra: &str) -> String {
+        format!(
+            "name = \"t\"\nboard = \"qemu-virt\"\n\
+             [tasks.sup]\npriority = 0\nstack-size = 1024\ncaps = [\"task-control\", \"shutdown\"]\n\
+             {extra}"
+        )
+    }
+
+    fn err(src: &str) -> String {
+        match check(src) {
+            Ok(_) => panic!("accepted:\n{src}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn the_demo_app_is_valid() {
+        let a = check(include_str!("../../app.toml")).unwrap();
+        assert_eq!(a.name, "demo");
+        let names: Vec<_> = a.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["supervisor", "iommu-server", "demo", "idle"]);
+        let iommu = &a.tasks[1];
+        assert_eq!(iommu.regions.len(), 2);
+        assert_eq!(iommu.regions[0].name, "smmu-page0");
+        assert_eq!(iommu.regions[0].va, TASK_REGIONS);
+        assert_eq!(
+            iommu.regions[0].backing,
+            Backing::Mmio {
+                peripheral: "smmu-page0".into(),
+                base: 0x0905_0000
+            }
+        );
+        assert_eq!(
+            iommu.regions[0].attributes,
+            abi::REGION_READ | abi::REGION_WRITE | abi::REGION_DEVICE
+        );
+        assert_eq!(iommu.regions[1].va, TASK_REGIONS + SLOT);
+        assert_eq!(iommu.regions[1].size, 0x40000);
+        assert_eq!(
+            iommu.regions[1].attributes,
+            abi::REGION_READ | abi::REGION_WRITE | abi::REGION_DMA
+        );
+        assert_eq!(iommu.irqs.len(), 2);
+        assert_eq!((iommu.irqs[0].intid, iommu.irqs[0].notification), (108, 2));
+        assert!(iommu.irqs[0].edge);
+        assert_eq!(a.tasks[2].slots, vec![1]);
+        assert_eq!(a.tasks[0].caps, vec![Cap::TaskControl, Cap::Shutdown]);
+        assert_eq!(a.tasks[2].crate_name, "demo");
+        assert_eq!(a.tasks[3].priority, 15);
+        assert_eq!(a.kernel_stack_size, 16384);
+    }
+
+    #[test]
+    fn declaration_order_is_task_order() {
+        let a = check(&app(
+            "[tasks.zeta]\npriority = 3\nstack-size = 1024\n\
+             [tasks.alpha]\npriority = 2\nstack-size = 1024\ntask-slots = [\"sup\"]\n\
+             [tasks.mid]\npriority = 5\nstack-size = 1024\ntask-slots = [\"zeta\", \"alpha\"]\n",
+        ))
+        .unwrap();
+        let names: Vec<_> = a.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["sup", "zeta", "alpha", "mid"]);
+        assert_eq!(a.tasks[3].slots, vec![1, 2]);
+    }
+
+    #[test]
+    fn crate_name_and_memory_attributes() {
+        let a = check(&app(
+            "[tasks.x]\ncrate = \"x-impl\"\npriority = 3\nstack-size = 1024\nstart = false\n\
+             memory = [{ name = \"a\", size = 0x1000, cache = \"nc\" }, { name = \"b\", size = 0x200000 }, { name = \"c\", size = 0x1000 }]\n\
+             [[streams]]\nsid = 0x10\nvm = \"x\"\n\
+             [expect]\ncases = [\"one\", \"two\"]\nbench = true\n",
+        ))
+        .unwrap();
+        let x = &a.tasks[1];
+        assert_eq!(x.crate_name, "x-impl");
+        assert!(!x.start);
+        assert_eq!(
+            x.regions[0].attributes,
+            abi::REGION_READ | abi::REGION_WRITE | abi::REGION_UNCACHED
+        );
+        // A 2 MiB region fills its slot; the next one starts at the next.
+        let vas: Vec<_> = x.regions.iter().map(|r| r.va).collect();
+        assert_eq!(
+            vas,
+            [TASK_REGIONS, TASK_REGIONS + SLOT, TASK_REGIONS + 2 * SLOT]
+        );
+        assert_eq!(a.streams[0].sid, 0x10);
+        assert_eq!(a.streams[0].vm, 1);
+        assert_eq!(a.cases, ["one", "two"]);
+        assert!(a.bench);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\nslots = []\n",
+        ));
+        assert!(e.starts_with("app.toml: TOML parse error"), "{e}");
+        assert!(e.contains("unknown field `slots`"), "{e}");
+        let e = err(&app("colour = 1\n"));
+        assert!(e.contains("unknown field `colour`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_board() {
+        let e = err("name = \"t\"\nboard = \"nope\"\n[tasks.a]\npriority = 0\nstack-size = 1024\n");
+        assert_eq!(
+            e,
+            "app.toml: board: unknown board \"nope\" (no file boards/nope.toml)"
+        );
+    }
+
+    #[test]
+    fn unknown_slot() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\ntask-slots = [\"bar\"]\n",
+        ));
+        assert_eq!(e, "app.toml: tasks.x.task-slots: unknown task \"bar\"");
+    }
+
+    #[test]
+    fn slot_to_equal_priority() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\n[tasks.y]\npriority = 3\nstack-size = 1024\ntask-slots = [\"x\"]\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.y.task-slots: \"x\" has priority 3, not strictly higher than this task's 3 (a task may only send to smaller priority numbers)"
+        );
+    }
+
+    #[test]
+    fn slot_to_lower_priority() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\ntask-slots = [\"y\"]\n[tasks.y]\npriority = 4\nstack-size = 1024\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.x.task-slots: \"y\" has priority 4, not strictly higher than this task's 3 (a task may only send to smaller priority numbers)"
+        );
+    }
+
+    #[test]
+    fn slot_to_itself() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\ntask-slots = [\"x\"]\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.x.task-slots: a task cannot have a slot to itself"
+        );
+    }
+
+    #[test]
+    fn unknown_peripheral() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\nmmio = [\"uart9\"]\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.x.mmio: unknown peripheral \"uart9\" (not in boards/qemu-virt.toml)"
+        );
+    }
+
+    #[test]
+    fn peripheral_given_twice() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\nmmio = [\"smmu-page0\"]\n\
+             [tasks.y]\npriority = 4\nstack-size = 1024\nmmio = [\"smmu-page0\"]\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.y.mmio: peripheral \"smmu-page0\" is already given to task \"x\""
+        );
+    }
+
+    #[test]
+    fn overlapping_board_peripherals() {
+        let board = BOARD.replace("base = 0x0906_0000", "base = 0x0905_8000");
+        let e = check_board(&board).unwrap_err();
+        assert_eq!(
+            e,
+            "boards/qemu-virt.toml: peripherals.smmu-page1: 0x9058000..0x9068000 overlaps peripherals.smmu-page0 (0x9050000..0x9060000)"
+        );
+    }
+
+    #[test]
+    fn board_unknown_field() {
+        let board = BOARD.replace("cpu = \"max\"", "cpu = \"max\"\nsmp = 2");
+        let e = check_board(&board).unwrap_err();
+        assert!(
+            e.starts_with("boards/qemu-virt.toml: TOML parse error"),
+            "{e}"
+        );
+        assert!(e.contains("unknown field `smp`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_interrupt() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\ninterrupts = { \"uart0\" = 2 }\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.x.interrupts: unknown interrupt \"uart0\" (not in boards/qemu-virt.toml)"
+        );
+    }
+
+    #[test]
+    fn interrupt_owned_twice() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\ninterrupts = { \"smmu-gerror\" = 2 }\n\
+             [tasks.y]\npriority = 4\nstack-size = 1024\ninterrupts = { \"smmu-gerror\" = 2 }\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.y.interrupts: interrupt \"smmu-gerror\" is already owned by task \"x\""
+        );
+    }
+
+    #[test]
+    fn interrupt_bits_zero() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\ninterrupts = { \"smmu-gerror\" = 0 }\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.x.interrupts.smmu-gerror: notification bits must not be 0"
+        );
+    }
+
+    #[test]
+    fn interrupt_on_supervisor_fault_bit() {
+        let src =
+            "name = \"t\"\nboard = \"qemu-virt\"\n[tasks.sup]\npriority = 0\nstack-size = 1024\n\
+                   caps = [\"task-control\"]\ninterrupts = { \"smmu-gerror\" = 0x3 }\n";
+        assert_eq!(
+            err(src),
+            "app.toml: tasks.sup.interrupts.smmu-gerror: bit 0 is reserved on the supervisor for fault notifications"
+        );
+        // Bit 0 is free on any other task.
+        check(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\ninterrupts = { \"smmu-gerror\" = 1 }\n",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn interrupts_sharing_a_bit() {
+        let e = err(&app("[tasks.x]\npriority = 3\nstack-size = 1024\n\
+             interrupts = { \"smmu-gerror\" = 0x6, \"smmu-eventq\" = 0x4 }\n"));
+        assert_eq!(
+            e,
+            "app.toml: tasks.x.interrupts.smmu-eventq: bits 0x4 are also used by interrupt \"smmu-gerror\""
+        );
+    }
+
+    #[test]
+    fn memory_size_not_page_multiple() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\nmemory = [{ name = \"m\", size = 0x1800 }]\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.x.memory[0].size: 0x1800 is not a multiple of 4 KiB"
+        );
+    }
+
+    #[test]
+    fn memory_size_zero() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\nmemory = [{ name = \"m\", size = 0 }]\n",
+        ));
+        assert_eq!(e, "app.toml: tasks.x.memory[0].size: must not be zero");
+    }
+
+    #[test]
+    fn memory_bad_cache() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\nmemory = [{ name = \"m\", size = 0x1000, cache = \"wt\" }]\n",
+        ));
+        assert!(e.contains("unknown variant `wt`"), "{e}");
+    }
+
+    #[test]
+    fn region_name_duplicated() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\nmmio = [\"smmu-page1\"]\n\
+             memory = [{ name = \"smmu-page1\", size = 0x1000 }]\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.x.memory[0].name: region \"smmu-page1\" is defined twice in this task"
+        );
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\n\
+             memory = [{ name = \"m\", size = 0x1000 }, { name = \"m\", size = 0x1000 }]\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.x.memory[1].name: region \"m\" is defined twice in this task"
+        );
+    }
+
+    #[test]
+    fn region_named_text_or_data() {
+        for n in ["text", "data"] {
+            let e = err(&app(&format!(
+                "[tasks.x]\npriority = 3\nstack-size = 1024\nmemory = [{{ name = \"{n}\", size = 0x1000 }}]\n"
+            )));
+            assert_eq!(
+                e,
+                format!("app.toml: tasks.x.memory[0].name: \"{n}\" is reserved for the task's own image")
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_cap() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\ncaps = [\"root\"]\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.x.caps: unknown capability \"root\" (known: \"task-control\", \"shutdown\")"
+        );
+    }
+
+    #[test]
+    fn no_supervisor() {
+        let e = err(
+            "name = \"t\"\nboard = \"qemu-virt\"\n[tasks.a]\npriority = 0\nstack-size = 1024\n",
+        );
+        assert_eq!(
+            e,
+            "app.toml: tasks: no task has the \"task-control\" capability (the supervisor, declared first)"
+        );
+    }
+
+    #[test]
+    fn two_supervisors() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\ncaps = [\"task-control\"]\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.x.caps: \"task-control\" is already given to task \"sup\" (there is exactly one supervisor)"
+        );
+    }
+
+    #[test]
+    fn supervisor_not_first() {
+        let e = err(
+            "name = \"t\"\nboard = \"qemu-virt\"\n[tasks.a]\npriority = 1\nstack-size = 1024\n\
+             [tasks.sup]\npriority = 0\nstack-size = 1024\ncaps = [\"task-control\"]\n",
+        );
+        assert_eq!(
+            e,
+            "app.toml: tasks.sup.caps: the task with \"task-control\" (the supervisor) must be declared first (task index 0)"
+        );
+    }
+
+    #[test]
+    fn priority_out_of_range() {
+        for p in ["16", "-1"] {
+            let e = err(&app(&format!(
+                "[tasks.x]\npriority = {p}\nstack-size = 1024\n"
+            )));
+            assert_eq!(
+                e,
+                format!("app.toml: tasks.x.priority: {p} is out of range (0 = highest ..= 15)")
+            );
+        }
+    }
+
+    #[test]
+    fn stream_sid_duplicated() {
+        let e = err(&app(
+            "[tasks.vm]\npriority = 3\nstack-size = 1024\n\
+             [[streams]]\nsid = 0x10\nvm = \"vm\"\n[[streams]]\nsid = 0x10\nvm = \"sup\"\n",
+        ));
+        assert_eq!(e, "app.toml: streams[1].sid: stream 0x10 is assigned twice");
+    }
+
+    #[test]
+    fn stream_vm_unknown() {
+        let e = err(&app("[[streams]]\nsid = 8\nvm = \"guest\"\n"));
+        assert_eq!(e, "app.toml: streams[0].vm: unknown task \"guest\"");
+    }
+
+    #[test]
+    fn too_many_tasks() {
+        let mut extra = String::new();
+        for i in 0..abi::MAX_TASKS {
+            extra += &format!("[tasks.t{i}]\npriority = 1\nstack-size = 1024\n");
+        }
+        assert_eq!(
+            err(&app(&extra)),
+            "app.toml: tasks: 65 tasks, at most 64 are allowed"
+        );
+    }
+
+    #[test]
+    fn va_window_overflow() {
+        // The window after TASK_REGIONS is 1020 MiB; a 1 GiB region cannot fit.
+        let e = err(&app(
+            "[tasks.x]\npriority = 3\nstack-size = 1024\nmemory = [{ name = \"big\", size = 0x4000_0000 }]\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.x.memory[0]: region \"big\" would end at 0x2040400000, past the task window's end 0x2040000000"
+        );
+    }
+
+    #[test]
+    fn stack_size_checked() {
+        let e = err(&app("[tasks.x]\npriority = 3\nstack-size = 0\n"));
+        assert_eq!(
+            e,
+            "app.toml: tasks.x.stack-size: 0 must be a non-zero multiple of 16, at most 0x200000"
+        );
+    }
+
+    #[test]
+    fn bad_task_name() {
+        let e = err(&app("[tasks.\"a b\"]\npriority = 3\nstack-size = 1024\n"));
+        assert_eq!(
+            e,
+            "app.toml: tasks.a b: \"a b\" is not a valid name (use letters, digits, '-' and '_')"
+        );
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("9.2"), Some((9, 2, 0)));
+        assert_eq!(parse_version("10.0.2"), Some((10, 0, 2)));
+        assert!(parse_version("10.0.2") > parse_version("9.2"));
+        assert_eq!(parse_version("x"), None);
+        assert_eq!(parse_version("1.2.3.4"), None);
+    }
+}

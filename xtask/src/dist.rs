@@ -1,0 +1,192 @@
+//! `dist`: from an app file to a bootable `image.elf`:
+//!
+//! 1. validate the app and its board;
+//! 2. build every task crate in one cargo invocation;
+//! 3. lay out each task ELF (text image, data size, entry);
+//! 4. generate `kernel_config.rs`;
+//! 5. build the kernel with `KERNEL_CONFIG` pointing at it;
+//! 6. copy the image and write `manifest.toml`.
+//!
+//! `test` and `bench` call [`dist`] once per app file.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{self, App};
+use crate::elf::{self, Elf};
+use crate::gen;
+use crate::manifest;
+use crate::ws::{run_status, write_if_changed, Workspace, KERNEL_TARGET, TARGET};
+
+/// A task after its ELF was laid out.
+#[derive(Debug, Clone)]
+pub struct BuiltTask {
+    pub elf: PathBuf,
+    /// `tasks/<task>.text.bin` (absolute).
+    pub text_file: PathBuf,
+    pub text_size: u64,
+    pub data_size: u64,
+    pub entry: u64,
+    pub stack_top: u64,
+}
+
+/// What `dist` produced.
+#[derive(Debug, Clone)]
+pub struct Dist {
+    pub app: App,
+    /// `target/dist/<app>/`.
+    pub dir: PathBuf,
+    pub image: PathBuf,
+    pub manifest: PathBuf,
+    pub kernel_config: PathBuf,
+    pub tasks: Vec<BuiltTask>,
+    pub kernel_text_size: u64,
+    pub image_size: u64,
+}
+
+/// Loads and validates an app file (and its board).
+pub fn load_app(ws: &Workspace, app_path: &Path) -> Result<App, String> {
+    config::load(app_path, &ws.show(app_path), &ws.boards_dir())
+}
+
+/// Builds the image described by `app_path`.
+pub fn dist(ws: &Workspace, app_path: &Path) -> Result<Dist, String> {
+    let app = load_app(ws, app_path)?;
+    ws.ensure_target()?;
+    let dir = ws.dist_dir(&app.name);
+    std::fs::create_dir_all(dir.join("tasks"))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+
+    // All task crates in one invocation (one feature resolution, one lock).
+    let mut crates: Vec<&str> = Vec::new();
+    for t in &app.tasks {
+        if !crates.contains(&t.crate_name.as_str()) {
+            crates.push(&t.crate_name);
+        }
+    }
+    let packages: Vec<String> = ws.members()?.into_iter().map(|(n, _)| n).collect();
+    for t in &app.tasks {
+        if !packages.contains(&t.crate_name) {
+            let field = if t.crate_name == t.name { "" } else { ".crate" };
+            return Err(format!(
+                "{}: tasks.{}{field}: no workspace package named \"{}\" (add it to the members in Cargo.toml)",
+                app.file, t.name, t.crate_name
+            ));
+        }
+    }
+    // The static stream -> VM map (app.toml `[[streams]]`), for the task
+    // that owns the SMMU: a Rust table its build script includes. Every task
+    // build gets the variable; only crates whose build.rs reads it rebuild.
+    let streams_rs = dir.join("streams.rs");
+    write_if_changed(&streams_rs, streams_source(&app).as_bytes())?;
+
+    let mut cmd = ws.cargo();
+    cmd.env("APP_STREAMS_RS", &streams_rs);
+    cmd.args(["build", "--release", "--target", TARGET]);
+    for c in &crates {
+        cmd.args(["-p", c]);
+    }
+    run_status(
+        &mut cmd,
+        &format!(
+            "building the tasks of {} (cargo build -p {})",
+            app.file,
+            crates.join(" -p ")
+        ),
+    )?;
+
+    let mut tasks = Vec::new();
+    for t in &app.tasks {
+        let elf_path = ws.release_dir().join(&t.crate_name);
+        let at = |e: String| {
+            format!(
+                "{}: tasks.{}: {}: {e}",
+                app.file,
+                t.name,
+                ws.show(&elf_path)
+            )
+        };
+        let bytes = std::fs::read(&elf_path).map_err(|e| at(format!("cannot read: {e}")))?;
+        let parsed = Elf::parse(&bytes).map_err(at)?;
+        let image = elf::task_image(&parsed, t.stack_size).map_err(at)?;
+        let text_file = dir.join("tasks").join(format!("{}.text.bin", t.name));
+        write_if_changed(&text_file, &image.text)?;
+        tasks.push(BuiltTask {
+            elf: elf_path,
+            text_file,
+            text_size: image.text.len() as u64,
+            data_size: image.data_size,
+            entry: image.entry,
+            stack_top: image.stack_top,
+        });
+    }
+
+    let kernel_config = dir.join("kernel_config.rs");
+    let source = gen::kernel_config(&app, &tasks)?;
+    write_if_changed(&kernel_config, source.as_bytes())?;
+
+    let mut cmd = ws.cargo();
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        KERNEL_TARGET,
+        "-p",
+        "kern",
+        "--bin",
+        "kernel",
+    ])
+    .env("KERNEL_CONFIG", &kernel_config);
+    run_status(&mut cmd, &format!("building the kernel for {}", app.file))?;
+
+    let built_kernel = ws.kernel_release_dir().join("kernel");
+    let image = dir.join("image.elf");
+    std::fs::copy(&built_kernel, &image).map_err(|e| {
+        format!(
+            "cannot copy {} to {}: {e}",
+            built_kernel.display(),
+            image.display()
+        )
+    })?;
+    let image_bytes =
+        std::fs::read(&image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
+    let kernel_elf = Elf::parse(&image_bytes).map_err(|e| format!("{}: {e}", ws.show(&image)))?;
+    let kernel_text_size = kernel_elf.text_size();
+    let image_size = image_bytes.len() as u64;
+
+    let manifest = dir.join("manifest.toml");
+    let text = manifest::render(
+        &app,
+        &tasks,
+        kernel_text_size,
+        image_size,
+        gen::page_table_pages(&app, &tasks),
+    );
+    write_if_changed(&manifest, text.as_bytes())?;
+
+    Ok(Dist {
+        app,
+        dir,
+        image,
+        manifest,
+        kernel_config,
+        tasks,
+        kernel_text_size,
+        image_size,
+    })
+}
+
+/// `pub const STREAMS: &[(u32, u16)]`: (StreamID, task index of its VM).
+pub fn streams_source(app: &App) -> String {
+    let mut s = String::from(
+        "// Generated by `cargo xtask dist` from the app's [[streams]]: (StreamID, VM task index).\n\
+         pub const STREAMS: &[(u32, u16)] = &[",
+    );
+    for (i, st) in app.streams.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&format!("({:#x}, {})", st.sid, st.vm));
+    }
+    s.push_str("];\n");
+    s
+}

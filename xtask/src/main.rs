@@ -1,0 +1,171 @@
+//! `cargo xtask …`: dist, run, test, bench, sizes, gdb.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use xtask::qemu::{self, Outcome};
+use xtask::ws::Workspace;
+use xtask::{bench, dist, gdb, manifest, prereq, runner, sizes};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, boot and test the image",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the image: tasks, kernel table, kernel → target/dist/<app>/
+    Dist {
+        /// The app file
+        #[arg(long, default_value = "app.toml")]
+        app: PathBuf,
+    },
+    /// Build the image and boot it under QEMU, console on stdout
+    Run {
+        #[arg(long, default_value = "app.toml")]
+        app: PathBuf,
+        /// Kill QEMU after this many seconds
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Host tests and QEMU image tests (test/apps/*.toml)
+    Test {
+        /// Run only tests whose name contains this (QEMU cases are `qemu::<case>`)
+        filter: Option<String>,
+        /// List the test names instead of running them
+        #[arg(long)]
+        list: bool,
+    },
+    /// Instruction-count benchmarks and image sizes → target/bench/results.json
+    Bench,
+    /// Per-task and kernel sizes of an image
+    Sizes {
+        #[arg(long, default_value = "app.toml")]
+        app: PathBuf,
+    },
+    /// Boot halted with a gdb stub on :1234 and write a gdb script
+    Gdb {
+        #[arg(long, default_value = "app.toml")]
+        app: PathBuf,
+        /// The task whose symbols the script loads (tasks share addresses)
+        #[arg(long)]
+        task: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ws = Workspace::locate();
+    match run(&ws, cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn exit_code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
+    match cmd {
+        Cmd::Dist { app } => {
+            let d = dist::dist(ws, &ws.app_path(&app))?;
+            println!(
+                "dist: {} ({} bytes; kernel .text {} bytes; {} tasks)",
+                ws.show(&d.image),
+                d.image_size,
+                d.kernel_text_size,
+                d.app.tasks.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { app, timeout } => {
+            let path = ws.app_path(&app);
+            let a = dist::load_app(ws, &path)?;
+            prereq::ensure_qemu(&a.board.qemu)?;
+            let d = dist::dist(ws, &path)?;
+            let cmd = qemu::command(&a.board.qemu, &d.image, qemu::ICOUNT_RUN, &[]);
+            eprintln!("run: {}", qemu::show(&cmd));
+            let r = qemu::run(cmd, Some(Duration::from_secs(timeout)), true)?;
+            match r.outcome {
+                Outcome::Exited(c) => {
+                    if c != 0 {
+                        eprintln!("run: QEMU exited with status {c}");
+                    }
+                    Ok(ExitCode::from(u8::try_from(c).unwrap_or(1)))
+                }
+                Outcome::Signaled(s) => {
+                    eprintln!("run: QEMU was killed by signal {s}");
+                    Ok(ExitCode::FAILURE)
+                }
+                Outcome::TimedOut(t) => {
+                    eprintln!(
+                        "run: timed out after {} s; QEMU's process group was killed",
+                        t.as_secs()
+                    );
+                    // As timeout(1) does.
+                    Ok(ExitCode::from(124))
+                }
+            }
+        }
+        Cmd::Test { filter, list } => runner::test(ws, filter.as_deref(), list).map(exit_code),
+        Cmd::Bench => bench::bench(ws).map(exit_code),
+        Cmd::Sizes { app } => {
+            let d = dist::dist(ws, &ws.app_path(&app))?;
+            sizes::print(&manifest::read(&d.manifest)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Gdb { app, task } => {
+            let path = ws.app_path(&app);
+            let a = dist::load_app(ws, &path)?;
+            if let Some(t) = &task {
+                if a.task_index(t).is_none() {
+                    return Err(format!("--task: unknown task \"{t}\" in {}", a.file));
+                }
+            }
+            prereq::ensure_qemu(&a.board.qemu)?;
+            let d = dist::dist(ws, &path)?;
+            let script = gdb::write_script(&d, task.as_deref())?;
+            let port = format!("tcp::{}", gdb::PORT);
+            let cmd = qemu::command(
+                &a.board.qemu,
+                &d.image,
+                qemu::ICOUNT_RUN,
+                &["-S", "-gdb", &port],
+            );
+            eprintln!("gdb: {}", qemu::show(&cmd));
+            eprintln!("gdb: QEMU is halted at reset; attach from another terminal with:");
+            eprintln!("       gdb-multiarch -x {}", script.display());
+            eprintln!(
+                "     (Debian: apt-get install gdb-multiarch; plain gdb cannot debug AArch64)"
+            );
+            if task.is_none() {
+                eprintln!("     (no --task given: the script loads kernel symbols only; it lists each task's add-symbol-file line)");
+            }
+            let r = qemu::run(cmd, None, true)?;
+            match r.outcome {
+                Outcome::Exited(c) => Ok(ExitCode::from(u8::try_from(c).unwrap_or(1))),
+                other => {
+                    eprintln!("gdb: QEMU {other}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
