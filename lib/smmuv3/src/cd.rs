@@ -1,0 +1,227 @@
+//! Context descriptors (CD, 64 bytes) and level 1 CD table descriptors.
+
+use crate::attrs::{AddrSize, Cacheability, Shareability, Tg0, Tg1};
+use zerocopy::little_endian::U64;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// A context descriptor: the stage 1 configuration of one (stream,
+/// substream). 8 little-endian 64-bit words.
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C, align(8))]
+pub struct Cd {
+    words: [U64; 8],
+}
+
+entry_words!(Cd, 8);
+
+impl Cd {
+    // ---- word 0 ----
+    uint_field!(
+        /// T0SZ: the TTB0 region is 2^(64 - T0SZ) bytes.
+        T0SZ, t0sz, set_t0sz, u8, 0, 5, 0
+    );
+    enum_field!(
+        /// TG0: TTB0 granule.
+        TG0, tg0, set_tg0, Tg0, 0, 7, 6
+    );
+    enum_field!(
+        /// IR0: inner cacheability of TTB0 walks.
+        IR0, ir0, set_ir0, Cacheability, 0, 9, 8
+    );
+    enum_field!(
+        /// OR0: outer cacheability of TTB0 walks.
+        OR0, or0, set_or0, Cacheability, 0, 11, 10
+    );
+    enum_field!(
+        /// SH0: shareability of TTB0 walks.
+        SH0, sh0, set_sh0, Shareability, 0, 13, 12
+    );
+    flag_field!(
+        /// EPD0: TTB0 walks disabled (translation fault).
+        EPD0, epd0, set_epd0, 0, 14
+    );
+    flag_field!(
+        /// ENDI: tables are big-endian.
+        ENDI, endi, set_endi, 0, 15
+    );
+    uint_field!(
+        /// T1SZ: the TTB1 region is the top 2^(64 - T1SZ) bytes.
+        T1SZ, t1sz, set_t1sz, u8, 0, 21, 16
+    );
+    enum_field!(
+        /// TG1: TTB1 granule (TCR.TG1 encoding).
+        TG1, tg1, set_tg1, Tg1, 0, 23, 22
+    );
+    enum_field!(
+        /// IR1.
+        IR1, ir1, set_ir1, Cacheability, 0, 25, 24
+    );
+    enum_field!(
+        /// OR1.
+        OR1, or1, set_or1, Cacheability, 0, 27, 26
+    );
+    enum_field!(
+        /// SH1.
+        SH1, sh1, set_sh1, Shareability, 0, 29, 28
+    );
+    flag_field!(
+        /// EPD1: TTB1 walks disabled.
+        EPD1, epd1, set_epd1, 0, 30
+    );
+    flag_field!(
+        /// V: the CD is valid (otherwise C_BAD_CD).
+        V, v, set_v, 0, 31
+    );
+    enum_field!(
+        /// IPS: intermediate (stage 1 output) address size.
+        IPS, ips, set_ips, AddrSize, 0, 34, 32
+    );
+    flag_field!(
+        /// AFFD: Access flag fault disable.
+        AFFD, affd, set_affd, 0, 35
+    );
+    flag_field!(
+        /// WXN: writable implies execute-never.
+        WXN, wxn, set_wxn, 0, 36
+    );
+    flag_field!(
+        /// UWXN: unprivileged writable implies privileged execute-never.
+        UWXN, uwxn, set_uwxn, 0, 37
+    );
+    uint_field!(
+        /// TBI: top-byte ignore, bit 0 for TTB0, bit 1 for TTB1.
+        TBI, tbi, set_tbi, u8, 0, 39, 38
+    );
+    flag_field!(
+        /// PAN: privileged access never.
+        PAN, pan, set_pan, 0, 40
+    );
+    flag_field!(
+        /// AA64: AArch64 tables (the only format used here).
+        AA64, aa64, set_aa64, 0, 41
+    );
+    flag_field!(
+        /// HD: hardware dirty-state update.
+        HD, hd, set_hd, 0, 42
+    );
+    flag_field!(
+        /// HA: hardware Access flag update.
+        HA, ha, set_ha, 0, 43
+    );
+    flag_field!(
+        /// S: stage 1 faults stall (unless STE.S1STALLD).
+        S, s, set_s, 0, 44
+    );
+    flag_field!(
+        /// R: stage 1 faults are recorded in the event queue.
+        R, r, set_r, 0, 45
+    );
+    flag_field!(
+        /// A: abort (rather than RAZ/WI) terminated transactions.
+        A, a, set_a, 0, 46
+    );
+    flag_field!(
+        /// ASET: the ASID is shared with a CPU (broadcast TLBI applies).
+        ASET, aset, set_aset, 0, 47
+    );
+    uint_field!(
+        /// ASID.
+        ASID, asid, set_asid, u16, 0, 63, 48
+    );
+
+    // ---- word 1 ----
+    flag_field!(
+        /// NSCFG0: TTB0 walks are Non-secure (Secure streams).
+        NSCFG0, nscfg0, set_nscfg0, 1, 0
+    );
+    flag_field!(
+        /// HAD0: hierarchical attributes disabled for TTB0.
+        HAD0, had0, set_had0, 1, 1
+    );
+    addr_field!(
+        /// TTB0: translation table base 0, bits \[51:4\]; an IPA when
+        /// stage 2 is enabled.
+        TTB0, ttb0, set_ttb0, 1, 51, 4
+    );
+
+    uint_field!(
+        /// HWU0 (HWU059..HWU062): hardware use of TTB0 descriptor bits 59..62.
+        HWU0, hwu0, set_hwu0, u8, 1, 63, 60
+    );
+
+    // ---- word 2 ----
+    flag_field!(
+        /// NSCFG1.
+        NSCFG1, nscfg1, set_nscfg1, 2, 0
+    );
+    flag_field!(
+        /// HAD1.
+        HAD1, had1, set_had1, 2, 1
+    );
+    addr_field!(
+        /// TTB1: translation table base 1, bits \[51:4\].
+        TTB1, ttb1, set_ttb1, 2, 51, 4
+    );
+
+    uint_field!(
+        /// HWU1 (HWU159..HWU162): hardware use of TTB1 descriptor bits 59..62.
+        HWU1, hwu1, set_hwu1, u8, 2, 63, 60
+    );
+
+    // ---- word 3 ----
+    uint_field!(
+        /// MAIR0: MAIR_ELx attributes 0..3.
+        MAIR0, mair0, set_mair0, u32, 3, 31, 0
+    );
+    uint_field!(
+        /// MAIR1: MAIR_ELx attributes 4..7.
+        MAIR1, mair1, set_mair1, u32, 3, 63, 32
+    );
+
+    // ---- word 4 ----
+    uint_field!(
+        /// AMAIR0.
+        AMAIR0, amair0, set_amair0, u32, 4, 31, 0
+    );
+    uint_field!(
+        /// AMAIR1.
+        AMAIR1, amair1, set_amair1, u32, 4, 63, 32
+    );
+
+    /// The whole MAIR (MAIR1:MAIR0), as a CPU's MAIR_ELx.
+    pub fn mair(&self) -> u64 {
+        self.word(Self::MAIR0.word)
+    }
+
+    /// Sets the whole MAIR (MAIR1:MAIR0).
+    pub fn set_mair(&mut self, mair: u64) -> &mut Self {
+        self.set_word(Self::MAIR0.word, mair)
+    }
+}
+
+/// A level 1 CD table descriptor (8 bytes) of a 2-level CD table.
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C, align(8))]
+pub struct L1CdDesc {
+    words: [U64; 1],
+}
+
+entry_words!(L1CdDesc, 1);
+
+impl L1CdDesc {
+    flag_field!(
+        /// V: the level 2 table exists (otherwise C_BAD_SUBSTREAMID).
+        V, v, set_v, 0, 0
+    );
+    addr_field!(
+        /// L2Ptr: address of the leaf CD table, bits \[51:12\].
+        L2PTR, l2ptr, set_l2ptr, 0, 51, 12
+    );
+
+    /// A valid descriptor pointing at a leaf table.
+    pub fn new(l2ptr: u64) -> Self {
+        let mut d = Self::zeroed();
+        d.set_l2ptr(l2ptr).set_v(true);
+        d
+    }
+}

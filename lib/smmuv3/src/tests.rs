@@ -1,0 +1,652 @@
+//! Known encodings and round trips.
+
+use crate::pgtable::*;
+use crate::regs::*;
+use crate::*;
+use tock_registers::LocalRegisterCopy;
+use zerocopy::{FromBytes, IntoBytes};
+
+#[test]
+fn qemu_idr0_decodes() {
+    let idr0 = LocalRegisterCopy::<u32, IDR0::Register>::new(0x0d44_101b);
+    assert!(idr0.is_set(IDR0::S1P));
+    assert!(idr0.is_set(IDR0::S2P));
+    assert!(idr0.is_set(IDR0::COHACC));
+    assert!(idr0.is_set(IDR0::ASID16));
+    assert!(idr0.is_set(IDR0::VMID16));
+    assert!(idr0.matches_all(IDR0::ST_LEVEL::TwoLevel));
+    assert!(idr0.matches_all(IDR0::STALL_MODEL::TerminateOnly));
+    assert_eq!(idr0.read(IDR0::STALL_MODEL), 1);
+    assert!(idr0.matches_all(IDR0::TTF::AArch64));
+    assert!(idr0.matches_all(IDR0::TTENDIAN::LittleEndian));
+    assert!(idr0.is_set(IDR0::TERM_MODEL));
+    assert!(!idr0.is_set(IDR0::PRI));
+    assert!(!idr0.is_set(IDR0::ATS));
+    assert!(!idr0.is_set(IDR0::MSI));
+    assert!(!idr0.is_set(IDR0::HYP));
+    assert_eq!(idr0.read(IDR0::HTTU), 0);
+    assert!(!idr0.is_set(IDR0::CD2L));
+}
+
+#[test]
+fn qemu_idr1_idr5_decode() {
+    let idr1 = LocalRegisterCopy::<u32, IDR1::Register>::new(0x0273_0010);
+    assert_eq!(idr1.read(IDR1::SIDSIZE), 16);
+    assert_eq!(idr1.read(IDR1::SSIDSIZE), 0);
+    assert_eq!(idr1.read(IDR1::PRIQS), 0);
+    assert_eq!(idr1.read(IDR1::EVENTQS), 19);
+    assert_eq!(idr1.read(IDR1::CMDQS), 19);
+    let idr5 = LocalRegisterCopy::<u32, IDR5::Register>::new(0x74);
+    assert!(idr5.matches_all(IDR5::OAS::Bits44));
+    assert_eq!(
+        AddrSize::from_raw(idr5.read(IDR5::OAS) as u64).map(AddrSize::bits),
+        Ok(44)
+    );
+    assert!(idr5.is_set(IDR5::GRAN4K) && idr5.is_set(IDR5::GRAN16K) && idr5.is_set(IDR5::GRAN64K));
+    let idr3 = LocalRegisterCopy::<u32, IDR3::Register>::new(0x1414);
+    assert!(idr3.is_set(IDR3::RIL));
+    assert!(idr3.is_set(IDR3::HAD));
+}
+
+#[test]
+fn register_offsets() {
+    assert_eq!(CR0.offset(), 0x20);
+    assert_eq!(CR0ACK.offset(), 0x24);
+    assert_eq!(GBPA.offset(), 0x44);
+    assert_eq!(IRQ_CTRL.offset(), 0x50);
+    assert_eq!(GERRORN.offset(), 0x64);
+    assert_eq!(STRTAB_BASE.offset(), 0x80);
+    assert_eq!(CMDQ_PROD.offset(), 0x98);
+    assert_eq!(EVENTQ_PROD.offset(), 0x100a8);
+    assert_eq!(EVENTQ_CONS.offset(), 0x100ac);
+    assert_eq!(PRIQ_PROD.offset(), 0x100c8);
+    assert_eq!(PRIQ_CONS.offset(), 0x100cc);
+    assert_eq!(PRIQ_IRQ_CFG2.offset(), 0xdc);
+    assert!(offset::is_64bit(offset::CMDQ_BASE));
+    assert!(!offset::is_64bit(offset::IDR0));
+    assert!(!offset::is_64bit(offset::CMDQ_PROD));
+}
+
+#[test]
+fn register_field_values() {
+    let cr0 = CR0::SMMUEN::SET + CR0::EVTQEN::SET + CR0::CMDQEN::SET + CR0::PRIQEN::SET;
+    assert_eq!(cr0.value, 0xf);
+    assert_eq!((GBPA::UPDATE::SET + GBPA::ABORT::SET).value, 0x8010_0000);
+    assert_eq!(
+        (IRQ_CTRL::GERROR_IRQEN::SET + IRQ_CTRL::EVENTQ_IRQEN::SET).value,
+        0b101
+    );
+    assert_eq!(GERROR::SFM_ERR::SET.value, 0x100);
+    assert_eq!(
+        (STRTAB_BASE_CFG::FMT::TwoLevel
+            + STRTAB_BASE_CFG::SPLIT.val(8)
+            + STRTAB_BASE_CFG::LOG2SIZE.val(16))
+        .value,
+        0x1_0210
+    );
+    assert_eq!(strtab_base(0x4000_0000, true).value, 0x4000_0000 | 1 << 62);
+    assert_eq!(strtab_base_addr(0x4000_0000 | 1 << 62), 0x4000_0000);
+    let q = queue_base(0x4010_0000, 8, false);
+    assert_eq!(q, 0x4010_0008);
+    assert_eq!(queue_base_addr(q), 0x4010_0000);
+    assert_eq!(queue_base_log2size(q), 8);
+    assert_eq!(irq_cfg0(0x0808_0040), 0x0808_0040);
+    assert_eq!(
+        (CR1::TABLE_SH::InnerShareable + CR1::TABLE_OC::WriteBack + CR1::TABLE_IC::WriteBack).value,
+        0xd40
+    );
+}
+
+#[test]
+fn cfgi_ste_encoding_by_hand() {
+    // Opcode 0x03 in [7:0], SID in [63:32]; Leaf in word 1 bit 0.
+    let c = Command::cfgi_ste(0x10, true);
+    assert_eq!(c.words(), [0x0000_0010_0000_0003, 1]);
+    assert_eq!(c.as_bytes().len(), CMDQ_ENTRY_BYTES);
+    assert_eq!(&c.as_bytes()[..8], &0x0000_0010_0000_0003u64.to_le_bytes());
+    assert_eq!(
+        c.decode(),
+        Ok(CommandKind::CfgiSte {
+            sid: 0x10,
+            leaf: true
+        })
+    );
+}
+
+#[test]
+fn command_encodings_by_hand() {
+    assert_eq!(Command::cfgi_all().words(), [0x04, 31]);
+    assert_eq!(Command::cfgi_all().decode(), Ok(CommandKind::CfgiAll));
+    assert_eq!(
+        Command::cfgi_ste_range(0x100, 7).decode(),
+        Ok(CommandKind::CfgiSteRange {
+            sid: 0x100,
+            range: 7
+        })
+    );
+    // CFGI_CD: SSID [31:12].
+    assert_eq!(
+        Command::cfgi_cd(8, 5, false).words(),
+        [0x0000_0008_0000_5005, 0]
+    );
+    // TLBI_NH_ASID: VMID [47:32], ASID [63:48].
+    assert_eq!(
+        Command::tlbi_nh_asid(3, 0x42).words(),
+        [0x0042_0003_0000_0011, 0]
+    );
+    // TLBI_NH_VA: address in word 1 [63:12].
+    assert_eq!(
+        Command::tlbi_nh_va(1, 2, 0x1234_5678, true).words(),
+        [0x0002_0001_0000_0012, 0x1234_5001]
+    );
+    assert_eq!(
+        Command::tlbi_s2_ipa(7, 0x8000_0000, false).words(),
+        [0x0000_0007_0000_002a, 0x8000_0000]
+    );
+    assert_eq!(
+        Command::tlbi_s12_vmall(9).words(),
+        [0x0000_0009_0000_0028, 0]
+    );
+    assert_eq!(Command::tlbi_nsnh_all().words(), [0x30, 0]);
+    // PRI_RESP: SSV b11, SSID, SID; word 1 PRGI [8:0], Resp [13:12].
+    let c = Command::pri_resp(0x10, Some(5), 3, PriResponse::Success);
+    assert_eq!(c.words(), [0x0000_0010_0000_5841, 0x2003]);
+    assert_eq!(
+        c.decode(),
+        Ok(CommandKind::PriResp {
+            sid: 0x10,
+            ssid: Some(5),
+            prgi: 3,
+            resp: PriResponse::Success
+        })
+    );
+    // RESUME: Action word 0 [13:12], STAG word 1 [15:0].
+    let c = Command::resume(0x10, 0xbeef, ResumeAction::Retry);
+    assert_eq!(c.words(), [0x0000_0010_0000_1044, 0xbeef]);
+    assert_eq!(
+        Command::resume(1, 1, ResumeAction::Abort).word(0) & 0x3000,
+        0x2000
+    );
+    // SYNC: CS [13:12].
+    assert_eq!(Command::sync(SyncCs::Irq).words(), [0x1046, 0]);
+    assert_eq!(Command::sync(SyncCs::Sev).words(), [0x2046, 0]);
+    let s = Command::sync_msi(0x4000_1000, 0xdead_beef, 3, 0xf);
+    assert_eq!(
+        s.decode(),
+        Ok(CommandKind::Sync {
+            cs: SyncCs::Irq,
+            msi_addr: 0x4000_1000,
+            msi_data: 0xdead_beef
+        })
+    );
+    assert_eq!(s.msh(), 3);
+    assert_eq!(s.msi_attr(), 0xf);
+    // ATC_INV: Global b9, Size word 1 [5:0].
+    let c = Command::atc_inv(0x20, None, 0x10_0000, 52, true);
+    assert_eq!(c.words(), [0x0000_0020_0000_0240, 0x10_0034]);
+    assert_eq!(Command::stall_term(4).words(), [0x0000_0004_0000_0045, 0]);
+    assert_eq!(
+        Command::prefetch_config(4, None).words(),
+        [0x0000_0004_0000_0001, 0]
+    );
+}
+
+#[test]
+fn command_decode_rejects_reserved() {
+    let mut c = Command::zeroed();
+    c.set_raw_opcode(0x07);
+    assert_eq!(
+        c.decode(),
+        Err(ReservedEncoding {
+            field: "CMD.Opcode",
+            value: 7
+        })
+    );
+    let mut c = Command::pri_resp(1, None, 0, PriResponse::Deny);
+    c.set_field(Command::PRI_RESP, 3);
+    assert!(c.decode().is_err());
+    let mut c = Command::sync(SyncCs::None);
+    c.set_field(Command::SYNC_CS, 3);
+    assert!(c.decode().is_err());
+}
+
+#[test]
+fn every_opcode_decodes_to_its_kind() {
+    for &op in Opcode::ALL {
+        let mut c = Command::zeroed();
+        c.set_raw_opcode(op.raw() as u8);
+        let k = c.decode().unwrap_or_else(|e| panic!("{}: {e}", op.name()));
+        // CFGI_STE_RANGE with Range 0 is a range, not CFGI_ALL.
+        assert!(!matches!(k, CommandKind::CfgiAll), "{}", op.name());
+        assert_eq!(c.opcode(), Ok(op));
+    }
+    assert_eq!(Opcode::ALL.len(), 24);
+}
+
+#[test]
+fn tlbi_range_scope() {
+    let c = Command::tlbi_nh_va(0, 1, 0x20_0000, true).with_range(3, 1, 1, 3);
+    let CommandKind::TlbiNhVa { scope, .. } = c.decode().unwrap() else {
+        panic!()
+    };
+    assert_eq!(scope.range(), (0x20_0000, 4 * 2 * 4096));
+    let CommandKind::TlbiNhVa { scope, .. } =
+        Command::tlbi_nh_va(0, 1, 0x3000, true).decode().unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(scope.range(), (0x3000, 1));
+}
+
+#[test]
+fn enums_match_the_spec() {
+    assert_eq!(StreamConfig::Abort.raw(), 0);
+    assert_eq!(StreamConfig::Bypass.raw(), 4);
+    assert_eq!(StreamConfig::S1Trans.raw(), 5);
+    assert_eq!(StreamConfig::S2Trans.raw(), 6);
+    assert_eq!(StreamConfig::Nested.raw(), 7);
+    for r in 1..=3 {
+        assert!(StreamConfig::from_raw(r).is_err());
+    }
+    assert!(StreamConfig::Nested.s1_enabled() && StreamConfig::Nested.s2_enabled());
+    assert!(!StreamConfig::S2Trans.s1_enabled());
+    assert_eq!(PriResponse::Deny.raw(), 0);
+    assert_eq!(PriResponse::Fail.raw(), 1);
+    assert_eq!(PriResponse::Success.raw(), 2);
+    assert_eq!(ResumeAction::Term.raw(), 0);
+    assert_eq!(ResumeAction::Retry.raw(), 1);
+    assert_eq!(ResumeAction::Abort.raw(), 2);
+    assert_eq!(EventId::CBadStreamId.raw(), 0x02);
+    assert_eq!(EventId::FWalkEabt.raw(), 0x0b);
+    assert_eq!(EventId::FTranslation.raw(), 0x10);
+    assert_eq!(EventId::FPermission.raw(), 0x13);
+    assert_eq!(EventId::FCfgConflict.raw(), 0x21);
+    assert_eq!(EventId::EPageRequest.raw(), 0x24);
+    for &id in EventId::ALL {
+        assert_eq!(EventId::from_raw(id.raw()), Ok(id), "{}", id.name());
+    }
+    assert_eq!(Tg1::Granule4K.raw(), 0b10);
+    assert_eq!(Tg0::Granule64K.raw(), 0b01);
+}
+
+#[test]
+fn ste_fields_round_trip_and_positions() {
+    let mut ste = Ste::zeroed();
+    ste.set_v(true)
+        .set_config(StreamConfig::Nested)
+        .set_s1fmt(S1Fmt::TwoLevel64K)
+        .set_s1_context_ptr(0x0008_1234_5678_9ac0)
+        .set_s1cdmax(20)
+        .set_s1dss(S1Dss::Ssid0)
+        .set_s1cir(Cacheability::WriteBackAlloc)
+        .set_s1cor(Cacheability::WriteBackAlloc)
+        .set_s1csh(Shareability::InnerShareable)
+        .set_s1stalld(true)
+        .set_eats(Eats::Trans)
+        .set_strw(Strw::El2)
+        .set_shcfg(Shcfg::UseIncoming)
+        .set_s2vmid(0xabcd)
+        .set_s2t0sz(25)
+        .set_s2sl0(1)
+        .set_s2ir0(Cacheability::WriteThrough)
+        .set_s2or0(Cacheability::WriteBackNoWriteAlloc)
+        .set_s2sh0(Shareability::OuterShareable)
+        .set_s2tg(Tg0::Granule4K)
+        .set_s2ps(AddrSize::Bits44)
+        .set_s2aa64(true)
+        .set_s2affd(true)
+        .set_s2ptw(true)
+        .set_s2s(true)
+        .set_s2r(true)
+        .set_s2ttb(0x000f_ffff_ffff_fff0);
+    assert!(ste.v());
+    assert_eq!(ste.config(), Ok(StreamConfig::Nested));
+    assert_eq!(ste.s1fmt(), Ok(S1Fmt::TwoLevel64K));
+    assert_eq!(ste.s1_context_ptr(), 0x0008_1234_5678_9ac0);
+    assert_eq!(ste.s1cdmax(), 20);
+    assert_eq!(ste.s1dss(), Ok(S1Dss::Ssid0));
+    assert_eq!(ste.s1cir(), Ok(Cacheability::WriteBackAlloc));
+    assert_eq!(ste.s1csh(), Ok(Shareability::InnerShareable));
+    assert!(ste.s1stalld());
+    assert_eq!(ste.eats(), Ok(Eats::Trans));
+    assert_eq!(ste.strw(), Ok(Strw::El2));
+    assert_eq!(ste.shcfg(), Ok(Shcfg::UseIncoming));
+    assert_eq!(ste.s2vmid(), 0xabcd);
+    assert_eq!(ste.s2t0sz(), 25);
+    assert_eq!(ste.s2sl0(), 1);
+    assert_eq!(ste.s2ir0(), Ok(Cacheability::WriteThrough));
+    assert_eq!(ste.s2or0(), Ok(Cacheability::WriteBackNoWriteAlloc));
+    assert_eq!(ste.s2sh0(), Ok(Shareability::OuterShareable));
+    assert_eq!(ste.s2tg(), Ok(Tg0::Granule4K));
+    assert_eq!(ste.s2ps(), Ok(AddrSize::Bits44));
+    assert!(ste.s2aa64() && ste.s2affd() && ste.s2ptw() && ste.s2s() && ste.s2r());
+    assert!(!ste.s2endi() && !ste.s2hd() && !ste.s2ha());
+    assert_eq!(ste.s2ttb(), 0x000f_ffff_ffff_fff0);
+
+    // Word-level positions, computed by hand from the spec.
+    let w = ste.words();
+    assert_eq!(w[0] & 0xf, 0b1111, "V and Config=0b111");
+    assert_eq!((w[0] >> 4) & 3, 0b10, "S1Fmt");
+    assert_eq!(w[0] >> 59, 20, "S1CDMax");
+    assert_eq!(w[1] & 3, 0b10, "S1DSS");
+    assert_eq!((w[1] >> 27) & 1, 1, "S1STALLD");
+    assert_eq!((w[1] >> 28) & 3, 1, "EATS");
+    assert_eq!((w[1] >> 30) & 3, 2, "STRW");
+    assert_eq!((w[1] >> 44) & 3, 1, "SHCFG");
+    assert_eq!(w[2] & 0xffff, 0xabcd, "S2VMID");
+    assert_eq!((w[2] >> 32) & 0x3f, 25, "S2T0SZ");
+    assert_eq!((w[2] >> 38) & 3, 1, "S2SL0");
+    assert_eq!((w[2] >> 48) & 7, 4, "S2PS");
+    assert_eq!((w[2] >> 51) & 1, 1, "S2AA64");
+    assert_eq!((w[2] >> 53) & 1, 1, "S2AFFD");
+    assert_eq!((w[2] >> 54) & 1, 1, "S2PTW");
+    assert_eq!((w[2] >> 57) & 1, 1, "S2S");
+    assert_eq!((w[2] >> 58) & 1, 1, "S2R");
+    assert_eq!(w[3], 0x000f_ffff_ffff_fff0, "S2TTB");
+
+    // Byte layout: little-endian words, 64 bytes.
+    let bytes = ste.as_bytes();
+    assert_eq!(bytes.len(), STE_BYTES);
+    let back = Ste::read_from_bytes(bytes).unwrap();
+    assert_eq!(back, ste);
+    assert_eq!(
+        bytes[0], 0xef,
+        "low byte of word 0: S1ContextPtr[7:6]=11, S1Fmt=10, Config=111, V"
+    );
+
+    // Clearing fields leaves the others.
+    ste.set_v(false).set_s2r(false);
+    assert!(!ste.v() && !ste.s2r() && ste.s2s());
+    assert_eq!(ste.config(), Ok(StreamConfig::Nested));
+}
+
+#[test]
+fn ste_used_bits() {
+    let mut ste = Ste::zeroed();
+    assert_eq!(ste.used_bits(), [1, 0, 0, 0, 0, 0, 0, 0]);
+    ste.set_v(true).set_config(StreamConfig::Abort);
+    assert_eq!(ste.used_bits()[0], Ste::V.mask() | Ste::CONFIG.mask());
+    ste.set_config(StreamConfig::S2Trans);
+    let u = ste.used_bits();
+    assert_eq!(u[0] & Ste::S1CONTEXTPTR.mask(), 0);
+    assert_ne!(u[2] & Ste::S2VMID.mask(), 0);
+    assert_eq!(u[3], Ste::S2TTB.mask());
+    ste.set_config(StreamConfig::S1Trans);
+    let u = ste.used_bits();
+    assert_ne!(u[0] & Ste::S1CONTEXTPTR.mask(), 0);
+    assert_eq!(u[3], 0);
+    assert_ne!(
+        u[2] & Ste::S2VMID.mask(),
+        0,
+        "NS-EL1 stage 1 is tagged with S2VMID"
+    );
+}
+
+#[test]
+fn l1_descriptors() {
+    let d = L1StreamDesc::new(0x4020_0000, 8);
+    assert_eq!(d.span(), 9);
+    assert_eq!(d.num_stes(), 256);
+    assert_eq!(d.l2ptr(), 0x4020_0000);
+    assert_eq!(d.word(0), 0x4020_0009);
+    assert_eq!(L1StreamDesc::zeroed().num_stes(), 0);
+    let c = L1CdDesc::new(0x4030_0000);
+    assert!(c.v());
+    assert_eq!(c.word(0), 0x4030_0001);
+    assert_eq!(c.l2ptr(), 0x4030_0000);
+}
+
+#[test]
+fn cd_fields_round_trip_and_positions() {
+    let mut cd = Cd::zeroed();
+    cd.set_t0sz(25)
+        .set_tg0(Tg0::Granule4K)
+        .set_ir0(Cacheability::WriteBackAlloc)
+        .set_or0(Cacheability::WriteBackAlloc)
+        .set_sh0(Shareability::InnerShareable)
+        .set_epd1(true)
+        .set_v(true)
+        .set_ips(AddrSize::Bits48)
+        .set_affd(true)
+        .set_wxn(true)
+        .set_uwxn(true)
+        .set_tbi(0b01)
+        .set_pan(true)
+        .set_aa64(true)
+        .set_hd(true)
+        .set_ha(true)
+        .set_s(true)
+        .set_r(true)
+        .set_a(true)
+        .set_aset(true)
+        .set_asid(0xbeef)
+        .set_nscfg0(true)
+        .set_had0(true)
+        .set_ttb0(0x0000_0040_1234_5000)
+        .set_ttb1(0x0000_0080_0000_0000)
+        .set_mair(0x0044_ff04)
+        .set_amair0(7)
+        .set_t1sz(30)
+        .set_tg1(Tg1::Granule4K)
+        .set_hwu1(0b1010);
+    assert_eq!(cd.t0sz(), 25);
+    assert_eq!(cd.hwu1(), 0b1010);
+    assert_eq!(cd.hwu0(), 0);
+    assert_eq!(cd.word(2) >> 60, 0b1010, "HWU1 [63:60]");
+    assert_eq!(cd.tg0(), Ok(Tg0::Granule4K));
+    assert_eq!(cd.ir0(), Ok(Cacheability::WriteBackAlloc));
+    assert_eq!(cd.sh0(), Ok(Shareability::InnerShareable));
+    assert!(!cd.epd0() && cd.epd1() && cd.v());
+    assert_eq!(cd.ips(), Ok(AddrSize::Bits48));
+    assert!(cd.affd() && cd.wxn() && cd.uwxn() && cd.pan() && cd.aa64());
+    assert!(cd.hd() && cd.ha() && cd.s() && cd.r() && cd.a() && cd.aset());
+    assert_eq!(cd.tbi(), 1);
+    assert_eq!(cd.asid(), 0xbeef);
+    assert!(cd.nscfg0() && cd.had0());
+    assert_eq!(cd.ttb0(), 0x0000_0040_1234_5000);
+    assert_eq!(cd.ttb1(), 0x0000_0080_0000_0000);
+    assert_eq!(cd.mair(), 0x0044_ff04);
+    assert_eq!(cd.mair0(), 0x0044_ff04);
+    assert_eq!(cd.mair1(), 0);
+    assert_eq!(cd.amair0(), 7);
+    assert_eq!(cd.t1sz(), 30);
+    assert_eq!(cd.tg1(), Ok(Tg1::Granule4K));
+
+    let w = cd.words();
+    assert_eq!(w[0] & 0x3f, 25, "T0SZ");
+    assert_eq!((w[0] >> 31) & 1, 1, "V");
+    assert_eq!((w[0] >> 30) & 1, 1, "EPD1");
+    assert_eq!((w[0] >> 32) & 7, 5, "IPS");
+    assert_eq!((w[0] >> 41) & 1, 1, "AA64");
+    assert_eq!((w[0] >> 44) & 1, 1, "S");
+    assert_eq!((w[0] >> 45) & 1, 1, "R");
+    assert_eq!(w[0] >> 48, 0xbeef, "ASID");
+    assert_eq!(w[1], 0x0000_0040_1234_5003, "TTB0 | HAD0 | NSCFG0");
+    assert_eq!(w[3], 0x0044_ff04, "MAIR");
+    let back = Cd::read_from_bytes(cd.as_bytes()).unwrap();
+    assert_eq!(back, cd);
+}
+
+#[test]
+fn event_fields_round_trip() {
+    let mut e = Event::new(EventId::FPermission, 0x10, Some(0xfffff));
+    e.set_stag(0x1234)
+        .set_stall(true)
+        .set_pnu(true)
+        .set_ind(false)
+        .set_rnw(true)
+        .set_s2(true)
+        .set_class(EventClass::Ttd)
+        .set_input_addr(0xffff_0000_1234_5678)
+        .set_ipa(0x8_0000_1000);
+    assert_eq!(e.event_id(), Ok(EventId::FPermission));
+    assert_eq!(e.sid(), 0x10);
+    assert_eq!(e.substream(), Some(0xfffff));
+    assert_eq!(e.stag(), 0x1234);
+    assert!(e.stall() && e.pnu() && !e.ind() && e.rnw() && e.s2());
+    assert_eq!(e.class(), Ok(EventClass::Ttd));
+    assert_eq!(e.input_addr(), 0xffff_0000_1234_5678);
+    assert_eq!(e.ipa(), 0x8_0000_1000);
+    let w = e.words();
+    assert_eq!(w[0], 0x0000_0010_ffff_f813);
+    assert_eq!(w[1], 0x0000_018a_8000_1234);
+    let mut f = Event::new(EventId::FWalkEabt, 1, None);
+    f.set_fetch_addr(0x4000_0008);
+    assert_eq!(f.fetch_addr(), 0x4000_0008);
+    assert_eq!(f.substream(), None);
+    assert_eq!(Event::read_from_bytes(e.as_bytes()).unwrap(), e);
+    assert_eq!(e.as_bytes().len(), EVENTQ_ENTRY_BYTES);
+}
+
+#[test]
+fn pri_entry_fields() {
+    let mut p = PriEntry::new(0x10, Some(5), 3, 0x7fff_1234);
+    p.set_read(true)
+        .set_write(true)
+        .set_last(true)
+        .set_privileged(true)
+        .set_exec(true);
+    assert_eq!(p.sid(), 0x10);
+    assert_eq!(p.substream(), Some(5));
+    assert_eq!(p.prgi(), 3);
+    assert_eq!(p.page_addr(), 0x7fff_1000);
+    assert!(p.read() && p.write() && p.last() && p.privileged() && p.exec());
+    assert!(!p.is_stop_marker());
+    let w = p.words();
+    assert_eq!(w[0], 0xfc00_0005_0000_0010);
+    assert_eq!(w[1], 0x7fff_1003);
+    let mut stop = PriEntry::new(0x10, Some(5), 3, 0);
+    stop.set_last(true);
+    assert!(stop.is_stop_marker());
+    let mut partial = PriEntry::new(0x10, Some(5), 3, 0);
+    partial.set_read(true);
+    assert!(!partial.is_stop_marker());
+    let mut prgi = PriEntry::zeroed();
+    prgi.set_prgi(0x1ff);
+    assert_eq!(prgi.word(1), 0x1ff);
+    assert_eq!(p.as_bytes().len(), PRIQ_ENTRY_BYTES);
+}
+
+#[test]
+fn entry_field_helpers() {
+    let f = EntryField::new(1, 4, 8);
+    assert_eq!(f.mask(), 0xff0);
+    assert_eq!(f.extract(0xabcd), 0xbc);
+    assert_eq!(f.insert(0xffff, 0x12), 0xf12f);
+    assert!(f.fits(0xff) && !f.fits(0x100));
+    assert_eq!(EntryField::new(0, 0, 64).mask(), u64::MAX);
+}
+
+#[test]
+fn page_table_geometry() {
+    assert_eq!(level_shift(0), 39);
+    assert_eq!(level_shift(1), 30);
+    assert_eq!(level_shift(2), 21);
+    assert_eq!(level_shift(3), 12);
+    assert_eq!(level_index(0x0000_0040_2010_3000, 3), 0x103);
+    assert_eq!(level_index(0x0000_0040_2010_3000, 2), 0x100);
+    assert_eq!(level_index(0x0000_0040_2010_3000, 1), 0x100);
+    assert_eq!(s1_start_level(16), Some(0));
+    assert_eq!(s1_start_level(24), Some(0));
+    assert_eq!(s1_start_level(25), Some(1));
+    assert_eq!(s1_start_level(33), Some(1));
+    assert_eq!(s1_start_level(34), Some(2));
+    assert_eq!(s1_start_level(39), Some(2));
+    assert_eq!(s1_start_level(40), None);
+    assert_eq!(s2_start_level(1), Some(1));
+    assert_eq!(s2sl0_for_level(1), Some(1));
+    assert_eq!(s2_concatenated_tables(25, 1), Some(1));
+    assert_eq!(s2_concatenated_tables(24, 1), Some(2));
+    assert_eq!(s2_concatenated_tables(21, 1), Some(16));
+    assert_eq!(s2_concatenated_tables(20, 1), None);
+    assert_eq!(
+        s2_concatenated_tables(25, 0),
+        None,
+        "nothing left to index at level 0"
+    );
+    assert_eq!(s2_concatenated_tables(16, 0), Some(1));
+    assert_eq!(start_index(0x40_0000_0000, 1, 40), 0x100);
+}
+
+#[test]
+fn descriptors() {
+    let t = S1Desc::table(0x4000_5000);
+    assert_eq!(t.raw(), 0x4000_5003);
+    assert!(t.is_table(0) && t.is_table(2) && !t.is_table(3));
+    assert_eq!(t.table_addr(), 0x4000_5000);
+    let p = S1Desc::page(0x8_1234_5000, S1Ap::RwAny, 1);
+    assert!(
+        p.is_leaf(3) && !p.is_leaf(2),
+        "bits 0b11 are a page at level 3, a table above"
+    );
+    assert_eq!(p.output_addr(3), 0x8_1234_5000);
+    // AF b10, nG b11, SH=11 [9:8], AP=01 [7:6], AttrIndx=1 [4:2], page 0b11.
+    assert_eq!(
+        p.raw(),
+        0x8_1234_5000 | 1 << 10 | 1 << 11 | 0b11 << 8 | 0b01 << 6 | 1 << 2 | 0b11
+    );
+    assert!(p.af() && p.ng());
+    assert_eq!(p.ap(), S1Ap::RwAny);
+    assert_eq!(p.attr_indx(), 1);
+    let b = S1Desc::leaf(0x4000_0000, 1, S1Ap::RoPriv, 0);
+    assert!(b.is_leaf(1) && !b.is_table(1));
+    assert_eq!(b.raw() & 3, 0b01);
+    assert_eq!(b.output_addr(1), 0x4000_0000);
+    assert!(!b.ap().writable() && !b.ap().unprivileged());
+    let x = p.with(S1Desc::UXN, 1).with(S1Desc::PXN, 1);
+    assert!(x.uxn() && x.pxn());
+    assert!(!S1Desc::INVALID.is_valid());
+
+    let s = S2Desc::page(0x4010_0000, S2Ap::ReadOnly);
+    // AF b10, SH=11, S2AP=01 [7:6], MemAttr=1111 [5:2], page.
+    assert_eq!(
+        s.raw(),
+        0x4010_0000 | 1 << 10 | 0b11 << 8 | 0b01 << 6 | 0b1111 << 2 | 0b11
+    );
+    assert_eq!(s.s2ap(), S2Ap::ReadOnly);
+    assert!(s.s2ap().readable() && !s.s2ap().writable());
+    assert_eq!(s.memattr(), s2_memattr::NORMAL_WB);
+    let s2b = S2Desc::leaf(0x4000_0000, 2, S2Ap::ReadWrite).with(S2Desc::AF, 0);
+    assert!(s2b.is_leaf(2) && !s2b.af());
+    assert_eq!(
+        mair::mair([mair::DEVICE_NGNRE, mair::NORMAL_WB, 0, 0, 0, 0, 0, 0]),
+        0xff04
+    );
+}
+
+#[test]
+fn mmio_ext_on_a_fake() {
+    use core::cell::Cell;
+    struct Fake {
+        last: Cell<(usize, u64)>,
+        value: u32,
+    }
+    impl Mmio for Fake {
+        fn read32(&self, _o: usize) -> u32 {
+            self.value
+        }
+        fn write32(&self, o: usize, v: u32) {
+            self.last.set((o, v as u64))
+        }
+        fn read64(&self, _o: usize) -> u64 {
+            self.value as u64
+        }
+        fn write64(&self, o: usize, v: u64) {
+            self.last.set((o, v))
+        }
+    }
+    let f = Fake {
+        last: Cell::new((0, 0)),
+        value: 0b0101,
+    };
+    assert!(f.read_reg(CR0ACK).is_set(CR0::SMMUEN));
+    assert!(!f.read_reg(CR0ACK).is_set(CR0::PRIQEN));
+    f.write_reg(CR0, CR0::CMDQEN::SET);
+    assert_eq!(f.last.get(), (0x20, 0b1000));
+    f.modify_reg(CR0, CR0::CMDQEN::SET);
+    assert_eq!(f.last.get(), (0x20, 0b1101));
+    f.write_reg64(STRTAB_BASE, strtab_base(0x4000_0000, false));
+    assert_eq!(f.last.get(), (0x80, 0x4000_0000));
+    let r: &dyn Mmio = &f;
+    assert_eq!(r.read_reg(IDR0).get(), 0b0101);
+}
