@@ -1,4 +1,4 @@
-//! `cargo xtask …`: dist, run, test, bench, sizes, gdb.
+//! `cargo xtask …`: dist, run, test, bench, sizes, gdb, trace, fuzz.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +52,28 @@ enum Cmd {
         #[arg(long, default_value = "app.toml")]
         app: PathBuf,
     },
+    /// Run a harness scenario and render its message trace as a sequence
+    /// diagram (SVG + text) into target/trace/ (or --out)
+    Trace {
+        /// Scenario name; `cargo xtask trace --list` shows them
+        scenario: Option<String>,
+        #[arg(long)]
+        list: bool,
+        #[arg(long, default_value = "target/trace")]
+        out: PathBuf,
+    },
+    /// Feed random and mutated messages to a server's dispatch for a bounded
+    /// time; any panic is a failure (not part of `test`)
+    Fuzz {
+        /// The dispatch to fuzz; `cargo xtask fuzz --list` shows them
+        target: Option<String>,
+        #[arg(long)]
+        list: bool,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Boot halted with a gdb stub on :1234 and write a gdb script
     Gdb {
         #[arg(long, default_value = "app.toml")]
@@ -82,8 +104,38 @@ fn exit_code(ok: bool) -> ExitCode {
     }
 }
 
+/// Runs a host binary of the workspace (`cargo run --release -p P --bin B -- args`).
+fn cargo_run_bin(ws: &Workspace, package: &str, bin: &str, args: &[String]) -> Result<ExitCode, String> {
+    let status = ws
+        .cargo()
+        .args(["run", "--quiet", "--release", "-p", package, "--bin", bin, "--"])
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    Ok(exit_code(status.success()))
+}
+
 fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
     match cmd {
+        Cmd::Trace { scenario, list, out } => {
+            let mut args = Vec::new();
+            match (list, scenario) {
+                (true, _) | (false, None) => args.push("--list".to_string()),
+                (false, Some(s)) => {
+                    let out = if out.is_absolute() { out } else { ws.root.join(out) };
+                    args.push(s);
+                    args.push(out.display().to_string());
+                }
+            }
+            cargo_run_bin(ws, "harness", "trace", &args)
+        }
+        Cmd::Fuzz { target, list, seconds, seed } => {
+            let args = match (list, target) {
+                (true, _) | (false, None) => vec!["--list".to_string()],
+                (false, Some(t)) => vec![t, seconds.to_string(), seed.to_string()],
+            };
+            cargo_run_bin(ws, "fuzz", "fuzz", &args)
+        }
         Cmd::Dist { app } => {
             let d = dist::dist(ws, &ws.app_path(&app))?;
             println!(

@@ -1,0 +1,377 @@
+//! Task code and named scenarios for demos, traces and tests.
+//!
+//! The servers here are written against `userlib` directly: the generated
+//! IDL stubs (`task/*-api`) did not exist yet when this was written. The
+//! echo server is `test/test-echo`'s loop, ported (that crate's `main` is
+//! built only for the target), with the same operation numbers.
+
+use crate::trace::Decoder;
+use crate::{Action, Harness, TaskSpec, CAP_SHUTDOWN};
+use test_support::echo;
+use userlib::{
+    is_dead_code, log, sys_borrow_info, sys_borrow_read, sys_borrow_write, sys_get_timer,
+    sys_irq_control, sys_lookup_slot, sys_post, sys_recv, sys_recv_notification, sys_recv_open,
+    sys_refresh_task_id, sys_reply, sys_reply_fault, sys_send, sys_set_timer, sys_shutdown, Lease,
+    ReplyFaultReason, TaskId,
+};
+
+/// `test/test-echo`'s server loop. Its state is on its own stack, so any
+/// number of instances run side by side. `TOUCH` (read a wild address) is
+/// left out: on the host there is no MMU to fault it, it would crash the
+/// harness; it answers with reply-fault like any unknown operation.
+pub fn echo_server() {
+    let mut buf = [0u8; 256];
+    loop {
+        let m = sys_recv_open(&mut buf, 0);
+        if m.is_notification() {
+            continue;
+        }
+        let n = m.message_len.min(buf.len());
+        match m.operation as u16 {
+            echo::ECHO => sys_reply(m.sender, 0, &buf[..n]),
+            echo::LEASE_SUM => {
+                let mut sum = 0u32;
+                let mut chunk = [0u8; 64];
+                let mut off = 0;
+                while let Ok(k) = sys_borrow_read(m.sender, 0, off, &mut chunk) {
+                    if k == 0 {
+                        break;
+                    }
+                    sum += chunk[..k].iter().map(|b| *b as u32).sum::<u32>();
+                    off += k;
+                }
+                sys_reply(m.sender, 0, &sum.to_le_bytes());
+            }
+            echo::LEASE_FILL => {
+                let v = if n > 0 { buf[0] } else { 0 };
+                let len = sys_borrow_info(m.sender, 0).map(|i| i.len).unwrap_or(0);
+                let chunk = [v; 64];
+                let mut off = 0;
+                while off < len {
+                    match sys_borrow_write(m.sender, 0, off, &chunk[..(len - off).min(64)]) {
+                        Ok(k) if k > 0 => off += k,
+                        _ => break,
+                    }
+                }
+                sys_reply(m.sender, 0, &(off as u32).to_le_bytes());
+            }
+            echo::PANIC => panic!("asked to panic"),
+            echo::LEASE_WRITE_ATTEMPT => {
+                let rc = match sys_borrow_write(m.sender, 0, 0, &[1, 2, 3]) {
+                    Ok(_) => 0,
+                    Err(rc) => rc,
+                };
+                sys_reply(m.sender, 0, &rc.to_le_bytes());
+            }
+            echo::CLOSED_NEXT => {
+                let only = m.sender;
+                sys_reply(m.sender, 0, &[]);
+                if let Ok(m2) = sys_recv(&mut buf, 0, only) {
+                    sys_reply(m2.sender, 0, &[(m2.sender == only) as u8]);
+                }
+            }
+            echo::REPLY_BYTES if n >= 2 => {
+                let k = (u16::from_le_bytes([buf[0], buf[1]]) as usize).min(buf.len());
+                let out = [0x5Au8; 256];
+                sys_reply(m.sender, 0, &out[..k]);
+            }
+            echo::SEND_TO if n >= 2 => {
+                let target = TaskId(u16::from_le_bytes([buf[0], buf[1]]));
+                let (rc, _) = sys_send(target, echo::ECHO, b"x", &mut [], &[]);
+                sys_reply(m.sender, 0, &rc.to_le_bytes());
+            }
+            _ => sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation),
+        }
+    }
+}
+
+/// Trace names for the echo server's operations.
+pub struct EchoDecoder;
+
+impl Decoder for EchoDecoder {
+    fn interface(&self) -> &str {
+        "Echo"
+    }
+    fn operation(&self, op: u16) -> Option<String> {
+        let name = match op {
+            echo::ECHO => "echo",
+            echo::LEASE_SUM => "lease_sum",
+            echo::LEASE_FILL => "lease_fill",
+            echo::PANIC => "panic",
+            echo::LEASE_WRITE_ATTEMPT => "lease_write_attempt",
+            echo::CLOSED_NEXT => "closed_next",
+            echo::REPLY_BYTES => "reply_bytes",
+            echo::TOUCH => "touch",
+            echo::SEND_TO => "send_to",
+            _ => return None,
+        };
+        Some(name.to_string())
+    }
+    fn request(&self, op: u16, bytes: &[u8]) -> Option<String> {
+        match op {
+            echo::ECHO => Some(format!("{:?}", String::from_utf8_lossy(bytes))),
+            echo::LEASE_SUM | echo::PANIC | echo::CLOSED_NEXT => Some(String::new()),
+            echo::LEASE_FILL => bytes.first().map(|b| format!("{b:#04x}")),
+            _ => None,
+        }
+    }
+    fn reply(&self, op: u16, code: u32, bytes: &[u8]) -> Option<String> {
+        if code != 0 {
+            return None;
+        }
+        match op {
+            echo::ECHO => Some(format!("{:?}", String::from_utf8_lossy(bytes))),
+            echo::LEASE_SUM | echo::LEASE_FILL => {
+                let b: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+                Some(format!("{}", u32::from_le_bytes(b)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Operations of [`counter_server`].
+pub mod counter {
+    /// Adds one; replies the new count (u32 LE).
+    pub const INCREMENT: u16 = 1;
+    /// Replies the count (u32 LE).
+    pub const GET: u16 = 2;
+}
+
+/// A server whose only state is a count held in the loop: a restart starts
+/// it from zero, and two instances count separately.
+pub fn counter_server() {
+    let mut count = 0u32;
+    let mut buf = [0u8; 16];
+    loop {
+        let m = sys_recv_open(&mut buf, 0);
+        if m.is_notification() {
+            continue;
+        }
+        match m.operation as u16 {
+            counter::INCREMENT => {
+                count += 1;
+                sys_reply(m.sender, 0, &count.to_le_bytes());
+            }
+            counter::GET => sys_reply(m.sender, 0, &count.to_le_bytes()),
+            _ => sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation),
+        }
+    }
+}
+
+pub struct CounterDecoder;
+
+impl Decoder for CounterDecoder {
+    fn interface(&self) -> &str {
+        "Counter"
+    }
+    fn operation(&self, op: u16) -> Option<String> {
+        match op {
+            counter::INCREMENT => Some("increment".into()),
+            counter::GET => Some("get".into()),
+            _ => None,
+        }
+    }
+    fn request(&self, _op: u16, _bytes: &[u8]) -> Option<String> {
+        Some(String::new())
+    }
+    fn reply(&self, _op: u16, code: u32, bytes: &[u8]) -> Option<String> {
+        let b: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+        (code == 0).then(|| format!("{}", u32::from_le_bytes(b)))
+    }
+}
+
+/// Looks up a peer that app configuration guarantees; its absence is a
+/// configuration bug, which faults the task (as on the target).
+fn peer(name: &str) -> TaskId {
+    match sys_lookup_slot(name) {
+        Some(id) => id,
+        None => panic!("{name} is not in my task-slots"),
+    }
+}
+
+/// Echo, a read lease and a write lease against the echo server, then
+/// shutdown: 0 if every answer was right.
+pub fn demo_client() {
+    let server = peer("echo");
+    let mut rep = [0u8; 16];
+    let (rc, n) = sys_send(server, echo::ECHO, b"hello", &mut rep, &[]);
+    let echo_ok = rc == 0 && &rep[..n] == b"hello";
+
+    let data: [u8; 16] = core::array::from_fn(|i| i as u8 + 1);
+    let (rc, _) = sys_send(
+        server,
+        echo::LEASE_SUM,
+        &[],
+        &mut rep,
+        &[Lease::read_only(&data)],
+    );
+    let sum_ok = rc == 0 && u32::from_le_bytes([rep[0], rep[1], rep[2], rep[3]]) == 136;
+
+    let mut buf = [0u8; 32];
+    let (rc, _) = sys_send(
+        server,
+        echo::LEASE_FILL,
+        &[0xAB],
+        &mut rep,
+        &[Lease::write_only(&mut buf)],
+    );
+    let fill_ok = rc == 0
+        && u32::from_le_bytes([rep[0], rep[1], rep[2], rep[3]]) == 32
+        && buf.iter().all(|&b| b == 0xAB);
+
+    log!("demo: echo {echo_ok}, lease sum {sum_ok}, lease fill {fill_ok}");
+    sys_shutdown(if echo_ok && sum_ok && fill_ok { 0 } else { 1 });
+}
+
+/// Increments the counter `rounds` times, surviving its restarts: a dead
+/// code makes it refresh the counter's id and try again.
+pub fn counter_client(rounds: u32) {
+    let mut server = peer("counter");
+    let mut done = 0;
+    while done < rounds {
+        let mut rep = [0u8; 4];
+        let (rc, _) = sys_send(server, counter::INCREMENT, &[], &mut rep, &[]);
+        if let Some(g) = is_dead_code(rc) {
+            log!("counter restarted (generation {}); refreshing", g.0);
+            server = sys_refresh_task_id(server);
+            continue;
+        }
+        done += 1;
+    }
+    sys_shutdown(0);
+}
+
+/// Asks the echo server to panic, then echoes through its next generation.
+pub fn panic_client() {
+    let mut server = peer("echo");
+    let (rc, _) = sys_send(server, echo::PANIC, &[], &mut [], &[]);
+    let died = is_dead_code(rc).is_some();
+    server = sys_refresh_task_id(server);
+    let mut rep = [0u8; 8];
+    let (rc, n) = sys_send(server, echo::ECHO, b"again", &mut rep, &[]);
+    let ok = died && rc == 0 && &rep[..n] == b"again";
+    log!("panic: server died {died}, echo after restart {ok}");
+    sys_shutdown(if ok { 0 } else { 1 });
+}
+
+/// Interrupt line of the notify scenario's device.
+pub const NOTIFY_IRQ: u32 = 40;
+const IRQ_BIT: u32 = 1 << 1;
+const POKE_BIT: u32 = 1 << 0;
+
+/// Waits for its interrupt and for a poke from the client; logs both.
+pub fn notify_driver() {
+    sys_irq_control(IRQ_BIT, true);
+    let mut seen = 0;
+    while seen != IRQ_BIT | POKE_BIT {
+        let bits = sys_recv_notification(IRQ_BIT | POKE_BIT);
+        if bits & IRQ_BIT != 0 {
+            log!("interrupt at {} ms", sys_get_timer());
+            sys_irq_control(IRQ_BIT, true);
+        }
+        if bits & POKE_BIT != 0 {
+            log!("poked at {} ms", sys_get_timer());
+        }
+        seen |= bits;
+    }
+    log!("driver saw both");
+}
+
+/// Sleeps 20 ms on its timer, pokes the driver, shuts down.
+pub fn notify_client() {
+    const TIMER: u32 = 1 << 3;
+    let driver = peer("driver");
+    let deadline = sys_get_timer() + 20;
+    sys_set_timer(Some(deadline), TIMER);
+    while sys_get_timer() < deadline {
+        sys_recv_notification(TIMER);
+    }
+    sys_post(driver, POKE_BIT);
+    sys_shutdown(0);
+}
+
+/// A scenario the `trace` binary can render.
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub build: fn(u64) -> Harness,
+    /// Shutdown status a correct run ends with.
+    pub status: u32,
+}
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "demo",
+        about: "client and echo server: a message, a read lease, a write lease",
+        build: demo,
+        status: 0,
+    },
+    Scenario {
+        name: "restart",
+        about: "the counter server is killed mid-run; the supervisor restarts it; the client refreshes and goes on",
+        build: restart,
+        status: 0,
+    },
+    Scenario {
+        name: "panic",
+        about: "the echo server panics on request; the supervisor restarts it; the client refreshes and goes on",
+        build: panic,
+        status: 0,
+    },
+    Scenario {
+        name: "notify",
+        about: "a timer, a post and a device interrupt",
+        build: notify,
+        status: 0,
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+pub fn demo(seed: u64) -> Harness {
+    Harness::new(seed)
+        .task(TaskSpec::new("echo", 1, echo_server))
+        .task(
+            TaskSpec::new("client", 2, demo_client)
+                .slots(&["echo"])
+                .caps(CAP_SHUTDOWN),
+        )
+        .decoder("echo", EchoDecoder)
+}
+
+pub fn restart(seed: u64) -> Harness {
+    Harness::new(seed)
+        .task(TaskSpec::new("counter", 1, counter_server))
+        .task(
+            TaskSpec::new("client", 2, || counter_client(5))
+                .slots(&["counter"])
+                .caps(CAP_SHUTDOWN),
+        )
+        .decoder("counter", CounterDecoder)
+        .at_step(9, Action::kill("counter"))
+}
+
+pub fn panic(seed: u64) -> Harness {
+    Harness::new(seed)
+        .task(TaskSpec::new("echo", 1, echo_server))
+        .task(
+            TaskSpec::new("client", 2, panic_client)
+                .slots(&["echo"])
+                .caps(CAP_SHUTDOWN),
+        )
+        .decoder("echo", EchoDecoder)
+}
+
+pub fn notify(seed: u64) -> Harness {
+    Harness::new(seed)
+        .task(TaskSpec::new("driver", 1, notify_driver).irq(NOTIFY_IRQ, IRQ_BIT))
+        .task(
+            TaskSpec::new("client", 2, notify_client)
+                .slots(&["driver"])
+                .caps(CAP_SHUTDOWN),
+        )
+        .at_step(6, Action::Irq(NOTIFY_IRQ))
+}
