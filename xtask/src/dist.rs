@@ -25,6 +25,7 @@ pub struct BuiltTask {
     pub text_file: PathBuf,
     pub text_size: u64,
     pub data_size: u64,
+    pub stack_size: u64,
     pub entry: u64,
     pub stack_top: u64,
 }
@@ -115,6 +116,7 @@ pub fn dist(ws: &Workspace, app_path: &Path) -> Result<Dist, String> {
             text_file,
             text_size: image.text.len() as u64,
             data_size: image.data_size,
+            stack_size: image.stack_size,
             entry: image.entry,
             stack_top: image.stack_top,
         });

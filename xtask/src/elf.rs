@@ -201,9 +201,15 @@ fn slice(data: &[u8], offset: u64, size: u64) -> Result<&[u8], String> {
 pub struct TaskImage {
     /// The flat image from `TASK_TEXT`, padded to a whole page.
     pub text: Vec<u8>,
-    /// Size of the data region: `.data` + `.bss` + stack, a whole number of pages.
+    /// Size of the data region: `.data` + `.bss`, a whole number of pages.
     pub data_size: u64,
+    /// Size of the stack region, a whole number of pages. The stack sits
+    /// just below `TASK_DATA` and grows down towards the text, with at least
+    /// one unmapped guard page in between: an overflow faults the task
+    /// instead of overwriting its `.bss`.
+    pub stack_size: u64,
     pub entry: u64,
+    /// `TASK_DATA`: the top of the stack region.
     pub stack_top: u64,
 }
 
@@ -215,7 +221,8 @@ fn page_up(v: u64) -> u64 {
 /// [`TASK_TEXT`, `TASK_DATA`) goes into the text image at its offset from
 /// `TASK_TEXT` (this includes `.data`'s load image, which the task's start-up
 /// copies); the data region spans from `TASK_DATA` to the highest virtual end
-/// of the segments in [`TASK_DATA`, `TASK_REGIONS`), plus the stack.
+/// of the segments in [`TASK_DATA`, `TASK_REGIONS`); the stack region ends at
+/// `TASK_DATA` and must leave a guard page above the text.
 pub fn task_image(elf: &Elf, stack_size: u64) -> Result<TaskImage, String> {
     if elf.machine != EM_AARCH64 {
         return Err(format!("not an AArch64 ELF (e_machine {})", elf.machine));
@@ -261,10 +268,17 @@ pub fn task_image(elf: &Elf, stack_size: u64) -> Result<TaskImage, String> {
             "text image is {text_size:#x} bytes, more than the {MAX_IMAGE:#x} (2 MiB) allowed"
         ));
     }
-    let data_size = page_up(data_end.saturating_add(stack_size));
+    let data_size = page_up(data_end);
     if data_size > MAX_IMAGE {
         return Err(format!(
-            "data region (.data + .bss {data_end:#x} + stack {stack_size:#x}) is {data_size:#x} bytes, more than the {MAX_IMAGE:#x} (2 MiB) allowed"
+            "data region (.data + .bss) is {data_size:#x} bytes, more than the {MAX_IMAGE:#x} (2 MiB) allowed"
+        ));
+    }
+    let stack = page_up(stack_size.max(1));
+    if text_size.saturating_add(stack).saturating_add(PAGE) > TASK_DATA - TASK_TEXT {
+        return Err(format!(
+            "text ({text_size:#x}) + stack ({stack:#x}) + a guard page exceed the {:#x} bytes below the data",
+            TASK_DATA - TASK_TEXT
         ));
     }
     let mut text = vec![0u8; text_size as usize];
@@ -294,8 +308,9 @@ pub fn task_image(elf: &Elf, stack_size: u64) -> Result<TaskImage, String> {
     Ok(TaskImage {
         text,
         data_size,
+        stack_size: stack,
         entry: elf.entry,
-        stack_top: TASK_DATA + data_size,
+        stack_top: TASK_DATA,
     })
 }
 
@@ -392,9 +407,11 @@ pub mod tests {
         assert_eq!(&t.text[0x1234..0x1238], &[0, 0, 0, 0]);
         assert!(t.text[0x1238..0x1248].iter().all(|&b| b == 0x55));
         assert!(t.text[0x1248..].iter().all(|&b| b == 0));
-        // .data/.bss end at +0x1800, + 4 KiB stack = 0x2800 → 0x3000.
-        assert_eq!(t.data_size, 0x3000);
-        assert_eq!(t.stack_top, TASK_DATA + 0x3000);
+        // .data/.bss end at +0x1800 → 0x2000; the 4 KiB stack is its own
+        // region ending at TASK_DATA.
+        assert_eq!(t.data_size, 0x2000);
+        assert_eq!(t.stack_size, 0x1000);
+        assert_eq!(t.stack_top, TASK_DATA);
         assert_eq!(t.entry, TASK_TEXT + 0x40);
     }
 
@@ -470,9 +487,11 @@ pub mod tests {
         );
         let ok = build(TASK_TEXT, &[(TASK_TEXT, TASK_TEXT, &[0; 4], 4)], 4);
         let e = Elf::parse(&ok).unwrap();
-        assert!(task_image(&e, MAX_IMAGE + 16)
+        // A stack that leaves no guard page between it and the text.
+        assert!(task_image(&e, MAX_IMAGE - 0x1000)
             .unwrap_err()
-            .starts_with("data region"));
+            .contains("+ a guard page exceed"));
+        assert!(task_image(&e, MAX_IMAGE - 0x2000).is_ok());
         let bad_entry = build(TASK_DATA, &[(TASK_TEXT, TASK_TEXT, &[0; 4], 4)], 4);
         let e = Elf::parse(&bad_entry).unwrap();
         assert!(task_image(&e, 16)

@@ -20,7 +20,8 @@ pub struct Mapping {
     pub fixed: Option<u64>,
 }
 
-/// All of a task's mappings in table order: text, data, then its regions.
+/// All of a task's mappings in table order: text, stack, data, then its
+/// regions (the kernel relies on stack and data being entries 1 and 2).
 pub fn mappings(app: &App, built: &[BuiltTask], index: usize) -> Vec<Mapping> {
     let t = &app.tasks[index];
     let b = &built[index];
@@ -30,6 +31,13 @@ pub fn mappings(app: &App, built: &[BuiltTask], index: usize) -> Vec<Mapping> {
             va: TASK_TEXT,
             size: b.text_size,
             attributes: abi::REGION_READ | abi::REGION_EXECUTE,
+            fixed: None,
+        },
+        Mapping {
+            name: "stack".into(),
+            va: TASK_DATA - b.stack_size,
+            size: b.stack_size,
+            attributes: abi::REGION_READ | abi::REGION_WRITE,
             fixed: None,
         },
         Mapping {
@@ -150,6 +158,11 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
         );
         let _ = writeln!(
             o,
+            "static mut STACK_{i}: kern::config::PageAligned<[u8; {n}]> = kern::config::PageAligned([0; {n}]);",
+            n = bt.stack_size
+        );
+        let _ = writeln!(
+            o,
             "static mut DATA_{i}: kern::config::PageAligned<[u8; {n}]> = kern::config::PageAligned([0; {n}]);",
             n = bt.data_size
         );
@@ -162,6 +175,9 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
                     "kern::config::PhysSource::Static(kern::config::StaticPtr(&raw const TEXT_{i} as *const u8))"
                 ),
                 (1, None) => format!(
+                    "kern::config::PhysSource::Static(kern::config::StaticPtr(&raw const STACK_{i} as *const u8))"
+                ),
+                (2, None) => format!(
                     "kern::config::PhysSource::Static(kern::config::StaticPtr(&raw const DATA_{i} as *const u8))"
                 ),
                 (_, None) => {
@@ -290,8 +306,9 @@ mod tests {
                 text_file: PathBuf::from(format!("/d/tasks/{}.text.bin", t.name)),
                 text_size: 0x2000,
                 data_size: 0x3000,
+                stack_size: 0x1000,
                 entry: TASK_TEXT + 8,
-                stack_top: TASK_DATA + 0x3000,
+                stack_top: TASK_DATA,
             })
             .collect();
         (app, built)
@@ -317,12 +334,15 @@ mod tests {
         ] {
             assert!(src.contains(want), "missing {want:?} in\n{src}");
         }
-        // Text first, data second, then MMIO, then memory.
+        // Text, stack, data, then MMIO, then memory.
         let names: Vec<String> = mappings(&app, &built, 1)
             .into_iter()
             .map(|m| m.name)
             .collect();
-        assert_eq!(names, ["text", "data", "smmu-page0", "smmu-tables"]);
+        assert_eq!(
+            names,
+            ["text", "stack", "data", "smmu-page0", "smmu-tables"]
+        );
         // supervisor/demo/idle: text + data slots; iommu-server: + 2.
         assert_eq!(page_table_pages(&app, &built), 3 + 4 + 6 + 4 + 4);
         assert!(src.ends_with("pub const PAGE_TABLE_PAGES: usize = 21;\n"));

@@ -105,10 +105,24 @@ fn exit_code(ok: bool) -> ExitCode {
 }
 
 /// Runs a host binary of the workspace (`cargo run --release -p P --bin B -- args`).
-fn cargo_run_bin(ws: &Workspace, package: &str, bin: &str, args: &[String]) -> Result<ExitCode, String> {
+fn cargo_run_bin(
+    ws: &Workspace,
+    package: &str,
+    bin: &str,
+    args: &[String],
+) -> Result<ExitCode, String> {
     let status = ws
         .cargo()
-        .args(["run", "--quiet", "--release", "-p", package, "--bin", bin, "--"])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--",
+        ])
         .args(args)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -117,19 +131,32 @@ fn cargo_run_bin(ws: &Workspace, package: &str, bin: &str, args: &[String]) -> R
 
 fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
     match cmd {
-        Cmd::Trace { scenario, list, out } => {
+        Cmd::Trace {
+            scenario,
+            list,
+            out,
+        } => {
             let mut args = Vec::new();
             match (list, scenario) {
                 (true, _) | (false, None) => args.push("--list".to_string()),
                 (false, Some(s)) => {
-                    let out = if out.is_absolute() { out } else { ws.root.join(out) };
+                    let out = if out.is_absolute() {
+                        out
+                    } else {
+                        ws.root.join(out)
+                    };
                     args.push(s);
                     args.push(out.display().to_string());
                 }
             }
             cargo_run_bin(ws, "harness", "trace", &args)
         }
-        Cmd::Fuzz { target, list, seconds, seed } => {
+        Cmd::Fuzz {
+            target,
+            list,
+            seconds,
+            seed,
+        } => {
             let args = match (list, target) {
                 (true, _) | (false, None) => vec!["--list".to_string()],
                 (false, Some(t)) => vec![t, seconds.to_string(), seed.to_string()],

@@ -60,11 +60,13 @@ pub struct TaskDesc {
     pub priority: u8,
     /// Entry point (virtual).
     pub entry: usize,
-    /// Initial stack pointer (virtual): the end of the data region.
+    /// Initial stack pointer (virtual): the end of the stack region, which
+    /// lies below the data region with an unmapped guard page under it.
     pub stack_top: usize,
     /// Indices of the tasks this one may send to / post to.
     pub task_slots: &'static [u16],
-    /// Mappings: text first, data second, then the task's other regions.
+    /// Mappings: text, stack, data (indices 0, 1, 2), then the task's other
+    /// regions. The kernel zeroes stack and data at every (re)start.
     pub regions: &'static [RegionDesc],
     /// `CAP_*` bits.
     pub capabilities: u32,

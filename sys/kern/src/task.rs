@@ -138,8 +138,8 @@ impl Task {
     #[inline(always)]
     pub fn translate(&self, va: usize, len: usize, attrs: u32) -> Option<usize> {
         let end = va.checked_add(len)?;
-        // Fast path: IPC buffers are almost always on the stack or in
-        // statics, i.e. in the data region (index 1 by construction).
+        // Fast path: IPC buffers are almost always on the stack (region 1
+        // by construction).
         if let Some(d) = self.desc.regions.get(1) {
             if va >= d.va && end <= d.va + d.size && d.attributes & attrs == attrs {
                 return Some(region_pa(d) + (va - d.va));

@@ -3,7 +3,11 @@
 //! counter difference is an instruction count. One-way send = from the
 //! client's counter read just before `svc` to the server's first read after
 //! its `recv` returns, crossing two address spaces (the server has higher
-//! priority, so the kernel switches to it directly). The cost of a counter
+//! priority, so the kernel switches to it directly). The reply figure runs
+//! from the server's last counter read before `reply` to the client's first
+//! after `send` returns: the server keeps the CPU after replying (it
+//! outranks the client) until its next `recv` blocks, so it is the reply
+//! plus that receive — two system calls, not a one-way cost. The cost of a counter
 //! read itself is measured and subtracted. Minimum of 64 warm iterations.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -32,7 +36,7 @@ fn main() -> ! {
         round = round.min(t3.wrapping_sub(t0).saturating_sub(overhead));
     }
     log!("BENCH ipc_one_way_send {} instructions", send);
-    log!("BENCH ipc_one_way_reply {} instructions", reply);
+    log!("BENCH ipc_reply_then_next_recv {} instructions", reply);
     log!("BENCH ipc_round_trip {} instructions", round);
     log!("BENCH counter_read_overhead {} instructions", overhead);
     sys_shutdown(0)

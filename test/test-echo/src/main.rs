@@ -154,9 +154,25 @@ fn main() -> ! {
                 }
                 sys_reply(m.sender, 0, &[]);
             }
+            RECURSE => {
+                let depth = recurse(core::hint::black_box(1));
+                sys_reply(m.sender, 0, &depth.to_le_bytes());
+            }
             _ => sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation),
         }
     }
+}
+
+/// Recursion the optimiser cannot flatten: each frame keeps a live buffer.
+#[cfg(target_os = "none")]
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    let mut frame = [n; 32];
+    core::hint::black_box(&mut frame);
+    if core::hint::black_box(n) == 0 {
+        return frame[3];
+    }
+    recurse(n + 1) + frame[7]
 }
 
 #[cfg(not(target_os = "none"))]

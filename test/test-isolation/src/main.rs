@@ -67,16 +67,21 @@ mod cases {
             rogue_faults(TOUCH, &0x4020_0000u64.to_le_bytes())
         });
         ok &= case("isolation_other_task_memory_denied", || {
-            // Our own data page, by its physical address: the rogue's table
+            // Our own stack page, by its physical address: the rogue's table
             // maps RAM for the kernel only.
-            let data = sys_region_info("data").ok_or("no data region")?;
-            rogue_faults(TOUCH, &(data.pa as u64).to_le_bytes())?;
+            let stack = sys_region_info("stack").ok_or("no stack region")?;
+            rogue_faults(TOUCH, &(stack.pa as u64).to_le_bytes())?;
             // And a window address the rogue was not given (a region slot).
             rogue_faults(TOUCH, &(abi::layout::TASK_REGIONS as u64).to_le_bytes())
         });
         ok &= case("isolation_send_outside_slots", || {
             let owner = sys_lookup_slot("test-smmu-owner").ok_or("no owner slot")?;
             rogue_faults(SEND_TO, &owner.0.to_le_bytes())
+        });
+        ok &= case("isolation_stack_overflow_faults", || {
+            // Unbounded recursion runs the rogue's stack into the unmapped
+            // guard page below it: a fault, not a silently corrupted .bss.
+            rogue_faults(RECURSE, &[])
         });
         ok &= case("isolation_lookup_outside_slots", || {
             // The supervisor is not in our slots: we cannot even name it.

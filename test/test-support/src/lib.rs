@@ -67,4 +67,6 @@ pub mod echo {
     pub const SEND_TO: u16 = 9;
     /// Fills every FP/SIMD register with its own pattern, then replies.
     pub const FP_CLOBBER: u16 = 10;
+    /// Recurses without bound (stack overflow tests).
+    pub const RECURSE: u16 = 11;
 }

@@ -320,11 +320,12 @@ impl Platform for Machine {
         if core::ptr::eq(self.fp_owner, &task.save) {
             self.fp_owner = core::ptr::null_mut();
         }
-        // Zero the data region (index 1 by construction): .bss and stack
-        // start clean, and nothing of the previous generation survives.
-        if let Some(d) = task.desc.regions.get(1) {
+        // Zero the stack and data regions (indices 1 and 2 by
+        // construction): .bss and stack start clean, and nothing of the
+        // previous generation survives.
+        for d in task.desc.regions.iter().skip(1).take(2) {
             let pa = crate::task::region_pa(d);
-            // SAFETY: the data region is a kernel-owned static of `size`
+            // SAFETY: stack and data are kernel-owned statics of `size`
             // bytes, reachable at `pa` through the identity map, and the task
             // is not running while the kernel runs.
             unsafe { core::ptr::write_bytes(pa as *mut u8, 0, d.size) };
