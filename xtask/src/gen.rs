@@ -1,6 +1,6 @@
 //! Generates `kernel_config.rs`: the static task table the kernel binary
 //! includes. Its shape is the contract in `sys/kern/src/config.rs`: exactly
-//! `BOARD`, `TASKS`, `IRQS` and `PAGE_TABLE_PAGES` are public; the statics
+//! `BOARD`, `TASKS`, `IRQS`, `PAGE_TABLE_PAGES` and `KERNEL_STACK_SIZE` are public; the statics
 //! backing text, data and memory regions are private to the file.
 
 use std::collections::BTreeSet;
@@ -281,6 +281,12 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
          pub const PAGE_TABLE_PAGES: usize = {};",
         page_table_pages(app, built)
     );
+    let _ = writeln!(
+        o,
+        "/// app.toml `[kernel] stack-size`, rounded up to whole pages.\n\
+         pub const KERNEL_STACK_SIZE: usize = {:#x};",
+        app.kernel_stack_size.div_ceil(4096) * 4096
+    );
     Ok(o)
 }
 
@@ -345,7 +351,8 @@ mod tests {
         );
         // supervisor/demo/idle: text + data slots; iommu-server: + 2.
         assert_eq!(page_table_pages(&app, &built), 3 + 4 + 6 + 4 + 4);
-        assert!(src.ends_with("pub const PAGE_TABLE_PAGES: usize = 21;\n"));
+        assert!(src.contains("pub const PAGE_TABLE_PAGES: usize = 21;\n"));
+        assert!(src.ends_with("pub const KERNEL_STACK_SIZE: usize = 0x4000;\n"));
     }
 
     #[test]

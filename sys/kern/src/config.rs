@@ -7,6 +7,7 @@
 //! pub static TASKS: [kern::config::TaskDesc; N] = [...];
 //! pub static IRQS: [kern::config::IrqDesc; M] = [...];
 //! pub const PAGE_TABLE_PAGES: usize = ...; // pages for all task tables
+//! pub const KERNEL_STACK_SIZE: usize = ...; // app.toml [kernel] stack-size
 //! ```
 //!
 //! Nothing in here is computed at run time: the build checked it.

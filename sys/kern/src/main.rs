@@ -15,6 +15,13 @@ mod image {
     static mut TASK_TABLE: MaybeUninit<[Task; TASKS.len()]> = MaybeUninit::uninit();
     static mut PAGE_TABLES: [Page; PAGE_TABLE_PAGES] = [const { Page::ZERO }; PAGE_TABLE_PAGES];
 
+    /// The kernel's stack (app.toml `[kernel] stack-size`). kernel.x places
+    /// `.kstack` last and defines `__kernel_stack_top` at its end.
+    #[link_section = ".kstack"]
+    #[used]
+    static mut KERNEL_STACK: PageAligned<[u8; KERNEL_STACK_SIZE]> =
+        PageAligned([0; KERNEL_STACK_SIZE]);
+
     #[no_mangle]
     extern "C" fn kernel_entry() -> ! {
         // SAFETY: called once by the boot code before anything else runs;
