@@ -72,7 +72,10 @@ fn main() -> ! {
             }
             ops::FETCH_EVENTS => {
                 let mut ev = [Event::zeroed(); 4];
-                let n = c.fetch_events(&mut ev).map(|(n, _)| n as u32).unwrap_or(u32::MAX);
+                let n = c
+                    .fetch_events(&mut ev)
+                    .map(|(n, _)| n as u32)
+                    .unwrap_or(u32::MAX);
                 sys_reply(m.sender, 0, &n.to_le_bytes());
             }
             _ => sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation),

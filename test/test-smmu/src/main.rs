@@ -10,13 +10,17 @@ mod cases {
     use idl_runtime::Fixed;
     use iommu_server::idl::tcr;
     use iommu_server::pgtable::Prot;
-    use iommu_server_api::{CdConfig, IommuClient, IommuError, InvalidateStatus, MapPerms, SmmuCmd, StreamId, UnbindOutcome};
-    use pasid_alloc_api::{Pasid, PasidGen, PasidHandle};
     use iommu_server::wire::{AttachReply, Client, FAULT_CAPABLE};
     use iommu_server::{DomainId, Error, GuestContext, NestedConfig, UnmapMode};
+    use iommu_server_api::{
+        CdConfig, InvalidateStatus, IommuClient, IommuError, MapPerms, SmmuCmd, StreamId,
+        UnbindOutcome,
+    };
+    use pasid_alloc_api::{Pasid, PasidGen, PasidHandle};
     use smmuv3::pgtable::{S1Ap, S1Desc};
     use smmuv3::{
-        AddrSize, Cacheability, Cd, Command, Event, EventClass, EventId, S1Dss, S1Fmt, Shareability, Tg0,
+        AddrSize, Cacheability, Cd, Command, Event, EventClass, EventId, S1Dss, S1Fmt,
+        Shareability, Tg0,
     };
     use test_support::{case, ensure, finish, Outcome, TIMER_BIT};
     use userlib::*;
@@ -257,7 +261,13 @@ mod cases {
 
     /// As [`one_event`]; `s2: None` accepts either S2 bit. Returns the
     /// event.
-    fn one_event_s2(x: &Ctx, id: EventId, addr: u64, s2: Option<bool>, class: EventClass) -> Result<Event, &'static str> {
+    fn one_event_s2(
+        x: &Ctx,
+        id: EventId,
+        addr: u64,
+        s2: Option<bool>,
+        class: EventClass,
+    ) -> Result<Event, &'static str> {
         let mut ev = [Event::zeroed(); 4];
         let n = events(x, &mut ev)?;
         ensure(n >= 1, "no event recorded")?;
@@ -276,7 +286,10 @@ mod cases {
         ensure(e.event_id() == Ok(id), "wrong event type")?;
         ensure(e.sid() == EDU_SID, "event for the wrong stream")?;
         ensure(e.input_addr() == addr, "wrong input address in the event")?;
-        ensure(s2.is_none_or(|s2| e.s2() == s2), "wrong S2 bit in the event")?;
+        ensure(
+            s2.is_none_or(|s2| e.s2() == s2),
+            "wrong S2 bit in the event",
+        )?;
         ensure(e.class() == Ok(class), "wrong CLASS in the event")?;
         ensure(!e.rnw(), "event says read, edu wrote")?;
         Ok(e)
@@ -371,24 +384,47 @@ mod cases {
     fn probe_idr(x: &mut Ctx) -> Outcome {
         let i = x.c.info().map_err(err)?;
         let (idr0, idr1) = (i.idr0.get(), i.idr1.get());
-        log!("IDR0={:#010x} IDR1={:#010x} STRTAB_BASE_CFG={:#x}", idr0, idr1, i.strtab_cfg.get());
+        log!(
+            "IDR0={:#010x} IDR1={:#010x} STRTAB_BASE_CFG={:#x}",
+            idr0,
+            idr1,
+            i.strtab_cfg.get()
+        );
         ensure(idr0 & 0b11 == 0b11, "IDR0: S1P and S2P expected")?;
         ensure(idr1 & 0x3f == 16, "IDR1.SIDSIZE is not 16")?;
         ensure((idr1 >> 6) & 0x1f == 0, "IDR1.SSIDSIZE is not 0")?;
         let cfg = i.strtab_cfg.get();
-        ensure(cfg >> 16 & 3 == 1 && (cfg >> 6) & 0x1f == 8, "not a 2-level stream table with SPLIT 8")?;
+        ensure(
+            cfg >> 16 & 3 == 1 && (cfg >> 6) & 0x1f == 8,
+            "not a 2-level stream table with SPLIT 8",
+        )?;
         ensure(i.cr0.get() & 1 == 1, "SMMUEN is off")?;
-        ensure(i.gbpa.get() & (1 << 20) != 0, "GBPA.ABORT is not set (a disabled SMMU would bypass)")?;
+        ensure(
+            i.gbpa.get() & (1 << 20) != 0,
+            "GBPA.ABORT is not set (a disabled SMMU would bypass)",
+        )?;
         let caps = x.api.hw_info().map_err(api_err)?;
-        ensure(caps.ssid_bits == 0 && caps.nesting, "hw_info: expected nesting, no PASIDs")?;
-        ensure(!caps.pri && !caps.stall && !caps.ats, "hw_info: QEMU has no PRI, stall or ATS")?;
+        ensure(
+            caps.ssid_bits == 0 && caps.nesting,
+            "hw_info: expected nesting, no PASIDs",
+        )?;
+        ensure(
+            !caps.pri && !caps.stall && !caps.ats,
+            "hw_info: QEMU has no PRI, stall or ATS",
+        )?;
         ensure(caps.max_batch == 64, "hw_info: batch of 64 commands")
     }
 
     fn cmdq_illegal_recovered(x: &mut Ctx) -> Outcome {
         let i = x.c.info().map_err(err)?;
-        ensure(i.cmd_recovered.get() >= 1, "no illegal command was recovered from")?;
-        ensure(i.last_refused_opcode == 0, "the refused command is not the boot self-test's")?;
+        ensure(
+            i.cmd_recovered.get() >= 1,
+            "no illegal command was recovered from",
+        )?;
+        ensure(
+            i.last_refused_opcode == 0,
+            "the refused command is not the boot self-test's",
+        )?;
         ensure(i.last_refused_err == 1, "CMDQ_CONS.ERR was not CERROR_ILL")?;
         ensure(i.syncs.get() > 0, "no CMD_SYNC issued")
     }
@@ -399,7 +435,10 @@ mod cases {
         x.mem.zero_targets();
         x.edu.poke(T_IOVA)?;
         no_events(x)?;
-        ensure((1..8).all(|t| x.mem.untouched(T[t])), "DMA of an unattached stream landed")
+        ensure(
+            (1..8).all(|t| x.mem.untouched(T[t])),
+            "DMA of an unattached stream landed",
+        )
     }
 
     fn stage2_dma(x: &mut Ctx) -> Outcome {
@@ -414,9 +453,14 @@ mod cases {
             .map(api_dom(d), SRC_IOVA, m.pa(SRC), 4096, MapPerms::READ)
             .map_err(api_err)?;
         let rw = MapPerms::READ | MapPerms::WRITE;
-        x.api.map(api_dom(d), T_IOVA, m.pa(T[1]), 4096, rw).map_err(api_err)?;
+        x.api
+            .map(api_dom(d), T_IOVA, m.pa(T[1]), 4096, rw)
+            .map_err(api_err)?;
         x.api.attach(EDU, api_dom(d)).map_err(api_err)?;
-        ensure(x.api.attach(EDU, api_dom(d)) == Err(IommuError::Busy), "IDL attach of an attached stream")?;
+        ensure(
+            x.api.attach(EDU, api_dom(d)) == Err(IommuError::Busy),
+            "IDL attach of an attached stream",
+        )?;
         // edu's buffer gets the pattern through the SMMU (a read), then
         // writes it back out (a write).
         x.edu.dma(SRC_IOVA, PATTERN_LEN, false)?;
@@ -424,22 +468,32 @@ mod cases {
         x.edu.write(T_IOVA)?;
         no_events(x)?;
         ensure(m.landed(T[1]), "DMA did not land on the mapped page")?;
-        ensure((2..8).all(|t| m.untouched(T[t])), "DMA landed elsewhere too")
+        ensure(
+            (2..8).all(|t| m.untouched(T[t])),
+            "DMA landed elsewhere too",
+        )
     }
 
     fn stage2_msi_window_reserved(x: &mut Ctx) -> Outcome {
         let d = s2(x)?;
         let pa = x.mem.pa(T[2]);
         for iova in [MSI_BASE, MSI_BASE + 0xf_f000] {
-            ensure(x.c.map(d, iova, pa, 1, Prot::RW) == Err(Error::Reserved), "mapped into the MSI window")?;
+            ensure(
+                x.c.map(d, iova, pa, 1, Prot::RW) == Err(Error::Reserved),
+                "mapped into the MSI window",
+            )?;
         }
         ensure(
             x.c.map(d, MSI_BASE - 0x1000, pa, 2, Prot::RW) == Err(Error::Reserved),
             "a range reaching into the MSI window was mapped",
         )?;
         // Just outside is fine.
-        x.c.map(d, MSI_BASE + 0x10_0000, pa, 1, Prot::RW).map_err(err)?;
-        ensure(x.c.unmap(d, MSI_BASE + 0x10_0000, 1, UnmapMode::Strict) == Ok(1), "unmap outside the window")
+        x.c.map(d, MSI_BASE + 0x10_0000, pa, 1, Prot::RW)
+            .map_err(err)?;
+        ensure(
+            x.c.unmap(d, MSI_BASE + 0x10_0000, 1, UnmapMode::Strict) == Ok(1),
+            "unmap outside the window",
+        )
     }
 
     fn failclosed_foreign_refused(x: &mut Ctx) -> Outcome {
@@ -448,23 +502,39 @@ mod cases {
         let mut r = [0u8; 32];
         let (rc, n) = sys_send(x.vm2, VM2_PROBE, &d.0.to_le_bytes(), &mut r, &[]);
         ensure(rc == 0 && n == 32, "test-smmu-vm2 did not answer")?;
-        let code = |i: usize| u32::from_le_bytes([r[4 * i], r[4 * i + 1], r[4 * i + 2], r[4 * i + 3]]);
+        let code =
+            |i: usize| u32::from_le_bytes([r[4 * i], r[4 * i + 1], r[4 * i + 2], r[4 * i + 3]]);
         ensure(code(0) == np, "another VM attached this VM's stream")?;
         ensure(code(1) == np, "another VM mapped into this VM's domain")?;
         ensure(code(2) == np, "another VM destroyed this VM's domain")?;
         ensure(code(3) == 0, "a VM could not attach its own stream")?;
         ensure(code(4) == 0, "a VM could not detach its own stream")?;
-        ensure(code(5) == np, "another VM bound a context on this VM's stream")?;
+        ensure(
+            code(5) == np,
+            "another VM bound a context on this VM's stream",
+        )?;
         ensure(code(6) == np, "another VM invalidated under this VM's VMID")?;
         ensure(code(7) == 0, "a VM could not destroy its own domain")?;
         // And this VM cannot take others' streams.
-        ensure(x.c.attach(VM2_SID, d).map(|_| ()) == Err(Error::NotPermitted), "attached another VM's stream")?;
-        ensure(x.c.attach(NOBODY_SID, d).map(|_| ()) == Err(Error::NotPermitted), "attached an unassigned stream")?;
-        ensure(x.c.detach(VM2_SID).map(|_| ()) == Err(Error::NotPermitted), "detached another VM's stream")?;
+        ensure(
+            x.c.attach(VM2_SID, d).map(|_| ()) == Err(Error::NotPermitted),
+            "attached another VM's stream",
+        )?;
+        ensure(
+            x.c.attach(NOBODY_SID, d).map(|_| ()) == Err(Error::NotPermitted),
+            "attached an unassigned stream",
+        )?;
+        ensure(
+            x.c.detach(VM2_SID).map(|_| ()) == Err(Error::NotPermitted),
+            "detached another VM's stream",
+        )?;
         // Nothing changed: edu still translates through the same domain.
         x.mem.zero_targets();
         x.edu.write(T_IOVA)?;
-        ensure(x.mem.landed(T[1]), "refused requests changed the translation")
+        ensure(
+            x.mem.landed(T[1]),
+            "refused requests changed the translation",
+        )
     }
 
     fn fault_s2_unmapped(x: &mut Ctx) -> Outcome {
@@ -472,17 +542,30 @@ mod cases {
         // The event belongs to edu's owner: the other VM is not given it.
         let mut r = [0u8; 4];
         let (rc, _) = sys_send(x.vm2, VM2_FETCH_EVENTS, &[], &mut r, &[]);
-        ensure(rc == 0 && u32::from_le_bytes(r) == 0, "another VM was handed this VM's event")?;
-        one_event(x, EventId::FTranslation, UNMAPPED_IOVA, true, EventClass::In)
+        ensure(
+            rc == 0 && u32::from_le_bytes(r) == 0,
+            "another VM was handed this VM's event",
+        )?;
+        one_event(
+            x,
+            EventId::FTranslation,
+            UNMAPPED_IOVA,
+            true,
+            EventClass::In,
+        )
     }
 
     fn fault_s2_permission(x: &mut Ctx) -> Outcome {
         let d = s2(x)?;
-        x.c.map(d, RO_IOVA, x.mem.pa(T[2]), 1, Prot::RO).map_err(err)?;
+        x.c.map(d, RO_IOVA, x.mem.pa(T[2]), 1, Prot::RO)
+            .map_err(err)?;
         x.mem.zero(T[2]);
         x.edu.poke(RO_IOVA)?;
         one_event(x, EventId::FPermission, RO_IOVA, true, EventClass::In)?;
-        ensure(x.mem.untouched(T[2]), "a write through a read-only mapping landed")
+        ensure(
+            x.mem.untouched(T[2]),
+            "a write through a read-only mapping landed",
+        )
     }
 
     fn invalidate_unmap_faults(x: &mut Ctx) -> Outcome {
@@ -490,25 +573,38 @@ mod cases {
         x.mem.zero_targets();
         x.edu.write(T_IOVA)?; // the translation is now cached
         ensure(x.mem.landed(T[1]), "DMA before the unmap did not land")?;
-        ensure(x.api.unmap(api_dom(d), T_IOVA, 4096) == Ok(4096), "unmap did not find the page")?;
+        ensure(
+            x.api.unmap(api_dom(d), T_IOVA, 4096) == Ok(4096),
+            "unmap did not find the page",
+        )?;
         x.mem.zero_targets();
         x.edu.poke(T_IOVA)?;
-        ensure(x.mem.untouched(T[1]), "DMA landed after unmap + invalidation")?;
+        ensure(
+            x.mem.untouched(T[1]),
+            "DMA landed after unmap + invalidation",
+        )?;
         one_event(x, EventId::FTranslation, T_IOVA, true, EventClass::In)
     }
 
     fn invalidate_deferred_stale(x: &mut Ctx) -> Outcome {
         let d = s2(x)?;
-        x.c.map(d, T_IOVA, x.mem.pa(T[1]), 1, Prot::RW).map_err(err)?;
+        x.c.map(d, T_IOVA, x.mem.pa(T[1]), 1, Prot::RW)
+            .map_err(err)?;
         x.mem.zero_targets();
         x.edu.write(T_IOVA)?;
         ensure(x.mem.landed(T[1]), "DMA did not land")?;
-        ensure(x.c.unmap(d, T_IOVA, 1, UnmapMode::Deferred) == Ok(1), "deferred unmap")?;
+        ensure(
+            x.c.unmap(d, T_IOVA, 1, UnmapMode::Deferred) == Ok(1),
+            "deferred unmap",
+        )?;
         x.mem.zero_targets();
         x.edu.write(T_IOVA)?;
         // The SMMU's TLB still holds the translation: the page is reachable
         // until the flush.
-        ensure(x.mem.landed(T[1]), "no stale translation without invalidation (the model does not cache?)")?;
+        ensure(
+            x.mem.landed(T[1]),
+            "no stale translation without invalidation (the model does not cache?)",
+        )?;
         no_events(x)?;
         x.c.flush(d).map_err(err)?;
         x.mem.zero_targets();
@@ -526,37 +622,63 @@ mod cases {
         x.edu.write(T_IOVA)?;
         ensure(x.mem.untouched(T[1]), "DMA landed after detach")?;
         no_events(x)?; // an abort STE records nothing
-        ensure(x.c.detach(EDU_SID).map(|_| ()) == Err(Error::NotFound), "second detach")
+        ensure(
+            x.c.detach(EDU_SID).map(|_| ()) == Err(Error::NotFound),
+            "second detach",
+        )
     }
 
     fn stage1_dma(x: &mut Ctx) -> Outcome {
         let d = x.c.alloc_s1(0).map_err(err)?;
         x.s1 = Some(d);
-        x.c.map(d, T_IOVA, x.mem.pa(T[2]), 1, Prot::RW).map_err(err)?;
+        x.c.map(d, T_IOVA, x.mem.pa(T[2]), 1, Prot::RW)
+            .map_err(err)?;
         attach(x, d)?;
         x.mem.zero_targets();
         x.edu.write(T_IOVA)?;
         no_events(x)?;
-        ensure(x.mem.landed(T[2]), "stage 1 DMA did not land on the mapped page")?;
-        ensure(x.mem.untouched(T[1]), "stage 1 DMA landed on the S2 domain's page")
+        ensure(
+            x.mem.landed(T[2]),
+            "stage 1 DMA did not land on the mapped page",
+        )?;
+        ensure(
+            x.mem.untouched(T[1]),
+            "stage 1 DMA landed on the S2 domain's page",
+        )
     }
 
     fn fault_s1_unmapped(x: &mut Ctx) -> Outcome {
         x.edu.poke(UNMAPPED_IOVA)?;
-        one_event(x, EventId::FTranslation, UNMAPPED_IOVA, false, EventClass::In)
+        one_event(
+            x,
+            EventId::FTranslation,
+            UNMAPPED_IOVA,
+            false,
+            EventClass::In,
+        )
     }
 
     fn replace_s1_hitless(x: &mut Ctx) -> Outcome {
         let old = x.s1.ok_or("no S1 domain")?;
         let new = x.c.alloc_s1(0).map_err(err)?;
-        x.c.map(new, T_IOVA, x.mem.pa(T[3]), 1, Prot::RW).map_err(err)?;
+        x.c.map(new, T_IOVA, x.mem.pa(T[3]), 1, Prot::RW)
+            .map_err(err)?;
         let a = attach(x, new)?;
-        ensure(a.old.get() == old.0, "replace did not report the old domain")?;
+        ensure(
+            a.old.get() == old.0,
+            "replace did not report the old domain",
+        )?;
         ensure(a.update == 1, "S1 -> S1 replace was not hitless")?;
         x.mem.zero_targets();
         x.edu.write(T_IOVA)?;
-        ensure(x.mem.landed(T[3]), "after replace DMA did not go to the new domain's page")?;
-        ensure(x.mem.untouched(T[2]), "after replace DMA still went to the old domain's page")?;
+        ensure(
+            x.mem.landed(T[3]),
+            "after replace DMA did not go to the new domain's page",
+        )?;
+        ensure(
+            x.mem.untouched(T[2]),
+            "after replace DMA still went to the old domain's page",
+        )?;
         x.c.destroy(old).map_err(err)?;
         x.s1 = Some(new);
         Ok(())
@@ -564,17 +686,24 @@ mod cases {
 
     fn domain_busy(x: &mut Ctx) -> Outcome {
         let d = x.s1.ok_or("no S1 domain")?;
-        ensure(x.c.destroy(d) == Err(Error::Busy), "destroyed a domain with an attached stream")?;
+        ensure(
+            x.c.destroy(d) == Err(Error::Busy),
+            "destroyed a domain with an attached stream",
+        )?;
         x.c.detach(EDU_SID).map_err(err)?;
         x.c.destroy(d).map_err(err)?;
         x.s1 = None;
-        ensure(x.c.destroy(d) == Err(Error::NotFound), "a destroyed domain's handle still works")
+        ensure(
+            x.c.destroy(d) == Err(Error::NotFound),
+            "a destroyed domain's handle still works",
+        )
     }
 
     fn replace_s2(x: &mut Ctx) -> Outcome {
         let d = s2(x)?;
         let d2 = x.c.alloc_s2(FAULT_CAPABLE).map_err(err)?;
-        x.c.map(d2, T_IOVA, x.mem.pa(T[4]), 1, Prot::RW).map_err(err)?;
+        x.c.map(d2, T_IOVA, x.mem.pa(T[4]), 1, Prot::RW)
+            .map_err(err)?;
         attach(x, d)?;
         ensure(
             x.api.replace(StreamId(VM2_SID), api_dom(d2)) == Err(IommuError::NotPermitted),
@@ -586,16 +715,31 @@ mod cases {
         attach(x, d)?;
         let a = attach(x, d2)?;
         ensure(a.old.get() == d.0, "replace did not report the old domain")?;
-        ensure(a.update == 2, "S2 -> S2 (new VMID and S2TTB) should be break-before-make")?;
+        ensure(
+            a.update == 2,
+            "S2 -> S2 (new VMID and S2TTB) should be break-before-make",
+        )?;
         ensure(a.fault_duty == 0, "the old domain was not fault-capable")?;
         x.mem.zero_targets();
         x.edu.write(T_IOVA)?;
-        ensure(x.mem.landed(T[4]), "after replace DMA did not go to the new domain's page")?;
-        ensure(x.mem.untouched(T[1]), "after replace DMA still went to the old domain's page")?;
+        ensure(
+            x.mem.landed(T[4]),
+            "after replace DMA did not go to the new domain's page",
+        )?;
+        ensure(
+            x.mem.untouched(T[1]),
+            "after replace DMA still went to the old domain's page",
+        )?;
         // Back: the fault-capable domain leaves a duty to answer its faults.
         let b = attach(x, d)?;
-        ensure(b.fault_duty == 1 && b.duty_domain.get() == d2.0, "no fault duty for a fault-capable old domain")?;
-        ensure(b.duty_sid.get() == EDU_SID, "fault duty for the wrong stream")?;
+        ensure(
+            b.fault_duty == 1 && b.duty_domain.get() == d2.0,
+            "no fault duty for a fault-capable old domain",
+        )?;
+        ensure(
+            b.duty_sid.get() == EDU_SID,
+            "fault duty for the wrong stream",
+        )?;
         x.c.destroy(d2).map_err(err)
     }
 
@@ -637,14 +781,23 @@ mod cases {
         x.mem.zero_targets();
         x.edu.write(GUEST_VA)?;
         no_events(x)?;
-        ensure(x.mem.landed(T[5]), "nested DMA (guest S1 over S2) did not land")
+        ensure(
+            x.mem.landed(T[5]),
+            "nested DMA (guest S1 over S2) did not land",
+        )
     }
 
     fn nested_bind_users(x: &mut Ctx) -> Outcome {
         let ctx = guest_ctx(x.mem.ipa(L1A), 1);
-        ensure(x.c.bind(EDU_SID, 0, &ctx) == Ok(2), "second bind did not just count a user")?;
+        ensure(
+            x.c.bind(EDU_SID, 0, &ctx) == Ok(2),
+            "second bind did not just count a user",
+        )?;
         let other = guest_ctx(x.mem.ipa(L1B), 2);
-        ensure(x.c.bind(EDU_SID, 0, &other) == Err(Error::AlreadyExists), "rebound with another context")?;
+        ensure(
+            x.c.bind(EDU_SID, 0, &other) == Err(Error::AlreadyExists),
+            "rebound with another context",
+        )?;
         ensure(
             x.api.unbind(EDU, Pasid(0), false) == Ok(UnbindOutcome::StillBound),
             "unbind of two users",
@@ -652,31 +805,52 @@ mod cases {
         x.mem.zero_targets();
         x.edu.write(GUEST_VA)?;
         ensure(x.mem.landed(T[5]), "a user remains, yet DMA stopped")?;
-        ensure(x.api.unbind(EDU, Pasid(0), false) == Ok(UnbindOutcome::Drained), "last unbind")?;
-        ensure(x.api.unbind(EDU, Pasid(0), false) == Ok(UnbindOutcome::NotBound), "unbind of nothing")?;
-        ensure(x.c.unbind(EDU_SID, 0) == Err(Error::NotFound), "unbind of nothing (wire)")?;
+        ensure(
+            x.api.unbind(EDU, Pasid(0), false) == Ok(UnbindOutcome::Drained),
+            "last unbind",
+        )?;
+        ensure(
+            x.api.unbind(EDU, Pasid(0), false) == Ok(UnbindOutcome::NotBound),
+            "unbind of nothing",
+        )?;
+        ensure(
+            x.c.unbind(EDU_SID, 0) == Err(Error::NotFound),
+            "unbind of nothing (wire)",
+        )?;
         // Back to plain S2: GUEST_VA is an IPA again, one S2 does not map.
         x.mem.zero_targets();
         x.edu.poke(GUEST_VA)?;
-        ensure(x.mem.untouched(T[5]), "the context outlived its last unbind")?;
+        ensure(
+            x.mem.untouched(T[5]),
+            "the context outlived its last unbind",
+        )?;
         one_event(x, EventId::FTranslation, GUEST_VA, true, EventClass::In)
     }
 
     fn nested_pasid_unsupported(x: &mut Ctx) -> Outcome {
         let r = x.c.bind(EDU_SID, 3, &guest_ctx(x.mem.ipa(L1A), 1));
-        ensure(r == Err(Error::Unsupported), "PASID 3 without substreams was not Unsupported")
+        ensure(
+            r == Err(Error::Unsupported),
+            "PASID 3 without substreams was not Unsupported",
+        )
     }
 
     fn fault_nested_table_walk(x: &mut Ctx) -> Outcome {
-        x.c.bind(EDU_SID, 0, &guest_ctx(x.mem.ipa(L1BAD), 3)).map_err(err)?;
+        x.c.bind(EDU_SID, 0, &guest_ctx(x.mem.ipa(L1BAD), 3))
+            .map_err(err)?;
         x.edu.poke(GUEST_VA)?;
         // Stage 2 faulted on the guest's table address: CLASS = TT and the
         // IPA of the table. The architecture also sets S2 = 1; QEMU 10.0.2
         // reports S2 = 0 here (smmu_ptw_64_s1's error path overwrites the
         // stage that translate_table_addr_ipa recorded), so the S2 bit is
         // not checked for this event.
-        let r = one_event_s2(x, EventId::FTranslation, GUEST_VA, None, EventClass::Ttd)
-            .and_then(|e| ensure(e.ipa() == UNMAPPED_IPA, "wrong IPA (the table's) in the event"));
+        let r =
+            one_event_s2(x, EventId::FTranslation, GUEST_VA, None, EventClass::Ttd).and_then(|e| {
+                ensure(
+                    e.ipa() == UNMAPPED_IPA,
+                    "wrong IPA (the table's) in the event",
+                )
+            });
         x.c.unbind(EDU_SID, 0).map_err(err)?;
         r
     }
@@ -696,28 +870,53 @@ mod cases {
         x.mem.zero_targets();
         x.edu.write(GUEST_VA)?;
         no_events(x)?;
-        ensure(x.mem.landed(T[5]), "DMA through the guest's own CD did not land")?;
-        ensure(x.c.destroy(d) == Err(Error::Busy), "destroyed the parent of a nested domain")
+        ensure(
+            x.mem.landed(T[5]),
+            "DMA through the guest's own CD did not land",
+        )?;
+        ensure(
+            x.c.destroy(d) == Err(Error::Busy),
+            "destroyed the parent of a nested domain",
+        )
     }
 
     fn invalidate_guest_batch(x: &mut Ctx) -> Outcome {
         let d = s2(x)?;
         let l3 = (GUEST_VA >> 12) as usize & 511;
         // The guest remaps its VA to T6 without telling the SMMU.
-        x.mem.desc(L3A, l3, S1Desc::page(x.mem.ipa(T[6]), S1Ap::RwAny, 0));
+        x.mem
+            .desc(L3A, l3, S1Desc::page(x.mem.ipa(T[6]), S1Ap::RwAny, 0));
         x.mem.zero_targets();
         x.edu.write(GUEST_VA)?;
-        ensure(x.mem.landed(T[5]), "no stale stage 1 translation before the guest's invalidation")?;
+        ensure(
+            x.mem.landed(T[5]),
+            "no stale stage 1 translation before the guest's invalidation",
+        )?;
         // A forbidden command stops the batch: the first one ran, nothing
         // after it.
-        let bad = [Command::tlbi_nh_asid(0, 7), Command::cfgi_ste(EDU_SID, true), Command::tlbi_nh_all(0)];
+        let bad = [
+            Command::tlbi_nh_asid(0, 7),
+            Command::cfgi_ste(EDU_SID, true),
+            Command::tlbi_nh_all(0),
+        ];
         let (done, e) = x.c.invalidate(d, &bad).map_err(err)?;
-        ensure(done == 1 && e == Some(Error::Invalid), "CFGI_STE in a guest batch was not refused at index 1")?;
-        let (done, e) = x.c.invalidate(d, &[Command::cfgi_cd_all(VM2_SID)]).map_err(err)?;
-        ensure(done == 0 && e == Some(Error::NotFound), "a guest named another VM's stream")?;
+        ensure(
+            done == 1 && e == Some(Error::Invalid),
+            "CFGI_STE in a guest batch was not refused at index 1",
+        )?;
+        let (done, e) =
+            x.c.invalidate(d, &[Command::cfgi_cd_all(VM2_SID)])
+                .map_err(err)?;
+        ensure(
+            done == 0 && e == Some(Error::NotFound),
+            "a guest named another VM's stream",
+        )?;
         // The guest's own invalidation, with a VMID it has no say in.
         // Through the generated interface (commands in a lease).
-        let good = [Command::tlbi_nh_va(0x77, 1, GUEST_VA, true), Command::cfgi_cd(EDU_SID, 0, true)];
+        let good = [
+            Command::tlbi_nh_va(0x77, 1, GUEST_VA, true),
+            Command::cfgi_cd(EDU_SID, 0, true),
+        ];
         let wires = good.map(|c| SmmuCmd { words: c.words() }.to_wire());
         let o = x.api.invalidate(api_dom(d), &wires).map_err(api_err)?;
         ensure(
@@ -726,8 +925,14 @@ mod cases {
         )?;
         x.mem.zero_targets();
         x.edu.write(GUEST_VA)?;
-        ensure(x.mem.landed(T[6]), "after the guest's TLBI_NH_VA DMA did not follow the new mapping")?;
-        ensure(x.mem.untouched(T[5]), "stale translation survived the guest's invalidation")
+        ensure(
+            x.mem.landed(T[6]),
+            "after the guest's TLBI_NH_VA DMA did not follow the new mapping",
+        )?;
+        ensure(
+            x.mem.untouched(T[5]),
+            "stale translation survived the guest's invalidation",
+        )
     }
 
     fn replace_nested_hitless(x: &mut Ctx) -> Outcome {
@@ -741,19 +946,36 @@ mod cases {
         };
         let n = x.c.alloc_nested(d, cfg, 0).map_err(err)?;
         let a = attach(x, n)?;
-        ensure(a.old.get() == old.0, "replace did not report the old nested domain")?;
-        ensure(a.update == 1, "nested -> nested on one parent was not hitless")?;
+        ensure(
+            a.old.get() == old.0,
+            "replace did not report the old nested domain",
+        )?;
+        ensure(
+            a.update == 1,
+            "nested -> nested on one parent was not hitless",
+        )?;
         x.mem.zero_targets();
         x.edu.write(GUEST_VA)?;
-        ensure(x.mem.landed(T[7]), "after replace DMA did not use the new guest tables")?;
-        ensure(x.mem.untouched(T[6]), "after replace DMA still used the old guest tables")?;
+        ensure(
+            x.mem.landed(T[7]),
+            "after replace DMA did not use the new guest tables",
+        )?;
+        ensure(
+            x.mem.untouched(T[6]),
+            "after replace DMA still used the old guest tables",
+        )?;
         x.c.destroy(old).map_err(err)?;
         x.api.detach(EDU).map_err(api_err)?;
         x.c.destroy(n).map_err(err)?;
         x.api.destroy_domain(api_dom(d)).map_err(api_err)?;
         let i = x.c.info().map_err(err)?;
-        ensure(i.domains.get() == 0 && i.contexts.get() == 0, "objects left behind")
+        ensure(
+            i.domains.get() == 0 && i.contexts.get() == 0,
+            "objects left behind",
+        )
     }
+
+    type Case = (&'static str, fn(&mut Ctx) -> Outcome);
 
     pub fn run() -> ! {
         let server = sys_lookup_slot("iommu-server");
@@ -771,7 +993,11 @@ mod cases {
             }
         };
         if sid != EDU_SID {
-            log!("test-smmu: edu has StreamID {:#x}, app.toml assigns {:#x}", sid, EDU_SID);
+            log!(
+                "test-smmu: edu has StreamID {:#x}, app.toml assigns {:#x}",
+                sid,
+                EDU_SID
+            );
             finish(false)
         }
         let mut x = Ctx {
@@ -787,17 +1013,32 @@ mod cases {
             s1: None,
             nested_a: None,
         };
-        let cases: [(&str, fn(&mut Ctx) -> Outcome); 23] = [
+        let cases: [Case; 23] = [
             ("smmu_probe_idr", probe_idr),
-            ("smmu_cmdq_illegal_command_recovered", cmdq_illegal_recovered),
-            ("smmu_failclosed_unattached_aborts", failclosed_unattached_aborts),
+            (
+                "smmu_cmdq_illegal_command_recovered",
+                cmdq_illegal_recovered,
+            ),
+            (
+                "smmu_failclosed_unattached_aborts",
+                failclosed_unattached_aborts,
+            ),
             ("smmu_stage2_dma", stage2_dma),
-            ("smmu_stage2_msi_window_reserved", stage2_msi_window_reserved),
-            ("smmu_failclosed_foreign_requests_refused", failclosed_foreign_refused),
+            (
+                "smmu_stage2_msi_window_reserved",
+                stage2_msi_window_reserved,
+            ),
+            (
+                "smmu_failclosed_foreign_requests_refused",
+                failclosed_foreign_refused,
+            ),
             ("smmu_fault_s2_unmapped", fault_s2_unmapped),
             ("smmu_fault_s2_permission", fault_s2_permission),
             ("smmu_invalidate_unmap_then_fault", invalidate_unmap_faults),
-            ("smmu_invalidate_deferred_stale_until_flush", invalidate_deferred_stale),
+            (
+                "smmu_invalidate_deferred_stale_until_flush",
+                invalidate_deferred_stale,
+            ),
             ("smmu_failclosed_detach_aborts", failclosed_detach_aborts),
             ("smmu_stage1_dma", stage1_dma),
             ("smmu_fault_s1_unmapped", fault_s1_unmapped),
@@ -807,7 +1048,10 @@ mod cases {
             ("smmu_nested_bind_dma", nested_bind_dma),
             ("smmu_nested_bind_users_count", nested_bind_users),
             ("smmu_nested_pasid_unsupported", nested_pasid_unsupported),
-            ("smmu_fault_nested_stage2_on_table_walk", fault_nested_table_walk),
+            (
+                "smmu_fault_nested_stage2_on_table_walk",
+                fault_nested_table_walk,
+            ),
             ("smmu_nested_guest_cd_dma", nested_guest_cd_dma),
             ("smmu_invalidate_guest_batch", invalidate_guest_batch),
             ("smmu_replace_nested_hitless", replace_nested_hitless),

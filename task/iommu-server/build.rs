@@ -1,0 +1,29 @@
+//! Links the task image with the shared task linker script, and brings the
+//! app's static stream→VM map into the crate.
+//!
+//! `cargo xtask` sets `APP_STREAMS_RS` (absolute path of a generated file
+//! holding exactly `pub const STREAMS: &[(u32, u16)] = &[...];`: StreamID,
+//! task index of the VM) while it builds the tasks of an app. Without it the
+//! table is empty: no stream is attachable (fail closed).
+use std::{env, fs, path::PathBuf};
+
+fn main() {
+    if env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "none") {
+        println!("cargo:rustc-link-arg-bins=-Ttask-link.x");
+    }
+    println!("cargo:rerun-if-env-changed=APP_STREAMS_RS");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("streams.rs");
+    let text = match env::var_os("APP_STREAMS_RS") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            println!("cargo:rerun-if-changed={}", path.display());
+            fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("APP_STREAMS_RS={}: cannot read: {e}", path.display()))
+        }
+        None => "pub const STREAMS: &[(u32, u16)] = &[];\n".to_string(),
+    };
+    // Only rewrite on change, so an unchanged map does not rebuild the task.
+    if fs::read_to_string(&out).ok().as_deref() != Some(text.as_str()) {
+        fs::write(&out, text).expect("cannot write streams.rs");
+    }
+}

@@ -1,0 +1,378 @@
+//! The command queue: batches of at most [`BATCH_MAX`] commands, each
+//! batch closed by one CMD_SYNC, completion by polling CMDQ_CONS with a
+//! bounded wait, and recovery from a command the SMMU refused.
+//!
+//! Recovery (CMDQ_CONS.ERR with GERROR.CMDQ_ERR active): the entry at
+//! CMDQ_CONS is the culprit. It is recorded (its index in the caller's
+//! slice, opcode and error code), overwritten with a CMD_SYNC (no
+//! completion signal), and only the CMDQ_ERR bit is acknowledged by
+//! toggling it in GERRORN; the SMMU then resumes at that entry, i.e. it
+//! skips the bad command and carries on with the rest of the batch. The
+//! caller gets [`IssueFailure::Refused`].
+
+use crate::dma::DmaMemory;
+use crate::error::Error;
+use crate::pages::Pages;
+use smmuv3::regs::{self, offset, GERROR};
+use smmuv3::{CmdqError, Command, Mmio, QueuePtr, SyncCs, CMDQ_ENTRY_BYTES};
+
+/// Most commands per CMD_SYNC.
+pub const BATCH_MAX: usize = 64;
+/// log2 of the command queue entries used (256 entries, one 4 KiB page),
+/// capped by IDR1.CMDQS.
+pub const CMDQ_LOG2: u32 = 8;
+
+/// How the driver waits for the SMMU: called with the number of polls
+/// made so far; returns false to give up (the wait then fails with
+/// [`Error::Timeout`]). The image spins briefly, then sleeps on the
+/// cmd-sync interrupt with a timer; the harness spins a bounded number of
+/// times.
+pub trait Waiter {
+    fn pause(&mut self, attempt: u32) -> bool;
+}
+
+impl<W: Waiter + ?Sized> Waiter for &mut W {
+    fn pause(&mut self, attempt: u32) -> bool {
+        (**self).pause(attempt)
+    }
+}
+
+/// A command the SMMU refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CmdFault {
+    /// Index in the slice passed to [`CmdQueue::issue`] (equal to the
+    /// slice's length when the batch's own CMD_SYNC failed).
+    pub index: usize,
+    /// Raw opcode of the refused entry.
+    pub opcode: u8,
+    /// CMDQ_CONS.ERR.
+    pub err: CmdqError,
+}
+
+/// Why [`CmdQueue::issue`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssueFailure {
+    /// The SMMU did not consume the batch within the wait bound.
+    Timeout,
+    /// The SMMU refused a command (recovered; the rest of the batch ran).
+    Refused(CmdFault),
+}
+
+impl From<IssueFailure> for Error {
+    fn from(f: IssueFailure) -> Error {
+        match f {
+            IssueFailure::Timeout => Error::Timeout,
+            IssueFailure::Refused(_) => Error::HardwareError,
+        }
+    }
+}
+
+/// Counters for `info`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CmdqStats {
+    /// Commands issued (not counting the SYNCs).
+    pub commands: u32,
+    /// CMD_SYNCs issued (= batches).
+    pub syncs: u32,
+    /// Refused commands recovered from.
+    pub recovered: u32,
+    /// The last refused command.
+    pub last_fault: Option<CmdFault>,
+    /// Waits that timed out.
+    pub timeouts: u32,
+}
+
+/// The queue: its memory and the producer index (the consumer index is
+/// the SMMU's, read from CMDQ_CONS).
+#[derive(Clone, Debug)]
+pub struct CmdQueue {
+    pub pages: Pages,
+    pub log2size: u32,
+    prod: QueuePtr,
+    /// Completion signal of every CMD_SYNC.
+    pub sync_cs: SyncCs,
+    pub stats: CmdqStats,
+}
+
+impl CmdQueue {
+    /// A queue of 2^log2size entries in `pages` (PROD starts at 0).
+    pub fn new(pages: Pages, log2size: u32, sync_cs: SyncCs) -> Self {
+        Self {
+            pages,
+            log2size,
+            prod: QueuePtr::new(log2size),
+            sync_cs,
+            stats: CmdqStats::default(),
+        }
+    }
+
+    /// The CMDQ_BASE value.
+    pub fn base_value(&self) -> u64 {
+        regs::queue_base(self.pages.pa, self.log2size, true)
+    }
+
+    /// Commands per batch (the queue must hold a batch and its SYNC).
+    pub fn batch_max(&self) -> usize {
+        BATCH_MAX.min((1usize << self.log2size) - 1)
+    }
+
+    fn write_entry(&self, mem: &impl DmaMemory, at: QueuePtr, cmd: &Command) {
+        let off = self.pages.off + at.entry_offset(CMDQ_ENTRY_BYTES);
+        mem.write64(off, cmd.word(0));
+        mem.write64(off + 8, cmd.word(1));
+    }
+
+    fn read_opcode(&self, mem: &impl DmaMemory, at: QueuePtr) -> u8 {
+        mem.read64(self.pages.off + at.entry_offset(CMDQ_ENTRY_BYTES)) as u8
+    }
+
+    fn cons(&self, mmio: &impl Mmio) -> QueuePtr {
+        QueuePtr::from_raw(self.log2size, mmio.read32(offset::CMDQ_CONS))
+    }
+
+    /// Issues `cmds` in batches of at most [`CmdQueue::batch_max`]
+    /// commands, each followed by a CMD_SYNC, and waits for each batch.
+    /// An empty slice issues one lone CMD_SYNC. On a refused command the
+    /// remaining commands still run; the first refusal is returned.
+    pub fn issue(
+        &mut self,
+        mmio: &impl Mmio,
+        mem: &impl DmaMemory,
+        waiter: &mut impl Waiter,
+        cmds: &[Command],
+    ) -> Result<(), IssueFailure> {
+        let mut first_fault = None;
+        let mut start = 0;
+        loop {
+            let n = (cmds.len() - start).min(self.batch_max());
+            if let Err(f) = self.batch(mmio, mem, waiter, &cmds[start..start + n], start) {
+                match f {
+                    IssueFailure::Timeout => return Err(f),
+                    IssueFailure::Refused(c) => {
+                        first_fault.get_or_insert(c);
+                    }
+                }
+            }
+            start += n;
+            if start >= cmds.len() {
+                break;
+            }
+        }
+        match first_fault {
+            Some(c) => Err(IssueFailure::Refused(c)),
+            None => Ok(()),
+        }
+    }
+
+    fn batch(
+        &mut self,
+        mmio: &impl Mmio,
+        mem: &impl DmaMemory,
+        waiter: &mut impl Waiter,
+        cmds: &[Command],
+        base_index: usize,
+    ) -> Result<(), IssueFailure> {
+        // Room for the batch and its SYNC (normally the queue is empty:
+        // every batch is waited for).
+        let need = cmds.len() as u32 + 1;
+        let mut attempt = 0;
+        while self.prod.space(self.cons(mmio)) < need {
+            if !waiter.pause(attempt) {
+                self.stats.timeouts += 1;
+                return Err(IssueFailure::Timeout);
+            }
+            attempt += 1;
+        }
+        let start = self.prod;
+        for c in cmds {
+            self.write_entry(mem, self.prod, c);
+            self.prod = self.prod.advance(1);
+        }
+        self.write_entry(mem, self.prod, &Command::sync(self.sync_cs));
+        self.prod = self.prod.advance(1);
+        self.stats.commands += cmds.len() as u32;
+        self.stats.syncs += 1;
+        // The entries must be visible before the SMMU sees PROD move.
+        mem.publish();
+        mmio.write32(offset::CMDQ_PROD, self.prod.raw());
+
+        let mut fault = None;
+        let mut attempt = 0;
+        loop {
+            let gerror = mmio.read32(offset::GERROR);
+            let gerrorn = mmio.read32(offset::GERRORN);
+            let cmdq_err = GERROR::CMDQ_ERR.mask << GERROR::CMDQ_ERR.shift;
+            if (gerror ^ gerrorn) & cmdq_err != 0 {
+                let raw_cons = mmio.read32(offset::CMDQ_CONS);
+                let at = QueuePtr::from_raw(self.log2size, raw_cons);
+                let err = CmdqError::from_cons(raw_cons).unwrap_or(CmdqError::Ill);
+                let index = base_index + at.distance(start).min(cmds.len() as u32) as usize;
+                let c = CmdFault {
+                    index,
+                    opcode: self.read_opcode(mem, at),
+                    err,
+                };
+                fault.get_or_insert(c);
+                self.stats.last_fault = Some(c);
+                self.stats.recovered += 1;
+                // Skip it: a harmless SYNC in its place, then acknowledge
+                // CMDQ_ERR alone (other GERROR bits are the GERROR
+                // handler's to report).
+                self.write_entry(mem, at, &Command::sync(SyncCs::None));
+                mem.publish();
+                mmio.write32(offset::GERRORN, gerrorn ^ cmdq_err);
+                attempt = 0;
+                continue;
+            }
+            if self.prod.is_empty(self.cons(mmio)) {
+                break;
+            }
+            if !waiter.pause(attempt) {
+                self.stats.timeouts += 1;
+                return Err(IssueFailure::Timeout);
+            }
+            attempt += 1;
+        }
+        match fault {
+            Some(c) => Err(IssueFailure::Refused(c)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use smmuv3::{CommandKind, Opcode};
+
+    fn setup() -> (FakeSmmu, HostMem, CmdQueue) {
+        let mem = HostMem::new(0x4000_0000, 0x4000);
+        let f = FakeSmmu::new(mem.clone());
+        let pages = Pages {
+            off: 0x1000,
+            pa: 0x4000_1000,
+            order: 0,
+        };
+        let q = CmdQueue::new(pages, 4, SyncCs::None); // 16 entries
+        f.write64_reg(offset::CMDQ_BASE, q.base_value());
+        f.write32_reg(offset::CR0, 0b1000);
+        (f, mem, q)
+    }
+
+    impl FakeSmmu {
+        fn write64_reg(&self, o: usize, v: u64) {
+            smmuv3::Mmio::write64(self, o, v)
+        }
+        fn write32_reg(&self, o: usize, v: u32) {
+            smmuv3::Mmio::write32(self, o, v)
+        }
+    }
+
+    fn tlbis(n: usize) -> std::vec::Vec<Command> {
+        (0..n).map(|i| Command::tlbi_nh_asid(1, i as u16)).collect()
+    }
+
+    #[test]
+    fn batches_close_with_one_sync_each() {
+        let (f, mem, mut q) = setup();
+        assert_eq!(q.batch_max(), 15);
+        let cmds = tlbis(40);
+        q.issue(&f, &mem, &mut SpinWaiter, &cmds).unwrap();
+        let log = f.take_log();
+        // 15 + SYNC, 15 + SYNC, 10 + SYNC, wrapping the 16-entry queue.
+        assert_eq!(log.len(), 43);
+        let syncs: std::vec::Vec<usize> = log
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.opcode() == Ok(Opcode::Sync))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(syncs, [15, 31, 42]);
+        assert_eq!(q.stats.syncs, 3);
+        assert_eq!(q.stats.commands, 40);
+        q.issue(&f, &mem, &mut SpinWaiter, &[]).unwrap();
+        assert_eq!(f.take_log().len(), 1, "a lone SYNC");
+    }
+
+    #[test]
+    fn sixty_four_per_sync_on_a_big_queue() {
+        let mem = HostMem::new(0x4000_0000, 0x4000);
+        let f = FakeSmmu::new(mem.clone());
+        let pages = Pages {
+            off: 0,
+            pa: 0x4000_0000,
+            order: 0,
+        };
+        let mut q = CmdQueue::new(pages, CMDQ_LOG2, SyncCs::Irq);
+        f.write64_reg(offset::CMDQ_BASE, q.base_value());
+        f.write32_reg(offset::CR0, 0b1000);
+        q.issue(&f, &mem, &mut SpinWaiter, &tlbis(130)).unwrap();
+        let log = f.take_log();
+        assert_eq!(log.len(), 133);
+        assert_eq!(
+            log[64].decode(),
+            Ok(CommandKind::Sync {
+                cs: SyncCs::Irq,
+                msi_addr: 0,
+                msi_data: 0
+            })
+        );
+        assert_eq!(log[129].opcode(), Ok(Opcode::Sync));
+    }
+
+    #[test]
+    fn illegal_command_is_skipped_and_reported() {
+        let (f, mem, mut q) = setup();
+        let mut cmds = tlbis(5);
+        cmds[2] = Command::zeroed(); // opcode 0: illegal
+        let r = q.issue(&f, &mem, &mut SpinWaiter, &cmds);
+        assert_eq!(
+            r,
+            Err(IssueFailure::Refused(CmdFault {
+                index: 2,
+                opcode: 0,
+                err: CmdqError::Ill
+            }))
+        );
+        let log = f.take_log();
+        // The four good commands ran, the bad one became a SYNC.
+        let asids: std::vec::Vec<u16> = log
+            .iter()
+            .filter(|c| c.opcode() == Ok(Opcode::TlbiNhAsid))
+            .map(|c| c.asid())
+            .collect();
+        assert_eq!(asids, [0, 1, 3, 4]);
+        assert_eq!(
+            f.reg(offset::GERROR),
+            f.reg(offset::GERRORN),
+            "acknowledged"
+        );
+        assert_eq!(q.stats.recovered, 1);
+        // The queue keeps working.
+        q.issue(&f, &mem, &mut SpinWaiter, &tlbis(1)).unwrap();
+    }
+
+    #[test]
+    fn refused_in_second_batch_reports_slice_index() {
+        let (f, mem, mut q) = setup();
+        let mut cmds = tlbis(20);
+        f.st.borrow_mut().reject.push(Opcode::TlbiNhVa as u8);
+        cmds[17] = Command::tlbi_nh_va(1, 1, 0x1000, true);
+        match q.issue(&f, &mem, &mut SpinWaiter, &cmds) {
+            Err(IssueFailure::Refused(c)) => assert_eq!((c.index, c.opcode), (17, 0x12)),
+            r => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn stuck_queue_times_out() {
+        let (f, mem, mut q) = setup();
+        f.st.borrow_mut().stuck = true;
+        assert_eq!(
+            q.issue(&f, &mem, &mut SpinWaiter, &tlbis(1)),
+            Err(IssueFailure::Timeout)
+        );
+        assert_eq!(Error::from(IssueFailure::Timeout), Error::Timeout);
+    }
+}

@@ -1,0 +1,194 @@
+//! The iommu-server task: finds its regions, probes and initialises the
+//! SMMU (fail closed), then serves requests. All logic is in the library
+//! (`iommu_server`), which the host harness runs unchanged.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod image {
+    use iommu_server::cmdq::Waiter;
+    use iommu_server::dma::DmaPtr;
+    use iommu_server::frame::SmmuFrame;
+    use iommu_server::idl::IdlServer;
+    use iommu_server::wire::{self, Outcome, MAX_REPLY, MAX_REQUEST};
+    use iommu_server::{driver, Error, IommuServer, ServerConfig};
+    use iommu_server_api::IommuOp;
+    use userlib::*;
+
+    // The static stream → VM map from app.toml `[[streams]]` (build.rs).
+    include!(concat!(env!("OUT_DIR"), "/streams.rs"));
+
+    // Notification bits, as app.toml's `interrupts` table must assign
+    // them: { "smmu-cmd-sync" = 0x2, "smmu-gerror" = 0x4 }, plus
+    // "smmu-eventq" = 0x8 when the task also has `smmu-page1`.
+    const CMD_SYNC_BIT: u32 = 1 << 1;
+    const GERROR_BIT: u32 = 1 << 2;
+    const EVENTQ_BIT: u32 = 1 << 3;
+    const TIMER_BIT: u32 = 1 << 31;
+
+    /// Spins a few polls (QEMU completes commands at the CMDQ_PROD
+    /// write), then sleeps on the cmd-sync interrupt with a 1 ms timer;
+    /// gives up after ~100 ms.
+    struct ImageWaiter;
+
+    const SPINS: u32 = 32;
+    const SLEEPS: u32 = 100;
+
+    impl Waiter for ImageWaiter {
+        fn pause(&mut self, attempt: u32) -> bool {
+            if attempt < SPINS {
+                core::hint::spin_loop();
+                return true;
+            }
+            if attempt >= SPINS + SLEEPS {
+                return false;
+            }
+            // A cmd-sync edge that arrived earlier is latched: waking for
+            // it only costs another poll.
+            sys_irq_control(CMD_SYNC_BIT, true);
+            sys_set_timer(Some(sys_get_timer() + 1), TIMER_BIT);
+            sys_recv_notification(CMD_SYNC_BIT | TIMER_BIT);
+            true
+        }
+    }
+
+    /// Without an SMMU this task still answers, so no client blocks
+    /// forever: every request gets HardwareError.
+    fn serve_broken(why: Error) -> ! {
+        log!("iommu-server: not serving: {:?}", why);
+        let mut buf = [0u8; 8];
+        loop {
+            let m = sys_recv_open(&mut buf, 0);
+            if !m.is_notification() {
+                sys_reply(m.sender, why.code(), &[]);
+            }
+        }
+    }
+
+    pub fn run() -> ! {
+        let (Some(p0), Some(tables)) = (
+            sys_region_info("smmu-page0"),
+            sys_region_info("smmu-tables"),
+        ) else {
+            serve_broken(Error::HardwareError)
+        };
+        let p1 = sys_region_info("smmu-page1");
+        // SAFETY: app.toml maps SMMU page 0 (and page 1 if present) into
+        // this task as device memory, 64 KiB each and 64 KiB aligned; this
+        // task creates no references into them.
+        let frame = unsafe { SmmuFrame::new(p0.va, p1.map(|r| r.va)) };
+        // SAFETY: `smmu-tables` is this task's DMA memory region: mapped
+        // read/write at `va`, physically contiguous at `pa`, page aligned;
+        // only this value accesses it.
+        let mem = unsafe { DmaPtr::new(tables.va, tables.pa as u64, tables.size) };
+
+        match driver::probe(&frame) {
+            Ok(f) => log!(
+                "SMMU IDR0={:#010x} IDR1={:#010x} IDR3={:#010x} IDR5={:#010x}: S1P={} S2P={} SIDSIZE={} SSIDSIZE={} OAS={} bits",
+                f.idr0,
+                f.idr1,
+                f.idr3,
+                f.idr5,
+                f.s1 as u8,
+                f.s2 as u8,
+                f.sid_bits,
+                f.ssid_bits,
+                f.oas.bits()
+            ),
+            Err(e) => {
+                log!("SMMU IDR0={:#010x} IDR1={:#010x}: unusable", frame_read(&frame, 0), frame_read(&frame, 4));
+                serve_broken(e)
+            }
+        }
+
+        let cfg = ServerConfig {
+            streams: STREAMS,
+            prq_server: None,
+            supervisor: 0,
+            max_pasid_bits: 20,
+            sync_irq: true,
+            event_queue: frame.has_page1(),
+            vm_memory: None,
+        };
+        // The server is large (its bounded tables): use it where `new`
+        // left it, inside the Result, rather than moving a copy onto this
+        // frame.
+        let mut built = IommuServer::new(frame, mem, ImageWaiter, &cfg);
+        let server = match &mut built {
+            Ok(s) => s,
+            Err(e) => serve_broken(*e),
+        };
+        let info = server.info();
+        log!(
+            "iommu-server: SMMU enabled (CR0={:#x} GBPA={:#x} STRTAB_BASE_CFG={:#x}), {} streams, {} of {} table pages free, event queue {}",
+            info.cr0,
+            info.gbpa,
+            info.strtab_cfg,
+            STREAMS.len(),
+            info.pages_free,
+            info.pages_total,
+            if cfg.event_queue { "on" } else { "off (no page 1)" }
+        );
+        match server.self_test_illegal_command() {
+            Ok(f) => log!(
+                "iommu-server: command queue recovered from an illegal command (opcode {:#x}, CMDQ_CONS.ERR {})",
+                f.opcode,
+                f.err.raw()
+            ),
+            Err(e) => log!("iommu-server: illegal-command recovery self-test failed: {:?}", e),
+        }
+
+        // Only bits this task owns: enabling another faults the task. The
+        // eventq interrupt comes with page 1 (the event queue's owner).
+        let irq_bits = GERROR_BIT | if cfg.event_queue { EVENTQ_BIT } else { 0 };
+        sys_irq_control(irq_bits, true);
+        const BUF: usize = if MAX_REQUEST > IommuOp::RECV_BUF_SIZE {
+            MAX_REQUEST
+        } else {
+            IommuOp::RECV_BUF_SIZE
+        };
+        let mut buf = [0u8; BUF];
+        let mut reply = [0u8; MAX_REPLY];
+        loop {
+            let m = sys_recv_open(&mut buf, irq_bits);
+            // Notifications and the interface's operations: the generated
+            // dispatch (checks, then the IommuServer trait in `idl`).
+            if m.is_notification() || m.operation < wire::op::BASE as u32 {
+                let mut idl = IdlServer {
+                    server: &mut *server,
+                    irq_bits,
+                };
+                iommu_server_api::dispatch(&mut idl, &m, &buf);
+                continue;
+            }
+            // The operations the interface lacks (`wire`).
+            if m.message_len > buf.len() {
+                sys_reply_fault(m.sender, ReplyFaultReason::BadMessageSize);
+                continue;
+            }
+            let op = m.operation as u16;
+            match wire::dispatch(server, m.sender, op, &buf[..m.message_len], &mut reply) {
+                Outcome::Reply(n) => sys_reply(m.sender, 0, &reply[..n]),
+                Outcome::Error(e) => sys_reply(m.sender, e.code(), &[]),
+                Outcome::Malformed => {
+                    sys_reply_fault(m.sender, ReplyFaultReason::BadMessageContents)
+                }
+            }
+        }
+    }
+
+    fn frame_read(f: &SmmuFrame, off: usize) -> u32 {
+        smmuv3::Mmio::read32(f, off)
+    }
+}
+
+#[cfg(target_os = "none")]
+#[export_name = "main"]
+fn main() -> ! {
+    image::run()
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("iommu-server is a task: it runs in the image (cargo xtask run) or, as a library, in the harness");
+    std::process::exit(2);
+}

@@ -1,0 +1,399 @@
+//! I/O page tables the server builds in its DMA memory: stage 2 for a VM's
+//! S2 domain, stage 1 for a server-managed S1 domain. VMSAv8-64, 4 KiB
+//! granule, 4 KiB pages only, a 39-bit input space (T0SZ / S2T0SZ = 25)
+//! walked from level 1 with a single 4 KiB root table (no concatenation).
+//!
+//! Tables are allocated from the [`PageAlloc`] on demand and zeroed before
+//! they are linked; they are freed only when the whole table is destroyed
+//! (an unmap leaves empty tables behind, so no walk-cache invalidation of
+//! table entries is ever needed).
+
+use crate::dma::DmaMemory;
+use crate::error::{Error, Result};
+use crate::pages::{PageAlloc, Pages, PAGE_SIZE};
+use smmuv3::pgtable::{level_index, s2_memattr, S1Ap, S1Desc, S2Ap, S2Desc, LAST_LEVEL};
+
+/// Input address bits of every table built here.
+pub const IAS_BITS: u32 = 39;
+/// T0SZ / S2T0SZ for [`IAS_BITS`].
+pub const TSZ: u8 = (64 - IAS_BITS) as u8;
+/// The level the walk starts at (STE.S2SL0 = 1; stage 1 with T0SZ 25).
+pub const START_LEVEL: u8 = 1;
+/// One past the highest input address.
+pub const IAS_END: u64 = 1 << IAS_BITS;
+
+/// Which translation stage a table is for (descriptor formats differ in
+/// their permission and attribute fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    S1,
+    S2,
+}
+
+/// Access permissions and type of a mapping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Prot {
+    pub read: bool,
+    pub write: bool,
+    /// Executable (otherwise execute-never: XN at stage 2, UXN/PXN at
+    /// stage 1).
+    pub exec: bool,
+    /// Device memory (an MSI doorbell) instead of normal write-back memory.
+    pub device: bool,
+}
+
+impl Prot {
+    pub const RW: Prot = Prot {
+        read: true,
+        write: true,
+        exec: false,
+        device: false,
+    };
+    pub const RO: Prot = Prot {
+        read: true,
+        write: false,
+        exec: false,
+        device: false,
+    };
+    pub const WO: Prot = Prot {
+        read: false,
+        write: true,
+        exec: false,
+        device: false,
+    };
+    /// Wire encoding (the IDL's MapPerms): bit 0 read, 1 write, 2 exec,
+    /// 3 device.
+    pub const fn bits(self) -> u32 {
+        self.read as u32
+            | (self.write as u32) << 1
+            | (self.exec as u32) << 2
+            | (self.device as u32) << 3
+    }
+    /// Decodes [`Prot::bits`]; None for unknown bits or no access at all.
+    pub const fn from_bits(b: u32) -> Option<Prot> {
+        if b & !0xf != 0 || b & 3 == 0 {
+            return None;
+        }
+        Some(Prot {
+            read: b & 1 != 0,
+            write: b & 2 != 0,
+            exec: b & 4 != 0,
+            device: b & 8 != 0,
+        })
+    }
+}
+
+/// A translation table: its stage and its root (level 1) table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageTable {
+    pub stage: Stage,
+    pub root: Pages,
+}
+
+/// MAIR index of device memory in the CDs the server writes (index 0 is
+/// normal write-back).
+pub const MAIR_IDX_DEVICE: u8 = 1;
+
+/// The leaf descriptor for `pa` with `prot` at `stage`.
+pub fn leaf(stage: Stage, pa: u64, prot: Prot) -> u64 {
+    match stage {
+        // Stage 1 cannot express write-only: it becomes read/write. EL0
+        // access is allowed (AP[1] = 1) since a device's transactions may
+        // be unprivileged.
+        Stage::S1 => {
+            let ap = if prot.write { S1Ap::RwAny } else { S1Ap::RoAny };
+            let idx = if prot.device { MAIR_IDX_DEVICE } else { 0 };
+            let d = S1Desc::page(pa, ap, idx);
+            let xn = !prot.exec as u64;
+            d.with(S1Desc::UXN, xn).with(S1Desc::PXN, xn).raw()
+        }
+        Stage::S2 => {
+            let ap = match (prot.read, prot.write) {
+                (true, true) => S2Ap::ReadWrite,
+                (true, false) => S2Ap::ReadOnly,
+                (false, true) => S2Ap::WriteOnly,
+                (false, false) => S2Ap::None,
+            };
+            let mut d = S2Desc::page(pa, ap);
+            if prot.device {
+                d = d.with(S2Desc::MEMATTR, s2_memattr::DEVICE_NGNRE as u64);
+            }
+            // XN[1:0] = 0b10: execute-never at EL1 and EL0.
+            d.with(S2Desc::XN, if prot.exec { 0 } else { 0b10 }).raw()
+        }
+    }
+}
+
+fn decode_leaf(stage: Stage, raw: u64) -> Option<(u64, Prot)> {
+    let d = S2Desc(raw);
+    if !d.is_leaf(LAST_LEVEL) {
+        return None;
+    }
+    let pa = d.output_addr(LAST_LEVEL);
+    let prot = match stage {
+        Stage::S1 => {
+            let s1 = S1Desc(raw);
+            Prot {
+                read: true,
+                write: s1.ap().writable(),
+                exec: !s1.uxn(),
+                device: s1.attr_indx() == MAIR_IDX_DEVICE,
+            }
+        }
+        Stage::S2 => Prot {
+            read: d.s2ap().readable(),
+            write: d.s2ap().writable(),
+            exec: d.xn() == 0,
+            device: d.memattr() == s2_memattr::DEVICE_NGNRE,
+        },
+    };
+    Some((pa, prot))
+}
+
+/// A page-aligned input address inside the table's range.
+pub fn valid_iova(iova: u64) -> bool {
+    iova.is_multiple_of(PAGE_SIZE as u64) && iova < IAS_END
+}
+
+impl PageTable {
+    /// An empty table (one zeroed root page).
+    pub fn new(mem: &impl DmaMemory, alloc: &mut PageAlloc, stage: Stage) -> Result<Self> {
+        let root = alloc.alloc(0)?;
+        mem.zero(root.off, PAGE_SIZE);
+        mem.publish();
+        Ok(Self { stage, root })
+    }
+
+    /// Region offset of the table a table descriptor points at.
+    fn next_table(mem: &impl DmaMemory, raw: u64, level: u8) -> Option<usize> {
+        let d = S2Desc(raw);
+        if !d.is_table(level) {
+            return None;
+        }
+        mem.offset_of(d.table_addr())
+    }
+
+    /// Region offset of the level 3 descriptor for `iova`, if its tables
+    /// exist.
+    fn leaf_slot(&self, mem: &impl DmaMemory, iova: u64) -> Option<usize> {
+        let mut table = self.root.off;
+        for level in START_LEVEL..LAST_LEVEL {
+            let raw = mem.read64(table + level_index(iova, level) * 8);
+            table = Self::next_table(mem, raw, level)?;
+        }
+        Some(table + level_index(iova, LAST_LEVEL) * 8)
+    }
+
+    /// The mapping of `iova`, if any.
+    pub fn lookup(&self, mem: &impl DmaMemory, iova: u64) -> Option<(u64, Prot)> {
+        let slot = self.leaf_slot(mem, iova)?;
+        decode_leaf(self.stage, mem.read64(slot))
+    }
+
+    /// Number of tables a [`PageTable::map`] of `iova` would allocate.
+    pub fn tables_needed(&self, mem: &impl DmaMemory, iova: u64) -> usize {
+        let mut table = self.root.off;
+        for level in START_LEVEL..LAST_LEVEL {
+            let raw = mem.read64(table + level_index(iova, level) * 8);
+            match Self::next_table(mem, raw, level) {
+                Some(t) => table = t,
+                None => return (LAST_LEVEL - level) as usize,
+            }
+        }
+        0
+    }
+
+    /// Maps the 4 KiB page at `iova` to `pa`. The caller has checked
+    /// alignment and range. Fails with AlreadyExists if the page is mapped
+    /// and NoSpace if a table cannot be allocated (then nothing is mapped;
+    /// tables allocated on the way stay, empty).
+    pub fn map(
+        &mut self,
+        mem: &impl DmaMemory,
+        alloc: &mut PageAlloc,
+        iova: u64,
+        pa: u64,
+        prot: Prot,
+    ) -> Result<()> {
+        let mut table = self.root.off;
+        for level in START_LEVEL..LAST_LEVEL {
+            let slot = table + level_index(iova, level) * 8;
+            let raw = mem.read64(slot);
+            table = match Self::next_table(mem, raw, level) {
+                Some(t) => t,
+                None if raw & S2Desc::VALID.mask() != 0 => {
+                    // A block or a table outside our memory: never written
+                    // by this module.
+                    return Err(Error::HardwareError);
+                }
+                None => {
+                    let t = alloc.alloc(0)?;
+                    mem.zero(t.off, PAGE_SIZE);
+                    // The new table must be seen zeroed before it is linked.
+                    mem.publish();
+                    mem.write64(slot, S2Desc::table(t.pa).raw());
+                    t.off
+                }
+            };
+        }
+        let slot = table + level_index(iova, LAST_LEVEL) * 8;
+        if mem.read64(slot) & S2Desc::VALID.mask() != 0 {
+            return Err(Error::AlreadyExists);
+        }
+        mem.write64(slot, leaf(self.stage, pa, prot));
+        mem.publish();
+        Ok(())
+    }
+
+    /// Unmaps the page at `iova`; true if it was mapped. The caller
+    /// invalidates the TLBs.
+    pub fn unmap(&mut self, mem: &impl DmaMemory, iova: u64) -> bool {
+        match self.leaf_slot(mem, iova) {
+            Some(slot) if mem.read64(slot) & S2Desc::VALID.mask() != 0 => {
+                mem.write64(slot, 0);
+                mem.publish();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Frees every table (not the mapped pages: they are the VM's).
+    pub fn destroy(self, mem: &impl DmaMemory, alloc: &mut PageAlloc) {
+        Self::free_level(mem, alloc, self.root.off, START_LEVEL);
+    }
+
+    fn free_level(mem: &impl DmaMemory, alloc: &mut PageAlloc, table: usize, level: u8) {
+        if level < LAST_LEVEL {
+            for i in 0..PAGE_SIZE / 8 {
+                let raw = mem.read64(table + i * 8);
+                if let Some(next) = Self::next_table(mem, raw, level) {
+                    Self::free_level(mem, alloc, next, level + 1);
+                }
+            }
+        }
+        if let Some(p) = alloc.run_at(table, 0) {
+            alloc.free(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::HostMem;
+
+    #[test]
+    fn map_lookup_unmap_s2() {
+        let mem = HostMem::new(0x4000_0000, 16 * PAGE_SIZE);
+        let mut alloc = PageAlloc::new(mem.base_pa(), mem.size());
+        let mut pt = PageTable::new(&mem, &mut alloc, Stage::S2).unwrap();
+        assert_eq!(pt.tables_needed(&mem, 0x10_0000), 2);
+        pt.map(&mem, &mut alloc, 0x10_0000, 0x4123_4000, Prot::RW)
+            .unwrap();
+        assert_eq!(alloc.free_pages(), 16 - 3);
+        assert_eq!(pt.tables_needed(&mem, 0x10_1000), 0);
+        assert_eq!(pt.lookup(&mem, 0x10_0000), Some((0x4123_4000, Prot::RW)));
+        assert_eq!(
+            pt.map(&mem, &mut alloc, 0x10_0000, 0x4000_0000, Prot::RO),
+            Err(Error::AlreadyExists)
+        );
+        pt.map(&mem, &mut alloc, 0x10_1000, 0x4555_5000, Prot::RO)
+            .unwrap();
+        assert_eq!(pt.lookup(&mem, 0x10_1000), Some((0x4555_5000, Prot::RO)));
+        // The descriptors are the architecture's: walk by hand.
+        let l1 = S2Desc(mem.read64(pt.root.off));
+        assert!(l1.is_table(1));
+        let l2 = S2Desc(mem.read64(mem.offset_of(l1.table_addr()).unwrap()));
+        assert!(l2.is_table(2));
+        let l3off = mem.offset_of(l2.table_addr()).unwrap();
+        let pte = S2Desc(mem.read64(l3off + 0x100 * 8));
+        assert!(pte.is_leaf(3) && pte.af());
+        assert_eq!(pte.s2ap(), S2Ap::ReadWrite);
+        assert!(pt.unmap(&mem, 0x10_0000));
+        assert!(!pt.unmap(&mem, 0x10_0000));
+        assert_eq!(pt.lookup(&mem, 0x10_0000), None);
+        pt.destroy(&mem, &mut alloc);
+        assert_eq!(alloc.free_pages(), 16);
+    }
+
+    proptest::proptest! {
+        /// Random maps and unmaps agree with a plain map of pages, and
+        /// destroying the table returns every table page.
+        #[test]
+        fn behaves_like_a_map(ops in proptest::collection::vec((0u64..64, 0u64..3, proptest::bool::ANY), 1..200)) {
+            extern crate std;
+            use std::collections::BTreeMap;
+            let mem = HostMem::new(0x4000_0000, 64 * PAGE_SIZE);
+            let mut alloc = PageAlloc::new(mem.base_pa(), mem.size());
+            let mut pt = PageTable::new(&mem, &mut alloc, Stage::S2).unwrap();
+            let mut reference = BTreeMap::new();
+            for (page, region, map) in ops {
+                // Pages spread over three 1 GiB regions and several 2 MiB
+                // tables.
+                let iova = (region << 30) | ((page * 0x3_3000) & 0x3fff_f000);
+                let pa = 0x8000_0000 + page * 0x1000;
+                if map {
+                    let r = pt.map(&mem, &mut alloc, iova, pa, Prot::RW);
+                    if let std::collections::btree_map::Entry::Vacant(e) = reference.entry(iova) {
+                        proptest::prop_assert_eq!(r, Ok(()));
+                        e.insert(pa);
+                    } else {
+                        proptest::prop_assert_eq!(r, Err(Error::AlreadyExists));
+                    }
+                } else {
+                    proptest::prop_assert_eq!(pt.unmap(&mem, iova), reference.remove(&iova).is_some());
+                }
+            }
+            for (iova, pa) in &reference {
+                proptest::prop_assert_eq!(pt.lookup(&mem, *iova), Some((*pa, Prot::RW)));
+            }
+            pt.destroy(&mem, &mut alloc);
+            proptest::prop_assert_eq!(alloc.free_pages(), 64);
+        }
+    }
+
+    #[test]
+    fn exec_and_device_attributes() {
+        let mem = HostMem::new(0x4000_0000, 8 * PAGE_SIZE);
+        let mut alloc = PageAlloc::new(mem.base_pa(), mem.size());
+        for stage in [Stage::S1, Stage::S2] {
+            let mut pt = PageTable::new(&mem, &mut alloc, stage).unwrap();
+            let dev = Prot {
+                device: true,
+                ..Prot::RW
+            };
+            let x = Prot {
+                exec: true,
+                ..Prot::RO
+            };
+            pt.map(&mem, &mut alloc, 0x1000, 0x9000_0000, dev).unwrap();
+            pt.map(&mem, &mut alloc, 0x2000, 0x9000_1000, x).unwrap();
+            assert_eq!(pt.lookup(&mem, 0x1000), Some((0x9000_0000, dev)));
+            assert_eq!(pt.lookup(&mem, 0x2000), Some((0x9000_1000, x)));
+            pt.destroy(&mem, &mut alloc);
+        }
+        assert_eq!(Prot::from_bits(Prot::RW.bits()), Some(Prot::RW));
+        assert_eq!(Prot::from_bits(0), None);
+        assert_eq!(Prot::from_bits(4), None, "exec alone grants no access");
+        assert_eq!(Prot::from_bits(16), None);
+    }
+
+    #[test]
+    fn s1_permissions_and_exhaustion() {
+        let mem = HostMem::new(0x8000_0000, 2 * PAGE_SIZE);
+        let mut alloc = PageAlloc::new(mem.base_pa(), mem.size());
+        let mut pt = PageTable::new(&mem, &mut alloc, Stage::S1).unwrap();
+        assert_eq!(
+            pt.map(&mem, &mut alloc, 0x1000, 0x9000_0000, Prot::RO),
+            Err(Error::NoSpace),
+            "needs two tables, one page left"
+        );
+        assert_eq!(pt.lookup(&mem, 0x1000), None);
+        let raw = leaf(Stage::S1, 0x9000_0000, Prot::RO);
+        assert_eq!(S1Desc(raw).ap(), S1Ap::RoAny);
+        assert!(S1Desc(raw).ng());
+        assert_eq!(S1Desc(leaf(Stage::S1, 0, Prot::WO)).ap(), S1Ap::RwAny);
+        assert!(valid_iova(IAS_END - 0x1000) && !valid_iova(IAS_END) && !valid_iova(0x10));
+    }
+}
