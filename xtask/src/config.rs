@@ -206,15 +206,19 @@ pub struct Qemu {
 pub enum Cap {
     TaskControl,
     Shutdown,
+    /// May ask the kernel whether a task owns some DMA memory (the IOMMU
+    /// driver checks that a VM maps only its own memory).
+    MemoryQuery,
 }
 
 impl Cap {
-    pub const ALL: [Cap; 2] = [Cap::TaskControl, Cap::Shutdown];
+    pub const ALL: [Cap; 3] = [Cap::TaskControl, Cap::Shutdown, Cap::MemoryQuery];
 
     pub fn name(self) -> &'static str {
         match self {
             Cap::TaskControl => "task-control",
             Cap::Shutdown => "shutdown",
+            Cap::MemoryQuery => "memory-query",
         }
     }
 
@@ -223,6 +227,7 @@ impl Cap {
         match self {
             Cap::TaskControl => "kern::config::CAP_TASK_CONTROL",
             Cap::Shutdown => "kern::config::CAP_SHUTDOWN",
+            Cap::MemoryQuery => "kern::config::CAP_MEMORY_QUERY",
         }
     }
 

@@ -142,10 +142,15 @@ pub enum Sysnum {
     /// generation). Finds only tasks in the caller's `task-slots`: a task
     /// can name exactly the peers it may talk to.
     LookupSlot = 17,
+    /// x0 = TaskId, x1 = physical address, x2 = length → x0 = code, x1 = 1
+    /// if that task's DMA-capable memory regions cover the whole range
+    /// (capability `memory-query`). Lets the IOMMU driver refuse a VM that
+    /// maps memory it does not own.
+    PhysOwned = 18,
 }
 
 impl Sysnum {
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
     pub fn from_u32(v: u32) -> Option<Sysnum> {
         use Sysnum::*;
         Some(match v {
@@ -167,6 +172,7 @@ impl Sysnum {
             15 => TaskControl,
             16 => Shutdown,
             17 => LookupSlot,
+            18 => PhysOwned,
             _ => return None,
         })
     }

@@ -51,6 +51,9 @@ pub struct RegionDesc {
 /// Capabilities beyond IPC.
 pub const CAP_TASK_CONTROL: u32 = 1 << 0;
 pub const CAP_SHUTDOWN: u32 = 1 << 1;
+/// May ask whether another task owns a range of DMA memory
+/// (`Sysnum::PhysOwned`).
+pub const CAP_MEMORY_QUERY: u32 = 1 << 2;
 
 /// One task of the static task table.
 #[derive(Copy, Clone, Debug)]

@@ -5,7 +5,7 @@
 //! The AArch64 kernel and the host harness both drive this same code, so the
 //! IPC semantics they give cannot drift apart.
 
-use crate::config::{IrqDesc, CAP_SHUTDOWN, CAP_TASK_CONTROL};
+use crate::config::{IrqDesc, CAP_MEMORY_QUERY, CAP_SHUTDOWN, CAP_TASK_CONTROL};
 use crate::task::{region_pa, Task, TaskState};
 use abi::{
     dead_code, FaultKind, LeaseDesc, Sysnum, TaskControl, TaskId, LEASE_READ, LEASE_WRITE,
@@ -269,6 +269,20 @@ impl<'t> Kernel<'t> {
                     }
                     None => s.set_ret(0, RC_NO_SUCH as usize),
                 }
+                Ok(())
+            }
+            Sysnum::PhysOwned => {
+                if self.tasks[c].desc.capabilities & CAP_MEMORY_QUERY == 0 {
+                    return Err(Fault(FaultKind::NotPermitted, s as usize));
+                }
+                let (id, pa, len) = (TaskId(a(self, 0) as u16), a(self, 1), a(self, 2));
+                let owned = match self.live_index(id)? {
+                    Some(t) => phys_owned(&self.tasks[t], pa, len),
+                    None => false,
+                };
+                let s = &mut self.tasks[c].save;
+                s.set_ret(0, RC_OK as usize);
+                s.set_ret(1, owned as usize);
                 Ok(())
             }
             Sysnum::TaskControl => {
@@ -799,6 +813,19 @@ impl<'t> Kernel<'t> {
         p.console(b"] ");
         p.console(text);
     }
+}
+
+/// Whether `t`'s DMA-capable regions cover physical `[pa, pa + len)` (one
+/// region must hold it all: regions are separate allocations).
+fn phys_owned(t: &Task, pa: usize, len: usize) -> bool {
+    let Some(end) = pa.checked_add(len) else {
+        return false;
+    };
+    len > 0
+        && t.desc.regions.iter().any(|r| {
+            let start = region_pa(r);
+            r.attributes & abi::REGION_DMA != 0 && pa >= start && end <= start + r.size
+        })
 }
 
 /// Copies `n` bytes between two tasks' memory (kernel addresses). Messages

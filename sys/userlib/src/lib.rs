@@ -374,6 +374,14 @@ pub fn sys_lookup_slot(name: &str) -> Option<TaskId> {
     (r[0] as u32 == RC_OK).then_some(TaskId(r[1] as u16))
 }
 
+/// Whether `task` (current generation) owns DMA-capable memory covering
+/// physical `[pa, pa + len)`. Requires the `memory-query` capability. A
+/// stale `task` id or a range that wraps answers false.
+pub fn sys_phys_owned(task: TaskId, pa: usize, len: usize) -> bool {
+    let r = raw_syscall(Sysnum::PhysOwned, [task.0 as usize, pa, len, 0, 0, 0, 0]);
+    r[0] as u32 == RC_OK && r[1] == 1
+}
+
 /// Status of a task, for the supervisor.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct TaskStatus {

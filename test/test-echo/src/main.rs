@@ -154,6 +154,10 @@ fn main() -> ! {
                 }
                 sys_reply(m.sender, 0, &[]);
             }
+            PHYS_QUERY => {
+                let owned = sys_phys_owned(m.sender, 0x4000_0000, 4096);
+                sys_reply(m.sender, 0, &[owned as u8]);
+            }
             RECURSE => {
                 let depth = recurse(core::hint::black_box(1));
                 sys_reply(m.sender, 0, &depth.to_le_bytes());

@@ -83,6 +83,36 @@ mod cases {
             // guard page below it: a fault, not a silently corrupted .bss.
             rogue_faults(RECURSE, &[])
         });
+        ok &= case("isolation_phys_owned_query", || {
+            let owner = sys_lookup_slot("test-smmu-owner").ok_or("no owner slot")?;
+            let rogue = sys_lookup_slot("test-echo").ok_or("no rogue slot")?;
+            let dma = sys_region_info("dma-buf").ok_or("no dma-buf region")?;
+            let stack = sys_region_info("stack").ok_or("no stack region")?;
+            let me = TaskId::ANY; // the owner reads it as "the sender"
+            let ask = |task: TaskId, pa: usize, len: usize| -> Result<bool, &'static str> {
+                let mut m = [0u8; 18];
+                m[..2].copy_from_slice(&task.0.to_le_bytes());
+                m[2..10].copy_from_slice(&(pa as u64).to_le_bytes());
+                m[10..].copy_from_slice(&(len as u64).to_le_bytes());
+                let mut r = [0u8; 1];
+                let (rc, n) = sys_send(owner, 2, &m, &mut r, &[]);
+                ensure(rc == 0 && n == 1, "owner did not answer the query")?;
+                Ok(r[0] == 1)
+            };
+            ensure(ask(me, dma.pa, dma.size)?, "our own DMA memory is not ours")?;
+            ensure(
+                !ask(me, dma.pa, dma.size + 4096)?,
+                "a range past our DMA memory is ours",
+            )?;
+            ensure(
+                !ask(me, stack.pa, 16)?,
+                "non-DMA memory counted as DMA memory",
+            )?;
+            ensure(!ask(rogue, dma.pa, 16)?, "another task owns our DMA memory")
+        });
+        ok &= case("isolation_phys_owned_needs_capability", || {
+            rogue_faults(PHYS_QUERY, &[])
+        });
         ok &= case("isolation_lookup_outside_slots", || {
             // The supervisor is not in our slots: we cannot even name it.
             ensure(

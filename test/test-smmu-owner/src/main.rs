@@ -1,5 +1,7 @@
 //! Owns SMMU page 0 (app.toml `mmio`): answers op 1 with IDR0 and IDR1,
-//! read with 32-bit loads as the SMMU requires.
+//! read with 32-bit loads as the SMMU requires. Op 2 (task u16, pa u64,
+//! len u64; task `TaskId::ANY` = the sender) answers whether that task owns that DMA memory, through the
+//! kernel's `phys_owned` (this task has the `memory-query` capability).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -7,7 +9,7 @@
 fn main() -> ! {
     use userlib::*;
     let smmu = sys_region_info("smmu-page0");
-    let mut buf = [0u8; 8];
+    let mut buf = [0u8; 24];
     loop {
         let m = sys_recv_open(&mut buf, 0);
         match (m.operation, smmu) {
@@ -24,6 +26,16 @@ fn main() -> ! {
                 out[..4].copy_from_slice(&idr0.to_le_bytes());
                 out[4..].copy_from_slice(&idr1.to_le_bytes());
                 sys_reply(m.sender, 0, &out);
+            }
+            (2, _) if !m.is_notification() && m.message_len == 18 => {
+                // TaskId::ANY stands for the sender itself.
+                let task = match TaskId(u16::from_le_bytes([buf[0], buf[1]])) {
+                    TaskId::ANY => m.sender,
+                    t => t,
+                };
+                let pa = u64::from_le_bytes(buf[2..10].try_into().unwrap_or([0; 8])) as usize;
+                let len = u64::from_le_bytes(buf[10..18].try_into().unwrap_or([0; 8])) as usize;
+                sys_reply(m.sender, 0, &[sys_phys_owned(task, pa, len) as u8]);
             }
             _ if !m.is_notification() => {
                 sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation)

@@ -69,4 +69,6 @@ pub mod echo {
     pub const FP_CLOBBER: u16 = 10;
     /// Recurses without bound (stack overflow tests).
     pub const RECURSE: u16 = 11;
+    /// Calls `phys_owned` (it lacks the `memory-query` capability).
+    pub const PHYS_QUERY: u16 = 12;
 }
