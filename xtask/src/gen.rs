@@ -349,9 +349,10 @@ mod tests {
             names,
             ["text", "stack", "data", "smmu-page0", "smmu-tables"]
         );
-        // supervisor/demo/idle: text + data slots; iommu-server: + 2.
-        assert_eq!(page_table_pages(&app, &built), 3 + 4 + 6 + 4 + 4);
-        assert!(src.contains("pub const PAGE_TABLE_PAGES: usize = 21;\n"));
+        // supervisor/idle: text + data slots; iommu-server: + 2 regions;
+        // demo: + pcie-ecam (1 slot), pcie-mmio32 (16 MiB: 8) and dma-buf (1).
+        assert_eq!(page_table_pages(&app, &built), 3 + 4 + 6 + 14 + 4);
+        assert!(src.contains("pub const PAGE_TABLE_PAGES: usize = 31;\n"));
         assert!(src.ends_with("pub const KERNEL_STACK_SIZE: usize = 0x4000;\n"));
     }
 

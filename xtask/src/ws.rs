@@ -73,8 +73,17 @@ impl Workspace {
         self.root.join("boards")
     }
 
-    /// Test and benchmark images: `test/apps/*.toml`, sorted.
+    /// Test and benchmark images: the demo image `app.toml` (its `[expect]`
+    /// names the demo scenario, so `cargo xtask test` boots exactly what
+    /// `cargo xtask run` boots), then `test/apps/*.toml`, sorted.
     pub fn test_apps(&self) -> Result<Vec<PathBuf>, String> {
+        let mut apps = vec![self.root.join("app.toml")];
+        apps.retain(|p| p.exists());
+        apps.extend(self.test_app_files()?);
+        Ok(apps)
+    }
+
+    fn test_app_files(&self) -> Result<Vec<PathBuf>, String> {
         let dir = self.root.join("test/apps");
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,

@@ -187,6 +187,11 @@ mod scenario {
                 "FAILED"
             }
         );
+        if ok {
+            log!("TEST demo_scenario ok");
+        } else {
+            log!("TEST demo_scenario FAIL a step misbehaved");
+        }
         sys_shutdown(if ok { 0 } else { 1 })
     }
 }
