@@ -68,7 +68,7 @@ fn main() -> ! {
                 let mut a = [0u8; 8];
                 a.copy_from_slice(&buf[..8]);
                 let addr = u64::from_le_bytes(a) as usize;
-                // SAFETY: deliberately unsafe: the isolation tests ask this
+                // SAFETY: deliberately out of bounds: the isolation tests ask this
                 // task to read an address it was not given; the kernel must
                 // fault it. Nothing in this task depends on the value.
                 let v = unsafe { core::ptr::read_volatile(addr as *const u32) };

@@ -64,7 +64,11 @@ impl Rng {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
     }
 }
 
@@ -125,8 +129,14 @@ fn random_input(r: &mut Rng, ops: u32, corpus: &[Input]) -> Input {
     Input {
         op: r.below(ops as u64 + 4) as u32,
         bytes,
-        reply_capacity: if r.below(4) == 0 { r.below(64) as usize } else { 1024 },
-        leases: (0..nleases).map(|_| (r.below(4) as u32, r.below(1 << 14) as usize)).collect(),
+        reply_capacity: if r.below(4) == 0 {
+            r.below(64) as usize
+        } else {
+            1024
+        },
+        leases: (0..nleases)
+            .map(|_| (r.below(4) as u32, r.below(1 << 14) as usize))
+            .collect(),
     }
 }
 
@@ -138,10 +148,15 @@ pub fn fuzz(target: &Target, seed: u64, runs: u64, time: Duration) -> Report {
     let start = Instant::now();
     while rep.runs < runs && start.elapsed() < time {
         let input = random_input(&mut r, target.ops, &corpus);
-        let leases: Vec<LeaseInfo> =
-            input.leases.iter().map(|&(attributes, len)| LeaseInfo { attributes, len }).collect();
+        let leases: Vec<LeaseInfo> = input
+            .leases
+            .iter()
+            .map(|&(attributes, len)| LeaseInfo { attributes, len })
+            .collect();
         let decode = target.decode;
-        let res = catch_unwind(AssertUnwindSafe(|| decode(input.op, &input.bytes, input.reply_capacity, &leases)));
+        let res = catch_unwind(AssertUnwindSafe(|| {
+            decode(input.op, &input.bytes, input.reply_capacity, &leases)
+        }));
         rep.runs += 1;
         match res {
             Ok(true) => {
@@ -173,8 +188,17 @@ mod tests {
     fn fuzz_smoke_every_dispatch_never_panics() {
         for t in TARGETS {
             let rep = fuzz(t, 7, 20_000, Duration::from_secs(20));
-            assert!(rep.crash.is_none(), "{}: dispatch_decode panicked on {:?}", t.name, rep.crash);
-            assert!(rep.accepted > 0, "{}: no generated input ever decoded: the fuzzer is not reaching the decoders", t.name);
+            assert!(
+                rep.crash.is_none(),
+                "{}: dispatch_decode panicked on {:?}",
+                t.name,
+                rep.crash
+            );
+            assert!(
+                rep.accepted > 0,
+                "{}: no generated input ever decoded: the fuzzer is not reaching the decoders",
+                t.name
+            );
         }
     }
 }

@@ -419,6 +419,7 @@ pub unsafe fn start(
         MACHINE = Some(m);
         KERNEL = Some(Kernel::new(tasks, cfg.irqs));
     }
+    // SAFETY: boot is single-threaded and these are the only references.
     let (k, m) = unsafe { globals() };
     k.boot(m);
     let next = run_next(k, m);

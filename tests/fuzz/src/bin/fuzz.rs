@@ -10,7 +10,10 @@ fn main() {
         return;
     }
     let Some(target) = fuzz::target(&args[0]) else {
-        eprintln!("fuzz: unknown target {:?}; `cargo xtask fuzz --list` lists them", args[0]);
+        eprintln!(
+            "fuzz: unknown target {:?}; `cargo xtask fuzz --list` lists them",
+            args[0]
+        );
         std::process::exit(2);
     };
     let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
@@ -18,9 +21,15 @@ fn main() {
     // Silence the default panic message: a panic is reported below with its input.
     std::panic::set_hook(Box::new(|_| {}));
     let rep = fuzz::fuzz(target, seed, u64::MAX, Duration::from_secs(seconds));
-    println!("fuzz {}: {} inputs in {} s, {} decoded, seed {}", target.name, rep.runs, seconds, rep.accepted, seed);
+    println!(
+        "fuzz {}: {} inputs in {} s, {} decoded, seed {}",
+        target.name, rep.runs, seconds, rep.accepted, seed
+    );
     if let Some(c) = rep.crash {
-        println!("PANIC on op {} reply_capacity {} leases {:?} bytes {:02x?}", c.op, c.reply_capacity, c.leases, c.bytes);
+        println!(
+            "PANIC on op {} reply_capacity {} leases {:?} bytes {:02x?}",
+            c.op, c.reply_capacity, c.leases, c.bytes
+        );
         std::process::exit(1);
     }
 }
