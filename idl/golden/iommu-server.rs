@@ -28,7 +28,8 @@ impl PostcardMax for StreamId {
     const MAX_SIZE: usize = <u32 as PostcardMax>::MAX_SIZE;
 }
 
-/// A stage-2 domain (hwpt) created by `create_s2_domain`.
+/// A domain (hwpt): slot and generation, never 0; a handle to a destroyed
+/// domain is NotFound, never another domain.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 #[derive(PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DomainId(pub u32);
@@ -47,7 +48,7 @@ impl PostcardMax for DomainId {
     const MAX_SIZE: usize = <u32 as PostcardMax>::MAX_SIZE;
 }
 
-/// Permissions of a stage-2 mapping. Without EXEC the mapping is execute-never;
+/// Permissions of a mapping. Without EXEC the mapping is execute-never;
 /// DEVICE maps device memory (the MSI doorbell) instead of normal memory.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 #[derive(Default)]
@@ -473,6 +474,490 @@ impl PostcardMax for ReclaimCounts {
         + <u32 as PostcardMax>::MAX_SIZE + <u32 as PostcardMax>::MAX_SIZE;
 }
 
+/// How an attach, replace or detach changed the stream's STE.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum SteUpdate {
+    /// The STE already said this (attach to the domain it is attached to).
+    NoChange = 0,
+    /// One 64-bit store changed what the SMMU uses: every transaction saw either
+    /// the old or the new configuration.
+    Hitless = 1,
+    /// V = 0 first (transactions in between terminate, never bypass), then the
+    /// other words, then word 0 (S2 -> S2: VMID and S2TTB both change).
+    BreakBeforeMake = 2,
+}
+
+impl SteUpdate {
+    pub const ALL: [SteUpdate; 3] = [
+        SteUpdate::NoChange,
+        SteUpdate::Hitless,
+        SteUpdate::BreakBeforeMake,
+    ];
+}
+
+impl ::idl_runtime::Repr for SteUpdate {
+    type Int = u8;
+    fn to_repr(self) -> u8 {
+        self as u8
+    }
+    fn from_repr(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(SteUpdate::NoChange),
+            1 => Some(SteUpdate::Hitless),
+            2 => Some(SteUpdate::BreakBeforeMake),
+            _ => None,
+        }
+    }
+}
+
+/// The integer value on the wire (both encodings); unknown values are refused.
+impl Serialize for SteUpdate {
+    fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ::idl_runtime::serialize_repr(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SteUpdate {
+    fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ::idl_runtime::deserialize_repr(d)
+    }
+}
+
+impl Fixed for SteUpdate {
+    type Wire = WireOf<u8>;
+    fn to_wire(&self) -> Self::Wire {
+        Fixed::to_wire(&(*self as u8))
+    }
+    fn from_wire(wire: &Self::Wire) -> Option<Self> {
+        <Self as ::idl_runtime::Repr>::from_repr(Fixed::from_wire(wire)?)
+    }
+}
+
+impl PostcardMax for SteUpdate {
+    const MAX_SIZE: usize = <u8 as PostcardMax>::MAX_SIZE;
+}
+
+/// What an attach, replace or detach did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize)]
+pub struct AttachOutcome {
+    /// The domain the stream was attached to before; DomainId(0) if none.
+    pub old: DomainId,
+    pub update: SteUpdate,
+    /// The old domain is fault-capable: its pending fault groups of this stream
+    /// are owed an INVALID answer (prq-server's drain; until prq-server exists,
+    /// the caller's duty).
+    pub fault_duty: bool,
+}
+
+/// Wire form of [`AttachOutcome`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct AttachOutcomeWire {
+    pub old: WireOf<DomainId>,
+    pub update: WireOf<SteUpdate>,
+    pub fault_duty: WireOf<bool>,
+}
+
+impl Fixed for AttachOutcome {
+    type Wire = AttachOutcomeWire;
+    fn to_wire(&self) -> AttachOutcomeWire {
+        AttachOutcomeWire {
+            old: Fixed::to_wire(&self.old),
+            update: Fixed::to_wire(&self.update),
+            fault_duty: Fixed::to_wire(&self.fault_duty),
+        }
+    }
+    fn from_wire(wire: &AttachOutcomeWire) -> Option<Self> {
+        Some(AttachOutcome {
+            old: Fixed::from_wire(&wire.old)?,
+            update: Fixed::from_wire(&wire.update)?,
+            fault_duty: Fixed::from_wire(&wire.fault_duty)?,
+        })
+    }
+}
+
+impl PostcardMax for AttachOutcome {
+    const MAX_SIZE: usize = <DomainId as PostcardMax>::MAX_SIZE
+        + <SteUpdate as PostcardMax>::MAX_SIZE + <bool as PostcardMax>::MAX_SIZE;
+}
+
+/// STE.S1Fmt: the layout of a guest's CD table.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum CdTableFormat {
+    /// One array of 2^S1CDMax CDs.
+    Linear = 0,
+    /// Two levels, 4 KiB leaves (needs IDR0.CD2L).
+    TwoLevel4K = 1,
+    /// Two levels, 64 KiB leaves (needs IDR0.CD2L).
+    TwoLevel64K = 2,
+}
+
+impl CdTableFormat {
+    pub const ALL: [CdTableFormat; 3] = [
+        CdTableFormat::Linear,
+        CdTableFormat::TwoLevel4K,
+        CdTableFormat::TwoLevel64K,
+    ];
+}
+
+impl ::idl_runtime::Repr for CdTableFormat {
+    type Int = u8;
+    fn to_repr(self) -> u8 {
+        self as u8
+    }
+    fn from_repr(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(CdTableFormat::Linear),
+            1 => Some(CdTableFormat::TwoLevel4K),
+            2 => Some(CdTableFormat::TwoLevel64K),
+            _ => None,
+        }
+    }
+}
+
+/// The integer value on the wire (both encodings); unknown values are refused.
+impl Serialize for CdTableFormat {
+    fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ::idl_runtime::serialize_repr(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for CdTableFormat {
+    fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ::idl_runtime::deserialize_repr(d)
+    }
+}
+
+impl Fixed for CdTableFormat {
+    type Wire = WireOf<u8>;
+    fn to_wire(&self) -> Self::Wire {
+        Fixed::to_wire(&(*self as u8))
+    }
+    fn from_wire(wire: &Self::Wire) -> Option<Self> {
+        <Self as ::idl_runtime::Repr>::from_repr(Fixed::from_wire(wire)?)
+    }
+}
+
+impl PostcardMax for CdTableFormat {
+    const MAX_SIZE: usize = <u8 as PostcardMax>::MAX_SIZE;
+}
+
+/// STE.S1DSS: what transactions without a PASID use when S1CDMax > 0.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum SubstreamDefault {
+    /// They terminate.
+    Terminate = 0,
+    /// Stage 1 is bypassed (stage 2 only).
+    Bypass = 1,
+    /// They use CD 0.
+    Ssid0 = 2,
+}
+
+impl SubstreamDefault {
+    pub const ALL: [SubstreamDefault; 3] = [
+        SubstreamDefault::Terminate,
+        SubstreamDefault::Bypass,
+        SubstreamDefault::Ssid0,
+    ];
+}
+
+impl ::idl_runtime::Repr for SubstreamDefault {
+    type Int = u8;
+    fn to_repr(self) -> u8 {
+        self as u8
+    }
+    fn from_repr(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(SubstreamDefault::Terminate),
+            1 => Some(SubstreamDefault::Bypass),
+            2 => Some(SubstreamDefault::Ssid0),
+            _ => None,
+        }
+    }
+}
+
+/// The integer value on the wire (both encodings); unknown values are refused.
+impl Serialize for SubstreamDefault {
+    fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ::idl_runtime::serialize_repr(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SubstreamDefault {
+    fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ::idl_runtime::deserialize_repr(d)
+    }
+}
+
+impl Fixed for SubstreamDefault {
+    type Wire = WireOf<u8>;
+    fn to_wire(&self) -> Self::Wire {
+        Fixed::to_wire(&(*self as u8))
+    }
+    fn from_wire(wire: &Self::Wire) -> Option<Self> {
+        <Self as ::idl_runtime::Repr>::from_repr(Fixed::from_wire(wire)?)
+    }
+}
+
+impl PostcardMax for SubstreamDefault {
+    const MAX_SIZE: usize = <u8 as PostcardMax>::MAX_SIZE;
+}
+
+/// The guest's vSTE for a nested domain: its own CD table, at an IPA translated by the
+/// parent S2 domain (so it can only reach the VM's own memory).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize)]
+pub struct NestedSte {
+    /// STE.S1ContextPtr: the guest's CD table (IPA, 64-byte aligned, not in the
+    /// context window).
+    pub cd_table_ipa: u64,
+    /// STE.S1CDMax: log2 of the number of CDs (0: one, no PASIDs).
+    pub s1cdmax: u8,
+    pub s1fmt: CdTableFormat,
+    pub s1dss: SubstreamDefault,
+}
+
+/// Wire form of [`NestedSte`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct NestedSteWire {
+    pub cd_table_ipa: WireOf<u64>,
+    pub s1cdmax: WireOf<u8>,
+    pub s1fmt: WireOf<CdTableFormat>,
+    pub s1dss: WireOf<SubstreamDefault>,
+}
+
+impl Fixed for NestedSte {
+    type Wire = NestedSteWire;
+    fn to_wire(&self) -> NestedSteWire {
+        NestedSteWire {
+            cd_table_ipa: Fixed::to_wire(&self.cd_table_ipa),
+            s1cdmax: Fixed::to_wire(&self.s1cdmax),
+            s1fmt: Fixed::to_wire(&self.s1fmt),
+            s1dss: Fixed::to_wire(&self.s1dss),
+        }
+    }
+    fn from_wire(wire: &NestedSteWire) -> Option<Self> {
+        Some(NestedSte {
+            cd_table_ipa: Fixed::from_wire(&wire.cd_table_ipa)?,
+            s1cdmax: Fixed::from_wire(&wire.s1cdmax)?,
+            s1fmt: Fixed::from_wire(&wire.s1fmt)?,
+            s1dss: Fixed::from_wire(&wire.s1dss)?,
+        })
+    }
+}
+
+impl PostcardMax for NestedSte {
+    const MAX_SIZE: usize = <u64 as PostcardMax>::MAX_SIZE
+        + <u8 as PostcardMax>::MAX_SIZE + <CdTableFormat as PostcardMax>::MAX_SIZE
+        + <SubstreamDefault as PostcardMax>::MAX_SIZE;
+}
+
+/// One raw 32-byte SMMUv3 event record (EVTQ entry) of the caller's streams, with the
+/// physical StreamID.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize)]
+pub struct SmmuEvent {
+    pub words: [u64; 4],
+}
+
+/// Wire form of [`SmmuEvent`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct SmmuEventWire {
+    pub words: WireOf<[u64; 4]>,
+}
+
+impl Fixed for SmmuEvent {
+    type Wire = SmmuEventWire;
+    fn to_wire(&self) -> SmmuEventWire {
+        SmmuEventWire {
+            words: Fixed::to_wire(&self.words),
+        }
+    }
+    fn from_wire(wire: &SmmuEventWire) -> Option<Self> {
+        Some(SmmuEvent {
+            words: Fixed::from_wire(&wire.words)?,
+        })
+    }
+}
+
+impl PostcardMax for SmmuEvent {
+    const MAX_SIZE: usize = <[u64; 4] as PostcardMax>::MAX_SIZE;
+}
+
+/// Result of fetch_events.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize)]
+pub struct EventsFetched {
+    /// Records written to the lease.
+    pub count: u32,
+    /// Records of the caller's streams dropped by overflow since the last fetch.
+    pub lost: u32,
+}
+
+/// Wire form of [`EventsFetched`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct EventsFetchedWire {
+    pub count: WireOf<u32>,
+    pub lost: WireOf<u32>,
+}
+
+impl Fixed for EventsFetched {
+    type Wire = EventsFetchedWire;
+    fn to_wire(&self) -> EventsFetchedWire {
+        EventsFetchedWire {
+            count: Fixed::to_wire(&self.count),
+            lost: Fixed::to_wire(&self.lost),
+        }
+    }
+    fn from_wire(wire: &EventsFetchedWire) -> Option<Self> {
+        Some(EventsFetched {
+            count: Fixed::from_wire(&wire.count)?,
+            lost: Fixed::from_wire(&wire.lost)?,
+        })
+    }
+}
+
+impl PostcardMax for EventsFetched {
+    const MAX_SIZE: usize = <u32 as PostcardMax>::MAX_SIZE
+        + <u32 as PostcardMax>::MAX_SIZE;
+}
+
+/// Diagnostics: the ID registers, the control state, table memory, command-queue
+/// counters and the cost of the last STE update and attach.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize)]
+pub struct IommuInfo {
+    pub idr0: u32,
+    pub idr1: u32,
+    pub idr3: u32,
+    pub idr5: u32,
+    /// GBPA (ABORT must be set: a disabled SMMU aborts).
+    pub gbpa: u32,
+    pub cr0: u32,
+    /// STRTAB_BASE_CFG.
+    pub strtab_cfg: u32,
+    /// Table pages of the server's DMA region.
+    pub pages_total: u32,
+    pub pages_free: u32,
+    /// Commands issued, CMD_SYNC not counted.
+    pub commands: u32,
+    /// CMD_SYNCs issued (one per batch).
+    pub syncs: u32,
+    /// Commands the SMMU refused and the queue recovered from.
+    pub cmd_recovered: u32,
+    pub last_refused_opcode: u8,
+    /// CMDQ_CONS.ERR of the last refused command.
+    pub last_refused_err: u8,
+    pub gerrors_seen: u32,
+    pub events_read: u32,
+    pub domains: u16,
+    pub contexts: u16,
+    /// Counter ticks (instructions under -icount shift=0) of the last STE update,
+    /// its CFGI and SYNCs included; 0 where the server has no counter (host).
+    pub ste_update_instr: u64,
+    /// Counter ticks of the last attach, replace or detach, from request to reply.
+    pub attach_instr: u64,
+}
+
+/// Wire form of [`IommuInfo`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct IommuInfoWire {
+    pub idr0: WireOf<u32>,
+    pub idr1: WireOf<u32>,
+    pub idr3: WireOf<u32>,
+    pub idr5: WireOf<u32>,
+    pub gbpa: WireOf<u32>,
+    pub cr0: WireOf<u32>,
+    pub strtab_cfg: WireOf<u32>,
+    pub pages_total: WireOf<u32>,
+    pub pages_free: WireOf<u32>,
+    pub commands: WireOf<u32>,
+    pub syncs: WireOf<u32>,
+    pub cmd_recovered: WireOf<u32>,
+    pub last_refused_opcode: WireOf<u8>,
+    pub last_refused_err: WireOf<u8>,
+    pub gerrors_seen: WireOf<u32>,
+    pub events_read: WireOf<u32>,
+    pub domains: WireOf<u16>,
+    pub contexts: WireOf<u16>,
+    pub ste_update_instr: WireOf<u64>,
+    pub attach_instr: WireOf<u64>,
+}
+
+impl Fixed for IommuInfo {
+    type Wire = IommuInfoWire;
+    fn to_wire(&self) -> IommuInfoWire {
+        IommuInfoWire {
+            idr0: Fixed::to_wire(&self.idr0),
+            idr1: Fixed::to_wire(&self.idr1),
+            idr3: Fixed::to_wire(&self.idr3),
+            idr5: Fixed::to_wire(&self.idr5),
+            gbpa: Fixed::to_wire(&self.gbpa),
+            cr0: Fixed::to_wire(&self.cr0),
+            strtab_cfg: Fixed::to_wire(&self.strtab_cfg),
+            pages_total: Fixed::to_wire(&self.pages_total),
+            pages_free: Fixed::to_wire(&self.pages_free),
+            commands: Fixed::to_wire(&self.commands),
+            syncs: Fixed::to_wire(&self.syncs),
+            cmd_recovered: Fixed::to_wire(&self.cmd_recovered),
+            last_refused_opcode: Fixed::to_wire(&self.last_refused_opcode),
+            last_refused_err: Fixed::to_wire(&self.last_refused_err),
+            gerrors_seen: Fixed::to_wire(&self.gerrors_seen),
+            events_read: Fixed::to_wire(&self.events_read),
+            domains: Fixed::to_wire(&self.domains),
+            contexts: Fixed::to_wire(&self.contexts),
+            ste_update_instr: Fixed::to_wire(&self.ste_update_instr),
+            attach_instr: Fixed::to_wire(&self.attach_instr),
+        }
+    }
+    fn from_wire(wire: &IommuInfoWire) -> Option<Self> {
+        Some(IommuInfo {
+            idr0: Fixed::from_wire(&wire.idr0)?,
+            idr1: Fixed::from_wire(&wire.idr1)?,
+            idr3: Fixed::from_wire(&wire.idr3)?,
+            idr5: Fixed::from_wire(&wire.idr5)?,
+            gbpa: Fixed::from_wire(&wire.gbpa)?,
+            cr0: Fixed::from_wire(&wire.cr0)?,
+            strtab_cfg: Fixed::from_wire(&wire.strtab_cfg)?,
+            pages_total: Fixed::from_wire(&wire.pages_total)?,
+            pages_free: Fixed::from_wire(&wire.pages_free)?,
+            commands: Fixed::from_wire(&wire.commands)?,
+            syncs: Fixed::from_wire(&wire.syncs)?,
+            cmd_recovered: Fixed::from_wire(&wire.cmd_recovered)?,
+            last_refused_opcode: Fixed::from_wire(&wire.last_refused_opcode)?,
+            last_refused_err: Fixed::from_wire(&wire.last_refused_err)?,
+            gerrors_seen: Fixed::from_wire(&wire.gerrors_seen)?,
+            events_read: Fixed::from_wire(&wire.events_read)?,
+            domains: Fixed::from_wire(&wire.domains)?,
+            contexts: Fixed::from_wire(&wire.contexts)?,
+            ste_update_instr: Fixed::from_wire(&wire.ste_update_instr)?,
+            attach_instr: Fixed::from_wire(&wire.attach_instr)?,
+        })
+    }
+}
+
+impl PostcardMax for IommuInfo {
+    const MAX_SIZE: usize = <u32 as PostcardMax>::MAX_SIZE
+        + <u32 as PostcardMax>::MAX_SIZE + <u32 as PostcardMax>::MAX_SIZE
+        + <u32 as PostcardMax>::MAX_SIZE + <u32 as PostcardMax>::MAX_SIZE
+        + <u32 as PostcardMax>::MAX_SIZE + <u32 as PostcardMax>::MAX_SIZE
+        + <u32 as PostcardMax>::MAX_SIZE + <u32 as PostcardMax>::MAX_SIZE
+        + <u32 as PostcardMax>::MAX_SIZE + <u32 as PostcardMax>::MAX_SIZE
+        + <u32 as PostcardMax>::MAX_SIZE + <u8 as PostcardMax>::MAX_SIZE
+        + <u8 as PostcardMax>::MAX_SIZE + <u32 as PostcardMax>::MAX_SIZE
+        + <u32 as PostcardMax>::MAX_SIZE + <u16 as PostcardMax>::MAX_SIZE
+        + <u16 as PostcardMax>::MAX_SIZE + <u64 as PostcardMax>::MAX_SIZE
+        + <u64 as PostcardMax>::MAX_SIZE;
+}
+
 /// Errors of the Iommu interface. Codes are errno values (iommufd's meanings); `ServerDied` and
 /// `Protocol` are produced by the client stub.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -497,6 +982,10 @@ pub enum IommuError {
     Again = 11,
     /// ETIMEDOUT: the hardware did not complete in time (CMD_SYNC, ATC invalidation)
     TimedOut = 110,
+    /// EADDRINUSE: the address range is reserved (the MSI window) or in use by the server
+    AddrInUse = 98,
+    /// EIO: the hardware refused a command (CMDQ_CONS.ERR, GERROR) or is unusable
+    Io = 5,
     /// The server died or restarted before answering (the stub refreshed its task id; an idempotent
     /// operation was retried once), or a server it depends on did: the request may or may not have
     /// taken effect.
@@ -507,7 +996,7 @@ pub enum IommuError {
 }
 
 impl IommuError {
-    pub const ALL: [IommuError; 11] = [
+    pub const ALL: [IommuError; 13] = [
         IommuError::NotPermitted,
         IommuError::NotFound,
         IommuError::Invalid,
@@ -517,6 +1006,8 @@ impl IommuError {
         IommuError::Unsupported,
         IommuError::Again,
         IommuError::TimedOut,
+        IommuError::AddrInUse,
+        IommuError::Io,
         IommuError::ServerDied,
         IommuError::Protocol,
     ];
@@ -531,6 +1022,8 @@ impl IommuError {
             IommuError::Unsupported => "Unsupported",
             IommuError::Again => "Again",
             IommuError::TimedOut => "TimedOut",
+            IommuError::AddrInUse => "AddrInUse",
+            IommuError::Io => "Io",
             IommuError::ServerDied => "ServerDied",
             IommuError::Protocol => "Protocol",
         }
@@ -554,6 +1047,8 @@ impl ::idl_runtime::IdlError for IommuError {
             95 => IommuError::Unsupported,
             11 => IommuError::Again,
             110 => IommuError::TimedOut,
+            98 => IommuError::AddrInUse,
+            5 => IommuError::Io,
             0x1_0000 => IommuError::ServerDied,
             _ => IommuError::Protocol,
         }
@@ -587,19 +1082,21 @@ pub enum IommuOp {
     /// `create_s2_domain`: Creates a stage-2 domain owned by the caller (its VM) with a fresh VMID.
     /// The MSI
     CreateS2Domain = 2,
-    /// `destroy_domain`: Destroys a domain of the caller; Busy while any stream uses it.
+    /// `destroy_domain`: Destroys a domain of the caller; Busy while any stream uses it or nested
+    /// domains
     DestroyDomain = 3,
-    /// `map`: Maps [iova, iova+len) of the domain to host physical [pa, pa+len), which must lie in
+    /// `map`: Maps [iova, iova+len) of an S1 or S2 domain to host physical [pa, pa+len), which
     Map = 4,
-    /// `unmap`: Unmaps [iova, iova+len) and invalidates (TLBI_S2_IPA + SYNC); returns the bytes
+    /// `unmap`: Unmaps [iova, iova+len) and invalidates (TLBI_S2_IPA / TLBI_NH_VA + one SYNC)
     Unmap = 5,
     /// `attach`: Attaches a stream assigned to the caller's VM (app.toml) to a domain of the
-    /// caller:
+    /// caller.
     Attach = 6,
-    /// `replace`: Moves an attached stream to another domain of the caller in one hitless STE
-    /// update.
+    /// `replace`: Moves an attached stream to another domain of the caller in one STE update,
+    /// hitless
     Replace = 7,
-    /// `detach`: Detaches a stream: its STE goes abort (never bypass); its binds are dropped and
+    /// `detach`: Detaches a stream: its binds are dropped as by their last unbind, then its STE
+    /// goes
     Detach = 8,
     /// `bind`: Installs a stage-1 context for (sid, PASID): checks the stream is the caller's and
     Bind = 9,
@@ -610,10 +1107,30 @@ pub enum IommuOp {
     Invalidate = 11,
     /// `owner_died`: The VM task `vm` went away: its streams go abort, its binds are cleared and
     OwnerDied = 12,
+    /// `create_s1_domain`: Creates a stage-1 domain built by the server: its own page table, a
+    /// fresh ASID
+    CreateS1Domain = 13,
+    /// `create_nested_domain`: Creates a nested domain: the guest's vSTE (its own CD table, at an
+    /// IPA) over the
+    CreateNestedDomain = 14,
+    /// `unmap_deferred`: Unmaps [iova, iova+len) without invalidating: the device may keep using
+    /// stale
+    UnmapDeferred = 15,
+    /// `flush`: Completes deferred unmaps: invalidates the whole domain (TLBI_S12_VMALL or
+    Flush = 16,
+    /// `set_vsid`: Sets the virtual StreamID the VM's guest uses for one of its streams (guest
+    SetVsid = 17,
+    /// `bind_users`: The number of users of a bound (sid, PASID); NotFound if not bound.
+    BindUsers = 18,
+    /// `fetch_events`: Moves event records of the caller's streams into the lease, oldest first
+    /// (interim:
+    FetchEvents = 19,
+    /// `info`: Diagnostics: ID registers, control registers, table memory, command-queue
+    Info = 20,
 }
 
 impl IommuOp {
-    pub const ALL: [IommuOp; 12] = [
+    pub const ALL: [IommuOp; 20] = [
         IommuOp::HwInfo,
         IommuOp::CreateS2Domain,
         IommuOp::DestroyDomain,
@@ -626,6 +1143,14 @@ impl IommuOp {
         IommuOp::Unbind,
         IommuOp::Invalidate,
         IommuOp::OwnerDied,
+        IommuOp::CreateS1Domain,
+        IommuOp::CreateNestedDomain,
+        IommuOp::UnmapDeferred,
+        IommuOp::Flush,
+        IommuOp::SetVsid,
+        IommuOp::BindUsers,
+        IommuOp::FetchEvents,
+        IommuOp::Info,
     ];
     /// Largest argument encoding of any operation: the server's receive buffer.
     pub const RECV_BUF_SIZE: usize = ::idl_runtime::max_of(
@@ -642,6 +1167,14 @@ impl IommuOp {
             IommuOp::Unbind.args_max(),
             IommuOp::Invalidate.args_max(),
             IommuOp::OwnerDied.args_max(),
+            IommuOp::CreateS1Domain.args_max(),
+            IommuOp::CreateNestedDomain.args_max(),
+            IommuOp::UnmapDeferred.args_max(),
+            IommuOp::Flush.args_max(),
+            IommuOp::SetVsid.args_max(),
+            IommuOp::BindUsers.args_max(),
+            IommuOp::FetchEvents.args_max(),
+            IommuOp::Info.args_max(),
         ],
     );
     /// Largest reply payload of any operation.
@@ -659,6 +1192,14 @@ impl IommuOp {
             IommuOp::Unbind.reply_max(),
             IommuOp::Invalidate.reply_max(),
             IommuOp::OwnerDied.reply_max(),
+            IommuOp::CreateS1Domain.reply_max(),
+            IommuOp::CreateNestedDomain.reply_max(),
+            IommuOp::UnmapDeferred.reply_max(),
+            IommuOp::Flush.reply_max(),
+            IommuOp::SetVsid.reply_max(),
+            IommuOp::BindUsers.reply_max(),
+            IommuOp::FetchEvents.reply_max(),
+            IommuOp::Info.reply_max(),
         ],
     );
     pub const fn from_u32(operation: u32) -> Option<Self> {
@@ -675,6 +1216,14 @@ impl IommuOp {
             10 => Some(IommuOp::Unbind),
             11 => Some(IommuOp::Invalidate),
             12 => Some(IommuOp::OwnerDied),
+            13 => Some(IommuOp::CreateS1Domain),
+            14 => Some(IommuOp::CreateNestedDomain),
+            15 => Some(IommuOp::UnmapDeferred),
+            16 => Some(IommuOp::Flush),
+            17 => Some(IommuOp::SetVsid),
+            18 => Some(IommuOp::BindUsers),
+            19 => Some(IommuOp::FetchEvents),
+            20 => Some(IommuOp::Info),
             _ => None,
         }
     }
@@ -692,6 +1241,14 @@ impl IommuOp {
             IommuOp::Unbind => "unbind",
             IommuOp::Invalidate => "invalidate",
             IommuOp::OwnerDied => "owner_died",
+            IommuOp::CreateS1Domain => "create_s1_domain",
+            IommuOp::CreateNestedDomain => "create_nested_domain",
+            IommuOp::UnmapDeferred => "unmap_deferred",
+            IommuOp::Flush => "flush",
+            IommuOp::SetVsid => "set_vsid",
+            IommuOp::BindUsers => "bind_users",
+            IommuOp::FetchEvents => "fetch_events",
+            IommuOp::Info => "info",
         }
     }
     /// Safe to send again after the server died (the client retries once).
@@ -709,6 +1266,14 @@ impl IommuOp {
             IommuOp::Unbind => false,
             IommuOp::Invalidate => false,
             IommuOp::OwnerDied => true,
+            IommuOp::CreateS1Domain => false,
+            IommuOp::CreateNestedDomain => false,
+            IommuOp::UnmapDeferred => false,
+            IommuOp::Flush => true,
+            IommuOp::SetVsid => true,
+            IommuOp::BindUsers => true,
+            IommuOp::FetchEvents => false,
+            IommuOp::Info => true,
         }
     }
     /// Tasks allowed to call (empty: any task with a task-slot for the server).
@@ -726,6 +1291,14 @@ impl IommuOp {
             IommuOp::Unbind => &[IommuCaller::VmmFrontend],
             IommuOp::Invalidate => &[IommuCaller::VmmFrontend],
             IommuOp::OwnerDied => &[IommuCaller::Supervisor],
+            IommuOp::CreateS1Domain => &[IommuCaller::VmmFrontend],
+            IommuOp::CreateNestedDomain => &[IommuCaller::VmmFrontend],
+            IommuOp::UnmapDeferred => &[IommuCaller::VmmFrontend],
+            IommuOp::Flush => &[IommuCaller::VmmFrontend],
+            IommuOp::SetVsid => &[IommuCaller::VmmFrontend],
+            IommuOp::BindUsers => &[IommuCaller::VmmFrontend],
+            IommuOp::FetchEvents => &[IommuCaller::VmmFrontend],
+            IommuOp::Info => &[IommuCaller::VmmFrontend, IommuCaller::Supervisor],
         }
     }
     pub const fn lease_count(self) -> usize {
@@ -742,6 +1315,14 @@ impl IommuOp {
             IommuOp::Unbind => 0,
             IommuOp::Invalidate => 1,
             IommuOp::OwnerDied => 0,
+            IommuOp::CreateS1Domain => 0,
+            IommuOp::CreateNestedDomain => 0,
+            IommuOp::UnmapDeferred => 0,
+            IommuOp::Flush => 0,
+            IommuOp::SetVsid => 0,
+            IommuOp::BindUsers => 0,
+            IommuOp::FetchEvents => 1,
+            IommuOp::Info => 0,
         }
     }
     /// Largest argument encoding, in bytes.
@@ -759,6 +1340,16 @@ impl IommuOp {
             IommuOp::Unbind => ::idl_runtime::wire_size::<UnbindArgs>(),
             IommuOp::Invalidate => ::idl_runtime::wire_size::<InvalidateArgs>(),
             IommuOp::OwnerDied => ::idl_runtime::wire_size::<OwnerDiedArgs>(),
+            IommuOp::CreateS1Domain => ::idl_runtime::wire_size::<CreateS1DomainArgs>(),
+            IommuOp::CreateNestedDomain => {
+                ::idl_runtime::wire_size::<CreateNestedDomainArgs>()
+            }
+            IommuOp::UnmapDeferred => ::idl_runtime::wire_size::<UnmapDeferredArgs>(),
+            IommuOp::Flush => ::idl_runtime::wire_size::<FlushArgs>(),
+            IommuOp::SetVsid => ::idl_runtime::wire_size::<SetVsidArgs>(),
+            IommuOp::BindUsers => ::idl_runtime::wire_size::<BindUsersArgs>(),
+            IommuOp::FetchEvents => ::idl_runtime::wire_size::<FetchEventsArgs>(),
+            IommuOp::Info => ::idl_runtime::wire_size::<InfoArgs>(),
         }
     }
     /// Largest reply payload, in bytes (the caller must be able to take it).
@@ -769,13 +1360,21 @@ impl IommuOp {
             IommuOp::DestroyDomain => ::idl_runtime::wire_size::<()>(),
             IommuOp::Map => ::idl_runtime::wire_size::<()>(),
             IommuOp::Unmap => ::idl_runtime::wire_size::<u64>(),
-            IommuOp::Attach => ::idl_runtime::wire_size::<()>(),
-            IommuOp::Replace => ::idl_runtime::wire_size::<()>(),
-            IommuOp::Detach => ::idl_runtime::wire_size::<()>(),
+            IommuOp::Attach => ::idl_runtime::wire_size::<AttachOutcome>(),
+            IommuOp::Replace => ::idl_runtime::wire_size::<AttachOutcome>(),
+            IommuOp::Detach => ::idl_runtime::wire_size::<AttachOutcome>(),
             IommuOp::Bind => ::idl_runtime::wire_size::<u32>(),
             IommuOp::Unbind => ::idl_runtime::wire_size::<UnbindOutcome>(),
             IommuOp::Invalidate => ::idl_runtime::wire_size::<InvalidateOutcome>(),
             IommuOp::OwnerDied => ::idl_runtime::wire_size::<ReclaimCounts>(),
+            IommuOp::CreateS1Domain => ::idl_runtime::wire_size::<DomainId>(),
+            IommuOp::CreateNestedDomain => ::idl_runtime::wire_size::<DomainId>(),
+            IommuOp::UnmapDeferred => ::idl_runtime::wire_size::<u64>(),
+            IommuOp::Flush => ::idl_runtime::wire_size::<()>(),
+            IommuOp::SetVsid => ::idl_runtime::wire_size::<()>(),
+            IommuOp::BindUsers => ::idl_runtime::wire_size::<u32>(),
+            IommuOp::FetchEvents => ::idl_runtime::wire_size::<EventsFetched>(),
+            IommuOp::Info => ::idl_runtime::wire_size::<IommuInfo>(),
         }
     }
 }
@@ -1151,6 +1750,220 @@ impl Fixed for OwnerDiedArgs {
     }
 }
 
+/// Arguments of [`IommuClient::create_s1_domain`] (operation 13, Zerocopy).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CreateS1DomainArgs {
+    pub fault_capable: bool,
+}
+
+/// Wire form of [`CreateS1DomainArgs`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct CreateS1DomainArgsWire {
+    pub fault_capable: WireOf<bool>,
+}
+
+impl Fixed for CreateS1DomainArgs {
+    type Wire = CreateS1DomainArgsWire;
+    fn to_wire(&self) -> CreateS1DomainArgsWire {
+        CreateS1DomainArgsWire {
+            fault_capable: Fixed::to_wire(&self.fault_capable),
+        }
+    }
+    fn from_wire(wire: &CreateS1DomainArgsWire) -> Option<Self> {
+        Some(CreateS1DomainArgs {
+            fault_capable: Fixed::from_wire(&wire.fault_capable)?,
+        })
+    }
+}
+
+/// Arguments of [`IommuClient::create_nested_domain`] (operation 14, Zerocopy).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CreateNestedDomainArgs {
+    pub parent: DomainId,
+    pub vste: NestedSte,
+    pub fault_capable: bool,
+}
+
+/// Wire form of [`CreateNestedDomainArgs`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct CreateNestedDomainArgsWire {
+    pub parent: WireOf<DomainId>,
+    pub vste: WireOf<NestedSte>,
+    pub fault_capable: WireOf<bool>,
+}
+
+impl Fixed for CreateNestedDomainArgs {
+    type Wire = CreateNestedDomainArgsWire;
+    fn to_wire(&self) -> CreateNestedDomainArgsWire {
+        CreateNestedDomainArgsWire {
+            parent: Fixed::to_wire(&self.parent),
+            vste: Fixed::to_wire(&self.vste),
+            fault_capable: Fixed::to_wire(&self.fault_capable),
+        }
+    }
+    fn from_wire(wire: &CreateNestedDomainArgsWire) -> Option<Self> {
+        Some(CreateNestedDomainArgs {
+            parent: Fixed::from_wire(&wire.parent)?,
+            vste: Fixed::from_wire(&wire.vste)?,
+            fault_capable: Fixed::from_wire(&wire.fault_capable)?,
+        })
+    }
+}
+
+/// Arguments of [`IommuClient::unmap_deferred`] (operation 15, Zerocopy).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UnmapDeferredArgs {
+    pub domain: DomainId,
+    pub iova: u64,
+    pub len: u64,
+}
+
+/// Wire form of [`UnmapDeferredArgs`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct UnmapDeferredArgsWire {
+    pub domain: WireOf<DomainId>,
+    pub iova: WireOf<u64>,
+    pub len: WireOf<u64>,
+}
+
+impl Fixed for UnmapDeferredArgs {
+    type Wire = UnmapDeferredArgsWire;
+    fn to_wire(&self) -> UnmapDeferredArgsWire {
+        UnmapDeferredArgsWire {
+            domain: Fixed::to_wire(&self.domain),
+            iova: Fixed::to_wire(&self.iova),
+            len: Fixed::to_wire(&self.len),
+        }
+    }
+    fn from_wire(wire: &UnmapDeferredArgsWire) -> Option<Self> {
+        Some(UnmapDeferredArgs {
+            domain: Fixed::from_wire(&wire.domain)?,
+            iova: Fixed::from_wire(&wire.iova)?,
+            len: Fixed::from_wire(&wire.len)?,
+        })
+    }
+}
+
+/// Arguments of [`IommuClient::flush`] (operation 16, Zerocopy).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FlushArgs {
+    pub domain: DomainId,
+}
+
+/// Wire form of [`FlushArgs`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct FlushArgsWire {
+    pub domain: WireOf<DomainId>,
+}
+
+impl Fixed for FlushArgs {
+    type Wire = FlushArgsWire;
+    fn to_wire(&self) -> FlushArgsWire {
+        FlushArgsWire {
+            domain: Fixed::to_wire(&self.domain),
+        }
+    }
+    fn from_wire(wire: &FlushArgsWire) -> Option<Self> {
+        Some(FlushArgs {
+            domain: Fixed::from_wire(&wire.domain)?,
+        })
+    }
+}
+
+/// Arguments of [`IommuClient::set_vsid`] (operation 17, Zerocopy).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SetVsidArgs {
+    pub sid: StreamId,
+    pub vsid: u32,
+}
+
+/// Wire form of [`SetVsidArgs`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct SetVsidArgsWire {
+    pub sid: WireOf<StreamId>,
+    pub vsid: WireOf<u32>,
+}
+
+impl Fixed for SetVsidArgs {
+    type Wire = SetVsidArgsWire;
+    fn to_wire(&self) -> SetVsidArgsWire {
+        SetVsidArgsWire {
+            sid: Fixed::to_wire(&self.sid),
+            vsid: Fixed::to_wire(&self.vsid),
+        }
+    }
+    fn from_wire(wire: &SetVsidArgsWire) -> Option<Self> {
+        Some(SetVsidArgs {
+            sid: Fixed::from_wire(&wire.sid)?,
+            vsid: Fixed::from_wire(&wire.vsid)?,
+        })
+    }
+}
+
+/// Arguments of [`IommuClient::bind_users`] (operation 18, Zerocopy).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BindUsersArgs {
+    pub sid: StreamId,
+    pub pasid: ::pasid_alloc_api::Pasid,
+}
+
+/// Wire form of [`BindUsersArgs`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct BindUsersArgsWire {
+    pub sid: WireOf<StreamId>,
+    pub pasid: WireOf<::pasid_alloc_api::Pasid>,
+}
+
+impl Fixed for BindUsersArgs {
+    type Wire = BindUsersArgsWire;
+    fn to_wire(&self) -> BindUsersArgsWire {
+        BindUsersArgsWire {
+            sid: Fixed::to_wire(&self.sid),
+            pasid: Fixed::to_wire(&self.pasid),
+        }
+    }
+    fn from_wire(wire: &BindUsersArgsWire) -> Option<Self> {
+        Some(BindUsersArgs {
+            sid: Fixed::from_wire(&wire.sid)?,
+            pasid: Fixed::from_wire(&wire.pasid)?,
+        })
+    }
+}
+
+/// Arguments of [`IommuClient::fetch_events`] (operation 19, Zerocopy).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FetchEventsArgs {}
+impl Fixed for FetchEventsArgs {
+    type Wire = ();
+    fn to_wire(&self) {}
+    fn from_wire(_wire: &()) -> Option<Self> {
+        Some(FetchEventsArgs {})
+    }
+}
+
+/// Checked leases of [`IommuClient::fetch_events`], in lease order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct FetchEventsLeases {
+    pub out: ::idl_runtime::LeaseSlot,
+}
+
+/// Arguments of [`IommuClient::info`] (operation 20, Zerocopy).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InfoArgs {}
+impl Fixed for InfoArgs {
+    type Wire = ();
+    fn to_wire(&self) {}
+    fn from_wire(_wire: &()) -> Option<Self> {
+        Some(InfoArgs {})
+    }
+}
+
 /// A decoded, checked request to the Iommu interface: what `dispatch_decode` returns.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum IommuRequest {
@@ -1166,6 +1979,14 @@ pub enum IommuRequest {
     Unbind(UnbindArgs),
     Invalidate(InvalidateArgs, InvalidateLeases),
     OwnerDied(OwnerDiedArgs),
+    CreateS1Domain(CreateS1DomainArgs),
+    CreateNestedDomain(CreateNestedDomainArgs),
+    UnmapDeferred(UnmapDeferredArgs),
+    Flush(FlushArgs),
+    SetVsid(SetVsidArgs),
+    BindUsers(BindUsersArgs),
+    FetchEvents(FetchEventsArgs, FetchEventsLeases),
+    Info(InfoArgs),
 }
 
 impl IommuRequest {
@@ -1183,6 +2004,14 @@ impl IommuRequest {
             IommuRequest::Unbind(..) => IommuOp::Unbind,
             IommuRequest::Invalidate(..) => IommuOp::Invalidate,
             IommuRequest::OwnerDied(..) => IommuOp::OwnerDied,
+            IommuRequest::CreateS1Domain(..) => IommuOp::CreateS1Domain,
+            IommuRequest::CreateNestedDomain(..) => IommuOp::CreateNestedDomain,
+            IommuRequest::UnmapDeferred(..) => IommuOp::UnmapDeferred,
+            IommuRequest::Flush(..) => IommuOp::Flush,
+            IommuRequest::SetVsid(..) => IommuOp::SetVsid,
+            IommuRequest::BindUsers(..) => IommuOp::BindUsers,
+            IommuRequest::FetchEvents(..) => IommuOp::FetchEvents,
+            IommuRequest::Info(..) => IommuOp::Info,
         }
     }
 }
@@ -1264,6 +2093,49 @@ pub fn dispatch_decode(
             ::idl_runtime::expect_leases(leases, 0)?;
             IommuRequest::OwnerDied(args)
         }
+        IommuOp::CreateS1Domain => {
+            let args = ::idl_runtime::decode_fixed(bytes)?;
+            ::idl_runtime::expect_leases(leases, 0)?;
+            IommuRequest::CreateS1Domain(args)
+        }
+        IommuOp::CreateNestedDomain => {
+            let args = ::idl_runtime::decode_fixed(bytes)?;
+            ::idl_runtime::expect_leases(leases, 0)?;
+            IommuRequest::CreateNestedDomain(args)
+        }
+        IommuOp::UnmapDeferred => {
+            let args = ::idl_runtime::decode_fixed(bytes)?;
+            ::idl_runtime::expect_leases(leases, 0)?;
+            IommuRequest::UnmapDeferred(args)
+        }
+        IommuOp::Flush => {
+            let args = ::idl_runtime::decode_fixed(bytes)?;
+            ::idl_runtime::expect_leases(leases, 0)?;
+            IommuRequest::Flush(args)
+        }
+        IommuOp::SetVsid => {
+            let args = ::idl_runtime::decode_fixed(bytes)?;
+            ::idl_runtime::expect_leases(leases, 0)?;
+            IommuRequest::SetVsid(args)
+        }
+        IommuOp::BindUsers => {
+            let args = ::idl_runtime::decode_fixed(bytes)?;
+            ::idl_runtime::expect_leases(leases, 0)?;
+            IommuRequest::BindUsers(args)
+        }
+        IommuOp::FetchEvents => {
+            let args = ::idl_runtime::decode_fixed(bytes)?;
+            ::idl_runtime::expect_leases(leases, 1)?;
+            let out = ::idl_runtime::check_lease::<
+                SmmuEvent,
+            >(leases, 0, ::idl_runtime::Access::Write, 1, 16)?;
+            IommuRequest::FetchEvents(args, FetchEventsLeases { out })
+        }
+        IommuOp::Info => {
+            let args = ::idl_runtime::decode_fixed(bytes)?;
+            ::idl_runtime::expect_leases(leases, 0)?;
+            IommuRequest::Info(args)
+        }
     };
     ::idl_runtime::expect_reply_capacity(reply_capacity, op.reply_max())?;
     Ok(request)
@@ -1296,7 +2168,8 @@ pub trait IommuServer {
         caller: TaskId,
         fault_capable: bool,
     ) -> Result<DomainId, IommuError>;
-    /// Destroys a domain of the caller; Busy while any stream uses it.
+    /// Destroys a domain of the caller; Busy while any stream uses it or nested domains
+    /// use it as parent. Its TLB entries are invalidated before its tag can be reused.
     ///
     /// Operation 3; callers: vmm-frontend.
     fn destroy_domain(
@@ -1304,8 +2177,9 @@ pub trait IommuServer {
         caller: TaskId,
         domain: DomainId,
     ) -> Result<(), IommuError>;
-    /// Maps [iova, iova+len) of the domain to host physical [pa, pa+len), which must lie in
-    /// the caller's guest memory. Page-aligned; AlreadyExists on overlap.
+    /// Maps [iova, iova+len) of an S1 or S2 domain to host physical [pa, pa+len), which
+    /// must lie in the caller's own DMA memory (NotPermitted otherwise). Page-aligned, all
+    /// or nothing; AlreadyExists on overlap, AddrInUse in a reserved window.
     ///
     /// Operation 4; callers: vmm-frontend.
     fn map(
@@ -1317,8 +2191,8 @@ pub trait IommuServer {
         len: u64,
         perms: MapPerms,
     ) -> Result<(), IommuError>;
-    /// Unmaps [iova, iova+len) and invalidates (TLBI_S2_IPA + SYNC); returns the bytes
-    /// that were mapped.
+    /// Unmaps [iova, iova+len) and invalidates (TLBI_S2_IPA / TLBI_NH_VA + one SYNC)
+    /// before replying; returns the bytes that were mapped.
     ///
     /// Operation 5; callers: vmm-frontend.
     fn unmap(
@@ -1328,8 +2202,8 @@ pub trait IommuServer {
         iova: u64,
         len: u64,
     ) -> Result<u64, IommuError>;
-    /// Attaches a stream assigned to the caller's VM (app.toml) to a domain of the caller:
-    /// nested STE (host-managed CD table over the domain's stage 2). Busy if attached.
+    /// Attaches a stream assigned to the caller's VM (app.toml) to a domain of the caller.
+    /// Busy if attached (use replace).
     ///
     /// Operation 6; callers: vmm-frontend.
     fn attach(
@@ -1337,10 +2211,11 @@ pub trait IommuServer {
         caller: TaskId,
         sid: StreamId,
         domain: DomainId,
-    ) -> Result<(), IommuError>;
-    /// Moves an attached stream to another domain of the caller in one hitless STE update.
-    /// If the old domain was fault-capable, its pending page-request groups for this stream
-    /// are answered INVALID (prq-server drain) before the reply.
+    ) -> Result<AttachOutcome, IommuError>;
+    /// Moves an attached stream to another domain of the caller in one STE update, hitless
+    /// wherever one word changes. If the old domain was fault-capable, its pending
+    /// page-request groups for this stream are owed INVALID (`fault_duty`). NotFound if
+    /// the stream is not attached; Busy while PASID contexts are bound on it.
     ///
     /// Operation 7; callers: vmm-frontend.
     fn replace(
@@ -1348,12 +2223,16 @@ pub trait IommuServer {
         caller: TaskId,
         sid: StreamId,
         domain: DomainId,
-    ) -> Result<(), IommuError>;
-    /// Detaches a stream: its STE goes abort (never bypass); its binds are dropped and
-    /// drained as by unbind.
+    ) -> Result<AttachOutcome, IommuError>;
+    /// Detaches a stream: its binds are dropped as by their last unbind, then its STE goes
+    /// abort (never bypass). NotFound if not attached.
     ///
     /// Operation 8; callers: vmm-frontend.
-    fn detach(&mut self, caller: TaskId, sid: StreamId) -> Result<(), IommuError>;
+    fn detach(
+        &mut self,
+        caller: TaskId,
+        sid: StreamId,
+    ) -> Result<AttachOutcome, IommuError>;
     /// Installs a stage-1 context for (sid, PASID): checks the stream is the caller's and
     /// (pasid-alloc owner_of) the PASID is the caller's in that generation, writes the CD,
     /// CFGI_CD + SYNC, and routes its faults (prq-server set_route). A second bind of the
@@ -1382,7 +2261,7 @@ pub trait IommuServer {
         uses_stop_marker: bool,
     ) -> Result<UnbindOutcome, IommuError>;
     /// Issues a batch of guest invalidation commands (TLBI_NH_*, CFGI_CD*, ATC_INV only)
-    /// with the VMID of `domain` forced and streams checked, then one SYNC. Stops at the
+    /// with the VMID of `domain` forced and vSIDs translated, then one SYNC. Stops at the
     /// first command refused.
     ///
     /// Lease `cmds` (Read, 1..=64 entries): commands to issue, in order
@@ -1403,6 +2282,81 @@ pub trait IommuServer {
         caller: TaskId,
         vm: TaskId,
     ) -> Result<ReclaimCounts, IommuError>;
+    /// Creates a stage-1 domain built by the server: its own page table, a fresh ASID
+    /// (VMID 0) and a one-CD table written at creation. For devices the host translates
+    /// itself, without a VM's stage 2.
+    ///
+    /// Operation 13; callers: vmm-frontend.
+    fn create_s1_domain(
+        &mut self,
+        caller: TaskId,
+        fault_capable: bool,
+    ) -> Result<DomainId, IommuError>;
+    /// Creates a nested domain: the guest's vSTE (its own CD table, at an IPA) over the
+    /// caller's S2 domain `parent`. The guest owns that CD table and invalidates it with
+    /// CFGI_CD through `invalidate`. Unsupported without both stages (or with S1CDMax > 0
+    /// and no substreams).
+    ///
+    /// Operation 14; callers: vmm-frontend.
+    fn create_nested_domain(
+        &mut self,
+        caller: TaskId,
+        parent: DomainId,
+        vste: NestedSte,
+        fault_capable: bool,
+    ) -> Result<DomainId, IommuError>;
+    /// Unmaps [iova, iova+len) without invalidating: the device may keep using stale
+    /// translations until `flush` (Linux's lazy mode). Returns the bytes that were mapped.
+    ///
+    /// Operation 15; callers: vmm-frontend.
+    fn unmap_deferred(
+        &mut self,
+        caller: TaskId,
+        domain: DomainId,
+        iova: u64,
+        len: u64,
+    ) -> Result<u64, IommuError>;
+    /// Completes deferred unmaps: invalidates the whole domain (TLBI_S12_VMALL or
+    /// TLBI_NH_ASID) + SYNC.
+    ///
+    /// Operation 16; callers: vmm-frontend; idempotent.
+    fn flush(&mut self, caller: TaskId, domain: DomainId) -> Result<(), IommuError>;
+    /// Sets the virtual StreamID the VM's guest uses for one of its streams (guest
+    /// CFGI_CD / ATC_INV name vSIDs; default vSID = pSID). AlreadyExists if another of
+    /// the VM's streams has that vSID.
+    ///
+    /// Operation 17; callers: vmm-frontend; idempotent.
+    fn set_vsid(
+        &mut self,
+        caller: TaskId,
+        sid: StreamId,
+        vsid: u32,
+    ) -> Result<(), IommuError>;
+    /// The number of users of a bound (sid, PASID); NotFound if not bound.
+    ///
+    /// Operation 18; callers: vmm-frontend; idempotent.
+    fn bind_users(
+        &mut self,
+        caller: TaskId,
+        sid: StreamId,
+        pasid: ::pasid_alloc_api::Pasid,
+    ) -> Result<u32, IommuError>;
+    /// Moves event records of the caller's streams into the lease, oldest first (interim:
+    /// prq-server's fetch_events once it owns the event queue).
+    ///
+    /// Lease `out` (Write, 1..=16 entries): records, oldest first
+    ///
+    /// Operation 19; callers: vmm-frontend.
+    fn fetch_events(
+        &mut self,
+        caller: TaskId,
+        out: Leased<::idl_runtime::Write, SmmuEvent>,
+    ) -> Result<EventsFetched, IommuError>;
+    /// Diagnostics: ID registers, control registers, table memory, command-queue
+    /// counters and the instruction cost of the last STE update and attach.
+    ///
+    /// Operation 20; callers: vmm-frontend, supervisor; idempotent.
+    fn info(&mut self, caller: TaskId) -> Result<IommuInfo, IommuError>;
 }
 
 /// Handles one received message (or notification) for a Iommu server: decodes and checks it
@@ -1479,6 +2433,45 @@ pub fn dispatch<S: IommuServer>(
             let result = server.owner_died(caller, args.vm);
             ::idl_runtime::reply_fixed(caller, result);
         }
+        IommuRequest::CreateS1Domain(args) => {
+            let result = server.create_s1_domain(caller, args.fault_capable);
+            ::idl_runtime::reply_fixed(caller, result);
+        }
+        IommuRequest::CreateNestedDomain(args) => {
+            let result = server
+                .create_nested_domain(
+                    caller,
+                    args.parent,
+                    args.vste,
+                    args.fault_capable,
+                );
+            ::idl_runtime::reply_fixed(caller, result);
+        }
+        IommuRequest::UnmapDeferred(args) => {
+            let result = server.unmap_deferred(caller, args.domain, args.iova, args.len);
+            ::idl_runtime::reply_fixed(caller, result);
+        }
+        IommuRequest::Flush(args) => {
+            let result = server.flush(caller, args.domain);
+            ::idl_runtime::reply_fixed(caller, result);
+        }
+        IommuRequest::SetVsid(args) => {
+            let result = server.set_vsid(caller, args.sid, args.vsid);
+            ::idl_runtime::reply_fixed(caller, result);
+        }
+        IommuRequest::BindUsers(args) => {
+            let result = server.bind_users(caller, args.sid, args.pasid);
+            ::idl_runtime::reply_fixed(caller, result);
+        }
+        IommuRequest::FetchEvents(_, leases) => {
+            let out = Leased::new(caller, leases.out);
+            let result = server.fetch_events(caller, out);
+            ::idl_runtime::reply_fixed(caller, result);
+        }
+        IommuRequest::Info(_) => {
+            let result = server.info(caller);
+            ::idl_runtime::reply_fixed(caller, result);
+        }
     }
 }
 
@@ -1532,7 +2525,8 @@ impl IommuClient {
             false,
         )
     }
-    /// Destroys a domain of the caller; Busy while any stream uses it.
+    /// Destroys a domain of the caller; Busy while any stream uses it or nested domains
+    /// use it as parent. Its TLB entries are invalidated before its tag can be reused.
     ///
     /// Operation 3; callers: vmm-frontend.
     pub fn destroy_domain(&self, domain: DomainId) -> Result<(), IommuError> {
@@ -1545,8 +2539,9 @@ impl IommuClient {
             false,
         )
     }
-    /// Maps [iova, iova+len) of the domain to host physical [pa, pa+len), which must lie in
-    /// the caller's guest memory. Page-aligned; AlreadyExists on overlap.
+    /// Maps [iova, iova+len) of an S1 or S2 domain to host physical [pa, pa+len), which
+    /// must lie in the caller's own DMA memory (NotPermitted otherwise). Page-aligned, all
+    /// or nothing; AlreadyExists on overlap, AddrInUse in a reserved window.
     ///
     /// Operation 4; callers: vmm-frontend.
     pub fn map(
@@ -1566,8 +2561,8 @@ impl IommuClient {
         };
         ::idl_runtime::call_fixed(&self.task, IommuOp::Map as u16, &args, &[], false)
     }
-    /// Unmaps [iova, iova+len) and invalidates (TLBI_S2_IPA + SYNC); returns the bytes
-    /// that were mapped.
+    /// Unmaps [iova, iova+len) and invalidates (TLBI_S2_IPA / TLBI_NH_VA + one SYNC)
+    /// before replying; returns the bytes that were mapped.
     ///
     /// Operation 5; callers: vmm-frontend.
     pub fn unmap(
@@ -1579,28 +2574,37 @@ impl IommuClient {
         let args = UnmapArgs { domain, iova, len };
         ::idl_runtime::call_fixed(&self.task, IommuOp::Unmap as u16, &args, &[], false)
     }
-    /// Attaches a stream assigned to the caller's VM (app.toml) to a domain of the caller:
-    /// nested STE (host-managed CD table over the domain's stage 2). Busy if attached.
+    /// Attaches a stream assigned to the caller's VM (app.toml) to a domain of the caller.
+    /// Busy if attached (use replace).
     ///
     /// Operation 6; callers: vmm-frontend.
-    pub fn attach(&self, sid: StreamId, domain: DomainId) -> Result<(), IommuError> {
+    pub fn attach(
+        &self,
+        sid: StreamId,
+        domain: DomainId,
+    ) -> Result<AttachOutcome, IommuError> {
         let args = AttachArgs { sid, domain };
         ::idl_runtime::call_fixed(&self.task, IommuOp::Attach as u16, &args, &[], false)
     }
-    /// Moves an attached stream to another domain of the caller in one hitless STE update.
-    /// If the old domain was fault-capable, its pending page-request groups for this stream
-    /// are answered INVALID (prq-server drain) before the reply.
+    /// Moves an attached stream to another domain of the caller in one STE update, hitless
+    /// wherever one word changes. If the old domain was fault-capable, its pending
+    /// page-request groups for this stream are owed INVALID (`fault_duty`). NotFound if
+    /// the stream is not attached; Busy while PASID contexts are bound on it.
     ///
     /// Operation 7; callers: vmm-frontend.
-    pub fn replace(&self, sid: StreamId, domain: DomainId) -> Result<(), IommuError> {
+    pub fn replace(
+        &self,
+        sid: StreamId,
+        domain: DomainId,
+    ) -> Result<AttachOutcome, IommuError> {
         let args = ReplaceArgs { sid, domain };
         ::idl_runtime::call_fixed(&self.task, IommuOp::Replace as u16, &args, &[], false)
     }
-    /// Detaches a stream: its STE goes abort (never bypass); its binds are dropped and
-    /// drained as by unbind.
+    /// Detaches a stream: its binds are dropped as by their last unbind, then its STE goes
+    /// abort (never bypass). NotFound if not attached.
     ///
     /// Operation 8; callers: vmm-frontend.
-    pub fn detach(&self, sid: StreamId) -> Result<(), IommuError> {
+    pub fn detach(&self, sid: StreamId) -> Result<AttachOutcome, IommuError> {
         let args = DetachArgs { sid };
         ::idl_runtime::call_fixed(&self.task, IommuOp::Detach as u16, &args, &[], false)
     }
@@ -1645,7 +2649,7 @@ impl IommuClient {
         ::idl_runtime::call_fixed(&self.task, IommuOp::Unbind as u16, &args, &[], false)
     }
     /// Issues a batch of guest invalidation commands (TLBI_NH_*, CFGI_CD*, ATC_INV only)
-    /// with the VMID of `domain` forced and streams checked, then one SYNC. Stops at the
+    /// with the VMID of `domain` forced and vSIDs translated, then one SYNC. Stops at the
     /// first command refused.
     ///
     /// Lease `cmds` (Read, 1..=64 entries): commands to issue, in order
@@ -1678,5 +2682,131 @@ impl IommuClient {
             &[],
             true,
         )
+    }
+    /// Creates a stage-1 domain built by the server: its own page table, a fresh ASID
+    /// (VMID 0) and a one-CD table written at creation. For devices the host translates
+    /// itself, without a VM's stage 2.
+    ///
+    /// Operation 13; callers: vmm-frontend.
+    pub fn create_s1_domain(&self, fault_capable: bool) -> Result<DomainId, IommuError> {
+        let args = CreateS1DomainArgs {
+            fault_capable,
+        };
+        ::idl_runtime::call_fixed(
+            &self.task,
+            IommuOp::CreateS1Domain as u16,
+            &args,
+            &[],
+            false,
+        )
+    }
+    /// Creates a nested domain: the guest's vSTE (its own CD table, at an IPA) over the
+    /// caller's S2 domain `parent`. The guest owns that CD table and invalidates it with
+    /// CFGI_CD through `invalidate`. Unsupported without both stages (or with S1CDMax > 0
+    /// and no substreams).
+    ///
+    /// Operation 14; callers: vmm-frontend.
+    pub fn create_nested_domain(
+        &self,
+        parent: DomainId,
+        vste: NestedSte,
+        fault_capable: bool,
+    ) -> Result<DomainId, IommuError> {
+        let args = CreateNestedDomainArgs {
+            parent,
+            vste,
+            fault_capable,
+        };
+        ::idl_runtime::call_fixed(
+            &self.task,
+            IommuOp::CreateNestedDomain as u16,
+            &args,
+            &[],
+            false,
+        )
+    }
+    /// Unmaps [iova, iova+len) without invalidating: the device may keep using stale
+    /// translations until `flush` (Linux's lazy mode). Returns the bytes that were mapped.
+    ///
+    /// Operation 15; callers: vmm-frontend.
+    pub fn unmap_deferred(
+        &self,
+        domain: DomainId,
+        iova: u64,
+        len: u64,
+    ) -> Result<u64, IommuError> {
+        let args = UnmapDeferredArgs {
+            domain,
+            iova,
+            len,
+        };
+        ::idl_runtime::call_fixed(
+            &self.task,
+            IommuOp::UnmapDeferred as u16,
+            &args,
+            &[],
+            false,
+        )
+    }
+    /// Completes deferred unmaps: invalidates the whole domain (TLBI_S12_VMALL or
+    /// TLBI_NH_ASID) + SYNC.
+    ///
+    /// Operation 16; callers: vmm-frontend; idempotent.
+    pub fn flush(&self, domain: DomainId) -> Result<(), IommuError> {
+        let args = FlushArgs { domain };
+        ::idl_runtime::call_fixed(&self.task, IommuOp::Flush as u16, &args, &[], true)
+    }
+    /// Sets the virtual StreamID the VM's guest uses for one of its streams (guest
+    /// CFGI_CD / ATC_INV name vSIDs; default vSID = pSID). AlreadyExists if another of
+    /// the VM's streams has that vSID.
+    ///
+    /// Operation 17; callers: vmm-frontend; idempotent.
+    pub fn set_vsid(&self, sid: StreamId, vsid: u32) -> Result<(), IommuError> {
+        let args = SetVsidArgs { sid, vsid };
+        ::idl_runtime::call_fixed(&self.task, IommuOp::SetVsid as u16, &args, &[], true)
+    }
+    /// The number of users of a bound (sid, PASID); NotFound if not bound.
+    ///
+    /// Operation 18; callers: vmm-frontend; idempotent.
+    pub fn bind_users(
+        &self,
+        sid: StreamId,
+        pasid: ::pasid_alloc_api::Pasid,
+    ) -> Result<u32, IommuError> {
+        let args = BindUsersArgs { sid, pasid };
+        ::idl_runtime::call_fixed(
+            &self.task,
+            IommuOp::BindUsers as u16,
+            &args,
+            &[],
+            true,
+        )
+    }
+    /// Moves event records of the caller's streams into the lease, oldest first (interim:
+    /// prq-server's fetch_events once it owns the event queue).
+    ///
+    /// Lease `out` (Write, 1..=16 entries): records, oldest first
+    ///
+    /// Operation 19; callers: vmm-frontend.
+    pub fn fetch_events(
+        &self,
+        out: &mut [WireOf<SmmuEvent>],
+    ) -> Result<EventsFetched, IommuError> {
+        let args = FetchEventsArgs {};
+        ::idl_runtime::call_fixed(
+            &self.task,
+            IommuOp::FetchEvents as u16,
+            &args,
+            &[::idl_runtime::lease_write(out)],
+            false,
+        )
+    }
+    /// Diagnostics: ID registers, control registers, table memory, command-queue
+    /// counters and the instruction cost of the last STE update and attach.
+    ///
+    /// Operation 20; callers: vmm-frontend, supervisor; idempotent.
+    pub fn info(&self) -> Result<IommuInfo, IommuError> {
+        let args = InfoArgs {};
+        ::idl_runtime::call_fixed(&self.task, IommuOp::Info as u16, &args, &[], true)
     }
 }

@@ -97,6 +97,128 @@ fn strategy_reclaim_counts() -> BoxedStrategy<ReclaimCounts> {
         .boxed()
 }
 
+fn strategy_ste_update() -> BoxedStrategy<SteUpdate> {
+    ::proptest::sample::select(SteUpdate::ALL.to_vec()).boxed()
+}
+
+fn strategy_attach_outcome() -> BoxedStrategy<AttachOutcome> {
+    (strategy_domain_id(), strategy_ste_update(), any::<bool>())
+        .prop_map(|(old, update, fault_duty)| AttachOutcome {
+            old,
+            update,
+            fault_duty,
+        })
+        .boxed()
+}
+
+fn strategy_cd_table_format() -> BoxedStrategy<CdTableFormat> {
+    ::proptest::sample::select(CdTableFormat::ALL.to_vec()).boxed()
+}
+
+fn strategy_substream_default() -> BoxedStrategy<SubstreamDefault> {
+    ::proptest::sample::select(SubstreamDefault::ALL.to_vec()).boxed()
+}
+
+fn strategy_nested_ste() -> BoxedStrategy<NestedSte> {
+    (any::<u64>(), any::<u8>(), strategy_cd_table_format(), strategy_substream_default())
+        .prop_map(|(cd_table_ipa, s1cdmax, s1fmt, s1dss)| NestedSte {
+            cd_table_ipa,
+            s1cdmax,
+            s1fmt,
+            s1dss,
+        })
+        .boxed()
+}
+
+fn strategy_smmu_event() -> BoxedStrategy<SmmuEvent> {
+    (any::<[u64; 4]>(),).prop_map(|(words,)| SmmuEvent { words }).boxed()
+}
+
+fn strategy_events_fetched() -> BoxedStrategy<EventsFetched> {
+    (any::<u32>(), any::<u32>())
+        .prop_map(|(count, lost)| EventsFetched { count, lost })
+        .boxed()
+}
+
+fn strategy_iommu_info() -> BoxedStrategy<IommuInfo> {
+    (
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+        ),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u64>(),
+            any::<u64>(),
+        ),
+    )
+        .prop_map(|
+            (
+                (
+                    idr0,
+                    idr1,
+                    idr3,
+                    idr5,
+                    gbpa,
+                    cr0,
+                    strtab_cfg,
+                    pages_total,
+                    pages_free,
+                    commands,
+                ),
+                (
+                    syncs,
+                    cmd_recovered,
+                    last_refused_opcode,
+                    last_refused_err,
+                    gerrors_seen,
+                    events_read,
+                    domains,
+                    contexts,
+                    ste_update_instr,
+                    attach_instr,
+                ),
+            )|
+        IommuInfo {
+            idr0,
+            idr1,
+            idr3,
+            idr5,
+            gbpa,
+            cr0,
+            strtab_cfg,
+            pages_total,
+            pages_free,
+            commands,
+            syncs,
+            cmd_recovered,
+            last_refused_opcode,
+            last_refused_err,
+            gerrors_seen,
+            events_read,
+            domains,
+            contexts,
+            ste_update_instr,
+            attach_instr,
+        })
+        .boxed()
+}
+
 fn strategy_pasid_alloc_api_pasid() -> BoxedStrategy<::pasid_alloc_api::Pasid> {
     any::<u32>().prop_map(::pasid_alloc_api::Pasid).boxed()
 }
@@ -204,6 +326,58 @@ fn strategy_invalidate_args() -> BoxedStrategy<InvalidateArgs> {
 
 fn strategy_owner_died_args() -> BoxedStrategy<OwnerDiedArgs> {
     (any::<u16>().prop_map(TaskId),).prop_map(|(vm,)| OwnerDiedArgs { vm }).boxed()
+}
+
+fn strategy_create_s1_domain_args() -> BoxedStrategy<CreateS1DomainArgs> {
+    (any::<bool>(),)
+        .prop_map(|(fault_capable,)| CreateS1DomainArgs {
+            fault_capable,
+        })
+        .boxed()
+}
+
+fn strategy_create_nested_domain_args() -> BoxedStrategy<CreateNestedDomainArgs> {
+    (strategy_domain_id(), strategy_nested_ste(), any::<bool>())
+        .prop_map(|(parent, vste, fault_capable)| CreateNestedDomainArgs {
+            parent,
+            vste,
+            fault_capable,
+        })
+        .boxed()
+}
+
+fn strategy_unmap_deferred_args() -> BoxedStrategy<UnmapDeferredArgs> {
+    (strategy_domain_id(), any::<u64>(), any::<u64>())
+        .prop_map(|(domain, iova, len)| UnmapDeferredArgs {
+            domain,
+            iova,
+            len,
+        })
+        .boxed()
+}
+
+fn strategy_flush_args() -> BoxedStrategy<FlushArgs> {
+    (strategy_domain_id(),).prop_map(|(domain,)| FlushArgs { domain }).boxed()
+}
+
+fn strategy_set_vsid_args() -> BoxedStrategy<SetVsidArgs> {
+    (strategy_stream_id(), any::<u32>())
+        .prop_map(|(sid, vsid)| SetVsidArgs { sid, vsid })
+        .boxed()
+}
+
+fn strategy_bind_users_args() -> BoxedStrategy<BindUsersArgs> {
+    (strategy_stream_id(), strategy_pasid_alloc_api_pasid())
+        .prop_map(|(sid, pasid)| BindUsersArgs { sid, pasid })
+        .boxed()
+}
+
+fn strategy_fetch_events_args() -> BoxedStrategy<FetchEventsArgs> {
+    Just(FetchEventsArgs {}).boxed()
+}
+
+fn strategy_info_args() -> BoxedStrategy<InfoArgs> {
+    Just(InfoArgs {}).boxed()
 }
 
 /// Runs `test` on 48 cases of `strategy` (proptest, shrinking on failure).
@@ -331,6 +505,102 @@ fn idl_iommu_type_iommu_caps_round_trip() {
 fn idl_iommu_type_reclaim_counts_round_trip() {
     check(
         strategy_reclaim_counts(),
+        |value| {
+            assert_fixed_round_trip(&value);
+            assert_postcard_round_trip(&value);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_type_ste_update_round_trip() {
+    check(
+        strategy_ste_update(),
+        |value| {
+            assert_fixed_round_trip(&value);
+            assert_postcard_round_trip(&value);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_type_attach_outcome_round_trip() {
+    check(
+        strategy_attach_outcome(),
+        |value| {
+            assert_fixed_round_trip(&value);
+            assert_postcard_round_trip(&value);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_type_cd_table_format_round_trip() {
+    check(
+        strategy_cd_table_format(),
+        |value| {
+            assert_fixed_round_trip(&value);
+            assert_postcard_round_trip(&value);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_type_substream_default_round_trip() {
+    check(
+        strategy_substream_default(),
+        |value| {
+            assert_fixed_round_trip(&value);
+            assert_postcard_round_trip(&value);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_type_nested_ste_round_trip() {
+    check(
+        strategy_nested_ste(),
+        |value| {
+            assert_fixed_round_trip(&value);
+            assert_postcard_round_trip(&value);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_type_smmu_event_round_trip() {
+    check(
+        strategy_smmu_event(),
+        |value| {
+            assert_fixed_round_trip(&value);
+            assert_postcard_round_trip(&value);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_type_events_fetched_round_trip() {
+    check(
+        strategy_events_fetched(),
+        |value| {
+            assert_fixed_round_trip(&value);
+            assert_postcard_round_trip(&value);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_type_iommu_info_round_trip() {
+    check(
+        strategy_iommu_info(),
         |value| {
             assert_fixed_round_trip(&value);
             assert_postcard_round_trip(&value);
@@ -892,16 +1162,16 @@ fn idl_iommu_attach_args_round_trip() {
 #[test]
 fn idl_iommu_attach_reply_round_trip() {
     check(
-        Just(()),
+        strategy_attach_outcome(),
         |value| {
             let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
-            let result: Result<(), IommuError> = Ok(value);
+            let result: Result<AttachOutcome, IommuError> = Ok(value);
             let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
             prop_assert_eq!(code, 0);
             prop_assert!(len <= IommuOp::Attach.reply_max());
             prop_assert_eq!(
-                ::idl_runtime::decode_fixed_reply:: < (), IommuError > (code, &
-                buf[..len]), result
+                ::idl_runtime::decode_fixed_reply:: < AttachOutcome, IommuError > (code,
+                & buf[..len]), result
             );
             Ok(())
         },
@@ -957,6 +1227,23 @@ fn idl_iommu_attach_rejects_bad_leases() {
 }
 
 #[test]
+fn idl_iommu_attach_rejects_small_reply_buffer() {
+    check(
+        strategy_attach_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::Attach.reply_max() - 1;
+            let got = reason(
+                dispatch_decode(IommuOp::Attach as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::ReplyBufferTooSmall));
+            Ok(())
+        },
+    );
+}
+
+#[test]
 fn idl_iommu_replace_args_round_trip() {
     check(
         strategy_replace_args(),
@@ -979,16 +1266,16 @@ fn idl_iommu_replace_args_round_trip() {
 #[test]
 fn idl_iommu_replace_reply_round_trip() {
     check(
-        Just(()),
+        strategy_attach_outcome(),
         |value| {
             let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
-            let result: Result<(), IommuError> = Ok(value);
+            let result: Result<AttachOutcome, IommuError> = Ok(value);
             let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
             prop_assert_eq!(code, 0);
             prop_assert!(len <= IommuOp::Replace.reply_max());
             prop_assert_eq!(
-                ::idl_runtime::decode_fixed_reply:: < (), IommuError > (code, &
-                buf[..len]), result
+                ::idl_runtime::decode_fixed_reply:: < AttachOutcome, IommuError > (code,
+                & buf[..len]), result
             );
             Ok(())
         },
@@ -1044,6 +1331,23 @@ fn idl_iommu_replace_rejects_bad_leases() {
 }
 
 #[test]
+fn idl_iommu_replace_rejects_small_reply_buffer() {
+    check(
+        strategy_replace_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::Replace.reply_max() - 1;
+            let got = reason(
+                dispatch_decode(IommuOp::Replace as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::ReplyBufferTooSmall));
+            Ok(())
+        },
+    );
+}
+
+#[test]
 fn idl_iommu_detach_args_round_trip() {
     check(
         strategy_detach_args(),
@@ -1066,16 +1370,16 @@ fn idl_iommu_detach_args_round_trip() {
 #[test]
 fn idl_iommu_detach_reply_round_trip() {
     check(
-        Just(()),
+        strategy_attach_outcome(),
         |value| {
             let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
-            let result: Result<(), IommuError> = Ok(value);
+            let result: Result<AttachOutcome, IommuError> = Ok(value);
             let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
             prop_assert_eq!(code, 0);
             prop_assert!(len <= IommuOp::Detach.reply_max());
             prop_assert_eq!(
-                ::idl_runtime::decode_fixed_reply:: < (), IommuError > (code, &
-                buf[..len]), result
+                ::idl_runtime::decode_fixed_reply:: < AttachOutcome, IommuError > (code,
+                & buf[..len]), result
             );
             Ok(())
         },
@@ -1125,6 +1429,23 @@ fn idl_iommu_detach_rejects_bad_leases() {
                 dispatch_decode(IommuOp::Detach as u32, &bytes, cap, &extra),
             );
             prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_detach_rejects_small_reply_buffer() {
+    check(
+        strategy_detach_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::Detach.reply_max() - 1;
+            let got = reason(
+                dispatch_decode(IommuOp::Detach as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::ReplyBufferTooSmall));
             Ok(())
         },
     );
@@ -1642,6 +1963,899 @@ fn idl_iommu_owner_died_rejects_small_reply_buffer() {
 }
 
 #[test]
+fn idl_iommu_create_s1_domain_args_round_trip() {
+    check(
+        strategy_create_s1_domain_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            prop_assert!(bytes.len() <= IommuOp::CreateS1Domain.args_max());
+            let leases = vec![];
+            let got = dispatch_decode(
+                IommuOp::CreateS1Domain as u32,
+                &bytes,
+                IommuOp::CreateS1Domain.reply_max(),
+                &leases,
+            );
+            prop_assert_eq!(got, Ok(IommuRequest::CreateS1Domain(args)));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_create_s1_domain_reply_round_trip() {
+    check(
+        strategy_domain_id(),
+        |value| {
+            let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
+            let result: Result<DomainId, IommuError> = Ok(value);
+            let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
+            prop_assert_eq!(code, 0);
+            prop_assert!(len <= IommuOp::CreateS1Domain.reply_max());
+            prop_assert_eq!(
+                ::idl_runtime::decode_fixed_reply:: < DomainId, IommuError > (code, &
+                buf[..len]), result
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_create_s1_domain_rejects_wrong_length() {
+    check(
+        strategy_create_s1_domain_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::CreateS1Domain.reply_max();
+            if !bytes.is_empty() {
+                let short = reason(
+                    dispatch_decode(
+                        IommuOp::CreateS1Domain as u32,
+                        &bytes[..bytes.len() - 1],
+                        cap,
+                        &leases,
+                    ),
+                );
+                prop_assert_eq!(short, Some(ReplyFaultReason::BadMessageSize));
+            }
+            bytes.push(0);
+            let long = reason(
+                dispatch_decode(IommuOp::CreateS1Domain as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(long, Some(ReplyFaultReason::BadMessageSize));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_create_s1_domain_rejects_bad_tag() {
+    check(
+        strategy_create_s1_domain_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let bad: u64 = 2;
+            bytes[0..1].copy_from_slice(&bad.to_le_bytes()[..1]);
+            let leases = vec![];
+            let got = reason(
+                dispatch_decode(
+                    IommuOp::CreateS1Domain as u32,
+                    &bytes,
+                    IommuOp::CreateS1Domain.reply_max(),
+                    &leases,
+                ),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadMessageContents));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_create_s1_domain_rejects_bad_leases() {
+    check(
+        strategy_create_s1_domain_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases: Vec<::idl_runtime::LeaseInfo> = vec![];
+            let cap = IommuOp::CreateS1Domain.reply_max();
+            let mut extra = leases.clone();
+            extra.push(lease_info(::idl_runtime::Access::ReadWrite, 16));
+            let got = reason(
+                dispatch_decode(IommuOp::CreateS1Domain as u32, &bytes, cap, &extra),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_create_s1_domain_rejects_small_reply_buffer() {
+    check(
+        strategy_create_s1_domain_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::CreateS1Domain.reply_max() - 1;
+            let got = reason(
+                dispatch_decode(IommuOp::CreateS1Domain as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::ReplyBufferTooSmall));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_create_nested_domain_args_round_trip() {
+    check(
+        strategy_create_nested_domain_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            prop_assert!(bytes.len() <= IommuOp::CreateNestedDomain.args_max());
+            let leases = vec![];
+            let got = dispatch_decode(
+                IommuOp::CreateNestedDomain as u32,
+                &bytes,
+                IommuOp::CreateNestedDomain.reply_max(),
+                &leases,
+            );
+            prop_assert_eq!(got, Ok(IommuRequest::CreateNestedDomain(args)));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_create_nested_domain_reply_round_trip() {
+    check(
+        strategy_domain_id(),
+        |value| {
+            let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
+            let result: Result<DomainId, IommuError> = Ok(value);
+            let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
+            prop_assert_eq!(code, 0);
+            prop_assert!(len <= IommuOp::CreateNestedDomain.reply_max());
+            prop_assert_eq!(
+                ::idl_runtime::decode_fixed_reply:: < DomainId, IommuError > (code, &
+                buf[..len]), result
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_create_nested_domain_rejects_wrong_length() {
+    check(
+        strategy_create_nested_domain_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::CreateNestedDomain.reply_max();
+            if !bytes.is_empty() {
+                let short = reason(
+                    dispatch_decode(
+                        IommuOp::CreateNestedDomain as u32,
+                        &bytes[..bytes.len() - 1],
+                        cap,
+                        &leases,
+                    ),
+                );
+                prop_assert_eq!(short, Some(ReplyFaultReason::BadMessageSize));
+            }
+            bytes.push(0);
+            let long = reason(
+                dispatch_decode(IommuOp::CreateNestedDomain as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(long, Some(ReplyFaultReason::BadMessageSize));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_create_nested_domain_rejects_bad_tag() {
+    check(
+        strategy_create_nested_domain_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let bad: u64 = 3;
+            bytes[13..14].copy_from_slice(&bad.to_le_bytes()[..1]);
+            let leases = vec![];
+            let got = reason(
+                dispatch_decode(
+                    IommuOp::CreateNestedDomain as u32,
+                    &bytes,
+                    IommuOp::CreateNestedDomain.reply_max(),
+                    &leases,
+                ),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadMessageContents));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_create_nested_domain_rejects_bad_leases() {
+    check(
+        strategy_create_nested_domain_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases: Vec<::idl_runtime::LeaseInfo> = vec![];
+            let cap = IommuOp::CreateNestedDomain.reply_max();
+            let mut extra = leases.clone();
+            extra.push(lease_info(::idl_runtime::Access::ReadWrite, 16));
+            let got = reason(
+                dispatch_decode(IommuOp::CreateNestedDomain as u32, &bytes, cap, &extra),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_create_nested_domain_rejects_small_reply_buffer() {
+    check(
+        strategy_create_nested_domain_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::CreateNestedDomain.reply_max() - 1;
+            let got = reason(
+                dispatch_decode(IommuOp::CreateNestedDomain as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::ReplyBufferTooSmall));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_unmap_deferred_args_round_trip() {
+    check(
+        strategy_unmap_deferred_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            prop_assert!(bytes.len() <= IommuOp::UnmapDeferred.args_max());
+            let leases = vec![];
+            let got = dispatch_decode(
+                IommuOp::UnmapDeferred as u32,
+                &bytes,
+                IommuOp::UnmapDeferred.reply_max(),
+                &leases,
+            );
+            prop_assert_eq!(got, Ok(IommuRequest::UnmapDeferred(args)));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_unmap_deferred_reply_round_trip() {
+    check(
+        any::<u64>(),
+        |value| {
+            let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
+            let result: Result<u64, IommuError> = Ok(value);
+            let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
+            prop_assert_eq!(code, 0);
+            prop_assert!(len <= IommuOp::UnmapDeferred.reply_max());
+            prop_assert_eq!(
+                ::idl_runtime::decode_fixed_reply:: < u64, IommuError > (code, &
+                buf[..len]), result
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_unmap_deferred_rejects_wrong_length() {
+    check(
+        strategy_unmap_deferred_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::UnmapDeferred.reply_max();
+            if !bytes.is_empty() {
+                let short = reason(
+                    dispatch_decode(
+                        IommuOp::UnmapDeferred as u32,
+                        &bytes[..bytes.len() - 1],
+                        cap,
+                        &leases,
+                    ),
+                );
+                prop_assert_eq!(short, Some(ReplyFaultReason::BadMessageSize));
+            }
+            bytes.push(0);
+            let long = reason(
+                dispatch_decode(IommuOp::UnmapDeferred as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(long, Some(ReplyFaultReason::BadMessageSize));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_unmap_deferred_rejects_bad_leases() {
+    check(
+        strategy_unmap_deferred_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases: Vec<::idl_runtime::LeaseInfo> = vec![];
+            let cap = IommuOp::UnmapDeferred.reply_max();
+            let mut extra = leases.clone();
+            extra.push(lease_info(::idl_runtime::Access::ReadWrite, 16));
+            let got = reason(
+                dispatch_decode(IommuOp::UnmapDeferred as u32, &bytes, cap, &extra),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_unmap_deferred_rejects_small_reply_buffer() {
+    check(
+        strategy_unmap_deferred_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::UnmapDeferred.reply_max() - 1;
+            let got = reason(
+                dispatch_decode(IommuOp::UnmapDeferred as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::ReplyBufferTooSmall));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_flush_args_round_trip() {
+    check(
+        strategy_flush_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            prop_assert!(bytes.len() <= IommuOp::Flush.args_max());
+            let leases = vec![];
+            let got = dispatch_decode(
+                IommuOp::Flush as u32,
+                &bytes,
+                IommuOp::Flush.reply_max(),
+                &leases,
+            );
+            prop_assert_eq!(got, Ok(IommuRequest::Flush(args)));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_flush_reply_round_trip() {
+    check(
+        Just(()),
+        |value| {
+            let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
+            let result: Result<(), IommuError> = Ok(value);
+            let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
+            prop_assert_eq!(code, 0);
+            prop_assert!(len <= IommuOp::Flush.reply_max());
+            prop_assert_eq!(
+                ::idl_runtime::decode_fixed_reply:: < (), IommuError > (code, &
+                buf[..len]), result
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_flush_rejects_wrong_length() {
+    check(
+        strategy_flush_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::Flush.reply_max();
+            if !bytes.is_empty() {
+                let short = reason(
+                    dispatch_decode(
+                        IommuOp::Flush as u32,
+                        &bytes[..bytes.len() - 1],
+                        cap,
+                        &leases,
+                    ),
+                );
+                prop_assert_eq!(short, Some(ReplyFaultReason::BadMessageSize));
+            }
+            bytes.push(0);
+            let long = reason(
+                dispatch_decode(IommuOp::Flush as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(long, Some(ReplyFaultReason::BadMessageSize));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_flush_rejects_bad_leases() {
+    check(
+        strategy_flush_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases: Vec<::idl_runtime::LeaseInfo> = vec![];
+            let cap = IommuOp::Flush.reply_max();
+            let mut extra = leases.clone();
+            extra.push(lease_info(::idl_runtime::Access::ReadWrite, 16));
+            let got = reason(
+                dispatch_decode(IommuOp::Flush as u32, &bytes, cap, &extra),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_set_vsid_args_round_trip() {
+    check(
+        strategy_set_vsid_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            prop_assert!(bytes.len() <= IommuOp::SetVsid.args_max());
+            let leases = vec![];
+            let got = dispatch_decode(
+                IommuOp::SetVsid as u32,
+                &bytes,
+                IommuOp::SetVsid.reply_max(),
+                &leases,
+            );
+            prop_assert_eq!(got, Ok(IommuRequest::SetVsid(args)));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_set_vsid_reply_round_trip() {
+    check(
+        Just(()),
+        |value| {
+            let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
+            let result: Result<(), IommuError> = Ok(value);
+            let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
+            prop_assert_eq!(code, 0);
+            prop_assert!(len <= IommuOp::SetVsid.reply_max());
+            prop_assert_eq!(
+                ::idl_runtime::decode_fixed_reply:: < (), IommuError > (code, &
+                buf[..len]), result
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_set_vsid_rejects_wrong_length() {
+    check(
+        strategy_set_vsid_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::SetVsid.reply_max();
+            if !bytes.is_empty() {
+                let short = reason(
+                    dispatch_decode(
+                        IommuOp::SetVsid as u32,
+                        &bytes[..bytes.len() - 1],
+                        cap,
+                        &leases,
+                    ),
+                );
+                prop_assert_eq!(short, Some(ReplyFaultReason::BadMessageSize));
+            }
+            bytes.push(0);
+            let long = reason(
+                dispatch_decode(IommuOp::SetVsid as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(long, Some(ReplyFaultReason::BadMessageSize));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_set_vsid_rejects_bad_leases() {
+    check(
+        strategy_set_vsid_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases: Vec<::idl_runtime::LeaseInfo> = vec![];
+            let cap = IommuOp::SetVsid.reply_max();
+            let mut extra = leases.clone();
+            extra.push(lease_info(::idl_runtime::Access::ReadWrite, 16));
+            let got = reason(
+                dispatch_decode(IommuOp::SetVsid as u32, &bytes, cap, &extra),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_bind_users_args_round_trip() {
+    check(
+        strategy_bind_users_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            prop_assert!(bytes.len() <= IommuOp::BindUsers.args_max());
+            let leases = vec![];
+            let got = dispatch_decode(
+                IommuOp::BindUsers as u32,
+                &bytes,
+                IommuOp::BindUsers.reply_max(),
+                &leases,
+            );
+            prop_assert_eq!(got, Ok(IommuRequest::BindUsers(args)));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_bind_users_reply_round_trip() {
+    check(
+        any::<u32>(),
+        |value| {
+            let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
+            let result: Result<u32, IommuError> = Ok(value);
+            let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
+            prop_assert_eq!(code, 0);
+            prop_assert!(len <= IommuOp::BindUsers.reply_max());
+            prop_assert_eq!(
+                ::idl_runtime::decode_fixed_reply:: < u32, IommuError > (code, &
+                buf[..len]), result
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_bind_users_rejects_wrong_length() {
+    check(
+        strategy_bind_users_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::BindUsers.reply_max();
+            if !bytes.is_empty() {
+                let short = reason(
+                    dispatch_decode(
+                        IommuOp::BindUsers as u32,
+                        &bytes[..bytes.len() - 1],
+                        cap,
+                        &leases,
+                    ),
+                );
+                prop_assert_eq!(short, Some(ReplyFaultReason::BadMessageSize));
+            }
+            bytes.push(0);
+            let long = reason(
+                dispatch_decode(IommuOp::BindUsers as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(long, Some(ReplyFaultReason::BadMessageSize));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_bind_users_rejects_bad_leases() {
+    check(
+        strategy_bind_users_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases: Vec<::idl_runtime::LeaseInfo> = vec![];
+            let cap = IommuOp::BindUsers.reply_max();
+            let mut extra = leases.clone();
+            extra.push(lease_info(::idl_runtime::Access::ReadWrite, 16));
+            let got = reason(
+                dispatch_decode(IommuOp::BindUsers as u32, &bytes, cap, &extra),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_bind_users_rejects_small_reply_buffer() {
+    check(
+        strategy_bind_users_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::BindUsers.reply_max() - 1;
+            let got = reason(
+                dispatch_decode(IommuOp::BindUsers as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::ReplyBufferTooSmall));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_fetch_events_args_round_trip() {
+    check(
+        strategy_fetch_events_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            prop_assert!(bytes.len() <= IommuOp::FetchEvents.args_max());
+            let leases = vec![
+                lease_info(::idl_runtime::Access::Write, 16 * ::idl_runtime::wire_size::
+                < SmmuEvent > ())
+            ];
+            let got = dispatch_decode(
+                IommuOp::FetchEvents as u32,
+                &bytes,
+                IommuOp::FetchEvents.reply_max(),
+                &leases,
+            );
+            prop_assert_eq!(
+                got, Ok(IommuRequest::FetchEvents(args, FetchEventsLeases { out :
+                ::idl_runtime::LeaseSlot { index : 0, len : leases[0].len } }))
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_fetch_events_reply_round_trip() {
+    check(
+        strategy_events_fetched(),
+        |value| {
+            let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
+            let result: Result<EventsFetched, IommuError> = Ok(value);
+            let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
+            prop_assert_eq!(code, 0);
+            prop_assert!(len <= IommuOp::FetchEvents.reply_max());
+            prop_assert_eq!(
+                ::idl_runtime::decode_fixed_reply:: < EventsFetched, IommuError > (code,
+                & buf[..len]), result
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_fetch_events_rejects_wrong_length() {
+    check(
+        strategy_fetch_events_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let leases = vec![
+                lease_info(::idl_runtime::Access::Write, 16 * ::idl_runtime::wire_size::
+                < SmmuEvent > ())
+            ];
+            let cap = IommuOp::FetchEvents.reply_max();
+            if !bytes.is_empty() {
+                let short = reason(
+                    dispatch_decode(
+                        IommuOp::FetchEvents as u32,
+                        &bytes[..bytes.len() - 1],
+                        cap,
+                        &leases,
+                    ),
+                );
+                prop_assert_eq!(short, Some(ReplyFaultReason::BadMessageSize));
+            }
+            bytes.push(0);
+            let long = reason(
+                dispatch_decode(IommuOp::FetchEvents as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(long, Some(ReplyFaultReason::BadMessageSize));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_fetch_events_rejects_bad_leases() {
+    check(
+        strategy_fetch_events_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases: Vec<::idl_runtime::LeaseInfo> = vec![
+                lease_info(::idl_runtime::Access::Write, 16 * ::idl_runtime::wire_size::
+                < SmmuEvent > ())
+            ];
+            let cap = IommuOp::FetchEvents.reply_max();
+            let got = reason(
+                dispatch_decode(
+                    IommuOp::FetchEvents as u32,
+                    &bytes,
+                    cap,
+                    &leases[..leases.len() - 1],
+                ),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            let mut extra = leases.clone();
+            extra.push(lease_info(::idl_runtime::Access::ReadWrite, 16));
+            let got = reason(
+                dispatch_decode(IommuOp::FetchEvents as u32, &bytes, cap, &extra),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            let mut bad_leases = leases.clone();
+            bad_leases[0] = lease_info(::idl_runtime::Access::Read, leases[0].len);
+            let got = reason(
+                dispatch_decode(IommuOp::FetchEvents as u32, &bytes, cap, &bad_leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            let mut bad_leases = leases.clone();
+            bad_leases[0] = lease_info(
+                leases[0].attributes_access(),
+                17 * ::idl_runtime::wire_size::<SmmuEvent>(),
+            );
+            let got = reason(
+                dispatch_decode(IommuOp::FetchEvents as u32, &bytes, cap, &bad_leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            let mut bad_leases = leases.clone();
+            bad_leases[0] = lease_info(leases[0].attributes_access(), 0);
+            let got = reason(
+                dispatch_decode(IommuOp::FetchEvents as u32, &bytes, cap, &bad_leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            let mut bad_leases = leases.clone();
+            bad_leases[0] = lease_info(leases[0].attributes_access(), leases[0].len - 1);
+            let got = reason(
+                dispatch_decode(IommuOp::FetchEvents as u32, &bytes, cap, &bad_leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_fetch_events_rejects_small_reply_buffer() {
+    check(
+        strategy_fetch_events_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases = vec![
+                lease_info(::idl_runtime::Access::Write, 16 * ::idl_runtime::wire_size::
+                < SmmuEvent > ())
+            ];
+            let cap = IommuOp::FetchEvents.reply_max() - 1;
+            let got = reason(
+                dispatch_decode(IommuOp::FetchEvents as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::ReplyBufferTooSmall));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_info_args_round_trip() {
+    check(
+        strategy_info_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            prop_assert!(bytes.len() <= IommuOp::Info.args_max());
+            let leases = vec![];
+            let got = dispatch_decode(
+                IommuOp::Info as u32,
+                &bytes,
+                IommuOp::Info.reply_max(),
+                &leases,
+            );
+            prop_assert_eq!(got, Ok(IommuRequest::Info(args)));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_info_reply_round_trip() {
+    check(
+        strategy_iommu_info(),
+        |value| {
+            let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
+            let result: Result<IommuInfo, IommuError> = Ok(value);
+            let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
+            prop_assert_eq!(code, 0);
+            prop_assert!(len <= IommuOp::Info.reply_max());
+            prop_assert_eq!(
+                ::idl_runtime::decode_fixed_reply:: < IommuInfo, IommuError > (code, &
+                buf[..len]), result
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_info_rejects_wrong_length() {
+    check(
+        strategy_info_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::Info.reply_max();
+            if !bytes.is_empty() {
+                let short = reason(
+                    dispatch_decode(
+                        IommuOp::Info as u32,
+                        &bytes[..bytes.len() - 1],
+                        cap,
+                        &leases,
+                    ),
+                );
+                prop_assert_eq!(short, Some(ReplyFaultReason::BadMessageSize));
+            }
+            bytes.push(0);
+            let long = reason(
+                dispatch_decode(IommuOp::Info as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(long, Some(ReplyFaultReason::BadMessageSize));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_info_rejects_bad_leases() {
+    check(
+        strategy_info_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases: Vec<::idl_runtime::LeaseInfo> = vec![];
+            let cap = IommuOp::Info.reply_max();
+            let mut extra = leases.clone();
+            extra.push(lease_info(::idl_runtime::Access::ReadWrite, 16));
+            let got = reason(dispatch_decode(IommuOp::Info as u32, &bytes, cap, &extra));
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_iommu_info_rejects_small_reply_buffer() {
+    check(
+        strategy_info_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = IommuOp::Info.reply_max() - 1;
+            let got = reason(
+                dispatch_decode(IommuOp::Info as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::ReplyBufferTooSmall));
+            Ok(())
+        },
+    );
+}
+
+#[test]
 fn idl_iommu_errors_round_trip() {
     check(
         ::proptest::sample::select(IommuError::ALL.to_vec()),
@@ -1684,7 +2898,7 @@ fn idl_iommu_dispatch_decode_never_panics() {
             len,
         });
     let input = (
-        0u32..12 + 3,
+        0u32..20 + 3,
         ::proptest::collection::vec(any::<u8>(), 0..IommuOp::RECV_BUF_SIZE + 8),
         0usize..2048,
         ::proptest::collection::vec(lease, 0..9),
@@ -1702,7 +2916,7 @@ fn idl_iommu_dispatch_decode_never_panics() {
 
 #[test]
 fn idl_iommu_rejects_unknown_operation() {
-    for operation in [0, 12 + 1, 0xFFFF, u32::MAX] {
+    for operation in [0, 20 + 1, 0xFFFF, u32::MAX] {
         let got = reason(
             dispatch_decode(operation, &[], ::idl_runtime::MAX_MESSAGE, &[]),
         );

@@ -166,6 +166,7 @@ pub struct Model {
 pub const ERRNO_TABLE: &[(&str, u32, &str)] = &[
     ("NotPermitted", 1, "EPERM: the caller does not own the object (stream, PASID, domain, cookie) or may not do this"),
     ("NotFound", 2, "ENOENT: no such object (domain, bind, PASID, cookie, route)"),
+    ("Io", 5, "EIO: the hardware refused a command (CMDQ_CONS.ERR, GERROR) or is unusable"),
     ("Again", 11, "EAGAIN: temporarily unable (a queue is full or a server this one depends on is restarting); try again"),
     ("NoMemory", 12, "ENOMEM: out of table or queue memory"),
     ("Busy", 16, "EBUSY: the object is in use (a domain with users, a stream already attached)"),
@@ -176,6 +177,7 @@ pub const ERRNO_TABLE: &[(&str, u32, &str)] = &[
     ("Range", 34, "ERANGE: an address or length is outside the allowed window"),
     ("Overflow", 75, "EOVERFLOW: a value does not fit"),
     ("Unsupported", 95, "EOPNOTSUPP: the hardware or configuration does not support this"),
+    ("AddrInUse", 98, "EADDRINUSE: the address range is reserved (the MSI window) or in use by the server"),
     ("TimedOut", 110, "ETIMEDOUT: the hardware did not complete in time (CMD_SYNC, ATC invalidation)"),
 ];
 

@@ -2,9 +2,12 @@
 //! app's static stream→VM map into the crate.
 //!
 //! `cargo xtask` sets `APP_STREAMS_RS` (absolute path of a generated file
-//! holding exactly `pub const STREAMS: &[(u32, u16)] = &[...];`: StreamID,
-//! task index of the VM) while it builds the tasks of an app. Without it the
-//! table is empty: no stream is attachable (fail closed).
+//! holding `pub const STREAMS: &[(u32, u16)] = &[...];` — StreamID, task
+//! index of the VM — and `pub const TASK_NAMES: &[&str] = &[...];`, the task
+//! names by index) while it builds the tasks of an app. Without it both
+//! tables are empty: no stream is attachable (fail closed) and callers are
+//! checked by index (a VM is a stream owner: none). A file without
+//! `TASK_NAMES` (an older xtask) gets an empty one.
 use std::{env, fs, path::PathBuf};
 
 fn main() {
@@ -21,6 +24,11 @@ fn main() {
                 .unwrap_or_else(|e| panic!("APP_STREAMS_RS={}: cannot read: {e}", path.display()))
         }
         None => "pub const STREAMS: &[(u32, u16)] = &[];\n".to_string(),
+    };
+    let text = if text.contains("TASK_NAMES") {
+        text
+    } else {
+        text + "pub const TASK_NAMES: &[&str] = &[];\n"
     };
     // Only rewrite on change, so an unchanged map does not rebuild the task.
     if fs::read_to_string(&out).ok().as_deref() != Some(text.as_str()) {

@@ -143,6 +143,8 @@ pub struct Smmu<M: Mmio, D: DmaMemory, W: Waiter> {
     pub gerrors_seen: u32,
     /// GERROR interrupts handled.
     pub gerror_events: u32,
+    /// Counter ticks of the last [`Smmu::write_ste`] ([`crate::now`]).
+    pub last_ste_update_instr: u64,
 }
 
 fn cr0_bits(smmuen: bool, evtqen: bool, cmdqen: bool) -> u32 {
@@ -243,6 +245,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> Smmu<M, D, W> {
             evtq: None,
             gerrors_seen: 0,
             gerror_events: 0,
+            last_ste_update_instr: 0,
         };
         let inv = [
             Command::cfgi_all(),
@@ -308,6 +311,13 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> Smmu<M, D, W> {
     /// (its CD table pointer may change) must go too, and the architecture
     /// does not promise that CFGI_STE alone drops them.
     pub fn write_ste(&mut self, sid: u32, target: &Ste) -> Result<UpdateKind> {
+        let t0 = crate::now();
+        let r = self.write_ste_inner(sid, target);
+        self.last_ste_update_instr = crate::now().wrapping_sub(t0);
+        r
+    }
+
+    fn write_ste_inner(&mut self, sid: u32, target: &Ste) -> Result<UpdateKind> {
         self.ensure_ste(sid)?;
         let off = self.strtab.ste_off(&self.mem, sid).ok_or(Error::Invalid)?;
         let s1 = |s: &Ste| s.v() && s.config().is_ok_and(|c| c.s1_enabled());

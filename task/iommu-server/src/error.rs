@@ -1,42 +1,44 @@
 //! The server's typed errors. Each variant means what the iommufd errno in
-//! its doc comment means, so a VMM written against iommufd reads them the
-//! same way.
+//! its doc comment means, and maps one to one onto the interface's
+//! `iommu_server_api::IommuError` (the only form that crosses IPC).
+
+use iommu_server_api::IommuError;
 
 /// Why a request was refused or failed. A refused request changed nothing
 /// (except where an operation documents a partial result, e.g. the number
 /// of guest invalidation commands done).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
 pub enum Error {
     /// ENOENT: no such domain, context or stream mapping.
-    NotFound = 1,
-    /// EPERM: the object (stream, domain, context) is not the caller's, or
-    /// the operation is reserved to another task (prq-server, supervisor).
-    NotPermitted = 2,
+    NotFound,
+    /// EPERM: the object (stream, domain, context) is not the caller's, the
+    /// memory is not the caller's, or the operation is reserved to another
+    /// task (prq-server, supervisor).
+    NotPermitted,
     /// EINVAL: a malformed request (alignment, range, kind of domain,
     /// forbidden command in a guest batch, ...).
-    Invalid = 3,
+    Invalid,
     /// EBUSY: the object is in use (a domain with users or nested children,
     /// a stream with bound contexts being replaced).
-    Busy = 4,
+    Busy,
     /// ENOSPC / ENOMEM: a bounded table is full or the DMA page pool is
     /// exhausted.
-    NoSpace = 5,
+    NoSpace,
     /// EOPNOTSUPP: the hardware lacks what the request needs (a stage,
     /// substreams, PRI, stall).
-    Unsupported = 6,
+    Unsupported,
     /// EEXIST: the page is already mapped, or the (stream, PASID) pair is
     /// bound to a different context.
-    AlreadyExists = 7,
+    AlreadyExists,
     /// EADDRINUSE: the IOVA lies in a reserved window (the MSI window, or
     /// the window where the server maps its CD tables for nested streams).
-    Reserved = 8,
+    Reserved,
     /// ETIMEDOUT: the SMMU did not complete a command queue sync (or a
     /// register handshake) within the bound.
-    Timeout = 9,
+    Timeout,
     /// EIO: the SMMU reported an error (CMDQ_CONS.ERR, GERROR) or is not
     /// usable.
-    HardwareError = 10,
+    HardwareError,
 }
 
 impl Error {
@@ -54,30 +56,26 @@ impl Error {
         Error::HardwareError,
     ];
 
-    /// The reply code on the wire (never 0: 0 is success).
-    pub const fn code(self) -> u32 {
-        self as u32
-    }
-
-    /// Decodes a reply code.
-    pub fn from_code(code: u32) -> Option<Error> {
-        Error::ALL.iter().copied().find(|e| e.code() == code)
-    }
-
-    /// The Linux errno name of the same meaning.
-    pub const fn errno_name(self) -> &'static str {
+    /// The interface's error of the same meaning (one to one).
+    pub const fn api(self) -> IommuError {
         match self {
-            Error::NotFound => "ENOENT",
-            Error::NotPermitted => "EPERM",
-            Error::Invalid => "EINVAL",
-            Error::Busy => "EBUSY",
-            Error::NoSpace => "ENOSPC",
-            Error::Unsupported => "EOPNOTSUPP",
-            Error::AlreadyExists => "EEXIST",
-            Error::Reserved => "EADDRINUSE",
-            Error::Timeout => "ETIMEDOUT",
-            Error::HardwareError => "EIO",
+            Error::NotFound => IommuError::NotFound,
+            Error::NotPermitted => IommuError::NotPermitted,
+            Error::Invalid => IommuError::Invalid,
+            Error::Busy => IommuError::Busy,
+            Error::NoSpace => IommuError::NoSpace,
+            Error::Unsupported => IommuError::Unsupported,
+            Error::AlreadyExists => IommuError::AlreadyExists,
+            Error::Reserved => IommuError::AddrInUse,
+            Error::Timeout => IommuError::TimedOut,
+            Error::HardwareError => IommuError::Io,
         }
+    }
+}
+
+impl From<Error> for IommuError {
+    fn from(e: Error) -> Self {
+        e.api()
     }
 }
 

@@ -1,12 +1,15 @@
-//! The generated interface (`idl/iommu-server.idol.ron`, crate
-//! `iommu-server-api`) served by [`IommuServer`]: [`IdlServer`] implements
-//! the generated `IommuServer` trait, and the receive loop hands every
-//! message numbered below [`crate::wire::op::BASE`] (and every
-//! notification) to the generated `dispatch`.
+//! The interface (`idl/iommu-server.idol.ron`, crate `iommu-server-api`)
+//! served by [`IommuServer`]: [`IdlServer`] implements the generated
+//! `IommuServer` trait, and [`serve`] is the task's receive loop (the
+//! generated `run_server`), which `main.rs` calls after probe and init and
+//! the host harness can call unchanged. Every message the server takes or
+//! sends is generated from the interface file; nothing here encodes one.
 //!
-//! What the interface has and the server maps:
+//! How the interface maps onto the server:
 //! - `attach` refuses an attached stream (Busy, use `replace`); `replace`
-//!   is the server's one-STE-update replace;
+//!   is the server's one-STE-update replace (NotFound when not attached);
+//!   both, and `detach`, report the old domain, the kind of STE update
+//!   and the fault duty (`AttachOutcome`);
 //! - `bind` takes a `PasidHandle`: PASID 0 (the stream's own context) is
 //!   the stream owner's; any other PASID is checked with pasid-alloc's
 //!   `owner_of` (owner and generation) — without a pasid-alloc task slot
@@ -14,13 +17,16 @@
 //! - `CdConfig.tcr` is TCR_EL1-style; T0SZ, TG0, IPS are used, IRGN0 /
 //!   ORGN0 / SH0 must be write-back inner-shareable (the server's walk
 //!   attributes), EPD0 must be 0, EPD1 must be 1, any other bit refuses;
-//! - errors without an interface equivalent: `Reserved` (EADDRINUSE, the
-//!   MSI window) becomes `Invalid`, `HardwareError` (EIO) `TimedOut`.
+//! - errors map one to one ([`Error::api`]): `Reserved` is AddrInUse
+//!   (EADDRINUSE), `HardwareError` Io (EIO), `Timeout` TimedOut.
 //!
 //! What the interface does not reach yet (prq-server does not exist):
-//! the drain of `unbind`, the fault routing of `bind(fault_capable)` and
-//! the INVALID answers owed after `replace` of a fault-capable domain
-//! (the server's `AttachResult::fault_duty`).
+//! the drain of `unbind`, the fault routing of `bind(fault_capable)`, the
+//! INVALID answers owed after `replace` of a fault-capable domain (the
+//! caller is told: `AttachOutcome::fault_duty`), and PRI_RESP / RESUME,
+//! which the library issues with [`IommuServer::page_response`] once
+//! prq-server's `take_responses` feeds it (a pull: prq-server ranks above
+//! this server and may not send to it).
 
 use crate::cmdq::Waiter;
 use crate::dma::DmaMemory;
@@ -28,26 +34,23 @@ use crate::error::Error;
 use crate::pages::PAGE_SIZE;
 use crate::pgtable::Prot;
 use crate::server::{
-    DomainId, GuestContext, IommuServer, UnmapMode, MAX_INVALIDATION, MAX_MAP_PAGES,
+    AttachResult, DomainId, GuestContext, IommuServer, NestedConfig, UnmapMode, MAX_INVALIDATION,
+    MAX_MAP_PAGES,
 };
+use crate::update::UpdateKind;
+use idl_runtime::{Leased, Read, Write};
 use iommu_server_api as api;
 use pasid_alloc_api::{PasidAllocClient, PasidHandle, PasidOwner};
-use smmuv3::{AddrSize, Command, Mmio, Tg0};
-use userlib::TaskId;
+use smmuv3::{AddrSize, Command, Event, Mmio, S1Dss, S1Fmt, Tg0};
+use userlib::{RecvMessage, TaskId};
 
 /// The interface's view of a server error.
 pub fn api_error(e: Error) -> api::IommuError {
-    match e {
-        Error::NotFound => api::IommuError::NotFound,
-        Error::NotPermitted => api::IommuError::NotPermitted,
-        Error::Invalid | Error::Reserved => api::IommuError::Invalid,
-        Error::Busy => api::IommuError::Busy,
-        Error::NoSpace => api::IommuError::NoSpace,
-        Error::Unsupported => api::IommuError::Unsupported,
-        Error::AlreadyExists => api::IommuError::AlreadyExists,
-        Error::Timeout | Error::HardwareError => api::IommuError::TimedOut,
-    }
+    e.api()
 }
+
+/// Event records per `fetch_events` (the lease's `max`).
+pub const MAX_FETCH: usize = 16;
 
 /// TCR_EL1 fields `CdConfig.tcr` may carry.
 pub mod tcr {
@@ -103,15 +106,16 @@ pub fn guest_context(cd: &api::CdConfig, record_faults: bool) -> Result<GuestCon
 }
 
 /// The generated trait on a borrowed server (the server itself stays
-/// where `main` built it).
+/// where its owner built it: in the image, inside `main`'s frame).
 pub struct IdlServer<'a, M: Mmio, D: DmaMemory, W: Waiter> {
     pub server: &'a mut IommuServer<M, D, W>,
-    /// Interrupt notification bits this task owns (GERROR, event queue):
-    /// serviced and re-enabled in `handle_notification`.
-    pub irq_bits: u32,
 }
 
-impl<M: Mmio, D: DmaMemory, W: Waiter> IdlServer<'_, M, D, W> {
+impl<'a, M: Mmio, D: DmaMemory, W: Waiter> IdlServer<'a, M, D, W> {
+    pub fn new(server: &'a mut IommuServer<M, D, W>) -> Self {
+        Self { server }
+    }
+
     /// Checks that `caller` holds `pasid` in its generation (pasid-alloc).
     fn check_pasid(&self, caller: TaskId, pasid: PasidHandle) -> Result<(), Error> {
         if pasid.pasid.0 == 0 {
@@ -130,6 +134,64 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IdlServer<'_, M, D, W> {
             Err(_) => Err(Error::NotPermitted),
         }
     }
+
+    /// Runs an attach-like request, recording its cost in counter ticks.
+    fn timed_attach(
+        &mut self,
+        f: impl FnOnce(&mut IommuServer<M, D, W>) -> Result<AttachResult, Error>,
+    ) -> Result<api::AttachOutcome, api::IommuError> {
+        let t0 = crate::now();
+        let r = f(self.server);
+        self.server.last_attach_instr = crate::now().wrapping_sub(t0);
+        r.map(|a| attach_outcome(&a)).map_err(api_error)
+    }
+}
+
+/// The task's receive loop: enables the interrupts the server services
+/// (`ServerConfig::gerror_bit` / `eventq_bit`) and serves the interface
+/// forever with the generated `run_server` (decode, caller check by role,
+/// the trait below, reply). Notifications go to `handle_notification`,
+/// which services GERROR and the event queue and re-enables those
+/// interrupts. The image's `main` calls this after probe and init; the
+/// host harness calls it on a server built over its SMMU model.
+pub fn serve<M: Mmio, D: DmaMemory, W: Waiter>(server: &mut IommuServer<M, D, W>) -> ! {
+    if server.irq_bits != 0 {
+        userlib::sys_irq_control(server.irq_bits, true);
+    }
+    api::run_server(&mut IdlServer::new(server))
+}
+
+/// One received message or notification, as [`serve`] handles it (for a
+/// harness that runs its own loop).
+pub fn handle<M: Mmio, D: DmaMemory, W: Waiter>(
+    server: &mut IommuServer<M, D, W>,
+    msg: &RecvMessage,
+    buf: &[u8],
+) {
+    api::dispatch(&mut IdlServer::new(server), msg, buf);
+}
+
+/// The loop of a server that could not start (no SMMU, a refused probe,
+/// init failed): every well-formed request is answered `why` (Io,
+/// TimedOut, …) so no client blocks forever; malformed ones get the
+/// generated reply-fault as usual.
+pub fn serve_unavailable(why: Error) -> ! {
+    let mut buf = [0u8; api::IommuOp::RECV_BUF_SIZE];
+    loop {
+        let msg = userlib::sys_recv_open(&mut buf, 0);
+        answer_unavailable(&msg, &buf, why);
+    }
+}
+
+/// One message of [`serve_unavailable`].
+pub fn answer_unavailable(msg: &RecvMessage, buf: &[u8], why: Error) {
+    if msg.is_notification() {
+        return;
+    }
+    if idl_runtime::receive(msg, buf, api::dispatch_decode).is_some() {
+        // An error reply carries no payload, whatever the operation's Ok type.
+        idl_runtime::reply_fixed::<(), api::IommuError>(msg.sender, Err(why.api()));
+    }
 }
 
 fn pages_of(len: u64) -> Result<u32, api::IommuError> {
@@ -142,9 +204,44 @@ fn pages_of(len: u64) -> Result<u32, api::IommuError> {
     Ok((len / PAGE_SIZE as u64) as u32)
 }
 
+fn dom(d: api::DomainId) -> DomainId {
+    DomainId(d.0)
+}
+
+/// The interface's form of an attach / replace / detach result.
+pub fn attach_outcome(a: &AttachResult) -> api::AttachOutcome {
+    api::AttachOutcome {
+        old: api::DomainId(a.old.map(|d| d.0).unwrap_or(0)),
+        update: match a.update {
+            UpdateKind::NoChange => api::SteUpdate::NoChange,
+            UpdateKind::Hitless => api::SteUpdate::Hitless,
+            UpdateKind::Breaking => api::SteUpdate::BreakBeforeMake,
+        },
+        fault_duty: a.fault_duty.is_some(),
+    }
+}
+
+/// The server's nested configuration from the interface's vSTE.
+pub fn nested_config(v: &api::NestedSte) -> NestedConfig {
+    NestedConfig {
+        cd_table_ipa: v.cd_table_ipa,
+        s1cdmax: v.s1cdmax,
+        s1fmt: match v.s1fmt {
+            api::CdTableFormat::Linear => S1Fmt::Linear,
+            api::CdTableFormat::TwoLevel4K => S1Fmt::TwoLevel4K,
+            api::CdTableFormat::TwoLevel64K => S1Fmt::TwoLevel64K,
+        },
+        s1dss: match v.s1dss {
+            api::SubstreamDefault::Terminate => S1Dss::Terminate,
+            api::SubstreamDefault::Bypass => S1Dss::Bypass,
+            api::SubstreamDefault::Ssid0 => S1Dss::Ssid0,
+        },
+    }
+}
+
 impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, W> {
     fn notification_mask(&self) -> u32 {
-        self.irq_bits
+        self.server.irq_bits
     }
 
     fn handle_notification(&mut self, bits: u32) {
@@ -152,14 +249,18 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
         if g != 0 {
             userlib::log!("iommu-server: GERROR {:#x} reported and acknowledged", g);
         }
-        userlib::sys_irq_control(bits & self.irq_bits, true);
+        // Only bits this task owns: enabling another faults the task.
+        let mine = bits & self.server.irq_bits;
+        if mine != 0 {
+            userlib::sys_irq_control(mine, true);
+        }
     }
 
     fn check_caller(&mut self, caller: TaskId, allowed: &'static [api::IommuCaller]) -> bool {
+        let role = self.server.role(caller);
         allowed.iter().any(|a| match a {
-            // A VM is a task the static map assigns streams to.
-            api::IommuCaller::VmmFrontend => self.server.is_vm(caller),
-            api::IommuCaller::Supervisor => self.server.is_supervisor(caller),
+            api::IommuCaller::VmmFrontend => role.vm,
+            api::IommuCaller::Supervisor => role.supervisor,
         })
     }
 
@@ -192,7 +293,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
         domain: api::DomainId,
     ) -> Result<(), api::IommuError> {
         self.server
-            .destroy_domain(caller, DomainId(domain.0))
+            .destroy_domain(caller, dom(domain))
             .map_err(api_error)
     }
 
@@ -208,7 +309,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
         let pages = pages_of(len)?;
         let prot = Prot::from_bits(perms.bits() as u32).ok_or(api::IommuError::Invalid)?;
         self.server
-            .map(caller, DomainId(domain.0), iova, pa, pages, prot)
+            .map(caller, dom(domain), iova, pa, pages, prot)
             .map_err(api_error)
     }
 
@@ -221,7 +322,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
     ) -> Result<u64, api::IommuError> {
         let pages = pages_of(len)?;
         self.server
-            .unmap(caller, DomainId(domain.0), iova, pages, UnmapMode::Strict)
+            .unmap(caller, dom(domain), iova, pages, UnmapMode::Strict)
             .map(|n| n as u64 * PAGE_SIZE as u64)
             .map_err(api_error)
     }
@@ -231,19 +332,13 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
         caller: TaskId,
         sid: api::StreamId,
         domain: api::DomainId,
-    ) -> Result<(), api::IommuError> {
-        if self
-            .server
-            .attached(caller, sid.0)
-            .map_err(api_error)?
-            .is_some()
-        {
-            return Err(api::IommuError::Busy);
-        }
-        self.server
-            .attach(caller, sid.0, DomainId(domain.0))
-            .map(|_| ())
-            .map_err(api_error)
+    ) -> Result<api::AttachOutcome, api::IommuError> {
+        self.timed_attach(|s| {
+            if s.attached(caller, sid.0)?.is_some() {
+                return Err(Error::Busy);
+            }
+            s.attach(caller, sid.0, dom(domain))
+        })
     }
 
     fn replace(
@@ -251,36 +346,21 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
         caller: TaskId,
         sid: api::StreamId,
         domain: api::DomainId,
-    ) -> Result<(), api::IommuError> {
-        if self
-            .server
-            .attached(caller, sid.0)
-            .map_err(api_error)?
-            .is_none()
-        {
-            return Err(api::IommuError::NotFound);
-        }
-        let r = self
-            .server
-            .attach(caller, sid.0, DomainId(domain.0))
-            .map_err(api_error)?;
-        if let Some(duty) = r.fault_duty {
-            // prq-server would answer the old domain's pending groups of
-            // this stream INVALID here; it does not exist yet.
-            userlib::log!(
-                "iommu-server: replace of fault-capable domain {:#x} on stream {:#x}: its pending faults are owed INVALID",
-                duty.domain.0,
-                duty.sid
-            );
-        }
-        Ok(())
+    ) -> Result<api::AttachOutcome, api::IommuError> {
+        self.timed_attach(|s| {
+            if s.attached(caller, sid.0)?.is_none() {
+                return Err(Error::NotFound);
+            }
+            s.attach(caller, sid.0, dom(domain))
+        })
     }
 
-    fn detach(&mut self, caller: TaskId, sid: api::StreamId) -> Result<(), api::IommuError> {
-        self.server
-            .detach(caller, sid.0)
-            .map(|_| ())
-            .map_err(api_error)
+    fn detach(
+        &mut self,
+        caller: TaskId,
+        sid: api::StreamId,
+    ) -> Result<api::AttachOutcome, api::IommuError> {
+        self.timed_attach(|s| s.detach(caller, sid.0))
     }
 
     fn bind(
@@ -292,9 +372,14 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
         fault_capable: bool,
     ) -> Result<u32, api::IommuError> {
         // The stream check comes first (a foreign stream is NotPermitted
-        // whatever the PASID), then the PASID's owner.
+        // whatever the PASID), then what the SMMU can do (a PASID on an SMMU
+        // without substreams is Unsupported, whoever holds it), then the
+        // PASID's owner.
         self.server.attached(caller, sid.0).map_err(api_error)?;
         let ctx = guest_context(&cd, fault_capable).map_err(api_error)?;
+        if pasid.pasid.0 != 0 && self.server.pasid_bits() == 0 {
+            return Err(api::IommuError::Unsupported);
+        }
         self.check_pasid(caller, pasid).map_err(api_error)?;
         self.server
             .bind(caller, sid.0, pasid.pasid.0, ctx)
@@ -321,11 +406,11 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
         &mut self,
         caller: TaskId,
         domain: api::DomainId,
-        cmds: idl_runtime::Leased<idl_runtime::Read, api::SmmuCmd>,
+        cmds: Leased<Read, api::SmmuCmd>,
     ) -> Result<api::InvalidateOutcome, api::IommuError> {
         // The vIOMMU (S2 domain) itself: a bad one refuses the whole call.
         self.server
-            .check_viommu(caller, DomainId(domain.0))
+            .check_viommu(caller, dom(domain))
             .map_err(api_error)?;
         let mut out = [Command::zeroed(); MAX_INVALIDATION];
         let n = cmds.len().min(MAX_INVALIDATION);
@@ -333,9 +418,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
             let w = cmds.read(i).map_err(|_| api::IommuError::Invalid)?;
             *c = Command::from_words(w.words);
         }
-        let (done, r) = self
-            .server
-            .invalidate(caller, DomainId(domain.0), &out[..n]);
+        let (done, r) = self.server.invalidate(caller, dom(domain), &out[..n]);
         let status = match r {
             Ok(()) => api::InvalidateStatus::Complete,
             Err(Error::Timeout) => return Err(api::IommuError::TimedOut),
@@ -364,5 +447,115 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
                 domains: r.domains,
             })
             .map_err(api_error)
+    }
+
+    fn create_s1_domain(
+        &mut self,
+        caller: TaskId,
+        fault_capable: bool,
+    ) -> Result<api::DomainId, api::IommuError> {
+        self.server
+            .alloc_s1_domain(caller, fault_capable)
+            .map(|d| api::DomainId(d.0))
+            .map_err(api_error)
+    }
+
+    fn create_nested_domain(
+        &mut self,
+        caller: TaskId,
+        parent: api::DomainId,
+        vste: api::NestedSte,
+        fault_capable: bool,
+    ) -> Result<api::DomainId, api::IommuError> {
+        self.server
+            .alloc_nested_domain(caller, dom(parent), nested_config(&vste), fault_capable)
+            .map(|d| api::DomainId(d.0))
+            .map_err(api_error)
+    }
+
+    fn unmap_deferred(
+        &mut self,
+        caller: TaskId,
+        domain: api::DomainId,
+        iova: u64,
+        len: u64,
+    ) -> Result<u64, api::IommuError> {
+        let pages = pages_of(len)?;
+        self.server
+            .unmap(caller, dom(domain), iova, pages, UnmapMode::Deferred)
+            .map(|n| n as u64 * PAGE_SIZE as u64)
+            .map_err(api_error)
+    }
+
+    fn flush(&mut self, caller: TaskId, domain: api::DomainId) -> Result<(), api::IommuError> {
+        self.server.flush(caller, dom(domain)).map_err(api_error)
+    }
+
+    fn set_vsid(
+        &mut self,
+        caller: TaskId,
+        sid: api::StreamId,
+        vsid: u32,
+    ) -> Result<(), api::IommuError> {
+        self.server.set_vsid(caller, sid.0, vsid).map_err(api_error)
+    }
+
+    fn bind_users(
+        &mut self,
+        caller: TaskId,
+        sid: api::StreamId,
+        pasid: pasid_alloc_api::Pasid,
+    ) -> Result<u32, api::IommuError> {
+        self.server
+            .bind_users(caller, sid.0, pasid.0)
+            .map(u32::from)
+            .map_err(api_error)
+    }
+
+    fn fetch_events(
+        &mut self,
+        caller: TaskId,
+        out: Leased<Write, api::SmmuEvent>,
+    ) -> Result<api::EventsFetched, api::IommuError> {
+        let mut ev = [Event::zeroed(); MAX_FETCH];
+        let max = out.len().min(MAX_FETCH);
+        let (n, lost) = self.server.fetch_events(caller, &mut ev[..max]);
+        for (i, e) in ev[..n].iter().enumerate() {
+            // Bounds were checked against the lease's length; a failure
+            // means the client went away, and its records with it.
+            if out.write(i, &api::SmmuEvent { words: e.words() }).is_err() {
+                return Err(api::IommuError::Invalid);
+            }
+        }
+        Ok(api::EventsFetched {
+            count: n as u32,
+            lost,
+        })
+    }
+
+    fn info(&mut self, _caller: TaskId) -> Result<api::IommuInfo, api::IommuError> {
+        let i = self.server.info();
+        Ok(api::IommuInfo {
+            idr0: i.idr0,
+            idr1: i.idr1,
+            idr3: i.idr3,
+            idr5: i.idr5,
+            gbpa: i.gbpa,
+            cr0: i.cr0,
+            strtab_cfg: i.strtab_cfg,
+            pages_total: i.pages_total,
+            pages_free: i.pages_free,
+            commands: i.commands,
+            syncs: i.syncs,
+            cmd_recovered: i.cmd_recovered,
+            last_refused_opcode: i.last_refused_opcode,
+            last_refused_err: i.last_refused_err,
+            gerrors_seen: i.gerrors_seen,
+            events_read: i.events_read,
+            domains: i.domains,
+            contexts: i.contexts,
+            ste_update_instr: i.ste_update_instr,
+            attach_instr: i.attach_instr,
+        })
     }
 }

@@ -1,6 +1,7 @@
 //! The iommu-server task: finds its regions, probes and initialises the
-//! SMMU (fail closed), then serves requests. All logic is in the library
-//! (`iommu_server`), which the host harness runs unchanged.
+//! SMMU (fail closed), then serves the interface with the library's
+//! `serve`. All logic is in the library (`iommu_server`), which the host
+//! harness runs unchanged.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -8,13 +9,11 @@ mod image {
     use iommu_server::cmdq::Waiter;
     use iommu_server::dma::DmaPtr;
     use iommu_server::frame::SmmuFrame;
-    use iommu_server::idl::IdlServer;
-    use iommu_server::wire::{self, Outcome, MAX_REPLY, MAX_REQUEST};
-    use iommu_server::{driver, Error, IommuServer, ServerConfig};
-    use iommu_server_api::IommuOp;
+    use iommu_server::{driver, serve, serve_unavailable, Error, IommuServer, ServerConfig};
     use userlib::*;
 
-    // The static stream → VM map from app.toml `[[streams]]` (build.rs).
+    // The static stream → VM map and the task names from app.toml
+    // (`STREAMS`, `TASK_NAMES`; build.rs).
     include!(concat!(env!("OUT_DIR"), "/streams.rs"));
 
     // Notification bits, as app.toml's `interrupts` table must assign
@@ -51,17 +50,11 @@ mod image {
         }
     }
 
-    /// Without an SMMU this task still answers, so no client blocks
-    /// forever: every request gets HardwareError.
-    fn serve_broken(why: Error) -> ! {
+    /// Without an SMMU this task still answers (every request gets the
+    /// error), so no client blocks forever.
+    fn unavailable(why: Error) -> ! {
         log!("iommu-server: not serving: {:?}", why);
-        let mut buf = [0u8; 8];
-        loop {
-            let m = sys_recv_open(&mut buf, 0);
-            if !m.is_notification() {
-                sys_reply(m.sender, why.code(), &[]);
-            }
-        }
+        serve_unavailable(why)
     }
 
     pub fn run() -> ! {
@@ -69,7 +62,7 @@ mod image {
             sys_region_info("smmu-page0"),
             sys_region_info("smmu-tables"),
         ) else {
-            serve_broken(Error::HardwareError)
+            unavailable(Error::HardwareError)
         };
         let p1 = sys_region_info("smmu-page1");
         // SAFETY: app.toml maps SMMU page 0 (and page 1 if present) into
@@ -96,18 +89,24 @@ mod image {
             ),
             Err(e) => {
                 log!("SMMU IDR0={:#010x} IDR1={:#010x}: unusable", frame_read(&frame, 0), frame_read(&frame, 4));
-                serve_broken(e)
+                unavailable(e)
             }
         }
 
         let cfg = ServerConfig {
             streams: STREAMS,
+            task_names: TASK_NAMES,
+            // With TASK_NAMES these two are found by name.
             prq_server: None,
             supervisor: 0,
             max_pasid_bits: 20,
             sync_irq: true,
             event_queue: frame.has_page1(),
             vm_memory: None,
+            // app.toml must give this task `caps = ["memory-query"]`.
+            memory_query: true,
+            gerror_bit: GERROR_BIT,
+            eventq_bit: EVENTQ_BIT,
         };
         // The server is large (its bounded tables): use it where `new`
         // left it, inside the Result, rather than moving a copy onto this
@@ -115,7 +114,7 @@ mod image {
         let mut built = IommuServer::new(frame, mem, ImageWaiter, &cfg);
         let server = match &mut built {
             Ok(s) => s,
-            Err(e) => serve_broken(*e),
+            Err(e) => unavailable(*e),
         };
         let info = server.info();
         log!(
@@ -136,44 +135,7 @@ mod image {
             ),
             Err(e) => log!("iommu-server: illegal-command recovery self-test failed: {:?}", e),
         }
-
-        // Only bits this task owns: enabling another faults the task. The
-        // eventq interrupt comes with page 1 (the event queue's owner).
-        let irq_bits = GERROR_BIT | if cfg.event_queue { EVENTQ_BIT } else { 0 };
-        sys_irq_control(irq_bits, true);
-        const BUF: usize = if MAX_REQUEST > IommuOp::RECV_BUF_SIZE {
-            MAX_REQUEST
-        } else {
-            IommuOp::RECV_BUF_SIZE
-        };
-        let mut buf = [0u8; BUF];
-        let mut reply = [0u8; MAX_REPLY];
-        loop {
-            let m = sys_recv_open(&mut buf, irq_bits);
-            // Notifications and the interface's operations: the generated
-            // dispatch (checks, then the IommuServer trait in `idl`).
-            if m.is_notification() || m.operation < wire::op::BASE as u32 {
-                let mut idl = IdlServer {
-                    server: &mut *server,
-                    irq_bits,
-                };
-                iommu_server_api::dispatch(&mut idl, &m, &buf);
-                continue;
-            }
-            // The operations the interface lacks (`wire`).
-            if m.message_len > buf.len() {
-                sys_reply_fault(m.sender, ReplyFaultReason::BadMessageSize);
-                continue;
-            }
-            let op = m.operation as u16;
-            match wire::dispatch(server, m.sender, op, &buf[..m.message_len], &mut reply) {
-                Outcome::Reply(n) => sys_reply(m.sender, 0, &reply[..n]),
-                Outcome::Error(e) => sys_reply(m.sender, e.code(), &[]),
-                Outcome::Malformed => {
-                    sys_reply_fault(m.sender, ReplyFaultReason::BadMessageContents)
-                }
-            }
-        }
+        serve(server)
     }
 
     fn frame_read(f: &SmmuFrame, off: usize) -> u32 {

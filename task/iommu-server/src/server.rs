@@ -37,6 +37,24 @@ pub const MAX_RESPONSES: usize = 32;
 pub const EVENT_RING: usize = 32;
 /// VM memory windows the server can check mapped PAs against.
 pub const MAX_VM_WINDOWS: usize = 16;
+/// Tasks the caller roles are resolved for (the kernel's limit).
+pub const MAX_TASKS: usize = 64;
+
+/// Task names with a role in this server's interface (`TASK_NAMES`).
+pub mod names {
+    pub const SUPERVISOR: &str = "supervisor";
+    pub const PRQ_SERVER: &str = "prq-server";
+    /// One frontend per VM: `vmm-frontend`, or `vmm-frontend-<anything>`.
+    pub const VMM_FRONTEND: &str = "vmm-frontend";
+    /// Names that are never a VM, whatever `[[streams]]` says.
+    pub const SYSTEM: &[&str] = &[
+        "supervisor",
+        "prq-server",
+        "pasid-alloc",
+        "iommu-server",
+        "idle",
+    ];
+}
 
 /// The MSI window, reserved in every domain from its creation: IOVA
 /// `[0x0800_0000, 0x0810_0000)` (1 MiB, Linux's MSI_IOVA_BASE). QEMU's virt
@@ -188,11 +206,17 @@ pub struct VmWindow {
 pub struct ServerConfig<'a> {
     /// (StreamID, task index of the VM it is assigned to).
     pub streams: &'a [(u32, u16)],
-    /// Task index of prq-server (the only task that may ask for PRI_RESP
-    /// / RESUME); None: nobody may.
+    /// Task names by index (the image's `TASK_NAMES`, generated from
+    /// app.toml). When given, callers are checked by name: `supervisor`,
+    /// `prq-server`, and VMs = tasks named `vmm-frontend[-…]` or owning a
+    /// stream (never a system task's name). Empty: the indices below
+    /// decide and a VM is a task that owns a stream.
+    pub task_names: &'a [&'a str],
+    /// Without `task_names`: task index of prq-server (the only task that
+    /// may ask for PRI_RESP / RESUME); None: nobody may.
     pub prq_server: Option<u16>,
-    /// Task index allowed to reclaim a dead VM's objects (the supervisor,
-    /// task 0).
+    /// Without `task_names`: task index allowed to reclaim a dead VM's
+    /// objects (the supervisor, task 0).
     pub supervisor: u16,
     /// Upper bound on PASID bits per stream (the CD table size), below
     /// IDR1.SSIDSIZE.
@@ -202,22 +226,33 @@ pub struct ServerConfig<'a> {
     /// Run the event queue (needs SMMU page 1).
     pub event_queue: bool,
     /// Each VM's memory: a mapped PA must lie in one of the mapping VM's
-    /// windows. None: not checked (the image cannot learn other tasks'
-    /// physical ranges yet); the server's own DMA region is refused either
-    /// way.
+    /// windows (the harness's mechanism). None: not checked here. The
+    /// server's own DMA region is refused either way.
     pub vm_memory: Option<&'a [VmWindow]>,
+    /// Ask the kernel (`sys_phys_owned`, capability `memory-query`) whether
+    /// the caller's DMA memory covers a mapped PA (the image's mechanism).
+    /// Without the capability the first map faults this task.
+    pub memory_query: bool,
+    /// Notification bit of the GERROR interrupt (0: none).
+    pub gerror_bit: u32,
+    /// Notification bit of the event queue interrupt (0: none).
+    pub eventq_bit: u32,
 }
 
 impl Default for ServerConfig<'_> {
     fn default() -> Self {
         Self {
             streams: &[],
+            task_names: &[],
             prq_server: None,
             supervisor: 0,
             max_pasid_bits: 20,
             sync_irq: false,
             event_queue: true,
             vm_memory: None,
+            memory_query: false,
+            gerror_bit: 0,
+            eventq_bit: 0,
         }
     }
 }
@@ -254,6 +289,51 @@ pub struct Info {
     pub events_read: u32,
     pub domains: u16,
     pub contexts: u16,
+    /// Counter ticks of the last STE update (see [`crate::now`]).
+    pub ste_update_instr: u64,
+    /// Counter ticks of the last attach / replace / detach request.
+    pub attach_instr: u64,
+}
+
+/// What a task may ask of this server, resolved once from the names (or
+/// indices) of [`ServerConfig`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Roles {
+    pub supervisor: bool,
+    pub prq_server: bool,
+    pub vm: bool,
+}
+
+impl Roles {
+    /// The role table for `cfg` (index = task index).
+    pub fn table(cfg: &ServerConfig<'_>) -> [Roles; MAX_TASKS] {
+        let mut t = [Roles::default(); MAX_TASKS];
+        let owns_stream = |i: usize| cfg.streams.iter().any(|&(_, vm)| vm as usize == i);
+        if cfg.task_names.is_empty() {
+            if let Some(r) = t.get_mut(cfg.supervisor as usize) {
+                r.supervisor = true;
+            }
+            if let Some(r) = cfg.prq_server.and_then(|p| t.get_mut(p as usize)) {
+                r.prq_server = true;
+            }
+            for (i, r) in t.iter_mut().enumerate() {
+                r.vm = owns_stream(i);
+            }
+            return t;
+        }
+        for (i, (r, name)) in t.iter_mut().zip(cfg.task_names).enumerate() {
+            let frontend = *name == names::VMM_FRONTEND
+                || name
+                    .strip_prefix(names::VMM_FRONTEND)
+                    .is_some_and(|rest| rest.starts_with('-'));
+            *r = Roles {
+                supervisor: *name == names::SUPERVISOR,
+                prq_server: *name == names::PRQ_SERVER,
+                vm: !names::SYSTEM.contains(name) && (frontend || owns_stream(i)),
+            };
+        }
+        t
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -322,10 +402,15 @@ impl EventRing {
 /// The iommu-server.
 pub struct IommuServer<M: Mmio, D: DmaMemory, W: Waiter> {
     pub smmu: Smmu<M, D, W>,
-    prq_server: Option<u16>,
-    supervisor: u16,
+    roles: [Roles; MAX_TASKS],
     pasid_bits: u32,
     vm_memory: Option<([VmWindow; MAX_VM_WINDOWS], usize)>,
+    memory_query: bool,
+    /// Notification bits of the interrupts this server services.
+    pub irq_bits: u32,
+    /// Counter ticks of the last attach / replace / detach (set by the
+    /// interface layer, which sees the whole request).
+    pub last_attach_instr: u64,
     streams: [Option<StreamState>; MAX_STREAMS],
     domains: [DomainSlot; MAX_DOMAINS],
     contexts: [Option<Context>; MAX_CONTEXTS],
@@ -342,7 +427,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     /// live in its own stack frame, gone before the caller serves.
     #[inline(never)]
     pub fn new(mmio: M, mem: D, waiter: W, cfg: &ServerConfig<'_>) -> Result<Self> {
-        if cfg.streams.len() > MAX_STREAMS {
+        if cfg.streams.len() > MAX_STREAMS || cfg.task_names.len() > MAX_TASKS {
             return Err(Error::NoSpace);
         }
         let mut sids = [0u32; MAX_STREAMS];
@@ -385,10 +470,12 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         let pasid_bits = smmu.features.ssid_bits.min(cfg.max_pasid_bits as u32);
         Ok(Self {
             smmu,
-            prq_server: cfg.prq_server,
-            supervisor: cfg.supervisor,
+            roles: Roles::table(cfg),
             pasid_bits,
             vm_memory,
+            memory_query: cfg.memory_query,
+            irq_bits: cfg.gerror_bit | if cfg.event_queue { cfg.eventq_bit } else { 0 },
+            last_attach_instr: 0,
             streams,
             domains: [DomainSlot { gen: 1, dom: None }; MAX_DOMAINS],
             contexts: [None; MAX_CONTEXTS],
@@ -754,6 +841,12 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         if cfg.cd_table_ipa & 0x3f != 0 || cfg.cd_table_ipa >= IAS_END {
             return Err(Error::Invalid);
         }
+        // The IPA is translated by the parent's stage 2, whose every
+        // mapping passed `pa_allowed`; only the context window leads to
+        // memory that is not the VM's (the server's CD tables).
+        if CTX_WINDOW.overlaps(cfg.cd_table_ipa, 64) {
+            return Err(Error::NotPermitted);
+        }
         let slot = self.free_domain_slot()?;
         if let Some(d) = self.dom_mut(p) {
             d.children += 1;
@@ -910,7 +1003,11 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
 
     // ------------------------------------------------------------ map
 
-    fn pa_allowed(&self, vm: usize, pa: u64, len: u64) -> bool {
+    /// Whether the caller may map physical `[pa, pa + len)`: never the
+    /// server's own tables, never beyond the output address size, and —
+    /// per the configuration — inside one of the caller's memory windows
+    /// and/or the caller's DMA memory as the kernel knows it.
+    fn pa_allowed(&self, caller: TaskId, pa: u64, len: u64) -> bool {
         if self.smmu.mem.overlaps(pa, len) {
             return false;
         }
@@ -918,12 +1015,14 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         if (pa + len - 1) >> oas != 0 {
             return false;
         }
-        match &self.vm_memory {
+        let vm = caller.index();
+        let in_window = match &self.vm_memory {
             None => true,
             Some((w, n)) => w[..*n]
                 .iter()
                 .any(|w| w.vm as usize == vm && pa >= w.pa && pa + len <= w.pa + w.size),
-        }
+        };
+        in_window && (!self.memory_query || phys_owned(caller, pa, len))
     }
 
     fn paging(&self, i: usize) -> Result<(PageTable, Option<u16>, Option<u16>)> {
@@ -962,7 +1061,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         if MSI_WINDOW.overlaps(iova, len) || (vmid.is_some() && CTX_WINDOW.overlaps(iova, len)) {
             return Err(Error::Reserved);
         }
-        if !self.pa_allowed(caller.index(), pa, len) {
+        if !self.pa_allowed(caller, pa, len) {
             return Err(Error::NotPermitted);
         }
         let mem = &self.smmu.mem;
@@ -1102,6 +1201,10 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             return Err(Error::Invalid);
         }
         self.validate_context(&ctx)?;
+        // TTB0 is an IPA under the VM's stage 2 (see alloc_nested_domain).
+        if CTX_WINDOW.overlaps(ctx.ttb0, PAGE_SIZE as u64) {
+            return Err(Error::NotPermitted);
+        }
         let st = *self.stream(si);
         let di = st.attached.ok_or(Error::Invalid)?;
         let Some(Inner::S2 { pt, .. }) = self.dom(di).map(|d| d.inner) else {
@@ -1461,7 +1564,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     /// one SYNC per batch. Unsupported when the SMMU has no PRI queue /
     /// no stall model.
     pub fn page_response(&mut self, caller: TaskId, resps: &[PageResponse]) -> Result<u32> {
-        if self.prq_server != Some(caller.index() as u16) {
+        if !self.role(caller).prq_server {
             return Err(Error::NotPermitted);
         }
         if resps.len() > MAX_RESPONSES {
@@ -1595,7 +1698,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     /// are unbound, its streams go abort, its domains are destroyed. Only
     /// the supervisor may ask.
     pub fn reclaim(&mut self, caller: TaskId, vm: u16) -> Result<Reclaimed> {
-        if caller.index() != self.supervisor as usize {
+        if !self.role(caller).supervisor {
             return Err(Error::NotPermitted);
         }
         let mut r = Reclaimed::default();
@@ -1657,17 +1760,24 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         self.smmu.cmdq.stats.last_fault
     }
 
-    /// True when `caller` is a VM: the static map assigns it a stream.
+    /// What `caller` may ask (see [`Roles::table`]).
+    pub fn role(&self, caller: TaskId) -> Roles {
+        self.roles.get(caller.index()).copied().unwrap_or_default()
+    }
+
+    /// True when `caller` is a VM (the interface's `vmm-frontend`).
     pub fn is_vm(&self, caller: TaskId) -> bool {
-        self.streams
-            .iter()
-            .flatten()
-            .any(|s| s.owner as usize == caller.index())
+        self.role(caller).vm
     }
 
     /// True when `caller` is the supervisor.
     pub fn is_supervisor(&self, caller: TaskId) -> bool {
-        caller.index() == self.supervisor as usize
+        self.role(caller).supervisor
+    }
+
+    /// True when `caller` is prq-server.
+    pub fn is_prq_server(&self, caller: TaskId) -> bool {
+        self.role(caller).prq_server
     }
 
     /// PASID bits per stream this server supports (0: no substreams).
@@ -1701,6 +1811,8 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             events_read: self.smmu.evtq.as_ref().map(|q| q.read).unwrap_or(0),
             domains: self.domains.iter().filter(|s| s.dom.is_some()).count() as u16,
             contexts: self.contexts.iter().flatten().count() as u16,
+            ste_update_instr: self.smmu.last_ste_update_instr,
+            attach_instr: self.last_attach_instr,
         }
     }
 
@@ -1738,6 +1850,14 @@ const DEAD_STREAM: StreamState = StreamState {
     ctx: None,
     events_lost: 0,
 };
+
+/// Whether the kernel says `task`'s DMA memory covers `[pa, pa + len)`.
+fn phys_owned(task: TaskId, pa: u64, len: u64) -> bool {
+    match (usize::try_from(pa), usize::try_from(len)) {
+        (Ok(pa), Ok(len)) => userlib::sys_phys_owned(task, pa, len),
+        _ => false,
+    }
+}
 
 /// Reads up to `out.len()` event records.
 fn drain_some(

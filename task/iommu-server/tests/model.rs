@@ -3,14 +3,16 @@
 //! what QEMU lacks (substreams, 2-level CD tables, PRI), checked through
 //! DMA from a modelled device and through the model's command log.
 
+use idl_runtime::testing::{LoopbackKernel, CLIENT};
+use idl_runtime::Fixed;
 use iommu_server::cmdq::Waiter;
 use iommu_server::dma::DmaMemory;
 use iommu_server::idl::{self, tcr, IdlServer};
 use iommu_server::pgtable::Prot;
 use iommu_server::update::UpdateKind;
 use iommu_server::{
-    DomainId, Error, GuestContext, IommuServer, NestedConfig, PageResponse, ServerConfig,
-    UnmapMode, VmWindow, MSI_WINDOW,
+    DomainId, Error, GuestContext, IommuServer, NestedConfig, PageResponse, Roles, ServerConfig,
+    UnmapMode, VmWindow, CTX_WINDOW, MSI_WINDOW,
 };
 use iommu_server_api::{self as api, IommuServer as _};
 use smmuv3::pgtable::{S1Ap, S1Desc};
@@ -19,7 +21,7 @@ use smmuv3::{
     PriResponse, S1Dss, S1Fmt, Shareability, StreamConfig, Tg0,
 };
 use smmuv3_model::{Device, DmaError, PhysMem, Smmu, SmmuConfig};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use userlib::abi::Generation;
 use userlib::TaskId;
 
@@ -125,7 +127,7 @@ fn rig_with(cfg: SmmuConfig, f: impl FnOnce(&mut ServerConfig<'static>)) -> Rig 
         max_pasid_bits: 12,
         sync_irq: false,
         event_queue: true,
-        vm_memory: None,
+        ..ServerConfig::default()
     };
     f(&mut sc);
     let dma = PhysDma {
@@ -985,10 +987,7 @@ fn page_responses_only_for_prq_server() {
 #[test]
 fn the_generated_interface_on_the_server() {
     let mut r = rig(SmmuConfig::qemu_virt());
-    let mut idl = IdlServer {
-        server: &mut r.s,
-        irq_bits: 0,
-    };
+    let mut idl = IdlServer::new(&mut r.s);
     assert!(idl.check_caller(vm_a(), &[api::IommuCaller::VmmFrontend]));
     assert!(!idl.check_caller(
         TaskId::new(7, Generation(0)),
@@ -1007,14 +1006,22 @@ fn the_generated_interface_on_the_server() {
     );
     assert_eq!(
         idl.map(vm_a(), d, MSI_WINDOW.base, VM_A_PA, 4096, rw),
-        Err(api::IommuError::Invalid),
-        "Reserved has no interface error: Invalid"
+        Err(api::IommuError::AddrInUse),
+        "Reserved is EADDRINUSE"
     );
     assert_eq!(
         idl.replace(vm_a(), api::StreamId(SID_A), d),
         Err(api::IommuError::NotFound)
     );
-    idl.attach(vm_a(), api::StreamId(SID_A), d).unwrap();
+    let a = idl.attach(vm_a(), api::StreamId(SID_A), d).unwrap();
+    assert_eq!(
+        a,
+        api::AttachOutcome {
+            old: api::DomainId(0),
+            update: api::SteUpdate::Hitless,
+            fault_duty: false
+        }
+    );
     assert_eq!(
         idl.attach(vm_a(), api::StreamId(SID_A), d),
         Err(api::IommuError::Busy)
@@ -1095,4 +1102,290 @@ fn tcr_is_checked() {
         idl::guest_context(&cd(ok | 3 << tcr::TG0_SHIFT), true),
         Err(Error::Invalid)
     );
+}
+
+// ------------------------------------------------------------------ callers
+
+#[test]
+fn callers_by_name_and_by_index() {
+    let streams: &[(u32, u16)] = &[(0x10, 3), (0x08, 2), (0x20, 4)];
+    // Without names: supervisor and prq-server by index, VMs own streams.
+    let t = Roles::table(&ServerConfig {
+        streams,
+        supervisor: 0,
+        prq_server: Some(1),
+        ..ServerConfig::default()
+    });
+    assert!(t[0].supervisor && !t[0].vm && !t[0].prq_server);
+    assert!(t[1].prq_server && !t[1].vm);
+    assert!(t[2].vm && t[3].vm && t[4].vm);
+    assert!(!t[5].vm && !t[5].supervisor);
+    // With names: by name only (the index fields are not used).
+    let names: &[&str] = &[
+        "supervisor",
+        "iommu-server",
+        "vmm-frontend-a",
+        "guest-b",
+        "idle",
+        "vmm-frontend",
+        "prq-server",
+        "vmm-frontendx",
+    ];
+    let t = Roles::table(&ServerConfig {
+        streams,
+        task_names: names,
+        supervisor: 3,
+        prq_server: Some(2),
+        ..ServerConfig::default()
+    });
+    assert!(t[0].supervisor && !t[3].supervisor);
+    assert!(t[6].prq_server && !t[2].prq_server);
+    assert!(t[2].vm, "a vmm-frontend instance is a VM");
+    assert!(t[3].vm, "a stream owner is a VM");
+    assert!(!t[4].vm, "a system task is never a VM, streams or not");
+    assert!(t[5].vm && !t[7].vm && !t[1].vm && !t[0].vm);
+    assert!(t[8..].iter().all(|r| *r == Roles::default()));
+
+    // The server's caller check and its own role checks use the table.
+    let mut r = rig_with(SmmuConfig::qemu_virt(), |c| {
+        c.task_names = &["supervisor", "prq-server", "guest-b", "vmm-frontend-a"];
+        c.supervisor = 5;
+        c.prq_server = None;
+    });
+    let mut idl = IdlServer::new(&mut r.s);
+    let vm = &[api::IommuCaller::VmmFrontend];
+    assert!(idl.check_caller(vm_a(), vm) && idl.check_caller(vm_b(), vm));
+    assert!(!idl.check_caller(supervisor(), vm) && !idl.check_caller(prq(), vm));
+    assert!(idl.check_caller(supervisor(), &[api::IommuCaller::Supervisor]));
+    assert!(!idl.check_caller(
+        TaskId::new(5, Generation(0)),
+        &[api::IommuCaller::Supervisor]
+    ));
+    assert_eq!(
+        idl.owner_died(supervisor(), vm_a()).map(|c| c.domains),
+        Ok(0)
+    );
+    assert!(r.s.is_prq_server(prq()));
+    assert_eq!(r.s.page_response(prq(), &[]), Ok(0));
+    assert_eq!(r.s.page_response(vm_a(), &[]), Err(Error::NotPermitted));
+}
+
+// ------------------------------------------------------------------ loopback
+
+/// A rig whose server answers the generated client through the loopback
+/// kernel (`idl_runtime::testing`): the same `handle` as the task's loop.
+/// The client is task `CLIENT` (index 2): VM B, owner of SID_B.
+fn loopback(
+    cfg: impl FnOnce(&mut ServerConfig<'static>),
+) -> (Arc<Mutex<Rig>>, Arc<LoopbackKernel>, api::IommuClient) {
+    loopback_on(SmmuConfig::qemu_virt(), cfg)
+}
+
+fn loopback_on(
+    smmu: SmmuConfig,
+    cfg: impl FnOnce(&mut ServerConfig<'static>),
+) -> (Arc<Mutex<Rig>>, Arc<LoopbackKernel>, api::IommuClient) {
+    assert_eq!(CLIENT, vm_b());
+    let rig = Arc::new(Mutex::new(rig_with(smmu, cfg)));
+    let served = rig.clone();
+    let k = LoopbackKernel::install(move |msg, buf| {
+        let mut r = served.lock().unwrap_or_else(|p| p.into_inner());
+        iommu_server::handle(&mut r.s, msg, buf);
+    });
+    let c = api::IommuClient::new(k.server_id());
+    (rig, k, c)
+}
+
+fn page_b(i: u64) -> u64 {
+    VM_B_PA + i * 0x1000
+}
+
+#[test]
+fn every_operation_through_the_generated_client() {
+    let (rig, k, c) = loopback(|_| {});
+    let sid = api::StreamId(SID_B);
+    let rw = api::MapPerms::READ | api::MapPerms::WRITE;
+    let info0 = c.info().unwrap();
+    assert_eq!(info0.idr0 & 3, 3);
+    assert_eq!(info0.domains, 0);
+    assert!(c.hw_info().unwrap().nesting);
+
+    // S2: map, attach (hitless from abort), DMA, strict unmap.
+    let s2 = c.create_s2_domain(true).unwrap();
+    assert_ne!(s2.0, 0);
+    c.map(s2, 0x10_0000, page_b(0), 4 * 4096, rw).unwrap();
+    assert_eq!(
+        c.map(s2, MSI_WINDOW.base, page_b(0), 4096, rw),
+        Err(api::IommuError::AddrInUse)
+    );
+    let a = c.attach(sid, s2).unwrap();
+    assert_eq!(
+        (a.old, a.update, a.fault_duty),
+        (api::DomainId(0), api::SteUpdate::Hitless, false)
+    );
+    let dma = |iova| rig.lock().unwrap().dev.dma_write(SID_B, None, iova, 4);
+    assert_eq!(dma(0x10_1000), Ok(page_b(1)));
+    assert_eq!(c.unmap(s2, 0x10_1000, 4096), Ok(4096));
+    assert!(dma(0x10_1000).is_err());
+
+    // Events of the caller's stream, through a write lease.
+    let mut out = [api::SmmuEvent { words: [0; 4] }.to_wire(); 4];
+    let f = c.fetch_events(&mut out).unwrap();
+    assert_eq!((f.count, f.lost), (1, 0));
+    let e = Event::from_words(api::SmmuEvent::from_wire(&out[0]).unwrap().words);
+    assert_eq!((e.sid(), e.input_addr()), (SID_B, 0x10_1000));
+    assert_eq!(c.fetch_events(&mut out).unwrap().count, 0);
+
+    // Deferred unmap: a cached translation stays until flush.
+    assert_eq!(dma(0x10_2000), Ok(page_b(2)));
+    assert_eq!(c.unmap_deferred(s2, 0x10_2000, 4096), Ok(4096));
+    assert_eq!(dma(0x10_2000), Ok(page_b(2)), "stale until flush");
+    c.flush(s2).unwrap();
+    assert!(dma(0x10_2000).is_err());
+    c.fetch_events(&mut out).unwrap();
+
+    // S1: replace reports the old, fault-capable domain.
+    let s1 = c.create_s1_domain(false).unwrap();
+    c.map(s1, 0x20_0000, page_b(5), 4096, rw).unwrap();
+    let a = c.replace(sid, s1).unwrap();
+    assert_eq!((a.old, a.fault_duty), (s2, true));
+    assert_eq!(dma(0x20_0000), Ok(page_b(5)));
+    let a = c.replace(sid, s2).unwrap();
+    assert_eq!((a.old, a.fault_duty), (s1, false));
+    c.destroy_domain(s1).unwrap();
+
+    // Nested over the S2 domain: hitless, guest CD table not in the
+    // context window.
+    let vste = |ipa| api::NestedSte {
+        cd_table_ipa: ipa,
+        s1cdmax: 0,
+        s1fmt: api::CdTableFormat::Linear,
+        s1dss: api::SubstreamDefault::Terminate,
+    };
+    assert_eq!(
+        c.create_nested_domain(s2, vste(CTX_WINDOW.base), false),
+        Err(api::IommuError::NotPermitted)
+    );
+    let n = c.create_nested_domain(s2, vste(0x10_0000), false).unwrap();
+    let a = c.replace(sid, n).unwrap();
+    assert_eq!((a.old, a.update), (s2, api::SteUpdate::Hitless));
+    assert_eq!(c.destroy_domain(s2), Err(api::IommuError::Busy));
+    c.replace(sid, s2).unwrap();
+    c.destroy_domain(n).unwrap();
+
+    // vSIDs, binds, guest invalidation.
+    c.set_vsid(sid, 0x77).unwrap();
+    let p0 = pasid_alloc_api::Pasid(0);
+    assert_eq!(c.bind_users(sid, p0), Err(api::IommuError::NotFound));
+    let cd = api::CdConfig {
+        ttb0: 0x10_0000,
+        tcr: tcr::value(25, AddrSize::Bits40.raw() as u8),
+        mair: 0xff,
+        asid: 4,
+    };
+    let h0 = pasid_alloc_api::PasidHandle {
+        pasid: p0,
+        generation: pasid_alloc_api::PasidGen(0),
+    };
+    let in_window = api::CdConfig {
+        ttb0: CTX_WINDOW.base,
+        ..cd
+    };
+    assert_eq!(
+        c.bind(sid, h0, in_window, false),
+        Err(api::IommuError::NotPermitted)
+    );
+    assert_eq!(c.bind(sid, h0, cd, false), Ok(1));
+    assert_eq!(c.bind_users(sid, p0), Ok(1));
+    let cmds = [
+        Command::tlbi_nh_asid(0, 4),
+        Command::cfgi_cd(0x77, 0, true),
+        Command::cfgi_cd(SID_B, 0, true),
+    ]
+    .map(|c| api::SmmuCmd { words: c.words() }.to_wire());
+    let o = c.invalidate(s2, &cmds).unwrap();
+    assert_eq!(
+        (o.done, o.status),
+        (2, api::InvalidateStatus::Rejected),
+        "the guest names its vSID; the pSID is not one of its vSIDs any more"
+    );
+    assert_eq!(c.unbind(sid, p0, false), Ok(api::UnbindOutcome::Drained));
+
+    // Detach reports the old domain; only the supervisor reclaims.
+    let a = c.detach(sid).unwrap();
+    assert_eq!((a.old, a.fault_duty), (s2, true));
+    assert!(dma(0x10_0000).is_err());
+    assert!(k.faults().is_empty());
+    assert_eq!(c.owner_died(vm_a()), Err(api::IommuError::Protocol));
+    assert_eq!(
+        k.faults(),
+        vec![userlib::ReplyFaultReason::AccessViolation],
+        "not the supervisor: the caller is faulted"
+    );
+    c.destroy_domain(s2).unwrap();
+    let info = c.info().unwrap();
+    assert_eq!((info.domains, info.contexts), (0, 0));
+    assert!(info.syncs > info0.syncs && info.commands > info0.commands);
+}
+
+#[test]
+fn memory_query_refuses_what_the_kernel_does_not_confirm() {
+    // The loopback kernel owns no memory for anyone: every PA is foreign.
+    let (rig, _k, c) = loopback(|c| c.memory_query = true);
+    let d = c.create_s2_domain(false).unwrap();
+    let free = c.info().unwrap().pages_free;
+    assert_eq!(
+        c.map(d, 0x10_0000, page_b(0), 4096, api::MapPerms::READ),
+        Err(api::IommuError::NotPermitted)
+    );
+    assert_eq!(c.info().unwrap().pages_free, free, "nothing was built");
+    assert_eq!(c.unmap(d, 0x10_0000, 4096), Ok(0));
+    drop(rig);
+}
+
+#[test]
+fn an_unavailable_server_answers_every_request() {
+    let k = LoopbackKernel::install(|msg, buf| {
+        iommu_server::idl::answer_unavailable(msg, buf, Error::HardwareError)
+    });
+    let c = api::IommuClient::new(k.server_id());
+    assert_eq!(c.hw_info(), Err(api::IommuError::Io));
+    assert_eq!(
+        c.map(api::DomainId(1), 0, 0, 4096, api::MapPerms::READ),
+        Err(api::IommuError::Io)
+    );
+    let mut out = [api::SmmuEvent { words: [0; 4] }.to_wire(); 2];
+    assert_eq!(c.fetch_events(&mut out), Err(api::IommuError::Io));
+    assert!(k.faults().is_empty());
+}
+
+#[test]
+fn pasids_are_unsupported_without_substreams_and_checked_with_one() {
+    let cd = api::CdConfig {
+        ttb0: 0x10_0000,
+        tcr: tcr::value(25, AddrSize::Bits40.raw() as u8),
+        mair: 0xff,
+        asid: 4,
+    };
+    let h5 = pasid_alloc_api::PasidHandle {
+        pasid: pasid_alloc_api::Pasid(5),
+        generation: pasid_alloc_api::PasidGen(1),
+    };
+    let sid = api::StreamId(SID_B);
+    for (smmu, want) in [
+        // QEMU: no substreams, whoever holds the PASID.
+        (SmmuConfig::qemu_virt(), api::IommuError::Unsupported),
+        // Substreams, but pasid-alloc (here: no one answers) does not
+        // vouch for the caller: fail closed.
+        (SmmuConfig::new(), api::IommuError::NotPermitted),
+    ] {
+        let (_rig, _k, c) = loopback_on(smmu, |_| {});
+        let d = c.create_s2_domain(false).unwrap();
+        c.attach(sid, d).unwrap();
+        assert_eq!(c.bind(sid, h5, cd, false), Err(want));
+        assert_eq!(
+            c.bind_users(sid, pasid_alloc_api::Pasid(5)),
+            Err(api::IommuError::NotFound)
+        );
+    }
 }

@@ -1,86 +1,223 @@
 //! A second VM for the smmu_* cases. It owns stream 0x08 (app.toml) and,
-//! when the runner asks, tries to use the runner's stream and domain; the
-//! iommu-server must refuse every such request and change nothing.
+//! when the runner asks, tries to use the runner's stream and domains; the
+//! iommu-server must refuse every such request and change nothing. It talks
+//! to the iommu-server only through the generated `IommuClient`.
+//!
+//! The runner's requests carry no payload and the answer is the reply
+//! code, so nothing here encodes a message: the runner does not even tell
+//! it which domains are the runner's — it finds them by trying handles.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-/// Operations the runner sends.
+/// Operations the runner sends (empty messages, empty replies).
 pub mod ops {
-    /// message: the runner's domain id (u32 LE); reply: [u32; 8] LE codes
-    /// (0 = success, else the iommu-server error code).
+    /// Reply code 0: every check passed; else the number of the first
+    /// check that failed (logged).
     pub const PROBE: u16 = 1;
-    /// reply: u32 LE, how many event records the server hands this VM.
+    /// Reply code: how many event records the server hands this VM.
     pub const FETCH_EVENTS: u16 = 2;
+}
+
+#[cfg(target_os = "none")]
+mod image {
+    use idl_runtime::Fixed;
+    use iommu_server::idl::tcr;
+    use iommu_server_api::{
+        CdConfig, CdTableFormat, DomainId, IommuClient, IommuError, MapPerms, NestedSte, SmmuCmd,
+        SmmuEvent, StreamId, SubstreamDefault,
+    };
+    use pasid_alloc_api::{Pasid, PasidGen, PasidHandle};
+    use smmuv3::{AddrSize, Command};
+    use userlib::*;
+
+    const RUNNER_SID: StreamId = StreamId(0x10);
+    const OWN_SID: StreamId = StreamId(0x08);
+    /// The runner's mapped IOVA (its T_IOVA).
+    const RUNNER_IOVA: u64 = 0x20_0000;
+    const PAGE: u64 = 4096;
+    const RW: MapPerms = MapPerms::READ.union(MapPerms::WRITE);
+    /// Handles tried: slots 0..32 of generations 1..=4 (DomainId = slot |
+    /// generation << 8; the runner's domains are young).
+    const SLOTS: u32 = 32;
+    const GENERATIONS: u32 = 4;
+
+    /// Check `n` failed unless `ok`.
+    fn check(n: u32, ok: bool, what: &str) -> Result<(), u32> {
+        if ok {
+            Ok(())
+        } else {
+            log!("check {} failed: {}", n, what);
+            Err(n)
+        }
+    }
+
+    fn refused<T>(r: Result<T, IommuError>) -> bool {
+        matches!(r, Err(IommuError::NotPermitted))
+    }
+
+    /// Creates its own domain with its own stream attached, runs the
+    /// checks, then takes its objects down again (whatever the checks
+    /// said: the runner counts what is left at the end).
+    fn probe(c: &IommuClient) -> Result<(), u32> {
+        let own = sys_region_info("vm2-dma").ok_or(1u32)?;
+        let mine = c.create_s2_domain(false).map_err(|_| 2u32)?;
+        let r = c
+            .attach(OWN_SID, mine)
+            .map_err(|_| 16u32)
+            .and_then(|_| checks(c, mine, own.pa as u64));
+        let down = check(
+            17,
+            c.detach(OWN_SID).is_ok(),
+            "could not detach its own stream",
+        )
+        .and(check(
+            18,
+            c.destroy_domain(mine).is_ok(),
+            "could not destroy its own domain",
+        ));
+        r.and(down)
+    }
+
+    fn checks(c: &IommuClient, mine: DomainId, own_pa: u64) -> Result<(), u32> {
+        check(
+            3,
+            refused(c.attach(RUNNER_SID, mine)),
+            "attached the runner's stream",
+        )?;
+        // Find the runner's domains: a handle that is not this VM's is
+        // NotPermitted if it exists, NotFound if not — never usable.
+        let mut theirs = [DomainId(0); SLOTS as usize];
+        let mut found = 0;
+        for gen in 1..=GENERATIONS {
+            for slot in 0..SLOTS {
+                let h = DomainId(gen << 8 | slot);
+                if h == mine {
+                    continue;
+                }
+                match c.flush(h) {
+                    Err(IommuError::NotPermitted) if found < theirs.len() => {
+                        theirs[found] = h;
+                        found += 1;
+                    }
+                    Err(IommuError::NotPermitted) | Err(IommuError::NotFound) => {}
+                    _ => return check(4, false, "flushed another VM's domain"),
+                }
+            }
+        }
+        check(5, found > 0, "found none of the runner's domains")?;
+        let cd = CdConfig {
+            ttb0: 0x100_0000,
+            tcr: tcr::value(25, AddrSize::Bits40.raw() as u8),
+            mair: 0xff,
+            asid: 9,
+        };
+        let vste = NestedSte {
+            cd_table_ipa: 0x100_0000,
+            s1cdmax: 0,
+            s1fmt: CdTableFormat::Linear,
+            s1dss: SubstreamDefault::Terminate,
+        };
+        let inv = [SmmuCmd {
+            words: Command::tlbi_nh_all(0).words(),
+        }
+        .to_wire()];
+        for &h in &theirs[..found] {
+            check(
+                6,
+                refused(c.map(h, 0x70_0000, own_pa, PAGE, RW)),
+                "mapped into another VM's domain",
+            )?;
+            check(
+                7,
+                refused(c.unmap(h, RUNNER_IOVA, PAGE)),
+                "unmapped from another VM's domain",
+            )?;
+            check(
+                8,
+                refused(c.unmap_deferred(h, RUNNER_IOVA, PAGE)),
+                "deferred unmap in another VM's domain",
+            )?;
+            check(
+                9,
+                refused(c.destroy_domain(h)),
+                "destroyed another VM's domain",
+            )?;
+            check(
+                10,
+                refused(c.invalidate(h, &inv)),
+                "invalidated under another VM's VMID",
+            )?;
+            check(
+                11,
+                refused(c.replace(OWN_SID, h)),
+                "attached its stream to another VM's domain",
+            )?;
+            check(
+                12,
+                refused(c.create_nested_domain(h, vste, false)),
+                "nested over another VM's domain",
+            )?;
+        }
+        let pasid0 = PasidHandle {
+            pasid: Pasid(0),
+            generation: PasidGen(0),
+        };
+        check(
+            13,
+            refused(c.bind(RUNNER_SID, pasid0, cd, true)),
+            "bound a context on the runner's stream",
+        )?;
+        check(
+            14,
+            refused(c.set_vsid(RUNNER_SID, 0x99)),
+            "set a vSID on the runner's stream",
+        )?;
+        check(
+            15,
+            refused(c.detach(RUNNER_SID)),
+            "detached the runner's stream",
+        )?;
+        // Its own memory is its to map.
+        check(
+            19,
+            c.map(mine, 0x70_0000, own_pa, PAGE, RW).is_ok(),
+            "could not map its own memory",
+        )
+    }
+
+    pub fn run() -> ! {
+        loop {
+            let m = sys_recv_open(&mut [], 0);
+            if m.is_notification() {
+                continue;
+            }
+            let Some(server) = sys_lookup_slot("iommu-server") else {
+                sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation);
+                continue;
+            };
+            let c = IommuClient::new(server);
+            match m.operation as u16 {
+                super::ops::PROBE => {
+                    let code = probe(&c).err().unwrap_or(0);
+                    sys_reply(m.sender, code, &[]);
+                }
+                super::ops::FETCH_EVENTS => {
+                    let mut out = [SmmuEvent { words: [0; 4] }.to_wire(); 4];
+                    let n = c
+                        .fetch_events(&mut out)
+                        .map(|f| f.count)
+                        .unwrap_or(u32::MAX);
+                    sys_reply(m.sender, n, &[]);
+                }
+                _ => sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation),
+            }
+        }
+    }
 }
 
 #[cfg(target_os = "none")]
 #[export_name = "main"]
 fn main() -> ! {
-    use iommu_server::pgtable::Prot;
-    use iommu_server::wire::Client;
-    use iommu_server::{DomainId, Error, GuestContext};
-    use smmuv3::{AddrSize, Command, Event, Tg0};
-    use userlib::*;
-
-    const RUNNER_SID: u32 = 0x10;
-    const OWN_SID: u32 = 0x08;
-    let code = |r: Result<(), Error>| r.err().map(|e| e.code()).unwrap_or(0);
-    let mut buf = [0u8; 16];
-    loop {
-        let m = sys_recv_open(&mut buf, 0);
-        if m.is_notification() {
-            continue;
-        }
-        let Some(server) = sys_lookup_slot("iommu-server") else {
-            sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation);
-            continue;
-        };
-        let c = Client::new(server);
-        match m.operation as u16 {
-            ops::PROBE if m.message_len == 4 => {
-                let theirs = DomainId(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]));
-                let mut out = [0u32; 8];
-                match c.alloc_s2(0) {
-                    Ok(mine) => {
-                        out[0] = code(c.attach(RUNNER_SID, mine).map(|_| ()));
-                        out[1] = code(c.map(theirs, 0x70_0000, 0x4000_0000, 1, Prot::RW));
-                        out[2] = code(c.destroy(theirs));
-                        out[3] = code(c.attach(OWN_SID, mine).map(|_| ()));
-                        out[4] = code(c.detach(OWN_SID).map(|_| ()));
-                        let ctx = GuestContext {
-                            ttb0: 0x100_0000,
-                            mair: 0xff,
-                            asid: 9,
-                            t0sz: 25,
-                            tg0: Tg0::Granule4K,
-                            ips: AddrSize::Bits40,
-                            record_faults: true,
-                        };
-                        out[5] = code(c.bind(RUNNER_SID, 0, &ctx).map(|_| ()));
-                        out[6] = match c.invalidate(theirs, &[Command::tlbi_nh_all(0)]) {
-                            Ok((_, Some(e))) | Err(e) => e.code(),
-                            Ok((_, None)) => 0,
-                        };
-                        out[7] = code(c.destroy(mine));
-                    }
-                    Err(e) => out = [e.code(); 8],
-                }
-                let mut r = [0u8; 32];
-                for (i, v) in out.iter().enumerate() {
-                    r[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
-                }
-                sys_reply(m.sender, 0, &r);
-            }
-            ops::FETCH_EVENTS => {
-                let mut ev = [Event::zeroed(); 4];
-                let n = c
-                    .fetch_events(&mut ev)
-                    .map(|(n, _)| n as u32)
-                    .unwrap_or(u32::MAX);
-                sys_reply(m.sender, 0, &n.to_le_bytes());
-            }
-            _ => sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation),
-        }
-    }
+    image::run()
 }
 
 #[cfg(not(target_os = "none"))]

@@ -2,25 +2,23 @@
 //! real DMA from the edu device. This task is a VM: app.toml assigns it
 //! edu's stream. It finds edu on PCIe bus 0, gives it a BAR, and checks
 //! where edu's DMA lands (or that it does not) in its own `smmu-dma` pages,
-//! and which events the SMMU records.
+//! and which events the SMMU records. Every request to the iommu-server
+//! goes through the generated `IommuClient` (`idl/iommu-server.idol.ron`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
 mod cases {
-    use idl_runtime::Fixed;
+    use idl_runtime::{Fixed, WireOf};
     use iommu_server::idl::tcr;
-    use iommu_server::pgtable::Prot;
-    use iommu_server::wire::{AttachReply, Client, FAULT_CAPABLE};
-    use iommu_server::{DomainId, Error, GuestContext, NestedConfig, UnmapMode};
     use iommu_server_api::{
-        CdConfig, InvalidateStatus, IommuClient, IommuError, MapPerms, SmmuCmd, StreamId,
-        UnbindOutcome,
+        AttachOutcome, CdConfig, CdTableFormat, DomainId, InvalidateStatus, IommuClient,
+        IommuError, IommuInfo, MapPerms, NestedSte, SmmuCmd, SmmuEvent, SteUpdate, StreamId,
+        SubstreamDefault, UnbindOutcome,
     };
     use pasid_alloc_api::{Pasid, PasidGen, PasidHandle};
     use smmuv3::pgtable::{S1Ap, S1Desc};
     use smmuv3::{
-        AddrSize, Cacheability, Cd, Command, Event, EventClass, EventId, S1Dss, S1Fmt,
-        Shareability, Tg0,
+        AddrSize, Cacheability, Cd, Command, Event, EventClass, EventId, Shareability, Tg0,
     };
     use test_support::{case, ensure, finish, Outcome, TIMER_BIT};
     use userlib::*;
@@ -53,6 +51,8 @@ mod cases {
     const T_IOVA: u64 = 0x20_0000;
     const UNMAPPED_IOVA: u64 = 0x30_0000;
     const RO_IOVA: u64 = 0x31_0000;
+    /// Where the foreign-memory case tries to map.
+    const FOREIGN_IOVA: u64 = 0x33_0000;
     /// The guest's IPA of `smmu-dma` page i is IPA_BASE + i * 4 KiB.
     const IPA_BASE: u64 = 0x100_0000;
     /// The guest's stage 1 VA used by the nested cases.
@@ -62,9 +62,13 @@ mod cases {
     const MSI_BASE: u64 = 0x0800_0000;
     const PATTERN_LEN: usize = 256;
 
-    /// test-smmu-vm2's operations (its main.rs).
+    /// test-smmu-vm2's operations (its main.rs): empty messages, the
+    /// answer is the reply code.
     const VM2_PROBE: u16 = 1;
     const VM2_FETCH_EVENTS: u16 = 2;
+
+    const PAGE: u64 = 4096;
+    const RW: MapPerms = MapPerms::READ.union(MapPerms::WRITE);
 
     fn pattern(k: usize) -> u8 {
         (k as u8) ^ 0xa5
@@ -216,12 +220,11 @@ mod cases {
     // ---------------------------------------------------------------- context
 
     struct Ctx {
-        /// The operations the generated interface has.
         api: IommuClient,
-        /// The others (`iommu_server::wire`).
-        c: Client,
         edu: Edu,
         mem: Mem,
+        /// `smmu-dma`'s size in bytes.
+        mem_size: u64,
         vm2: TaskId,
         /// The main S2 domain (created by smmu_stage2_dma).
         s2: Option<DomainId>,
@@ -229,23 +232,39 @@ mod cases {
         nested_a: Option<DomainId>,
     }
 
-    fn err(e: Error) -> &'static str {
+    fn err(e: IommuError) -> &'static str {
         match e {
-            Error::NotFound => "iommu-server: NotFound",
-            Error::NotPermitted => "iommu-server: NotPermitted",
-            Error::Invalid => "iommu-server: Invalid",
-            Error::Busy => "iommu-server: Busy",
-            Error::NoSpace => "iommu-server: NoSpace",
-            Error::Unsupported => "iommu-server: Unsupported",
-            Error::AlreadyExists => "iommu-server: AlreadyExists",
-            Error::Reserved => "iommu-server: Reserved",
-            Error::Timeout => "iommu-server: Timeout",
-            Error::HardwareError => "iommu-server: HardwareError",
+            IommuError::NotPermitted => "iommu-server: NotPermitted",
+            IommuError::NotFound => "iommu-server: NotFound",
+            IommuError::Invalid => "iommu-server: Invalid",
+            IommuError::Busy => "iommu-server: Busy",
+            IommuError::NoSpace => "iommu-server: NoSpace",
+            IommuError::AlreadyExists => "iommu-server: AlreadyExists",
+            IommuError::Unsupported => "iommu-server: Unsupported",
+            IommuError::Again => "iommu-server: Again",
+            IommuError::TimedOut => "iommu-server: TimedOut",
+            IommuError::AddrInUse => "iommu-server: AddrInUse",
+            IommuError::Io => "iommu-server: Io",
+            IommuError::ServerDied => "iommu-server: ServerDied",
+            IommuError::Protocol => "iommu-server: Protocol",
         }
     }
 
+    fn info(x: &Ctx) -> Result<IommuInfo, &'static str> {
+        x.api.info().map_err(err)
+    }
+
+    /// Fetches up to `out.len()` (≤ 16) event records of this VM's streams.
     fn events(x: &Ctx, out: &mut [Event]) -> Result<usize, &'static str> {
-        x.c.fetch_events(out).map(|(n, _)| n).map_err(err)
+        let mut wires = [SmmuEvent { words: [0; 4] }.to_wire(); 16];
+        let n = out.len().min(wires.len());
+        let f = x.api.fetch_events(&mut wires[..n]).map_err(err)?;
+        let count = (f.count as usize).min(n);
+        for (o, w) in out.iter_mut().zip(&wires[..count]) {
+            let e = SmmuEvent::from_wire(w).ok_or("fetch_events: bad record")?;
+            *o = Event::from_words(e.words);
+        }
+        Ok(count)
     }
 
     fn no_events(x: &Ctx) -> Outcome {
@@ -295,47 +314,56 @@ mod cases {
         Ok(e)
     }
 
-    fn attach(x: &Ctx, d: DomainId) -> Result<AttachReply, &'static str> {
-        x.c.attach(EDU_SID, d).map_err(err)
-    }
+    const EDU: StreamId = StreamId(EDU_SID);
 
-    fn api_err(e: IommuError) -> &'static str {
-        match e {
-            IommuError::NotPermitted => "iommu-server (IDL): NotPermitted",
-            IommuError::NotFound => "iommu-server (IDL): NotFound",
-            IommuError::Invalid => "iommu-server (IDL): Invalid",
-            IommuError::Busy => "iommu-server (IDL): Busy",
-            IommuError::NoSpace => "iommu-server (IDL): NoSpace",
-            IommuError::AlreadyExists => "iommu-server (IDL): AlreadyExists",
-            IommuError::Unsupported => "iommu-server (IDL): Unsupported",
-            IommuError::Again => "iommu-server (IDL): Again",
-            IommuError::TimedOut => "iommu-server (IDL): TimedOut",
-            IommuError::ServerDied => "iommu-server (IDL): ServerDied",
-            IommuError::Protocol => "iommu-server (IDL): Protocol",
+    /// Puts edu's stream on `d`: `replace` when it is attached, else
+    /// `attach`. Returns what the server did.
+    fn attach(x: &Ctx, d: DomainId) -> Result<AttachOutcome, &'static str> {
+        match x.api.replace(EDU, d) {
+            Err(IommuError::NotFound) => x.api.attach(EDU, d).map_err(err),
+            r => r.map_err(err),
         }
     }
 
-    fn api_dom(d: DomainId) -> iommu_server_api::DomainId {
-        iommu_server_api::DomainId(d.0)
+    /// Maps `pages` pages.
+    fn map(x: &Ctx, d: DomainId, iova: u64, pa: u64, pages: u64, perms: MapPerms) -> Outcome {
+        x.api.map(d, iova, pa, pages * PAGE, perms).map_err(err)
     }
 
-    const EDU: StreamId = StreamId(EDU_SID);
+    fn pasid0() -> PasidHandle {
+        PasidHandle {
+            pasid: Pasid(0),
+            generation: PasidGen(0),
+        }
+    }
+
+    fn cmds<const N: usize>(c: [Command; N]) -> [WireOf<SmmuCmd>; N] {
+        c.map(|c| SmmuCmd { words: c.words() }.to_wire())
+    }
 
     fn s2(x: &Ctx) -> Result<DomainId, &'static str> {
         x.s2.ok_or("no S2 domain (an earlier case failed)")
     }
 
     /// A guest context (CD fields) for the nested cases: 39-bit VA,
-    /// 4 KiB granule, MAIR index 0 write-back.
-    fn guest_ctx(ttb0: u64, asid: u16) -> GuestContext {
-        GuestContext {
+    /// 4 KiB granule, write-back inner-shareable walks, MAIR index 0
+    /// write-back.
+    fn guest_ctx(ttb0: u64, asid: u16) -> CdConfig {
+        CdConfig {
             ttb0,
+            tcr: tcr::value(25, AddrSize::Bits40.raw() as u8),
             mair: 0xff,
             asid,
-            t0sz: 25,
-            tg0: Tg0::Granule4K,
-            ips: AddrSize::Bits40,
-            record_faults: true,
+        }
+    }
+
+    /// The guest's vSTE over its own CD table at `cd_page`.
+    fn guest_vste(m: &Mem, cd_page: usize) -> NestedSte {
+        NestedSte {
+            cd_table_ipa: m.ipa(cd_page),
+            s1cdmax: 0,
+            s1fmt: CdTableFormat::Linear,
+            s1dss: SubstreamDefault::Terminate,
         }
     }
 
@@ -382,28 +410,27 @@ mod cases {
     // ---------------------------------------------------------------- cases
 
     fn probe_idr(x: &mut Ctx) -> Outcome {
-        let i = x.c.info().map_err(err)?;
-        let (idr0, idr1) = (i.idr0.get(), i.idr1.get());
+        let i = info(x)?;
         log!(
             "IDR0={:#010x} IDR1={:#010x} STRTAB_BASE_CFG={:#x}",
-            idr0,
-            idr1,
-            i.strtab_cfg.get()
+            i.idr0,
+            i.idr1,
+            i.strtab_cfg
         );
-        ensure(idr0 & 0b11 == 0b11, "IDR0: S1P and S2P expected")?;
-        ensure(idr1 & 0x3f == 16, "IDR1.SIDSIZE is not 16")?;
-        ensure((idr1 >> 6) & 0x1f == 0, "IDR1.SSIDSIZE is not 0")?;
-        let cfg = i.strtab_cfg.get();
+        ensure(i.idr0 & 0b11 == 0b11, "IDR0: S1P and S2P expected")?;
+        ensure(i.idr1 & 0x3f == 16, "IDR1.SIDSIZE is not 16")?;
+        ensure((i.idr1 >> 6) & 0x1f == 0, "IDR1.SSIDSIZE is not 0")?;
+        let cfg = i.strtab_cfg;
         ensure(
             cfg >> 16 & 3 == 1 && (cfg >> 6) & 0x1f == 8,
             "not a 2-level stream table with SPLIT 8",
         )?;
-        ensure(i.cr0.get() & 1 == 1, "SMMUEN is off")?;
+        ensure(i.cr0 & 1 == 1, "SMMUEN is off")?;
         ensure(
-            i.gbpa.get() & (1 << 20) != 0,
+            i.gbpa & (1 << 20) != 0,
             "GBPA.ABORT is not set (a disabled SMMU would bypass)",
         )?;
-        let caps = x.api.hw_info().map_err(api_err)?;
+        let caps = x.api.hw_info().map_err(err)?;
         ensure(
             caps.ssid_bits == 0 && caps.nesting,
             "hw_info: expected nesting, no PASIDs",
@@ -416,9 +443,9 @@ mod cases {
     }
 
     fn cmdq_illegal_recovered(x: &mut Ctx) -> Outcome {
-        let i = x.c.info().map_err(err)?;
+        let i = info(x)?;
         ensure(
-            i.cmd_recovered.get() >= 1,
+            i.cmd_recovered >= 1,
             "no illegal command was recovered from",
         )?;
         ensure(
@@ -426,7 +453,7 @@ mod cases {
             "the refused command is not the boot self-test's",
         )?;
         ensure(i.last_refused_err == 1, "CMDQ_CONS.ERR was not CERROR_ILL")?;
-        ensure(i.syncs.get() > 0, "no CMD_SYNC issued")
+        ensure(i.syncs > 0, "no CMD_SYNC issued")
     }
 
     fn failclosed_unattached_aborts(x: &mut Ctx) -> Outcome {
@@ -446,20 +473,18 @@ mod cases {
         for k in 0..PATTERN_LEN {
             m.write8(SRC, k, pattern(k));
         }
-        // Through the generated interface.
-        let d = DomainId(x.api.create_s2_domain(false).map_err(api_err)?.0);
+        let d = x.api.create_s2_domain(false).map_err(err)?;
         x.s2 = Some(d);
-        x.api
-            .map(api_dom(d), SRC_IOVA, m.pa(SRC), 4096, MapPerms::READ)
-            .map_err(api_err)?;
-        let rw = MapPerms::READ | MapPerms::WRITE;
-        x.api
-            .map(api_dom(d), T_IOVA, m.pa(T[1]), 4096, rw)
-            .map_err(api_err)?;
-        x.api.attach(EDU, api_dom(d)).map_err(api_err)?;
+        map(x, d, SRC_IOVA, m.pa(SRC), 1, MapPerms::READ)?;
+        map(x, d, T_IOVA, m.pa(T[1]), 1, RW)?;
+        let a = x.api.attach(EDU, d).map_err(err)?;
         ensure(
-            x.api.attach(EDU, api_dom(d)) == Err(IommuError::Busy),
-            "IDL attach of an attached stream",
+            a.old == DomainId(0) && a.update == SteUpdate::Hitless,
+            "attach from abort: no old domain, one hitless STE update",
+        )?;
+        ensure(
+            x.api.attach(EDU, d) == Err(IommuError::Busy),
+            "attach of an attached stream",
         )?;
         // edu's buffer gets the pattern through the SMMU (a read), then
         // writes it back out (a write).
@@ -479,53 +504,44 @@ mod cases {
         let pa = x.mem.pa(T[2]);
         for iova in [MSI_BASE, MSI_BASE + 0xf_f000] {
             ensure(
-                x.c.map(d, iova, pa, 1, Prot::RW) == Err(Error::Reserved),
+                x.api.map(d, iova, pa, PAGE, RW) == Err(IommuError::AddrInUse),
                 "mapped into the MSI window",
             )?;
         }
         ensure(
-            x.c.map(d, MSI_BASE - 0x1000, pa, 2, Prot::RW) == Err(Error::Reserved),
+            x.api.map(d, MSI_BASE - PAGE, pa, 2 * PAGE, RW) == Err(IommuError::AddrInUse),
             "a range reaching into the MSI window was mapped",
         )?;
         // Just outside is fine.
-        x.c.map(d, MSI_BASE + 0x10_0000, pa, 1, Prot::RW)
-            .map_err(err)?;
+        map(x, d, MSI_BASE + 0x10_0000, pa, 1, RW)?;
         ensure(
-            x.c.unmap(d, MSI_BASE + 0x10_0000, 1, UnmapMode::Strict) == Ok(1),
+            x.api.unmap(d, MSI_BASE + 0x10_0000, PAGE) == Ok(PAGE),
             "unmap outside the window",
         )
     }
 
     fn failclosed_foreign_refused(x: &mut Ctx) -> Outcome {
         let d = s2(x)?;
-        let np = Error::NotPermitted.code();
-        let mut r = [0u8; 32];
-        let (rc, n) = sys_send(x.vm2, VM2_PROBE, &d.0.to_le_bytes(), &mut r, &[]);
-        ensure(rc == 0 && n == 32, "test-smmu-vm2 did not answer")?;
-        let code =
-            |i: usize| u32::from_le_bytes([r[4 * i], r[4 * i + 1], r[4 * i + 2], r[4 * i + 3]]);
-        ensure(code(0) == np, "another VM attached this VM's stream")?;
-        ensure(code(1) == np, "another VM mapped into this VM's domain")?;
-        ensure(code(2) == np, "another VM destroyed this VM's domain")?;
-        ensure(code(3) == 0, "a VM could not attach its own stream")?;
-        ensure(code(4) == 0, "a VM could not detach its own stream")?;
-        ensure(
-            code(5) == np,
-            "another VM bound a context on this VM's stream",
-        )?;
-        ensure(code(6) == np, "another VM invalidated under this VM's VMID")?;
-        ensure(code(7) == 0, "a VM could not destroy its own domain")?;
+        // test-smmu-vm2 finds this VM's domains by trying every handle and
+        // checks that each of its requests on them (and on this VM's
+        // stream) is refused; it answers 0, or the number of the check
+        // that failed.
+        let (rc, _) = sys_send(x.vm2, VM2_PROBE, &[], &mut [], &[]);
+        if rc != 0 {
+            log!("test-smmu-vm2: check {} failed", rc);
+            return Err("another VM could use this VM's objects (see the check number)");
+        }
         // And this VM cannot take others' streams.
         ensure(
-            x.c.attach(VM2_SID, d).map(|_| ()) == Err(Error::NotPermitted),
+            x.api.attach(StreamId(VM2_SID), d).map(|_| ()) == Err(IommuError::NotPermitted),
             "attached another VM's stream",
         )?;
         ensure(
-            x.c.attach(NOBODY_SID, d).map(|_| ()) == Err(Error::NotPermitted),
+            x.api.attach(StreamId(NOBODY_SID), d).map(|_| ()) == Err(IommuError::NotPermitted),
             "attached an unassigned stream",
         )?;
         ensure(
-            x.c.detach(VM2_SID).map(|_| ()) == Err(Error::NotPermitted),
+            x.api.detach(StreamId(VM2_SID)).map(|_| ()) == Err(IommuError::NotPermitted),
             "detached another VM's stream",
         )?;
         // Nothing changed: edu still translates through the same domain.
@@ -537,15 +553,57 @@ mod cases {
         )
     }
 
+    fn failclosed_foreign_memory(x: &mut Ctx) -> Outcome {
+        let d = s2(x)?;
+        let own = x.mem.pa(0);
+        let end = own + x.mem_size;
+        let free = info(x)?.pages_free;
+        // Physical memory that is not this VM's DMA memory, as the kernel
+        // knows it (sys_phys_owned): just past and just before its region,
+        // a range straddling its end, the start of RAM (the kernel).
+        let foreign = [
+            (end, PAGE),
+            (own - PAGE, PAGE),
+            (end - PAGE, 2 * PAGE),
+            (0x4000_0000, PAGE),
+        ];
+        for (pa, len) in foreign {
+            if x.api.map(d, FOREIGN_IOVA, pa, len, RW) != Err(IommuError::NotPermitted) {
+                log!("mapping PA {:#x} + {:#x} was not refused", pa, len);
+                return Err("mapped memory this VM does not own");
+            }
+        }
+        ensure(
+            info(x)?.pages_free == free,
+            "a refused map allocated table pages",
+        )?;
+        // Nothing is mapped there: edu's DMA faults and lands nowhere.
+        x.mem.zero_targets();
+        x.edu.poke(FOREIGN_IOVA)?;
+        one_event(x, EventId::FTranslation, FOREIGN_IOVA, true, EventClass::In)?;
+        ensure(
+            x.api.unmap(d, FOREIGN_IOVA, PAGE) == Ok(0),
+            "a refused map left a page behind",
+        )?;
+        // Its own memory maps there, and the rest did not change.
+        map(x, d, FOREIGN_IOVA, x.mem.pa(T[3]), 1, RW)?;
+        x.edu.write(FOREIGN_IOVA)?;
+        ensure(x.mem.landed(T[3]), "its own page did not map")?;
+        ensure(
+            x.api.unmap(d, FOREIGN_IOVA, PAGE) == Ok(PAGE),
+            "unmap of its own page",
+        )?;
+        x.mem.zero_targets();
+        x.edu.write(T_IOVA)?;
+        ensure(x.mem.landed(T[1]), "refused maps changed the translation")
+    }
+
     fn fault_s2_unmapped(x: &mut Ctx) -> Outcome {
         x.edu.poke(UNMAPPED_IOVA)?;
-        // The event belongs to edu's owner: the other VM is not given it.
-        let mut r = [0u8; 4];
-        let (rc, _) = sys_send(x.vm2, VM2_FETCH_EVENTS, &[], &mut r, &[]);
-        ensure(
-            rc == 0 && u32::from_le_bytes(r) == 0,
-            "another VM was handed this VM's event",
-        )?;
+        // The event belongs to edu's owner: the other VM is not given it
+        // (it answers how many records it got).
+        let (rc, _) = sys_send(x.vm2, VM2_FETCH_EVENTS, &[], &mut [], &[]);
+        ensure(rc == 0, "another VM was handed this VM's event")?;
         one_event(
             x,
             EventId::FTranslation,
@@ -557,8 +615,7 @@ mod cases {
 
     fn fault_s2_permission(x: &mut Ctx) -> Outcome {
         let d = s2(x)?;
-        x.c.map(d, RO_IOVA, x.mem.pa(T[2]), 1, Prot::RO)
-            .map_err(err)?;
+        map(x, d, RO_IOVA, x.mem.pa(T[2]), 1, MapPerms::READ)?;
         x.mem.zero(T[2]);
         x.edu.poke(RO_IOVA)?;
         one_event(x, EventId::FPermission, RO_IOVA, true, EventClass::In)?;
@@ -574,7 +631,7 @@ mod cases {
         x.edu.write(T_IOVA)?; // the translation is now cached
         ensure(x.mem.landed(T[1]), "DMA before the unmap did not land")?;
         ensure(
-            x.api.unmap(api_dom(d), T_IOVA, 4096) == Ok(4096),
+            x.api.unmap(d, T_IOVA, PAGE) == Ok(PAGE),
             "unmap did not find the page",
         )?;
         x.mem.zero_targets();
@@ -588,13 +645,12 @@ mod cases {
 
     fn invalidate_deferred_stale(x: &mut Ctx) -> Outcome {
         let d = s2(x)?;
-        x.c.map(d, T_IOVA, x.mem.pa(T[1]), 1, Prot::RW)
-            .map_err(err)?;
+        map(x, d, T_IOVA, x.mem.pa(T[1]), 1, RW)?;
         x.mem.zero_targets();
         x.edu.write(T_IOVA)?;
         ensure(x.mem.landed(T[1]), "DMA did not land")?;
         ensure(
-            x.c.unmap(d, T_IOVA, 1, UnmapMode::Deferred) == Ok(1),
+            x.api.unmap_deferred(d, T_IOVA, PAGE) == Ok(PAGE),
             "deferred unmap",
         )?;
         x.mem.zero_targets();
@@ -606,33 +662,32 @@ mod cases {
             "no stale translation without invalidation (the model does not cache?)",
         )?;
         no_events(x)?;
-        x.c.flush(d).map_err(err)?;
+        x.api.flush(d).map_err(err)?;
         x.mem.zero_targets();
         x.edu.poke(T_IOVA)?;
         ensure(x.mem.untouched(T[1]), "DMA landed after the flush")?;
         one_event(x, EventId::FTranslation, T_IOVA, true, EventClass::In)?;
-        x.c.map(d, T_IOVA, x.mem.pa(T[1]), 1, Prot::RW).map_err(err)
+        map(x, d, T_IOVA, x.mem.pa(T[1]), 1, RW)
     }
 
     fn failclosed_detach_aborts(x: &mut Ctx) -> Outcome {
         let d = s2(x)?;
-        let a = x.c.detach(EDU_SID).map_err(err)?;
-        ensure(a.old.get() == d.0, "detach did not report the old domain")?;
+        let a = x.api.detach(EDU).map_err(err)?;
+        ensure(a.old == d, "detach did not report the old domain")?;
         x.mem.zero_targets();
         x.edu.write(T_IOVA)?;
         ensure(x.mem.untouched(T[1]), "DMA landed after detach")?;
         no_events(x)?; // an abort STE records nothing
         ensure(
-            x.c.detach(EDU_SID).map(|_| ()) == Err(Error::NotFound),
+            x.api.detach(EDU).map(|_| ()) == Err(IommuError::NotFound),
             "second detach",
         )
     }
 
     fn stage1_dma(x: &mut Ctx) -> Outcome {
-        let d = x.c.alloc_s1(0).map_err(err)?;
+        let d = x.api.create_s1_domain(false).map_err(err)?;
         x.s1 = Some(d);
-        x.c.map(d, T_IOVA, x.mem.pa(T[2]), 1, Prot::RW)
-            .map_err(err)?;
+        map(x, d, T_IOVA, x.mem.pa(T[2]), 1, RW)?;
         attach(x, d)?;
         x.mem.zero_targets();
         x.edu.write(T_IOVA)?;
@@ -660,15 +715,14 @@ mod cases {
 
     fn replace_s1_hitless(x: &mut Ctx) -> Outcome {
         let old = x.s1.ok_or("no S1 domain")?;
-        let new = x.c.alloc_s1(0).map_err(err)?;
-        x.c.map(new, T_IOVA, x.mem.pa(T[3]), 1, Prot::RW)
-            .map_err(err)?;
-        let a = attach(x, new)?;
+        let new = x.api.create_s1_domain(false).map_err(err)?;
+        map(x, new, T_IOVA, x.mem.pa(T[3]), 1, RW)?;
+        let a = x.api.replace(EDU, new).map_err(err)?;
+        ensure(a.old == old, "replace did not report the old domain")?;
         ensure(
-            a.old.get() == old.0,
-            "replace did not report the old domain",
+            a.update == SteUpdate::Hitless,
+            "S1 -> S1 replace was not hitless",
         )?;
-        ensure(a.update == 1, "S1 -> S1 replace was not hitless")?;
         x.mem.zero_targets();
         x.edu.write(T_IOVA)?;
         ensure(
@@ -679,7 +733,7 @@ mod cases {
             x.mem.untouched(T[2]),
             "after replace DMA still went to the old domain's page",
         )?;
-        x.c.destroy(old).map_err(err)?;
+        x.api.destroy_domain(old).map_err(err)?;
         x.s1 = Some(new);
         Ok(())
     }
@@ -687,39 +741,34 @@ mod cases {
     fn domain_busy(x: &mut Ctx) -> Outcome {
         let d = x.s1.ok_or("no S1 domain")?;
         ensure(
-            x.c.destroy(d) == Err(Error::Busy),
+            x.api.destroy_domain(d) == Err(IommuError::Busy),
             "destroyed a domain with an attached stream",
         )?;
-        x.c.detach(EDU_SID).map_err(err)?;
-        x.c.destroy(d).map_err(err)?;
+        x.api.detach(EDU).map_err(err)?;
+        x.api.destroy_domain(d).map_err(err)?;
         x.s1 = None;
         ensure(
-            x.c.destroy(d) == Err(Error::NotFound),
+            x.api.destroy_domain(d) == Err(IommuError::NotFound),
             "a destroyed domain's handle still works",
         )
     }
 
     fn replace_s2(x: &mut Ctx) -> Outcome {
         let d = s2(x)?;
-        let d2 = x.c.alloc_s2(FAULT_CAPABLE).map_err(err)?;
-        x.c.map(d2, T_IOVA, x.mem.pa(T[4]), 1, Prot::RW)
-            .map_err(err)?;
+        let d2 = x.api.create_s2_domain(true).map_err(err)?;
+        map(x, d2, T_IOVA, x.mem.pa(T[4]), 1, RW)?;
         attach(x, d)?;
         ensure(
-            x.api.replace(StreamId(VM2_SID), api_dom(d2)) == Err(IommuError::NotPermitted),
-            "IDL replace of another VM's stream",
+            x.api.replace(StreamId(VM2_SID), d2) == Err(IommuError::NotPermitted),
+            "replace of another VM's stream",
         )?;
-        // The interface's replace; then the same through `wire` to see the
-        // kind of STE update.
-        x.api.replace(EDU, api_dom(d2)).map_err(api_err)?;
-        attach(x, d)?;
-        let a = attach(x, d2)?;
-        ensure(a.old.get() == d.0, "replace did not report the old domain")?;
+        let a = x.api.replace(EDU, d2).map_err(err)?;
+        ensure(a.old == d, "replace did not report the old domain")?;
         ensure(
-            a.update == 2,
+            a.update == SteUpdate::BreakBeforeMake,
             "S2 -> S2 (new VMID and S2TTB) should be break-before-make",
         )?;
-        ensure(a.fault_duty == 0, "the old domain was not fault-capable")?;
+        ensure(!a.fault_duty, "the old domain was not fault-capable")?;
         x.mem.zero_targets();
         x.edu.write(T_IOVA)?;
         ensure(
@@ -731,22 +780,18 @@ mod cases {
             "after replace DMA still went to the old domain's page",
         )?;
         // Back: the fault-capable domain leaves a duty to answer its faults.
-        let b = attach(x, d)?;
+        let b = x.api.replace(EDU, d).map_err(err)?;
         ensure(
-            b.fault_duty == 1 && b.duty_domain.get() == d2.0,
+            b.fault_duty && b.old == d2,
             "no fault duty for a fault-capable old domain",
         )?;
-        ensure(
-            b.duty_sid.get() == EDU_SID,
-            "fault duty for the wrong stream",
-        )?;
-        x.c.destroy(d2).map_err(err)
+        x.api.destroy_domain(d2).map_err(err)
     }
 
     /// Maps all of `smmu-dma` into the S2 domain as the guest's IPA range.
     fn map_guest_memory(x: &Ctx, d: DomainId) -> Outcome {
-        match x.c.map(d, IPA_BASE, x.mem.pa(0), PAGES as u32, Prot::RW) {
-            Ok(()) | Err(Error::AlreadyExists) => Ok(()),
+        match x.api.map(d, IPA_BASE, x.mem.pa(0), PAGES as u64 * PAGE, RW) {
+            Ok(()) | Err(IommuError::AlreadyExists) => Ok(()),
             Err(e) => Err(err(e)),
         }
     }
@@ -756,28 +801,13 @@ mod cases {
         build_guest_tables(&x.mem);
         map_guest_memory(x, d)?;
         attach(x, d)?;
-        // Through the generated interface: PASID 0, the stream's own
-        // context; TCR_EL1-style T0SZ 25, 4 KiB, WB/IS, IPS 40 bits.
-        let cd = CdConfig {
-            ttb0: x.mem.ipa(L1A),
-            tcr: tcr::value(25, AddrSize::Bits40.raw() as u8),
-            mair: 0xff,
-            asid: 1,
-        };
-        let pasid0 = PasidHandle {
-            pasid: Pasid(0),
-            generation: PasidGen(0),
-        };
-        let users = x.api.bind(EDU, pasid0, cd, true).map_err(api_err)?;
+        // PASID 0, the stream's own context; TCR_EL1-style T0SZ 25, 4 KiB,
+        // WB/IS, IPS 40 bits.
+        let users = x
+            .api
+            .bind(EDU, pasid0(), guest_ctx(x.mem.ipa(L1A), 1), true)
+            .map_err(err)?;
         ensure(users == 1, "first bind does not have one user")?;
-        let pasid5 = PasidHandle {
-            pasid: Pasid(5),
-            generation: PasidGen(1),
-        };
-        ensure(
-            x.api.bind(EDU, pasid5, cd, true) == Err(IommuError::NotPermitted),
-            "a PASID not from pasid-alloc was accepted",
-        )?;
         x.mem.zero_targets();
         x.edu.write(GUEST_VA)?;
         no_events(x)?;
@@ -790,12 +820,16 @@ mod cases {
     fn nested_bind_users(x: &mut Ctx) -> Outcome {
         let ctx = guest_ctx(x.mem.ipa(L1A), 1);
         ensure(
-            x.c.bind(EDU_SID, 0, &ctx) == Ok(2),
+            x.api.bind(EDU, pasid0(), ctx, true) == Ok(2),
             "second bind did not just count a user",
+        )?;
+        ensure(
+            x.api.bind_users(EDU, Pasid(0)) == Ok(2),
+            "bind_users does not count two",
         )?;
         let other = guest_ctx(x.mem.ipa(L1B), 2);
         ensure(
-            x.c.bind(EDU_SID, 0, &other) == Err(Error::AlreadyExists),
+            x.api.bind(EDU, pasid0(), other, true) == Err(IommuError::AlreadyExists),
             "rebound with another context",
         )?;
         ensure(
@@ -814,8 +848,8 @@ mod cases {
             "unbind of nothing",
         )?;
         ensure(
-            x.c.unbind(EDU_SID, 0) == Err(Error::NotFound),
-            "unbind of nothing (wire)",
+            x.api.bind_users(EDU, Pasid(0)) == Err(IommuError::NotFound),
+            "bind_users after the last unbind",
         )?;
         // Back to plain S2: GUEST_VA is an IPA again, one S2 does not map.
         x.mem.zero_targets();
@@ -828,15 +862,24 @@ mod cases {
     }
 
     fn nested_pasid_unsupported(x: &mut Ctx) -> Outcome {
-        let r = x.c.bind(EDU_SID, 3, &guest_ctx(x.mem.ipa(L1A), 1));
+        let pasid3 = PasidHandle {
+            pasid: Pasid(3),
+            generation: PasidGen(1),
+        };
+        let r = x.api.bind(EDU, pasid3, guest_ctx(x.mem.ipa(L1A), 1), true);
         ensure(
-            r == Err(Error::Unsupported),
+            r == Err(IommuError::Unsupported),
             "PASID 3 without substreams was not Unsupported",
+        )?;
+        ensure(
+            x.api.bind_users(EDU, Pasid(3)) == Err(IommuError::NotFound),
+            "a refused bind left a context",
         )
     }
 
     fn fault_nested_table_walk(x: &mut Ctx) -> Outcome {
-        x.c.bind(EDU_SID, 0, &guest_ctx(x.mem.ipa(L1BAD), 3))
+        x.api
+            .bind(EDU, pasid0(), guest_ctx(x.mem.ipa(L1BAD), 3), true)
             .map_err(err)?;
         x.edu.poke(GUEST_VA)?;
         // Stage 2 faulted on the guest's table address: CLASS = TT and the
@@ -851,22 +894,25 @@ mod cases {
                     "wrong IPA (the table's) in the event",
                 )
             });
-        x.c.unbind(EDU_SID, 0).map_err(err)?;
+        ensure(
+            x.api.unbind(EDU, Pasid(0), false) == Ok(UnbindOutcome::Drained),
+            "unbind",
+        )?;
         r
     }
 
     fn nested_guest_cd_dma(x: &mut Ctx) -> Outcome {
         let d = s2(x)?;
-        let cfg = NestedConfig {
-            cd_table_ipa: x.mem.ipa(CDA),
-            s1cdmax: 0,
-            s1fmt: S1Fmt::Linear,
-            s1dss: S1Dss::Terminate,
-        };
-        let n = x.c.alloc_nested(d, cfg, 0).map_err(err)?;
+        let n = x
+            .api
+            .create_nested_domain(d, guest_vste(&x.mem, CDA), false)
+            .map_err(err)?;
         x.nested_a = Some(n);
-        let a = attach(x, n)?;
-        ensure(a.update == 1, "S2 -> nested on the same S2 was not hitless")?;
+        let a = x.api.replace(EDU, n).map_err(err)?;
+        ensure(
+            a.update == SteUpdate::Hitless,
+            "S2 -> nested on the same S2 was not hitless",
+        )?;
         x.mem.zero_targets();
         x.edu.write(GUEST_VA)?;
         no_events(x)?;
@@ -875,7 +921,7 @@ mod cases {
             "DMA through the guest's own CD did not land",
         )?;
         ensure(
-            x.c.destroy(d) == Err(Error::Busy),
+            x.api.destroy_domain(d) == Err(IommuError::Busy),
             "destroyed the parent of a nested domain",
         )
     }
@@ -894,31 +940,30 @@ mod cases {
         )?;
         // A forbidden command stops the batch: the first one ran, nothing
         // after it.
-        let bad = [
+        let bad = cmds([
             Command::tlbi_nh_asid(0, 7),
             Command::cfgi_ste(EDU_SID, true),
             Command::tlbi_nh_all(0),
-        ];
-        let (done, e) = x.c.invalidate(d, &bad).map_err(err)?;
+        ]);
+        let o = x.api.invalidate(d, &bad).map_err(err)?;
         ensure(
-            done == 1 && e == Some(Error::Invalid),
+            o.done == 1 && o.status == InvalidateStatus::Rejected,
             "CFGI_STE in a guest batch was not refused at index 1",
         )?;
-        let (done, e) =
-            x.c.invalidate(d, &[Command::cfgi_cd_all(VM2_SID)])
-                .map_err(err)?;
+        let o = x
+            .api
+            .invalidate(d, &cmds([Command::cfgi_cd_all(VM2_SID)]))
+            .map_err(err)?;
         ensure(
-            done == 0 && e == Some(Error::NotFound),
+            o.done == 0 && o.status == InvalidateStatus::Rejected,
             "a guest named another VM's stream",
         )?;
         // The guest's own invalidation, with a VMID it has no say in.
-        // Through the generated interface (commands in a lease).
-        let good = [
+        let good = cmds([
             Command::tlbi_nh_va(0x77, 1, GUEST_VA, true),
             Command::cfgi_cd(EDU_SID, 0, true),
-        ];
-        let wires = good.map(|c| SmmuCmd { words: c.words() }.to_wire());
-        let o = x.api.invalidate(api_dom(d), &wires).map_err(api_err)?;
+        ]);
+        let o = x.api.invalidate(d, &good).map_err(err)?;
         ensure(
             o.done == 2 && o.status == InvalidateStatus::Complete,
             "the guest's invalidation batch was not done",
@@ -938,20 +983,14 @@ mod cases {
     fn replace_nested_hitless(x: &mut Ctx) -> Outcome {
         let d = s2(x)?;
         let old = x.nested_a.ok_or("no nested domain")?;
-        let cfg = NestedConfig {
-            cd_table_ipa: x.mem.ipa(CDB),
-            s1cdmax: 0,
-            s1fmt: S1Fmt::Linear,
-            s1dss: S1Dss::Terminate,
-        };
-        let n = x.c.alloc_nested(d, cfg, 0).map_err(err)?;
-        let a = attach(x, n)?;
+        let n = x
+            .api
+            .create_nested_domain(d, guest_vste(&x.mem, CDB), false)
+            .map_err(err)?;
+        let a = x.api.replace(EDU, n).map_err(err)?;
+        ensure(a.old == old, "replace did not report the old nested domain")?;
         ensure(
-            a.old.get() == old.0,
-            "replace did not report the old nested domain",
-        )?;
-        ensure(
-            a.update == 1,
+            a.update == SteUpdate::Hitless,
             "nested -> nested on one parent was not hitless",
         )?;
         x.mem.zero_targets();
@@ -964,15 +1003,12 @@ mod cases {
             x.mem.untouched(T[6]),
             "after replace DMA still used the old guest tables",
         )?;
-        x.c.destroy(old).map_err(err)?;
-        x.api.detach(EDU).map_err(api_err)?;
-        x.c.destroy(n).map_err(err)?;
-        x.api.destroy_domain(api_dom(d)).map_err(api_err)?;
-        let i = x.c.info().map_err(err)?;
-        ensure(
-            i.domains.get() == 0 && i.contexts.get() == 0,
-            "objects left behind",
-        )
+        x.api.destroy_domain(old).map_err(err)?;
+        x.api.detach(EDU).map_err(err)?;
+        x.api.destroy_domain(n).map_err(err)?;
+        x.api.destroy_domain(d).map_err(err)?;
+        let i = info(x)?;
+        ensure(i.domains == 0 && i.contexts == 0, "objects left behind")
     }
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
@@ -1002,18 +1038,18 @@ mod cases {
         }
         let mut x = Ctx {
             api: IommuClient::new(server),
-            c: Client::new(server),
             edu,
             mem: Mem {
                 va: region.va,
                 pa: region.pa as u64,
             },
+            mem_size: region.size as u64,
             vm2,
             s2: None,
             s1: None,
             nested_a: None,
         };
-        let cases: [Case; 23] = [
+        let cases: [Case; 24] = [
             ("smmu_probe_idr", probe_idr),
             (
                 "smmu_cmdq_illegal_command_recovered",
@@ -1031,6 +1067,10 @@ mod cases {
             (
                 "smmu_failclosed_foreign_requests_refused",
                 failclosed_foreign_refused,
+            ),
+            (
+                "smmu_failclosed_map_foreign_memory_refused",
+                failclosed_foreign_memory,
             ),
             ("smmu_fault_s2_unmapped", fault_s2_unmapped),
             ("smmu_fault_s2_permission", fault_s2_permission),
@@ -1061,7 +1101,7 @@ mod cases {
             ok &= case(name, || f(&mut x));
             // A failed case may leave events behind: do not blame the next.
             let mut ev = [Event::zeroed(); 16];
-            let _ = x.c.fetch_events(&mut ev);
+            let _ = events(&x, &mut ev);
         }
         finish(ok)
     }
