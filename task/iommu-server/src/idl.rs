@@ -438,9 +438,8 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
         caller: TaskId,
         vm: TaskId,
     ) -> Result<api::ReclaimCounts, api::IommuError> {
-        let idx = u16::try_from(vm.index()).map_err(|_| api::IommuError::Invalid)?;
         self.server
-            .reclaim(caller, idx)
+            .reclaim(caller, vm)
             .map(|r| api::ReclaimCounts {
                 streams: r.streams,
                 binds: r.binds,

@@ -1694,17 +1694,25 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
 
     // ------------------------------------------------------------ owners
 
-    /// Reclaims everything a dead VM (task index `vm`) owned: its contexts
-    /// are unbound, its streams go abort, its domains are destroyed. Only
-    /// the supervisor may ask.
-    pub fn reclaim(&mut self, caller: TaskId, vm: u16) -> Result<Reclaimed> {
+    /// Reclaims everything a dead VM owned: its contexts are unbound, its
+    /// streams go abort, its domains are destroyed. Only the supervisor may
+    /// ask. `vm` names the generation that died: objects the VM's next
+    /// generation already created (it may have restarted before this
+    /// request arrived) are not touched.
+    pub fn reclaim(&mut self, caller: TaskId, vm: TaskId) -> Result<Reclaimed> {
         if !self.role(caller).supervisor {
             return Err(Error::NotPermitted);
         }
         let mut r = Reclaimed::default();
         for si in 0..MAX_STREAMS {
             let Some(st) = self.streams[si] else { continue };
-            if st.owner != vm || st.attached.is_none() {
+            // Streams are the VM's by static assignment (index); only an
+            // attachment to a domain of the dead generation is reclaimed.
+            let dead_attachment = st
+                .attached
+                .and_then(|d| self.dom(d))
+                .is_some_and(|d| d.owner == vm);
+            if st.owner as usize != vm.index() || !dead_attachment {
                 continue;
             }
             r.binds += self.unbind_all(si).unwrap_or(0);
@@ -1727,10 +1735,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             for i in 0..MAX_DOMAINS {
                 let Some(d) = self.dom(i) else { continue };
                 let nested = matches!(d.inner, Inner::Nested { .. });
-                if d.owner.index() == vm as usize
-                    && (pass == 1 || nested)
-                    && self.destroy_idx(i).is_ok()
-                {
+                if d.owner == vm && (pass == 1 || nested) && self.destroy_idx(i).is_ok() {
                     r.domains += 1;
                 }
             }

@@ -527,7 +527,7 @@ fn refused_requests_change_nothing() {
         "only prq-server"
     );
     assert_eq!(
-        r.s.reclaim(vm_a(), 2).map(|_| ()),
+        r.s.reclaim(vm_a(), vm_b()).map(|_| ()),
         np,
         "only the supervisor"
     );
@@ -575,7 +575,11 @@ fn reclaim_takes_down_a_dead_vm() {
         .unwrap();
     let _ = n;
     let other = r.s.alloc_s2_domain(vm_b(), false).unwrap();
-    let got = r.s.reclaim(supervisor(), 3).unwrap();
+    // VM A restarted before the supervisor's request arrived: the new
+    // generation's domain must survive the reclaim of the old one.
+    let a_next = vm_a().with_generation(Generation(1));
+    let fresh = r.s.alloc_s2_domain(a_next, false).unwrap();
+    let got = r.s.reclaim(supervisor(), vm_a()).unwrap();
     assert_eq!((got.streams, got.binds, got.domains), (1, 1, 2));
     assert_eq!(r.s.ste(SID_A).unwrap().config(), Ok(StreamConfig::Abort));
     assert_eq!(
@@ -583,7 +587,8 @@ fn reclaim_takes_down_a_dead_vm() {
         Err(DmaError::Aborted)
     );
     let i = r.s.info();
-    assert_eq!((i.domains, i.contexts), (1, 0));
+    assert_eq!((i.domains, i.contexts), (2, 0));
+    r.s.destroy_domain(a_next, fresh).unwrap();
     r.s.destroy_domain(vm_b(), other).unwrap();
     assert_eq!(
         r.s.info().pages_free,
