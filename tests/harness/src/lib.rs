@@ -30,16 +30,17 @@
 mod machine;
 mod rng;
 pub mod scenarios;
+pub mod smmu;
 mod svg;
 pub mod trace;
 
 pub use abi::{FaultKind, TaskId};
-pub use kern::config::{CAP_SHUTDOWN, CAP_TASK_CONTROL};
+pub use kern::config::{CAP_MEMORY_QUERY, CAP_SHUTDOWN, CAP_TASK_CONTROL};
 pub use trace::{Decoded, Decoder, Event, LeaseSummary, Trace, What};
 
 use abi::{REGION_READ, REGION_WRITE};
 use kern::config::{IrqDesc, PhysSource, RegionDesc, TaskDesc};
-use machine::{Act, Entry, IrqSource, Setup};
+use machine::{Act, Entry, IrqSource, NoteSource, Setup};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,6 +116,18 @@ impl TaskSpec {
     pub fn region_at(mut self, name: &str, base: usize, size: usize, attributes: u32) -> Self {
         self.regions
             .push((name.to_string(), Some(base), size, attributes));
+        self
+    }
+
+    /// A region naming memory of a device model — e.g. RAM in an SMMU
+    /// model's `PhysMem` — rather than host memory: `sys_region_info(name)`
+    /// reports `[pa, pa + size)` as both its virtual and its physical
+    /// range, the way the image reports a DMA region, and task code reaches
+    /// the bytes only through the model, never by dereferencing the address
+    /// (nothing of the host is mapped there). The harness never touches it.
+    pub fn model_region(mut self, name: &str, pa: u64, size: usize, attributes: u32) -> Self {
+        self.regions
+            .push((name.to_string(), Some(pa as usize), size, attributes));
         self
     }
 
@@ -211,6 +224,7 @@ pub struct Harness {
     actions: Vec<(u64, Action)>,
     decoders: Vec<(String, Arc<dyn Decoder>)>,
     irq_sources: Vec<IrqSource>,
+    note_sources: Vec<NoteSource>,
     max_steps: u64,
     clock_jitter_ms: u64,
     wall_timeout: Duration,
@@ -235,6 +249,7 @@ impl Harness {
             actions: Vec::new(),
             decoders: Vec::new(),
             irq_sources: Vec::new(),
+            note_sources: Vec::new(),
             max_steps: DEFAULT_MAX_STEPS,
             clock_jitter_ms: 1,
             wall_timeout: Duration::from_secs(60),
@@ -264,6 +279,16 @@ impl Harness {
     /// it returns are raised (e.g. an SMMU model's `take_irqs()`).
     pub fn irq_source(mut self, source: impl FnMut(u64, u64) -> Vec<u32> + Send + 'static) -> Self {
         self.irq_sources.push(Box::new(source));
+        self
+    }
+
+    /// An annotation hook (e.g. the commands an SMMU model executed),
+    /// recorded as [`What::Note`] events. It is polled whenever a task
+    /// enters the kernel — its notes go on that task's lifeline, since they
+    /// happened while it ran — and between steps after the device hooks
+    /// (notes of no task). Return nothing when there is nothing new.
+    pub fn note_source(mut self, source: impl FnMut() -> Vec<String> + Send + 'static) -> Self {
+        self.note_sources.push(Box::new(source));
         self
     }
 
@@ -409,6 +434,7 @@ impl Harness {
             actions,
             decoders,
             irq_sources: self.irq_sources,
+            note_sources: self.note_sources,
             max_steps: self.max_steps,
             clock_jitter_ms: self.clock_jitter_ms,
             wall_timeout: self.wall_timeout,

@@ -48,6 +48,11 @@ pub(crate) type Entry = Arc<dyn Fn() + Send + Sync>;
 /// interrupt lines it raises.
 pub(crate) type IrqSource = Box<dyn FnMut(u64, u64) -> Vec<u32> + Send>;
 
+/// An annotation source: polled when a task enters the kernel (its notes
+/// are put on that task's lifeline: they happened while it ran) and
+/// between steps after the device hooks (notes of no task).
+pub(crate) type NoteSource = Box<dyn FnMut() -> Vec<String> + Send>;
+
 /// An injected action with task names resolved to indices.
 #[derive(Clone, Debug)]
 pub(crate) enum Act {
@@ -68,6 +73,7 @@ pub(crate) struct Setup {
     pub actions: Vec<(u64, Act)>,
     pub decoders: Vec<Option<Arc<dyn Decoder>>>,
     pub irq_sources: Vec<IrqSource>,
+    pub note_sources: Vec<NoteSource>,
     pub max_steps: u64,
     pub clock_jitter_ms: u64,
     pub wall_timeout: Duration,
@@ -338,6 +344,7 @@ struct State {
     actions: VecDeque<(u64, Act)>,
     decoders: Vec<Option<Arc<dyn Decoder>>>,
     irq_sources: Vec<IrqSource>,
+    note_sources: Vec<NoteSource>,
     /// Raised interrupt lines not yet delivered (latched, like the GIC's
     /// pending state; delivered once enabled).
     pending_irqs: BTreeSet<u32>,
@@ -505,6 +512,8 @@ impl State {
             let bytes = self.read(i, args[0], args[1].min(160));
             String::from_utf8_lossy(&bytes).into_owned()
         });
+        // What the task made devices do since its last kernel entry.
+        self.poll_notes(Some(i));
         let before = self.snapshot();
         self.plat.cause = Some(self.id(i));
         self.with_kernel(|k, p| k.syscall(p));
@@ -692,7 +701,23 @@ impl State {
         for intid in raised {
             self.raise(intid);
         }
+        self.poll_notes(None);
         !self.deliverable().is_empty()
+    }
+
+    /// Records the notes of every note source, on `task`'s lifeline.
+    fn poll_notes(&mut self, task: Option<usize>) {
+        if self.note_sources.is_empty() {
+            return;
+        }
+        let task = task.map(|t| self.id(t));
+        let mut texts = Vec::new();
+        for s in &mut self.note_sources {
+            texts.extend(s());
+        }
+        for text in texts {
+            self.plat.push(What::Note { task, text });
+        }
     }
 
     fn raise(&mut self, intid: u32) {
@@ -788,13 +813,13 @@ impl State {
         &self,
         server: usize,
         op: u16,
-        request: Option<&[u8]>,
+        request: Option<(&[u8], &[LeaseSummary])>,
         reply: Option<(u32, &[u8])>,
     ) -> Option<Decoded> {
         let d = self.decoders.get(server)?.as_ref()?;
         let operation = d.operation(op).unwrap_or_else(|| format!("op{op}"));
         let text = match (request, reply) {
-            (Some(b), _) => d.request(op, b),
+            (Some((b, leases)), _) => d.request_leased(op, b, leases),
             (None, Some((code, b))) => d.reply(op, code, b),
             (None, None) => None,
         };
@@ -1015,7 +1040,7 @@ impl State {
                     let bytes = self.read(t, ptr, len);
                     let leases = self.leases(t);
                     self.last_op[t] = op;
-                    let decoded = self.decoded(to.index(), op, Some(&bytes), None);
+                    let decoded = self.decoded(to.index(), op, Some((&bytes, &leases)), None);
                     self.plat.push(What::Message {
                         from: me,
                         to,
@@ -1070,6 +1095,7 @@ pub(crate) fn run(setup: Setup) -> Report {
         actions: setup.actions.into_iter().collect(),
         decoders: setup.decoders,
         irq_sources: setup.irq_sources,
+        note_sources: setup.note_sources,
         pending_irqs: BTreeSet::new(),
         last_op: vec![0; n],
         max_steps: setup.max_steps,

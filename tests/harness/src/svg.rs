@@ -12,7 +12,11 @@ const COL: i64 = 170;
 const LEFT: i64 = 160;
 const TOP: i64 = 60;
 const ROW: i64 = 22;
-const LABEL_MAX: usize = 56;
+/// Longest label drawn (longer ones end in `…`; the text trace has them
+/// whole). Room for a decoded call with five arguments.
+const LABEL_MAX: usize = 84;
+/// Width of a character of the 11 px monospace font, rounded up.
+const CHAR_W: i64 = 7;
 
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -73,7 +77,7 @@ impl Svg {
     fn note(&mut self, task: usize, y: i64, text: &str, class: &str) {
         let x = x_of(task);
         let text = esc(&cut(text));
-        let w = 7 * text.chars().count() as i64 + 12;
+        let w = CHAR_W * text.chars().count() as i64 + 12;
         let _ = writeln!(
             self.body,
             r#"<rect class="{class}" x="{}" y="{}" width="{w}" height="{}" rx="3"/><text class="nt" x="{x}" y="{}" text-anchor="middle">{text}</text>"#,
@@ -121,7 +125,8 @@ fn log_owner(t: &Trace, text: &str) -> Option<usize> {
 pub fn render(t: &Trace) -> String {
     let n = t.tasks.len().max(1);
     let rows = t.events.len() as i64;
-    let width = x_of(n - 1) + COL + 260;
+    // Notes and marks are drawn to the right of the last lifeline.
+    let width = x_of(n - 1) + 40 + LABEL_MAX as i64 * CHAR_W;
     let height = TOP + (rows + 2) * ROW;
     let mut s = Svg {
         body: String::new(),
@@ -262,6 +267,11 @@ pub fn render(t: &Trace) -> String {
                 None => s.across(n, y, text, "log"),
             },
             What::Injected { text } => s.across(n, y, &format!("inject: {text}"), "inj"),
+            What::Note {
+                task: Some(task),
+                text,
+            } => s.mark(ix(task), y, text, "note"),
+            What::Note { task: None, text } => s.across(n, y, text, "note"),
             What::Shutdown { status } => s.across(n, y, &format!("shutdown {status}"), "end"),
             What::StepLimit { limit } => s.across(n, y, &format!("step limit {limit}"), "end"),
         }
@@ -291,6 +301,7 @@ pub fn render(t: &Trace) -> String {
         ".irq{fill:#a50}.irqt{fill:#a50}",
         ".log{fill:#888;stroke:#888}.logt{fill:#777;font-style:italic}",
         ".inj{stroke:#e80}.injt{fill:#c60}",
+        ".note{fill:#7a3;stroke:#7a3}.notet{fill:#4a7a1a}",
         ".end{stroke:#000;stroke-width:2}.endt{fill:#000;font-weight:bold}",
         ".step{fill:#999;font-size:9px}",
         ".head{fill:#eef;stroke:#336}",

@@ -29,6 +29,12 @@ pub trait Decoder: Send + Sync {
     fn reply(&self, _op: u16, _code: u32, _bytes: &[u8]) -> Option<String> {
         None
     }
+    /// The request's arguments as text, knowing the leases that came with
+    /// it (what a generated `dispatch_decode` checks). By default the
+    /// leases are ignored and [`Decoder::request`] answers.
+    fn request_leased(&self, op: u16, bytes: &[u8], _leases: &[LeaseSummary]) -> Option<String> {
+        self.request(op, bytes)
+    }
 }
 
 /// A decoder's view of one message or reply.
@@ -154,6 +160,13 @@ pub enum What {
     },
     /// Something the test injected (actions, device interrupts).
     Injected {
+        text: String,
+    },
+    /// An annotation from a note source (`Harness::note_source`), e.g. a
+    /// command a device model executed. `task` is the task that ran when
+    /// it happened (its lifeline in diagrams), None between steps.
+    Note {
+        task: Option<TaskId>,
         text: String,
     },
     Shutdown {
@@ -377,6 +390,11 @@ impl Trace {
             }
             What::Log { text } => format!("log       {text}"),
             What::Injected { text } => format!("inject    {text}"),
+            What::Note {
+                task: Some(task),
+                text,
+            } => format!("note      {}: {text}", w(*task)),
+            What::Note { task: None, text } => format!("note      {text}"),
             What::Shutdown { status } => format!("shutdown  status {status}"),
             What::StepLimit { limit } => format!("LIMIT     step limit {limit} reached"),
         }

@@ -25,8 +25,9 @@ fn usage() -> ExitCode {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--list") {
+        let width = SCENARIOS.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for s in SCENARIOS {
-            println!("{:<10} {}", s.name, s.about);
+            println!("{:<width$} {}", s.name, s.about);
         }
         return ExitCode::SUCCESS;
     }
