@@ -175,6 +175,20 @@ pub fn handle<M: Mmio, D: DmaMemory, W: Waiter>(
 /// init failed): every well-formed request is answered `why` (Io,
 /// TimedOut, …) so no client blocks forever; malformed ones get the
 /// generated reply-fault as usual.
+/// This task's incarnation number for [`ServerConfig::incarnation`]: its own
+/// generation + 1, found through its name in the app's task names (0 when
+/// it is not listed). A restarted server so never hands out a handle an
+/// earlier incarnation gave.
+pub fn own_incarnation(task_names: &[&str]) -> u16 {
+    match task_names.iter().position(|n| *n == "iommu-server") {
+        Some(i) => {
+            let me = userlib::sys_refresh_task_id(TaskId::new(i, userlib::Generation(0)));
+            me.generation().0 as u16 + 1
+        }
+        None => 0,
+    }
+}
+
 pub fn serve_unavailable(why: Error) -> ! {
     let mut buf = [0u8; api::IommuOp::RECV_BUF_SIZE];
     loop {

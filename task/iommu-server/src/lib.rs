@@ -44,7 +44,7 @@ pub mod update;
 mod testutil;
 
 pub use error::{Error, Result};
-pub use idl::{handle, serve, serve_unavailable, IdlServer};
+pub use idl::{handle, own_incarnation, serve, serve_unavailable, IdlServer};
 pub use server::{
     AttachResult, DomainId, DomainKind, FaultDuty, GuestContext, Info, IommuServer, NestedConfig,
     PageResponse, Reclaimed, Roles, ServerConfig, UnmapMode, VmWindow, CTX_WINDOW, MSI_WINDOW,

@@ -105,6 +105,7 @@ mod image {
             vm_memory: None,
             // app.toml must give this task `caps = ["memory-query"]`.
             memory_query: true,
+            incarnation: iommu_server::own_incarnation(TASK_NAMES),
             gerror_bit: GERROR_BIT,
             eventq_bit: EVENTQ_BIT,
         };

@@ -90,20 +90,24 @@ impl Window {
     }
 }
 
-/// A domain handle: slot index and a generation, so a stale handle to a
-/// destroyed domain is [`Error::NotFound`], never another domain.
+/// A domain handle: slot index, the slot's generation and the server's
+/// incarnation, so a stale handle — to a destroyed domain, or from before
+/// the server restarted — is [`Error::NotFound`], never another domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DomainId(pub u32);
 
 impl DomainId {
-    fn new(slot: usize, gen: u8) -> Self {
-        DomainId((gen as u32) << 8 | slot as u32)
+    fn new(slot: usize, gen: u8, incarnation: u16) -> Self {
+        DomainId((incarnation as u32) << 16 | (gen as u32) << 8 | slot as u32)
     }
     fn slot(self) -> usize {
         (self.0 & 0xff) as usize
     }
     fn gen(self) -> u8 {
         (self.0 >> 8) as u8
+    }
+    fn incarnation(self) -> u16 {
+        (self.0 >> 16) as u16
     }
 }
 
@@ -225,6 +229,10 @@ pub struct ServerConfig<'a> {
     pub sync_irq: bool,
     /// Run the event queue (needs SMMU page 1).
     pub event_queue: bool,
+    /// Distinguishes this server incarnation's domain handles from an
+    /// earlier one's (the image passes its own generation + 1; tests 0), so
+    /// a VM holding a handle from before a server restart gets NotFound.
+    pub incarnation: u16,
     /// Each VM's memory: a mapped PA must lie in one of the mapping VM's
     /// windows (the harness's mechanism). None: not checked here. The
     /// server's own DMA region is refused either way.
@@ -251,6 +259,7 @@ impl Default for ServerConfig<'_> {
             event_queue: true,
             vm_memory: None,
             memory_query: false,
+            incarnation: 0,
             gerror_bit: 0,
             eventq_bit: 0,
         }
@@ -406,6 +415,8 @@ pub struct IommuServer<M: Mmio, D: DmaMemory, W: Waiter> {
     pasid_bits: u32,
     vm_memory: Option<([VmWindow; MAX_VM_WINDOWS], usize)>,
     memory_query: bool,
+    /// See [`ServerConfig::incarnation`].
+    incarnation: u16,
     /// Notification bits of the interrupts this server services.
     pub irq_bits: u32,
     /// Counter ticks of the last attach / replace / detach (set by the
@@ -474,6 +485,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             pasid_bits,
             vm_memory,
             memory_query: cfg.memory_query,
+            incarnation: cfg.incarnation,
             irq_bits: cfg.gerror_bit | if cfg.event_queue { cfg.eventq_bit } else { 0 },
             last_attach_instr: 0,
             streams,
@@ -519,7 +531,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         let d = s
             .dom
             .as_ref()
-            .filter(|_| s.gen == id.gen())
+            .filter(|_| s.gen == id.gen() && id.incarnation() == self.incarnation)
             .ok_or(Error::NotFound)?;
         if d.owner != caller {
             return Err(Error::NotPermitted);
@@ -536,7 +548,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     }
 
     fn id_of(&self, i: usize) -> DomainId {
-        DomainId::new(i, self.domains[i].gen)
+        DomainId::new(i, self.domains[i].gen, self.incarnation)
     }
 
     fn vmid_of(&self, i: usize) -> Option<u16> {

@@ -87,9 +87,12 @@ mod image {
         // NotPermitted if it exists, NotFound if not — never usable.
         let mut theirs = [DomainId(0); SLOTS as usize];
         let mut found = 0;
+        // Handles carry the server's incarnation in bits 16..: take it from
+        // our own domain's handle.
+        let incarnation = mine.0 & 0xffff_0000;
         for gen in 1..=GENERATIONS {
             for slot in 0..SLOTS {
-                let h = DomainId(gen << 8 | slot);
+                let h = DomainId(incarnation | gen << 8 | slot);
                 if h == mine {
                     continue;
                 }

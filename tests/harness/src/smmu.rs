@@ -525,6 +525,7 @@ pub fn iommu_server_task(setup: ServerSetup) -> impl Fn() + Send + Sync + 'stati
             // DMA regions cover the PA (`guest-ram` is one).
             memory_query: true,
             vm_memory: None,
+            incarnation: iommu_server::own_incarnation(&names),
             gerror_bit: GERROR_BIT,
             eventq_bit: EVENTQ_BIT,
             ..ServerConfig::default()

@@ -70,6 +70,11 @@ fn attach_then_look(steps: Steps) -> impl Fn(Vm) + Send + Sync + 'static {
         s.record(b, "attach old domain", || c.attach(StreamId(SID_A2), d));
         let d2 = c.create_s2_domain(false).unwrap_or(DomainId(0));
         let _ = c.map(d2, IOVA, vm.ram.page(2), 0x1000, rw());
+        // The first domain of the new incarnation takes the same slot as
+        // the old one did: the old handle must still not reach it.
+        s.record(b, "old handle after new domain", || {
+            c.attach(StreamId(SID_A2), d)
+        });
         s.record(b, "attach new domain", || c.attach(StreamId(SID_A), d2));
         s.record(b, "dma new", || vm.dma.write(SID_A, None, IOVA, b"n"));
         sys_shutdown(0);
@@ -136,6 +141,11 @@ fn harness_iommu_server_killed_mid_attach_restarts_fail_closed() {
         steps.get("attach old domain").result,
         format!("{:?}", Err::<(), _>(IommuError::NotFound)),
         "no domain survives the restart"
+    );
+    assert_eq!(
+        steps.get("old handle after new domain").result,
+        format!("{:?}", Err::<(), _>(IommuError::NotFound)),
+        "a handle from before the restart reached the new incarnation's domain"
     );
     assert!(steps.get("attach new domain").result.starts_with("Ok"));
     assert_eq!(
