@@ -1805,8 +1805,9 @@ pub fn restart_scenario(seed: u64) -> Harness {
 /// refused and issues nothing.
 pub fn foreign_scenario(seed: u64) -> Harness {
     // Domain ids are slot | generation << 8: the owner's first domain is
-    // 0x100 (the intruder learns nothing it could not guess).
-    const OWNERS: api::DomainId = api::DomainId(0x100);
+    // 0x1_0100: incarnation 1, slot generation 1, slot 0 (the intruder
+    // learns nothing it could not guess).
+    const OWNERS: api::DomainId = api::DomainId(0x1_0100);
     IommuRig::new(SmmuConfig::new())
         .vm("intruder", 3, &[SID_B], |vm: Vm| {
             let mut ok = Checks(true);

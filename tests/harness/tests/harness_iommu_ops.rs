@@ -282,7 +282,7 @@ fn harness_iommu_replace_s2_breaks_before_make_and_s1_is_hitless() {
 
     assert_eq!(steps.get("dma d1").result, page(1));
     let replace = steps.get("replace");
-    assert_eq!(replace.result, ok_attach(0x100, SteUpdate::BreakBeforeMake));
+    assert_eq!(replace.result, ok_attach(0x1_0100, SteUpdate::BreakBeforeMake));
     let sh = shape(&replace);
     // V = 0 first, then the other words, then word 0: each step synced.
     let n = sh.len();
@@ -310,7 +310,7 @@ fn harness_iommu_replace_s2_breaks_before_make_and_s1_is_hitless() {
 
     assert_eq!(steps.get("dma e1").result, page(3));
     let r1 = steps.get("replace s1");
-    assert_eq!(r1.result, ok_attach(0x102, SteUpdate::Hitless));
+    assert_eq!(r1.result, ok_attach(0x1_0102, SteUpdate::Hitless));
     let w = r1.ste_writes();
     assert_eq!(w.len(), 1, "S1 -> S1: only S1ContextPtr changes: {w:?}");
     assert_eq!((w[0].0, w[0].1), (SID_A2, 0));
@@ -323,7 +323,7 @@ fn harness_iommu_replace_s2_breaks_before_make_and_s1_is_hitless() {
     assert_eq!(steps.get("dma e2").result, page(4));
 
     let detach = steps.get("detach");
-    assert_eq!(detach.result, ok_attach(0x101, SteUpdate::Hitless));
+    assert_eq!(detach.result, ok_attach(0x1_0101, SteUpdate::Hitless));
     // Abort takes effect with word 0 alone (hitless); the words abort
     // ignores are tidied afterwards, with their own CFGI_STE + SYNC.
     let sh = shape(&detach);

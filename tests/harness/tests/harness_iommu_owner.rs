@@ -17,7 +17,7 @@ use userlib::{sys_lookup_slot, sys_post, sys_recv_notification, sys_shutdown};
 
 /// The owner's domain: the first one the server creates (slot 0,
 /// generation 1). The intruder is handed it, as if it had guessed.
-const OWNERS: DomainId = DomainId(0x100);
+const OWNERS: DomainId = DomainId(0x1_0100);
 
 #[test]
 fn harness_iommu_second_vm_refused_on_first_vms_objects_nothing_changes() {

@@ -23,12 +23,12 @@ fn has(t: &str, line: &str) {
 fn harness_iommu_traces_decode_requests_replies_and_commands() {
     let t = text("iommu-attach", 0);
     has(&t, "Iommu.create_s2_domain(fault_capable: false)");
-    has(&t, "Iommu.create_s2_domain -> Ok(0x100)");
+    has(&t, "Iommu.create_s2_domain -> Ok(0x10100)");
     has(
         &t,
-        "Iommu.map(domain: 0x100, iova: 0x200000, pa: 0x80001000, len: 0x2000, perms: 3)",
+        "Iommu.map(domain: 0x10100, iova: 0x200000, pa: 0x80001000, len: 0x2000, perms: 3)",
     );
-    has(&t, "Iommu.attach(sid: 0x10, domain: 0x100)");
+    has(&t, "Iommu.attach(sid: 0x10, domain: 0x10100)");
     has(
         &t,
         "Iommu.attach -> Ok(old: 0, update: Hitless, fault_duty: false)",
@@ -56,7 +56,7 @@ fn harness_iommu_traces_decode_requests_replies_and_commands() {
 
     // A leased request decodes with its lease.
     let i = text("iommu-invalidate", 0);
-    has(&i, "Iommu.invalidate(domain: 0x100)  leases [r 16]");
+    has(&i, "Iommu.invalidate(domain: 0x10100)  leases [r 16]");
     has(&i, "Iommu.invalidate -> Ok(done: 1, status: Complete)");
     has(&i, "Iommu.invalidate -> Ok(done: 1, status: Rejected)");
     has(&i, "cmd TLBI_NH_VA vmid 1 asid 7 va 0x400000 leaf");
