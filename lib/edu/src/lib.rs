@@ -89,7 +89,7 @@ impl Edu {
             w32(cfg + 0x04, 0);
             w32(cfg + 0x10, 0xffff_ffff);
             let size = (!(r32(cfg + 0x10) & !0xf)).wrapping_add(1) as usize;
-            if size == 0 || size > bars.size || bars.pa % size != 0 {
+            if size == 0 || size > bars.size || !bars.pa.is_multiple_of(size) {
                 return Err(EduError::BarDoesNotFit);
             }
             w32(cfg + 0x10, bars.pa as u32);

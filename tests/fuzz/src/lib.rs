@@ -55,7 +55,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -67,7 +67,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            self.next() % n
+            self.next_u64() % n
         }
     }
 }
@@ -101,13 +101,13 @@ fn random_input(r: &mut Rng, ops: u32, corpus: &[Input]) -> Input {
             }
             1 if !i.bytes.is_empty() => {
                 let k = r.below(i.bytes.len() as u64) as usize;
-                i.bytes[k] = r.next() as u8;
+                i.bytes[k] = r.next_u64() as u8;
             }
             2 => {
                 let n = r.below(i.bytes.len() as u64 + 1) as usize;
                 i.bytes.truncate(n);
             }
-            3 => i.bytes.push(r.next() as u8),
+            3 => i.bytes.push(r.next_u64() as u8),
             _ => {
                 i.reply_capacity = r.below(1100) as usize;
                 if let Some(l) = i.leases.first_mut() {
@@ -124,7 +124,7 @@ fn random_input(r: &mut Rng, ops: u32, corpus: &[Input]) -> Input {
         2 => r.below(300),
         _ => r.below(1100),
     } as usize;
-    let bytes = (0..len).map(|_| r.next() as u8).collect();
+    let bytes = (0..len).map(|_| r.next_u64() as u8).collect();
     let nleases = r.below(4) as usize;
     Input {
         op: r.below(ops as u64 + 4) as u32,

@@ -282,7 +282,10 @@ fn harness_iommu_replace_s2_breaks_before_make_and_s1_is_hitless() {
 
     assert_eq!(steps.get("dma d1").result, page(1));
     let replace = steps.get("replace");
-    assert_eq!(replace.result, ok_attach(0x1_0100, SteUpdate::BreakBeforeMake));
+    assert_eq!(
+        replace.result,
+        ok_attach(0x1_0100, SteUpdate::BreakBeforeMake)
+    );
     let sh = shape(&replace);
     // V = 0 first, then the other words, then word 0: each step synced.
     let n = sh.len();

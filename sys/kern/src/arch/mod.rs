@@ -8,6 +8,7 @@
 //! - L1[128] (`abi::layout::TASK_TEXT` …) is the task's own window: text,
 //!   data+stack, then its MMIO and memory regions, mapped non-global (nG)
 //!   so they are tagged with the task's ASID.
+//!
 //! The kernel reaches task memory through its identity map after checking
 //! the task's region table, never through the task's own mapping.
 
