@@ -154,6 +154,10 @@ fn main() -> ! {
                 }
                 sys_reply(m.sender, 0, &[]);
             }
+            FAULT_THEN_REPLY => {
+                sys_reply_fault(m.sender, ReplyFaultReason::BadMessageContents);
+                sys_reply(m.sender, 0, b"late");
+            }
             PHYS_QUERY => {
                 let owned = sys_phys_owned(m.sender, 0x4000_0000, 4096);
                 sys_reply(m.sender, 0, &[owned as u8]);

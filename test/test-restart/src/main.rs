@@ -36,6 +36,27 @@ mod cases {
         )
     }
 
+    /// The server reply-faults the peer (the kernel stops it) and then
+    /// replies to it anyway: the reply is dropped, the server is not
+    /// faulted, and the peer comes back with a new generation.
+    fn reply_to_dead_dropped() -> Outcome {
+        let echo = sys_lookup_slot("test-echo").ok_or("no echo slot")?;
+        let peer = sys_lookup_slot("test-peer").ok_or("no peer slot")?;
+        ensure(sys_post(peer, 2) == 0, "post to peer failed")?;
+        // The peer outranks us: by now it has sent, been faulted, and the
+        // server has replied into the void. Give the supervisor its turn.
+        sleep_for(5, TIMER_BIT);
+        ensure(
+            sys_refresh_task_id(peer).generation() == peer.generation().next(),
+            "the refused peer was not faulted and restarted",
+        )?;
+        ensure(
+            sys_refresh_task_id(echo) == echo,
+            "the server was faulted for replying to a dead caller",
+        )?;
+        ensure(ping(echo) == 0, "the server stopped serving")
+    }
+
     fn throttled() -> Outcome {
         let crash = sys_lookup_slot("test-crashloop").ok_or("no crashloop slot")?;
         // Sample the crashing task's generation every 50 ms for 2 s. Without
@@ -73,6 +94,10 @@ mod cases {
     pub fn run() -> ! {
         let mut ok = true;
         ok &= case("restart_dead_code_and_recover", dead_code_and_recover);
+        ok &= case(
+            "restart_reply_to_dead_caller_dropped",
+            reply_to_dead_dropped,
+        );
         ok &= case("restart_throttled", throttled);
         finish(ok)
     }

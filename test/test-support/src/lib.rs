@@ -71,4 +71,7 @@ pub mod echo {
     pub const RECURSE: u16 = 11;
     /// Calls `phys_owned` (it lacks the `memory-query` capability).
     pub const PHYS_QUERY: u16 = 12;
+    /// Reply-faults the caller, then replies to it anyway (the kernel must
+    /// drop the reply to the dead caller; the server goes on serving).
+    pub const FAULT_THEN_REPLY: u16 = 13;
 }
