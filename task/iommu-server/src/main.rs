@@ -14,7 +14,7 @@ mod image {
 
     // The static stream → VM map and the task names from app.toml
     // (`STREAMS`, `TASK_NAMES`; build.rs).
-    include!(concat!(env!("OUT_DIR"), "/streams.rs"));
+    include!(concat!(env!("OUT_DIR"), "/app_config.rs"));
 
     // Notification bits, as app.toml's `interrupts` table must assign
     // them: { "smmu-cmd-sync" = 0x2, "smmu-gerror" = 0x4 }, plus
