@@ -441,3 +441,27 @@ pub fn sys_shutdown(status: u32) -> ! {
 /// instruction, which is what the benchmarks count.
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use arch::counter;
+
+/// The entry point of a task binary: `userlib::task_main!(path::to::run);`
+/// where `run` is `fn() -> !`. In the image it becomes the `main` that
+/// userlib's start-up code calls; built for the host (where tasks run only
+/// through their libraries, in the harness) the binary just says so.
+#[macro_export]
+macro_rules! task_main {
+    ($run:path) => {
+        #[cfg(target_os = "none")]
+        #[export_name = "main"]
+        fn main() -> ! {
+            $run()
+        }
+
+        #[cfg(not(target_os = "none"))]
+        fn main() {
+            eprintln!(
+                "{} is a task: it runs in an image built by `cargo xtask`, or through its library in the host harness",
+                env!("CARGO_PKG_NAME")
+            );
+            std::process::exit(2);
+        }
+    };
+}

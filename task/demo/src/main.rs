@@ -196,14 +196,4 @@ mod scenario {
     }
 }
 
-#[cfg(target_os = "none")]
-#[export_name = "main"]
-fn main() -> ! {
-    scenario::run()
-}
-
-#[cfg(not(target_os = "none"))]
-fn main() {
-    eprintln!("demo is a task: run it with `cargo xtask run`");
-    std::process::exit(2);
-}
+userlib::task_main!(scenario::run);

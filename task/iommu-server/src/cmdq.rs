@@ -37,6 +37,39 @@ impl<W: Waiter + ?Sized> Waiter for &mut W {
     }
 }
 
+/// The waiter the task uses, in the image and in the harness alike: a few
+/// polls (QEMU completes commands at the CMDQ_PROD write), then sleep on the
+/// cmd-sync interrupt with a 1 ms timer; give up after ~100 ms.
+pub struct SyscallWaiter {
+    /// Notification bit of the cmd-sync interrupt.
+    pub cmd_sync_bit: u32,
+    /// Notification bit of this task's timer.
+    pub timer_bit: u32,
+}
+
+impl SyscallWaiter {
+    const SPINS: u32 = 32;
+    const SLEEPS: u32 = 100;
+}
+
+impl Waiter for SyscallWaiter {
+    fn pause(&mut self, attempt: u32) -> bool {
+        if attempt < Self::SPINS {
+            core::hint::spin_loop();
+            return true;
+        }
+        if attempt >= Self::SPINS + Self::SLEEPS {
+            return false;
+        }
+        // A cmd-sync edge that arrived earlier is latched: waking for it
+        // only costs another poll.
+        userlib::sys_irq_control(self.cmd_sync_bit, true);
+        userlib::sys_set_timer(Some(userlib::sys_get_timer() + 1), self.timer_bit);
+        userlib::sys_recv_notification(self.cmd_sync_bit | self.timer_bit);
+        true
+    }
+}
+
 /// A command the SMMU refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CmdFault {

@@ -6,7 +6,7 @@
 
 #[cfg(target_os = "none")]
 mod image {
-    use iommu_server::cmdq::Waiter;
+    use iommu_server::cmdq::SyscallWaiter;
     use iommu_server::dma::DmaPtr;
     use iommu_server::frame::SmmuFrame;
     use iommu_server::{driver, serve, serve_unavailable, Error, IommuServer, ServerConfig};
@@ -24,31 +24,12 @@ mod image {
     const EVENTQ_BIT: u32 = 1 << 3;
     const TIMER_BIT: u32 = 1 << 31;
 
-    /// Spins a few polls (QEMU completes commands at the CMDQ_PROD
-    /// write), then sleeps on the cmd-sync interrupt with a 1 ms timer;
-    /// gives up after ~100 ms.
-    struct ImageWaiter;
-
-    const SPINS: u32 = 32;
-    const SLEEPS: u32 = 100;
-
-    impl Waiter for ImageWaiter {
-        fn pause(&mut self, attempt: u32) -> bool {
-            if attempt < SPINS {
-                core::hint::spin_loop();
-                return true;
-            }
-            if attempt >= SPINS + SLEEPS {
-                return false;
-            }
-            // A cmd-sync edge that arrived earlier is latched: waking for
-            // it only costs another poll.
-            sys_irq_control(CMD_SYNC_BIT, true);
-            sys_set_timer(Some(sys_get_timer() + 1), TIMER_BIT);
-            sys_recv_notification(CMD_SYNC_BIT | TIMER_BIT);
-            true
-        }
-    }
+    /// Command completion: polls, then the cmd-sync interrupt (see
+    /// `SyscallWaiter`).
+    const WAITER: SyscallWaiter = SyscallWaiter {
+        cmd_sync_bit: CMD_SYNC_BIT,
+        timer_bit: TIMER_BIT,
+    };
 
     /// Without an SMMU this task still answers (every request gets the
     /// error), so no client blocks forever.
@@ -112,7 +93,7 @@ mod image {
         // The server is large (its bounded tables): use it where `new`
         // left it, inside the Result, rather than moving a copy onto this
         // frame.
-        let mut built = IommuServer::new(frame, mem, ImageWaiter, &cfg);
+        let mut built = IommuServer::new(frame, mem, WAITER, &cfg);
         let server = match &mut built {
             Ok(s) => s,
             Err(e) => unavailable(*e),
@@ -144,14 +125,4 @@ mod image {
     }
 }
 
-#[cfg(target_os = "none")]
-#[export_name = "main"]
-fn main() -> ! {
-    image::run()
-}
-
-#[cfg(not(target_os = "none"))]
-fn main() {
-    eprintln!("iommu-server is a task: it runs in the image (cargo xtask run) or, as a library, in the harness");
-    std::process::exit(2);
-}
+userlib::task_main!(image::run);

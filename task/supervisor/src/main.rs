@@ -1,13 +1,3 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-#[cfg(target_os = "none")]
-#[export_name = "main"]
-fn main() -> ! {
-    supervisor::run()
-}
-
-#[cfg(not(target_os = "none"))]
-fn main() {
-    eprintln!("supervisor is a task: it runs in the image (cargo xtask run) or in the harness");
-    std::process::exit(2);
-}
+userlib::task_main!(supervisor::run);

@@ -12,8 +12,7 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
-#[export_name = "main"]
-fn main() -> ! {
+fn run() -> ! {
     use userlib::*;
     let server = sys_lookup_slot("bench-server").unwrap_or(TaskId::KERNEL);
     let a = counter();
@@ -42,8 +41,4 @@ fn main() -> ! {
     sys_shutdown(0)
 }
 
-#[cfg(not(target_os = "none"))]
-fn main() {
-    eprintln!("bench-client is a task: it runs in the benchmark image");
-    std::process::exit(2);
-}
+userlib::task_main!(run);

@@ -3,8 +3,7 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
-#[export_name = "main"]
-fn main() -> ! {
+fn run() -> ! {
     use userlib::*;
     let mut buf = [0u8; 8];
     loop {
@@ -22,8 +21,4 @@ fn main() -> ! {
     }
 }
 
-#[cfg(not(target_os = "none"))]
-fn main() {
-    eprintln!("bench-server is a task: it runs in the benchmark image");
-    std::process::exit(2);
-}
+userlib::task_main!(run);

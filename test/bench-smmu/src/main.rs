@@ -220,14 +220,4 @@ mod image {
     }
 }
 
-#[cfg(target_os = "none")]
-#[export_name = "main"]
-fn main() -> ! {
-    image::run()
-}
-
-#[cfg(not(target_os = "none"))]
-fn main() {
-    eprintln!("bench-smmu is a task: it runs in the benchmark image (cargo xtask bench)");
-    std::process::exit(2);
-}
+userlib::task_main!(image::run);

@@ -2,8 +2,7 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
-#[export_name = "main"]
-fn main() -> ! {
+fn run() -> ! {
     use test_support::echo::*;
     use userlib::*;
     let mut buf = [0u8; 256];
@@ -183,8 +182,4 @@ fn recurse(n: u64) -> u64 {
     recurse(n + 1) + frame[7]
 }
 
-#[cfg(not(target_os = "none"))]
-fn main() {
-    eprintln!("test-echo is a task: it runs inside a QEMU test image");
-    std::process::exit(2);
-}
+userlib::task_main!(run);

@@ -285,14 +285,4 @@ mod cases {
     }
 }
 
-#[cfg(target_os = "none")]
-#[export_name = "main"]
-fn main() -> ! {
-    cases::run()
-}
-
-#[cfg(not(target_os = "none"))]
-fn main() {
-    eprintln!("test-ipc is a task: it runs inside a QEMU test image");
-    std::process::exit(2);
-}
+userlib::task_main!(cases::run);

@@ -5,8 +5,7 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
-#[export_name = "main"]
-fn main() -> ! {
+fn run() -> ! {
     use userlib::*;
     loop {
         let bits = sys_recv_notification(0b11);
@@ -29,8 +28,4 @@ fn main() -> ! {
     }
 }
 
-#[cfg(not(target_os = "none"))]
-fn main() {
-    eprintln!("test-peer is a task: it runs inside a QEMU test image");
-    std::process::exit(2);
-}
+userlib::task_main!(run);

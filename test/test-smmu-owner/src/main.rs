@@ -5,8 +5,7 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
-#[export_name = "main"]
-fn main() -> ! {
+fn run() -> ! {
     use userlib::*;
     let smmu = sys_region_info("smmu-page0");
     let mut buf = [0u8; 24];
@@ -45,8 +44,4 @@ fn main() -> ! {
     }
 }
 
-#[cfg(not(target_os = "none"))]
-fn main() {
-    eprintln!("test-smmu-owner is a task: it runs inside a QEMU test image");
-    std::process::exit(2);
-}
+userlib::task_main!(run);

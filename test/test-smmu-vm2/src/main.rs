@@ -217,14 +217,4 @@ mod image {
     }
 }
 
-#[cfg(target_os = "none")]
-#[export_name = "main"]
-fn main() -> ! {
-    image::run()
-}
-
-#[cfg(not(target_os = "none"))]
-fn main() {
-    eprintln!("test-smmu-vm2 is a task: it runs inside a QEMU test image");
-    std::process::exit(2);
-}
+userlib::task_main!(image::run);

@@ -18,7 +18,7 @@
 //! - **Interrupts.** The model's lines (`Smmu::take_irqs`) are turned into
 //!   the board's INTIDs by an irq source; the server task owns them with the
 //!   image's notification bits (cmd-sync 0x2, gerror 0x4, eventq 0x8).
-//! - **Waits.** [`HarnessWaiter`] is the image's waiter, system call for
+//! - **Waits.** [`HARNESS_WAITER`] is the image's waiter itself, system call for
 //!   system call: a few polls, then sleep on cmd-sync with a 1 ms timer,
 //!   give up after ~100 ms.
 //! - **Devices.** [`Dma`] issues DMA through the model as a device with a
@@ -36,7 +36,7 @@
 use crate::trace::{Decoder, LeaseSummary};
 use crate::{Harness, TaskSpec, CAP_MEMORY_QUERY, CAP_SHUTDOWN};
 use idl_runtime::{decode_fixed_reply, decode_postcard_reply, Fixed, IdlError};
-use iommu_server::cmdq::Waiter;
+use iommu_server::cmdq::SyscallWaiter;
 use iommu_server::dma::DmaMemory;
 use iommu_server::{
     driver, serve, serve_unavailable, Error as ServerError, IommuServer, ServerConfig,
@@ -54,10 +54,7 @@ use std::collections::BTreeMap;
 use std::fmt::{Debug, Write as _};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use userlib::{
-    log, sys_get_timer, sys_irq_control, sys_lookup_slot, sys_recv_notification, sys_region_info,
-    sys_set_timer, LeaseInfo, TaskId,
-};
+use userlib::{log, sys_lookup_slot, sys_recv_notification, sys_region_info, LeaseInfo, TaskId};
 
 // ---------------------------------------------------------------------------
 // The board
@@ -440,32 +437,15 @@ impl DmaMemory for ModelDma {
     fn publish(&self) {}
 }
 
-/// The image's waiter (task/iommu-server/src/main.rs), through the same
-/// system calls: 32 polls, then sleep on the cmd-sync interrupt with a 1 ms
-/// timer, giving up after ~100 ms of virtual time.
-pub struct HarnessWaiter;
-
-const SPINS: u32 = 32;
-const SLEEPS: u32 = 100;
-
-impl Waiter for HarnessWaiter {
-    fn pause(&mut self, attempt: u32) -> bool {
-        if attempt < SPINS {
-            std::hint::spin_loop();
-            return true;
-        }
-        if attempt >= SPINS + SLEEPS {
-            return false;
-        }
-        sys_irq_control(CMD_SYNC_BIT, true);
-        sys_set_timer(Some(sys_get_timer() + 1), TIMER_BIT);
-        sys_recv_notification(CMD_SYNC_BIT | TIMER_BIT);
-        true
-    }
-}
+/// The image's waiter itself (`iommu_server::cmdq::SyscallWaiter`), with
+/// the image's notification bits.
+pub const HARNESS_WAITER: SyscallWaiter = SyscallWaiter {
+    cmd_sync_bit: CMD_SYNC_BIT,
+    timer_bit: TIMER_BIT,
+};
 
 /// The server type the harness runs.
-pub type HarnessServer = IommuServer<ModelMmio, ModelDma, HarnessWaiter>;
+pub type HarnessServer = IommuServer<ModelMmio, ModelDma, SyscallWaiter>;
 
 /// Static configuration of the server task (what app.toml and xtask give
 /// the image's).
@@ -530,7 +510,7 @@ pub fn iommu_server_task(setup: ServerSetup) -> impl Fn() + Send + Sync + 'stati
             eventq_bit: EVENTQ_BIT,
             ..ServerConfig::default()
         };
-        let mut built = IommuServer::new(mmio, mem, HarnessWaiter, &cfg);
+        let mut built = IommuServer::new(mmio, mem, HARNESS_WAITER, &cfg);
         let server = match &mut built {
             Ok(s) => s,
             Err(e) => unavailable(*e),
