@@ -201,6 +201,8 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
                     // As timeout(1) does.
                     Ok(ExitCode::from(124))
                 }
+                // `run` has no watch: QEMU is never stopped early here.
+                Outcome::Stopped => Ok(ExitCode::FAILURE),
             }
         }
         Cmd::Test { filter, list } => runner::test(ws, filter.as_deref(), list).map(exit_code),

@@ -55,6 +55,9 @@ pub enum Outcome {
     /// Killed by a signal we did not send.
     Signaled(i32),
     TimedOut(Duration),
+    /// Stopped by us because the console showed the run could not succeed
+    /// (see [`run_watch`]).
+    Stopped,
 }
 
 impl std::fmt::Display for Outcome {
@@ -63,6 +66,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Exited(c) => write!(f, "exited with status {c}"),
             Outcome::Signaled(s) => write!(f, "killed by signal {s}"),
             Outcome::TimedOut(d) => write!(f, "timed out after {} s", d.as_secs()),
+            Outcome::Stopped => write!(f, "stopped early (see the console)"),
         }
     }
 }
@@ -127,7 +131,19 @@ fn split_lines(bytes: &[u8]) -> Vec<String> {
 /// for ever (gdb sessions). With `echo`, output is streamed as it comes.
 /// QEMU also dies with us (`PR_SET_PDEATHSIG`), so an interrupted xtask
 /// never leaves a machine running.
-pub fn run(mut cmd: Command, timeout: Option<Duration>, echo: bool) -> Result<Run, String> {
+pub fn run(cmd: Command, timeout: Option<Duration>, echo: bool) -> Result<Run, String> {
+    run_watch(cmd, timeout, echo, &mut |_| None)
+}
+
+/// [`run`], calling `watch` on every complete console line; when it returns
+/// a reason, QEMU is stopped at once, the reason is added to the console as
+/// `xtask: <reason>`, and the outcome is [`Outcome::Stopped`].
+pub fn run_watch(
+    mut cmd: Command,
+    timeout: Option<Duration>,
+    echo: bool,
+    watch: &mut dyn FnMut(&str) -> Option<String>,
+) -> Result<Run, String> {
     let shown = show(&cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -186,20 +202,24 @@ pub fn run(mut cmd: Command, timeout: Option<Duration>, echo: bool) -> Result<Ru
     let start = Instant::now();
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let mut timed_out = false;
-    let mut take = |is_err: bool, chunk: Vec<u8>| {
-        if echo {
-            if is_err {
-                let _ = std::io::stderr().write_all(&chunk);
-            } else {
-                let mut so = std::io::stdout();
-                let _ = so.write_all(&chunk);
-                let _ = so.flush();
-            }
-        }
-        if is_err { &mut err } else { &mut out }.extend_from_slice(&chunk);
-    };
     let mut closed = false;
+    let mut watched = 0usize;
+    let mut stopped: Option<String> = None;
     loop {
+        // Look at the console lines completed since last time.
+        while stopped.is_none() {
+            let Some(nl) = out[watched..].iter().position(|b| *b == b'\n') else {
+                break;
+            };
+            let line = String::from_utf8_lossy(&out[watched..watched + nl])
+                .trim_end_matches('\r')
+                .to_string();
+            watched += nl + 1;
+            stopped = watch(&line);
+        }
+        if stopped.is_some() {
+            break;
+        }
         let wait = match timeout {
             Some(t) => match t.checked_sub(start.elapsed()) {
                 Some(left) => left.min(Duration::from_millis(100)),
@@ -224,12 +244,12 @@ pub fn run(mut cmd: Command, timeout: Option<Duration>, echo: bool) -> Result<Ru
             continue;
         }
         match rx.recv_timeout(wait) {
-            Ok((is_err, chunk)) => take(is_err, chunk),
+            Ok((is_err, chunk)) => take(echo, &mut out, &mut err, is_err, chunk),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => closed = true,
         }
     }
-    if timed_out {
+    if timed_out || stopped.is_some() {
         kill_group(pid);
     }
     let status = child
@@ -239,9 +259,14 @@ pub fn run(mut cmd: Command, timeout: Option<Duration>, echo: bool) -> Result<Ru
         let _ = r.join();
     }
     while let Ok((is_err, chunk)) = rx.try_recv() {
-        take(is_err, chunk);
+        take(echo, &mut out, &mut err, is_err, chunk);
     }
-    let outcome = if timed_out {
+    if let Some(why) = &stopped {
+        out.extend_from_slice(format!("\nxtask: {why}\n").as_bytes());
+    }
+    let outcome = if stopped.is_some() {
+        Outcome::Stopped
+    } else if timed_out {
         Outcome::TimedOut(timeout.unwrap_or_default())
     } else if let Some(code) = status.code() {
         Outcome::Exited(code)
@@ -253,6 +278,20 @@ pub fn run(mut cmd: Command, timeout: Option<Duration>, echo: bool) -> Result<Ru
         console: split_lines(&out),
         errors: split_lines(&err),
     })
+}
+
+/// Keeps (and with `echo`, shows) a chunk of QEMU's output.
+fn take(echo: bool, out: &mut Vec<u8>, err: &mut Vec<u8>, is_err: bool, chunk: Vec<u8>) {
+    if echo {
+        if is_err {
+            let _ = std::io::stderr().write_all(&chunk);
+        } else {
+            let mut so = std::io::stdout();
+            let _ = so.write_all(&chunk);
+            let _ = so.flush();
+        }
+    }
+    if is_err { err } else { out }.extend_from_slice(&chunk);
 }
 
 /// Parses `TEST <case> ok|FAIL` markers anywhere in a line (the kernel may

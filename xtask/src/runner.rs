@@ -232,7 +232,8 @@ fn qemu_run(ws: &Workspace, filter: Option<&str>) -> Result<Counts, String> {
         };
         let cmd = qemu::command(q, &d.image, qemu::ICOUNT_RUN, &[]);
         println!("qemu: {shown}: {}", qemu::show(&cmd));
-        let run = match qemu::run(cmd, Some(QEMU_TIMEOUT), false) {
+        let mut watch = runner_fault_watch();
+        let run = match qemu::run_watch(cmd, Some(QEMU_TIMEOUT), false, &mut watch) {
             Ok(r) => r,
             Err(e) => {
                 println!("qemu: {shown}: {e}");
@@ -267,6 +268,29 @@ fn qemu_run(ws: &Workspace, filter: Option<&str>) -> Result<Counts, String> {
         }
     }
     Ok(counts)
+}
+
+/// Stops an image as soon as a task that has reported test cases faults:
+/// the supervisor would restart it and it would run its cases again until
+/// the timeout. (Other tasks fault on purpose in the isolation and restart
+/// tests; those are fine.)
+pub fn runner_fault_watch() -> impl FnMut(&str) -> Option<String> {
+    let mut reporters: Vec<String> = Vec::new();
+    move |line: &str| {
+        if let Some(rest) = line.strip_prefix('[') {
+            if let Some((name, text)) = rest.split_once("] ") {
+                if text.starts_with("TEST ") && !reporters.iter().any(|r| r == name) {
+                    reporters.push(name.to_string());
+                }
+            }
+        }
+        let rest = line.strip_prefix("kern: task ")?;
+        let (name, _) = rest.split_once(" faulted:")?;
+        reporters
+            .iter()
+            .any(|r| r == name)
+            .then(|| format!("{name} reported test cases and then faulted: stopping the image"))
+    }
 }
 
 /// `cargo xtask test [FILTER] [--list]`. Returns whether everything passed.
@@ -317,6 +341,18 @@ mod tests {
             })
         );
         assert_eq!(parse_result_line("test foo ... ok"), None);
+    }
+
+    #[test]
+    fn stops_when_a_reporting_task_faults() {
+        let mut w = runner_fault_watch();
+        assert_eq!(w("kern: task rogue faulted: memory access 0x0"), None);
+        assert_eq!(w("[runner] TEST a ok"), None);
+        assert_eq!(w("kern: task rogue faulted: panic 0x0"), None);
+        assert_eq!(
+            w("kern: task runner faulted: memory access 0x0"),
+            Some("runner reported test cases and then faulted: stopping the image".into())
+        );
     }
 
     #[test]
