@@ -157,6 +157,25 @@ fn run() -> ! {
                 sys_reply_fault(m.sender, ReplyFaultReason::BadMessageContents);
                 sys_reply(m.sender, 0, b"late");
             }
+            UNDEFINED => {
+                // SAFETY: deliberately undefined: the kernel must fault this
+                // task (the isolation tests ask for it).
+                unsafe { core::arch::asm!("udf #0", options(nomem, nostack)) };
+                sys_reply(m.sender, 0, &[]);
+            }
+            BAD_SYSCALL_ARGS => {
+                // A log line "in" kernel RAM: the kernel must fault the
+                // caller rather than read it.
+                // SAFETY: never dereferenced here; the slice only carries
+                // the address and length to the kernel, which checks them.
+                let bogus = unsafe { core::slice::from_raw_parts(0x4020_0000 as *const u8, 16) };
+                sys_log(bogus);
+                sys_reply(m.sender, 0, &[]);
+            }
+            BAD_SYSCALL => {
+                let r = raw_syscall_number(99);
+                sys_reply(m.sender, 0, &(r as u32).to_le_bytes());
+            }
             PHYS_QUERY => {
                 let owned = sys_phys_owned(m.sender, 0x4000_0000, 4096);
                 sys_reply(m.sender, 0, &[owned as u8]);
@@ -168,6 +187,18 @@ fn run() -> ! {
             _ => sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation),
         }
     }
+}
+
+/// A system call with a number the kernel does not know.
+#[cfg(target_os = "none")]
+fn raw_syscall_number(n: usize) -> usize {
+    let mut r0: usize = 0;
+    // SAFETY: `svc` with an unknown number in x8; the kernel faults this
+    // task, so nothing after it runs in this generation.
+    unsafe {
+        core::arch::asm!("svc #0", inout("x0") r0, in("x8") n, options(nostack));
+    }
+    r0
 }
 
 /// Recursion the optimiser cannot flatten: each frame keeps a live buffer.

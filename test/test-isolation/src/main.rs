@@ -83,6 +83,15 @@ mod cases {
             // guard page below it: a fault, not a silently corrupted .bss.
             rogue_faults(RECURSE, &[])
         });
+        ok &= case("isolation_undefined_instruction_faults", || {
+            rogue_faults(UNDEFINED, &[])
+        });
+        ok &= case("isolation_bad_syscall_args_fault", || {
+            rogue_faults(BAD_SYSCALL_ARGS, &[])
+        });
+        ok &= case("isolation_unknown_syscall_faults", || {
+            rogue_faults(BAD_SYSCALL, &[])
+        });
         ok &= case("isolation_phys_owned_query", || {
             let owner = sys_lookup_slot("test-smmu-owner").ok_or("no owner slot")?;
             let rogue = sys_lookup_slot("test-echo").ok_or("no rogue slot")?;

@@ -74,4 +74,10 @@ pub mod echo {
     /// Reply-faults the caller, then replies to it anyway (the kernel must
     /// drop the reply to the dead caller; the server goes on serving).
     pub const FAULT_THEN_REPLY: u16 = 13;
+    /// Executes an undefined instruction.
+    pub const UNDEFINED: u16 = 14;
+    /// Makes a system call whose message pointer is kernel memory.
+    pub const BAD_SYSCALL_ARGS: u16 = 15;
+    /// Makes a system call with an unknown number.
+    pub const BAD_SYSCALL: u16 = 16;
 }
