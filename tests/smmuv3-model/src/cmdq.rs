@@ -4,7 +4,7 @@
 
 use crate::config::StallModel;
 use crate::device::StallOutcome;
-use crate::log::{CmdOutcome, LoggedCommand, PriGroup};
+use crate::log::{CmdOutcome, DeviceResponse, LoggedCommand, PriGroup, ResponseCode};
 use crate::smmu::State;
 use smmuv3::regs::{CMDQ_CONS, CR0, GERROR};
 use smmuv3::{CmdqError, Command, CommandKind, ResumeAction, SyncCs, CMDQ_ENTRY_BYTES};
@@ -14,8 +14,21 @@ impl State {
     /// first illegal one (CMDQ_CONS.ERR = ILL, GERROR.CMDQ_ERR) until
     /// software acknowledges GERRORN. Bounded by the queue size.
     pub(crate) fn process_cmdq(&mut self) {
+        // Throttled: commands are consumed only in `step`.
+        if self.cfg.cmdq_throttle.is_none() {
+            self.consume_cmdq(None);
+        }
+    }
+
+    /// Consumes at most `budget` commands (all available if `None`). A
+    /// throttled CMD_SYNC first waits at the head of the queue for a seeded
+    /// number of steps.
+    pub(crate) fn consume_cmdq(&mut self, mut budget: Option<u32>) {
         let max = self.cfg.cmdqs;
         loop {
+            if budget == Some(0) {
+                return;
+            }
             if !self.cr0_has(CR0::CMDQEN) || self.gerror_active(GERROR::CMDQ_ERR) {
                 return;
             }
@@ -32,6 +45,22 @@ impl State {
                     return;
                 }
             };
+            if let (Some(t), Ok(CommandKind::Sync { .. })) = (self.cfg.cmdq_throttle, cmd.decode())
+            {
+                let at = cons.raw();
+                let left = match self.sync_wait {
+                    Some((c, left)) if c == at => left,
+                    _ => self.below(t.sync_delay_steps as u64 + 1) as u32,
+                };
+                if left > 0 {
+                    self.sync_wait = Some((at, left - 1));
+                    return;
+                }
+                self.sync_wait = None;
+            }
+            if let Some(b) = budget.as_mut() {
+                *b -= 1;
+            }
             let outcome = self.execute(&cmd);
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -121,9 +150,20 @@ impl State {
                 CmdOutcome::Done
             }
             K::PriResp {
-                sid, ssid, prgi, ..
+                sid,
+                ssid,
+                prgi,
+                resp,
             } => {
                 let g = PriGroup { sid, ssid, prgi };
+                // The device gets the response whether or not the SMMU saw
+                // the group's Last (a stray response is still sent).
+                self.device_responses.push(DeviceResponse {
+                    group: g,
+                    code: ResponseCode::from_cmd_resp(resp.raw()),
+                    pasid: ssid,
+                    auto: None,
+                });
                 match self.pri_pending.get_mut(&g) {
                     Some(n) => {
                         *n -= 1;
@@ -153,6 +193,13 @@ impl State {
                 None => CmdOutcome::NoMatch,
             },
             K::StallTerm { sid } => {
+                // §4.7.2: only after the STE makes every new transaction
+                // terminate (and its CFGI + SYNC completed), as the SMMU
+                // sees it. Otherwise the outcome is UNPREDICTABLE; the
+                // model takes the unhelpful choice: nothing is terminated.
+                if !self.ste_terminates_all(sid) {
+                    return Some(CmdOutcome::Unpredictable);
+                }
                 let stags: Vec<(u32, u16)> = self
                     .stalls
                     .range((sid, 0)..=(sid, u16::MAX))
@@ -194,31 +241,54 @@ impl State {
     pub(crate) fn apply_invalidation(&mut self, kind: &CommandKind) {
         use CommandKind as K;
         let cds_too = self.cfg.cfgi_ste_invalidates_cds;
+        let split = self.strtab_split();
         match *kind {
-            K::CfgiSte { sid, .. } => {
+            K::CfgiSte { sid, leaf } => {
                 self.ste_cache.remove(&sid);
+                // Leaf = 0 also drops the L1STD that located the STE.
+                if !leaf {
+                    self.l1std_cache.remove(&(sid as u64 >> split));
+                }
                 if cds_too {
                     self.cd_cache.retain(|(s, _), _| *s != sid);
+                    self.l1cd_cache.retain(|(s, _), _| *s != sid);
                 }
             }
             K::CfgiSteRange { sid, range } => {
+                // §4.3.2: STEs, the L1STDs walked to them, and the CDs and
+                // L1CDs cached through them.
                 let n = 1u64 << (range as u32 + 1);
                 let lo = sid as u64 & !(n - 1);
                 let hit = |s: u32| (s as u64).wrapping_sub(lo) < n;
                 self.ste_cache.retain(|s, _| !hit(*s));
-                if cds_too {
-                    self.cd_cache.retain(|(s, _), _| !hit(*s));
-                }
+                self.cd_cache.retain(|(s, _), _| !hit(*s));
+                self.l1cd_cache.retain(|(s, _), _| !hit(*s));
+                let (l1_lo, l1_hi) = (lo >> split, (lo + n - 1) >> split);
+                self.l1std_cache.retain(|i, _| *i < l1_lo || *i > l1_hi);
             }
             K::CfgiAll => {
                 self.ste_cache.clear();
                 self.cd_cache.clear();
+                self.l1std_cache.clear();
+                self.l1cd_cache.clear();
             }
-            K::CfgiCd { sid, ssid, .. } => {
+            K::CfgiCd { sid, ssid, leaf } => {
                 self.cd_cache.remove(&(sid, ssid));
+                // Leaf = 0 also drops the L1CD that located the CD. Which
+                // L1CD that is depends on the STE's S1Fmt, so drop every
+                // L1CD of the stream (over-invalidation is allowed).
+                if !leaf {
+                    self.l1cd_cache.retain(|(s, _), _| *s != sid);
+                }
             }
-            K::CfgiCdAll { sid } => self.cd_cache.retain(|(s, _), _| *s != sid),
-            _ => self.tlb.invalidate(kind, self.cfg.ril),
+            K::CfgiCdAll { sid } => {
+                self.cd_cache.retain(|(s, _), _| *s != sid);
+                self.l1cd_cache.retain(|(s, _), _| *s != sid);
+            }
+            _ => {
+                self.tlb.invalidate(kind, self.cfg.ril);
+                self.walk.invalidate(kind, self.cfg.ril);
+            }
         }
     }
 }

@@ -68,6 +68,43 @@ pub struct SmmuConfig {
     /// strict default (`false`) requires CFGI_CD / CFGI_CD_ALL for CD
     /// changes even when the STE is invalidated too.
     pub cfgi_ste_invalidates_cds: bool,
+
+    // --- Strict modes: what the architecture allows an implementation to
+    // do that a lenient model never does. Each is off by default; each
+    // takes its choices from `seed`. [`SmmuConfig::strict`] turns all on.
+    /// Seed of the model's own random choices (strict modes only).
+    pub seed: u64,
+    /// Eager configuration caching (IHI 0070 §3.21.3, §5.2, §5.4): any
+    /// reachable STE, L1STD, CD or L1CD may be fetched and cached at any
+    /// time, valid or not, and cached entries may be dropped at any time.
+    /// Lookups use a cached invalid entry (C_BAD_STE / C_BAD_CD) instead of
+    /// fetching again. A missing CFGI after any change is caught.
+    pub eager_config_cache: bool,
+    /// Slow command consumption: see [`CmdqThrottle`]. `None`: commands
+    /// run when CMDQ_PROD is written.
+    pub cmdq_throttle: Option<CmdqThrottle>,
+    /// Walk caching (§3.21.1, §4.4): stage 2 translations of CD and stage 1
+    /// descriptor fetches are cached as stage 2 TLB entries, and table
+    /// (non-leaf) descriptors of both stages in walk caches, each kept until
+    /// a TLBI whose scope covers it (Leaf = 1 forms keep walk-cache
+    /// entries).
+    pub walk_cache: bool,
+    /// UNKNOWN reset values and slow handshakes (§6.3): the *_IRQ_CFG0/1/2
+    /// registers reset to seeded garbage, GBPA.UPDATE stays 1 for a few
+    /// reads or steps after a write, and a GBPA write while UPDATE = 1 is
+    /// ignored (as on SMMUv3.2+).
+    pub unknown_reset: bool,
+}
+
+/// How fast the SMMU consumes commands when throttled: only in
+/// [`crate::Smmu::step`], between 1 and `max_per_step` commands per step,
+/// and a CMD_SYNC completes only after it has sat at the head of the queue
+/// for up to `sync_delay_steps` steps (seeded). The driver has to poll
+/// CMDQ_CONS, wait for space when the queue fills, and wrap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CmdqThrottle {
+    pub max_per_step: u32,
+    pub sync_delay_steps: u32,
 }
 
 impl Default for SmmuConfig {
@@ -105,7 +142,59 @@ impl SmmuConfig {
             tlb_capacity: 256,
             defer_invalidation_to_sync: true,
             cfgi_ste_invalidates_cds: false,
+            seed: 0,
+            eager_config_cache: false,
+            cmdq_throttle: None,
+            walk_cache: false,
+            unknown_reset: false,
         }
+    }
+
+    /// Every strict mode on, seeded: eager configuration caching, throttled
+    /// command consumption (up to 8 commands per step, SYNC up to 3 steps
+    /// late), walk caches, UNKNOWN reset values and a slow GBPA.UPDATE.
+    pub fn strict(self, seed: u64) -> Self {
+        self.seed(seed)
+            .eager_config_cache(true)
+            .cmdq_throttle(Some(CmdqThrottle {
+                max_per_step: 8,
+                sync_delay_steps: 3,
+            }))
+            .walk_cache(true)
+            .unknown_reset(true)
+    }
+
+    /// See [`SmmuConfig::seed`].
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// See [`SmmuConfig::eager_config_cache`].
+    pub fn eager_config_cache(mut self, on: bool) -> Self {
+        self.eager_config_cache = on;
+        self
+    }
+
+    /// See [`SmmuConfig::cmdq_throttle`].
+    pub fn cmdq_throttle(mut self, t: Option<CmdqThrottle>) -> Self {
+        self.cmdq_throttle = t.map(|t| CmdqThrottle {
+            max_per_step: t.max_per_step.max(1),
+            ..t
+        });
+        self
+    }
+
+    /// See [`SmmuConfig::walk_cache`].
+    pub fn walk_cache(mut self, on: bool) -> Self {
+        self.walk_cache = on;
+        self
+    }
+
+    /// See [`SmmuConfig::unknown_reset`].
+    pub fn unknown_reset(mut self, on: bool) -> Self {
+        self.unknown_reset = on;
+        self
     }
 
     /// QEMU 10.0 `virt`: IDR0 0x0d44101b, IDR1 0x02730010 (no PRI, no

@@ -25,6 +25,7 @@
 mod cmdq;
 mod config;
 mod device;
+mod eager;
 mod log;
 mod mem;
 mod queues;
@@ -32,9 +33,12 @@ mod smmu;
 mod tlb;
 mod xlate;
 
-pub use config::{SmmuConfig, StallModel};
+pub use config::{CmdqThrottle, SmmuConfig, StallModel};
 pub use device::{Access, Device, DmaError, StallOutcome, StallState};
-pub use log::{AutoPriReason, AutoPriResponse, CmdOutcome, LoggedCommand, PriGroup};
+pub use log::{
+    AutoPriReason, AutoPriResponse, CmdOutcome, DeviceResponse, LoggedCommand, PriGroup,
+    ResponseCode,
+};
 pub use mem::{MemError, PhysMem};
 pub use queues::PriOutcome;
 pub use smmu::{AccessError, AccessErrorKind, IrqLines, Smmu};

@@ -25,6 +25,11 @@ pub enum CmdOutcome {
     /// transaction: the architecture ignores it, the log flags it (a
     /// double or stray response is a driver bug).
     NoMatch,
+    /// Executed, but in a state where the architecture makes the effect
+    /// UNPREDICTABLE, and the model did nothing: CMD_STALL_TERM while the
+    /// SMMU's STE for the stream does not terminate every transaction
+    /// (§4.7.2). A driver bug.
+    Unpredictable,
 }
 
 /// One consumed command.
@@ -53,8 +58,63 @@ pub enum AutoPriReason {
     Overflow,
     /// CR0.PRIQEN was 0.
     QueueDisabled,
-    /// Writing the PRI queue memory failed.
+    /// Writing the PRI queue memory failed, or GERROR.PRIQ_ABT_ERR was
+    /// active.
     QueueAbort,
+}
+
+/// The PRG Response Message code a device receives (§8.3), under the
+/// architecture's names. CMD_PRI_RESP.Resp encodes them as 0b00
+/// ResponseFailure, 0b01 InvalidRequest, 0b10 Success.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResponseCode {
+    /// 0b0000: the pages are available; the device retries.
+    Success,
+    /// 0b0001: one or more pages do not exist or lack permissions.
+    InvalidRequest,
+    /// 0b1111: a permanent failure; the device stops issuing page requests.
+    ResponseFailure,
+}
+
+impl ResponseCode {
+    /// Decodes CMD_PRI_RESP.Resp (the numeric field, whatever lib/smmuv3
+    /// calls its values). 0b11 is reserved (the command is CERROR_ILL and
+    /// never gets here); it maps to ResponseFailure.
+    pub fn from_cmd_resp(raw: u64) -> Self {
+        match raw {
+            0b10 => ResponseCode::Success,
+            0b01 => ResponseCode::InvalidRequest,
+            _ => ResponseCode::ResponseFailure,
+        }
+    }
+
+    /// The CMD_PRI_RESP.Resp encoding of this code.
+    pub fn cmd_resp(self) -> u64 {
+        match self {
+            ResponseCode::ResponseFailure => 0b00,
+            ResponseCode::InvalidRequest => 0b01,
+            ResponseCode::Success => 0b10,
+        }
+    }
+
+    /// The same code as lib/smmuv3's `PriResponse` (by encoding).
+    pub fn pri_response(self) -> PriResponse {
+        PriResponse::from_raw(self.cmd_resp()).unwrap_or_else(|_| unreachable!())
+    }
+}
+
+/// One PRG response as the device received it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceResponse {
+    /// The group it answers (StreamID, the PASID of the request or of the
+    /// command, PRG index).
+    pub group: PriGroup,
+    pub code: ResponseCode,
+    /// The PASID prefix on the response, if any.
+    pub pasid: Option<u32>,
+    /// `None`: sent by a CMD_PRI_RESP; otherwise why the SMMU answered
+    /// by itself.
+    pub auto: Option<AutoPriReason>,
 }
 
 /// A PRG response the SMMU generated without a command.
@@ -153,6 +213,24 @@ impl Smmu {
     /// Responses the SMMU generated itself (for dropped Last requests).
     pub fn auto_pri_responses(&self) -> Vec<AutoPriResponse> {
         self.lock().auto_pri.clone()
+    }
+
+    /// Every PRG response devices received, in order: CMD_PRI_RESP commands
+    /// (matched or not) and the SMMU's automatic responses.
+    pub fn device_responses(&self) -> Vec<DeviceResponse> {
+        self.lock().device_responses.clone()
+    }
+
+    /// The responses the device received for page request group (`sid`,
+    /// `prgi`), whichever PASID they carried. "Exactly once at the device"
+    /// is `device_group_responses(sid, prgi).len() == 1`.
+    pub fn device_group_responses(&self, sid: u32, prgi: u16) -> Vec<DeviceResponse> {
+        self.lock()
+            .device_responses
+            .iter()
+            .filter(|r| r.group.sid == sid && r.group.prgi == prgi)
+            .copied()
+            .collect()
     }
 
     /// Page requests lost (queue full, disabled or unbacked).

@@ -1,10 +1,10 @@
 //! Output queues (events, page requests), global errors and interrupt
 //! signalling.
 
-use crate::log::{AutoPriReason, AutoPriResponse, PriGroup};
+use crate::log::{AutoPriReason, AutoPriResponse, DeviceResponse, PriGroup, ResponseCode};
 use crate::smmu::{IrqCfg, State};
 use smmuv3::regs::{irq_cfg0, CR0, GERROR, IRQ_CFG0, IRQ_CTRL};
-use smmuv3::{Event, PriEntry, PriResponse, EVENTQ_ENTRY_BYTES, PRIQ_ENTRY_BYTES};
+use smmuv3::{Event, PriEntry, EVENTQ_ENTRY_BYTES, PRIQ_ENTRY_BYTES};
 use tock_registers::fields::Field;
 
 /// Which interrupt source is signalled.
@@ -95,6 +95,11 @@ impl State {
         };
         let prod = q.prod_ptr(max);
         let cons = q.cons_ptr(max);
+        // §8.1: an active PRI queue overflow (OVFLG != OVACKFLG) inhibits
+        // every write until software acknowledges it, even with room.
+        if pri && prod.overflow() != cons.overflow() {
+            return Push::Full;
+        }
         if prod.is_full(cons) {
             // Overflow: the record is lost. OVFLG toggles only if software
             // has acknowledged the previous overflow (CONS.OVACKFLG ==
@@ -151,7 +156,39 @@ impl State {
         }
     }
 
-    /// Hands a page request to the PRI queue.
+    /// True if a record can be written to the event queue now (enabled,
+    /// not full, no EVENTQ_ABT_ERR).
+    fn eventq_writable(&self) -> bool {
+        let max = self.cfg.eventqs;
+        self.cr0_has(CR0::EVTQEN)
+            && !self.gerror_active(GERROR::EVENTQ_ABT_ERR)
+            && !self.eventq.prod_ptr(max).is_full(self.eventq.cons_ptr(max))
+    }
+
+    /// Records the event of a stalled transaction: written now if the queue
+    /// is writable, otherwise held (in order) until it is (§7.2: stall
+    /// records are never discarded and never cause an overflow).
+    pub(crate) fn record_stall_event(&mut self, ev: &Event) {
+        self.pending_stall_records.push_back(*ev);
+        self.flush_stall_records();
+    }
+
+    /// Writes held stall records while the event queue is writable.
+    pub(crate) fn flush_stall_records(&mut self) {
+        while !self.pending_stall_records.is_empty() && self.eventq_writable() {
+            let Some(ev) = self.pending_stall_records.pop_front() else {
+                return;
+            };
+            if !self.record_event(&ev) {
+                // A write abort loses it (§7.2.2); the transaction stays
+                // stalled until RESUME / STALL_TERM.
+                return;
+            }
+        }
+    }
+
+    /// Hands a page request to the PRI queue, answering it automatically
+    /// where §8.1–8.2 say the SMMU does.
     pub(crate) fn page_request(&mut self, req: &PriEntry) -> PriOutcome {
         use zerocopy::IntoBytes;
         if !self.cfg.pri {
@@ -162,30 +199,99 @@ impl State {
             ssid: req.substream(),
             prgi: req.prgi(),
         };
-        // Only a Last request that is not a stop marker expects a response.
-        let wants_response = req.last() && !req.is_stop_marker();
-        let outcome = match self.push(true, req.as_bytes()) {
+        self.seen_sids.insert(group.sid);
+        if let Some(ss) = group.ssid {
+            self.seen_ssids.insert((group.sid, ss));
+        }
+        let stop = req.is_stop_marker();
+        // §8.2: with PRIQEN effectively 0 (SMMUEN = 0 implies it) or
+        // PRIQ_ABT_ERR active nothing is written, and every page request
+        // (not a stop marker) gets ResponseFailure without a PASID.
+        let enabled = self.cr0_has(CR0::PRIQEN) && self.cr0_has(CR0::SMMUEN);
+        let blocked = if !enabled {
+            Some(AutoPriReason::QueueDisabled)
+        } else if self.gerror_active(GERROR::PRIQ_ABT_ERR) {
+            Some(AutoPriReason::QueueAbort)
+        } else {
+            None
+        };
+        if let Some(reason) = blocked {
+            self.pri_lost += 1;
+            if !stop {
+                self.auto_respond(group, ResponseCode::ResponseFailure, None, reason);
+            }
+            return PriOutcome::Discarded;
+        }
+        match self.push(true, req.as_bytes()) {
             Push::Written => {
-                if wants_response {
+                // Only a Last request that is not a stop marker expects a
+                // response.
+                if req.last() && !stop {
                     *self.pri_pending.entry(group).or_insert(0) += 1;
                 }
-                return PriOutcome::Queued;
+                PriOutcome::Queued
             }
-            Push::Full => (PriOutcome::Overflow, AutoPriReason::Overflow),
-            Push::Disabled => (PriOutcome::Discarded, AutoPriReason::QueueDisabled),
-            Push::Abort => (PriOutcome::Discarded, AutoPriReason::QueueAbort),
-        };
-        self.pri_lost += 1;
-        // The device must not wait forever for a group whose Last the SMMU
-        // dropped: the SMMU answers it itself (Success, so the device
-        // retries its translation and, if still unmapped, asks again).
-        if wants_response {
-            self.auto_pri.push(AutoPriResponse {
-                group,
-                resp: PriResponse::Success,
-                reason: outcome.1,
-            });
+            Push::Full => {
+                self.pri_lost += 1;
+                // §8.1: a discarded Last gets an automatic response so the
+                // device does not wait forever; Last = 0 and stop markers
+                // are dropped silently.
+                if req.last() && !stop {
+                    let (code, pasid) = self.overflow_response(group);
+                    self.auto_respond(group, code, pasid, AutoPriReason::Overflow);
+                }
+                PriOutcome::Overflow
+            }
+            Push::Disabled | Push::Abort => {
+                // A synchronous external abort on the write: ResponseFailure
+                // for this request (§8.2).
+                self.pri_lost += 1;
+                if !stop {
+                    self.auto_respond(
+                        group,
+                        ResponseCode::ResponseFailure,
+                        None,
+                        AutoPriReason::QueueAbort,
+                    );
+                }
+                PriOutcome::Discarded
+            }
         }
-        outcome.0
+    }
+
+    /// The code and PASID of an automatic response to a Last discarded by
+    /// overflow (§8.1; this SMMU has IDR3.PPS = 0): Success without a PASID
+    /// for a request without one; with a PASID, STE.PPAR decides whether
+    /// the response carries it, and an STE that cannot be checked (SMMUEN
+    /// = 0, StreamID out of range, fetch abort, ILLEGAL) gives
+    /// ResponseFailure without a PASID.
+    fn overflow_response(&mut self, g: PriGroup) -> (ResponseCode, Option<u32>) {
+        let Some(ssid) = g.ssid else {
+            return (ResponseCode::Success, None);
+        };
+        match self.ste_for_check(g.sid) {
+            Some(ste) => (ResponseCode::Success, ste.ppar().then_some(ssid)),
+            None => (ResponseCode::ResponseFailure, None),
+        }
+    }
+
+    fn auto_respond(
+        &mut self,
+        group: PriGroup,
+        code: ResponseCode,
+        pasid: Option<u32>,
+        reason: AutoPriReason,
+    ) {
+        self.auto_pri.push(AutoPriResponse {
+            group,
+            resp: code.pri_response(),
+            reason,
+        });
+        self.device_responses.push(DeviceResponse {
+            group,
+            code,
+            pasid,
+            auto: Some(reason),
+        });
     }
 }

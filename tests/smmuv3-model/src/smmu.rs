@@ -6,16 +6,19 @@
 //! it. Commands run synchronously when CMDQ_PROD is written (as on QEMU).
 
 use crate::config::SmmuConfig;
+use crate::log::DeviceResponse;
 use crate::log::{AutoPriResponse, LoggedCommand, PriGroup};
 use crate::mem::PhysMem;
 use crate::tlb::Tlb;
+use crate::tlb::WalkCache;
 use crate::xlate::StalledTxn;
+use smmuv3::regs::IRQ_CFG0;
 use smmuv3::regs::{
     self, offset, queue_base_addr, queue_base_log2size, strtab_base_addr, CR0, EVENTQ_CONS,
     EVENTQ_PROD, GBPA, GERROR, IRQ_CTRL, PRIQ_CONS,
 };
-use smmuv3::{Cd, CommandKind, Mmio, QueuePtr, Ste};
-use std::collections::{BTreeMap, HashMap};
+use smmuv3::{Cd, CommandKind, Event, L1CdDesc, L1StreamDesc, Mmio, QueuePtr, Ste};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 /// Interrupt lines as edge-triggered pending flags: set by the model,
@@ -62,6 +65,9 @@ pub enum AccessErrorKind {
     /// A write the architecture only allows while the relevant enable is
     /// clear (e.g. STRTAB_BASE with SMMUEN = 1, CMDQ_BASE with CMDQEN = 1).
     WhileEnabled,
+    /// A write while the register's previous update is still in progress
+    /// (GBPA with UPDATE = 1): ignored.
+    Busy,
 }
 
 /// Base and pointers of one queue, as the registers hold them.
@@ -117,11 +123,23 @@ pub(crate) struct State {
     pub eventq: Queue,
     pub priq: Queue,
 
-    /// Configuration cache: STEs by StreamID (valid ones only).
+    /// Configuration cache: STEs by StreamID (valid ones only, unless
+    /// eager caching is on: then whatever was fetched).
     pub ste_cache: HashMap<u32, Ste>,
     /// Configuration cache: CDs by (StreamID, SubstreamID).
     pub cd_cache: HashMap<(u32, u32), Cd>,
+    /// Eager caching: L1STDs by level 1 index.
+    pub l1std_cache: HashMap<u64, L1StreamDesc>,
+    /// Eager caching: L1CDs by (StreamID, level 1 index).
+    pub l1cd_cache: HashMap<(u32, u64), L1CdDesc>,
+    /// StreamIDs and (StreamID, SubstreamID) pairs transactions or page
+    /// requests have used: what speculative fetches aim at (beside random
+    /// entries).
+    pub seen_sids: BTreeSet<u32>,
+    pub seen_ssids: BTreeSet<(u32, u32)>,
     pub tlb: Tlb,
+    /// Walk caches (table descriptors of both stages), when enabled.
+    pub walk: WalkCache,
     /// CFGI/TLBI consumed but not yet completed by a CMD_SYNC.
     pub deferred: Vec<CommandKind>,
 
@@ -144,6 +162,25 @@ pub(crate) struct State {
     pub events_recorded: u64,
     pub events_lost: u64,
     pub pri_lost: u64,
+
+    /// Every PRG response a device received (commanded or automatic).
+    pub device_responses: Vec<DeviceResponse>,
+    /// Stall fault records waiting for the event queue to become writable
+    /// (stall records are never discarded, §7.2).
+    pub pending_stall_records: VecDeque<Event>,
+
+    /// The model's random state (strict modes).
+    pub rng: u64,
+    /// GBPA update in progress: reads or steps left, and the value it
+    /// installs.
+    pub gbpa_update: Option<(u32, u32)>,
+    /// GBPA writes ignored because UPDATE was still 1.
+    pub gbpa_writes_ignored: u64,
+    /// Throttled command queue: the CMD_SYNC at this CONS waits this many
+    /// more steps.
+    pub sync_wait: Option<(u32, u32)>,
+    /// Steps taken ([`Smmu::step`]).
+    pub steps: u64,
 }
 
 /// GBPA's reset value: bypass, shareability "use incoming".
@@ -151,8 +188,21 @@ const GBPA_RESET: u32 = 0x1000;
 
 impl State {
     fn new(mem: PhysMem, cfg: SmmuConfig) -> Self {
-        Self {
+        let mut st = Self {
             tlb: Tlb::new(cfg.tlb_capacity),
+            walk: WalkCache::new(cfg.tlb_capacity),
+            l1std_cache: HashMap::new(),
+            l1cd_cache: HashMap::new(),
+            seen_sids: BTreeSet::new(),
+            seen_ssids: BTreeSet::new(),
+            device_responses: Vec::new(),
+            pending_stall_records: VecDeque::new(),
+            // splitmix64 state; never 0 so different seeds stay apart.
+            rng: cfg.seed ^ 0x9e37_79b9_7f4a_7c15,
+            gbpa_update: None,
+            gbpa_writes_ignored: 0,
+            sync_wait: None,
+            steps: 0,
             mem,
             cfg,
             cr0: 0,
@@ -187,6 +237,75 @@ impl State {
             events_recorded: 0,
             events_lost: 0,
             pri_lost: 0,
+        };
+        if st.cfg.unknown_reset {
+            // §6.3: the MSI configuration registers reset to UNKNOWN values.
+            for i in 0..3 {
+                let cfg = IrqCfg {
+                    cfg0: st.rand() & (IRQ_CFG0::ADDR.mask << IRQ_CFG0::ADDR.shift),
+                    cfg1: st.rand() as u32,
+                    cfg2: st.rand() as u32 & 0xff,
+                };
+                match i {
+                    0 => st.gerror_irq = cfg,
+                    1 => st.eventq_irq = cfg,
+                    _ => st.priq_irq = cfg,
+                }
+            }
+        }
+        st
+    }
+
+    /// The next seeded random number (splitmix64).
+    pub fn rand(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A seeded number in `0..n` (0 if `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.rand() % n
+        }
+    }
+
+    /// True with probability `num / den`.
+    pub fn chance(&mut self, num: u64, den: u64) -> bool {
+        self.below(den) < num
+    }
+
+    /// One step of the SMMU's own progress (between task steps in the
+    /// harness): a pending GBPA update advances, a throttled command queue
+    /// consumes a few commands, eager caching prefetches and evicts, and
+    /// held stall records are written if the event queue has room.
+    pub fn step(&mut self) {
+        self.steps += 1;
+        self.advance_gbpa();
+        if let Some(t) = self.cfg.cmdq_throttle {
+            let n = 1 + self.below(t.max_per_step as u64) as u32;
+            self.consume_cmdq(Some(n));
+        }
+        if self.cfg.eager_config_cache {
+            for _ in 0..4 {
+                self.speculate();
+            }
+        }
+        self.flush_stall_records();
+    }
+
+    fn advance_gbpa(&mut self) {
+        if let Some((left, v)) = self.gbpa_update {
+            if left <= 1 {
+                self.gbpa = v;
+                self.gbpa_update = None;
+            } else {
+                self.gbpa_update = Some((left - 1, v));
+            }
         }
     }
 
@@ -250,7 +369,16 @@ impl State {
             offset::CR1 => self.cr1,
             offset::CR2 => self.cr2,
             offset::STATUSR => 0,
-            offset::GBPA => self.gbpa,
+            offset::GBPA => match self.gbpa_update {
+                Some(_) => {
+                    // Still updating: the old value with UPDATE = 1; each
+                    // read (a poll) brings completion closer.
+                    let v = self.gbpa | GBPA::UPDATE::SET.value;
+                    self.advance_gbpa();
+                    v
+                }
+                None => self.gbpa,
+            },
             offset::AGBPA => 0,
             offset::IRQ_CTRL | offset::IRQ_CTRLACK => self.irq_ctrl,
             offset::GERROR => self.gerror,
@@ -347,9 +475,21 @@ impl State {
             offset::CR1 => self.cr1 = v,
             offset::CR2 => self.cr2 = v,
             offset::GBPA => {
-                // Takes effect only with UPDATE; UPDATE then reads 0 at once.
-                if GBPA::UPDATE.read(v) != 0 {
-                    self.gbpa = v & !GBPA::UPDATE::SET.value;
+                if self.gbpa_update.is_some() {
+                    // A write while UPDATE = 1 is ignored (SMMUv3.2+; on
+                    // v3.1 it is CONSTRAINED UNPREDICTABLE).
+                    self.gbpa_writes_ignored += 1;
+                    self.access_error(off, 4, true, AccessErrorKind::Busy);
+                } else if GBPA::UPDATE.read(v) != 0 {
+                    // Takes effect only with UPDATE; UPDATE then reads 0 at
+                    // once, or after a few reads/steps (unknown_reset).
+                    let v = v & !GBPA::UPDATE::SET.value;
+                    if self.cfg.unknown_reset {
+                        let left = 1 + self.below(4) as u32;
+                        self.gbpa_update = Some((left, v));
+                    } else {
+                        self.gbpa = v;
+                    }
                 }
             }
             offset::IRQ_CTRL => {
@@ -410,7 +550,9 @@ impl State {
             // CONS is stored as written (index, wrap, OVACKFLG); the
             // current LOG2SIZE is applied when the queue is used.
             offset::EVENTQ_CONS => {
-                self.eventq.cons = v & (EVENTQ_CONS::RD.mask | EVENTQ_CONS::OVACKFLG::SET.value)
+                self.eventq.cons = v & (EVENTQ_CONS::RD.mask | EVENTQ_CONS::OVACKFLG::SET.value);
+                // Room for held stall records?
+                self.flush_stall_records();
             }
             offset::PRIQ_CONS => {
                 self.priq.cons = v & (PRIQ_CONS::RD.mask | PRIQ_CONS::OVACKFLG::SET.value)
@@ -534,6 +676,51 @@ impl Smmu {
     /// Invalidations consumed but waiting for a CMD_SYNC.
     pub fn deferred_invalidations(&self) -> usize {
         self.lock().deferred.len()
+    }
+
+    /// One step of the SMMU's own progress, for a harness to call between
+    /// task steps: a throttled command queue consumes a few commands
+    /// (`cmdq_throttle`), a GBPA update advances (`unknown_reset`), eager
+    /// caching prefetches and evicts (`eager_config_cache`), and held stall
+    /// records go to the event queue if it has room. Without strict modes
+    /// it only does the last.
+    pub fn step(&self) {
+        self.lock().step()
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.lock().steps
+    }
+
+    /// Tells the model that the driver's 64-bit store at `pa` (to its table
+    /// memory) just completed. With `eager_config_cache` the SMMU may
+    /// re-fetch the STE or CD holding `pa` now, caching it half-written if
+    /// the update is not complete: a harness that also issues DMA here
+    /// checks "break-before-make" at every store.
+    pub fn store_boundary(&self, pa: u64) {
+        self.lock().store_boundary(pa)
+    }
+
+    /// True if the configuration cache holds an L1STD for level 1 index
+    /// `index` (eager caching only).
+    pub fn l1std_cached(&self, index: u64) -> bool {
+        self.lock().l1std_cache.contains_key(&index)
+    }
+
+    /// Number of walk-cache entries (table descriptors of both stages).
+    pub fn walk_cache_len(&self) -> usize {
+        self.lock().walk.len()
+    }
+
+    /// GBPA writes ignored because an update was in progress.
+    pub fn gbpa_writes_ignored(&self) -> u64 {
+        self.lock().gbpa_writes_ignored
+    }
+
+    /// Stall fault records waiting for room in the event queue.
+    pub fn pending_stall_records(&self) -> usize {
+        self.lock().pending_stall_records.len()
     }
 }
 

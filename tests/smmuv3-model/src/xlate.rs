@@ -6,7 +6,7 @@
 use crate::config::StallModel;
 use crate::device::{Access, DmaError};
 use crate::smmu::State;
-use crate::tlb::{Regime, S1Perm, S2Perm, TlbEntry};
+use crate::tlb::{Regime, S1Perm, S2Perm, TlbEntry, WalkEntry, WalkKey};
 use smmuv3::pgtable::{
     level_index, level_shift, s1_start_level, s2_concatenated_tables, s2_start_level, start_index,
     S1Desc, S2Desc, LAST_LEVEL,
@@ -89,6 +89,7 @@ struct S2Ctx {
     oa_bits: u32,
     affd: bool,
     ptw: bool,
+    vmid: u16,
 }
 
 /// Stage 1 parameters from a CD.
@@ -132,6 +133,16 @@ impl State {
         access: Access,
     ) -> Result<u64, DmaError> {
         let mut pol = Policy::default();
+        self.seen_sids.insert(sid);
+        if let Some(ss) = ssid {
+            self.seen_ssids.insert((sid, ss));
+        }
+        if self.cfg.eager_config_cache {
+            // The SMMU may fetch or drop anything reachable at any time;
+            // doing some of it right before a transaction makes the races
+            // a driver must close (missing CFGI) likely to show.
+            self.speculate();
+        }
         match self.translate_inner(sid, ssid, iova, access, &mut pol) {
             Ok(pa) => Ok(pa),
             Err(Stop::Abort) => Err(DmaError::Aborted),
@@ -185,24 +196,19 @@ impl State {
         if stall {
             let stag = self.alloc_stag(sid);
             ev.set_stall(true).set_stag(stag);
-            if self.record_event(&ev) {
-                self.stalls.insert(
-                    (sid, stag),
-                    StalledTxn {
-                        sid,
-                        ssid,
-                        iova,
-                        access: a,
-                    },
-                );
-                return DmaError::Stalled { stag };
-            }
-            // A stall that software cannot see would never be resumed:
-            // terminate instead.
-            return DmaError::Fault {
-                id: f.id,
-                recorded: false,
-            };
+            // The transaction stays stalled whether or not its record fits
+            // in the event queue now: stall records wait for room (§7.2).
+            self.stalls.insert(
+                (sid, stag),
+                StalledTxn {
+                    sid,
+                    ssid,
+                    iova,
+                    access: a,
+                },
+            );
+            self.record_stall_event(&ev);
+            return DmaError::Stalled { stag };
         }
         let recorded = record && self.record_event(&ev);
         DmaError::Fault { id: f.id, recorded }
@@ -349,7 +355,8 @@ impl State {
         // Walk.
         let entry = match (&s1, &s2) {
             (Some(ctx), s2) => {
-                let leaf = self.walk_s1(ctx, s2.as_ref(), iova, a)?;
+                let wkey = WalkKey::S1 { regime, asid };
+                let leaf = self.walk_s1(ctx, s2.as_ref(), iova, a, wkey)?;
                 let ipa = leaf.out_base | (iova & ((1u64 << leaf.size_log2) - 1));
                 let (pa, size_log2, s2perm) = match s2 {
                     Some(s2) => {
@@ -369,6 +376,7 @@ impl State {
                     ipa_base: ipa & !mask,
                     s1: Some(leaf.perm),
                     s2: s2perm,
+                    s2_device: false,
                 }
             }
             (None, Some(s2)) => {
@@ -383,6 +391,7 @@ impl State {
                     ipa_base: iova & !mask,
                     s1: None,
                     s2: Some(l2.perm),
+                    s2_device: false,
                 }
             }
             // S1DSS = bypass on a stage-1-only stream.
@@ -402,6 +411,7 @@ impl State {
             oa_bits: addr_bits(ste.s2ps(), self.cfg.oas),
             affd: ste.s2affd(),
             ptw: ste.s2ptw(),
+            vmid: ste.s2vmid() & self.cfg.vmid_mask(),
         }
     }
 
@@ -410,28 +420,99 @@ impl State {
 
     /// The STE for `sid`, from the configuration cache or memory.
     fn get_ste(&mut self, sid: u32) -> Result<Ste, Stop> {
-        if let Some(ste) = self.ste_cache.get(&sid) {
-            return Ok(*ste);
+        let bad_ste = Stop::Config {
+            id: EventId::CBadSte,
+            fetch: None,
+        };
+        if let Some(ste) = self.ste_cache.get(&sid).copied() {
+            // Only eager caching puts invalid entries here.
+            return if self.ste_is_legal(&ste) {
+                Ok(ste)
+            } else {
+                Err(bad_ste)
+            };
         }
         let addr = self.ste_addr(sid)?;
         let ste: Ste = self.mem.read_obj(addr).map_err(|_| Stop::Config {
             id: EventId::FSteFetch,
             fetch: Some(addr),
         })?;
-        if !self.ste_is_legal(&ste) {
-            // Invalid or illegal entries are not cached: the next
-            // transaction fetches again.
-            return Err(Stop::Config {
-                id: EventId::CBadSte,
-                fetch: None,
-            });
+        let legal = self.ste_is_legal(&ste);
+        // An implementation may cache what it fetched, valid or not
+        // (§3.21.3); the lenient model caches valid entries only.
+        if legal || self.cfg.eager_config_cache {
+            self.ste_cache.insert(sid, ste);
         }
-        self.ste_cache.insert(sid, ste);
-        Ok(ste)
+        if legal {
+            Ok(ste)
+        } else {
+            Err(bad_ste)
+        }
+    }
+
+    /// The STE for `sid` from the cache, or fetched (and cached as
+    /// [`State::get_ste`] would), valid or not; `None` if unreachable or
+    /// the fetch failed. Records nothing.
+    pub(crate) fn get_ste_any(&mut self, sid: u32) -> Option<Ste> {
+        if let Some(s) = self.ste_cache.get(&sid) {
+            return Some(*s);
+        }
+        let addr = self.ste_addr(sid).ok()?;
+        let ste: Ste = self.mem.read_obj(addr).ok()?;
+        if self.cfg.eager_config_cache || self.ste_is_legal(&ste) {
+            self.ste_cache.insert(sid, ste);
+        }
+        Some(ste)
+    }
+
+    /// Where the STE of `sid` is (through the L1STD), recording nothing.
+    pub(crate) fn ste_addr_quiet(&mut self, sid: u32) -> Option<u64> {
+        self.ste_addr(sid).ok()
+    }
+
+    /// The CD (`sid`, `ssid`) of a valid stage-1 STE through the cache,
+    /// fetched and cached if absent; records nothing.
+    pub(crate) fn get_cd_quiet(&mut self, sid: u32, ssid: u32, ste: &Ste) -> Option<Cd> {
+        let s2 = ste
+            .config()
+            .ok()
+            .filter(|c| c.s2_enabled())
+            .map(|_| self.s2_ctx(ste));
+        self.get_cd(sid, ssid, ste, s2.as_ref()).ok()
+    }
+
+    /// The STE the SMMU would use for `sid` if it is valid and legal,
+    /// without recording anything (STE.PPAR checks, CMD_STALL_TERM).
+    pub(crate) fn ste_for_check(&mut self, sid: u32) -> Option<Ste> {
+        if !self.cr0_has(CR0::SMMUEN) {
+            return None;
+        }
+        self.get_ste(sid).ok()
+    }
+
+    /// True if every new transaction of `sid` terminates without stalling:
+    /// the STE the SMMU uses is Config = abort, or invalid/ILLEGAL (or the
+    /// StreamID is out of range), or the SMMU is off with GBPA.ABORT.
+    pub(crate) fn ste_terminates_all(&mut self, sid: u32) -> bool {
+        if !self.cr0_has(CR0::SMMUEN) {
+            return GBPA::ABORT.read(self.gbpa) != 0;
+        }
+        match self.get_ste(sid) {
+            Ok(ste) => ste.config() == Ok(StreamConfig::Abort),
+            Err(Stop::Config { id, .. }) => id != EventId::FSteFetch,
+            Err(_) => true,
+        }
+    }
+
+    /// STRTAB_BASE_CFG.SPLIT as used for 2-level tables.
+    pub(crate) fn strtab_split(&self) -> u32 {
+        let cfg = self.strtab_base_cfg;
+        let log2size = STRTAB_BASE_CFG::LOG2SIZE.read(cfg).min(self.cfg.sidsize);
+        STRTAB_BASE_CFG::SPLIT.read(cfg).min(log2size)
     }
 
     /// Address of the STE for `sid` (walking the level 1 table if 2-level).
-    fn ste_addr(&self, sid: u32) -> Result<u64, Stop> {
+    fn ste_addr(&mut self, sid: u32) -> Result<u64, Stop> {
         // An invalid StreamID is recorded only with CR2.RECINVSID.
         let bad_sid = if CR2::RECINVSID.read(self.cr2) != 0 {
             Stop::Config {
@@ -456,11 +537,22 @@ impl State {
             return Err(bad_sid);
         }
         let split = STRTAB_BASE_CFG::SPLIT.read(cfg).min(log2size);
-        let l1_addr = base + (sid as u64 >> split) * L1StreamDesc::BYTES as u64;
-        let l1: L1StreamDesc = self.mem.read_obj(l1_addr).map_err(|_| Stop::Config {
-            id: EventId::FSteFetch,
-            fetch: Some(l1_addr),
-        })?;
+        let l1_index = sid as u64 >> split;
+        let l1_addr = base + l1_index * L1StreamDesc::BYTES as u64;
+        let l1: L1StreamDesc = match self.l1std_cache.get(&l1_index) {
+            Some(l1) => *l1,
+            None => {
+                let l1: L1StreamDesc = self.mem.read_obj(l1_addr).map_err(|_| Stop::Config {
+                    id: EventId::FSteFetch,
+                    fetch: Some(l1_addr),
+                })?;
+                // Only eager caching keeps L1STDs (valid or not).
+                if self.cfg.eager_config_cache {
+                    self.l1std_cache.insert(l1_index, l1);
+                }
+                l1
+            }
+        };
         let l2_index = sid as u64 & ((1u64 << split) - 1);
         if l1.span() as u32 > split + 1 || l2_index >= l1.num_stes() as u64 {
             return Err(bad_sid);
@@ -469,7 +561,7 @@ impl State {
     }
 
     /// STE checks that make an entry C_BAD_STE.
-    fn ste_is_legal(&self, ste: &Ste) -> bool {
+    pub(crate) fn ste_is_legal(&self, ste: &Ste) -> bool {
         if !ste.v() {
             return false;
         }
@@ -547,8 +639,17 @@ impl State {
 
     /// The CD (`sid`, `ssid`) from the configuration cache or memory.
     fn get_cd(&mut self, sid: u32, ssid: u32, ste: &Ste, s2: Option<&S2Ctx>) -> Result<Cd, Stop> {
-        if let Some(cd) = self.cd_cache.get(&(sid, ssid)) {
-            return Ok(*cd);
+        let bad_cd = Stop::Config {
+            id: EventId::CBadCd,
+            fetch: None,
+        };
+        if let Some(cd) = self.cd_cache.get(&(sid, ssid)).copied() {
+            // Only eager caching puts invalid entries here.
+            return if self.cd_is_legal(&cd) {
+                Ok(cd)
+            } else {
+                Err(bad_cd)
+            };
         }
         let base = ste.s1_context_ptr();
         let cd_addr = if ste.s1cdmax() == 0 {
@@ -557,8 +658,18 @@ impl State {
             match ste.s1fmt().ok().and_then(S1Fmt::leaf_bits) {
                 None => base + ssid as u64 * Cd::BYTES as u64,
                 Some(leaf_bits) => {
-                    let l1_addr = base + (ssid as u64 >> leaf_bits) * L1CdDesc::BYTES as u64;
-                    let l1: L1CdDesc = self.read_cfg(l1_addr, s2)?;
+                    let l1_index = ssid as u64 >> leaf_bits;
+                    let l1_addr = base + l1_index * L1CdDesc::BYTES as u64;
+                    let l1: L1CdDesc = match self.l1cd_cache.get(&(sid, l1_index)) {
+                        Some(l1) => *l1,
+                        None => {
+                            let l1: L1CdDesc = self.read_cfg(l1_addr, s2)?;
+                            if self.cfg.eager_config_cache {
+                                self.l1cd_cache.insert((sid, l1_index), l1);
+                            }
+                            l1
+                        }
+                    };
                     if !l1.v() {
                         return Err(Stop::Config {
                             id: EventId::CBadSubstreamId,
@@ -571,14 +682,15 @@ impl State {
             }
         };
         let cd: Cd = self.read_cfg(cd_addr, s2)?;
-        if !self.cd_is_legal(&cd) {
-            return Err(Stop::Config {
-                id: EventId::CBadCd,
-                fetch: None,
-            });
+        let legal = self.cd_is_legal(&cd);
+        if legal || self.cfg.eager_config_cache {
+            self.cd_cache.insert((sid, ssid), cd);
         }
-        self.cd_cache.insert((sid, ssid), cd);
-        Ok(cd)
+        if legal {
+            Ok(cd)
+        } else {
+            Err(bad_cd)
+        }
     }
 
     /// CD checks that make an entry C_BAD_CD. The model walks AArch64
@@ -609,6 +721,7 @@ impl State {
         s2: Option<&S2Ctx>,
         va: u64,
         a: Access,
+        wkey: WalkKey,
     ) -> Result<S1Leaf, Stop> {
         let cd = &ctx.cd;
         let translation = || Stop::Fault(Fault::s1(EventId::FTranslation, EventClass::In));
@@ -635,6 +748,15 @@ impl State {
         let mut first = true;
         // Hierarchical attributes collected from table descriptors.
         let (mut no_el0, mut ro, mut uxn_t, mut pxn_t) = (false, false, false, false);
+        let walk_cache = self.cfg.walk_cache;
+        if walk_cache {
+            if let Some(e) = self.walk.lookup(wkey, va) {
+                level = e.level + 1;
+                table = e.table;
+                first = false;
+                (no_el0, ro, uxn_t, pxn_t) = e.attrs;
+            }
+        }
         loop {
             let idx = if first {
                 start_index(va, level, ia_bits)
@@ -670,6 +792,17 @@ impl State {
                 table = d.table_addr();
                 if oa_limit(table) {
                     return Err(Stop::Fault(Fault::s1(EventId::FAddrSize, EventClass::Ttd)));
+                }
+                if walk_cache {
+                    let size_log2 = level_shift(level);
+                    self.walk.insert(WalkEntry {
+                        key: wkey,
+                        level,
+                        in_base: va & !((1u64 << size_log2) - 1),
+                        size_log2,
+                        table,
+                        attrs: (no_el0, ro, uxn_t, pxn_t),
+                    });
                 }
                 level += 1;
                 continue;
@@ -728,6 +861,34 @@ impl State {
         let mut level = s2.start_level;
         let mut table = s2.ttb;
         let mut first = true;
+        let walk_cache = self.cfg.walk_cache;
+        let wkey = WalkKey::S2 { vmid: s2.vmid };
+        if walk_cache {
+            // Stage 2 translations of CD and stage 1 descriptor fetches are
+            // TLB entries like any other (§3.21.1).
+            if class != EventClass::In {
+                if let Some(e) = self.tlb.lookup(Regime::S2 { vmid: s2.vmid }, None, ipa) {
+                    let perm = e.s2.unwrap_or(S2Perm {
+                        read: false,
+                        write: false,
+                        xn: true,
+                    });
+                    if !perm.allows(a) || (s2.ptw && e.s2_device) {
+                        return Err(fault(EventId::FPermission));
+                    }
+                    return Ok(S2Leaf {
+                        out_base: e.out_base,
+                        size_log2: e.size_log2,
+                        perm,
+                    });
+                }
+            }
+            if let Some(e) = self.walk.lookup(wkey, ipa) {
+                level = e.level + 1;
+                table = e.table;
+                first = false;
+            }
+        }
         loop {
             let idx = if first {
                 start_index(ipa, level, s2.ia_bits)
@@ -750,6 +911,17 @@ impl State {
                 table = d.table_addr();
                 if oa_limit(table) {
                     return Err(fault(EventId::FAddrSize));
+                }
+                if walk_cache {
+                    let size_log2 = level_shift(level);
+                    self.walk.insert(WalkEntry {
+                        key: wkey,
+                        level,
+                        in_base: ipa & !((1u64 << size_log2) - 1),
+                        size_log2,
+                        table,
+                        attrs: (false, false, false, false),
+                    });
                 }
                 level += 1;
                 continue;
@@ -775,12 +947,28 @@ impl State {
             }
             // S2PTW: stage 1 walks (and CD fetches) must not touch Device
             // memory (MemAttr[3:2] = 0b00).
-            if s2.ptw && class != EventClass::In && d.memattr() >> 2 == 0 {
+            let device = d.memattr() >> 2 == 0;
+            if s2.ptw && class != EventClass::In && device {
                 return Err(fault(EventId::FPermission));
+            }
+            let size_log2 = level_shift(level);
+            if walk_cache && class != EventClass::In {
+                let mask = (1u64 << size_log2) - 1;
+                self.tlb.insert(TlbEntry {
+                    regime: Regime::S2 { vmid: s2.vmid },
+                    asid: None,
+                    in_base: ipa & !mask,
+                    size_log2,
+                    out_base,
+                    ipa_base: ipa & !mask,
+                    s1: None,
+                    s2: Some(perm),
+                    s2_device: device,
+                });
             }
             return Ok(S2Leaf {
                 out_base,
-                size_log2: level_shift(level),
+                size_log2,
                 perm,
             });
         }

@@ -8,11 +8,11 @@ use smmuv3::pgtable::{S1Ap, S2Ap, S2Desc};
 use smmuv3::regs::{self, CR0, GBPA, GERROR};
 use smmuv3::{
     CmdqError, Command, CommandKind, EventClass, EventId, L1CdDesc, Mmio, MmioExt, PriResponse,
-    QueuePtr, ResumeAction, S1Dss, S1Fmt, StreamConfig, SyncCs,
+    QueuePtr, ResumeAction, S1Dss, S1Fmt, Ste, StreamConfig, SyncCs,
 };
 use smmuv3_model::{
     Access, AccessErrorKind, AutoPriReason, CmdOutcome, DmaError, PhysMem, PriGroup, PriOutcome,
-    Smmu, SmmuConfig, StallModel, StallOutcome, StallState,
+    ResponseCode, Smmu, SmmuConfig, StallModel, StallOutcome, StallState,
 };
 
 const SID: u32 = 0x10;
@@ -953,19 +953,34 @@ fn pri_queue_overflow() {
             prgi: 1
         }]
     );
-    // Drain without acknowledging: a new overflow does not toggle again.
+    // Drain without acknowledging: the overflow stays active, and an active
+    // overflow inhibits every write even with room (§8.1); it does not
+    // toggle again.
     assert_eq!(r.pri_entries_no_ack().len(), 2);
-    d.page_request(SID, None, 5, 0, true, false, false);
-    d.page_request(SID, None, 5, 0, true, false, false);
     assert_eq!(
         d.page_request(SID, None, 5, 0, true, false, false),
         PriOutcome::Overflow
     );
+    assert_eq!(
+        d.page_request(SID, None, 5, 0, true, false, true),
+        PriOutcome::Overflow
+    );
     assert!(QueuePtr::from_raw(1, r.smmu.read32(regs::PRIQ_PROD.offset())).overflow());
-    // Acknowledge (CONS.OVACKFLG = PROD.OVFLG): the next overflow toggles.
-    assert_eq!(r.pri_entries().len(), 2);
-    d.page_request(SID, None, 6, 0, true, false, false);
-    d.page_request(SID, None, 6, 0, true, false, false);
+    // The discarded Last without a PASID was answered Success, no PASID.
+    let last = *r.smmu.device_group_responses(SID, 5).last().unwrap();
+    assert_eq!(last.code, ResponseCode::Success);
+    assert_eq!(last.pasid, None);
+    // Acknowledge (CONS.OVACKFLG = PROD.OVFLG): nothing was written while
+    // the overflow was active; writes resume and the next overflow toggles.
+    assert!(r.pri_entries().is_empty());
+    assert_eq!(
+        d.page_request(SID, None, 6, 0, true, false, false),
+        PriOutcome::Queued
+    );
+    assert_eq!(
+        d.page_request(SID, None, 6, 0, true, false, false),
+        PriOutcome::Queued
+    );
     assert_eq!(
         d.page_request(SID, None, 6, 0, true, false, false),
         PriOutcome::Overflow
@@ -1062,6 +1077,26 @@ fn stall_resume_and_terminate() {
             ResumeAction::Abort
         )))
     );
+    // STALL_TERM while the STE still translates: UNPREDICTABLE (§4.7.2);
+    // the model terminates nothing and flags it.
+    r.cmds(&[Command::stall_term(SID), Command::sync(SyncCs::None)]);
+    assert_eq!(r.dev.stall_state(SID, b), Some(StallState::Pending));
+    assert_eq!(
+        r.smmu
+            .commands_where(|k| matches!(k, CommandKind::StallTerm { .. }))
+            .last()
+            .map(|c| c.outcome),
+        Some(CmdOutcome::Unpredictable)
+    );
+    // Abort STE written but not yet invalidated: the SMMU still uses the
+    // old one, so it is still too early.
+    let mut abort = Ste::zeroed();
+    abort.set_config(StreamConfig::Abort).set_v(true);
+    r.write_ste(SID, &abort);
+    r.cmds(&[Command::stall_term(SID), Command::sync(SyncCs::None)]);
+    assert_eq!(r.dev.stall_state(SID, b), Some(StallState::Pending));
+    // After CFGI_STE + SYNC it terminates them.
+    r.cmds(&[Command::cfgi_ste(SID, true), Command::sync(SyncCs::None)]);
     r.cmds(&[Command::stall_term(SID), Command::sync(SyncCs::None)]);
     assert_eq!(
         r.dev.stall_state(SID, b),

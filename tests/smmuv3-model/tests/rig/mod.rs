@@ -180,6 +180,23 @@ impl Rig {
             self.prod = self.prod.advance(1);
         }
         self.smmu.write32(regs::CMDQ_PROD.offset(), self.prod.raw());
+        // A throttled SMMU consumes only when stepped: wait like a driver.
+        if self.smmu.config().cmdq_throttle.is_some() {
+            self.wait_cmdq();
+        }
+    }
+
+    /// Steps the SMMU until CMDQ_CONS reaches PROD (or it stops on an
+    /// error); panics after 10 000 steps.
+    pub fn wait_cmdq(&mut self) {
+        for _ in 0..10_000 {
+            let cons = self.cmdq_cons();
+            if cons & 0x00ff_ffff == self.prod.raw() || cons >> 24 != 0 {
+                return;
+            }
+            self.smmu.step();
+        }
+        panic!("command queue never drained");
     }
 
     pub fn cmd(&mut self, c: Command) {
