@@ -174,16 +174,27 @@ impl Rig {
 
     /// Queues commands and rings CMDQ_PROD once.
     pub fn cmds(&mut self, cmds: &[Command]) {
+        self.cmds_nowait(cmds);
+        // A throttled SMMU consumes only when stepped: wait like a driver.
+        if self.smmu.config().cmdq_throttle.is_some() {
+            self.wait_cmdq();
+        }
+    }
+
+    /// Queues `cmds` and rings the doorbell without waiting for them (and
+    /// without checking for space: a careless driver).
+    pub fn cmds_nowait(&mut self, cmds: &[Command]) {
         for c in cmds {
             let pa = self.cmdq + self.prod.entry_offset(CMDQ_ENTRY_BYTES) as u64;
             self.mem.write_obj(pa, c).unwrap();
             self.prod = self.prod.advance(1);
         }
         self.smmu.write32(regs::CMDQ_PROD.offset(), self.prod.raw());
-        // A throttled SMMU consumes only when stepped: wait like a driver.
-        if self.smmu.config().cmdq_throttle.is_some() {
-            self.wait_cmdq();
-        }
+    }
+
+    /// The driver's CMDQ_PROD.
+    pub fn cmdq_prod(&self) -> QueuePtr {
+        self.prod
     }
 
     /// Steps the SMMU until CMDQ_CONS reaches PROD (or it stops on an
