@@ -165,7 +165,13 @@ pub struct Bus {
     sids: Arc<Vec<u32>>,
     completion: Arc<AtomicU8>,
     state: Arc<Mutex<BusState>>,
+    store_hook: Arc<Mutex<Option<StoreHook>>>,
 }
+
+/// Called after each 64-bit store of the driver to its table memory while
+/// the SMMU is enabled, inside the driver's step: (bus, PA, value). A test
+/// issues device DMA here to check an update at every store boundary.
+pub type StoreHook = Arc<dyn Fn(&Bus, u64, u64) + Send + Sync>;
 
 impl Bus {
     fn new(cfg: SmmuConfig, sids: Vec<u32>) -> Self {
@@ -176,7 +182,13 @@ impl Bus {
             sids: Arc::new(sids),
             completion: Arc::new(AtomicU8::new(0)),
             state: Arc::new(Mutex::new(BusState::default())),
+            store_hook: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Installs (or with `None` removes) the [`StoreHook`].
+    pub fn set_store_hook(&self, hook: Option<StoreHook>) {
+        *self.store_hook.lock().unwrap_or_else(|e| e.into_inner()) = hook;
     }
 
     fn lock(&self) -> MutexGuard<'_, BusState> {
@@ -282,6 +294,21 @@ impl Bus {
         if CR0::SMMUEN.read(self.smmu.read32(offset::CR0ACK)) == 0 {
             return;
         }
+        self.record_ste_store(pa, value);
+        // The SMMU may fetch (and cache) the entry being written now
+        // (eager caching), then a test's device may issue DMA here.
+        self.smmu.store_boundary(pa);
+        let hook = self
+            .store_hook
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(h) = hook {
+            h(self, pa, value);
+        }
+    }
+
+    fn record_ste_store(&self, pa: u64, value: u64) {
         let key = (
             smmuv3::regs::strtab_base_addr(self.smmu.read64(offset::STRTAB_BASE)),
             self.smmu.read32(offset::STRTAB_BASE_CFG),
@@ -321,6 +348,10 @@ impl Bus {
                 self.collect_commands();
             }
         }
+        // The SMMU's own progress (strict modes: throttled command queue,
+        // GBPA update, prefetches and evictions).
+        self.smmu.step();
+        self.collect_commands();
         let lines = self.smmu.take_irqs();
         let mut out = Vec::new();
         for (on, intid) in [
@@ -977,6 +1008,7 @@ pub fn describe_command(c: &LoggedCommand) -> String {
         CmdOutcome::Done => {}
         CmdOutcome::Illegal => s.push_str(": illegal, CMDQ_ERR"),
         CmdOutcome::NoMatch => s.push_str(": matched nothing"),
+        CmdOutcome::Unpredictable => s.push_str(": UNPREDICTABLE here, no effect"),
     }
     s
 }
@@ -1149,10 +1181,23 @@ struct VmDef {
     entry: VmEntry,
 }
 
+/// The strict model configuration the rig uses by default: every strict
+/// mode of [`SmmuConfig::strict`] (eager configuration caching, throttled
+/// command consumption with slow CMD_SYNCs, walk caches, UNKNOWN reset
+/// values and a slow GBPA.UPDATE), and a command queue of at most 16
+/// entries (IDR1.CMDQS = 4) so that batches fill and wrap it.
+pub fn strict_config(cfg: &SmmuConfig) -> SmmuConfig {
+    let mut c = cfg.clone().strict(cfg.seed);
+    c.cmdqs = c.cmdqs.min(4);
+    c
+}
+
 /// Builds a harness machine: the real supervisor, (a pasid-alloc
 /// stand-in,) the real iommu-server task on the SMMU model, and VM tasks.
 pub struct IommuRig {
     cfg: SmmuConfig,
+    strict: bool,
+    small_cmdq: bool,
     vms: Vec<VmDef>,
     pasids: Option<Vec<u32>>,
     max_pasid_bits: u8,
@@ -1165,6 +1210,8 @@ impl IommuRig {
     pub fn new(cfg: SmmuConfig) -> Self {
         IommuRig {
             cfg,
+            strict: true,
+            small_cmdq: true,
             vms: Vec::new(),
             pasids: None,
             max_pasid_bits: 20,
@@ -1224,6 +1271,26 @@ impl IommuRig {
         self
     }
 
+    /// The model's strict modes ([`strict_config`]), on by default: the
+    /// driver must be right against what the architecture allows, not
+    /// against what a lenient model happens to do. `false` runs the model
+    /// exactly as configured.
+    pub fn strict(mut self, on: bool) -> Self {
+        assert!(self.bus.is_none(), "IommuRig: choose before taking the bus");
+        self.strict = on;
+        self
+    }
+
+    /// With the strict modes, cap the command queue at 16 entries (the
+    /// default) so that batches fill and wrap it; `false` keeps the
+    /// configured IDR1.CMDQS (for tests of the driver's batch shape on a
+    /// large queue).
+    pub fn small_cmdq(mut self, on: bool) -> Self {
+        assert!(self.bus.is_none(), "IommuRig: choose before taking the bus");
+        self.small_cmdq = on;
+        self
+    }
+
     /// How commands complete from boot on.
     pub fn completion(mut self, c: Completion) -> Self {
         self.completion = c;
@@ -1235,7 +1302,16 @@ impl IommuRig {
     pub fn bus(&mut self) -> Bus {
         if self.bus.is_none() {
             let sids = self.vms.iter().flat_map(|v| v.sids.clone()).collect();
-            self.bus = Some(Bus::new(self.cfg.clone(), sids));
+            let cfg = if self.strict {
+                let mut c = strict_config(&self.cfg);
+                if !self.small_cmdq {
+                    c.cmdqs = self.cfg.cmdqs;
+                }
+                c
+            } else {
+                self.cfg.clone()
+            };
+            self.bus = Some(Bus::new(cfg, sids));
         }
         self.bus.clone().unwrap_or_else(|| unreachable!())
     }
@@ -1258,6 +1334,10 @@ impl IommuRig {
     /// any other.
     pub fn harness(mut self, seed: u64) -> Harness {
         let bus = self.bus();
+        if self.strict {
+            // The model's choices follow the run's seed.
+            bus.smmu.reseed(seed);
+        }
         bus.set_completion(self.completion);
         let first_vm = self.first_vm();
         let iommu_index = first_vm - 1;

@@ -155,35 +155,38 @@ fn smmu_page(_k: usize, i: u64) -> u64 {
 fn harness_iommu_unmap_invalidates_in_one_batch_with_one_sync() {
     let steps = Steps::new();
     let s = steps.clone();
-    let mut rig = IommuRig::new(SmmuConfig::new()).vm("vm", 3, &[SID_A], move |vm: Vm| {
-        let (c, b) = (&vm.iommu, &vm.bus);
-        let d = c.create_s2_domain(false).unwrap_or(DomainId(0));
-        let _ = c.attach(StreamId(SID_A), d);
-        s.record(b, "map 64", || {
-            c.map(d, IOVA, vm.ram.page(0), 64 * 0x1000, rw())
+    let mut rig = IommuRig::new(SmmuConfig::new())
+        // One batch of 64 needs a queue of more than 64 entries.
+        .small_cmdq(false)
+        .vm("vm", 3, &[SID_A], move |vm: Vm| {
+            let (c, b) = (&vm.iommu, &vm.bus);
+            let d = c.create_s2_domain(false).unwrap_or(DomainId(0));
+            let _ = c.attach(StreamId(SID_A), d);
+            s.record(b, "map 64", || {
+                c.map(d, IOVA, vm.ram.page(0), 64 * 0x1000, rw())
+            });
+            s.record(b, "dma 63", || {
+                vm.dma.write(SID_A, None, IOVA + 63 * 0x1000, b"x")
+            });
+            s.record(b, "unmap 64", || c.unmap(d, IOVA, 64 * 0x1000));
+            s.record(b, "dma after", || {
+                vm.dma.write(SID_A, None, IOVA + 63 * 0x1000, b"x")
+            });
+            s.record(b, "unmap nothing", || c.unmap(d, IOVA, 0x1000));
+            s.record(b, "map 65", || {
+                c.map(d, IOVA, vm.ram.page(0), 65 * 0x1000, rw())
+            });
+            s.record(b, "unmap 65", || c.unmap(d, IOVA, 65 * 0x1000));
+            // Deferred: nothing issued; the device keeps its cached
+            // translation until the flush.
+            s.record(b, "map 1", || c.map(d, IOVA, vm.ram.page(7), 0x1000, rw()));
+            s.record(b, "dma warm", || vm.dma.write(SID_A, None, IOVA, b"w"));
+            s.record(b, "unmap deferred", || c.unmap_deferred(d, IOVA, 0x1000));
+            s.record(b, "dma stale", || vm.dma.write(SID_A, None, IOVA, b"s"));
+            s.record(b, "flush", || c.flush(d));
+            s.record(b, "dma flushed", || vm.dma.write(SID_A, None, IOVA, b"f"));
+            sys_shutdown(0);
         });
-        s.record(b, "dma 63", || {
-            vm.dma.write(SID_A, None, IOVA + 63 * 0x1000, b"x")
-        });
-        s.record(b, "unmap 64", || c.unmap(d, IOVA, 64 * 0x1000));
-        s.record(b, "dma after", || {
-            vm.dma.write(SID_A, None, IOVA + 63 * 0x1000, b"x")
-        });
-        s.record(b, "unmap nothing", || c.unmap(d, IOVA, 0x1000));
-        s.record(b, "map 65", || {
-            c.map(d, IOVA, vm.ram.page(0), 65 * 0x1000, rw())
-        });
-        s.record(b, "unmap 65", || c.unmap(d, IOVA, 65 * 0x1000));
-        // Deferred: nothing issued; the device keeps its cached
-        // translation until the flush.
-        s.record(b, "map 1", || c.map(d, IOVA, vm.ram.page(7), 0x1000, rw()));
-        s.record(b, "dma warm", || vm.dma.write(SID_A, None, IOVA, b"w"));
-        s.record(b, "unmap deferred", || c.unmap_deferred(d, IOVA, 0x1000));
-        s.record(b, "dma stale", || vm.dma.write(SID_A, None, IOVA, b"s"));
-        s.record(b, "flush", || c.flush(d));
-        s.record(b, "dma flushed", || vm.dma.write(SID_A, None, IOVA, b"f"));
-        sys_shutdown(0);
-    });
     let bus = rig.bus();
     rig.harness(3).run().expect_shutdown(0);
     let vmid = bus.ste(SID_A).unwrap().s2vmid();
@@ -444,48 +447,49 @@ fn harness_iommu_break_before_make_window_terminates_never_bypasses() {
 fn harness_iommu_guest_invalidation_batch_one_sync_vmid_forced() {
     let steps = Steps::new();
     let s = steps.clone();
-    let mut rig =
-        IommuRig::new(SmmuConfig::new())
-            .max_pasid_bits(0)
-            .vm("vm", 3, &[SID_A], move |vm: Vm| {
-                let (c, b) = (&vm.iommu, &vm.bus);
-                let d = c.create_s2_domain(false).unwrap_or(DomainId(0));
-                let _ = c.map(d, guest_ipa(0), vm.ram.pa, 0x4_0000, rw());
-                let _ = c.attach(StreamId(SID_A), d);
-                vm.ram.stage1(10, GUEST_VA, guest_ipa(20), guest_ipa);
-                let pasid0 = PasidHandle {
-                    pasid: Pasid(0),
-                    generation: PasidGen(0),
-                };
-                s.record(b, "bind", || {
-                    c.bind(StreamId(SID_A), pasid0, guest_cd(guest_ipa(10), 7), false)
-                });
-                s.record(b, "dma", || vm.dma.write(SID_A, None, GUEST_VA, b"a"));
-                let pte = vm.ram.page(12) + ((GUEST_VA >> 12) & 511) * 8;
-                let desc = S1Desc::page(guest_ipa(21), S1Ap::RwAny, 0).raw();
-                vm.ram.write(pte, &desc.to_le_bytes());
-                s.record(b, "dma stale", || vm.dma.write(SID_A, None, GUEST_VA, b"b"));
-                // 64 commands (the lease's maximum) naming VMID 0x55: the
-                // server forces the domain's VMID into every one.
-                let batch: Vec<_> = (0..64u64)
-                    .map(|k| guest_cmd(Command::tlbi_nh_va(0x55, 7, GUEST_VA + k * 0x1000, true)))
-                    .collect();
-                s.record(b, "invalidate 64", || c.invalidate(d, &batch));
-                s.record(b, "dma fresh", || vm.dma.write(SID_A, None, GUEST_VA, b"c"));
-                let mixed = [
-                    guest_cmd(Command::cfgi_cd(SID_A, 0, true)),
-                    guest_cmd(Command::tlbi_nh_asid(0, 7)),
-                    guest_cmd(Command::cfgi_cd(SID_B, 0, true)),
-                    guest_cmd(Command::tlbi_nh_asid(0, 8)),
-                ];
-                s.record(b, "invalidate foreign sid", || c.invalidate(d, &mixed));
-                let ste_cmd = [guest_cmd(Command::cfgi_ste(SID_A, true))];
-                s.record(b, "invalidate cfgi_ste", || c.invalidate(d, &ste_cmd));
-                s.record(b, "invalidate other domain", || {
-                    c.invalidate(DomainId(0x1ff), &mixed[..1])
-                });
-                sys_shutdown(0);
+    let mut rig = IommuRig::new(SmmuConfig::new())
+        // One batch of 64 needs a queue of more than 64 entries.
+        .small_cmdq(false)
+        .max_pasid_bits(0)
+        .vm("vm", 3, &[SID_A], move |vm: Vm| {
+            let (c, b) = (&vm.iommu, &vm.bus);
+            let d = c.create_s2_domain(false).unwrap_or(DomainId(0));
+            let _ = c.map(d, guest_ipa(0), vm.ram.pa, 0x4_0000, rw());
+            let _ = c.attach(StreamId(SID_A), d);
+            vm.ram.stage1(10, GUEST_VA, guest_ipa(20), guest_ipa);
+            let pasid0 = PasidHandle {
+                pasid: Pasid(0),
+                generation: PasidGen(0),
+            };
+            s.record(b, "bind", || {
+                c.bind(StreamId(SID_A), pasid0, guest_cd(guest_ipa(10), 7), false)
             });
+            s.record(b, "dma", || vm.dma.write(SID_A, None, GUEST_VA, b"a"));
+            let pte = vm.ram.page(12) + ((GUEST_VA >> 12) & 511) * 8;
+            let desc = S1Desc::page(guest_ipa(21), S1Ap::RwAny, 0).raw();
+            vm.ram.write(pte, &desc.to_le_bytes());
+            s.record(b, "dma stale", || vm.dma.write(SID_A, None, GUEST_VA, b"b"));
+            // 64 commands (the lease's maximum) naming VMID 0x55: the
+            // server forces the domain's VMID into every one.
+            let batch: Vec<_> = (0..64u64)
+                .map(|k| guest_cmd(Command::tlbi_nh_va(0x55, 7, GUEST_VA + k * 0x1000, true)))
+                .collect();
+            s.record(b, "invalidate 64", || c.invalidate(d, &batch));
+            s.record(b, "dma fresh", || vm.dma.write(SID_A, None, GUEST_VA, b"c"));
+            let mixed = [
+                guest_cmd(Command::cfgi_cd(SID_A, 0, true)),
+                guest_cmd(Command::tlbi_nh_asid(0, 7)),
+                guest_cmd(Command::cfgi_cd(SID_B, 0, true)),
+                guest_cmd(Command::tlbi_nh_asid(0, 8)),
+            ];
+            s.record(b, "invalidate foreign sid", || c.invalidate(d, &mixed));
+            let ste_cmd = [guest_cmd(Command::cfgi_ste(SID_A, true))];
+            s.record(b, "invalidate cfgi_ste", || c.invalidate(d, &ste_cmd));
+            s.record(b, "invalidate other domain", || {
+                c.invalidate(DomainId(0x1ff), &mixed[..1])
+            });
+            sys_shutdown(0);
+        });
     let bus = rig.bus();
     rig.harness(2).run().expect_shutdown(0);
     let vmid = bus.ste(SID_A).unwrap().s2vmid();

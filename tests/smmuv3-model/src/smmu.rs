@@ -125,13 +125,15 @@ pub(crate) struct State {
 
     /// Configuration cache: STEs by StreamID (valid ones only, unless
     /// eager caching is on: then whatever was fetched).
-    pub ste_cache: HashMap<u32, Ste>,
+    pub ste_cache: BTreeMap<u32, Ste>,
     /// Configuration cache: CDs by (StreamID, SubstreamID).
-    pub cd_cache: HashMap<(u32, u32), Cd>,
+    pub cd_cache: BTreeMap<(u32, u32), Cd>,
+    /// (Ordered maps: the model's seeded choices among entries must not
+    /// depend on hash order, so a seed reproduces a run.)
     /// Eager caching: L1STDs by level 1 index.
-    pub l1std_cache: HashMap<u64, L1StreamDesc>,
+    pub l1std_cache: BTreeMap<u64, L1StreamDesc>,
     /// Eager caching: L1CDs by (StreamID, level 1 index).
-    pub l1cd_cache: HashMap<(u32, u64), L1CdDesc>,
+    pub l1cd_cache: BTreeMap<(u32, u64), L1CdDesc>,
     /// StreamIDs and (StreamID, SubstreamID) pairs transactions or page
     /// requests have used: what speculative fetches aim at (beside random
     /// entries).
@@ -191,8 +193,8 @@ impl State {
         let mut st = Self {
             tlb: Tlb::new(cfg.tlb_capacity),
             walk: WalkCache::new(cfg.tlb_capacity),
-            l1std_cache: HashMap::new(),
-            l1cd_cache: HashMap::new(),
+            l1std_cache: BTreeMap::new(),
+            l1cd_cache: BTreeMap::new(),
             seen_sids: BTreeSet::new(),
             seen_ssids: BTreeSet::new(),
             device_responses: Vec::new(),
@@ -220,8 +222,8 @@ impl State {
             cmdq: Queue::default(),
             eventq: Queue::default(),
             priq: Queue::default(),
-            ste_cache: HashMap::new(),
-            cd_cache: HashMap::new(),
+            ste_cache: BTreeMap::new(),
+            cd_cache: BTreeMap::new(),
             deferred: Vec::new(),
             stalls: BTreeMap::new(),
             stall_outcomes: HashMap::new(),
@@ -238,22 +240,28 @@ impl State {
             events_lost: 0,
             pri_lost: 0,
         };
-        if st.cfg.unknown_reset {
-            // §6.3: the MSI configuration registers reset to UNKNOWN values.
-            for i in 0..3 {
-                let cfg = IrqCfg {
-                    cfg0: st.rand() & (IRQ_CFG0::ADDR.mask << IRQ_CFG0::ADDR.shift),
-                    cfg1: st.rand() as u32,
-                    cfg2: st.rand() as u32 & 0xff,
-                };
-                match i {
-                    0 => st.gerror_irq = cfg,
-                    1 => st.eventq_irq = cfg,
-                    _ => st.priq_irq = cfg,
-                }
+        st.draw_unknown_reset();
+        st
+    }
+
+    /// §6.3: with `unknown_reset`, the MSI configuration registers reset to
+    /// UNKNOWN values, drawn from the seed.
+    fn draw_unknown_reset(&mut self) {
+        if !self.cfg.unknown_reset {
+            return;
+        }
+        for i in 0..3 {
+            let cfg = IrqCfg {
+                cfg0: self.rand() & (IRQ_CFG0::ADDR.mask << IRQ_CFG0::ADDR.shift),
+                cfg1: self.rand() as u32,
+                cfg2: self.rand() as u32 & 0xff,
+            };
+            match i {
+                0 => self.gerror_irq = cfg,
+                1 => self.eventq_irq = cfg,
+                _ => self.priq_irq = cfg,
             }
         }
-        st
     }
 
     /// The next seeded random number (splitmix64).
@@ -686,6 +694,16 @@ impl Smmu {
     /// it only does the last.
     pub fn step(&self) {
         self.lock().step()
+    }
+
+    /// Re-seeds the strict modes (and re-draws the UNKNOWN reset values),
+    /// for a harness that learns its seed after building the SMMU. Call it
+    /// before the driver touches the SMMU.
+    pub fn reseed(&self, seed: u64) {
+        let mut st = self.lock();
+        st.cfg.seed = seed;
+        st.rng = seed ^ 0x9e37_79b9_7f4a_7c15;
+        st.draw_unknown_reset();
     }
 
     /// Steps taken so far.
