@@ -80,7 +80,10 @@ fn harness_iommu_strict_store_boundaries_never_bypass() {
             ("dma 3", ok(3)),
             ("dma 4", ok(4)),
             ("dma 2:3", ok(3)),
-            ("dma detached", format!("{:?}", Err::<u64, _>(DmaError::Aborted))),
+            (
+                "dma detached",
+                format!("{:?}", Err::<u64, _>(DmaError::Aborted)),
+            ),
         ] {
             assert_eq!(steps.get(label).result, want, "{label}, seed {seed}");
         }

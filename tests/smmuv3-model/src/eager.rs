@@ -101,7 +101,7 @@ impl State {
         if !self.ste_is_legal(&ste) || !ste.config().is_ok_and(|c| c.s1_enabled()) {
             return;
         }
-        let max = ste.s1cdmax() as u32;
+        let max = self.s1cdmax(&ste) as u32;
         if (max == 0 && ssid != 0) || (max > 0 && ssid >> max != 0) {
             return;
         }
@@ -153,7 +153,7 @@ impl State {
             return None;
         }
         let base = ste.s1_context_ptr();
-        if ste.s1cdmax() == 0 {
+        if self.s1cdmax(ste) == 0 {
             return (ssid == 0).then_some(base);
         }
         match ste.s1fmt().ok().and_then(S1Fmt::leaf_bits) {

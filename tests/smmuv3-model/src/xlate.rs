@@ -267,7 +267,7 @@ impl State {
 
         // Which CD (if any) stage 1 uses.
         let cd_key: Option<u32> = if config.s1_enabled() {
-            let max = ste.s1cdmax() as u32;
+            let max = self.s1cdmax(&ste) as u32;
             match ssid {
                 None if max == 0 => Some(0),
                 None => match ste.s1dss() {
@@ -560,6 +560,16 @@ impl State {
         Ok(l1.l2ptr() + l2_index * Ste::BYTES as u64)
     }
 
+    /// STE.S1CDMax as the SMMU uses it: IGNORED (one CD) when
+    /// IDR1.SSIDSIZE = 0 (IHI 0070 §5.2).
+    pub(crate) fn s1cdmax(&self, ste: &Ste) -> u8 {
+        if self.cfg.ssidsize == 0 {
+            0
+        } else {
+            ste.s1cdmax()
+        }
+    }
+
     /// STE checks that make an entry C_BAD_STE.
     pub(crate) fn ste_is_legal(&self, ste: &Ste) -> bool {
         if !ste.v() {
@@ -570,10 +580,10 @@ impl State {
         };
         let c = &self.cfg;
         if config.s1_enabled() {
-            if !c.s1p || ste.s1cdmax() as u32 > c.ssidsize {
+            if !c.s1p || self.s1cdmax(ste) as u32 > c.ssidsize {
                 return false;
             }
-            if ste.s1cdmax() > 0 {
+            if self.s1cdmax(ste) > 0 {
                 match ste.s1fmt() {
                     Ok(S1Fmt::Linear) => {}
                     Ok(S1Fmt::TwoLevel4K) | Ok(S1Fmt::TwoLevel64K) if c.two_level_cd => {}
@@ -588,7 +598,8 @@ impl State {
                 Ok(Strw::El2) | Ok(Strw::El2E2h) if c.hyp => {}
                 _ => return false,
             }
-            if ste.s1stalld() && c.stall_model == StallModel::StallForced {
+            // SteIllegal(): S1STALLD = 1 needs STALL_MODEL = 0b00.
+            if ste.s1stalld() && c.stall_model != StallModel::StallAndTerminate {
                 return false;
             }
         }
@@ -652,7 +663,7 @@ impl State {
             };
         }
         let base = ste.s1_context_ptr();
-        let cd_addr = if ste.s1cdmax() == 0 {
+        let cd_addr = if self.s1cdmax(ste) == 0 {
             base
         } else {
             match ste.s1fmt().ok().and_then(S1Fmt::leaf_bits) {

@@ -1252,3 +1252,47 @@ fn concurrent_dma_and_commands() {
     t.join().unwrap();
     let _ = Access::READ;
 }
+
+#[test]
+fn s1cdmax_ignored_without_substreams_and_s1stalld_needs_stall_and_terminate() {
+    // IDR1.SSIDSIZE = 0: STE.S1CDMax is IGNORED, S1ContextPtr is one CD.
+    let mut r = Rig::new(SmmuConfig::new().ssidsize(0));
+    let root = r.table();
+    r.s1_map(root, 0x10_0000, page(0), S1Ap::RwAny);
+    let cd_pa = r.alloc(64);
+    r.write_cd(cd_pa, &Rig::cd(root, 1));
+    let mut ste = Rig::s1_ste(cd_pa);
+    ste.set_s1cdmax(1);
+    r.install_ste(SID, &ste);
+    assert_eq!(r.dev.dma_read(SID, None, 0x10_0000, 4), Ok(page(0)));
+    // SteIllegal(): S1STALLD = 1 unless STALL_MODEL = 0b00.
+    for (model, legal) in [
+        (StallModel::StallAndTerminate, true),
+        (StallModel::TerminateOnly, false),
+        (StallModel::StallForced, false),
+    ] {
+        let mut r = Rig::new(SmmuConfig::new().stall_model(model));
+        let root = r.table();
+        r.s1_map(root, 0x10_0000, page(0), S1Ap::RwAny);
+        let cd_pa = r.alloc(64);
+        r.write_cd(cd_pa, &Rig::cd(root, 1));
+        let mut ste = Rig::s1_ste(cd_pa);
+        ste.set_s1stalld(true);
+        r.install_ste(SID, &ste);
+        let got = r.dev.dma_read(SID, None, 0x10_0000, 4);
+        if legal {
+            assert_eq!(got, Ok(page(0)));
+        } else {
+            assert!(
+                matches!(
+                    got,
+                    Err(DmaError::Fault {
+                        id: EventId::CBadSte,
+                        ..
+                    })
+                ),
+                "{model:?}: {got:?}"
+            );
+        }
+    }
+}
