@@ -203,7 +203,9 @@ impl State {
         if let Some(ss) = group.ssid {
             self.seen_ssids.insert((group.sid, ss));
         }
-        let stop = req.is_stop_marker();
+        // A stop marker carries a PASID; without one, the same bits
+        // (Last, no read, no write) are an ordinary page request (§8).
+        let stop = req.ssv() && req.is_stop_marker();
         // §8.2: with PRIQEN effectively 0 (SMMUEN = 0 implies it) or
         // PRIQ_ABT_ERR active nothing is written, and every page request
         // (not a stop marker) gets ResponseFailure without a PASID.
