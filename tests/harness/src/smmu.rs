@@ -9,6 +9,15 @@
 //!   with [`Completion::BetweenSteps`] the SMMU only consumes them between
 //!   task steps, so the driver's bounded wait really sleeps on its cmd-sync
 //!   interrupt and timer, which QEMU never makes it do.
+//! - **Strict model.** [`IommuRig`] runs the model with every strict mode
+//!   on by default ([`strict_config`]: eager configuration caching, a
+//!   throttled 16-entry command queue with slow CMD_SYNCs, walk caches,
+//!   UNKNOWN reset values, slow GBPA.UPDATE), seeded by the run; the SMMU
+//!   takes a step of its own between task steps (`Smmu::step`, from the
+//!   irq source hook), and every store of the driver to its tables while
+//!   the SMMU is enabled is a point where the SMMU may fetch the entry
+//!   (`Smmu::store_boundary`) and a test may issue DMA
+//!   ([`Bus::set_store_hook`]).
 //! - **DMA memory.** The server's `smmu-tables` region and every VM's
 //!   `guest-ram` are ranges of the model's [`PhysMem`] at fixed physical
 //!   addresses ([`TABLES_PA`], [`ram_pa`]), declared with

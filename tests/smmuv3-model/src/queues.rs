@@ -20,10 +20,12 @@ pub(crate) enum IrqSource {
 pub enum PriOutcome {
     /// Written to the PRI queue.
     Queued,
-    /// Discarded because the queue was full: PRIQ_PROD.OVFLG toggled (if it
-    /// was acknowledged), and a Last request was answered automatically.
+    /// Discarded because the queue was full or an overflow was still
+    /// active (OVFLG != OVACKFLG): PRIQ_PROD.OVFLG toggled (if it was
+    /// acknowledged), and a Last request was answered automatically.
     Overflow,
-    /// Discarded because CR0.PRIQEN = 0 (or the queue memory is unbacked).
+    /// Discarded because CR0.PRIQEN = 0, PRIQ_ABT_ERR was active or the
+    /// queue memory is unbacked; answered ResponseFailure.
     Discarded,
     /// The SMMU has no PRI support (IDR0.PRI = 0).
     Unsupported,

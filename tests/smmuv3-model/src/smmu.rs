@@ -3,7 +3,8 @@
 //! All state lives behind one mutex, so the model is `Send + Sync` and every
 //! register access, command batch, DMA and page request is atomic with
 //! respect to the others, which is how the synchronous IPC harness drives
-//! it. Commands run synchronously when CMDQ_PROD is written (as on QEMU).
+//! it. Commands run synchronously when CMDQ_PROD is written (as on QEMU),
+//! or, with `cmdq_throttle`, a few at a time in [`Smmu::step`].
 
 use crate::config::SmmuConfig;
 use crate::log::DeviceResponse;
