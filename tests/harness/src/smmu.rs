@@ -185,8 +185,11 @@ pub type StoreHook = Arc<dyn Fn(&Bus, u64, u64) + Send + Sync>;
 impl Bus {
     fn new(cfg: SmmuConfig, sids: Vec<u32>) -> Self {
         let mem = PhysMem::new();
+        let smmu = Arc::new(Smmu::new(mem.clone(), cfg));
+        // Speculative fetches (strict modes) aim at the board's streams.
+        smmu.note_streams(&sids);
         Bus {
-            smmu: Arc::new(Smmu::new(mem.clone(), cfg)),
+            smmu,
             mem,
             sids: Arc::new(sids),
             completion: Arc::new(AtomicU8::new(0)),

@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 use userlib::sys_shutdown;
 
 const SEEDS: u64 = 8;
+
+/// A DMA issued at a store boundary: the StreamID and what it got.
+type Probe = (u32, Result<u64, DmaError>);
 const SID_A2: u32 = 0x11;
 
 fn page(i: u64) -> u64 {
@@ -64,7 +67,7 @@ fn harness_iommu_strict_store_boundaries_never_bypass() {
                 sys_shutdown(0);
             });
         let bus = rig.bus();
-        let probes: Arc<Mutex<Vec<(u32, Result<u64, DmaError>)>>> = Arc::default();
+        let probes: Arc<Mutex<Vec<Probe>>> = Arc::default();
         let p = probes.clone();
         bus.set_store_hook(Some(Arc::new(move |bus: &Bus, _pa, _v| {
             let dev = bus.device();

@@ -707,6 +707,13 @@ impl Smmu {
         st.draw_unknown_reset();
     }
 
+    /// StreamIDs the system has devices on (a harness knows its stream
+    /// map): eager caching aims its speculative fetches at them (and at
+    /// streams transactions used) from the start.
+    pub fn note_streams(&self, sids: &[u32]) {
+        self.lock().seen_sids.extend(sids.iter().copied());
+    }
+
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
         self.lock().steps
