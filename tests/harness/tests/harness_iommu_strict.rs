@@ -188,3 +188,67 @@ fn harness_iommu_strict_msi_capable_smmu_sends_no_garbage_msis() {
         assert_eq!(bus.smmu.msi_writes(), [], "seed {seed}");
     }
 }
+
+/// A device that tries its PASIDs before they are bound makes the SMMU
+/// fetch (and, eagerly, cache) the empty CD slots: each bind must
+/// invalidate the CD it fills (CFGI_CD), or the device keeps getting
+/// C_BAD_CD after the bind returned.
+#[test]
+fn harness_iommu_strict_pasid_tried_before_bind_works_after_bind() {
+    use harness::smmu::{guest_cd, guest_ipa, GUEST_VA};
+    const PASIDS: [u32; 4] = [1, 2, 3, 70];
+    for seed in 0..SEEDS {
+        let steps = Steps::new();
+        let s = steps.clone();
+        let mut rig = IommuRig::new(SmmuConfig::new())
+            .pasid_alloc(&PASIDS)
+            .max_pasid_bits(20)
+            .vm("vm", 3, &[SID_A], move |vm: Vm| {
+                let (c, b) = (&vm.iommu, &vm.bus);
+                let Some(pasids) = vm.pasids.as_ref() else {
+                    panic!("no pasid-alloc")
+                };
+                let d = c.create_s2_domain(false).unwrap_or(DomainId(0));
+                let _ = c.map(d, guest_ipa(0), vm.ram.pa, vm.ram.size as u64, rw());
+                let _ = c.attach(StreamId(SID_A), d);
+                for k in 0..PASIDS.len() as u64 {
+                    let Ok(h) = pasids.alloc() else { break };
+                    vm.ram
+                        .stage1(10 + 3 * k, GUEST_VA, guest_ipa(100 + k), guest_ipa);
+                    let p = h.pasid.0;
+                    s.record(b, &format!("before {p}"), || {
+                        vm.dma.probe(SID_A, Some(p), GUEST_VA)
+                    });
+                    s.record(b, &format!("bind {p}"), || {
+                        c.bind(
+                            StreamId(SID_A),
+                            h,
+                            guest_cd(guest_ipa(10 + 3 * k), 10 + k as u16),
+                            false,
+                        )
+                    });
+                    s.record(b, &format!("after {p}"), || {
+                        vm.dma.probe(SID_A, Some(p), GUEST_VA)
+                    });
+                }
+                sys_shutdown(0);
+            });
+        rig.harness(seed).run().expect_shutdown(0);
+        for (k, p) in PASIDS.iter().enumerate() {
+            assert!(
+                steps.get(&format!("before {p}")).result.starts_with("Err"),
+                "seed {seed}"
+            );
+            assert_eq!(
+                steps.get(&format!("bind {p}")).result,
+                "Ok(1)",
+                "seed {seed}"
+            );
+            assert_eq!(
+                steps.get(&format!("after {p}")).result,
+                format!("{:?}", Ok::<u64, DmaError>(page(100 + k as u64))),
+                "seed {seed}, pasid {p}"
+            );
+        }
+    }
+}
