@@ -16,7 +16,8 @@ use userlib::sys_shutdown;
 
 const SEEDS: u64 = 8;
 
-/// A DMA issued at a store boundary: the StreamID and what it got.
+/// A DMA issued at a store boundary: the StreamID (or PASID index) and
+/// what it got.
 type Probe = (u32, Result<u64, DmaError>);
 const SID_A2: u32 = 0x11;
 
@@ -233,7 +234,28 @@ fn harness_iommu_strict_pasid_tried_before_bind_works_after_bind() {
                 }
                 sys_shutdown(0);
             });
+        // At every store of the driver (CDs, L1CDs, the STE), each PASID
+        // reaches its own page or nothing.
+        let bus = rig.bus();
+        let probes: Arc<Mutex<Vec<Probe>>> = Arc::default();
+        let pr = probes.clone();
+        bus.set_store_hook(Some(Arc::new(move |bus: &Bus, _pa, _v| {
+            let dev = bus.device();
+            for (k, p) in PASIDS.iter().enumerate() {
+                pr.lock()
+                    .unwrap()
+                    .push((k as u32, dev.probe(SID_A, Some(*p), GUEST_VA)));
+            }
+        })));
         rig.harness(seed).run().expect_shutdown(0);
+        let probes = probes.lock().unwrap().clone();
+        assert!(probes.iter().any(|(_, r)| r.is_ok()), "seed {seed}");
+        for (k, got) in probes {
+            if let Ok(pa) = got {
+                let k = k as usize;
+                assert_eq!(pa, page(100 + k as u64), "seed {seed}: PASID {}", PASIDS[k]);
+            }
+        }
         for (k, p) in PASIDS.iter().enumerate() {
             assert!(
                 steps.get(&format!("before {p}")).result.starts_with("Err"),
