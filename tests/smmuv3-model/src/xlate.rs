@@ -498,7 +498,7 @@ impl State {
             return GBPA::ABORT.read(self.gbpa) != 0;
         }
         match self.get_ste(sid) {
-            Ok(ste) => ste.config() == Ok(StreamConfig::Abort),
+            Ok(ste) => matches!(ste.config(), Ok(StreamConfig::Abort) | Err(_)),
             Err(Stop::Config { id, .. }) => id != EventId::FSteFetch,
             Err(_) => true,
         }
@@ -575,8 +575,10 @@ impl State {
         if !ste.v() {
             return false;
         }
+        // Config 0b001..0b011: reserved, behaves as 0b000 (abort, no
+        // event; IHI 0070 §5.2), so not ILLEGAL.
         let Ok(config) = ste.config() else {
-            return false;
+            return true;
         };
         let c = &self.cfg;
         if config.s1_enabled() {
