@@ -32,7 +32,10 @@ impl State {
         if !self.cr0_has(CR0::SMMUEN) {
             return;
         }
-        match self.below(10) {
+        // Evictions are rare: holding stale entries is what exposes a
+        // missing CFGI; an eviction now and then exposes a driver that
+        // relies on an entry staying cached.
+        match self.below(100) {
             0 => {
                 if let Some(k) = self.pick(self.ste_cache.keys().copied().collect()) {
                     self.ste_cache.remove(&k);
@@ -49,7 +52,7 @@ impl State {
                     self.l1std_cache.remove(&k);
                 }
             }
-            2..=5 => {
+            2..=49 => {
                 let sid = if self.chance(1, 4) {
                     let log2 = STRTAB_BASE_CFG::LOG2SIZE
                         .read(self.strtab_base_cfg)

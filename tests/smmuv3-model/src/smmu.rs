@@ -300,9 +300,7 @@ impl State {
             self.consume_cmdq(Some(n));
         }
         if self.cfg.eager_config_cache {
-            for _ in 0..4 {
-                self.speculate();
-            }
+            self.speculate();
         }
         self.flush_stall_records();
     }
