@@ -27,6 +27,14 @@ pub mod task;
 pub mod arch;
 
 use abi::FaultKind;
+
+/// Stops speculation past a successful check of a task's address range
+/// (`Kernel::user`): see `arch::speculation_barrier`. Nothing on the host.
+#[inline(always)]
+pub fn speculation_barrier() {
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    arch::speculation_barrier();
+}
 use syscalls::Platform;
 
 /// Exit status when the supervisor itself faults.
