@@ -271,7 +271,13 @@ global_asm!(
     "    mrs  x2, esr_el2",
     "    adrp x1, __probe_esr",
     "    str  x2, [x1, :lo12:__probe_esr]",
-    "    msr  elr_el2, x30",
+    // The stack probe moved SP: put the caller's back.
+    "    adrp x1, __probe_saved_sp",
+    "    ldr  x2, [x1, :lo12:__probe_saved_sp]",
+    "    cbz  x2, 2f",
+    "    mov  sp, x2",
+    "    str  xzr, [x1, :lo12:__probe_saved_sp]",
+    "2:  msr  elr_el2, x30",
     "    mov  x0, #1",
     "    eret",
     // Fatal: report from the dedicated fault stack.
@@ -319,12 +325,34 @@ global_asm!(
     "    mov  x10, #1",
     "    str  x10, [x9, :lo12:__probe_armed]",
     "    br   x0",
+    // Runs a function prologue's push with SP = x0, as a kernel call chain
+    // deeper than the stack would: with x0 at the stack's bottom the push
+    // lands in the guard page.
+    ".global __probe_push",
+    "__probe_push:",
+    "    adrp x9, __probe_saved_sp",
+    "    mov  x10, sp",
+    "    str  x10, [x9, :lo12:__probe_saved_sp]",
+    "    mov  sp, x0",
+    "    adrp x9, __probe_armed",
+    "    mov  x10, #1",
+    "    str  x10, [x9, :lo12:__probe_armed]",
+    "    stp  x29, x30, [sp, #-16]!",
+    "    str  xzr, [x9, :lo12:__probe_armed]",
+    "    ldp  x29, x30, [sp], #16",
+    "    adrp x9, __probe_saved_sp",
+    "    ldr  x10, [x9, :lo12:__probe_saved_sp]",
+    "    mov  sp, x10",
+    "    str  xzr, [x9, :lo12:__probe_saved_sp]",
+    "    mov  x0, #0",
+    "    ret",
     ".section .bss.probe, \"aw\", %nobits",
     ".balign 8",
     ".global __probe_armed",
     "__probe_armed: .skip 8",
     ".global __probe_esr",
     "__probe_esr: .skip 8",
+    "__probe_saved_sp: .skip 8",
 );
 
 // The SavedState layout the assembly above relies on.

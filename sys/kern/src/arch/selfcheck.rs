@@ -23,9 +23,12 @@ extern "C" {
     fn __probe_read(addr: usize) -> u64;
     fn __probe_write(addr: usize) -> u64;
     fn __probe_exec(addr: usize) -> u64;
+    fn __probe_push(sp: usize) -> u64;
     static mut __probe_armed: u64;
     static __probe_esr: u64;
 }
+
+const PAGE: usize = 4096;
 
 /// `ret`: what an exec probe finds at its target.
 const RET: u32 = 0xd65f_03c0;
@@ -49,6 +52,8 @@ enum Access {
     Read,
     Write,
     Exec,
+    /// A push (store pair, pre-decrement) with SP = the address.
+    Push,
 }
 
 /// Runs one probe; `Ok(())` if it completed, `Err(esr)` if it faulted.
@@ -62,6 +67,7 @@ fn probe(access: Access, addr: usize) -> Result<(), u64> {
             Access::Read => __probe_read(addr),
             Access::Write => __probe_write(addr),
             Access::Exec => __probe_exec(addr),
+            Access::Push => __probe_push(addr),
         }
     };
     // SAFETY: the probe flags are only touched by the probes and the
@@ -88,7 +94,7 @@ fn refused(access: Access, addr: usize, ec: u64, fsc: Fsc) -> bool {
                 Fsc::Permission => 0x0c,
             };
             // A data abort on a write probe must be the write (WnR, bit 6).
-            let wnr_ok = !matches!(access, Access::Write) || esr & (1 << 6) != 0;
+            let wnr_ok = !matches!(access, Access::Write | Access::Push) || esr & (1 << 6) != 0;
             esr >> 26 & 0x3f == ec && status == want && wnr_ok
         }
     }
@@ -145,6 +151,16 @@ pub fn run(
         m,
         "isolation_kernel_stack_guard_unmapped",
         refused(Access::Read, image.guard, EC_DABT_SAME_EL, Fsc::Translation),
+    );
+    // The kernel stack running over its bottom faults in the guard page
+    // (rather than writing the .bss below it); the control push, 16 bytes
+    // up, lands in the stack's own deepest (unused) 16 bytes.
+    let bottom = image.guard + PAGE;
+    ok &= report(
+        m,
+        "isolation_kernel_stack_overflow_faults",
+        refused(Access::Push, bottom, EC_DABT_SAME_EL, Fsc::Translation)
+            && probe(Access::Push, bottom + 16).is_ok(),
     );
 
     // PAN: with a task's table installed, its text (mapped for EL0) is out
