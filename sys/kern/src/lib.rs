@@ -27,6 +27,7 @@ pub mod task;
 pub mod arch;
 
 use abi::FaultKind;
+use syscalls::Platform;
 
 /// Stops speculation past a successful check of a task's address range
 /// (`Kernel::user`): see `arch::speculation_barrier`. Nothing on the host.
@@ -35,7 +36,6 @@ pub fn speculation_barrier() {
     #[cfg(all(target_arch = "aarch64", target_os = "none"))]
     arch::speculation_barrier();
 }
-use syscalls::Platform;
 
 /// Exit status when the supervisor itself faults.
 pub const EXIT_SUPERVISOR_FAULT: u32 = 100;

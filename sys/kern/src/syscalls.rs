@@ -308,10 +308,11 @@ impl<'t> Kernel<'t> {
         if len == 0 {
             return Some(0);
         }
-        let pa = self.tasks[t].translate(va, len, attrs)?;
-        // The caller dereferences `pa` next: no speculation past the check.
+        let pa = self.tasks[t].translate(va, len, attrs);
+        // The caller dereferences `pa` next: no speculation past the check
+        // (on both outcomes: cheaper on the IPC path than a branch).
         crate::speculation_barrier();
-        Some(pa)
+        pa
     }
 
     /// Resolves a TaskId: Ok(Some(index)) if it names the live generation,

@@ -32,10 +32,11 @@ use sysreg::{
 /// called after a task's address range has been checked and before the
 /// kernel dereferences it (see `Kernel::user`), so a mispredicted range
 /// check cannot make the kernel load from an address it would refuse.
-/// `DSB NSH; ISB` rather than `SB` so it runs on every Armv8.1 CPU.
+/// `DSB NSH; ISB` rather than `SB` so it runs on every Armv8.1 CPU. The
+/// `asm!` is also a compiler memory barrier, so no load is moved above it.
 #[inline(always)]
 pub fn speculation_barrier() {
-    // SAFETY: barriers have no operands and no effect on memory contents.
+    // SAFETY: barriers have no operands and change no memory.
     unsafe { asm!("dsb nsh", "isb", options(nostack, preserves_flags)) };
 }
 
@@ -171,19 +172,19 @@ global_asm!(
     "    b kernel_exception_entry",
     // Lower EL, AArch64: system calls, faults, interrupts.
     ".balign 0x80",
-    "    str x0, [sp, #-16]!",
+    "    stp x0, x1, [sp, #-16]!",
     "    mov x0, #0",
     "    b el0_entry",
     ".balign 0x80",
-    "    str x0, [sp, #-16]!",
+    "    stp x0, x1, [sp, #-16]!",
     "    mov x0, #1",
     "    b el0_entry",
     ".balign 0x80",
-    "    str x0, [sp, #-16]!",
+    "    stp x0, x1, [sp, #-16]!",
     "    mov x0, #1",
     "    b el0_entry",
     ".balign 0x80",
-    "    str x0, [sp, #-16]!",
+    "    stp x0, x1, [sp, #-16]!",
     "    mov x0, #3",
     "    b el0_entry",
     // Lower EL, AArch32: never used (tasks are AArch64).
@@ -200,9 +201,9 @@ global_asm!(
     "    mov x0, #15",
     "    b kernel_exception_entry",
     "",
-    // x0 = kind (0 sync, 1 irq/fiq, 3 serror); the task's x0 is on the stack.
+    // x0 = kind (0 sync, 1 irq/fiq, 3 serror); the task's x0, x1 are on the
+    // stack.
     "el0_entry:",
-    "    str  x1, [sp, #8]",
     "    mrs  x1, tpidr_el2",
     "    stp  x2, x3, [x1, #16]",
     "    stp  x4, x5, [x1, #32]",

@@ -26,13 +26,11 @@ pub fn isb() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-/// Writes one system register by name. Private: every use below is an
-/// `unsafe fn` (or a safe fn whose register has no memory effect) with its
-/// own contract.
+/// Writes one system register by name. Private, and it expands to a bare
+/// `asm!`: every use needs its own `unsafe` block and SAFETY line.
 macro_rules! msr {
     ($name:literal, $v:expr) => {
-        // SAFETY: per the contract of the enclosing function.
-        unsafe { asm!(concat!("msr ", $name, ", {}"), in(reg) $v, options(nostack)) }
+        asm!(concat!("msr ", $name, ", {}"), in(reg) $v, options(nostack))
     };
 }
 
@@ -40,14 +38,16 @@ macro_rules! msr {
 /// value only decides when the kernel's own timer interrupt fires.
 #[inline(always)]
 pub fn set_cnthp_cval(ticks: u64) {
-    msr!("cnthp_cval_el2", ticks);
+    // SAFETY: the EL2 timer's compare value; no memory or EL0 effect.
+    unsafe { msr!("cnthp_cval_el2", ticks) };
 }
 
 /// # Safety
 /// `v` must keep the kernel's exception model: E2H = TGE = 1 (EL0 is the
 /// host's EL0, exceptions from it are taken to EL2), RW = 1.
 pub unsafe fn set_hcr_el2(v: u64) {
-    msr!("hcr_el2", v);
+    // SAFETY: the caller keeps this function's contract (above).
+    unsafe { msr!("hcr_el2", v) };
 }
 
 /// # Safety
@@ -55,20 +55,23 @@ pub unsafe fn set_hcr_el2(v: u64) {
 /// registers hold the current task's own state (see `fp_switch`).
 #[inline(always)]
 pub unsafe fn set_cptr_el2(v: u64) {
-    msr!("cptr_el2", v);
+    // SAFETY: the caller keeps this function's contract (above).
+    unsafe { msr!("cptr_el2", v) };
 }
 
 /// # Safety
 /// `v` must not grant EL0 access to the physical timer or counter the
 /// kernel relies on (EL0PTEN/EL0PCTEN = 0).
 pub unsafe fn set_cnthctl_el2(v: u64) {
-    msr!("cnthctl_el2", v);
+    // SAFETY: the caller keeps this function's contract (above).
+    unsafe { msr!("cnthctl_el2", v) };
 }
 
 /// # Safety
 /// `v` must be the address of the kernel's vector table (2 KiB aligned).
 pub unsafe fn set_vbar_el2(v: u64) {
-    msr!("vbar_el2", v);
+    // SAFETY: the caller keeps this function's contract (above).
+    unsafe { msr!("vbar_el2", v) };
 }
 
 /// # Safety
@@ -76,7 +79,8 @@ pub unsafe fn set_vbar_el2(v: u64) {
 /// entry code stores into.
 #[inline(always)]
 pub unsafe fn set_tpidr_el2(v: u64) {
-    msr!("tpidr_el2", v);
+    // SAFETY: the caller keeps this function's contract (above).
+    unsafe { msr!("tpidr_el2", v) };
 }
 
 /// # Safety
@@ -85,34 +89,39 @@ pub unsafe fn set_tpidr_el2(v: u64) {
 /// other table uses; the table writes must be visible (DSB) before.
 #[inline(always)]
 pub unsafe fn set_ttbr0_el2(v: u64) {
-    msr!("ttbr0_el2", v);
+    // SAFETY: the caller keeps this function's contract (above).
+    unsafe { msr!("ttbr0_el2", v) };
 }
 
 /// # Safety
 /// Only before the MMU is on, or with the attribute indices every live
 /// table uses unchanged.
 pub unsafe fn set_mair_el2(v: u64) {
-    msr!("mair_el2", v);
+    // SAFETY: the caller keeps this function's contract (above).
+    unsafe { msr!("mair_el2", v) };
 }
 
 /// # Safety
 /// Only before the MMU is on: the tables are built for this layout.
 pub unsafe fn set_tcr_el2(v: u64) {
-    msr!("tcr_el2", v);
+    // SAFETY: the caller keeps this function's contract (above).
+    unsafe { msr!("tcr_el2", v) };
 }
 
 /// # Safety
 /// Turning on the MMU requires valid tables in TTBR0_EL2 mapping the code
 /// that runs next at its current address (the identity map).
 pub unsafe fn set_sctlr_el2(v: u64) {
-    msr!("sctlr_el2", v);
+    // SAFETY: the caller keeps this function's contract (above).
+    unsafe { msr!("sctlr_el2", v) };
 }
 
 /// # Safety
 /// `v` must keep EL0 from the performance monitors and debug registers
 /// (TPM, TPMCR, TDA, TDOSA, TDRA set).
 pub unsafe fn set_mdcr_el2(v: u64) {
-    msr!("mdcr_el2", v);
+    // SAFETY: the caller keeps this function's contract (above).
+    unsafe { msr!("mdcr_el2", v) };
 }
 
 /// Reads MDCR_EL2 (HPMN, the number of counters the PMU has, is kept).
@@ -127,13 +136,15 @@ pub fn mdcr_el2() -> u64 {
 /// `v` must keep TDCC set (EL0 may not use the debug communication channel,
 /// a register pair shared by every task).
 pub unsafe fn set_mdscr_el1(v: u64) {
-    msr!("mdscr_el1", v);
+    // SAFETY: the caller keeps this function's contract (above).
+    unsafe { msr!("mdscr_el1", v) };
 }
 
 /// # Safety
 /// `v` must be 0 unless the kernel switches the PMU per task (it does not).
 pub unsafe fn set_pmuserenr_el0(v: u64) {
-    msr!("pmuserenr_el0", v);
+    // SAFETY: the caller keeps this function's contract (above).
+    unsafe { msr!("pmuserenr_el0", v) };
 }
 
 /// # Safety
@@ -142,7 +153,8 @@ pub unsafe fn set_pmuserenr_el0(v: u64) {
 pub unsafe fn set_amuserenr_el0(v: u64) {
     // AMUSERENR_EL0 by encoding (S3_3_C13_C2_3): the assembler knows it only
     // with the AMU extension enabled.
-    msr!("s3_3_c13_c2_3", v);
+    // SAFETY: the caller keeps this function's contract (above).
+    unsafe { msr!("s3_3_c13_c2_3", v) };
 }
 
 /// Sets PSTATE.PAN: privileged accesses to memory EL0 can reach fault.
@@ -172,17 +184,20 @@ pub use aarch64_cpu::registers::ICC_SRE_EL2;
 
 /// Sets the CPU interface's priority mask.
 pub fn set_icc_pmr_el1(v: u64) {
-    msr!("icc_pmr_el1", v);
+    // SAFETY: the interrupt priority mask at the GIC CPU interface; no memory or EL0 effect.
+    unsafe { msr!("icc_pmr_el1", v) };
 }
 
 /// Sets the Group 1 binary point.
 pub fn set_icc_bpr1_el1(v: u64) {
-    msr!("icc_bpr1_el1", v);
+    // SAFETY: the interrupt binary point at the GIC CPU interface; no memory or EL0 effect.
+    unsafe { msr!("icc_bpr1_el1", v) };
 }
 
 /// Enables or disables Group 1 interrupts at the CPU interface.
 pub fn set_icc_igrpen1_el1(v: u64) {
-    msr!("icc_igrpen1_el1", v);
+    // SAFETY: the Group 1 interrupt enable at the GIC CPU interface; no memory or EL0 effect.
+    unsafe { msr!("icc_igrpen1_el1", v) };
 }
 
 /// Acknowledges the highest-priority pending Group 1 interrupt (INTID).
@@ -196,5 +211,6 @@ pub fn icc_iar1_el1() -> u64 {
 
 /// Ends (deactivates) an interrupt.
 pub fn set_icc_eoir1_el1(v: u64) {
-    msr!("icc_eoir1_el1", v);
+    // SAFETY: an end-of-interrupt at the GIC CPU interface; no memory or EL0 effect.
+    unsafe { msr!("icc_eoir1_el1", v) };
 }
