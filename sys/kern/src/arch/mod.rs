@@ -25,7 +25,7 @@ use core::arch::{asm, global_asm};
 
 use sysreg::{
     isb, Readable, Writeable, CNTFRQ_EL0, CNTHP_CTL_EL2, CNTPCT_EL0, CNTVOFF_EL2, ESR_EL2, FAR_EL2,
-    ID_AA64PFR0_EL1, TPIDRRO_EL0,
+    HCR_EL2, ID_AA64PFR0_EL1, TPIDRRO_EL0,
 };
 
 /// Stops speculative execution until everything before it has resolved:
@@ -484,7 +484,12 @@ pub unsafe fn start(
     unsafe {
         // EL2 host configuration: E2H+TGE make EL0 the host's EL0 (EL2&0
         // regime); RW: lower ELs are AArch64.
-        sysreg::set_hcr_el2((1 << 34) | (1 << 27) | (1 << 31));
+        sysreg::set_hcr_el2(
+            (HCR_EL2::E2H::EnableOsAtEl2
+                + HCR_EL2::TGE::EnableTrapGeneralExceptionsToEl2
+                + HCR_EL2::RW::EL1IsAarch64)
+                .value,
+        );
         isb();
         // CPTR_EL2 in its E2H layout: FP/SIMD traps at EL0 until a task
         // uses it (lazy switching, see `__fp_save`); SVE, SME, trace and

@@ -11,13 +11,18 @@
 //!   them ordered against the kernel's own memory accesses (table writes
 //!   before the TTBR write, for instance).
 //!
+//! The crate's field definitions name HCR_EL2's bits; its SCTLR_EL2,
+//! TCR_EL2, CPTR_EL2 and CNTHCTL_EL2 describe the E2H = 0 layouts, which
+//! this kernel (E2H = 1) does not use, so those values are spelled out
+//! where they are built (`mmu`, `start`), with comments naming the fields.
+//!
 //! There is deliberately no generic "write any register" helper.
 
 use core::arch::asm;
 
 pub use aarch64_cpu::registers::{
     Readable, Writeable, CNTFRQ_EL0, CNTHP_CTL_EL2, CNTPCT_EL0, CNTVOFF_EL2, ESR_EL2, FAR_EL2,
-    ID_AA64PFR0_EL1, SCTLR_EL2, TPIDRRO_EL0,
+    HCR_EL2, ID_AA64PFR0_EL1, SCTLR_EL2, TPIDRRO_EL0,
 };
 
 /// Instruction synchronisation barrier.
