@@ -554,6 +554,12 @@ pub unsafe fn start(
         m.console(b"kern: memory protection self-check failed: stopping\n");
         shutdown(crate::EXIT_KERNEL_FAULT);
     }
+    // The kernel map stays in every task's table (no separate kernel
+    // table): say so on a CPU that does not promise that EL0 cannot read
+    // privileged-only memory speculatively (ID_AA64PFR0_EL1.CSV3).
+    if ID_AA64PFR0_EL1.get() >> 60 == 0 {
+        m.console(b"kern: warning: CPU does not report CSV3; kernel memory mapped in task tables may leak through speculation\n");
+    }
     m.gic.init();
     for irq in cfg.irqs {
         m.gic.configure(irq.intid, irq.edge);
