@@ -207,7 +207,7 @@ fn run() -> ! {
                 };
                 sys_reply(m.sender, 0, &[]);
             }
-            PMU_READ | PHYS_TIMER_READ | PHYS_COUNTER_READ | DCC_WRITE => {
+            PMU_READ | PHYS_TIMER_READ | PHYS_COUNTER_READ | VIRT_TIMER_READ | DCC_WRITE => {
                 let v: u64;
                 // SAFETY: each is a register access the kernel must trap
                 // (the isolation tests ask for it); the value is unused.
@@ -221,6 +221,9 @@ fn run() -> ! {
                         }
                         PHYS_COUNTER_READ => {
                             core::arch::asm!("mrs {}, cntpct_el0", out(reg) v, options(nomem, nostack))
+                        }
+                        VIRT_TIMER_READ => {
+                            core::arch::asm!("mrs {}, cntv_ctl_el0", out(reg) v, options(nomem, nostack))
                         }
                         _ => {
                             v = 0x5A;

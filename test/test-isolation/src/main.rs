@@ -204,6 +204,9 @@ mod cases {
             rogue_faults(PHYS_TIMER_READ, &[])?;
             rogue_faults(PHYS_COUNTER_READ, &[])
         });
+        ok &= case("isolation_el0_virtual_timer_denied", || {
+            rogue_faults(VIRT_TIMER_READ, &[])
+        });
         ok &= case("isolation_el0_debug_channel_denied", || {
             rogue_faults(DCC_WRITE, &[])
         });

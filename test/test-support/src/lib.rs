@@ -95,4 +95,6 @@ pub mod echo {
     pub const PHYS_COUNTER_READ: u16 = 44;
     /// Writes the debug communication channel (DBGDTRTX_EL0): must fault.
     pub const DCC_WRITE: u16 = 45;
+    /// Reads the EL0 virtual timer control (CNTV_CTL_EL0): must fault.
+    pub const VIRT_TIMER_READ: u16 = 46;
 }
