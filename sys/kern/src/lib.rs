@@ -29,6 +29,14 @@ pub mod arch;
 use abi::FaultKind;
 use syscalls::Platform;
 
+/// Stops speculation past a successful check of a task's address range
+/// (`Kernel::user`): see `arch::speculation_barrier`. Nothing on the host.
+#[inline(always)]
+pub fn speculation_barrier() {
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    arch::speculation_barrier();
+}
+
 /// Exit status when the supervisor itself faults.
 pub const EXIT_SUPERVISOR_FAULT: u32 = 100;
 /// Exit status when the kernel itself takes an exception.

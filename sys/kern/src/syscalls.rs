@@ -308,7 +308,11 @@ impl<'t> Kernel<'t> {
         if len == 0 {
             return Some(0);
         }
-        self.tasks[t].translate(va, len, attrs)
+        let pa = self.tasks[t].translate(va, len, attrs);
+        // The caller dereferences `pa` next: no speculation past the check
+        // (on both outcomes: cheaper on the IPC path than a branch).
+        crate::speculation_barrier();
+        pa
     }
 
     /// Resolves a TaskId: Ok(Some(index)) if it names the live generation,

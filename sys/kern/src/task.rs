@@ -17,6 +17,9 @@ pub struct SavedState {
     pub fpcr: u64,
     /// q0..q31.
     pub q: [u128; 32],
+    /// TPIDR_EL0, the EL0-writable thread pointer: saved and restored on
+    /// every kernel entry and exit so no value passes between tasks.
+    pub tpidr_el0: u64,
 }
 
 impl SavedState {
@@ -28,6 +31,7 @@ impl SavedState {
         fpsr: 0,
         fpcr: 0,
         q: [0; 32],
+        tpidr_el0: 0,
     };
 
     /// System-call argument `i` (x0..x7) and number (x8).

@@ -14,6 +14,56 @@ fn run() -> ! {
         let n = m.message_len.min(buf.len());
         match m.operation as u16 {
             ECHO => sys_reply(m.sender, 0, &buf[..n]),
+            // EL0-visible system registers (kernel arch isolation cases).
+            TLS_READ => {
+                let (tp, tpro): (u64, u64);
+                // SAFETY: reads of this task's EL0 thread registers.
+                unsafe {
+                    core::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nomem, nostack));
+                    core::arch::asm!("mrs {}, tpidrro_el0", out(reg) tpro, options(nomem, nostack));
+                }
+                let mut r = [0u8; 16];
+                r[..8].copy_from_slice(&tp.to_le_bytes());
+                r[8..].copy_from_slice(&tpro.to_le_bytes());
+                sys_reply(m.sender, 0, &r);
+            }
+            TLS_WRITE if n >= 8 => {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&buf[..8]);
+                let v = u64::from_le_bytes(a);
+                // SAFETY: TPIDR_EL0 is this task's own register; nothing in
+                // this task uses it for thread-local storage.
+                unsafe {
+                    core::arch::asm!("msr tpidr_el0, {}", in(reg) v, options(nomem, nostack))
+                };
+                sys_reply(m.sender, 0, &[]);
+            }
+            PMU_READ | PHYS_TIMER_READ | PHYS_COUNTER_READ | VIRT_TIMER_READ | DCC_WRITE => {
+                let v: u64;
+                // SAFETY: each is a register access the kernel must trap
+                // (the isolation tests ask for it); the value is unused.
+                unsafe {
+                    match m.operation as u16 {
+                        PMU_READ => {
+                            core::arch::asm!("mrs {}, pmccntr_el0", out(reg) v, options(nomem, nostack))
+                        }
+                        PHYS_TIMER_READ => {
+                            core::arch::asm!("mrs {}, cntp_ctl_el0", out(reg) v, options(nomem, nostack))
+                        }
+                        PHYS_COUNTER_READ => {
+                            core::arch::asm!("mrs {}, cntpct_el0", out(reg) v, options(nomem, nostack))
+                        }
+                        VIRT_TIMER_READ => {
+                            core::arch::asm!("mrs {}, cntv_ctl_el0", out(reg) v, options(nomem, nostack))
+                        }
+                        _ => {
+                            v = 0x5A;
+                            core::arch::asm!("msr dbgdtrtx_el0, {}", in(reg) v, options(nomem, nostack));
+                        }
+                    }
+                }
+                sys_reply(m.sender, 0, &v.to_le_bytes());
+            }
             LEASE_SUM => {
                 let mut sum = 0u32;
                 let mut chunk = [0u8; 64];

@@ -9,6 +9,8 @@ mod cases {
     use test_support::{case, echo::*, ensure, finish, Outcome};
     use userlib::*;
 
+    mod arch;
+
     /// Asks the rogue to do something that must fault it; expects the dead
     /// code of its next generation, then a working restarted rogue.
     fn rogue_faults(op: u16, arg: &[u8]) -> Outcome {
@@ -45,6 +47,8 @@ mod cases {
 
     pub fn run() -> ! {
         let mut ok = true;
+        // Kernel arch cases (src/cases/arch.rs).
+        ok = arch::registers(ok);
         ok &= case("isolation_owner_reads_idr0", || {
             let (idr0, idr1) = owner_idr0()?;
             log!(

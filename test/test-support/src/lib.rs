@@ -47,6 +47,23 @@ pub const TIMER_BIT: u32 = 1 << 31;
 
 /// Operations of the `test-echo` server.
 pub mod echo {
+    // EL0-visible system registers (kernel arch isolation tests; numbered
+    // from 40, clear of the general ops below).
+    /// Replies TPIDR_EL0 and TPIDRRO_EL0 as two u64 LE.
+    pub const TLS_READ: u16 = 40;
+    /// Sets TPIDR_EL0 to message[0..8] LE, then replies.
+    pub const TLS_WRITE: u16 = 41;
+    /// Reads the PMU cycle counter (PMCCNTR_EL0): must fault.
+    pub const PMU_READ: u16 = 42;
+    /// Reads the EL0 physical timer control (CNTP_CTL_EL0): must fault.
+    pub const PHYS_TIMER_READ: u16 = 43;
+    /// Reads the physical counter (CNTPCT_EL0): must fault.
+    pub const PHYS_COUNTER_READ: u16 = 44;
+    /// Writes the debug communication channel (DBGDTRTX_EL0): must fault.
+    pub const DCC_WRITE: u16 = 45;
+    /// Reads the EL0 virtual timer control (CNTV_CTL_EL0): must fault.
+    pub const VIRT_TIMER_READ: u16 = 46;
+
     pub const ECHO: u16 = 1;
     /// Reads lease 0 entirely; replies the byte sum as u32 LE.
     pub const LEASE_SUM: u16 = 2;

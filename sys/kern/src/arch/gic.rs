@@ -1,7 +1,8 @@
 //! GICv3: distributor, this CPU's redistributor, and the system-register CPU
 //! interface. All interrupts are Group 1, routed to CPU 0.
 
-use super::{isb, read_sysreg, write_sysreg};
+use super::sysreg::{self, isb, ICC_SRE_EL2};
+use aarch64_cpu::registers::ReadWriteable;
 
 pub struct Gic {
     gicd: usize,
@@ -53,11 +54,11 @@ impl Gic {
         self.wr(self.gicr + GICR_IGROUPR0, 0xFFFF_FFFF);
         // CPU interface: system registers enabled, all priorities pass,
         // Group 1 on.
-        write_sysreg!("icc_sre_el2", read_sysreg!("icc_sre_el2") | 0b1001);
+        ICC_SRE_EL2.modify(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
         isb();
-        write_sysreg!("icc_pmr_el1", 0xFF);
-        write_sysreg!("icc_bpr1_el1", 0);
-        write_sysreg!("icc_igrpen1_el1", 1);
+        sysreg::set_icc_pmr_el1(0xFF);
+        sysreg::set_icc_bpr1_el1(0);
+        sysreg::set_icc_igrpen1_el1(1);
         isb();
     }
 
@@ -101,11 +102,11 @@ impl Gic {
 
     /// Acknowledges the highest-priority pending interrupt, if any.
     pub fn acknowledge(&mut self) -> Option<u32> {
-        let intid = read_sysreg!("icc_iar1_el1") as u32 & 0xFF_FFFF;
+        let intid = sysreg::icc_iar1_el1() as u32 & 0xFF_FFFF;
         (intid < SPURIOUS).then_some(intid)
     }
 
     pub fn end_of_interrupt(&mut self, intid: u32) {
-        write_sysreg!("icc_eoir1_el1", intid as u64);
+        sysreg::set_icc_eoir1_el1(intid as u64);
     }
 }

@@ -1,6 +1,18 @@
 //! Translation tables, built once at boot from the static configuration.
+//!
+//! The kernel's own map (shared by every task table, privileged-only):
+//! - the first GiB: the board's kernel devices, 2 MiB Device blocks, never
+//!   executable;
+//! - RAM: 2 MiB Normal blocks, read-write, never executable — except the
+//!   2 MiB blocks the kernel image occupies, which are mapped with 4 KiB
+//!   pages (from `KERNEL_L3`): text read-only and executable at EL2, read-only
+//!   data read-only, data/.bss/stacks read-write, and the page below the
+//!   kernel stack left unmapped (`kernel.x` gives the boundaries).
+//!
+//! SCTLR_EL2.WXN is set as well, so a writable kernel page can never be
+//! executed even if an entry here were wrong.
 
-use super::{isb, write_sysreg};
+use super::sysreg;
 use crate::config::{Board, TaskDesc};
 use crate::task::{region_pa, Task};
 use abi::{layout, REGION_DEVICE, REGION_EXECUTE, REGION_UNCACHED, REGION_WRITE};
@@ -21,12 +33,20 @@ const ATTR_DEVICE: u64 = 1 << 2; // MAIR index 1: Device-nGnRE
 const ATTR_NORMAL_NC: u64 = 2 << 2; // MAIR index 2: Normal non-cacheable
 const AP_PRIV_RW: u64 = 0b00 << 6;
 const AP_ALL_RW: u64 = 0b01 << 6;
+const AP_PRIV_RO: u64 = 0b10 << 6;
 const AP_ALL_RO: u64 = 0b11 << 6;
 const SH_INNER: u64 = 0b11 << 8;
 const AF: u64 = 1 << 10;
 const NG: u64 = 1 << 11;
 const PXN: u64 = 1 << 53;
 const UXN: u64 = 1 << 54;
+/// Output address of a table or page descriptor.
+const OA_MASK: u64 = 0x0000_FFFF_FFFF_F000;
+
+/// Kernel RAM mappings.
+const K_TEXT: u64 = ATTR_NORMAL | AP_PRIV_RO | SH_INNER | AF | UXN;
+const K_RODATA: u64 = ATTR_NORMAL | AP_PRIV_RO | SH_INNER | AF | PXN | UXN;
+const K_DATA: u64 = ATTR_NORMAL | AP_PRIV_RW | SH_INNER | AF | PXN | UXN;
 
 const MAIR: u64 = 0xFF | (0x04 << 8) | (0x44 << 16);
 /// TCR_EL2 in its E2H (EL1-like) layout: T0SZ=25 (39-bit VA, walks start at
@@ -42,8 +62,11 @@ const TCR: u64 = 25
     | (2 << 32)
     | (1 << 36);
 /// SCTLR_EL2 (E2H+TGE layout): MMU, caches, SP alignment checks, EL0 may WFI
-/// (the idle task), read CTR/DC ZVA/counters; SPAN=1 (no PAN on entry); RES1
-/// bits of the layout.
+/// (the idle task), read CTR/DC ZVA/counters; WXN (bit 19: writable means
+/// never executable); SPAN=0 (bit 23 clear: every exception taken to EL2
+/// sets PSTATE.PAN); TSCXT (bit 20: EL0 access to SCXTNUM_EL0 traps);
+/// EnTP2 (bit 60) clear: TPIDR2_EL0 traps at EL0. Other bits: RES1 or
+/// the architectural defaults of the layout.
 const SCTLR: u64 = (1 << 0)
     | (1 << 2)
     | (1 << 3)
@@ -54,9 +77,9 @@ const SCTLR: u64 = (1 << 0)
     | (1 << 15)
     | (1 << 16)
     | (1 << 18)
+    | (1 << 19)
     | (1 << 20)
     | (1 << 22)
-    | (1 << 23)
     | (1 << 26)
     | (1 << 28)
     | (1 << 29);
@@ -67,28 +90,104 @@ const L3_SHIFT: usize = 12;
 const BLOCK_2M: usize = 1 << L2_SHIFT;
 const PAGE: usize = 1 << L3_SHIFT;
 
+/// Pages handed out for tables, addressed by index: the builder writes
+/// entries through the pool's own `&mut`, so no second reference to a
+/// table ever exists (the hardware walker reads them by physical address).
 struct Pool<'a> {
     pages: &'a mut [Page],
     next: usize,
+    what: &'static str,
 }
 
-impl Pool<'_> {
+impl<'a> Pool<'a> {
+    fn new(pages: &'a mut [Page], what: &'static str) -> Self {
+        Pool {
+            pages,
+            next: 0,
+            what,
+        }
+    }
+
+    /// A zeroed table: its index in this pool.
     fn alloc(&mut self) -> Result<usize, &'static str> {
-        let p = self
-            .pages
-            .get_mut(self.next)
-            .ok_or("page-table pool too small (PAGE_TABLE_PAGES)")?;
+        let p = self.pages.get_mut(self.next).ok_or(self.what)?;
         self.next += 1;
         p.0 = [0; 512];
-        Ok(p as *mut Page as usize)
+        Ok(self.next - 1)
+    }
+
+    /// Physical (= identity-mapped) address of table `t`.
+    fn pa(&self, t: usize) -> u64 {
+        &self.pages[t] as *const Page as u64
+    }
+
+    /// The table a descriptor points at, if it is one of this pool's.
+    fn index_of(&self, desc: u64) -> Option<usize> {
+        let off = (desc & OA_MASK).checked_sub(self.pa(0))? as usize;
+        let t = off / core::mem::size_of::<Page>();
+        (t < self.next).then_some(t)
+    }
+
+    fn set(&mut self, t: usize, i: usize, v: u64) {
+        self.pages[t].0[i] = v;
+    }
+
+    fn get(&self, t: usize, i: usize) -> u64 {
+        self.pages[t].0[i]
     }
 }
 
-fn table(pa: usize) -> &'static mut [u64; 512] {
-    // SAFETY: `pa` is a page of the pool (a kernel static), reachable
-    // identity-mapped (or with the MMU still off), and only the boot code
-    // writes tables.
-    unsafe { &mut *(pa as *mut [u64; 512]) }
+/// Tables for the 4 KiB mapping of the kernel image: one per 2 MiB of image.
+/// `kernel.x` refuses to link an image larger than they cover.
+pub const KERNEL_L3_PAGES: usize = 8;
+
+/// The image layout `kernel.x` defines (see there).
+#[derive(Clone, Copy)]
+pub struct ImageLayout {
+    pub text: (usize, usize),
+    pub rodata: (usize, usize),
+    /// Data, .bss and both stacks, except the guard page.
+    pub rw: (usize, usize),
+    pub guard: usize,
+}
+
+impl ImageLayout {
+    pub fn of_image() -> Self {
+        extern "C" {
+            static __stext: u8;
+            static __etext: u8;
+            static __srodata: u8;
+            static __erodata: u8;
+            static __sdata: u8;
+            static __kstack_guard: u8;
+            static __kernel_end: u8;
+        }
+        let a = |p: *const u8| p as usize;
+        // Only the symbols' addresses are taken, never their contents.
+        ImageLayout {
+            text: (a(&raw const __stext), a(&raw const __etext)),
+            rodata: (a(&raw const __srodata), a(&raw const __erodata)),
+            rw: (a(&raw const __sdata), a(&raw const __kernel_end)),
+            guard: a(&raw const __kstack_guard),
+        }
+    }
+
+    /// The kernel-map entry for the image page at `pa` (0: unmapped).
+    fn entry(&self, pa: usize) -> u64 {
+        let inside = |(s, e): (usize, usize)| pa >= s && pa < e;
+        let attrs = if pa >= self.guard && pa < self.guard + PAGE {
+            return 0;
+        } else if inside(self.text) {
+            K_TEXT
+        } else if inside(self.rodata) {
+            K_RODATA
+        } else {
+            // Data, .bss, stacks, and whatever RAM follows the image in its
+            // last 2 MiB block.
+            K_DATA
+        };
+        pa as u64 | VALID | TABLE_OR_PAGE | attrs
+    }
 }
 
 fn idx(va: usize, shift: usize) -> usize {
@@ -96,13 +195,21 @@ fn idx(va: usize, shift: usize) -> usize {
 }
 
 /// Builds the kernel map and every task's table, then turns the MMU on.
-pub fn init(
+/// Returns the kernel's own table (TTBR0 value, ASID 0).
+///
+/// # Safety
+/// Only once, at boot, with the MMU off; `image` must describe the running
+/// image (`ImageLayout::of_image`).
+pub unsafe fn init(
     board: &Board,
     descs: &'static [TaskDesc],
     tasks: &mut [Task],
     pages: &'static mut [Page],
-) -> Result<(), &'static str> {
-    let mut pool = Pool { pages, next: 0 };
+    kernel_l3: &'static mut [Page],
+    image: &ImageLayout,
+) -> Result<u64, &'static str> {
+    let mut pool = Pool::new(pages, "page-table pool too small (PAGE_TABLE_PAGES)");
+    let mut kpool = Pool::new(kernel_l3, "kernel image larger than KERNEL_L3_PAGES");
     let kl1 = pool.alloc()?;
     let dev_l2 = pool.alloc()?;
     let ram_l2 = pool.alloc()?;
@@ -112,8 +219,11 @@ pub fn init(
         }
         let mut a = base & !(BLOCK_2M - 1);
         while a < base + size {
-            table(dev_l2)[idx(a, L2_SHIFT)] =
-                a as u64 | VALID | ATTR_DEVICE | AP_PRIV_RW | AF | PXN | UXN;
+            pool.set(
+                dev_l2,
+                idx(a, L2_SHIFT),
+                a as u64 | VALID | ATTR_DEVICE | AP_PRIV_RW | AF | PXN | UXN,
+            );
             a += BLOCK_2M;
         }
     }
@@ -121,21 +231,43 @@ pub fn init(
     if ram_gib == 0 || (board.ram_base + board.ram_size - 1) >> L1_SHIFT != ram_gib {
         return Err("RAM must lie within one GiB above the first");
     }
+    let (img_start, img_end) = (image.text.0, image.rw.1);
+    if img_start % BLOCK_2M != 0
+        || img_start < board.ram_base
+        || img_end > board.ram_base + board.ram_size
+    {
+        return Err("kernel image not 2 MiB aligned inside RAM");
+    }
     let mut a = board.ram_base;
     while a < board.ram_base + board.ram_size {
-        table(ram_l2)[idx(a, L2_SHIFT)] =
-            a as u64 | VALID | ATTR_NORMAL | AP_PRIV_RW | SH_INNER | AF | UXN;
+        let e = if a + BLOCK_2M <= img_start || a >= img_end {
+            // RAM outside the image: task memory, the DTB, free RAM. The
+            // kernel reads and writes it (task memory, after checking the
+            // task's regions) but never executes it.
+            a as u64 | VALID | K_DATA
+        } else {
+            let l3 = kpool.alloc()?;
+            for i in 0..512 {
+                kpool.set(l3, i, image.entry(a + i * PAGE));
+            }
+            kpool.pa(l3) | VALID | TABLE_OR_PAGE
+        };
+        pool.set(ram_l2, idx(a, L2_SHIFT), e);
         a += BLOCK_2M;
     }
-    table(kl1)[0] = dev_l2 as u64 | VALID | TABLE_OR_PAGE;
-    table(kl1)[ram_gib] = ram_l2 as u64 | VALID | TABLE_OR_PAGE;
+    pool.set(kl1, 0, pool.pa(dev_l2) | VALID | TABLE_OR_PAGE);
+    pool.set(kl1, ram_gib, pool.pa(ram_l2) | VALID | TABLE_OR_PAGE);
 
     for (i, (t, d)) in tasks.iter_mut().zip(descs.iter()).enumerate() {
         let l1 = pool.alloc()?;
-        table(l1)[0] = table(kl1)[0];
-        table(l1)[ram_gib] = table(kl1)[ram_gib];
+        pool.set(l1, 0, pool.get(kl1, 0));
+        pool.set(l1, ram_gib, pool.get(kl1, ram_gib));
         let l2 = pool.alloc()?;
-        table(l1)[idx(layout::TASK_TEXT, L1_SHIFT)] = l2 as u64 | VALID | TABLE_OR_PAGE;
+        pool.set(
+            l1,
+            idx(layout::TASK_TEXT, L1_SHIFT),
+            pool.pa(l2) | VALID | TABLE_OR_PAGE,
+        );
         for r in d.regions {
             if r.va < layout::TASK_TEXT || r.va + r.size > layout::TASK_END || r.va % PAGE != 0 {
                 return Err("task region outside the task window");
@@ -164,32 +296,45 @@ pub fn init(
             let mut off = 0;
             while off < r.size {
                 let va = r.va + off;
-                let e2 = &mut table(l2)[idx(va, L2_SHIFT)];
-                if *e2 == 0 {
-                    *e2 = pool.alloc()? as u64 | VALID | TABLE_OR_PAGE;
-                }
-                let l3 = (*e2 & 0x0000_FFFF_FFFF_F000) as usize;
-                table(l3)[idx(va, L3_SHIFT)] =
-                    (pa0 + off) as u64 | VALID | TABLE_OR_PAGE | AF | NG | attrs;
+                let e2 = pool.get(l2, idx(va, L2_SHIFT));
+                let l3 = match pool.index_of(e2) {
+                    Some(l3) if e2 != 0 => l3,
+                    _ => {
+                        let l3 = pool.alloc()?;
+                        pool.set(l2, idx(va, L2_SHIFT), pool.pa(l3) | VALID | TABLE_OR_PAGE);
+                        l3
+                    }
+                };
+                pool.set(
+                    l3,
+                    idx(va, L3_SHIFT),
+                    (pa0 + off) as u64 | VALID | TABLE_OR_PAGE | AF | NG | attrs,
+                );
                 off += PAGE;
             }
         }
         // ASID i+1: 0 is the kernel's boot table.
-        t.ttbr0 = l1 as u64 | ((i as u64 + 1) << 48);
+        t.ttbr0 = pool.pa(l1) | ((i as u64 + 1) << 48);
     }
     if pool.next != pool.pages.len() {
         // The build computed a different count: a generator/kernel mismatch.
         return Err("page-table pool size differs from what the tables need");
     }
 
-    write_sysreg!("mair_el2", MAIR);
-    write_sysreg!("tcr_el2", TCR);
-    write_sysreg!("ttbr0_el2", kl1 as u64);
-    // SAFETY: make the table writes visible to the walker and drop any stale
-    // EL2&0 translations before the MMU goes on.
-    unsafe { core::arch::asm!("dsb ish", "tlbi alle2", "dsb ish", options(nostack)) };
-    isb();
-    write_sysreg!("sctlr_el2", SCTLR);
-    isb();
-    Ok(())
+    let kernel_ttbr0 = pool.pa(kl1);
+    // SAFETY: the MMU is still off (the caller's contract); the tables above
+    // map the running image at its own addresses (identity), its stack
+    // included, and are complete.
+    unsafe {
+        sysreg::set_mair_el2(MAIR);
+        sysreg::set_tcr_el2(TCR);
+        sysreg::set_ttbr0_el2(kernel_ttbr0);
+        // Make the table writes visible to the walker and drop any stale
+        // EL2&0 translations before the MMU goes on.
+        core::arch::asm!("dsb ish", "tlbi alle2", "dsb ish", options(nostack));
+        sysreg::isb();
+        sysreg::set_sctlr_el2(SCTLR);
+    }
+    sysreg::isb();
+    Ok(kernel_ttbr0)
 }

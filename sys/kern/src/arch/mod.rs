@@ -14,6 +14,8 @@
 
 mod gic;
 mod mmu;
+mod selfcheck;
+mod sysreg;
 mod uart;
 
 use crate::config::Config;
@@ -21,29 +23,21 @@ use crate::syscalls::{Kernel, Platform};
 use crate::task::{SavedState, Task};
 use core::arch::{asm, global_asm};
 
-/// System registers.
-macro_rules! read_sysreg {
-    ($name:literal) => {{
-        let v: u64;
-        // SAFETY: reading a system register has no memory effects.
-        unsafe { core::arch::asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack)) };
-        v
-    }};
-}
-macro_rules! write_sysreg {
-    ($name:literal, $v:expr) => {{
-        let v: u64 = $v;
-        // SAFETY: callers write architecturally valid values to registers
-        // the kernel owns at EL2; each write site states why it is needed.
-        unsafe { core::arch::asm!(concat!("msr ", $name, ", {}"), in(reg) v, options(nostack)) };
-    }};
-}
-pub(crate) use read_sysreg;
-pub(crate) use write_sysreg;
+use sysreg::{
+    isb, Readable, Writeable, CNTFRQ_EL0, CNTHP_CTL_EL2, CNTPCT_EL0, CNTVOFF_EL2, ESR_EL2, FAR_EL2,
+    HCR_EL2, ID_AA64PFR0_EL1, TPIDRRO_EL0,
+};
 
-fn isb() {
-    // SAFETY: a barrier has no operands.
-    unsafe { asm!("isb", options(nostack)) };
+/// Stops speculative execution until everything before it has resolved:
+/// called after a task's address range has been checked and before the
+/// kernel dereferences it (see `Kernel::user`), so a mispredicted range
+/// check cannot make the kernel load from an address it would refuse.
+/// `DSB NSH; ISB` rather than `SB` so it runs on every Armv8.1 CPU. The
+/// `asm!` is also a compiler memory barrier, so no load is moved above it.
+#[inline(always)]
+pub fn speculation_barrier() {
+    // SAFETY: barriers have no operands and change no memory.
+    unsafe { asm!("dsb nsh", "isb", options(nostack, preserves_flags)) };
 }
 
 // Boot: the loader enters at `_start` (link address 0x4020_0000) at EL2 with
@@ -178,19 +172,19 @@ global_asm!(
     "    b kernel_exception_entry",
     // Lower EL, AArch64: system calls, faults, interrupts.
     ".balign 0x80",
-    "    str x0, [sp, #-16]!",
+    "    stp x0, x1, [sp, #-16]!",
     "    mov x0, #0",
     "    b el0_entry",
     ".balign 0x80",
-    "    str x0, [sp, #-16]!",
+    "    stp x0, x1, [sp, #-16]!",
     "    mov x0, #1",
     "    b el0_entry",
     ".balign 0x80",
-    "    str x0, [sp, #-16]!",
+    "    stp x0, x1, [sp, #-16]!",
     "    mov x0, #1",
     "    b el0_entry",
     ".balign 0x80",
-    "    str x0, [sp, #-16]!",
+    "    stp x0, x1, [sp, #-16]!",
     "    mov x0, #3",
     "    b el0_entry",
     // Lower EL, AArch32: never used (tasks are AArch64).
@@ -207,9 +201,9 @@ global_asm!(
     "    mov x0, #15",
     "    b kernel_exception_entry",
     "",
-    // x0 = kind (0 sync, 1 irq/fiq, 3 serror); the task's x0 is on the stack.
+    // x0 = kind (0 sync, 1 irq/fiq, 3 serror); the task's x0, x1 are on the
+    // stack.
     "el0_entry:",
-    "    str  x1, [sp, #8]",
     "    mrs  x1, tpidr_el2",
     "    stp  x2, x3, [x1, #16]",
     "    stp  x4, x5, [x1, #32]",
@@ -232,6 +226,8 @@ global_asm!(
     "    mrs  x2, elr_el2",
     "    mrs  x3, spsr_el2",
     "    stp  x2, x3, [x1, #256]",
+    "    mrs  x2, tpidr_el0",
+    "    str  x2, [x1, #800]",
     "    bl   el0_exception",
     // x0 = the SavedState to resume (also now in TPIDR_EL2).
     ".global __resume_task",
@@ -239,6 +235,8 @@ global_asm!(
     "    ldp  x2, x3, [x0, #256]",
     "    msr  elr_el2, x2",
     "    msr  spsr_el2, x3",
+    "    ldr  x2, [x0, #800]",
+    "    msr  tpidr_el0, x2",
     "    ldp  x30, x2, [x0, #240]",
     "    msr  sp_el0, x2",
     "    ldp  x2, x3, [x0, #16]",
@@ -258,11 +256,104 @@ global_asm!(
     "    ldp  x0, x1, [x0, #0]",
     "    eret",
     "",
+    // x0 = kind. Nothing here may use the stack before switching to the
+    // fault stack: the exception may be a kernel stack overflow into the
+    // guard page.
     "kernel_exception_entry:",
+    // A synchronous fault from a boot self-check probe (`selfcheck`): disarm,
+    // record the syndrome, and return to the probe's caller with x0 = 1.
+    // The probes are leaf routines, so x30 still holds their return address.
+    "    cmp  x0, #4",
+    "    b.ne 1f",
+    "    adrp x1, __probe_armed",
+    "    ldr  x2, [x1, :lo12:__probe_armed]",
+    "    cbz  x2, 1f",
+    "    str  xzr, [x1, :lo12:__probe_armed]",
+    "    mrs  x2, esr_el2",
+    "    adrp x1, __probe_esr",
+    "    str  x2, [x1, :lo12:__probe_esr]",
+    // The stack probe moved SP: put the caller's back.
+    "    adrp x1, __probe_saved_sp",
+    "    ldr  x2, [x1, :lo12:__probe_saved_sp]",
+    "    cbz  x2, 2f",
+    "    mov  sp, x2",
+    "    str  xzr, [x1, :lo12:__probe_saved_sp]",
+    "2:  msr  elr_el2, x30",
+    "    mov  x0, #1",
+    "    eret",
+    // Fatal: report from the dedicated fault stack.
+    "1:  ldr  x1, =__kernel_fault_stack_top",
+    "    mov  sp, x1",
     "    mrs  x1, esr_el2",
     "    mrs  x2, elr_el2",
     "    mrs  x3, far_el2",
     "    b    kernel_exception",
+    ".ltorg",
+);
+
+// Probes for the boot self-check of the kernel's memory protection
+// (`selfcheck`). Each arms `__probe_armed`, makes one access to x0, disarms
+// and returns 0; if the access faults, `kernel_exception_entry` returns 1 to
+// the caller instead and leaves the syndrome in `__probe_esr`.
+global_asm!(
+    ".section .text.probe, \"ax\"",
+    ".global __probe_read",
+    "__probe_read:",
+    "    adrp x9, __probe_armed",
+    "    mov  x10, #1",
+    "    str  x10, [x9, :lo12:__probe_armed]",
+    "    ldrb w10, [x0]",
+    "    str  xzr, [x9, :lo12:__probe_armed]",
+    "    mov  x0, #0",
+    "    ret",
+    // Writes back the byte it reads: harmless should the write land. (The
+    // caller tells a refused write from a refused read by ESR.WnR.)
+    ".global __probe_write",
+    "__probe_write:",
+    "    adrp x9, __probe_armed",
+    "    mov  x10, #1",
+    "    str  x10, [x9, :lo12:__probe_armed]",
+    "    ldrb w10, [x0]",
+    "    strb w10, [x0]",
+    "    str  xzr, [x9, :lo12:__probe_armed]",
+    "    mov  x0, #0",
+    "    ret",
+    // Branches to x0, which holds a `ret`: returns x0 (non-zero, not 1) if
+    // the fetch is allowed, with the probe still armed (the caller disarms).
+    ".global __probe_exec",
+    "__probe_exec:",
+    "    adrp x9, __probe_armed",
+    "    mov  x10, #1",
+    "    str  x10, [x9, :lo12:__probe_armed]",
+    "    br   x0",
+    // Runs a function prologue's push with SP = x0, as a kernel call chain
+    // deeper than the stack would: with x0 at the stack's bottom the push
+    // lands in the guard page.
+    ".global __probe_push",
+    "__probe_push:",
+    "    adrp x9, __probe_saved_sp",
+    "    mov  x10, sp",
+    "    str  x10, [x9, :lo12:__probe_saved_sp]",
+    "    mov  sp, x0",
+    "    adrp x9, __probe_armed",
+    "    mov  x10, #1",
+    "    str  x10, [x9, :lo12:__probe_armed]",
+    "    stp  x29, x30, [sp, #-16]!",
+    "    str  xzr, [x9, :lo12:__probe_armed]",
+    "    ldp  x29, x30, [sp], #16",
+    "    adrp x9, __probe_saved_sp",
+    "    ldr  x10, [x9, :lo12:__probe_saved_sp]",
+    "    mov  sp, x10",
+    "    str  xzr, [x9, :lo12:__probe_saved_sp]",
+    "    mov  x0, #0",
+    "    ret",
+    ".section .bss.probe, \"aw\", %nobits",
+    ".balign 8",
+    ".global __probe_armed",
+    "__probe_armed: .skip 8",
+    ".global __probe_esr",
+    "__probe_esr: .skip 8",
+    "__probe_saved_sp: .skip 8",
 );
 
 // The SavedState layout the assembly above relies on.
@@ -274,6 +365,7 @@ const _: () = {
     assert!(core::mem::offset_of!(SavedState, fpsr) == 272);
     assert!(core::mem::offset_of!(SavedState, fpcr) == 280);
     assert!(core::mem::offset_of!(SavedState, q) == 288);
+    assert!(core::mem::offset_of!(SavedState, tpidr_el0) == 800);
     assert!(core::mem::offset_of!(Task, save) == 0);
 };
 
@@ -298,17 +390,17 @@ impl Platform for Machine {
         self.gic.set_enabled(intid, enable);
     }
     fn now_ms(&self) -> u64 {
-        read_sysreg!("cntpct_el0") / self.ticks_per_ms
+        CNTPCT_EL0.get() / self.ticks_per_ms
     }
     fn set_deadline(&mut self, deadline: Option<u64>) {
         match deadline {
             Some(ms) => {
                 // CNTHP_* is the EL2 physical timer (PPI 26 on virt); its
                 // compare value is in counter ticks.
-                write_sysreg!("cnthp_cval_el2", ms.saturating_mul(self.ticks_per_ms));
-                write_sysreg!("cnthp_ctl_el2", 1);
+                sysreg::set_cnthp_cval(ms.saturating_mul(self.ticks_per_ms));
+                CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET);
             }
-            None => write_sysreg!("cnthp_ctl_el2", 0),
+            None => CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::CLEAR),
         }
         isb();
     }
@@ -357,6 +449,9 @@ pub fn shutdown(status: u32) -> ! {
 }
 
 static mut KERNEL: Option<Kernel<'static>> = None;
+/// The kernel image's 4 KiB tables (see `mmu`).
+static mut KERNEL_L3: [mmu::Page; mmu::KERNEL_L3_PAGES] =
+    [const { mmu::Page::ZERO }; mmu::KERNEL_L3_PAGES];
 static mut MACHINE: Option<Machine> = None;
 
 /// Boots the kernel with the generated configuration and the task table
@@ -374,7 +469,7 @@ pub unsafe fn start(
         uart: uart::Pl011::new(board.uart_base),
         gic: gic::Gic::new(board.gicd_base, board.gicr_base),
         timer_intid: board.timer_intid,
-        ticks_per_ms: (read_sysreg!("cntfrq_el0") / 1000).max(1),
+        ticks_per_ms: (CNTFRQ_EL0.get() / 1000).max(1),
         fp_owner: core::ptr::null_mut(),
         cptr: CPTR_FP_TRAP_EL0,
     };
@@ -384,28 +479,86 @@ pub unsafe fn start(
     crate::print_dec(&mut m, tasks.len() as u64);
     m.console(b" tasks, CurrentEL=2 (VHE)\n");
 
-    // EL2 host configuration: E2H+TGE make EL0 the host's EL0 (EL2&0
-    // regime); RW: lower ELs are AArch64.
-    write_sysreg!("hcr_el2", (1 << 34) | (1 << 27) | (1 << 31));
-    isb();
-    // CPTR_EL2 in its E2H layout: FP/SIMD traps at EL0 until a task uses it
-    // (lazy switching, see `__fp_save`).
-    write_sysreg!("cptr_el2", CPTR_FP_TRAP_EL0);
-    // Counter access from EL0: virtual counter readable (benchmarks), no
-    // timer access. E2H layout of CNTHCTL_EL2: EL0VCTEN is bit 1.
-    write_sysreg!("cnthctl_el2", 1 << 1);
-    write_sysreg!("cntvoff_el2", 0);
-    // SAFETY: vector table symbol from the global_asm above.
-    let vectors: u64;
-    unsafe { asm!("adr {}, __vectors", out(reg) vectors, options(nomem, nostack)) };
-    write_sysreg!("vbar_el2", vectors);
+    // SAFETY: boot, MMU off, nothing runs at EL0 yet. Each write below
+    // keeps the contract its setter states.
+    unsafe {
+        // EL2 host configuration: E2H+TGE make EL0 the host's EL0 (EL2&0
+        // regime); RW: lower ELs are AArch64.
+        sysreg::set_hcr_el2(
+            (HCR_EL2::E2H::EnableOsAtEl2
+                + HCR_EL2::TGE::EnableTrapGeneralExceptionsToEl2
+                + HCR_EL2::RW::EL1IsAarch64)
+                .value,
+        );
+        isb();
+        // CPTR_EL2 in its E2H layout: FP/SIMD traps at EL0 until a task
+        // uses it (lazy switching, see `__fp_save`); SVE, SME, trace and
+        // the activity monitors stay trapped (their enable fields are 0).
+        sysreg::set_cptr_el2(CPTR_FP_TRAP_EL0);
+        // Counter access from EL0: virtual counter readable (benchmarks),
+        // no timer access (EL0PTEN, EL0VTEN = 0) and no physical counter.
+        // E2H layout of CNTHCTL_EL2: EL0VCTEN is bit 1.
+        sysreg::set_cnthctl_el2(1 << 1);
+        // EL0-visible state no task owns: the read-only thread pointer
+        // (tasks could read whatever the loader left), the performance
+        // monitors and activity monitors (their EL0 enables reset to
+        // UNKNOWN values), and the debug communication channel (a register
+        // pair every task could write and read: MDSCR_EL1.TDCC traps it).
+        // MDCR_EL2: TPM (6), TPMCR (5), TDA (9), TDOSA (10), TDRA (11) trap
+        // EL0 PMU and debug-register accesses to the kernel as well;
+        // HPMN (the counters' partition) is kept.
+        sysreg::set_pmuserenr_el0(0);
+        if ID_AA64PFR0_EL1.get() >> 44 & 0xf != 0 {
+            sysreg::set_amuserenr_el0(0);
+        }
+        sysreg::set_mdscr_el1(1 << 12);
+        sysreg::set_mdcr_el2(
+            sysreg::mdcr_el2() | (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11),
+        );
+        let vectors: u64;
+        asm!("adr {}, __vectors", out(reg) vectors, options(nomem, nostack));
+        sysreg::set_vbar_el2(vectors);
+    }
+    TPIDRRO_EL0.set(0);
+    CNTVOFF_EL2.set(0);
     isb();
 
-    if let Err(msg) = mmu::init(board, cfg.tasks, tasks, pt_pool) {
-        m.console(b"kern: bad configuration: ");
-        m.console(msg.as_bytes());
-        m.console(b"\n");
-        shutdown(crate::EXIT_BAD_CONFIG);
+    let image = mmu::ImageLayout::of_image();
+    // SAFETY: the one call, at boot, with the MMU off; `KERNEL_L3` is used
+    // nowhere else.
+    let mapped = unsafe {
+        let kernel_l3 = &mut *core::ptr::addr_of_mut!(KERNEL_L3);
+        mmu::init(board, cfg.tasks, tasks, pt_pool, kernel_l3, &image)
+    };
+    let kernel_ttbr0 = match mapped {
+        Ok(t) => t,
+        Err(msg) => {
+            m.console(b"kern: bad configuration: ");
+            m.console(msg.as_bytes());
+            m.console(b"\n");
+            shutdown(crate::EXIT_BAD_CONFIG);
+        }
+    };
+    // From here on the kernel never touches memory EL0 can reach: it
+    // reaches task memory through its own privileged map (after checking
+    // the task's regions). Every exception taken to EL2 sets PAN again
+    // (SCTLR_EL2.SPAN = 0).
+    sysreg::set_pan();
+    if !selfcheck::run(
+        &mut m,
+        &image,
+        kernel_ttbr0,
+        tasks,
+        board.ram_base + board.ram_size,
+    ) {
+        m.console(b"kern: memory protection self-check failed: stopping\n");
+        shutdown(crate::EXIT_KERNEL_FAULT);
+    }
+    // The kernel map stays in every task's table (no separate kernel
+    // table): say so on a CPU that does not promise that EL0 cannot read
+    // privileged-only memory speculatively (ID_AA64PFR0_EL1.CSV3).
+    if ID_AA64PFR0_EL1.get() >> 60 == 0 {
+        m.console(b"kern: warning: CPU does not report CSV3; kernel memory mapped in task tables may leak through speculation\n");
     }
     m.gic.init();
     for irq in cfg.irqs {
@@ -467,12 +620,20 @@ fn run_next(k: &mut Kernel<'static>, m: &mut Machine) -> *mut SavedState {
         CPTR_FP_TRAP_EL0
     };
     if cptr != m.cptr {
-        write_sysreg!("cptr_el2", cptr);
+        // SAFETY: FP is enabled at EL0 only for the task whose state is in
+        // the registers (`fp_owner`).
+        unsafe { sysreg::set_cptr_el2(cptr) };
         m.cptr = cptr;
     }
-    write_sysreg!("ttbr0_el2", t.ttbr0);
-    isb();
-    write_sysreg!("tpidr_el2", p as u64);
+    // SAFETY: `ttbr0` is the task's table built at boot (it maps the kernel
+    // exactly as the kernel map does, with the task's own ASID); `p` is the
+    // task's SavedState, which the exception entry code stores into. No ISB
+    // after the TTBR0 write: until the `eret` (context synchronising) the
+    // kernel touches only its own global mappings, identical in every table.
+    unsafe {
+        sysreg::set_ttbr0_el2(t.ttbr0);
+        sysreg::set_tpidr_el2(p as u64);
+    }
     p
 }
 
@@ -482,7 +643,9 @@ fn fp_switch(k: &mut Kernel<'static>, m: &mut Machine) {
     let me = &mut k.tasks[k.current].save as *mut SavedState;
     // FP must be enabled at EL2 to move the registers; the kernel itself is
     // soft-float, so nothing else touches them meanwhile.
-    write_sysreg!("cptr_el2", CPTR_FP_ON);
+    // SAFETY: the registers are about to hold this task's state; until the
+    // swap below completes only the kernel runs.
+    unsafe { sysreg::set_cptr_el2(CPTR_FP_ON) };
     m.cptr = CPTR_FP_ON;
     isb();
     // SAFETY: both pointers name SavedState records in the static task
@@ -518,7 +681,7 @@ extern "C" fn el0_exception(kind: u64) -> *mut SavedState {
     if kind == 1 {
         handle_irqs(k, m);
     } else if kind == 0 {
-        let esr = read_sysreg!("esr_el2");
+        let esr = ESR_EL2.get();
         let ec = (esr >> 26) & 0x3f;
         let c = k.current;
         match ec {
@@ -527,7 +690,7 @@ extern "C" fn el0_exception(kind: u64) -> *mut SavedState {
             // FP/SIMD access trapped by CPTR_EL2: lazy switch.
             0x07 => fp_switch(k, m),
             _ => {
-                let far = read_sysreg!("far_el2") as usize;
+                let far = FAR_EL2.get() as usize;
                 let (kind, detail) = match ec {
                     0x24 => (abi::FaultKind::MemoryAccess, far),
                     0x20 => (abi::FaultKind::InstructionAccess, far),
@@ -554,6 +717,10 @@ extern "C" fn kernel_exception(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
     // base is the board's UART, already mapped (or the MMU is off).
     let m = unsafe { (*core::ptr::addr_of_mut!(MACHINE)).as_mut() };
     if let Some(m) = m {
+        let guard = mmu::ImageLayout::of_image().guard as u64;
+        if kind == 4 && (guard..guard + 4096).contains(&far) {
+            m.console(b"kern: KERNEL STACK OVERFLOW (guard page hit)\n");
+        }
         m.console(b"kern: KERNEL EXCEPTION kind=");
         crate::print_dec(m, kind);
         m.console(b" esr=");
