@@ -1,0 +1,129 @@
+//! Guest invalidation commands: vSIDs, validation and issue.
+
+use super::*;
+
+impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
+    /// Sets the virtual StreamID a VM's guest uses for its stream (guest
+    /// invalidation commands name vSIDs). Default: vSID = pSID.
+    pub fn set_vsid(&mut self, caller: TaskId, sid: u32, vsid: u32) -> Result<()> {
+        let si = self.stream_idx(caller, sid)?;
+        let owner = self.stream(si).owner;
+        let clash =
+            self.streams.iter().enumerate().any(
+                |(i, s)| matches!(s, Some(s) if i != si && s.owner == owner && s.vsid == vsid),
+            );
+        if clash {
+            return Err(Error::AlreadyExists);
+        }
+        if let Some(s) = self.stream_mut(si) {
+            s.vsid = vsid;
+        }
+        Ok(())
+    }
+
+    /// The physical StreamID of the caller's vSID.
+    pub(super) fn psid(&self, caller: TaskId, vsid: u32) -> Option<u32> {
+        self.streams
+            .iter()
+            .flatten()
+            .find(|s| s.owner as usize == caller.index() && s.vsid == vsid)
+            .map(|s| s.sid)
+    }
+
+    /// Checks one guest command and rewrites it for the hardware: only
+    /// TLBI_NH_{ALL,ASID,VA,VAA}, CFGI_CD, CFGI_CD_ALL and ATC_INV; VMID
+    /// forced to `vmid`; vSID translated through the caller's streams;
+    /// every other field rebuilt from the decoded command (no stray bits).
+    pub fn validate_guest_command(
+        &self,
+        caller: TaskId,
+        vmid: u16,
+        cmd: &Command,
+    ) -> Result<Command> {
+        let kind = cmd.decode().map_err(|_| Error::Invalid)?;
+        let ril = self.smmu.features.ril;
+        let ranged = |c: Command, s: &smmuv3::cmd::TlbiScope| -> Result<Command> {
+            if s.tg == 0 {
+                Ok(c)
+            } else if ril {
+                Ok(c.with_range(s.num, s.scale, s.tg, s.ttl))
+            } else {
+                Err(Error::Invalid)
+            }
+        };
+        let psid = |vsid: u32| self.psid(caller, vsid).ok_or(Error::NotFound);
+        let ssid_ok = |ssid: u32| (ssid as u64) < (1u64 << self.smmu.features.ssid_bits);
+        match kind {
+            CommandKind::TlbiNhAll { .. } => Ok(Command::tlbi_nh_all(vmid)),
+            CommandKind::TlbiNhAsid { asid, .. } => Ok(Command::tlbi_nh_asid(vmid, asid)),
+            CommandKind::TlbiNhVa { asid, scope, .. } => ranged(
+                Command::tlbi_nh_va(vmid, asid, scope.addr, scope.leaf),
+                &scope,
+            ),
+            CommandKind::TlbiNhVaa { scope, .. } => {
+                ranged(Command::tlbi_nh_vaa(vmid, scope.addr, scope.leaf), &scope)
+            }
+            CommandKind::CfgiCd { sid, ssid, leaf } if ssid_ok(ssid) => {
+                Ok(Command::cfgi_cd(psid(sid)?, ssid, leaf))
+            }
+            CommandKind::CfgiCdAll { sid } => Ok(Command::cfgi_cd_all(psid(sid)?)),
+            CommandKind::AtcInv {
+                sid,
+                ssid,
+                addr,
+                size,
+                global,
+            } if ssid.is_none_or(ssid_ok) && self.smmu.features.ats => {
+                Ok(Command::atc_inv(psid(sid)?, ssid, addr, size, global))
+            }
+            _ => Err(Error::Invalid),
+        }
+    }
+
+    /// Issues a VM's guest invalidation batch under its vIOMMU (the S2
+    /// domain `viommu`, whose VMID is forced into every command). Commands
+    /// are validated in order; the valid prefix is issued with one SYNC
+    /// per [`BATCH_MAX`] commands. Returns how many were done and, if not
+    /// all, why the next one was refused.
+    pub fn invalidate(
+        &mut self,
+        caller: TaskId,
+        viommu: DomainId,
+        cmds: &[Command],
+    ) -> (u32, Result<()>) {
+        let vmid = match self
+            .domain_idx(caller, viommu)
+            .map(|i| self.dom(i).map(|d| d.inner))
+        {
+            Ok(Some(Inner::S2 { vmid, .. })) => vmid,
+            Ok(_) => return (0, Err(Error::Invalid)),
+            Err(e) => return (0, Err(e)),
+        };
+        if cmds.len() > MAX_INVALIDATION {
+            return (0, Err(Error::Invalid));
+        }
+        let mut out = [Command::zeroed(); MAX_INVALIDATION];
+        let mut n = 0;
+        let mut refused = Ok(());
+        for c in cmds {
+            match self.validate_guest_command(caller, vmid, c) {
+                Ok(v) => {
+                    out[n] = v;
+                    n += 1;
+                }
+                Err(e) => {
+                    refused = Err(e);
+                    break;
+                }
+            }
+        }
+        if n == 0 {
+            return (0, refused);
+        }
+        match self.smmu.issue(&out[..n]) {
+            Ok(()) => (n as u32, refused),
+            Err(IssueFailure::Refused(f)) => (f.index as u32, Err(Error::HardwareError)),
+            Err(IssueFailure::Timeout) => (0, Err(Error::Timeout)),
+        }
+    }
+}
