@@ -938,7 +938,7 @@ fn page_responses_only_for_prq_server() {
             sid: SID_A,
             ssid: Some(5),
             prgi: 3,
-            resp: PriResponse::Deny,
+            resp: PriResponse::InvalidRequest,
         },
         PageResponse::Resume {
             sid: SID_A,
@@ -956,7 +956,7 @@ fn page_responses_only_for_prq_server() {
             sid: SID_A,
             ssid: Some(5),
             prgi: 3,
-            resp: PriResponse::Deny
+            resp: PriResponse::InvalidRequest
         }
     );
     assert!(matches!(
