@@ -222,8 +222,9 @@ fn harness_iommu_bind_counts_users_last_unbind_clears_cd_and_invalidates() {
     );
 
     // The last user: CD word 0 with V = 0, CFGI_CD + SYNC; the other
-    // words, CFGI_CD + SYNC; then TLBI_NH_ASID, ATC_INV (the model has
-    // ATS) and one SYNC. PASID 6 keeps the stream nested: the STE stays.
+    // words, CFGI_CD + SYNC; then TLBI_NH_ASID + SYNC, and only then
+    // ATC_INV (the model has ATS) + SYNC (IHI 0070 §4.5.1). PASID 6 keeps
+    // the stream nested: the STE stays.
     let last = steps.get("unbind last");
     assert_eq!(last.result, ok(UnbindOutcome::Drained));
     let cmds = last.commands();
@@ -232,14 +233,15 @@ fn harness_iommu_bind_counts_users_last_unbind_clears_cd_and_invalidates() {
         ssid: 5,
         leaf: true,
     };
-    assert_eq!(cmds.len(), 7, "{:?}", last.notes());
+    assert_eq!(cmds.len(), 8, "{:?}", last.notes());
     assert_eq!(cmds[0], cfgi);
     assert!(matches!(cmds[1], CommandKind::Sync { .. }));
     assert_eq!(cmds[2], cfgi);
     assert!(matches!(cmds[3], CommandKind::Sync { .. }));
     assert_eq!(cmds[4], CommandKind::TlbiNhAsid { vmid, asid: 7 });
+    assert!(matches!(cmds[5], CommandKind::Sync { .. }));
     assert!(matches!(
-        cmds[5],
+        cmds[6],
         CommandKind::AtcInv {
             sid: SID_A,
             ssid: Some(5),
@@ -247,7 +249,7 @@ fn harness_iommu_bind_counts_users_last_unbind_clears_cd_and_invalidates() {
             ..
         }
     ));
-    assert!(matches!(cmds[6], CommandKind::Sync { .. }));
+    assert!(matches!(cmds[7], CommandKind::Sync { .. }));
     assert!(last.ste_writes().is_empty());
     assert!(steps.get("dma 5 after").result.starts_with("Err"));
     assert_eq!(

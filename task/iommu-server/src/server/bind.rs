@@ -177,16 +177,26 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                 first_err.get_or_insert(e);
             }
         }
-        let ssid = (table.s1cdmax > 0).then_some(c.pasid);
-        let inv = [
-            Command::tlbi_nh_asid(vmid, c.ctx.asid),
-            Command::atc_inv(sid, ssid, 0, 52, false),
-        ];
+        // The ATC is invalidated only after the TLB invalidation has
+        // completed (IHI 0070 §4.5.1): TLBI, SYNC, then ATC_INV, SYNC.
+        if let Err(f) = self.smmu.issue(&[Command::tlbi_nh_asid(vmid, c.ctx.asid)]) {
+            first_err.get_or_insert(issue_err(f));
+        }
         // ATC_INV is an illegal command on an SMMU without ATS (QEMU
         // accepts it as a no-op); there is no ATC to invalidate then.
-        let n = if self.smmu.features.ats { 2 } else { 1 };
-        if let Err(f) = self.smmu.issue(&inv[..n]) {
-            first_err.get_or_insert(issue_err(f));
+        if self.smmu.features.ats {
+            // PASID 0 is the CD the stream's transactions *without* a PASID
+            // use (S1DSS = SSID0; a PASID-0 transaction is then refused
+            // with F_STREAM_DISABLED), and their ATC entries carry no
+            // PASID: invalidate with SSV = 0 (§4.5.1). Likewise without
+            // substreams (S1CDMax = 0).
+            let ssid = (table.s1cdmax > 0 && c.pasid != 0).then_some(c.pasid);
+            if let Err(f) = self
+                .smmu
+                .issue(&[Command::atc_inv(sid, ssid, 0, 52, false)])
+            {
+                first_err.get_or_insert(issue_err(f));
+            }
         }
         self.contexts[ci] = None;
         if self.contexts_on(c.stream) == 0 {

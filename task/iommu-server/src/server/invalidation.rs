@@ -83,7 +83,8 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     /// Issues a VM's guest invalidation batch under its vIOMMU (the S2
     /// domain `viommu`, whose VMID is forced into every command). Commands
     /// are validated in order; the valid prefix is issued with one SYNC
-    /// per [`BATCH_MAX`] commands. Returns how many were done and, if not
+    /// per [`BATCH_MAX`] commands, and a SYNC before each ATC_INV that
+    /// follows other commands. Returns how many were done and, if not
     /// all, why the next one was refused.
     pub fn invalidate(
         &mut self,
@@ -120,10 +121,30 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         if n == 0 {
             return (0, refused);
         }
-        match self.smmu.issue(&out[..n]) {
-            Ok(()) => (n as u32, refused),
-            Err(IssueFailure::Refused(f)) => (f.index as u32, Err(Error::HardwareError)),
-            Err(IssueFailure::Timeout) => (0, Err(Error::Timeout)),
+        // An ATC_INV must not start before the TLB invalidations ahead of
+        // it have completed (IHI 0070 §4.5.1: TLBI, SYNC, ATC_INV, SYNC),
+        // so the batch is cut before each ATC_INV that follows another
+        // command: every piece ends with its own CMD_SYNC.
+        let mut base = 0;
+        while base < n {
+            let mut end = base + 1;
+            let starts_piece = |i: usize| is_atc_inv(&out[i]) && !is_atc_inv(&out[i - 1]);
+            while end < n && !starts_piece(end) {
+                end += 1;
+            }
+            match self.smmu.issue(&out[base..end]) {
+                Ok(()) => {}
+                Err(IssueFailure::Refused(f)) => {
+                    return ((base + f.index) as u32, Err(Error::HardwareError))
+                }
+                Err(f) => return (base as u32, Err(Error::from(f))),
+            }
+            base = end;
         }
+        (n as u32, refused)
     }
+}
+
+fn is_atc_inv(c: &Command) -> bool {
+    c.opcode() == Ok(smmuv3::Opcode::AtcInv)
 }
