@@ -24,6 +24,9 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             return Err(Error::Busy);
         }
         let target = self.ste_for(di)?;
+        // Stale TLB entries of a failed strict unmap would serve this
+        // stream too.
+        self.settle(di)?;
         let result = self.smmu.write_ste(sid, &target);
         let update = match result {
             Ok(u) => u,

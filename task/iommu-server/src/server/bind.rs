@@ -207,6 +207,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                 first_err.get_or_insert(e);
                 self.fail_closed(c.stream);
             }
+            let mut leak = false;
             if let Some(Inner::S2 { mut pt, vmid }) = self.dom(di).map(|d| d.inner) {
                 let mut cmds = [Command::zeroed(); BATCH_MAX];
                 let mut n = 0;
@@ -225,9 +226,17 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                 });
                 if let Err(f) = self.smmu.issue(&cmds[..n]) {
                     first_err.get_or_insert(issue_err(f));
+                    // The context window's stale entries may still lead to
+                    // the table pages: the domain owes an invalidation, and
+                    // the pages are not reused (kept allocated, lost)
+                    // rather than handed out while reachable.
+                    self.owe(di);
+                    leak = true;
                 }
             }
-            table.destroy(&self.smmu.mem, &mut self.smmu.alloc);
+            if !leak {
+                table.destroy(&self.smmu.mem, &mut self.smmu.alloc);
+            }
             if let Some(s) = self.stream_mut(c.stream) {
                 s.ctx = None;
             }

@@ -47,6 +47,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                 children: 0,
                 inner: Inner::S2 { vmid, pt },
                 needs_flush: false,
+                owed: false,
             },
         ))
     }
@@ -104,6 +105,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                     cd: cd_page,
                 },
                 needs_flush: false,
+                owed: false,
             },
         ))
     }
@@ -159,6 +161,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                 children: 0,
                 inner: Inner::Nested { parent: p, cfg },
                 needs_flush: false,
+                owed: false,
             },
         ))
     }

@@ -25,6 +25,36 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         in_window && (!self.memory_query || phys_owned(caller, pa, len))
     }
 
+    /// Pays domain `di`'s owed invalidation, if any: the whole domain
+    /// (TLBI_S12_VMALL for S2 — stage 1 entries of nested streams under
+    /// its VMID included —, TLBI_NH_ASID for S1, TLBI_NH_ALL under the
+    /// parent's VMID for nested) + SYNC. The debt is cleared only once
+    /// that SYNC completed; otherwise the error is returned and the
+    /// caller's operation must not proceed.
+    pub(super) fn settle(&mut self, di: usize) -> Result<()> {
+        let d = *self.dom(di).ok_or(Error::NotFound)?;
+        if !d.owed {
+            return Ok(());
+        }
+        let cmd = match d.inner {
+            Inner::S2 { vmid, .. } => Command::tlbi_s12_vmall(vmid),
+            Inner::S1 { asid, .. } => Command::tlbi_nh_asid(0, asid),
+            Inner::Nested { parent, .. } => Command::tlbi_nh_all(self.vmid_of(parent).unwrap_or(0)),
+        };
+        self.smmu.issue(&[cmd]).map_err(issue_err)?;
+        if let Some(d) = self.dom_mut(di) {
+            d.owed = false;
+        }
+        Ok(())
+    }
+
+    /// Records that domain `di` is owed an invalidation (see `owed`).
+    pub(super) fn owe(&mut self, di: usize) {
+        if let Some(d) = self.dom_mut(di) {
+            d.owed = true;
+        }
+    }
+
     pub(super) fn paging(&self, i: usize) -> Result<(PageTable, Option<u16>, Option<u16>)> {
         match self.dom(i).map(|d| d.inner) {
             Some(Inner::S2 { vmid, pt }) => Ok((pt, Some(vmid), None)),
@@ -79,6 +109,9 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         if tables > self.smmu.alloc.free_pages() {
             return Err(Error::NoSpace);
         }
+        // A new mapping needs no invalidation of its own, but stale
+        // entries of an unmap that failed to invalidate could shadow it.
+        self.settle(di)?;
         for p in 0..pages as u64 {
             let off = p * PAGE_SIZE as u64;
             pt.map(
@@ -108,6 +141,10 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     /// TLBI_S2_IPA (S2) or TLBI_NH_VA (S1) per page — or one
     /// TLBI_S12_VMALL / TLBI_NH_ASID when more than a batch — plus
     /// TLBI_NH_ALL for a nesting parent, and one CMD_SYNC, before the reply.
+    /// If that invalidation fails (timeout, refused), the error is returned
+    /// and the domain stays owed a whole-domain invalidation, which the
+    /// next map / unmap / flush / attach of it issues first: a retry that
+    /// finds nothing mapped still invalidates before it returns Ok(0).
     pub fn unmap(
         &mut self,
         caller: TaskId,
@@ -122,6 +159,9 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         if MSI_WINDOW.overlaps(iova, len) || (vmid.is_some() && CTX_WINDOW.overlaps(iova, len)) {
             return Err(Error::Reserved);
         }
+        // A failed strict unmap before this one: pay it first, so a retry
+        // that finds nothing left to unmap still invalidates.
+        self.settle(di)?;
         let nest = vmid.is_some() && self.is_nest_parent(di);
         let per_batch = if nest { BATCH_MAX - 1 } else { BATCH_MAX };
         let mut cmds = [Command::zeroed(); BATCH_MAX];
@@ -160,7 +200,12 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             cmds[n] = Command::tlbi_nh_all(vmid.unwrap_or(0));
             n += 1;
         }
-        self.smmu.issue(&cmds[..n]).map_err(issue_err)?;
+        if let Err(f) = self.smmu.issue(&cmds[..n]) {
+            // The entries are gone but the TLBs may still hold them: the
+            // invalidation stays owed until a SYNC completes it.
+            self.owe(di);
+            return Err(issue_err(f));
+        }
         Ok(count)
     }
 
@@ -174,8 +219,11 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             None => Command::tlbi_nh_asid(0, asid.unwrap_or(0)),
         };
         self.smmu.issue(&[cmd]).map_err(issue_err)?;
+        // The whole domain is invalidated: this pays an owed invalidation
+        // too.
         if let Some(d) = self.dom_mut(di) {
             d.needs_flush = false;
+            d.owed = false;
         }
         Ok(())
     }

@@ -360,6 +360,13 @@ struct Domain {
     children: u16,
     inner: Inner,
     needs_flush: bool,
+    /// A strict invalidation of this domain did not complete (its TLBI
+    /// batch timed out or was refused) after its entries were cleared:
+    /// the device may still reach the old pages through the TLB. Owed
+    /// until a whole-domain invalidation's SYNC completes
+    /// ([`IommuServer::settle`]), which every later map, unmap, flush and
+    /// attach of the domain does first.
+    owed: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
