@@ -310,8 +310,9 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     }
 
     /// Issues one illegal command (opcode 0) and checks the queue recovers
-    /// from it: run once at boot, so every boot proves the recovery path on
-    /// the real (modelled) SMMU. Returns the refused command as reported.
+    /// from it. For test images only ([`crate::startup::prove_command_recovery`]):
+    /// on real hardware it raises a global error. Returns the refused
+    /// command as reported.
     pub fn self_test_illegal_command(&mut self) -> Result<crate::cmdq::CmdFault> {
         let cmds = [
             Command::tlbi_nsnh_all(),
