@@ -376,3 +376,64 @@ fn harness_iommu_bind_checks_pasid_owner_and_generation_with_pasid_alloc() {
     assert_eq!(asks, 4);
     assert!(bus.smmu.access_errors().is_empty());
 }
+
+/// Issue 10 item 17: an unmap on a nest parent (an S2 domain with bound
+/// PASIDs) must also reach the combined stage 1 + 2 TLB entries
+/// (TLBI_NH_ALL under its VMID): TLBI_S2_IPA alone leaves them, and DMA
+/// through the PASID would still land on the unmapped page. Asserted at
+/// the device.
+#[test]
+fn harness_iommu_unmap_on_a_nest_parent_reaches_dma_through_a_pasid() {
+    let steps = Steps::new();
+    let s = steps.clone();
+    let mut rig = IommuRig::new(SmmuConfig::new().ssidsize(20))
+        .pasid_alloc(&[5])
+        .max_pasid_bits(20)
+        .vm("vm", 3, &[SID_A], move |vm: Vm| {
+            let (c, b) = (&vm.iommu, &vm.bus);
+            let Some(pasids) = vm.pasids.as_ref() else {
+                panic!("no pasid-alloc")
+            };
+            let d = s2_over_ram(&vm, SID_A);
+            let Ok(h) = pasids.alloc() else {
+                panic!("no PASID")
+            };
+            // Guest stage 1: GUEST_VA → IPA of RAM page 100.
+            vm.ram.stage1(10, GUEST_VA, guest_ipa(100), guest_ipa);
+            s.record(b, "bind", || {
+                c.bind(StreamId(SID_A), h, guest_cd(guest_ipa(10), 7), false)
+            });
+            // Fills the TLB with the combined VA → PA entry.
+            s.record(b, "dma", || vm.dma.write(SID_A, Some(5), GUEST_VA, b"a"));
+            s.record(b, "unmap", || c.unmap(d, guest_ipa(100), 0x1000));
+            s.record(b, "dma after", || {
+                vm.dma.write(SID_A, Some(5), GUEST_VA, b"b")
+            });
+            sys_shutdown(0);
+        });
+    let bus = rig.bus();
+    rig.harness(17).run().expect_shutdown(0);
+
+    assert_eq!(steps.get("bind").result, ok(1u32));
+    assert_eq!(
+        steps.get("dma").result,
+        format!("{:?}", Ok::<u64, DmaError>(page(0, 100)))
+    );
+    let unmap = steps.get("unmap");
+    assert_eq!(unmap.result, ok(0x1000u64));
+    let after = steps.get("dma after").result;
+    assert!(
+        after.starts_with("Err"),
+        "DMA through the PASID reached {after} after the unmap"
+    );
+    let mut got = [0u8; 1];
+    bus.mem.read(page(0, 100), &mut got).unwrap();
+    assert_eq!(&got, b"a", "the unmapped page was not written again");
+    // How: TLBI_NH_ALL under the parent's VMID in the unmap's batch.
+    let vmid = bus.ste(SID_A).unwrap().s2vmid();
+    assert!(
+        unmap.commands().contains(&CommandKind::TlbiNhAll { vmid }),
+        "{:?}",
+        unmap.notes()
+    );
+}
