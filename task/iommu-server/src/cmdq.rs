@@ -13,7 +13,9 @@
 //!   it and runs the rest of the batch. The caller gets
 //!   [`IssueFailure::Refused`].
 //! - **CERROR_ABT**: an external abort on the *fetch*; the command itself
-//!   is fine, so it is not touched: acknowledging retries the fetch. After
+//!   is fine, so it is not touched: acknowledging retries the fetch. An ERR
+//!   value the architecture never reports for an error (CERROR_NONE,
+//!   reserved) is handled the same way: only CERROR_ILL skips a command. After
 //!   [`FETCH_RETRIES`] aborts in one batch the queue is given up on for
 //!   this batch: PROD is moved back to CONS (permitted while the error is
 //!   active), the error acknowledged, and the caller gets
@@ -279,8 +281,11 @@ impl CmdQueue {
             if (gerror ^ gerrorn) & cmdq_err != 0 {
                 let raw_cons = mmio.read32(offset::CMDQ_CONS);
                 let at = QueuePtr::from_raw(self.log2size, raw_cons);
-                // A reserved ERR value is treated as the command's fault.
-                let err = CmdqError::from_cons(raw_cons).unwrap_or(CmdqError::Ill);
+                // An ERR value the architecture does not give for an
+                // error (CERROR_NONE, or reserved) says nothing about the
+                // command: only CERROR_ILL may skip one, so such a value is
+                // handled as a fetch abort (re-fetched, bounded).
+                let err = CmdqError::from_cons(raw_cons).unwrap_or(CmdqError::None);
                 let index = base_index + at.distance(start).min(cmds.len() as u32) as usize;
                 let c = CmdFault {
                     index,
@@ -290,7 +295,7 @@ impl CmdQueue {
                 self.stats.last_fault = Some(c);
                 let ack = || mmio.write32(offset::GERRORN, gerrorn ^ cmdq_err);
                 match err {
-                    CmdqError::Abt => {
+                    CmdqError::Abt | CmdqError::None => {
                         // The entry is intact in memory; the fetch failed.
                         // Acknowledging makes the SMMU fetch it again.
                         self.stats.fetch_aborts += 1;
@@ -314,7 +319,7 @@ impl CmdQueue {
                             return Err(IssueFailure::Incomplete(c));
                         }
                     }
-                    CmdqError::Ill | CmdqError::None => {
+                    CmdqError::Ill => {
                         // Skip it: a harmless SYNC in its place.
                         self.stats.recovered += 1;
                         fault.get_or_insert(IssueFailure::Refused(c));
