@@ -9,6 +9,7 @@ pub mod elf;
 pub mod gdb;
 pub mod gen;
 pub mod manifest;
+pub mod mutants;
 pub mod prereq;
 pub mod qemu;
 pub mod runner;

@@ -1,4 +1,4 @@
-//! `cargo xtask …`: dist, run, test, bench, sizes, gdb, trace, fuzz.
+//! `cargo xtask …`: dist, run, test, bench, sizes, gdb, trace, fuzz, mutants.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use xtask::qemu::{self, Outcome};
 use xtask::ws::Workspace;
-use xtask::{bench, dist, gdb, manifest, prereq, runner, sizes};
+use xtask::{bench, dist, gdb, manifest, mutants, prereq, runner, sizes};
 
 #[derive(Parser)]
 #[command(
@@ -73,6 +73,15 @@ enum Cmd {
         seconds: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Apply deliberate bugs to the SMMU driver one at a time and check the
+    /// named test catches each (docs/iommu-server.md, "Mutations")
+    Mutants {
+        /// Run only mutations whose name contains this
+        filter: Option<String>,
+        /// List the mutations and their tests
+        #[arg(long)]
+        list: bool,
     },
     /// Boot halted with a gdb stub on :1234 and write a gdb script
     Gdb {
@@ -206,6 +215,15 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
             }
         }
         Cmd::Test { filter, list } => runner::test(ws, filter.as_deref(), list).map(exit_code),
+        Cmd::Mutants { filter, list } => {
+            if list {
+                for m in mutants::MUTATIONS {
+                    println!("{}: {} {} {}", m.name, m.package, m.target, m.test);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            mutants::run(ws, filter.as_deref()).map(exit_code)
+        }
         Cmd::Bench => bench::bench(ws).map(exit_code),
         Cmd::Sizes { app } => {
             let d = dist::dist(ws, &ws.app_path(&app))?;

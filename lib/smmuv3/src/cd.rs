@@ -121,7 +121,11 @@ impl Cd {
         A, a, set_a, 0, 46
     );
     flag_field!(
-        /// ASET: the ASID is shared with a CPU (broadcast TLBI applies).
+        /// ASET: ASID set (IHI 0070 §5.4). 0: the ASID is in the set shared
+        /// with PE processes — matching broadcast TLB invalidations from the
+        /// CPUs apply to entries from this CD. 1: non-shared — an
+        /// SMMU-local address space that such broadcast invalidations by
+        /// ASID need not reach; SMMU commands must invalidate it.
         ASET, aset, set_aset, 0, 47
     );
     uint_field!(
@@ -210,7 +214,8 @@ entry_words!(L1CdDesc, 1);
 
 impl L1CdDesc {
     flag_field!(
-        /// V: the level 2 table exists (otherwise C_BAD_SUBSTREAMID).
+        /// V: the level 2 table exists (a CD fetch through V = 0 aborts the
+        /// transaction with C_BAD_SUBSTREAMID, §5.3).
         V, v, set_v, 0, 0
     );
     addr_field!(

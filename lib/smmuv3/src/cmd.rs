@@ -72,26 +72,40 @@ impl Opcode {
 }
 
 spec_enum! {
-    /// CMD_PRI_RESP.Resp: the PRG response sent to the device (Arm
-    /// encoding; PCIe names in brackets).
+    /// CMD_PRI_RESP.Resp: the page request group response sent to the
+    /// device, under the architecture's names (IHI 0070 §4.5.2; PCIe
+    /// Response Codes in brackets). An ordinary "no" — no handler, detach,
+    /// replace, unbind, owner death — is [`PriResponse::InvalidRequest`];
+    /// [`PriResponse::ResponseFailure`] makes the device stop using PRI.
     pub enum PriResponse as "CMD_PRI_RESP.Resp" {
-        /// Deny [Invalid Request]: the pages are not available.
-        Deny = 0b00,
-        /// Fail [Response Failure]: the device must stop issuing requests.
-        Fail = 0b01,
-        /// Success: retry the translation.
+        /// ResponseFailure [Response Failure]: permanent non-paging error
+        /// (for example ATS or PRI disabled for the device); the device
+        /// stops issuing page requests.
+        ResponseFailure = 0b00,
+        /// InvalidRequest [Invalid Request]: page-in unsuccessful for one
+        /// or more pages of the group.
+        InvalidRequest = 0b01,
+        /// Success: the group was paged in; the device retries the
+        /// translation. (0b11 is Reserved: the command is ILLEGAL.)
         Success = 0b10,
     }
 }
 
 spec_enum! {
-    /// CMD_RESUME.Action (bits Ac = 12, Ab = 13 of word 0).
+    /// CMD_RESUME's Action (Ac, word 0 bit 12) and Abort (Ab, bit 13)
+    /// parameters as one 2-bit value Ab:Ac (IHI 0070 §4.7.1). Ac = 1
+    /// retries and Ab is IGNORED ([`Command::resume_action`] decodes Ab:Ac
+    /// = 0b11 as `Retry`); Ac = 0 terminates, with RAZ/WI when Ab = 0 and
+    /// an abort when Ab = 1 — or always an abort when IDR0.TERM_MODEL = 1.
     pub enum ResumeAction as "CMD_RESUME.Action" {
-        /// Terminate the stalled transaction (RAZ/WI unless CD.A).
+        /// Ac = 0 (Terminate), Ab = 0: complete with RAZ/WI semantics
+        /// (an abort when IDR0.TERM_MODEL = 1).
         Term = 0b00,
-        /// Retry the translation.
+        /// Ac = 1 (Retry): the transaction is retried as though it had just
+        /// arrived.
         Retry = 0b01,
-        /// Terminate with an abort to the device.
+        /// Ac = 0 (Terminate), Ab = 1: terminate with an abort to the
+        /// device.
         Abort = 0b10,
     }
 }
@@ -159,9 +173,10 @@ impl Command {
         /// TLBI ASID.
         ASID, asid, set_asid, u16, 0, 63, 48
     );
-    enum_field!(
-        /// CMD_RESUME Action.
-        RESUME_ACTION, resume_action, set_resume_action, ResumeAction, 0, 13, 12
+    uint_field!(
+        /// CMD_RESUME Ab:Ac (bit 13 Abort, bit 12 Action); see
+        /// [`ResumeAction`] and [`Command::resume_action`].
+        RESUME_ACTION, resume_action_raw, set_resume_action_raw, u8, 0, 13, 12
     );
     enum_field!(
         /// CMD_SYNC CS.
@@ -253,6 +268,21 @@ impl Command {
     /// The SubstreamID when SSV is set.
     pub fn substream(&self) -> Option<u32> {
         self.ssv().then(|| self.ssid())
+    }
+
+    /// CMD_RESUME's action. Every Ab:Ac value is legal: with Ac = 1 the
+    /// Abort bit is IGNORED, so 0b11 is a retry.
+    pub fn resume_action(&self) -> ResumeAction {
+        match self.resume_action_raw() {
+            r if r & 1 != 0 => ResumeAction::Retry,
+            0b10 => ResumeAction::Abort,
+            _ => ResumeAction::Term,
+        }
+    }
+
+    /// Sets CMD_RESUME's Ab:Ac.
+    pub fn set_resume_action(&mut self, action: ResumeAction) -> &mut Self {
+        self.set_resume_action_raw(action.raw() as u8)
     }
 
     // ---- constructors ----
@@ -556,7 +586,7 @@ impl Command {
             Opcode::Resume => CommandKind::Resume {
                 sid: self.sid(),
                 stag: self.stag(),
-                action: self.resume_action()?,
+                action: self.resume_action(),
             },
             Opcode::StallTerm => CommandKind::StallTerm { sid: self.sid() },
             Opcode::Sync => CommandKind::Sync {

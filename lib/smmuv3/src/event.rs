@@ -17,12 +17,16 @@ spec_enum! {
         CBadSte = 0x04,
         /// F_BAD_ATS_TREQ: ATS translation request not allowed.
         FBadAtsTreq = 0x05,
-        /// F_STREAM_DISABLED: transaction without SSID and STE.S1DSS =
-        /// terminate.
+        /// F_STREAM_DISABLED: with substreams enabled (S1CDMax > 0), a
+        /// transaction without a SubstreamID when STE.S1DSS = Terminate, or
+        /// one *with* SubstreamID 0 when STE.S1DSS = Ssid0 (§5.2).
         FStreamDisabled = 0x06,
         /// F_TRANSL_FORBIDDEN: ATS-translated transaction not allowed.
         FTranslForbidden = 0x07,
-        /// C_BAD_SUBSTREAMID: SSID out of range, or not allowed.
+        /// C_BAD_SUBSTREAMID: a SubstreamID out of range of S1CDMax, one
+        /// supplied to a stream without stage 1 (STE.Config = 0b1x0), or a
+        /// CD fetch through an L1CD with V = 0 or an out-of-range L2Ptr
+        /// (§5.2, §5.3, §7.3.9).
         CBadSubstreamId = 0x08,
         /// F_CD_FETCH: external abort fetching a CD or L1 CD descriptor.
         FCdFetch = 0x09,

@@ -59,14 +59,17 @@ impl S1Fmt {
 
 spec_enum! {
     /// STE.S1DSS: what happens to transactions *without* a SubstreamID when
-    /// S1CDMax > 0.
+    /// S1CDMax > 0 (IHI 0070 §5.2; IGNORED when S1CDMax = 0).
     pub enum S1Dss as "STE.S1DSS" {
-        /// Terminate them (F_STREAM_DISABLED).
+        /// Terminate them: abort, F_STREAM_DISABLED recorded.
         Terminate = 0b00,
-        /// Stage 1 bypass for them.
+        /// Stage 1 bypass for them (as STE.Config = 0b1x0; no CD fetch).
         Bypass = 0b01,
-        /// Use CD 0 for them (and transactions *with* SSID 0 are then
-        /// illegal: C_BAD_SUBSTREAMID).
+        /// Translate them with CD 0, which is then unavailable to
+        /// transactions *with* a SubstreamID: one selecting SubstreamID 0
+        /// is terminated with F_STREAM_DISABLED (not C_BAD_SUBSTREAMID).
+        /// Their ATC entries carry no PASID, so CMD_ATC_INV for CD 0 uses
+        /// SSV = 0 (§4.5.1).
         Ssid0 = 0b10,
     }
 }

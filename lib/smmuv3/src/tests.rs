@@ -167,6 +167,28 @@ fn command_encodings_by_hand() {
         Command::resume(1, 1, ResumeAction::Abort).word(0) & 0x3000,
         0x2000
     );
+    // Ab:Ac = 0b11 is a legal retry (Ab IGNORED when Ac = 1), not a
+    // reserved encoding.
+    let mut c = Command::resume(1, 1, ResumeAction::Term);
+    c.set_field(Command::RESUME_ACTION, 0b11);
+    assert_eq!(
+        c.decode(),
+        Ok(CommandKind::Resume {
+            sid: 1,
+            stag: 1,
+            action: ResumeAction::Retry
+        })
+    );
+    // An INVALID answer is InvalidRequest = 0b01 in Resp [13:12]; 0b00 is
+    // ResponseFailure, which would shut the device's PRI off.
+    assert_eq!(
+        Command::pri_resp(1, None, 0, PriResponse::InvalidRequest).word(1),
+        0x1000
+    );
+    assert_eq!(
+        Command::pri_resp(1, None, 0, PriResponse::ResponseFailure).word(1),
+        0
+    );
     // SYNC: CS [13:12].
     assert_eq!(Command::sync(SyncCs::Irq).words(), [0x1046, 0]);
     assert_eq!(Command::sync(SyncCs::Sev).words(), [0x2046, 0]);
@@ -202,7 +224,7 @@ fn command_decode_rejects_reserved() {
             value: 7
         })
     );
-    let mut c = Command::pri_resp(1, None, 0, PriResponse::Deny);
+    let mut c = Command::pri_resp(1, None, 0, PriResponse::InvalidRequest);
     c.set_field(Command::PRI_RESP, 3);
     assert!(c.decode().is_err());
     let mut c = Command::sync(SyncCs::None);
@@ -250,8 +272,8 @@ fn enums_match_the_spec() {
     }
     assert!(StreamConfig::Nested.s1_enabled() && StreamConfig::Nested.s2_enabled());
     assert!(!StreamConfig::S2Trans.s1_enabled());
-    assert_eq!(PriResponse::Deny.raw(), 0);
-    assert_eq!(PriResponse::Fail.raw(), 1);
+    assert_eq!(PriResponse::ResponseFailure.raw(), 0);
+    assert_eq!(PriResponse::InvalidRequest.raw(), 1);
     assert_eq!(PriResponse::Success.raw(), 2);
     assert_eq!(ResumeAction::Term.raw(), 0);
     assert_eq!(ResumeAction::Retry.raw(), 1);

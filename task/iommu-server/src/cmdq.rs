@@ -1,14 +1,32 @@
 //! The command queue: batches of at most [`BATCH_MAX`] commands, each
 //! batch closed by one CMD_SYNC, completion by polling CMDQ_CONS with a
-//! bounded wait, and recovery from a command the SMMU refused.
+//! bounded wait, and recovery from command errors.
 //!
-//! Recovery (CMDQ_CONS.ERR with GERROR.CMDQ_ERR active): the entry at
-//! CMDQ_CONS is the culprit. It is recorded (its index in the caller's
-//! slice, opcode and error code), overwritten with a CMD_SYNC (no
-//! completion signal), and only the CMDQ_ERR bit is acknowledged by
-//! toggling it in GERRORN; the SMMU then resumes at that entry, i.e. it
-//! skips the bad command and carries on with the rest of the batch. The
-//! caller gets [`IssueFailure::Refused`].
+//! Command errors (IHI 0070 §7.1): consumption stops with CMDQ_CONS
+//! pointing at the erroneous entry, CMDQ_CONS.ERR saying why, and
+//! GERROR.CMDQ_ERR active; acknowledging CMDQ_ERR in GERRORN (that bit
+//! alone — the others are the GERROR handler's) restarts consumption *at*
+//! that entry, which is re-fetched. Per error:
+//! - **CERROR_ILL**: the command cannot be consumed. It is recorded (its
+//!   index in the caller's slice, opcode, error), overwritten with a
+//!   CMD_SYNC without completion signal, and acknowledged: the SMMU skips
+//!   it and runs the rest of the batch. The caller gets
+//!   [`IssueFailure::Refused`].
+//! - **CERROR_ABT**: an external abort on the *fetch*; the command itself
+//!   is fine, so it is not touched: acknowledging retries the fetch. An ERR
+//!   value the architecture never reports for an error (CERROR_NONE,
+//!   reserved) is handled the same way: only CERROR_ILL skips a command. After
+//!   [`FETCH_RETRIES`] aborts in one batch the queue is given up on for
+//!   this batch: PROD is moved back to CONS (permitted while the error is
+//!   active), the error acknowledged, and the caller gets
+//!   [`IssueFailure::Incomplete`] — nothing after CONS ran.
+//! - **CERROR_ATC_INV_SYNC**: the CMD_SYNC at CONS could not complete one
+//!   or more earlier CMD_ATC_INV (ATS invalidation timeout); it has not
+//!   been consumed and its guarantees are not met. It stays in place and
+//!   is acknowledged, so its re-fetch completes everything else it covers
+//!   (the TLBIs before it); the ATC invalidation is not guaranteed, so the
+//!   caller gets [`IssueFailure::Incomplete`] and must keep the
+//!   invalidation owed (and may retry it).
 
 use crate::dma::DmaMemory;
 use crate::error::Error;
@@ -18,6 +36,11 @@ use smmuv3::{CmdqError, Command, Mmio, QueuePtr, SyncCs, CMDQ_ENTRY_BYTES};
 
 /// Most commands per CMD_SYNC.
 pub const BATCH_MAX: usize = 64;
+/// CERROR_ABT fetch retries per batch before the batch is abandoned.
+pub const FETCH_RETRIES: u32 = 4;
+/// CERROR_ATC_INV_SYNC errors of one batch's CMD_SYNC before it is
+/// abandoned.
+pub const ATC_SYNC_RETRIES: u32 = 2;
 /// log2 of the command queue entries used (256 entries, one 4 KiB page),
 /// capped by IDR1.CMDQS.
 pub const CMDQ_LOG2: u32 = 8;
@@ -87,8 +110,13 @@ pub struct CmdFault {
 pub enum IssueFailure {
     /// The SMMU did not consume the batch within the wait bound.
     Timeout,
-    /// The SMMU refused a command (recovered; the rest of the batch ran).
+    /// The SMMU refused a command (CERROR_ILL; skipped, the rest of the
+    /// batch ran).
     Refused(CmdFault),
+    /// The batch's guarantees are not met: its fetch kept aborting
+    /// (CERROR_ABT; the rest of the batch was discarded) or its CMD_SYNC
+    /// could not complete an ATC invalidation (CERROR_ATC_INV_SYNC).
+    Incomplete(CmdFault),
 }
 
 impl From<IssueFailure> for Error {
@@ -96,6 +124,12 @@ impl From<IssueFailure> for Error {
         match f {
             IssueFailure::Timeout => Error::Timeout,
             IssueFailure::Refused(_) => Error::HardwareError,
+            // An ATS invalidation completion timeout.
+            IssueFailure::Incomplete(CmdFault {
+                err: CmdqError::AtcInvSync,
+                ..
+            }) => Error::Timeout,
+            IssueFailure::Incomplete(_) => Error::HardwareError,
         }
     }
 }
@@ -107,8 +141,12 @@ pub struct CmdqStats {
     pub commands: u32,
     /// CMD_SYNCs issued (= batches).
     pub syncs: u32,
-    /// Refused commands recovered from.
+    /// Refused commands recovered from (CERROR_ILL).
     pub recovered: u32,
+    /// Command fetches that aborted (CERROR_ABT) and were retried.
+    pub fetch_aborts: u32,
+    /// CMD_SYNCs that failed to complete an ATC_INV (CERROR_ATC_INV_SYNC).
+    pub atc_sync_errors: u32,
     /// The last refused command.
     pub last_fault: Option<CmdFault>,
     /// Waits that timed out.
@@ -180,10 +218,13 @@ impl CmdQueue {
             let n = (cmds.len() - start).min(self.batch_max());
             if let Err(f) = self.batch(mmio, mem, waiter, &cmds[start..start + n], start) {
                 match f {
-                    IssueFailure::Timeout => return Err(f),
-                    IssueFailure::Refused(c) => {
-                        first_fault.get_or_insert(c);
+                    IssueFailure::Refused(_) => {
+                        first_fault.get_or_insert(f);
                     }
+                    // The queue state is unknown or the batch's
+                    // guarantees are not met: later batches must not run
+                    // as if they were.
+                    IssueFailure::Timeout | IssueFailure::Incomplete(_) => return Err(f),
                 }
             }
             start += n;
@@ -192,7 +233,7 @@ impl CmdQueue {
             }
         }
         match first_fault {
-            Some(c) => Err(IssueFailure::Refused(c)),
+            Some(f) => Err(f),
             None => Ok(()),
         }
     }
@@ -229,31 +270,64 @@ impl CmdQueue {
         mem.publish();
         mmio.write32(offset::CMDQ_PROD, self.prod.raw());
 
-        let mut fault = None;
+        let mut fault: Option<IssueFailure> = None;
         let mut attempt = 0;
+        let mut fetch_aborts = 0;
+        let mut atc_errors = 0;
+        let cmdq_err = GERROR::CMDQ_ERR.mask << GERROR::CMDQ_ERR.shift;
         loop {
             let gerror = mmio.read32(offset::GERROR);
             let gerrorn = mmio.read32(offset::GERRORN);
-            let cmdq_err = GERROR::CMDQ_ERR.mask << GERROR::CMDQ_ERR.shift;
             if (gerror ^ gerrorn) & cmdq_err != 0 {
                 let raw_cons = mmio.read32(offset::CMDQ_CONS);
                 let at = QueuePtr::from_raw(self.log2size, raw_cons);
-                let err = CmdqError::from_cons(raw_cons).unwrap_or(CmdqError::Ill);
+                // An ERR value the architecture does not give for an
+                // error (CERROR_NONE, or reserved) says nothing about the
+                // command: only CERROR_ILL may skip one, so such a value is
+                // handled as a fetch abort (re-fetched, bounded).
+                let err = CmdqError::from_cons(raw_cons).unwrap_or(CmdqError::None);
                 let index = base_index + at.distance(start).min(cmds.len() as u32) as usize;
                 let c = CmdFault {
                     index,
                     opcode: self.read_opcode(mem, at),
                     err,
                 };
-                fault.get_or_insert(c);
                 self.stats.last_fault = Some(c);
-                self.stats.recovered += 1;
-                // Skip it: a harmless SYNC in its place, then acknowledge
-                // CMDQ_ERR alone (other GERROR bits are the GERROR
-                // handler's to report).
-                self.write_entry(mem, at, &Command::sync(SyncCs::None));
-                mem.publish();
-                mmio.write32(offset::GERRORN, gerrorn ^ cmdq_err);
+                let ack = || mmio.write32(offset::GERRORN, gerrorn ^ cmdq_err);
+                match err {
+                    CmdqError::Abt | CmdqError::None => {
+                        // The entry is intact in memory; the fetch failed.
+                        // Acknowledging makes the SMMU fetch it again.
+                        self.stats.fetch_aborts += 1;
+                        fetch_aborts += 1;
+                        if fetch_aborts > FETCH_RETRIES {
+                            self.abandon(mmio, at);
+                            ack();
+                            return Err(IssueFailure::Incomplete(c));
+                        }
+                    }
+                    CmdqError::AtcInvSync => {
+                        // The SYNC stays: re-fetched, it completes the rest
+                        // of what it covers; the ATC invalidation is not
+                        // guaranteed.
+                        self.stats.atc_sync_errors += 1;
+                        atc_errors += 1;
+                        fault = Some(IssueFailure::Incomplete(c));
+                        if atc_errors > ATC_SYNC_RETRIES {
+                            self.abandon(mmio, at);
+                            ack();
+                            return Err(IssueFailure::Incomplete(c));
+                        }
+                    }
+                    CmdqError::Ill => {
+                        // Skip it: a harmless SYNC in its place.
+                        self.stats.recovered += 1;
+                        fault.get_or_insert(IssueFailure::Refused(c));
+                        self.write_entry(mem, at, &Command::sync(SyncCs::None));
+                        mem.publish();
+                    }
+                }
+                ack();
                 attempt = 0;
                 continue;
             }
@@ -267,9 +341,17 @@ impl CmdQueue {
             attempt += 1;
         }
         match fault {
-            Some(c) => Err(IssueFailure::Refused(c)),
+            Some(f) => Err(f),
             None => Ok(()),
         }
+    }
+
+    /// Discards the unconsumed entries from `cons` on: PROD goes back to
+    /// CONS, the one case where PROD may move other than forward (while
+    /// CMDQ_ERR is active, IHI 0070 §7.1). The caller then acknowledges.
+    fn abandon(&mut self, mmio: &impl Mmio, cons: QueuePtr) {
+        self.prod = cons;
+        mmio.write32(offset::CMDQ_PROD, self.prod.raw());
     }
 }
 
@@ -407,5 +489,67 @@ mod tests {
             Err(IssueFailure::Timeout)
         );
         assert_eq!(Error::from(IssueFailure::Timeout), Error::Timeout);
+    }
+
+    #[test]
+    fn fetch_abort_is_retried_not_skipped() {
+        let (f, mem, mut q) = setup();
+        f.st.borrow_mut().fetch_aborts = 2;
+        q.issue(&f, &mem, &mut SpinWaiter, &tlbis(3)).unwrap();
+        let asids: std::vec::Vec<u16> = f
+            .take_log()
+            .iter()
+            .filter(|c| c.opcode() == Ok(Opcode::TlbiNhAsid))
+            .map(|c| c.asid())
+            .collect();
+        assert_eq!(asids, [0, 1, 2], "every command ran, none was skipped");
+        assert_eq!((q.stats.fetch_aborts, q.stats.recovered), (2, 0));
+        assert_eq!(f.reg(offset::GERROR), f.reg(offset::GERRORN));
+    }
+
+    #[test]
+    fn persistent_fetch_abort_abandons_the_batch_and_the_queue_recovers() {
+        let (f, mem, mut q) = setup();
+        f.st.borrow_mut().fetch_aborts = 1000;
+        match q.issue(&f, &mem, &mut SpinWaiter, &tlbis(3)) {
+            Err(e @ IssueFailure::Incomplete(c)) => {
+                assert_eq!(c.err, CmdqError::Abt);
+                assert_eq!(Error::from(e), Error::HardwareError);
+            }
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(q.stats.fetch_aborts, FETCH_RETRIES + 1);
+        assert!(f.take_log().is_empty(), "nothing ran");
+        assert_eq!(
+            f.reg(offset::CMDQ_PROD) & 0xfffff,
+            f.reg(offset::CMDQ_CONS) & 0xfffff,
+            "PROD moved back to CONS"
+        );
+        f.st.borrow_mut().fetch_aborts = 0;
+        q.issue(&f, &mem, &mut SpinWaiter, &tlbis(1)).unwrap();
+        assert_eq!(f.take_log().len(), 2);
+    }
+
+    #[test]
+    fn atc_inv_sync_error_is_reported_and_the_sync_is_not_skipped() {
+        let (f, mem, mut q) = setup();
+        f.st.borrow_mut().atc_sync_fails = 1;
+        let cmds = [
+            Command::tlbi_nh_asid(1, 1),
+            Command::atc_inv(0x10, None, 0, 52, false),
+        ];
+        match q.issue(&f, &mem, &mut SpinWaiter, &cmds) {
+            Err(e @ IssueFailure::Incomplete(c)) => {
+                assert_eq!((c.err, c.index, c.opcode), (CmdqError::AtcInvSync, 2, 0x46));
+                assert_eq!(Error::from(e), Error::Timeout);
+            }
+            r => panic!("{r:?}"),
+        }
+        let log = f.take_log();
+        let ops: std::vec::Vec<_> = log.iter().map(|c| c.opcode().unwrap()).collect();
+        // The SYNC stayed a SYNC and was consumed once re-fetched.
+        assert_eq!(ops, [Opcode::TlbiNhAsid, Opcode::AtcInv, Opcode::Sync]);
+        assert_eq!((q.stats.atc_sync_errors, q.stats.recovered), (1, 0));
+        q.issue(&f, &mem, &mut SpinWaiter, &tlbis(1)).unwrap();
     }
 }

@@ -125,6 +125,26 @@ pub struct InitConfig<'a> {
     pub event_queue: bool,
 }
 
+/// The MSI configuration registers (CFG0 address, CFG1 payload, CFG2
+/// attributes) of the GERROR, event queue and PRI queue interrupts.
+const IRQ_CFGS: [(usize, usize, usize); 3] = [
+    (
+        offset::GERROR_IRQ_CFG0,
+        offset::GERROR_IRQ_CFG1,
+        offset::GERROR_IRQ_CFG2,
+    ),
+    (
+        offset::EVENTQ_IRQ_CFG0,
+        offset::EVENTQ_IRQ_CFG1,
+        offset::EVENTQ_IRQ_CFG2,
+    ),
+    (
+        offset::PRIQ_IRQ_CFG0,
+        offset::PRIQ_IRQ_CFG1,
+        offset::PRIQ_IRQ_CFG2,
+    ),
+];
+
 /// Bound on register handshakes (CR0ACK, GBPA.UPDATE, IRQ_CTRLACK), in
 /// waiter attempts.
 const HANDSHAKE: u32 = 10_000;
@@ -166,15 +186,36 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> Smmu<M, D, W> {
         Ok(())
     }
 
+    /// GBPA.ABORT = 1 by the architecture's update procedure (IHI 0070
+    /// §6.3.14.1): wait for any update in progress to finish (a write
+    /// while UPDATE = 1 is ignored on SMMUv3.2 and later), write once with
+    /// UPDATE = 1, wait for UPDATE = 0, then read back: HardwareError if
+    /// ABORT did not stick, so the SMMU is never left bypassing. The other
+    /// attribute fields keep their (IMPLEMENTATION DEFINED) values.
+    fn gbpa_abort(mmio: &M, waiter: &mut W) -> Result<()> {
+        let update = GBPA::UPDATE.mask << GBPA::UPDATE.shift;
+        let abort = GBPA::ABORT.mask << GBPA::ABORT.shift;
+        Self::wait_reg(mmio, waiter, offset::GBPA, update, 0)?;
+        let cur = mmio.read32(offset::GBPA);
+        mmio.write32(offset::GBPA, cur | abort | update);
+        Self::wait_reg(mmio, waiter, offset::GBPA, update, 0)?;
+        if mmio.read32(offset::GBPA) & abort == 0 {
+            return Err(Error::HardwareError);
+        }
+        Ok(())
+    }
+
     fn set_cr0(mmio: &M, waiter: &mut W, v: u32) -> Result<()> {
         mmio.write32(offset::CR0, v);
         Self::wait_reg(mmio, waiter, offset::CR0ACK, 0xff, v & 0xff)
     }
 
     /// Probes and initialises the SMMU, failing closed at every step:
-    /// 1. GBPA = ABORT (with UPDATE) *before* anything else, so whatever
-    ///    happens next, a disabled SMMU aborts instead of bypassing;
-    /// 2. disable (CR0 = 0) in case a previous incarnation left it on;
+    /// 1. GBPA = ABORT (update procedure, read back) *before* anything
+    ///    else, so whatever happens next, a disabled SMMU aborts instead
+    ///    of bypassing;
+    /// 2. disable (CR0 = 0) in case a previous incarnation left it on,
+    ///    interrupts off, MSI configuration cleared (reset value UNKNOWN);
     /// 3. table attributes (CR1), CR2 (PTM, RECINVSID);
     /// 4. stream table: every configured stream's STE exists as abort;
     /// 5. command queue on; CFGI_ALL + TLBI_NSNH_ALL (+ TLBI_EL2_ALL) + SYNC;
@@ -184,12 +225,22 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> Smmu<M, D, W> {
         let features = probe(&mmio)?;
         let mut alloc = PageAlloc::new(mem.base_pa(), mem.size());
 
-        mmio.write32(offset::GBPA, (GBPA::ABORT::SET + GBPA::UPDATE::SET).value);
-        let update = GBPA::UPDATE.mask << GBPA::UPDATE.shift;
-        Self::wait_reg(&mmio, &mut waiter, offset::GBPA, update, 0)?;
+        Self::gbpa_abort(&mmio, &mut waiter)?;
         Self::set_cr0(&mmio, &mut waiter, 0)?;
         mmio.write32(offset::IRQ_CTRL, 0);
         Self::wait_reg(&mmio, &mut waiter, offset::IRQ_CTRLACK, 0x7, 0)?;
+        // The MSI configuration resets to UNKNOWN values: on an SMMU with
+        // MSIs (IDR0.MSI), an enabled interrupt whose *_IRQ_CFG0 holds a
+        // stale address would be written there instead of raising the
+        // wired line. Clear address, payload and attributes of all three
+        // sources while the interrupts are off (IRQ_CTRLACK = 0 above);
+        // without MSI support these registers are RES0 and the writes are
+        // harmless.
+        for (cfg0, cfg1, cfg2) in IRQ_CFGS {
+            mmio.write64(cfg0, 0);
+            mmio.write32(cfg1, 0);
+            mmio.write32(cfg2, 0);
+        }
         // Stale global errors from a previous incarnation: acknowledge.
         let g = mmio.read32(offset::GERROR);
         mmio.write32(offset::GERRORN, g);
@@ -523,5 +574,78 @@ mod tests {
         assert_eq!(s.handle_gerror(), 1 << 2);
         assert_eq!(f.reg(o::GERRORN), 1 << 2);
         assert_eq!(s.handle_gerror(), 0);
+    }
+
+    fn fake() -> (FakeSmmu, HostMem) {
+        let mem = HostMem::new(0x4010_0000, 0x40000);
+        (FakeSmmu::new(mem.clone()), mem)
+    }
+
+    fn init(f: &FakeSmmu, mem: HostMem) -> Result<Smmu<FakeSmmu, HostMem, SpinWaiter>> {
+        let cfg = InitConfig {
+            sids: &[0x10],
+            sync_irq: false,
+            event_queue: true,
+        };
+        Smmu::init(f.clone(), mem, SpinWaiter, &cfg)
+    }
+
+    #[test]
+    fn gbpa_waits_for_an_update_in_progress_then_reads_back() {
+        let (f, mem) = fake();
+        {
+            let mut st = f.st.borrow_mut();
+            // An update under way at boot: writes are ignored until it
+            // completes; ours then takes a few reads too.
+            st.regs.insert(o::GBPA, 0x1000 | 1 << 31);
+            st.gbpa_pending = Some((0x1000, 3));
+            st.gbpa_delay = 2;
+        }
+        init(&f, mem).unwrap();
+        assert_eq!(f.reg(o::GBPA), 0x1000 | 1 << 20, "ABORT set, UPDATE done");
+        let gbpa_writes: std::vec::Vec<u64> =
+            f.st.borrow()
+                .writes
+                .iter()
+                .filter(|(off, _)| *off == o::GBPA)
+                .map(|(_, v)| *v)
+                .collect();
+        assert_eq!(
+            gbpa_writes,
+            [0x1000 | 1 << 20 | 1 << 31],
+            "one write, with UPDATE"
+        );
+    }
+
+    #[test]
+    fn gbpa_abort_that_does_not_stick_fails_init() {
+        let (f, mem) = fake();
+        f.st.borrow_mut().gbpa_ignores_abort = true;
+        assert_eq!(init(&f, mem).err(), Some(Error::HardwareError));
+        assert_eq!(f.reg(o::CR0) & 1, 0, "never enabled");
+    }
+
+    #[test]
+    fn msi_configuration_is_cleared_before_interrupts_are_enabled() {
+        let (f, mem) = fake();
+        for (c0, c1, c2) in IRQ_CFGS {
+            let mut st = f.st.borrow_mut();
+            st.regs.insert(c0, 0xdead_beef_0000);
+            st.regs.insert(c1, 0x1234);
+            st.regs.insert(c2, 0x3f);
+        }
+        init(&f, mem).unwrap();
+        let writes = f.st.borrow().writes.clone();
+        let irq_on = writes
+            .iter()
+            .position(|(off, v)| *off == o::IRQ_CTRL && *v != 0)
+            .unwrap();
+        for (c0, c1, c2) in IRQ_CFGS {
+            for r in [c0, c1, c2] {
+                assert_eq!(f.reg(r), 0, "{r:#x} cleared");
+                let w = writes.iter().position(|(off, _)| *off == r).unwrap();
+                assert!(w < irq_on, "{r:#x} cleared before IRQ_CTRL enables");
+            }
+        }
     }
 }

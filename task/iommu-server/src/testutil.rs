@@ -76,6 +76,20 @@ pub struct FakeState {
     pub stuck: bool,
     /// Register writes, in order (offset, value).
     pub writes: Vec<(usize, u64)>,
+    /// GBPA update in progress: the value it completes with and how many
+    /// more GBPA reads still see UPDATE = 1.
+    pub gbpa_pending: Option<(u64, u32)>,
+    /// GBPA reads an update takes (0: completes at the write).
+    pub gbpa_delay: u32,
+    /// GBPA.ABORT does not stick (a broken SMMU).
+    pub gbpa_ignores_abort: bool,
+    /// The next this-many command fetches fail with CERROR_ABT.
+    pub fetch_aborts: u32,
+    /// The next this-many CMD_SYNCs that follow an ATC_INV fail with
+    /// CERROR_ATC_INV_SYNC.
+    pub atc_sync_fails: u32,
+    /// An ATC_INV consumed since the last successful CMD_SYNC.
+    pub atc_outstanding: bool,
 }
 
 /// The fake SMMU: QEMU-like IDRs by default.
@@ -143,16 +157,40 @@ impl FakeSmmu {
             if prod.is_empty(cons) {
                 return;
             }
+            let stop = |err: smmuv3::CmdqError| {
+                self.set(off::CMDQ_CONS, err.insert_into_cons(cons.raw()) as u64);
+                let g = self.reg(off::GERROR) ^ 1;
+                self.set(off::GERROR, g);
+            };
+            if self.st.borrow().fetch_aborts > 0 {
+                self.st.borrow_mut().fetch_aborts -= 1;
+                stop(smmuv3::CmdqError::Abt);
+                return;
+            }
             let pa = base + cons.entry_offset(16) as u64;
             let cmd = Command::from_words(self.mem.read_words::<2>(pa));
             let refused =
                 cmd.decode().is_err() || self.st.borrow().reject.contains(&cmd.raw_opcode());
             if refused {
-                let err = smmuv3::CmdqError::Ill.insert_into_cons(cons.raw());
-                self.set(off::CMDQ_CONS, err as u64);
-                let g = self.reg(off::GERROR) ^ 1;
-                self.set(off::GERROR, g);
+                stop(smmuv3::CmdqError::Ill);
                 return;
+            }
+            match cmd.opcode() {
+                Ok(smmuv3::Opcode::AtcInv) => self.st.borrow_mut().atc_outstanding = true,
+                Ok(smmuv3::Opcode::Sync) => {
+                    let mut st = self.st.borrow_mut();
+                    if st.atc_outstanding && st.atc_sync_fails > 0 {
+                        // The timed-out ATC_INVs will never complete; the
+                        // SYNC stays unconsumed (IHI 0070 §4.7.3).
+                        st.atc_sync_fails -= 1;
+                        st.atc_outstanding = false;
+                        drop(st);
+                        stop(smmuv3::CmdqError::AtcInvSync);
+                        return;
+                    }
+                    st.atc_outstanding = false;
+                }
+                _ => {}
             }
             self.st.borrow_mut().log.push(cmd);
             self.set(off::CMDQ_CONS, cons.advance(1).raw() as u64);
@@ -174,6 +212,26 @@ impl FakeSmmu {
 
 impl smmuv3::Mmio for FakeSmmu {
     fn read32(&self, o: usize) -> u32 {
+        if o == off::GBPA {
+            let done = {
+                let mut st = self.st.borrow_mut();
+                match &mut st.gbpa_pending {
+                    Some((v, 0)) => {
+                        let v = *v;
+                        st.gbpa_pending = None;
+                        Some(v)
+                    }
+                    Some((_, n)) => {
+                        *n -= 1;
+                        None
+                    }
+                    None => None,
+                }
+            };
+            if let Some(v) = done {
+                self.set(off::GBPA, v);
+            }
+        }
         self.reg(o) as u32
     }
     fn write32(&self, o: usize, v: u32) {
@@ -185,8 +243,21 @@ impl smmuv3::Mmio for FakeSmmu {
                 self.consume();
             }
             off::GBPA => {
-                if v & (1 << 31) != 0 {
-                    self.set(off::GBPA, (v & !(1 << 31)) as u64);
+                // Only a write with UPDATE while no update is under way
+                // counts (SMMUv3.2+ ignores the others).
+                let busy = self.reg(off::GBPA) & (1 << 31) != 0;
+                if v & (1 << 31) != 0 && !busy {
+                    let mut new = (v & !(1 << 31)) as u64;
+                    if self.st.borrow().gbpa_ignores_abort {
+                        new &= !(1 << 20);
+                    }
+                    let delay = self.st.borrow().gbpa_delay;
+                    if delay == 0 {
+                        self.set(off::GBPA, new);
+                    } else {
+                        self.set(off::GBPA, self.reg(off::GBPA) | 1 << 31);
+                        self.st.borrow_mut().gbpa_pending = Some((new, delay));
+                    }
                 }
             }
             off::IRQ_CTRL => {

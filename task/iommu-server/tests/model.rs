@@ -718,16 +718,17 @@ fn bind_users_count_and_last_unbind_command_sequence() {
         ssid: 5,
         leaf: true,
     };
-    // CD V = 0 (+ sync), the rest wiped (+ sync), then TLBI_NH_ASID,
-    // ATC_INV and one SYNC.
-    assert_eq!(l.len(), 7, "{l:?}");
+    // CD V = 0 (+ sync), the rest wiped (+ sync), then TLBI_NH_ASID +
+    // SYNC, and only then ATC_INV + SYNC (IHI 0070 §4.5.1).
+    assert_eq!(l.len(), 8, "{l:?}");
     assert_eq!(l[0], cfgi);
     assert!(is_sync(&l[1]));
     assert_eq!(l[2], cfgi);
     assert!(is_sync(&l[3]));
     assert_eq!(l[4], CommandKind::TlbiNhAsid { vmid, asid: 7 });
+    assert!(is_sync(&l[5]));
     assert!(matches!(
-        l[5],
+        l[6],
         CommandKind::AtcInv {
             sid: SID_A,
             ssid: Some(5),
@@ -735,7 +736,7 @@ fn bind_users_count_and_last_unbind_command_sequence() {
             ..
         }
     ));
-    assert!(is_sync(&l[6]));
+    assert!(is_sync(&l[7]));
     assert!(r.dev.dma_write(SID_A, Some(5), 0x40_0000, 4).is_err());
     assert_eq!(
         r.dev.dma_write(SID_A, Some(6), 0x40_0000, 4),
@@ -747,6 +748,41 @@ fn bind_users_count_and_last_unbind_command_sequence() {
     assert_eq!(r.s.bind_users(vm_a(), SID_A, 6), Err(Error::NotFound));
     assert_eq!(r.s.info().contexts, 0);
     r.s.destroy_domain(vm_a(), d).unwrap();
+}
+
+#[test]
+fn unbind_of_pasid_0_under_ssid0_invalidates_the_atc_without_a_pasid() {
+    let mut r = rig(SmmuConfig::new());
+    let _d = s2_with_guest_memory(&mut r, SID_A);
+    guest_tables(&r, 10, 0x40_0000, 20);
+    guest_tables(&r, 13, 0x40_0000, 21);
+    r.s.bind(vm_a(), SID_A, 6, ctx(ipa_a(13), 9)).unwrap();
+    r.s.bind(vm_a(), SID_A, 0, ctx(ipa_a(10), 7)).unwrap();
+    assert_eq!(r.s.ste(SID_A).unwrap().s1dss(), Ok(S1Dss::Ssid0));
+    clear(&r);
+    assert_eq!(r.s.unbind(vm_a(), SID_A, 0), Ok(0));
+    let atc: Vec<_> = log(&r)
+        .into_iter()
+        .filter(|k| matches!(k, CommandKind::AtcInv { .. }))
+        .collect();
+    // CD 0 serves the stream's transactions without a PASID: their ATC
+    // entries carry none, so SSV = 0 (IHI 0070 §4.5.1).
+    assert!(
+        matches!(
+            atc[..],
+            [CommandKind::AtcInv {
+                sid: SID_A,
+                ssid: None,
+                ..
+            }]
+        ),
+        "{atc:?}"
+    );
+    clear(&r);
+    assert_eq!(r.s.unbind(vm_a(), SID_A, 6), Ok(0));
+    assert!(log(&r)
+        .iter()
+        .any(|k| matches!(k, CommandKind::AtcInv { ssid: Some(6), .. })));
 }
 
 #[test]
@@ -836,8 +872,10 @@ fn nested_domain_with_the_guests_cd_table() {
         }
     );
     assert_eq!(l[2], CommandKind::TlbiNhAll { vmid });
-    assert!(matches!(l[3], CommandKind::AtcInv { sid: SID_A, .. }));
-    assert!(is_sync(&l[4]) && l.len() == 5, "one SYNC for the batch");
+    // The ATC_INV waits for the TLBIs ahead of it to complete.
+    assert!(is_sync(&l[3]));
+    assert!(matches!(l[4], CommandKind::AtcInv { sid: SID_A, .. }));
+    assert!(is_sync(&l[5]) && l.len() == 6, "{l:?}");
     // Forbidden commands stop the batch where they are.
     for bad in [
         Command::cfgi_ste(SID_A, true),
@@ -938,7 +976,7 @@ fn page_responses_only_for_prq_server() {
             sid: SID_A,
             ssid: Some(5),
             prgi: 3,
-            resp: PriResponse::Deny,
+            resp: PriResponse::InvalidRequest,
         },
         PageResponse::Resume {
             sid: SID_A,
@@ -956,7 +994,7 @@ fn page_responses_only_for_prq_server() {
             sid: SID_A,
             ssid: Some(5),
             prgi: 3,
-            resp: PriResponse::Deny
+            resp: PriResponse::InvalidRequest
         }
     );
     assert!(matches!(

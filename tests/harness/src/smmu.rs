@@ -47,9 +47,7 @@ use crate::{Harness, TaskSpec, CAP_MEMORY_QUERY, CAP_SHUTDOWN};
 use idl_runtime::{decode_fixed_reply, decode_postcard_reply, Fixed, IdlError};
 use iommu_server::cmdq::SyscallWaiter;
 use iommu_server::dma::DmaMemory;
-use iommu_server::{
-    driver, serve, serve_unavailable, Error as ServerError, IommuServer, ServerConfig,
-};
+use iommu_server::{startup, Error as ServerError, IommuServer};
 use iommu_server_api::{self as api, IommuClient, IommuError, IommuOp};
 use pasid_alloc_api::{
     Pasid, PasidAllocCaller, PasidAllocClient, PasidAllocError, PasidAllocOp, PasidAllocServer,
@@ -75,12 +73,9 @@ pub const INTID_PRIQ: u32 = 107;
 pub const INTID_CMD_SYNC: u32 = 108;
 pub const INTID_GERROR: u32 = 109;
 
-/// The server's notification bits, as app.toml assigns them.
-pub const CMD_SYNC_BIT: u32 = 1 << 1;
-pub const GERROR_BIT: u32 = 1 << 2;
-pub const EVENTQ_BIT: u32 = 1 << 3;
-/// The waiter's timer bit (the image's).
-pub const TIMER_BIT: u32 = 1 << 31;
+/// The server's notification bits, as app.toml assigns them (the
+/// library's, which the image uses).
+pub use iommu_server::startup::{CMD_SYNC_BIT, EVENTQ_BIT, GERROR_BIT, TIMER_BIT};
 
 /// Physical address of the server's `smmu-tables` region (the board's RAM
 /// base).
@@ -480,12 +475,9 @@ impl DmaMemory for ModelDma {
     fn publish(&self) {}
 }
 
-/// The image's waiter itself (`iommu_server::cmdq::SyscallWaiter`), with
-/// the image's notification bits.
-pub const HARNESS_WAITER: SyscallWaiter = SyscallWaiter {
-    cmd_sync_bit: CMD_SYNC_BIT,
-    timer_bit: TIMER_BIT,
-};
+/// The image's waiter itself (`iommu_server::startup::WAITER`), with the
+/// image's notification bits.
+pub const HARNESS_WAITER: SyscallWaiter = startup::WAITER;
 
 /// The server type the harness runs.
 pub type HarnessServer = IommuServer<ModelMmio, ModelDma, SyscallWaiter>;
@@ -505,14 +497,14 @@ pub struct ServerSetup {
     pub event_queue: bool,
 }
 
-/// The iommu-server task: finds `smmu-tables`, probes and initialises the
-/// SMMU (fail closed), self-tests command recovery, then runs the
-/// library's `serve` — the image's `main.rs`, with the model's registers
-/// and memory in place of the board's.
+/// The iommu-server task: finds `smmu-tables`, then the library's start-up
+/// itself (`iommu_server::startup::start`: probe, fail-closed init, serve —
+/// what the image's `main.rs` runs), with the model's registers and memory
+/// in place of the board's.
 pub fn iommu_server_task(setup: ServerSetup) -> impl Fn() + Send + Sync + 'static {
     move || {
         let Some(tables) = sys_region_info("smmu-tables") else {
-            unavailable(ServerError::HardwareError)
+            startup::unavailable(ServerError::HardwareError)
         };
         let mmio = ModelMmio {
             bus: setup.bus.clone(),
@@ -522,71 +514,11 @@ pub fn iommu_server_task(setup: ServerSetup) -> impl Fn() + Send + Sync + 'stati
             pa: tables.pa as u64,
             size: tables.size,
         };
-        match driver::probe(&mmio) {
-            Ok(f) => log!(
-                "SMMU IDR0={:#010x} IDR1={:#010x} IDR3={:#010x} IDR5={:#010x}: S1P={} S2P={} SIDSIZE={} SSIDSIZE={} OAS={} bits",
-                f.idr0,
-                f.idr1,
-                f.idr3,
-                f.idr5,
-                f.s1 as u8,
-                f.s2 as u8,
-                f.sid_bits,
-                f.ssid_bits,
-                f.oas.bits()
-            ),
-            Err(e) => unavailable(e),
-        }
         let names: Vec<&str> = setup.task_names.iter().map(String::as_str).collect();
-        let cfg = ServerConfig {
-            streams: &setup.streams,
-            task_names: &names,
-            max_pasid_bits: setup.max_pasid_bits,
-            sync_irq: true,
-            event_queue: setup.event_queue,
-            // The image's check: the kernel says whether the mapping VM's
-            // DMA regions cover the PA (`guest-ram` is one).
-            memory_query: true,
-            vm_memory: None,
-            incarnation: iommu_server::own_incarnation(&names),
-            gerror_bit: GERROR_BIT,
-            eventq_bit: EVENTQ_BIT,
-            ..ServerConfig::default()
-        };
-        let mut built = IommuServer::new(mmio, mem, HARNESS_WAITER, &cfg);
-        let server = match &mut built {
-            Ok(s) => s,
-            Err(e) => unavailable(*e),
-        };
-        let info = server.info();
-        log!(
-            "iommu-server: SMMU enabled (CR0={:#x} GBPA={:#x} STRTAB_BASE_CFG={:#x}), {} streams, {} of {} table pages free",
-            info.cr0,
-            info.gbpa,
-            info.strtab_cfg,
-            setup.streams.len(),
-            info.pages_free,
-            info.pages_total
-        );
-        match server.self_test_illegal_command() {
-            Ok(f) => log!(
-                "iommu-server: command queue recovered from an illegal command (opcode {:#x}, CMDQ_CONS.ERR {})",
-                f.opcode,
-                f.err.raw()
-            ),
-            Err(e) => log!(
-                "iommu-server: illegal-command recovery self-test failed: {:?}",
-                e
-            ),
-        }
-        serve(server)
+        let mut cfg = startup::config(&setup.streams, &names, setup.event_queue);
+        cfg.max_pasid_bits = setup.max_pasid_bits;
+        startup::start(mmio, mem, HARNESS_WAITER, &cfg, |_| {})
     }
-}
-
-/// Without an SMMU the task still answers, so no client blocks forever.
-fn unavailable(why: ServerError) -> ! {
-    log!("iommu-server: not serving: {:?}", why);
-    serve_unavailable(why)
 }
 
 // ---------------------------------------------------------------------------

@@ -222,8 +222,9 @@ fn harness_iommu_bind_counts_users_last_unbind_clears_cd_and_invalidates() {
     );
 
     // The last user: CD word 0 with V = 0, CFGI_CD + SYNC; the other
-    // words, CFGI_CD + SYNC; then TLBI_NH_ASID, ATC_INV (the model has
-    // ATS) and one SYNC. PASID 6 keeps the stream nested: the STE stays.
+    // words, CFGI_CD + SYNC; then TLBI_NH_ASID + SYNC, and only then
+    // ATC_INV (the model has ATS) + SYNC (IHI 0070 §4.5.1). PASID 6 keeps
+    // the stream nested: the STE stays.
     let last = steps.get("unbind last");
     assert_eq!(last.result, ok(UnbindOutcome::Drained));
     let cmds = last.commands();
@@ -232,14 +233,15 @@ fn harness_iommu_bind_counts_users_last_unbind_clears_cd_and_invalidates() {
         ssid: 5,
         leaf: true,
     };
-    assert_eq!(cmds.len(), 7, "{:?}", last.notes());
+    assert_eq!(cmds.len(), 8, "{:?}", last.notes());
     assert_eq!(cmds[0], cfgi);
     assert!(matches!(cmds[1], CommandKind::Sync { .. }));
     assert_eq!(cmds[2], cfgi);
     assert!(matches!(cmds[3], CommandKind::Sync { .. }));
     assert_eq!(cmds[4], CommandKind::TlbiNhAsid { vmid, asid: 7 });
+    assert!(matches!(cmds[5], CommandKind::Sync { .. }));
     assert!(matches!(
-        cmds[5],
+        cmds[6],
         CommandKind::AtcInv {
             sid: SID_A,
             ssid: Some(5),
@@ -247,7 +249,7 @@ fn harness_iommu_bind_counts_users_last_unbind_clears_cd_and_invalidates() {
             ..
         }
     ));
-    assert!(matches!(cmds[6], CommandKind::Sync { .. }));
+    assert!(matches!(cmds[7], CommandKind::Sync { .. }));
     assert!(last.ste_writes().is_empty());
     assert!(steps.get("dma 5 after").result.starts_with("Err"));
     assert_eq!(
@@ -373,4 +375,65 @@ fn harness_iommu_bind_checks_pasid_owner_and_generation_with_pasid_alloc() {
         .count();
     assert_eq!(asks, 4);
     assert!(bus.smmu.access_errors().is_empty());
+}
+
+/// Issue 10 item 17: an unmap on a nest parent (an S2 domain with bound
+/// PASIDs) must also reach the combined stage 1 + 2 TLB entries
+/// (TLBI_NH_ALL under its VMID): TLBI_S2_IPA alone leaves them, and DMA
+/// through the PASID would still land on the unmapped page. Asserted at
+/// the device.
+#[test]
+fn harness_iommu_unmap_on_a_nest_parent_reaches_dma_through_a_pasid() {
+    let steps = Steps::new();
+    let s = steps.clone();
+    let mut rig = IommuRig::new(SmmuConfig::new().ssidsize(20))
+        .pasid_alloc(&[5])
+        .max_pasid_bits(20)
+        .vm("vm", 3, &[SID_A], move |vm: Vm| {
+            let (c, b) = (&vm.iommu, &vm.bus);
+            let Some(pasids) = vm.pasids.as_ref() else {
+                panic!("no pasid-alloc")
+            };
+            let d = s2_over_ram(&vm, SID_A);
+            let Ok(h) = pasids.alloc() else {
+                panic!("no PASID")
+            };
+            // Guest stage 1: GUEST_VA → IPA of RAM page 100.
+            vm.ram.stage1(10, GUEST_VA, guest_ipa(100), guest_ipa);
+            s.record(b, "bind", || {
+                c.bind(StreamId(SID_A), h, guest_cd(guest_ipa(10), 7), false)
+            });
+            // Fills the TLB with the combined VA → PA entry.
+            s.record(b, "dma", || vm.dma.write(SID_A, Some(5), GUEST_VA, b"a"));
+            s.record(b, "unmap", || c.unmap(d, guest_ipa(100), 0x1000));
+            s.record(b, "dma after", || {
+                vm.dma.write(SID_A, Some(5), GUEST_VA, b"b")
+            });
+            sys_shutdown(0);
+        });
+    let bus = rig.bus();
+    rig.harness(17).run().expect_shutdown(0);
+
+    assert_eq!(steps.get("bind").result, ok(1u32));
+    assert_eq!(
+        steps.get("dma").result,
+        format!("{:?}", Ok::<u64, DmaError>(page(0, 100)))
+    );
+    let unmap = steps.get("unmap");
+    assert_eq!(unmap.result, ok(0x1000u64));
+    let after = steps.get("dma after").result;
+    assert!(
+        after.starts_with("Err"),
+        "DMA through the PASID reached {after} after the unmap"
+    );
+    let mut got = [0u8; 1];
+    bus.mem.read(page(0, 100), &mut got).unwrap();
+    assert_eq!(&got, b"a", "the unmapped page was not written again");
+    // How: TLBI_NH_ALL under the parent's VMID in the unmap's batch.
+    let vmid = bus.ste(SID_A).unwrap().s2vmid();
+    assert!(
+        unmap.commands().contains(&CommandKind::TlbiNhAll { vmid }),
+        "{:?}",
+        unmap.notes()
+    );
 }

@@ -339,3 +339,84 @@ fn harness_iommu_waits_sleep_on_cmd_sync_and_time_out_bounded() {
     assert!(steps.get("dma after").result.starts_with("Err"));
     assert!(bus.smmu.access_errors().is_empty());
 }
+
+/// Issue 10 item 11: a strict unmap whose TLBI batch times out has
+/// already cleared the entries; the invalidation must stay owed, or a
+/// retry that finds nothing mapped returns Ok(0) while the device still
+/// reaches the old page through the model's TLB. Asserted at the device.
+#[test]
+fn harness_iommu_failed_strict_unmap_stays_owed_until_a_sync_completes() {
+    let steps = Steps::new();
+    let s = steps.clone();
+    let rig = IommuRig::new(SmmuConfig::new()).vm("vm", 3, &[SID_A, SID_A2], move |vm: Vm| {
+        let (c, b) = (&vm.iommu, &vm.bus);
+        // Retry of the unmap on SID_A's domain.
+        let d = c.create_s2_domain(false).unwrap_or(DomainId(0));
+        let _ = c.map(d, IOVA, vm.ram.page(1), 0x1000, rw());
+        s.record(b, "attach", || c.attach(StreamId(SID_A), d));
+        // The translation is now in the SMMU's TLB.
+        s.record(b, "dma", || vm.dma.write(SID_A, None, IOVA, b"x"));
+        b.set_completion(Completion::Never);
+        s.record(b, "unmap", || c.unmap(d, IOVA, 0x1000));
+        b.set_completion(Completion::AtDoorbell);
+        s.record(b, "unmap retry", || c.unmap(d, IOVA, 0x1000));
+        s.record(b, "dma after retry", || {
+            vm.dma.write(SID_A, None, IOVA, b"y")
+        });
+        // A new mapping at the IOVA on SID_A2's domain after the failure.
+        let d2 = c.create_s2_domain(false).unwrap_or(DomainId(0));
+        let _ = c.map(d2, IOVA, vm.ram.page(2), 0x1000, rw());
+        s.record(b, "attach 2", || c.attach(StreamId(SID_A2), d2));
+        s.record(b, "dma 2", || vm.dma.write(SID_A2, None, IOVA, b"x"));
+        b.set_completion(Completion::Never);
+        s.record(b, "unmap 2", || c.unmap(d2, IOVA, 0x1000));
+        b.set_completion(Completion::AtDoorbell);
+        s.record(b, "remap 2", || {
+            c.map(d2, IOVA, vm.ram.page(3), 0x1000, rw())
+        });
+        s.record(b, "dma 2 after remap", || {
+            vm.dma.write(SID_A2, None, IOVA, b"z")
+        });
+        sys_shutdown(0);
+    });
+    rig.harness(11).run().expect_shutdown(0);
+
+    assert!(steps.get("attach").result.starts_with("Ok"));
+    assert_eq!(
+        steps.get("dma").result,
+        format!("{:?}", Ok::<u64, DmaError>(page(1)))
+    );
+    assert_eq!(
+        steps.get("unmap").result,
+        format!("{:?}", Err::<u64, _>(IommuError::TimedOut))
+    );
+    // Nothing is left to unmap, but the owed invalidation is issued and
+    // completed before the reply.
+    let retry = steps.get("unmap retry");
+    assert_eq!(retry.result, format!("{:?}", Ok::<u64, IommuError>(0)));
+    assert!(
+        retry
+            .commands()
+            .iter()
+            .any(|k| matches!(k, CommandKind::TlbiS12Vmall { .. })),
+        "{:?}",
+        retry.notes()
+    );
+    let after = steps.get("dma after retry").result;
+    assert!(after.starts_with("Err"), "the device reached {after}");
+
+    assert_eq!(
+        steps.get("dma 2").result,
+        format!("{:?}", Ok::<u64, DmaError>(page(2)))
+    );
+    assert_eq!(
+        steps.get("unmap 2").result,
+        format!("{:?}", Err::<u64, _>(IommuError::TimedOut))
+    );
+    assert!(steps.get("remap 2").result.starts_with("Ok"));
+    assert_eq!(
+        steps.get("dma 2 after remap").result,
+        format!("{:?}", Ok::<u64, DmaError>(page(3))),
+        "the new mapping, not the stale one"
+    );
+}

@@ -44,11 +44,12 @@ fn harness_iommu_traces_decode_requests_replies_and_commands() {
         &t,
         "note      vm#0: DMA write sid 0x10 iova 0x201010 → PA 0x80002010",
     );
-    // Boot: the fail-closed init and the recovery self-test, then the
-    // GERROR interrupt through the model's line.
+    // Boot: the fail-closed init — and, as in the production image, no
+    // command that provokes a hardware error (the recovery proof is the
+    // test image's, test/test-iommu-server): no CMDQ_ERR, no GERROR.
     has(&t, "note      cmd CFGI_ALL");
-    has(&t, "cmd opcode 0x00 (reserved encoding): illegal, CMDQ_ERR");
-    has(&t, "irq       109 -> iommu-server#0 bits 0x4");
+    assert!(!t.contains("illegal, CMDQ_ERR"), "{t}");
+    assert!(!t.contains("irq       109 "), "{t}");
 
     let b = text("iommu-bind", 0);
     has(&b, "PasidAlloc.owner_of(pasid: 5)");

@@ -877,11 +877,11 @@ fn pri_group_and_response_logged() {
 
     r.cmds(&[
         Command::pri_resp(SID, Some(5), 3, PriResponse::Success),
-        Command::pri_resp(SID, Some(6), 4, PriResponse::Deny),
+        Command::pri_resp(SID, Some(6), 4, PriResponse::ResponseFailure),
         Command::sync(SyncCs::None),
     ]);
     assert_eq!(r.smmu.pri_responses(g3), [PriResponse::Success]);
-    assert_eq!(r.smmu.pri_responses(g4), [PriResponse::Deny]);
+    assert_eq!(r.smmu.pri_responses(g4), [PriResponse::ResponseFailure]);
     assert!(r.smmu.pending_pri_groups().is_empty());
     assert!(r.smmu.unmatched_responses().is_empty());
     // A second response to the same group is flagged.
