@@ -779,6 +779,94 @@ pub static CASES: &[Case] = &[
             why: "the model refuses S1STALLD = 1 only under StallForced; IHI 0070 5.2 SteIllegal() refuses it whenever STALL_MODEL != 0b00 (xlate.rs ste_is_legal)",
         }),
     },
+    Case {
+        name: "s1_unrecorded_without_cd_r",
+        what: "stage 1 fault with CD.R = 0: terminated, the event is not recorded",
+        strtab: Strtab::LINEAR,
+        build: |b| {
+            let pa = b.pa(40);
+            s1_with(b, s1_page(pa, S1Ap::RwAny), |c| {
+                c.set_r(false);
+            });
+            Dma::write(IOVA + 0x1000)
+        },
+        spec: Expect::Silent,
+        qemu: None,
+        model: None,
+    },
+    Case {
+        name: "s1_epd0",
+        what: "CD.EPD0 = 1: TTB0 walks disabled → F_TRANSLATION, CLASS IN",
+        strtab: Strtab::LINEAR,
+        build: |b| {
+            let pa = b.pa(40);
+            s1_with(b, s1_page(pa, S1Ap::RwAny), |c| {
+                c.set_epd0(true);
+            });
+            Dma::write(IOVA)
+        },
+        spec: Expect::Event(EventSpec::xlate(EventId::FTranslation, IOVA, T_IN, false)),
+        qemu: None,
+        model: None,
+    },
+    Case {
+        name: "cd_t0sz_below_minimum",
+        what: "CD.T0SZ 15 (below 16 for 4 KiB without DS) → C_BAD_CD",
+        strtab: Strtab::LINEAR,
+        build: |b| {
+            let pa = b.pa(40);
+            s1_with(b, s1_page(pa, S1Ap::RwAny), |c| {
+                c.set_t0sz(15);
+            });
+            Dma::write(IOVA)
+        },
+        spec: Expect::Event(EventSpec::config(EventId::CBadCd)),
+        qemu: None,
+        model: None,
+    },
+    Case {
+        name: "cd_ttb0_beyond_ips",
+        what: "CD.IPS 32 bits with TTB0 at 8 GiB (out of range) → C_BAD_CD",
+        strtab: Strtab::LINEAR,
+        build: |b| {
+            let cdp = b.alloc();
+            let mut c = cd(1 << 33);
+            c.set_ips(AddrSize::Bits32);
+            b.write_cd(cdp, &c);
+            b.write_ste(SID, &s1_ste(b.pa(cdp)));
+            Dma::write(IOVA)
+        },
+        spec: Expect::Event(EventSpec::config(EventId::CBadCd)),
+        qemu: None,
+        model: Some(Deviation {
+            does: Expect::Event(EventSpec {
+                input: Some(IOVA),
+                class: Some(EventClass::Ttd),
+                s2: Some(false),
+                rnw: Some(false),
+                ..EventSpec::config(EventId::FAddrSize)
+            }),
+            why: "the model starts the walk and raises F_ADDR_SIZE; IHI 0070 5.4 CdIllegal() (CDTTBxOutOfRange) and 7.3.13: a TTB0 out of the IPS range makes the CD ILLEGAL (C_BAD_CD)",
+        }),
+    },
+    Case {
+        name: "cd_ha_without_httu",
+        what: "CD.HA = 1 where IDR0.HTTU = 0 → C_BAD_CD",
+        strtab: Strtab::LINEAR,
+        build: |b| {
+            let pa = b.pa(40);
+            s1_with(b, s1_page(pa, S1Ap::RwAny), |c| {
+                c.set_ha(true);
+            });
+            Dma::write(IOVA)
+        },
+        spec: Expect::Event(EventSpec::config(EventId::CBadCd)),
+        qemu: None,
+        model: Some(Deviation {
+            does: lands(40, 0),
+            why: "the model accepts CD.HA = 1 without HTTU; IHI 0070 5.4 CdIllegal(): HA or HD with IDR0.HTTU = 0 is ILLEGAL (C_BAD_CD)",
+        }),
+    },
     // ---------------------------------------------------------- stage 2
     Case {
         name: "s2_page_write",
@@ -910,6 +998,55 @@ pub static CASES: &[Case] = &[
         qemu: None,
         model: None,
     },
+    Case {
+        name: "s2_unrecorded_without_s2r",
+        what: "stage 2 fault with STE.S2R = 0: terminated, the event is not recorded",
+        strtab: Strtab::LINEAR,
+        build: |b| {
+            let pa = b.pa(42);
+            s2_with(b, Some(S2Desc::page(pa, S2Ap::ReadWrite)), |s| {
+                s.set_s2r(false);
+            });
+            Dma::write(IOVA + 0x3000)
+        },
+        spec: Expect::Silent,
+        qemu: None,
+        model: None,
+    },
+    Case {
+        name: "ste_s2s_terminate_only",
+        what: "STE.S2S = 1 where IDR0.STALL_MODEL = terminate only → C_BAD_STE",
+        strtab: Strtab::LINEAR,
+        build: |b| {
+            let pa = b.pa(42);
+            s2_with(b, Some(S2Desc::page(pa, S2Ap::ReadWrite)), |s| {
+                s.set_s2s(true);
+            });
+            Dma::write(IOVA)
+        },
+        spec: Expect::Event(EventSpec::config(EventId::CBadSte)),
+        qemu: None,
+        model: None,
+    },
+    Case {
+        name: "ste_s2ttb_beyond_s2ps",
+        what: "STE.S2PS 32 bits (S2T0SZ 32) with S2TTB at 8 GiB → C_BAD_STE",
+        strtab: Strtab::LINEAR,
+        build: |b| {
+            let mut ste = s2_ste(1 << 33);
+            ste.set_s2t0sz(32).set_s2ps(AddrSize::Bits32);
+            b.write_ste(SID, &ste);
+            Dma::write(IOVA)
+        },
+        spec: Expect::Event(EventSpec::config(EventId::CBadSte)),
+        qemu: None,
+        model: Some(Deviation {
+            does: Expect::Event(
+                EventSpec::xlate(EventId::FAddrSize, IOVA, T_IN, true).ipa(IOVA),
+            ),
+            why: "the model starts the walk and raises F_ADDR_SIZE; IHI 0070 5.2 SteIllegal() (STES2TTBOutOfRange): an S2TTB out of the S2PS range makes the STE ILLEGAL (C_BAD_STE)",
+        }),
+    },
     // ---------------------------------------------------------- nested
     Case {
         name: "nested_write",
@@ -1014,6 +1151,26 @@ pub static CASES: &[Case] = &[
             ),
             why: "QEMU 10.0 sets RnW = 1 (the table fetch) on a CLASS TT stage 2 fault; IHI 0070 7.3.12 F_TRANSLATION: RnW gives the input transaction's access (a write)",
         }),
+        model: None,
+    },
+    Case {
+        name: "nested_s2_readonly_output_write",
+        what: "nested: stage 2 maps the output IPA read-only → F_PERMISSION, S2, CLASS IN, IPA",
+        strtab: Strtab::LINEAR,
+        build: |b| {
+            let out = b.ipa(43);
+            nested_with(b, out, S1Ap::RwAny, None);
+            // Replace the output page's stage 2 descriptor (stage 2 root is
+            // the first table page).
+            let (ipa, pa) = (b.ipa(43), b.pa(43));
+            b.s2(TABLE_FIRST, ipa, S2Desc::page(pa, S2Ap::ReadOnly));
+            Dma::write(IOVA + 0x20)
+        },
+        spec: Expect::Event(
+            EventSpec::xlate(EventId::FPermission, IOVA + 0x20, T_IN, true)
+                .ipa(IPA_BASE + (43 * PAGE) as u64),
+        ),
+        qemu: None,
         model: None,
     },
     // ---------------------------------------------------- stream config
