@@ -223,12 +223,6 @@ impl Core {
     }
 }
 
-// SAFETY: the core's task table and descriptors are leaked host memory
-// owned by this value alone; `recv_buf` is a leaked buffer only the core
-// writes (under the mutex that wraps this value). Nothing in it is tied to
-// a thread.
-unsafe impl Send for Core {}
-
 /// One client and one server in one thread, with send / receive / reply /
 /// reply-fault / borrow done by the kernel's own portable IPC core
 /// (`kern::syscalls`), so the rules (dead codes and generations, reply
