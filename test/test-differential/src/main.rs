@@ -37,7 +37,7 @@ mod runner {
     impl Region {
         fn at(&self, pa: u64) -> Option<*mut u64> {
             let off = pa.checked_sub(self.pa)? as usize;
-            (off + 8 <= self.size && off % 8 == 0).then(|| (self.va + off) as *mut u64)
+            (off + 8 <= self.size && off.is_multiple_of(8)).then(|| (self.va + off) as *mut u64)
         }
     }
 
