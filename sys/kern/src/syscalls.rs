@@ -783,6 +783,36 @@ impl<'t> Kernel<'t> {
         self.post(SUPERVISOR, SUPERVISOR_FAULT_BIT);
     }
 
+    /// An SError (asynchronous external abort) was taken from EL0.
+    ///
+    /// It is asynchronous: it reports an access that completed with an
+    /// error some time earlier, not the instruction that was interrupted.
+    /// The kernel therefore does not blame whoever happens to run. It
+    /// charges the running task only if that task holds device MMIO (a
+    /// posted write to a device is how a task causes one, and it is taken
+    /// while the writer still runs unless the writer blocked since). If the
+    /// running task has no MMIO, or is the supervisor, nothing can be
+    /// charged with it and the error may be uncontained: the kernel reports
+    /// it and stops the machine ([`crate::EXIT_SERROR`]).
+    pub fn serror<P: Platform>(&mut self, p: &mut P, esr: usize) {
+        let c = self.current;
+        let has_mmio = self.tasks[c]
+            .desc
+            .regions
+            .iter()
+            .any(|r| r.attributes & abi::REGION_DEVICE != 0);
+        if has_mmio && c != SUPERVISOR {
+            self.fault(p, c, FaultKind::SError, esr);
+            return;
+        }
+        p.console(b"kern: SError while task ");
+        p.console(self.tasks[c].desc.name.as_bytes());
+        p.console(b" ran, which cannot have caused it; esr ");
+        crate::print_hex(p, esr as u64);
+        p.console(b"; stopping\n");
+        p.shutdown(crate::EXIT_SERROR);
+    }
+
     /// Fires expired task timers and programs the next deadline.
     pub fn timer_tick<P: Platform>(&mut self, p: &mut P) {
         let now = p.now_ms();

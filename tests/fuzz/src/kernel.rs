@@ -55,6 +55,8 @@ struct Spec {
     slots: &'static [u16],
     caps: u32,
     start: bool,
+    /// Holds an MMIO region (what decides who an SError is charged to).
+    mmio: bool,
 }
 
 const SPECS: &[Spec] = &[
@@ -64,6 +66,7 @@ const SPECS: &[Spec] = &[
         slots: &[],
         caps: CAP_TASK_CONTROL | CAP_SHUTDOWN,
         start: true,
+        mmio: false,
     },
     Spec {
         name: "driver",
@@ -71,6 +74,7 @@ const SPECS: &[Spec] = &[
         slots: &[],
         caps: CAP_MEMORY_QUERY,
         start: true,
+        mmio: true,
     },
     Spec {
         name: "server",
@@ -78,6 +82,7 @@ const SPECS: &[Spec] = &[
         slots: &[1],
         caps: 0,
         start: true,
+        mmio: true,
     },
     Spec {
         name: "client-a",
@@ -85,6 +90,7 @@ const SPECS: &[Spec] = &[
         slots: &[1, 2],
         caps: 0,
         start: true,
+        mmio: true,
     },
     Spec {
         name: "client-b",
@@ -92,6 +98,7 @@ const SPECS: &[Spec] = &[
         slots: &[1, 2],
         caps: 0,
         start: true,
+        mmio: false,
     },
     Spec {
         name: "late",
@@ -99,6 +106,7 @@ const SPECS: &[Spec] = &[
         slots: &[0, 1, 2, 3],
         caps: CAP_SHUTDOWN,
         start: false,
+        mmio: false,
     },
 ];
 
@@ -197,14 +205,17 @@ impl World {
                     attributes: REGION_READ | REGION_WRITE | REGION_DMA,
                     phys: st(&b[3]),
                 },
-                RegionDesc {
+            ];
+            let mut regions = regions;
+            if s.mmio {
+                regions.push(RegionDesc {
                     name: "mmio",
                     va: MMIO_VA,
                     size: MMIO,
                     attributes: REGION_READ | REGION_WRITE | REGION_DEVICE,
                     phys: PhysSource::Fixed(MMIO_PA),
-                },
-            ];
+                });
+            }
             descs.push(TaskDesc {
                 name: s.name,
                 priority: s.priority,
@@ -407,7 +418,10 @@ fn run_machine(world: &World, r: &mut Rng, rep: &mut Report, cap: u64, seed: u64
             tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
         ));
     };
-    if let Err(e) = catch_unwind(AssertUnwindSafe(|| k.boot(&mut p))) {
+    IN_CORE.with(|f| f.set(true));
+    let booted = catch_unwind(AssertUnwindSafe(|| k.boot(&mut p)));
+    IN_CORE.with(|f| f.set(false));
+    if let Err(e) = booted {
         fail(
             rep,
             0,
@@ -443,7 +457,9 @@ fn run_machine(world: &World, r: &mut Rng, rep: &mut Report, cap: u64, seed: u64
         }
         let faulted_before = count_faulted(&k);
         let resets_before: u64 = p.resets.iter().sum();
+        IN_CORE.with(|f| f.set(true));
         let res = catch_unwind(AssertUnwindSafe(|| ev.apply(&mut k, &mut p)));
+        IN_CORE.with(|f| f.set(false));
         match res {
             Ok(()) => {}
             Err(e) => {
@@ -512,6 +528,9 @@ fn count_faulted(k: &Kernel) -> usize {
 thread_local! {
     /// Message and location of the last panic on this thread.
     static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    /// Set while the fuzzer runs the core: a panic there is reported with
+    /// the failing machine, not printed.
+    static IN_CORE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Records where a panic happened (the report names it) instead of printing
@@ -519,9 +538,13 @@ thread_local! {
 fn install_panic_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
             if info.payload().is::<ShutdownSignal>() {
                 return;
+            }
+            if !IN_CORE.with(|f| f.get()) {
+                return previous(info);
             }
             let text = format!("{info}").replace('\n', " ");
             LAST_PANIC.with(|l| *l.borrow_mut() = Some(text));
@@ -553,6 +576,8 @@ enum Event {
     Time(u64),
     /// The running task takes a data abort at this address.
     Abort(usize),
+    /// An SError is taken while the running task runs (ESR).
+    SError(usize),
 }
 
 impl Event {
@@ -566,6 +591,7 @@ impl Event {
             Event::Irq(i) => format!("irq {i} (running {who})"),
             Event::Time(ms) => format!("time +{ms} ms (running {who})"),
             Event::Abort(a) => format!("{who}: data abort at {a:#x}"),
+            Event::SError(e) => format!("SError {e:#x} (running {who})"),
         }
     }
 
@@ -594,6 +620,10 @@ impl Event {
             Event::Abort(addr) => {
                 let c = k.current;
                 k.fault(p, c, abi::FaultKind::MemoryAccess, addr);
+                k.schedule(p);
+            }
+            Event::SError(esr) => {
+                k.serror(p, esr);
                 k.schedule(p);
             }
         }
@@ -627,7 +657,13 @@ fn choose_event(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
             Event::Irq(IRQS.get(i).map_or(77, |&(id, _, _)| id))
         }
         6..=9 => Event::Time(r.below(40)),
-        10 if k.current != 0 || r.below(50) == 0 => Event::Abort(r.next_u64() as usize),
+        10 if k.current != 0 || r.below(50) == 0 => {
+            if r.below(10) == 0 {
+                Event::SError(0xbe00_0000 | r.below(1 << 20) as usize)
+            } else {
+                Event::Abort(r.next_u64() as usize)
+            }
+        }
         _ => {
             if k.current == 0 && r.below(200) != 0 {
                 supervisor_call(k, r)
@@ -1116,6 +1152,318 @@ fn check(k: &Kernel, p: &FuzzPlatform) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi::{FaultKind, RC_NO_SUCH, RC_OK};
+
+    const DRIVER: usize = 1;
+    const SERVER: usize = 2;
+    const CLIENT: usize = 3;
+    const CLIENT_B: usize = 4;
+    const LATE: usize = 5;
+
+    /// A booted fuzz machine for one targeted test.
+    fn machine(f: impl FnOnce(&World, &mut Kernel, &mut FuzzPlatform)) {
+        install_panic_hook();
+        let world = World::new();
+        world.reset(&mut Rng::new(1));
+        let mut tasks: Vec<Task> = world.descs.iter().map(Task::new).collect();
+        let mut k = Kernel::new(&mut tasks, world.irqs);
+        let mut p = FuzzPlatform {
+            now: 0,
+            deadline: None,
+            enabled: vec![false; IRQS.len()],
+            resets: vec![0; SPECS.len()],
+            descs: world.descs,
+            console: 0,
+            tail: Vec::new(),
+        };
+        k.boot(&mut p);
+        f(&world, &mut k, &mut p);
+        // The tests pick who calls, not the scheduler: let it choose before
+        // the table is checked.
+        if let Some(b) = k.pick() {
+            k.current = b;
+        }
+        check(&k, &p).unwrap();
+        world.check_memory().unwrap();
+    }
+
+    /// Task `t` makes system call `s`; its x0..x5 afterwards.
+    fn call(k: &mut Kernel, p: &mut FuzzPlatform, t: usize, s: Sysnum, a: &[usize]) -> [usize; 6] {
+        k.current = t;
+        let mut args = [0usize; 8];
+        args[..a.len()].copy_from_slice(a);
+        Event::Syscall(s as u32, args).apply(k, p);
+        let x = &k.tasks[t].save.x;
+        [x[0], x[1], x[2], x[3], x[4], x[5]].map(|v| v as usize)
+    }
+
+    fn fault_of(k: &Kernel, t: usize) -> Option<FaultKind> {
+        match k.tasks[t].state {
+            TaskState::Faulted { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+
+    fn console(p: &FuzzPlatform) -> String {
+        String::from_utf8_lossy(&p.tail).into_owned()
+    }
+
+    /// Zero-length buffers, with a null or a wild pointer, in every call
+    /// that takes a user buffer. The tests are built with the standard
+    /// library's debug checks, which abort on a slice or a copy from a null
+    /// pointer (what the kernel did before).
+    #[test]
+    fn kern_zero_length_buffers_are_empty_not_null() {
+        machine(|_, k, p| {
+            for ptr in [0usize, 1, usize::MAX, 0x4020_0000] {
+                p.tail.clear();
+                call(k, p, CLIENT, Sysnum::Log, &[ptr, 0]);
+                assert_eq!(console(p), "[client-a] \n");
+                let r = call(k, p, CLIENT, Sysnum::RegionInfo, &[ptr, 0]);
+                assert_eq!(r[0], RC_NO_SUCH as usize);
+                let r = call(k, p, CLIENT, Sysnum::LookupSlot, &[ptr, 0]);
+                assert_eq!(r[0], RC_NO_SUCH as usize);
+                // An empty message, reply buffer and lease table.
+                let srv = k.id_of(SERVER).0 as usize;
+                call(
+                    k,
+                    p,
+                    SERVER,
+                    Sysnum::Recv,
+                    &[ptr, 0, 0, TaskId::ANY.0 as usize],
+                );
+                call(k, p, CLIENT, Sysnum::Send, &[srv, ptr, 0, ptr, 0, ptr, 0]);
+                let r = k.tasks[SERVER].save.x;
+                assert_eq!((r[0], r[1], r[3]), (0, k.id_of(CLIENT).0 as u64, 0));
+                let me = k.id_of(CLIENT).0 as usize;
+                call(k, p, SERVER, Sysnum::BorrowRead, &[me, 0, 0, ptr, 0]);
+                call(k, p, SERVER, Sysnum::Reply, &[me, 7, ptr, 0]);
+                assert_eq!(k.tasks[CLIENT].save.x[0], 7);
+                assert!(fault_of(k, CLIENT).is_none() && fault_of(k, SERVER).is_none());
+            }
+            call(k, p, CLIENT, Sysnum::Panic, &[0, 0]);
+            assert_eq!(fault_of(k, CLIENT), Some(FaultKind::Panic));
+        });
+    }
+
+    /// Puts one lease in `t`'s stack; the table's address.
+    fn lease_table(w: &World, t: usize, d: LeaseDesc) -> usize {
+        let size = std::mem::size_of::<LeaseDesc>();
+        // SAFETY: LeaseDesc is plain integers; the stack backing is ours.
+        unsafe {
+            let raw = std::slice::from_raw_parts(&d as *const LeaseDesc as *const u8, size);
+            w.mem[t][1].bytes()[GUARD..GUARD + size].copy_from_slice(raw);
+        }
+        STACK_VA
+    }
+
+    /// A lease whose base plus the server's offset wraps: the lender named
+    /// memory it does not own, so it is faulted (BadLease) and the server
+    /// gets the dead code — no overflow panic, nothing copied.
+    #[test]
+    fn kern_lease_base_plus_offset_wrap_faults_the_lender() {
+        machine(|w, k, p| {
+            let table = lease_table(
+                w,
+                CLIENT,
+                LeaseDesc {
+                    attributes: abi::LEASE_READ | abi::LEASE_WRITE,
+                    _reserved: 0,
+                    base: u64::MAX - 15,
+                    len: 64,
+                },
+            );
+            let srv = k.id_of(SERVER).0 as usize;
+            let buf = STACK_VA + 0x1000;
+            call(
+                k,
+                p,
+                SERVER,
+                Sysnum::Recv,
+                &[buf, 64, 0, TaskId::ANY.0 as usize],
+            );
+            call(k, p, CLIENT, Sysnum::Send, &[srv, buf, 0, buf, 8, table, 1]);
+            assert_eq!(k.tasks[CLIENT].state, TaskState::InReply(k.id_of(SERVER)));
+            for s in [Sysnum::BorrowRead, Sysnum::BorrowWrite] {
+                let me = k.id_of(CLIENT);
+                let r = call(k, p, SERVER, s, &[me.0 as usize, 0, 32, buf, 16]);
+                assert_eq!(fault_of(k, CLIENT), Some(FaultKind::BadLease));
+                assert_eq!(abi::is_dead_code(r[0] as u32), Some(me.generation()));
+                assert!(fault_of(k, SERVER).is_none());
+                // Restart the lender and lend again for the second call.
+                call(
+                    k,
+                    p,
+                    0,
+                    Sysnum::TaskControl,
+                    &[TaskControl::Restart as usize, CLIENT],
+                );
+                let srv = k.id_of(SERVER).0 as usize;
+                lease_table(
+                    w,
+                    CLIENT,
+                    LeaseDesc {
+                        attributes: abi::LEASE_READ | abi::LEASE_WRITE,
+                        _reserved: 0,
+                        base: u64::MAX - 15,
+                        len: 64,
+                    },
+                );
+                call(
+                    k,
+                    p,
+                    SERVER,
+                    Sysnum::Recv,
+                    &[buf, 64, 0, TaskId::ANY.0 as usize],
+                );
+                call(k, p, CLIENT, Sysnum::Send, &[srv, buf, 0, buf, 8, table, 1]);
+            }
+        });
+    }
+
+    /// One `log` of 1024 newlines prints 4 lines and the marker, not 1024.
+    #[test]
+    fn kern_log_is_bounded_per_call() {
+        machine(|w, k, p| {
+            let text = STACK_VA + 0x100;
+            w.mem[CLIENT][1].bytes()[GUARD + 0x100..GUARD + 0x100 + 1024].fill(b'\n');
+            p.console = 0;
+            call(k, p, CLIENT, Sysnum::Log, &[text, 1024]);
+            assert_eq!(
+                console(p),
+                "[client-a] \n[client-a] \n[client-a] \n[client-a] \n[client-a] (kern: log truncated)\n"
+            );
+            assert!(p.console <= console_bound("client-a"));
+            // A long single line is cut at LOG_MAX_BYTES.
+            w.mem[CLIENT][1].bytes()[GUARD + 0x100..GUARD + 0x100 + 1024].fill(b'x');
+            p.tail.clear();
+            call(k, p, CLIENT, Sysnum::Log, &[text, 1024]);
+            let out = console(p);
+            let first = out.lines().next().unwrap();
+            assert_eq!(first.len(), "[client-a] ".len() + LOG_MAX_BYTES);
+            assert!(out.ends_with("[client-a] (kern: log truncated)\n"));
+            assert!(fault_of(k, CLIENT).is_none());
+        });
+    }
+
+    /// A task with a slot to a driver cannot post the driver's interrupt
+    /// bits (nor the supervisor's fault bit); other bits still work.
+    #[test]
+    fn kern_post_cannot_fake_an_interrupt() {
+        machine(|_, k, p| {
+            let drv = k.id_of(DRIVER).0 as usize;
+            let r = call(k, p, SERVER, Sysnum::Post, &[drv, 1 << 3]);
+            assert_eq!(r[0], RC_OK as usize);
+            assert_eq!(k.tasks[DRIVER].notifications & (1 << 3), 1 << 3);
+            call(k, p, SERVER, Sysnum::Post, &[drv, 1 << 1 | 1 << 4]);
+            assert_eq!(fault_of(k, SERVER), Some(FaultKind::NotPermitted));
+            assert_eq!(k.tasks[DRIVER].notifications & (1 << 1 | 1 << 4), 0);
+            // The supervisor's fault bit ("late" has the supervisor in its
+            // slots).
+            call(
+                k,
+                p,
+                0,
+                Sysnum::TaskControl,
+                &[TaskControl::Restart as usize, LATE],
+            );
+            k.tasks[0].notifications = 0;
+            let sup = k.id_of(0).0 as usize;
+            call(
+                k,
+                p,
+                LATE,
+                Sysnum::Post,
+                &[sup, SUPERVISOR_FAULT_BIT as usize],
+            );
+            assert_eq!(fault_of(k, LATE), Some(FaultKind::NotPermitted));
+            // (The supervisor's bit is set now: by the kernel, for the fault.)
+            // The real interrupt still arrives.
+            k.interrupt(p, 40);
+            assert_eq!(k.tasks[DRIVER].notifications & (1 << 1), 1 << 1);
+        });
+    }
+
+    /// A mask with one foreign bit enables nothing, not even the caller's
+    /// own interrupt.
+    #[test]
+    fn kern_irq_control_refuses_before_enabling() {
+        machine(|_, k, p| {
+            call(k, p, DRIVER, Sysnum::IrqControl, &[1 << 1 | 1 << 5, 1]);
+            assert_eq!(fault_of(k, DRIVER), Some(FaultKind::NotPermitted));
+            assert_eq!(p.enabled, vec![false; IRQS.len()]);
+            call(
+                k,
+                p,
+                0,
+                Sysnum::TaskControl,
+                &[TaskControl::Restart as usize, DRIVER],
+            );
+            call(k, p, DRIVER, Sysnum::IrqControl, &[1 << 1 | 1 << 2, 1]);
+            assert!(fault_of(k, DRIVER).is_none());
+            assert_eq!(p.enabled, vec![true, true, false]);
+        });
+    }
+
+    /// `refresh_task_id` answers for the caller and its task-slots only.
+    #[test]
+    fn kern_refresh_task_id_only_self_and_slots() {
+        machine(|_, k, p| {
+            let stale = TaskId::new(DRIVER, abi::Generation(0)).0 as usize;
+            call(
+                k,
+                p,
+                0,
+                Sysnum::TaskControl,
+                &[TaskControl::Restart as usize, DRIVER],
+            );
+            let r = call(k, p, CLIENT, Sysnum::RefreshTaskId, &[stale]);
+            assert_eq!(r[0], k.id_of(DRIVER).0 as usize);
+            let me = TaskId::new(CLIENT, abi::Generation(0)).0 as usize;
+            let r = call(k, p, CLIENT, Sysnum::RefreshTaskId, &[me]);
+            assert_eq!(r[0], me);
+            // client-b is not in client-a's slots.
+            let other = k.id_of(CLIENT_B).0 as usize;
+            call(k, p, CLIENT, Sysnum::RefreshTaskId, &[other]);
+            assert_eq!(fault_of(k, CLIENT), Some(FaultKind::SlotViolation));
+        });
+    }
+
+    /// An SError is charged to the running task only if it holds MMIO;
+    /// otherwise the machine stops (it cannot be attributed).
+    #[test]
+    fn kern_serror_charged_only_to_an_mmio_holder() {
+        machine(|_, k, p| {
+            k.current = DRIVER;
+            Event::SError(0xbf00_0000).apply(k, p);
+            assert_eq!(fault_of(k, DRIVER), Some(FaultKind::SError));
+            assert!(console(p).contains("kern: task driver faulted: SError"));
+            k.current = CLIENT_B;
+            let r = catch_unwind(AssertUnwindSafe(|| Event::SError(0xbf00_0000).apply(k, p)));
+            assert!(r.is_err_and(|e| e.is::<ShutdownSignal>()));
+            assert!(console(p).contains("kern: SError while task client-b ran"));
+        });
+    }
+
+    /// A restart zeroes stack, data and memory regions; text is left alone.
+    #[test]
+    fn kern_restart_zeroes_memory_regions() {
+        machine(|w, k, p| {
+            for b in &w.mem[CLIENT][1..] {
+                b.bytes()[GUARD..GUARD + b.size].fill(0x5a);
+            }
+            call(
+                k,
+                p,
+                0,
+                Sysnum::TaskControl,
+                &[TaskControl::Restart as usize, CLIENT],
+            );
+            for b in &w.mem[CLIENT][1..] {
+                assert!(b.bytes()[GUARD..GUARD + b.size].iter().all(|x| *x == 0));
+            }
+        });
+    }
 
     /// The bounded smoke pass `cargo xtask test` runs; the long runs are
     /// `cargo xtask fuzz kernel`.

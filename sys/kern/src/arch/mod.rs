@@ -568,9 +568,8 @@ extern "C" fn el0_exception(kind: u64) -> *mut SavedState {
             }
         }
     } else {
-        // SError from EL0: attribute it to the running task.
-        let c = k.current;
-        k.fault(m, c, abi::FaultKind::MemoryAccess, 0);
+        // SError from EL0: the core decides whom it is charged to.
+        k.serror(m, read_sysreg!("esr_el2") as usize);
         k.schedule(m);
     }
     run_next(k, m)
