@@ -76,6 +76,14 @@ impl<'a> Lease<'a> {
             buf.len(),
         )
     }
+    /// A lease of any address range, `'static` because it borrows nothing
+    /// Rust knows of. Safe: the kernel checks a lease against the lender's
+    /// own memory whenever a server uses it, and faults the lender
+    /// (`BadLease`) if it names memory the lender does not own. The
+    /// isolation tests lend wild ranges with it.
+    pub fn from_raw(attributes: u32, base: usize, len: usize) -> Lease<'static> {
+        Lease::raw(attributes, base, len)
+    }
     fn raw(attributes: u32, base: usize, len: usize) -> Self {
         Lease {
             desc: LeaseDesc {
