@@ -37,6 +37,7 @@ use kern::config::{
 };
 use kern::syscalls::{Kernel, Platform, LOG_MAX_BYTES, LOG_MAX_LINES, PANIC_MAX_BYTES};
 use kern::task::{region_pa, zeroed_on_restart, Task, TaskState};
+use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -261,6 +262,14 @@ impl World {
         }
     }
 
+    /// Task `t`'s writable memory (stack, data, mem), appended to `out`.
+    fn snapshot(&self, t: usize, out: &mut Vec<u8>) {
+        out.clear();
+        for back in &self.mem[t][1..] {
+            out.extend_from_slice(&back.bytes()[GUARD..GUARD + back.size]);
+        }
+    }
+
     /// Guards intact and text unchanged, for every task.
     fn check_memory(&self) -> Result<(), String> {
         for (t, b) in self.mem.iter().enumerate() {
@@ -431,6 +440,23 @@ fn run_machine(world: &World, r: &mut Rng, rep: &mut Report, cap: u64, seed: u64
         );
         return;
     }
+    // The tasks' own data: random, so that a copy to the wrong place
+    // changes something (zeros onto zeros would go unseen).
+    for b in &world.mem {
+        for back in &b[1..] {
+            back.bytes()[GUARD..GUARD + back.size]
+                .iter_mut()
+                .for_each(|x| *x = r.next_u64() as u8);
+        }
+    }
+    // Isolation oracle: a task's memory may change only through an event
+    // that names it (below); checked every few events against snapshots.
+    let mut snaps: Vec<Vec<u8>> = vec![Vec::new(); SPECS.len()];
+    for (t, s) in snaps.iter_mut().enumerate() {
+        world.snapshot(t, s);
+    }
+    let mut may_write: u64 = 0;
+    let mut scratch = Vec::new();
     for step in 0..MACHINE_STEPS {
         if rep.events >= cap {
             return;
@@ -451,6 +477,14 @@ fn run_machine(world: &World, r: &mut Rng, rep: &mut Report, cap: u64, seed: u64
         };
         let cur = k.current;
         let name = k.tasks[cur].desc.name;
+        if matches!(ev, Event::Syscall(..)) && r.below(4) == 0 {
+            // The caller wrote some of its own memory since its last call.
+            let back = &world.mem[cur][1 + r.below(3) as usize];
+            let at = GUARD + r.below((back.size - 64) as u64) as usize;
+            back.bytes()[at..at + 64]
+                .iter_mut()
+                .for_each(|x| *x = r.next_u64() as u8);
+        }
         history.push(ev.describe(&k));
         if history.len() > 8 {
             history.remove(0);
@@ -501,6 +535,24 @@ fn run_machine(world: &World, r: &mut Rng, rep: &mut Report, cap: u64, seed: u64
             );
             return;
         }
+        may_write |= ev.may_write(cur);
+        if step % 4 == 3 {
+            for (t, snap) in snaps.iter_mut().enumerate() {
+                world.snapshot(t, &mut scratch);
+                if scratch != *snap {
+                    if may_write & (1 << t) == 0 {
+                        let why = format!(
+                            "{}'s memory changed, but no event since the last check could write it",
+                            k.tasks[t].desc.name
+                        );
+                        fail(rep, step, why, &history, &p);
+                        return;
+                    }
+                    std::mem::swap(snap, &mut scratch);
+                }
+            }
+            may_write = 0;
+        }
         let checked = check(&k, &p).and_then(|()| {
             if step % 16 == 0 {
                 world.check_memory()
@@ -547,6 +599,11 @@ fn install_panic_hook() {
                 return previous(info);
             }
             let text = format!("{info}").replace('\n', " ");
+            // Printed at once too: the standard library's debug checks
+            // (a null slice, overlapping copies) abort instead of unwinding,
+            // and then this line is all that is left.
+            // (Straight to stderr: libtest's capture would lose it.)
+            let _ = writeln!(std::io::stderr(), "fuzz: the kernel panicked: {text}");
             LAST_PANIC.with(|l| *l.borrow_mut() = Some(text));
         }))
     });
@@ -593,6 +650,25 @@ impl Event {
             Event::Abort(a) => format!("{who}: data abort at {a:#x}"),
             Event::SError(e) => format!("SError {e:#x} (running {who})"),
         }
+    }
+
+    /// The tasks whose memory this event may change (a bit per index): the
+    /// caller's own buffers; the receiver of a send, the client of a reply,
+    /// the lender of a borrow_write (x0 names them); the task a restart
+    /// zeroes. Interrupts, time, aborts and SErrors write no task memory.
+    /// (Writes by the fuzzer itself, into the caller's memory before its
+    /// call, are covered by the caller's bit.)
+    fn may_write(&self, caller: usize) -> u64 {
+        let Event::Syscall(n, a) = *self else {
+            return 0;
+        };
+        let named = |id: usize| 1u64 << (TaskId(id as u16).index() % 64);
+        let extra = match Sysnum::from_u32(n) {
+            Some(Sysnum::Send | Sysnum::Reply | Sysnum::BorrowWrite) => named(a[0]),
+            Some(Sysnum::TaskControl) if a[0] == TaskControl::Restart as usize => 1 << (a[1] % 64),
+            _ => 0,
+        };
+        1 << caller | extra
     }
 
     /// What the exception entry does for this event.
@@ -858,7 +934,22 @@ fn bits(r: &mut Rng) -> u32 {
 }
 
 fn random_call(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
-    let n = if r.below(25) == 0 {
+    let me = k.id_of(k.current);
+    let serving = k.tasks.iter().any(|t| t.state == TaskState::InReply(me));
+    // A task with clients waiting mostly serves them (reply, borrow), as a
+    // server does: that is where copies between tasks happen.
+    const SERVE: [Sysnum; 7] = [
+        Sysnum::Reply,
+        Sysnum::Reply,
+        Sysnum::Reply,
+        Sysnum::BorrowRead,
+        Sysnum::BorrowWrite,
+        Sysnum::BorrowInfo,
+        Sysnum::ReplyFault,
+    ];
+    let n = if serving && r.below(3) != 0 {
+        SERVE[r.below(SERVE.len() as u64) as usize] as u32
+    } else if r.below(25) == 0 {
         match r.below(3) {
             0 => Sysnum::COUNT + r.below(4) as u32,
             1 => r.next_u64() as u32,
