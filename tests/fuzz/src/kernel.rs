@@ -114,6 +114,72 @@ const SPECS: &[Spec] = &[
 /// Interrupts: (intid, owner, bits).
 const IRQS: &[(u32, u16, u32)] = &[(40, 1, 1 << 1), (41, 1, 1 << 2), (42, 2, 1 << 5)];
 
+/// A second machine: two servers of equal priority (ties in receive and
+/// scheduling), a middle task that is both client and server, interrupts
+/// on three tasks with a bit shared by two owners.
+const SPECS_B: &[Spec] = &[
+    Spec {
+        name: "supervisor",
+        priority: 0,
+        slots: &[],
+        caps: CAP_TASK_CONTROL | CAP_SHUTDOWN,
+        start: true,
+        mmio: false,
+    },
+    Spec {
+        name: "srv-a",
+        priority: 1,
+        slots: &[],
+        caps: CAP_MEMORY_QUERY,
+        start: true,
+        mmio: true,
+    },
+    Spec {
+        name: "srv-b",
+        priority: 1,
+        slots: &[],
+        caps: 0,
+        start: true,
+        mmio: true,
+    },
+    Spec {
+        name: "mid",
+        priority: 2,
+        slots: &[1, 2],
+        caps: 0,
+        start: true,
+        mmio: false,
+    },
+    Spec {
+        name: "cli-a",
+        priority: 3,
+        slots: &[1, 2, 3],
+        caps: 0,
+        start: true,
+        mmio: false,
+    },
+    Spec {
+        name: "cli-b",
+        priority: 3,
+        slots: &[0, 1, 2, 3],
+        caps: CAP_SHUTDOWN,
+        start: true,
+        mmio: true,
+    },
+];
+const IRQS_B: &[(u32, u16, u32)] = &[
+    (40, 1, 1 << 1),
+    (41, 2, 1 << 1),
+    (42, 3, 1 << 7),
+    (43, 2, 1 << 30),
+];
+
+/// Interrupt lines of a machine: (intid, owner, bits).
+type Irqs = &'static [(u32, u16, u32)];
+
+/// The machines the fuzzer alternates between.
+const TOPOLOGIES: &[(&[Spec], Irqs)] = &[(SPECS, IRQS), (SPECS_B, IRQS_B)];
+
 /// Sizes of the regions every task has, in table order.
 const TEXT: usize = 0x1000;
 const STACK: usize = 0x2000;
@@ -166,10 +232,12 @@ pub struct World {
 }
 
 impl World {
-    pub fn new() -> World {
+    /// Topology `which` of [`TOPOLOGIES`].
+    pub fn new(which: usize) -> World {
+        let (specs, irqs) = TOPOLOGIES[which];
         let mut descs = Vec::new();
         let mut mem = Vec::new();
-        for s in SPECS {
+        for s in specs {
             let b = [
                 Backing::new(TEXT),
                 Backing::new(STACK),
@@ -229,7 +297,7 @@ impl World {
             });
             mem.push(b);
         }
-        let irqs: Vec<IrqDesc> = IRQS
+        let irqs: Vec<IrqDesc> = irqs
             .iter()
             .map(|&(intid, task, notification)| IrqDesc {
                 intid,
@@ -291,12 +359,6 @@ impl World {
     }
 }
 
-impl Default for World {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Unwinds out of `Platform::shutdown`.
 struct ShutdownSignal;
 
@@ -304,7 +366,8 @@ struct ShutdownSignal;
 struct FuzzPlatform {
     now: u64,
     deadline: Option<u64>,
-    /// Enabled state per entry of `IRQS`.
+    /// The machine's interrupts and the enabled state of each.
+    irqs: &'static [IrqDesc],
     enabled: Vec<bool>,
     /// (Re)starts seen per task.
     resets: Vec<u64>,
@@ -324,7 +387,7 @@ impl Platform for FuzzPlatform {
         }
     }
     fn irq_enable(&mut self, intid: u32, enable: bool) {
-        if let Some(i) = IRQS.iter().position(|&(id, _, _)| id == intid) {
+        if let Some(i) = self.irqs.iter().position(|d| d.intid == intid) {
             self.enabled[i] = enable;
         }
     }
@@ -392,17 +455,18 @@ fn console_bound(name: &str) -> usize {
 /// first.
 pub fn fuzz(seed: u64, events: u64, time: Duration) -> Report {
     install_panic_hook();
-    let world = World::new();
+    let worlds: Vec<World> = (0..TOPOLOGIES.len()).map(World::new).collect();
     let mut r = Rng::new(seed);
     let mut rep = Report::default();
     let start = Instant::now();
     while rep.events < events && start.elapsed() < time && rep.failure.is_none() {
-        run_machine(&world, &mut r, &mut rep, events, seed);
+        let which = r.below(worlds.len() as u64) as usize;
+        run_machine(&worlds[which], which, &mut r, &mut rep, events, seed);
     }
     rep
 }
 
-fn run_machine(world: &World, r: &mut Rng, rep: &mut Report, cap: u64, seed: u64) {
+fn run_machine(world: &World, topology: usize, r: &mut Rng, rep: &mut Report, cap: u64, seed: u64) {
     world.reset(r);
     rep.machines += 1;
     let machine = rep.machines;
@@ -411,8 +475,9 @@ fn run_machine(world: &World, r: &mut Rng, rep: &mut Report, cap: u64, seed: u64
     let mut p = FuzzPlatform {
         now: 0,
         deadline: None,
-        enabled: vec![false; IRQS.len()],
-        resets: vec![0; SPECS.len()],
+        irqs: world.irqs,
+        enabled: vec![false; world.irqs.len()],
+        resets: vec![0; world.descs.len()],
         descs: world.descs,
         console: 0,
         tail: Vec::new(),
@@ -422,7 +487,7 @@ fn run_machine(world: &World, r: &mut Rng, rep: &mut Report, cap: u64, seed: u64
         let tail = String::from_utf8_lossy(&p.tail);
         let tail: Vec<&str> = tail.lines().rev().take(6).collect();
         rep.failure = Some(format!(
-            "seed {seed}, machine {machine}, step {step}: {why}\nlast events:\n  {}\nconsole tail:\n  {}",
+            "seed {seed}, machine {machine} (topology {topology}), step {step}: {why}\nlast events:\n  {}\nconsole tail:\n  {}",
             history.join("\n  "),
             tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
         ));
@@ -451,7 +516,7 @@ fn run_machine(world: &World, r: &mut Rng, rep: &mut Report, cap: u64, seed: u64
     }
     // Isolation oracle: a task's memory may change only through an event
     // that names it (below); checked every few events against snapshots.
-    let mut snaps: Vec<Vec<u8>> = vec![Vec::new(); SPECS.len()];
+    let mut snaps: Vec<Vec<u8>> = vec![Vec::new(); world.descs.len()];
     for (t, s) in snaps.iter_mut().enumerate() {
         world.snapshot(t, s);
     }
@@ -710,11 +775,12 @@ impl Event {
 /// enabled interrupt), or None if nothing ever will.
 fn idle_event(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Option<Event> {
     let _ = k;
-    let irqs: Vec<u32> = IRQS
+    let irqs: Vec<u32> = p
+        .irqs
         .iter()
         .zip(&p.enabled)
         .filter(|(_, &e)| e)
-        .map(|(&(id, _, _), _)| id)
+        .map(|(d, _)| d.intid)
         .collect();
     match (p.deadline, irqs.is_empty()) {
         (Some(d), true) => Some(Event::Time(d.saturating_sub(p.now).max(1))),
@@ -729,8 +795,8 @@ fn choose_event(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
         0..=5 => {
             // Enabled lines mostly; sometimes one nobody owns, or a
             // disabled one (a level line seen late).
-            let i = r.below(IRQS.len() as u64 + 1) as usize;
-            Event::Irq(IRQS.get(i).map_or(77, |&(id, _, _)| id))
+            let i = r.below(p.irqs.len() as u64 + 1) as usize;
+            Event::Irq(p.irqs.get(i).map_or(77, |d| d.intid))
         }
         6..=9 => Event::Time(r.below(40)),
         10 if k.current != 0 || r.below(50) == 0 => {
@@ -923,11 +989,11 @@ fn put_leases(k: &Kernel, r: &mut Rng, n: usize) -> usize {
     va
 }
 
-fn bits(r: &mut Rng) -> u32 {
+fn bits(r: &mut Rng, irqs: &[IrqDesc]) -> u32 {
     match r.below(5) {
         0 => r.next_u64() as u32,
         1 => 1 << r.below(32),
-        2 => IRQS[r.below(IRQS.len() as u64) as usize].2,
+        2 => irqs[r.below(irqs.len() as u64) as usize].notification,
         3 => u32::MAX,
         _ => (r.next_u64() as u32) & 0xff,
     }
@@ -1009,7 +1075,7 @@ fn random_call(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
         }
         Sysnum::Recv => {
             (a[0], a[1]) = rg(r);
-            a[2] = bits(r) as usize;
+            a[2] = bits(r, k.irqs) as usize;
             a[3] = match r.below(4) {
                 0 | 1 => TaskId::ANY.0 as usize,
                 2 => TaskId::KERNEL.0 as usize,
@@ -1037,10 +1103,10 @@ fn random_call(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
         }
         Sysnum::Post => {
             a[0] = tid(r);
-            a[1] = bits(r) as usize;
+            a[1] = bits(r, k.irqs) as usize;
         }
         Sysnum::IrqControl => {
-            a[0] = bits(r) as usize;
+            a[0] = bits(r, k.irqs) as usize;
             a[1] = r.below(2) as usize;
         }
         Sysnum::SetTimer => {
@@ -1049,7 +1115,7 @@ fn random_call(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
                 0 => r.next_u64() as usize,
                 _ => (p.now + r.below(100)) as usize,
             };
-            a[2] = bits(r) as usize;
+            a[2] = bits(r, k.irqs) as usize;
         }
         Sysnum::Log | Sysnum::Panic => {
             if r.below(3) == 0 {
@@ -1254,15 +1320,16 @@ mod tests {
     /// A booted fuzz machine for one targeted test.
     fn machine(f: impl FnOnce(&World, &mut Kernel, &mut FuzzPlatform)) {
         install_panic_hook();
-        let world = World::new();
+        let world = World::new(0);
         world.reset(&mut Rng::new(1));
         let mut tasks: Vec<Task> = world.descs.iter().map(Task::new).collect();
         let mut k = Kernel::new(&mut tasks, world.irqs);
         let mut p = FuzzPlatform {
             now: 0,
             deadline: None,
-            enabled: vec![false; IRQS.len()],
-            resets: vec![0; SPECS.len()],
+            irqs: world.irqs,
+            enabled: vec![false; world.irqs.len()],
+            resets: vec![0; world.descs.len()],
             descs: world.descs,
             console: 0,
             tail: Vec::new(),
@@ -1482,7 +1549,7 @@ mod tests {
         machine(|_, k, p| {
             call(k, p, DRIVER, Sysnum::IrqControl, &[1 << 1 | 1 << 5, 1]);
             assert_eq!(fault_of(k, DRIVER), Some(FaultKind::NotPermitted));
-            assert_eq!(p.enabled, vec![false; IRQS.len()]);
+            assert_eq!(p.enabled, vec![false; p.irqs.len()]);
             call(
                 k,
                 p,
