@@ -238,13 +238,14 @@ impl<'t> Kernel<'t> {
                 Ok(())
             }
             Sysnum::Log => {
-                // One byte past the cap is read so that `log` knows the
-                // text was cut; only what is read must be the task's.
-                let (ptr, len) = (a(self, 0), a(self, 1).min(LOG_MAX_BYTES + 1));
+                // One byte past the cap is read (room for a final newline);
+                // only what is read must be the task's.
+                let (ptr, len) = (a(self, 0), a(self, 1));
+                let read = len.min(LOG_MAX_BYTES + 1);
                 let text = self
-                    .user_bytes(c, ptr, len)
+                    .user_bytes(c, ptr, read)
                     .ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
-                self.log(p, c, text);
+                self.log(p, c, text, read == len);
                 Ok(())
             }
             Sysnum::RegionInfo => {
@@ -903,10 +904,15 @@ impl<'t> Kernel<'t> {
     /// [`LOG_MAX_LINES`] lines; anything beyond is dropped and a marker line
     /// says so. This bounds the work one `log` does with interrupts masked
     /// (see docs/kernel.md).
-    fn log<P: Platform>(&self, p: &mut P, c: usize, text: &[u8]) {
+    /// `complete`: `text` is all the task passed (else it was cut already).
+    fn log<P: Platform>(&self, p: &mut P, c: usize, text: &[u8], complete: bool) {
+        // A final newline ends the last line; it is not an empty line.
+        let text = match text.strip_suffix(b"\n") {
+            Some(t) if complete => t,
+            _ => text,
+        };
+        let mut truncated = !complete || text.len() > LOG_MAX_BYTES;
         let mut rest = &text[..text.len().min(LOG_MAX_BYTES)];
-        let mut truncated = text.len() > LOG_MAX_BYTES;
-        rest = rest.strip_suffix(b"\n").unwrap_or(rest);
         let mut lines = 0;
         loop {
             if lines == LOG_MAX_LINES {

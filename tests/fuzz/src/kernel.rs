@@ -1500,6 +1500,15 @@ mod tests {
             let first = out.lines().next().unwrap();
             assert_eq!(first.len(), "[client-a] ".len() + LOG_MAX_BYTES);
             assert!(out.ends_with("[client-a] (kern: log truncated)\n"));
+            // Exactly LOG_MAX_BYTES and a final newline: not cut.
+            w.mem[CLIENT][1].bytes()[GUARD + 0x100 + LOG_MAX_BYTES] = b'\n';
+            p.tail.clear();
+            call(k, p, CLIENT, Sysnum::Log, &[text, LOG_MAX_BYTES + 1]);
+            assert_eq!(console(p).lines().count(), 1, "{}", console(p));
+            // One byte more is cut, and says so.
+            p.tail.clear();
+            call(k, p, CLIENT, Sysnum::Log, &[text, LOG_MAX_BYTES + 2]);
+            assert!(console(p).ends_with("[client-a] (kern: log truncated)\n"));
             assert!(fault_of(k, CLIENT).is_none());
         });
     }
