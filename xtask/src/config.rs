@@ -519,9 +519,24 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
             }
         }
     }
-    if supervisor.is_none() {
+    let Some(supervisor_name) = supervisor else {
         return Err(format!(
             "{file}: tasks: no task has the \"task-control\" capability (the supervisor, declared first)"
+        ));
+    };
+    // The supervisor outranks every task (so it runs as soon as a fault is
+    // reported) and never sends: a send could block it on a server that it
+    // is the one to restart.
+    let sup = &raw.tasks[0];
+    if sup.priority != 0 {
+        return Err(format!(
+            "{file}: tasks.{supervisor_name}.priority: the supervisor must have priority 0 (the highest), not {}",
+            sup.priority
+        ));
+    }
+    if !sup.task_slots.is_empty() {
+        return Err(format!(
+            "{file}: tasks.{supervisor_name}.task-slots: the supervisor must have no task-slots (it acts through task control and never sends)"
         ));
     }
 
@@ -929,6 +944,29 @@ mod tests {
             "[tasks.x]\npriority = 3\nstack-size = 1024\ntask-slots = [\"bar\"]\n",
         ));
         assert_eq!(e, "app.toml: tasks.x.task-slots: unknown task \"bar\"");
+    }
+
+    #[test]
+    fn supervisor_with_task_slots_is_refused() {
+        let e = err(
+            "name = \"t\"\nboard = \"qemu-virt\"\n\
+             [tasks.sup]\npriority = 0\nstack-size = 1024\ncaps = [\"task-control\"]\ntask-slots = [\"x\"]\n\
+             [tasks.x]\npriority = 0\nstack-size = 1024\n",
+        );
+        assert_eq!(
+            e,
+            "app.toml: tasks.sup.task-slots: the supervisor must have no task-slots (it acts through task control and never sends)"
+        );
+    }
+
+    #[test]
+    fn supervisor_with_nonzero_priority_is_refused() {
+        let e = err("name = \"t\"\nboard = \"qemu-virt\"\n\
+             [tasks.sup]\npriority = 1\nstack-size = 1024\ncaps = [\"task-control\"]\n");
+        assert_eq!(
+            e,
+            "app.toml: tasks.sup.priority: the supervisor must have priority 0 (the highest), not 1"
+        );
     }
 
     #[test]

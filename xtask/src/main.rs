@@ -62,8 +62,11 @@ enum Cmd {
         #[arg(long, default_value = "target/trace")]
         out: PathBuf,
     },
-    /// Feed random and mutated messages to a server's dispatch for a bounded
-    /// time; any panic is a failure (not part of `test`)
+    /// Feed random and mutated messages to a server's dispatch, or (target
+    /// `kernel`) random system calls from several tasks to the kernel's
+    /// portable core, for a bounded time; any panic or (kernel) broken
+    /// task-table invariant is a failure. A short pass of each is part of
+    /// `test`
     Fuzz {
         /// The dispatch to fuzz; `cargo xtask fuzz --list` shows them
         target: Option<String>,
@@ -120,12 +123,24 @@ fn cargo_run_bin(
     bin: &str,
     args: &[String],
 ) -> Result<ExitCode, String> {
+    cargo_run_bin_profile(ws, "release", package, bin, args)
+}
+
+/// As [`cargo_run_bin`] with a named cargo profile.
+fn cargo_run_bin_profile(
+    ws: &Workspace,
+    profile: &str,
+    package: &str,
+    bin: &str,
+    args: &[String],
+) -> Result<ExitCode, String> {
     let status = ws
         .cargo()
         .args([
             "run",
             "--quiet",
-            "--release",
+            "--profile",
+            profile,
             "-p",
             package,
             "--bin",
@@ -170,7 +185,9 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
                 (true, _) | (false, None) => vec!["--list".to_string()],
                 (false, Some(t)) => vec![t, seconds.to_string(), seed.to_string()],
             };
-            cargo_run_bin(ws, "fuzz", "fuzz", &args)
+            // The `fuzz` profile: unwinding panics and overflow checks, so
+            // that a crash is reported with its input (Cargo.toml).
+            cargo_run_bin_profile(ws, "fuzz", "fuzz", "fuzz", &args)
         }
         Cmd::Dist { app } => {
             let d = dist::dist(ws, &ws.app_path(&app))?;

@@ -115,7 +115,10 @@ pub enum Sysnum {
     BorrowWrite = 5,
     /// x0 = lender, x1 = lease index → x0 = code, x1 = attributes, x2 = length.
     BorrowInfo = 6,
-    /// x0 = target TaskId, x1 = notification bits → x0 = code.
+    /// x0 = target TaskId, x1 = notification bits → x0 = code. The target
+    /// must be in the caller's task-slots, and the bits must not be ones the
+    /// kernel posts to it (its interrupts' bits; bit 0 of the supervisor):
+    /// either faults the caller.
     Post = 7,
     /// x0 = notification mask (of interrupts this task owns), x1 = 1 enable /
     /// 0 disable.
@@ -126,7 +129,9 @@ pub enum Sysnum {
     GetTimer = 10,
     /// x0/x1 = message ptr/len. Does not return: the task is faulted.
     Panic = 11,
-    /// x0 = TaskId → x0 = the same task with its current generation.
+    /// x0 = TaskId → x0 = the same task with its current generation. Only
+    /// the caller itself or a task in its task-slots (else the caller is
+    /// faulted, `SlotViolation`).
     RefreshTaskId = 12,
     /// x0/x1 = text ptr/len. The kernel console prints it with the task name.
     Log = 13,
@@ -221,19 +226,25 @@ pub enum FaultKind {
     BadSyscallArgs = 5,
     /// Unknown syscall number; detail = the number.
     BadSyscall = 6,
-    /// Sent or posted to a task that is not in its `task-slots`;
-    /// detail = target index.
+    /// Sent, posted or named (`refresh_task_id`) a task that is not in its
+    /// `task-slots`; detail = target index.
     SlotViolation = 7,
     /// A server answered the task's message with reply-fault; detail =
     /// [`ReplyFaultReason`].
     FromServer = 8,
-    /// Used a capability it was not given (task control, shutdown, an
-    /// interrupt it does not own); detail = syscall number.
+    /// Used a capability it was not given: task control, shutdown or
+    /// memory query (detail = syscall number); interrupts it does not own
+    /// (detail = the mask); a post of bits the kernel reserves for the
+    /// target (detail = the refused bits).
     NotPermitted = 9,
     /// A lease it lent pointed at memory it does not own; detail = address.
     BadLease = 10,
     /// Alignment or stack fault; detail = ESR.
     Alignment = 11,
+    /// An SError (asynchronous external abort) taken while this task ran,
+    /// charged to it because it holds device MMIO (docs/kernel.md, "SError");
+    /// detail = ESR.
+    SError = 12,
 }
 
 impl FaultKind {
@@ -252,6 +263,7 @@ impl FaultKind {
             9 => NotPermitted,
             10 => BadLease,
             11 => Alignment,
+            12 => SError,
             _ => return Option::None,
         })
     }

@@ -43,6 +43,8 @@ pub const EXIT_SUPERVISOR_FAULT: u32 = 100;
 pub const EXIT_KERNEL_FAULT: u32 = 101;
 /// Exit status when the generated configuration does not fit the kernel.
 pub const EXIT_BAD_CONFIG: u32 = 102;
+/// Exit status for an SError no task can be charged with (docs/kernel.md).
+pub const EXIT_SERROR: u32 = 103;
 
 /// Architecture facts the portable core needs.
 pub mod arch_consts {
@@ -102,5 +104,6 @@ pub fn fault_name(kind: FaultKind) -> &'static str {
         FaultKind::NotPermitted => "capability not granted",
         FaultKind::BadLease => "bad lease",
         FaultKind::Alignment => "alignment",
+        FaultKind::SError => "SError (asynchronous abort)",
     }
 }

@@ -56,6 +56,21 @@ enum Woken {
 /// The supervisor is task 0 by construction (the build checks it).
 pub const SUPERVISOR: usize = 0;
 
+/// The kernel address [`Kernel::user`] gives an empty range: non-null and
+/// aligned for any copy, never dereferenced (nothing is read or written
+/// through a zero-length range).
+pub const EMPTY: usize = core::mem::align_of::<u64>();
+
+/// Most bytes of text one `log` call prints (more is dropped, with a
+/// marker). Above `userlib::log!`'s 192-byte buffer.
+pub const LOG_MAX_BYTES: usize = 256;
+/// Most lines one `log` call prints (more are dropped, with a marker).
+pub const LOG_MAX_LINES: usize = 4;
+/// The marker line printed after a cut `log`.
+pub const LOG_TRUNCATED: &[u8] = b"(kern: log truncated)";
+/// Most bytes of a `panic` message printed.
+pub const PANIC_MAX_BYTES: usize = 160;
+
 impl<'t> Kernel<'t> {
     pub fn new(tasks: &'t mut [Task], irqs: &'static [IrqDesc]) -> Self {
         Kernel {
@@ -145,6 +160,13 @@ impl<'t> Kernel<'t> {
                 let target = TaskId(a(self, 0) as u16);
                 let bits = a(self, 1) as u32;
                 self.check_slot(c, target)?;
+                // Bits the kernel delivers to the target (its interrupts,
+                // the supervisor's fault bit) cannot be posted: otherwise a
+                // client of a driver could fake the driver's interrupt.
+                let reserved = bits & self.kernel_bits(target.index());
+                if reserved != 0 {
+                    return Err(Fault(FaultKind::NotPermitted, reserved as usize));
+                }
                 if self.tasks[target.index()].generation != target.generation() {
                     let g = self.tasks[target.index()].generation;
                     self.tasks[c].save.set_ret(0, dead_code(g) as usize);
@@ -157,17 +179,18 @@ impl<'t> Kernel<'t> {
             Sysnum::IrqControl => {
                 let mask = a(self, 0) as u32;
                 let enable = a(self, 1) != 0;
-                let mut covered = 0u32;
+                // Refuse before touching anything: a mask with one foreign
+                // bit changes no interrupt, not even the caller's own.
+                let owned = self.irq_bits(c);
+                if mask & !owned != 0 {
+                    return Err(Fault(FaultKind::NotPermitted, mask as usize));
+                }
                 for irq in self
                     .irqs
                     .iter()
                     .filter(|i| i.task as usize == c && i.notification & mask != 0)
                 {
-                    covered |= irq.notification;
                     p.irq_enable(irq.intid, enable);
-                }
-                if mask & !covered != 0 {
-                    return Err(Fault(FaultKind::NotPermitted, mask as usize));
                 }
                 Ok(())
             }
@@ -192,12 +215,9 @@ impl<'t> Kernel<'t> {
                 Ok(())
             }
             Sysnum::Panic => {
-                let (ptr, len) = (a(self, 0), a(self, 1).min(160));
+                let (ptr, len) = (a(self, 0), a(self, 1).min(PANIC_MAX_BYTES));
                 self.log_line(p, c, b"PANIC: ");
-                if let Some(pa) = self.user(c, ptr, len, REGION_READ) {
-                    // SAFETY: `user` checked the range lies in one of the
-                    // task's readable regions, which the kernel reaches at `pa`.
-                    let msg = unsafe { core::slice::from_raw_parts(pa as *const u8, len) };
+                if let Some(msg) = self.user_bytes(c, ptr, len) {
                     p.console(msg);
                 }
                 p.console(b"\n");
@@ -208,31 +228,31 @@ impl<'t> Kernel<'t> {
                 if id.index() >= self.tasks.len() {
                     return Err(Fault(FaultKind::BadSyscallArgs, id.0 as usize));
                 }
+                // Only itself and its task-slots: a task cannot learn the
+                // identity of a task it was not given (as `lookup_slot`).
+                if id.index() != c {
+                    self.check_slot(c, id)?;
+                }
                 let fresh = self.id_of(id.index());
                 self.tasks[c].save.set_ret(0, fresh.0 as usize);
                 Ok(())
             }
             Sysnum::Log => {
-                let (ptr, len) = (a(self, 0), a(self, 1).min(abi::MAX_MESSAGE));
-                let pa = self
-                    .user(c, ptr, len, REGION_READ)
+                // One byte past the cap is read (room for a final newline);
+                // only what is read must be the task's.
+                let (ptr, len) = (a(self, 0), a(self, 1));
+                let read = len.min(LOG_MAX_BYTES + 1);
+                let text = self
+                    .user_bytes(c, ptr, read)
                     .ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
-                // SAFETY: checked by `user` as above.
-                let text = unsafe { core::slice::from_raw_parts(pa as *const u8, len) };
-                let text = text.strip_suffix(b"\n").unwrap_or(text);
-                for line in text.split(|b| *b == b'\n') {
-                    self.log_line(p, c, line);
-                    p.console(b"\n");
-                }
+                self.log(p, c, text, read == len);
                 Ok(())
             }
             Sysnum::RegionInfo => {
                 let (ptr, len) = (a(self, 0), a(self, 1));
-                let pa = self
-                    .user(c, ptr, len, REGION_READ)
+                let name = self
+                    .user_bytes(c, ptr, len)
                     .ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
-                // SAFETY: checked by `user` as above.
-                let name = unsafe { core::slice::from_raw_parts(pa as *const u8, len) };
                 let t = &mut self.tasks[c];
                 match t.desc.regions.iter().find(|r| r.name.as_bytes() == name) {
                     Some(r) => {
@@ -249,11 +269,9 @@ impl<'t> Kernel<'t> {
             }
             Sysnum::LookupSlot => {
                 let (ptr, len) = (a(self, 0), a(self, 1));
-                let pa = self
-                    .user(c, ptr, len, REGION_READ)
+                let name = self
+                    .user_bytes(c, ptr, len)
                     .ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
-                // SAFETY: checked by `user` as above.
-                let name = unsafe { core::slice::from_raw_parts(pa as *const u8, len) };
                 let found = self.tasks[c]
                     .desc
                     .task_slots
@@ -302,17 +320,57 @@ impl<'t> Kernel<'t> {
     }
 
     /// Checks `[va, va+len)` against task `t`'s regions; the kernel address.
-    /// Empty ranges are always valid (and never dereferenced).
+    ///
+    /// An empty range is always valid and comes back as [`EMPTY`], a
+    /// non-null, aligned address that is never dereferenced: whatever the
+    /// task passed as the pointer (0 included), the kernel never builds a
+    /// slice or a copy from a null pointer.
     #[inline(always)]
     pub fn user(&self, t: usize, va: usize, len: usize, attrs: u32) -> Option<usize> {
         if len == 0 {
-            return Some(0);
+            return Some(EMPTY);
         }
         let pa = self.tasks[t].translate(va, len, attrs);
         // The caller dereferences `pa` next: no speculation past the check
         // (on both outcomes: cheaper on the IPC path than a branch).
         crate::speculation_barrier();
         pa
+    }
+
+    /// Task `t`'s readable bytes `[va, va+len)`, or None if they are not all
+    /// its own. The one place a user buffer becomes a slice.
+    ///
+    /// The lifetime is not tied to `self`: task regions are statics that live
+    /// for the whole run (the build allocates them; the host harness and the
+    /// fuzzer leak theirs), and the kernel uses the slice before it returns
+    /// to any task.
+    pub fn user_bytes(&self, t: usize, va: usize, len: usize) -> Option<&'static [u8]> {
+        let pa = self.user(t, va, len, REGION_READ)?;
+        // SAFETY: `user` checked that the range lies in one of `t`'s readable
+        // regions, which the kernel reaches at `pa` for the whole run; for an
+        // empty range `pa` is `EMPTY`, non-null and aligned, valid for a
+        // zero-length slice.
+        Some(unsafe { core::slice::from_raw_parts(pa as *const u8, len) })
+    }
+
+    /// The notification bits the kernel itself posts to task `t`: its
+    /// interrupts' bits, and the fault bit if it is the supervisor. No task
+    /// may post them (see `Sysnum::Post`).
+    pub fn kernel_bits(&self, t: usize) -> u32 {
+        let sup = if t == SUPERVISOR {
+            SUPERVISOR_FAULT_BIT
+        } else {
+            0
+        };
+        sup | self.irq_bits(t)
+    }
+
+    /// The notification bits of the interrupts task `t` owns.
+    fn irq_bits(&self, t: usize) -> u32 {
+        self.irqs
+            .iter()
+            .filter(|i| i.task as usize == t)
+            .fold(0, |m, i| m | i.notification)
     }
 
     /// Resolves a TaskId: Ok(Some(index)) if it names the live generation,
@@ -612,7 +670,12 @@ impl<'t> Kernel<'t> {
         let Some(mine) = self.user(c, buf, n, need_mine | REGION_READ) else {
             return Err(Fault(FaultKind::BadSyscallArgs, buf));
         };
-        let Some(theirs) = self.user(l, base + offset, n, need_lender) else {
+        // `base` is the lender's number: the sum may wrap, and a lease that
+        // wraps names memory the lender does not own.
+        let theirs = base
+            .checked_add(offset)
+            .and_then(|va| self.user(l, va, n, need_lender));
+        let Some(theirs) = theirs else {
             // The lender lent memory it does not own: its defect, not the
             // server's. Fault the lender; the server sees it dead.
             let g = self.tasks[l].generation;
@@ -725,6 +788,36 @@ impl<'t> Kernel<'t> {
         self.post(SUPERVISOR, SUPERVISOR_FAULT_BIT);
     }
 
+    /// An SError (asynchronous external abort) was taken from EL0.
+    ///
+    /// It is asynchronous: it reports an access that completed with an
+    /// error some time earlier, not the instruction that was interrupted.
+    /// The kernel therefore does not blame whoever happens to run. It
+    /// charges the running task only if that task holds device MMIO (a
+    /// posted write to a device is how a task causes one, and it is taken
+    /// while the writer still runs unless the writer blocked since). If the
+    /// running task has no MMIO, or is the supervisor, nothing can be
+    /// charged with it and the error may be uncontained: the kernel reports
+    /// it and stops the machine ([`crate::EXIT_SERROR`]).
+    pub fn serror<P: Platform>(&mut self, p: &mut P, esr: usize) {
+        let c = self.current;
+        let has_mmio = self.tasks[c]
+            .desc
+            .regions
+            .iter()
+            .any(|r| r.attributes & abi::REGION_DEVICE != 0);
+        if has_mmio && c != SUPERVISOR {
+            self.fault(p, c, FaultKind::SError, esr);
+            return;
+        }
+        p.console(b"kern: SError while task ");
+        p.console(self.tasks[c].desc.name.as_bytes());
+        p.console(b" ran, which cannot have caused it; esr ");
+        crate::print_hex(p, esr as u64);
+        p.console(b"; stopping\n");
+        p.shutdown(crate::EXIT_SERROR);
+    }
+
     /// Fires expired task timers and programs the next deadline.
     pub fn timer_tick<P: Platform>(&mut self, p: &mut P) {
         let now = p.now_ms();
@@ -807,6 +900,44 @@ impl<'t> Kernel<'t> {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Prints a task's `log` text: one console line per text line, each
+    /// prefixed with the task name, at most [`LOG_MAX_BYTES`] bytes and
+    /// [`LOG_MAX_LINES`] lines; anything beyond is dropped and a marker line
+    /// says so. This bounds the work one `log` does with interrupts masked
+    /// (see docs/kernel.md).
+    /// `complete`: `text` is all the task passed (else it was cut already).
+    fn log<P: Platform>(&self, p: &mut P, c: usize, text: &[u8], complete: bool) {
+        // A final newline ends the last line; it is not an empty line.
+        let text = match text.strip_suffix(b"\n") {
+            Some(t) if complete => t,
+            _ => text,
+        };
+        let mut truncated = !complete || text.len() > LOG_MAX_BYTES;
+        let mut rest = &text[..text.len().min(LOG_MAX_BYTES)];
+        let mut lines = 0;
+        loop {
+            if lines == LOG_MAX_LINES {
+                truncated = true;
+                break;
+            }
+            let (line, next) = match rest.iter().position(|b| *b == b'\n') {
+                Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+                None => (rest, None),
+            };
+            self.log_line(p, c, line);
+            p.console(b"\n");
+            lines += 1;
+            match next {
+                Some(n) => rest = n,
+                None => break,
+            }
+        }
+        if truncated {
+            self.log_line(p, c, LOG_TRUNCATED);
+            p.console(b"\n");
         }
     }
 

@@ -164,6 +164,14 @@ impl Task {
     }
 }
 
+/// Whether the kernel zeroes region `r` when its task (re)starts: every
+/// writable memory region — stack, data and the app.toml `memory` regions —
+/// so nothing of a previous incarnation survives into the next. Text is
+/// read-only (it is the task's image) and MMIO is the device's.
+pub fn zeroed_on_restart(r: &RegionDesc) -> bool {
+    r.attributes & abi::REGION_WRITE != 0 && r.attributes & REGION_DEVICE == 0
+}
+
 /// Physical (= kernel-reachable) address of a region's start.
 pub fn region_pa(r: &RegionDesc) -> usize {
     match r.phys {

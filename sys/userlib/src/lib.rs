@@ -76,6 +76,14 @@ impl<'a> Lease<'a> {
             buf.len(),
         )
     }
+    /// A lease of any address range, `'static` because it borrows nothing
+    /// Rust knows of. Safe: the kernel checks a lease against the lender's
+    /// own memory whenever a server uses it, and faults the lender
+    /// (`BadLease`) if it names memory the lender does not own. The
+    /// isolation tests lend wild ranges with it.
+    pub fn from_raw(attributes: u32, base: usize, len: usize) -> Lease<'static> {
+        Lease::raw(attributes, base, len)
+    }
     fn raw(attributes: u32, base: usize, len: usize) -> Self {
         Lease {
             desc: LeaseDesc {
@@ -269,6 +277,9 @@ pub fn sys_borrow_info(lender: TaskId, index: usize) -> Result<LeaseInfo, u32> {
 }
 
 /// Sets notification bits of `target`. Returns a dead code if `target` is stale.
+/// `target` must be in this task's task-slots, and `bits` must not include
+/// bits the kernel posts to it (its interrupts' bits, the supervisor's fault
+/// bit): either faults this task.
 pub fn sys_post(target: TaskId, bits: u32) -> u32 {
     raw_syscall(
         Sysnum::Post,
@@ -278,7 +289,8 @@ pub fn sys_post(target: TaskId, bits: u32) -> u32 {
 
 /// Enables or disables the interrupts this task owns that map to `mask`.
 /// An interrupt is disabled by the kernel when it fires; re-enable it after
-/// handling.
+/// handling. A `mask` with a bit of no interrupt of this task faults it and
+/// changes nothing.
 pub fn sys_irq_control(mask: u32, enable: bool) {
     raw_syscall(
         Sysnum::IrqControl,
@@ -322,12 +334,15 @@ pub fn sys_panic(msg: &[u8]) -> ! {
     loop {}
 }
 
-/// The same task with its current generation.
+/// The same task with its current generation. `id` must be this task or
+/// one in its task-slots (anything else faults this task).
 pub fn sys_refresh_task_id(id: TaskId) -> TaskId {
     TaskId(raw_syscall(Sysnum::RefreshTaskId, [id.0 as usize, 0, 0, 0, 0, 0, 0])[0] as u16)
 }
 
-/// Writes `text` to the console; the kernel prefixes the task's name.
+/// Writes `text` to the console; the kernel prefixes the task's name. At
+/// most 256 bytes in 4 lines are printed per call; the rest is dropped with
+/// a marker line (docs/kernel.md).
 pub fn sys_log(text: &[u8]) {
     raw_syscall(
         Sysnum::Log,

@@ -234,6 +234,53 @@ fn run() -> ! {
                 let depth = recurse(core::hint::black_box(1));
                 sys_reply(m.sender, 0, &depth.to_le_bytes());
             }
+            POST_TO if n >= 6 => {
+                let target = TaskId(u16::from_le_bytes([buf[0], buf[1]]));
+                let bits = u32::from_le_bytes([buf[2], buf[3], buf[4], buf[5]]);
+                let rc = sys_post(target, bits);
+                sys_reply(m.sender, 0, &rc.to_le_bytes());
+            }
+            REFRESH if n >= 2 => {
+                let id = sys_refresh_task_id(TaskId(u16::from_le_bytes([buf[0], buf[1]])));
+                sys_reply(m.sender, 0, &id.0.to_le_bytes());
+            }
+            IRQ_ENABLE if n >= 4 => {
+                sys_irq_control(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]), true);
+                sys_reply(m.sender, 0, &[]);
+            }
+            MEM_STAMP => {
+                let r = match sys_region_info("scratch") {
+                    Some(r) => {
+                        // SAFETY: this task's own `scratch` memory region
+                        // (app.toml), mapped read-write at `va` for `size`
+                        // bytes; nothing else in this task refers to it.
+                        let mem =
+                            unsafe { core::slice::from_raw_parts_mut(r.va as *mut u8, r.size) };
+                        let was_zero = mem.iter().all(|b| *b == 0);
+                        mem.fill(0xA5);
+                        [was_zero as u8]
+                    }
+                    None => [2],
+                };
+                sys_reply(m.sender, 0, &r);
+            }
+            LEND_RAW if n >= 18 => {
+                let target = TaskId(u16::from_le_bytes([buf[0], buf[1]]));
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&buf[2..10]);
+                let base = u64::from_le_bytes(w) as usize;
+                let mut off = [0u8; 8];
+                off.copy_from_slice(&buf[10..18]);
+                let lease = [Lease::from_raw(abi::LEASE_READ, base, 64)];
+                let (rc, _) = sys_send(
+                    target,
+                    test_support::owner::BORROW_AT,
+                    &off,
+                    &mut [0u8; 4],
+                    &lease,
+                );
+                sys_reply(m.sender, 0, &rc.to_le_bytes());
+            }
             _ => sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation),
         }
     }

@@ -75,12 +75,15 @@ mod cases {
             // maps RAM for the kernel only.
             let stack = sys_region_info("stack").ok_or("no stack region")?;
             rogue_faults(TOUCH, &(stack.pa as u64).to_le_bytes())?;
-            // And a window address the rogue was not given (a region slot).
-            rogue_faults(TOUCH, &(abi::layout::TASK_REGIONS as u64).to_le_bytes())
+            // And a window address the rogue was not given: the region slot
+            // after its one memory region.
+            let slot = abi::layout::TASK_REGIONS + 0x20_0000;
+            rogue_faults(TOUCH, &(slot as u64).to_le_bytes())
         });
         ok &= case("isolation_send_outside_slots", || {
-            let owner = sys_lookup_slot("test-smmu-owner").ok_or("no owner slot")?;
-            rogue_faults(SEND_TO, &owner.0.to_le_bytes())
+            // The supervisor (task 0, generation 0 for ever) is not in the
+            // rogue's slots.
+            rogue_faults(SEND_TO, &SUPERVISOR.0.to_le_bytes())
         });
         ok &= case("isolation_stack_overflow_faults", || {
             // Unbounded recursion runs the rogue's stack into the unmapped
@@ -133,8 +136,88 @@ mod cases {
                 "looked up a task outside task-slots",
             )
         });
+        ok &= case("isolation_zero_length_buffers", || {
+            // Empty text, names, message and reply buffer: empty, never a
+            // null slice in the kernel, and nobody is faulted.
+            sys_log(&[]);
+            ensure(
+                sys_region_info("").is_none(),
+                "an empty region name matched",
+            )?;
+            ensure(sys_lookup_slot("").is_none(), "an empty task name matched")?;
+            let rogue = sys_lookup_slot("test-echo").ok_or("no rogue slot")?;
+            let (rc, n) = sys_send(rogue, ECHO, &[], &mut [], &[]);
+            ensure(rc == 0 && n == 0, "an empty echo failed")
+        });
+        ok &= case("isolation_lease_wrap_faults_lender", || {
+            // The rogue lends [2^64 - 16, +64) and the owner reads it at
+            // offset 32: base + offset wraps. The lender named memory it
+            // does not own: it is faulted; the owner goes on serving.
+            let owner = sys_lookup_slot("test-smmu-owner").ok_or("no owner slot")?;
+            let mut m = [0u8; 18];
+            m[..2].copy_from_slice(&owner.0.to_le_bytes());
+            m[2..10].copy_from_slice(&(u64::MAX - 15).to_le_bytes());
+            m[10..].copy_from_slice(&32u64.to_le_bytes());
+            rogue_faults(LEND_RAW, &m)?;
+            let (idr0, _) = owner_idr0()?;
+            ensure(idr0 & 0b11 == 0b11, "the owner stopped serving")
+        });
+        ok &= case("isolation_restart_zeroes_memory", || {
+            let stamp = || -> Result<u8, &'static str> {
+                let rogue = sys_lookup_slot("test-echo").ok_or("no rogue slot")?;
+                let mut r = [0u8; 1];
+                let (rc, n) = sys_send(rogue, MEM_STAMP, &[], &mut r, &[]);
+                ensure(rc == 0 && n == 1, "the rogue did not stamp")?;
+                ensure(r[0] != 2, "the rogue has no scratch region")?;
+                Ok(r[0])
+            };
+            stamp()?;
+            ensure(stamp()? == 0, "a stamp does not stay (the check is blind)")?;
+            rogue_faults(PANIC, &[])?;
+            ensure(
+                stamp()? == 1,
+                "the restarted rogue sees its previous incarnation's memory",
+            )
+        });
+        ok &= case("isolation_refresh_outside_slots", || {
+            let owner = sys_lookup_slot("test-smmu-owner").ok_or("no owner slot")?;
+            let rogue = sys_lookup_slot("test-echo").ok_or("no rogue slot")?;
+            let mut r = [0u8; 2];
+            let (rc, n) = sys_send(rogue, REFRESH, &owner.0.to_le_bytes(), &mut r, &[]);
+            ensure(
+                rc == 0 && n == 2 && TaskId(u16::from_le_bytes(r)) == owner,
+                "refresh of a task in the slots failed",
+            )?;
+            rogue_faults(REFRESH, &SUPERVISOR.0.to_le_bytes())
+        });
+        ok &= case("isolation_post_interrupt_bits_refused", || {
+            let owner = sys_lookup_slot("test-smmu-owner").ok_or("no owner slot")?;
+            let rogue = sys_lookup_slot("test-echo").ok_or("no rogue slot")?;
+            let post = |bits: u32| {
+                let mut m = [0u8; 6];
+                m[..2].copy_from_slice(&owner.0.to_le_bytes());
+                m[2..].copy_from_slice(&bits.to_le_bytes());
+                m
+            };
+            let mut r = [0u8; 4];
+            let (rc, n) = sys_send(rogue, POST_TO, &post(0x8), &mut r, &[]);
+            ensure(
+                rc == 0 && n == 4 && u32::from_le_bytes(r) == 0,
+                "an ordinary post to the owner failed",
+            )?;
+            // 0x4 is the owner's interrupt (smmu-gerror): a fake interrupt.
+            rogue_faults(POST_TO, &post(0x4 | 0x8))
+        });
+        ok &= case("isolation_irq_control_foreign_bits", || {
+            // The rogue owns no interrupt; 0x4 is the owner's.
+            rogue_faults(IRQ_ENABLE, &0x4u32.to_le_bytes())
+        });
         finish(ok)
     }
+
+    /// Task 0 is the supervisor; it is never restarted, so its generation
+    /// stays 0.
+    const SUPERVISOR: TaskId = TaskId::new(0, Generation(0));
 }
 
 userlib::task_main!(cases::run);

@@ -2,6 +2,8 @@
 //! read with 32-bit loads as the SMMU requires. Op 2 (task u16, pa u64,
 //! len u64; task `TaskId::ANY` = the sender) answers whether that task owns that DMA memory, through the
 //! kernel's `phys_owned` (this task has the `memory-query` capability).
+//! Op 3 (`test_support::owner::BORROW_AT`) reads the sender's lease 0 at an
+//! offset (the isolation test of a lease that wraps).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -35,6 +37,20 @@ fn run() -> ! {
                 let pa = u64::from_le_bytes(buf[2..10].try_into().unwrap_or([0; 8])) as usize;
                 let len = u64::from_le_bytes(buf[10..18].try_into().unwrap_or([0; 8])) as usize;
                 sys_reply(m.sender, 0, &[sys_phys_owned(task, pa, len) as u8]);
+            }
+            (op, _)
+                if op == test_support::owner::BORROW_AT as u32
+                    && !m.is_notification()
+                    && m.message_len == 8 =>
+            {
+                let off = u64::from_le_bytes(buf[..8].try_into().unwrap_or([0; 8])) as usize;
+                let rc = match sys_borrow_read(m.sender, 0, off, &mut [0u8; 16]) {
+                    Ok(_) => 0,
+                    Err(rc) => rc,
+                };
+                // To a lender the kernel faulted for its lease, this reply
+                // is dropped.
+                sys_reply(m.sender, 0, &rc.to_le_bytes());
             }
             _ if !m.is_notification() => {
                 sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation)

@@ -97,4 +97,26 @@ pub mod echo {
     pub const BAD_SYSCALL_ARGS: u16 = 15;
     /// Makes a system call with an unknown number.
     pub const BAD_SYSCALL: u16 = 16;
+    /// Posts bits message[2..6] LE to the task id message[0..2] LE; replies
+    /// the post's code as u32 LE.
+    pub const POST_TO: u16 = 17;
+    /// `refresh_task_id` of the id message[0..2] LE; replies the answer as
+    /// u16 LE.
+    pub const REFRESH: u16 = 18;
+    /// `irq_control(mask = message[0..4] LE, enable)`; replies [].
+    pub const IRQ_ENABLE: u16 = 19;
+    /// Checks that its `scratch` memory region is all zero, then fills it
+    /// with 0xA5; replies [1] if it was zero.
+    pub const MEM_STAMP: u16 = 20;
+    /// Sends op `test-smmu-owner`'s BORROW_AT to the id message[0..2] LE
+    /// with one read lease of base message[2..10] LE, length 64, and the
+    /// offset message[10..18] LE as the message; replies the code it got.
+    pub const LEND_RAW: u16 = 21;
+}
+
+/// Operations of `test-smmu-owner` (ops 1 and 2 are documented there).
+pub mod owner {
+    /// Reads 16 bytes of the sender's lease 0 at the offset message[0..8]
+    /// LE; replies the borrow's code as u32 LE (0 when it copied).
+    pub const BORROW_AT: u16 = 3;
 }

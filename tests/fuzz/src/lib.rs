@@ -8,6 +8,11 @@
 //! past the length checks into the field decoders). Not coverage-guided —
 //! no nightly toolchain needed — but seeded and reproducible: a failure
 //! prints the seed and the input.
+//!
+//! The `kernel` target ([`kernel`]) is different: random system calls from
+//! several tasks against the kernel's portable core.
+
+pub mod kernel;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -43,6 +48,9 @@ pub const TARGETS: &[Target] = &[
         ops: 24,
     },
 ];
+
+/// The name of the system-call fuzzer over the kernel's core ([`kernel`]).
+pub const KERNEL_TARGET: &str = "kernel";
 
 pub fn target(name: &str) -> Option<&'static Target> {
     TARGETS.iter().find(|t| t.name == name)

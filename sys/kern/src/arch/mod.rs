@@ -413,17 +413,46 @@ impl Platform for Machine {
         if core::ptr::eq(self.fp_owner, &task.save) {
             self.fp_owner = core::ptr::null_mut();
         }
-        // Zero the stack and data regions (indices 1 and 2 by
-        // construction): .bss and stack start clean, and nothing of the
-        // previous generation survives.
-        for d in task.desc.regions.iter().skip(1).take(2) {
+        // Zero stack, data and memory regions (`zeroed_on_restart`):
+        // .bss and stack start clean, and nothing of the previous
+        // generation survives.
+        for d in task
+            .desc
+            .regions
+            .iter()
+            .filter(|r| crate::task::zeroed_on_restart(r))
+        {
             let pa = crate::task::region_pa(d);
-            // SAFETY: stack and data are kernel-owned statics of `size`
+            // SAFETY: these regions are kernel-owned statics of `size`
             // bytes, reachable at `pa` through the identity map, and the task
             // is not running while the kernel runs.
             unsafe { core::ptr::write_bytes(pa as *mut u8, 0, d.size) };
+            if d.attributes & abi::REGION_UNCACHED != 0 {
+                // The task (and its device) see this memory non-cacheable:
+                // push the zeros out of the kernel's cacheable view.
+                clean_invalidate_dcache(pa, d.size);
+            }
         }
     }
+}
+
+/// Cleans and invalidates the data cache over `[pa, pa + len)` to the point
+/// of coherency, then waits for it.
+fn clean_invalidate_dcache(pa: usize, len: usize) {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    // CTR_EL0.DminLine (bits 19:16): log2 of the smallest D-cache line in words.
+    let line = 4usize << ((ctr >> 16) & 0xf);
+    let mut a = pa & !(line - 1);
+    while a < pa + len {
+        // SAFETY: a cache maintenance by address on memory the kernel maps;
+        // it changes no data.
+        unsafe { asm!("dc civac, {}", in(reg) a, options(nostack)) };
+        a += line;
+    }
+    // SAFETY: a barrier has no operands.
+    unsafe { asm!("dsb sy", options(nostack)) };
 }
 
 /// Stops the machine. Status 0 uses PSCI SYSTEM_OFF (QEMU exits 0); any
@@ -702,9 +731,8 @@ extern "C" fn el0_exception(kind: u64) -> *mut SavedState {
             }
         }
     } else {
-        // SError from EL0: attribute it to the running task.
-        let c = k.current;
-        k.fault(m, c, abi::FaultKind::MemoryAccess, 0);
+        // SError from EL0: the core decides whom it is charged to.
+        k.serror(m, read_sysreg!("esr_el2") as usize);
         k.schedule(m);
     }
     run_next(k, m)

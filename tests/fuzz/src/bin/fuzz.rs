@@ -4,9 +4,16 @@ use std::time::Duration;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--list") || args.is_empty() {
+        println!("{}", fuzz::KERNEL_TARGET);
         for t in fuzz::TARGETS {
             println!("{}", t.name);
         }
+        return;
+    }
+    let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let seed: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
+    if args[0] == fuzz::KERNEL_TARGET {
+        kernel(seconds, seed);
         return;
     }
     let Some(target) = fuzz::target(&args[0]) else {
@@ -16,8 +23,6 @@ fn main() {
         );
         std::process::exit(2);
     };
-    let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
-    let seed: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
     // Silence the default panic message: a panic is reported below with its input.
     std::panic::set_hook(Box::new(|_| {}));
     let rep = fuzz::fuzz(target, seed, u64::MAX, Duration::from_secs(seconds));
@@ -30,6 +35,30 @@ fn main() {
             "PANIC on op {} reply_capacity {} leases {:?} bytes {:02x?}",
             c.op, c.reply_capacity, c.leases, c.bytes
         );
+        std::process::exit(1);
+    }
+}
+
+/// The system-call fuzzer over the kernel's portable core.
+fn kernel(seconds: u64, seed: u64) {
+    // Panics are reported with the failing machine and step below (the
+    // kernel's shutdown also unwinds, by design).
+    std::panic::set_hook(Box::new(|_| {}));
+    let rep = fuzz::kernel::fuzz(seed, u64::MAX, Duration::from_secs(seconds));
+    println!(
+        "fuzz kernel: {} events ({} system calls) in {} s over {} machines ({} shut down, {} quiesced); {} task faults, {} restarts; seed {}",
+        rep.events,
+        rep.syscalls,
+        seconds,
+        rep.machines,
+        rep.shutdowns,
+        rep.quiesced,
+        rep.faults,
+        rep.restarts,
+        seed
+    );
+    if let Some(f) = rep.failure {
+        println!("FAILURE {f}");
         std::process::exit(1);
     }
 }
