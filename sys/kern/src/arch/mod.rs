@@ -732,7 +732,7 @@ extern "C" fn el0_exception(kind: u64) -> *mut SavedState {
         }
     } else {
         // SError from EL0: the core decides whom it is charged to.
-        k.serror(m, read_sysreg!("esr_el2") as usize);
+        k.serror(m, ESR_EL2.get() as usize);
         k.schedule(m);
     }
     run_next(k, m)
