@@ -168,7 +168,7 @@ pub struct Bus {
 }
 
 impl Bus {
-    fn new(cfg: SmmuConfig, sids: Vec<u32>) -> Self {
+    pub fn new(cfg: SmmuConfig, sids: Vec<u32>) -> Self {
         let mem = PhysMem::new();
         Bus {
             smmu: Arc::new(Smmu::new(mem.clone(), cfg)),
@@ -313,7 +313,7 @@ impl Bus {
 
     /// The irq source hook: lets the SMMU consume a queued CMDQ_PROD write
     /// (BetweenSteps), then reports its interrupt lines as INTIDs.
-    fn tick(&self) -> Vec<u32> {
+    pub(crate) fn tick(&self) -> Vec<u32> {
         if self.completion() == Completion::BetweenSteps {
             let pending = self.lock().pending_prod.take();
             if let Some(prod) = pending {
@@ -337,7 +337,7 @@ impl Bus {
     }
 
     /// The note source: new bus events as text.
-    fn notes(&self) -> Vec<String> {
+    pub(crate) fn notes(&self) -> Vec<String> {
         self.collect_commands();
         let mut st = self.lock();
         let new: Vec<String> = st.events[st.noted..].iter().map(describe_event).collect();
@@ -460,6 +460,9 @@ pub struct ServerSetup {
     pub max_pasid_bits: u8,
     /// Run the interim event queue reader (page 1 granted).
     pub event_queue: bool,
+    /// Serve with the fault path (`iommu_server::faults::serve`: queues
+    /// handed to prq-server, routes, drain, responses).
+    pub fault_path: bool,
 }
 
 /// The iommu-server task: finds `smmu-tables`, probes and initialises the
@@ -535,6 +538,9 @@ pub fn iommu_server_task(setup: ServerSetup) -> impl Fn() + Send + Sync + 'stati
                 "iommu-server: illegal-command recovery self-test failed: {:?}",
                 e
             ),
+        }
+        if setup.fault_path {
+            iommu_server::faults::serve(server)
         }
         serve(server)
     }
@@ -811,7 +817,7 @@ fn unwrap_newtypes(s: &str) -> String {
 
 /// The first top-level item of `Variant(A, B)` / `Name { .. }` text, with
 /// the wrapper names dropped: `Map(MapArgs { domain: .. })` → `domain: ..`.
-fn args_of(debug: &str) -> String {
+pub(crate) fn args_of(debug: &str) -> String {
     let inner = match (debug.find('('), debug.strip_suffix(')')) {
         (Some(open), Some(body)) if open < body.len() => &body[open + 1..],
         _ => "",
@@ -838,7 +844,7 @@ fn args_of(debug: &str) -> String {
     }
 }
 
-fn lease_infos(leases: &[LeaseSummary]) -> Vec<LeaseInfo> {
+pub(crate) fn lease_infos(leases: &[LeaseSummary]) -> Vec<LeaseInfo> {
     leases
         .iter()
         .map(|l| LeaseInfo {
@@ -848,7 +854,10 @@ fn lease_infos(leases: &[LeaseSummary]) -> Vec<LeaseInfo> {
         .collect()
 }
 
-fn fixed_reply<T: Fixed + Debug, E: IdlError + Debug>(code: u32, bytes: &[u8]) -> String {
+pub(crate) fn fixed_reply<T: Fixed + Debug, E: IdlError + Debug>(
+    code: u32,
+    bytes: &[u8],
+) -> String {
     compact(&reply_text(decode_fixed_reply::<T, E>(code, bytes)))
 }
 
@@ -1302,6 +1311,7 @@ impl IommuRig {
             task_names,
             max_pasid_bits: self.max_pasid_bits,
             event_queue: self.event_queue,
+            fault_path: false,
         };
         let mut server = TaskSpec::new("iommu-server", IOMMU_PRIORITY, iommu_server_task(setup))
             .caps(CAP_MEMORY_QUERY)
