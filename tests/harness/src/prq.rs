@@ -163,7 +163,7 @@ impl PrqVm {
         let mut e = PriEntry::new(sid, ssid, prgi, addr);
         e.set_read(read).set_write(write).set_last(last);
         let out = self.dev.page_request_entry(e);
-        if last && !e.is_stop_marker() && out != PriOutcome::Unsupported {
+        if last && !(ssid.is_some() && e.is_stop_marker()) && out != PriOutcome::Unsupported {
             *self
                 .log
                 .lock()

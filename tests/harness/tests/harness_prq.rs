@@ -116,3 +116,185 @@ fn harness_prq_fault_respond() {
             .run(seed)
     });
 }
+
+/// No handler: a stream whose domain is not fault-capable, and a stream
+/// never attached, get InvalidRequest at once (the owner sees nothing);
+/// a stop marker (PASID, no R/W, Last) is never answered; without a PASID
+/// the same bits are an ordinary request and are answered.
+#[test]
+fn harness_prq_no_handler() {
+    for_seeds(|seed| {
+        PrqRig::new(SmmuConfig::new())
+            .vm("vm", &[SID_A, SID_B], |vm: PrqVm| {
+                let mut ok = Checks(true);
+                fault_domain(&vm, &mut ok, SID_A, false);
+                vm.group(SID_A, None, 3, 2);
+                let got = vm.wait_answer(SID_A, None, 3, 1);
+                ok.that("not fault-capable: InvalidRequest", got == [INVALID], got);
+                vm.group(SID_B, None, 4, 1);
+                let got = vm.wait_answer(SID_B, None, 4, 1);
+                ok.that("no route: InvalidRequest", got == [INVALID], got);
+                vm.stop_marker(SID_A, 9, 5);
+                vm.request(SID_A, None, 6, 0, false, false, true);
+                let got = vm.wait_answer(SID_A, None, 6, 1);
+                ok.that("no PASID: an ordinary request", got == [INVALID], got);
+                let got = vm.responses(SID_A, Some(9), 5);
+                ok.that("stop marker never answered", got.is_empty(), got);
+                let (recs, _) = vm.fetch();
+                ok.that("owner saw nothing", recs.is_empty(), recs);
+                let s = vm.prq.stats();
+                ok.that(
+                    "one stop marker counted",
+                    matches!(s, Ok(s) if s.stop_markers == 1),
+                    s,
+                );
+                ok.end()
+            })
+            .run(seed)
+    });
+}
+
+/// Replace of a fault-capable domain with groups queued, delivered and
+/// partial: the OLD domain's groups are answered InvalidRequest once; the
+/// delivered cookie answered afterwards is refused; the partial group's
+/// Last arriving after the replace is answered at once (charged to
+/// nobody); a new group goes to the owner under the new domain.
+#[test]
+fn harness_prq_replace() {
+    for_seeds(|seed| {
+        PrqRig::new(SmmuConfig::new())
+            .vm("vm", &[SID_A], |vm: PrqVm| {
+                let mut ok = Checks(true);
+                fault_domain(&vm, &mut ok, SID_A, true);
+                let d2 = vm.iommu.create_s2_domain(true).unwrap_or(DomainId(0));
+                vm.group(SID_A, None, 1, 2);
+                let (recs, _) = vm.fetch();
+                let c1 = cookie_of(&recs, 1);
+                vm.group(SID_A, None, 2, 1);
+                vm.request(SID_A, None, 3, 0x9000, true, false, false);
+                let r = vm.iommu.replace(StreamId(SID_A), d2);
+                ok.that("replace", r.is_ok(), r);
+                let g1 = vm.wait_answer(SID_A, None, 1, 1);
+                let g2 = vm.wait_answer(SID_A, None, 2, 1);
+                ok.that(
+                    "old groups: one InvalidRequest each",
+                    g1 == [INVALID] && g2 == [INVALID],
+                    (g1, g2),
+                );
+                let r = vm.respond(&[(c1, FaultResponse::Success)]);
+                ok.that(
+                    "revoked cookie refused",
+                    r.status == RespondStatus::UnknownCookie,
+                    r,
+                );
+                vm.request(SID_A, None, 3, 0xa000, true, false, true);
+                let g3 = vm.wait_answer(SID_A, None, 3, 1);
+                ok.that("old partial's Last: InvalidRequest", g3 == [INVALID], g3);
+                vm.group(SID_A, None, 4, 1);
+                let (recs, _) = vm.fetch();
+                ok.that(
+                    "only the new group is delivered",
+                    recs.len() == 1 && recs[0].group == 4,
+                    &recs,
+                );
+                let r = vm.respond(&[(cookie_of(&recs, 4), FaultResponse::Success)]);
+                ok.that(
+                    "answer under the new domain",
+                    r.status == RespondStatus::Complete,
+                    r,
+                );
+                let g4 = vm.wait_answer(SID_A, None, 4, 1);
+                ok.that("new group: Success", g4 == [SUCCESS], g4);
+                ok.end()
+            })
+            .run(seed)
+    });
+}
+
+/// Detach with a delivered cookie: the device gets InvalidRequest once at
+/// the detach; the owner's answer afterwards is refused and the device
+/// still saw exactly one response.
+#[test]
+fn harness_prq_detach() {
+    for_seeds(|seed| {
+        PrqRig::new(SmmuConfig::new())
+            .vm("vm", &[SID_A], |vm: PrqVm| {
+                let mut ok = Checks(true);
+                fault_domain(&vm, &mut ok, SID_A, true);
+                vm.group(SID_A, None, 7, 1);
+                let (recs, _) = vm.fetch();
+                let c = cookie_of(&recs, 7);
+                let x = vm.iommu.detach(StreamId(SID_A));
+                ok.that("detach", x.is_ok(), x);
+                let got = vm.responses(SID_A, None, 7);
+                ok.that("answered before detach returned", got == [INVALID], got);
+                let r = vm.respond(&[(c, FaultResponse::Success)]);
+                ok.that(
+                    "answer after detach refused",
+                    r.status == RespondStatus::UnknownCookie,
+                    r,
+                );
+                vm.group(SID_A, None, 8, 1);
+                let got = vm.wait_answer(SID_A, None, 8, 1);
+                ok.that("detached: InvalidRequest at once", got == [INVALID], got);
+                let got = vm.responses(SID_A, None, 7);
+                ok.that("still one response", got == [INVALID], got);
+                ok.end()
+            })
+            .run(seed)
+    });
+}
+
+/// Another VM's cookie is refused (UnknownCookie), changes nothing; the
+/// owner's answer then goes through.
+#[test]
+fn harness_prq_foreign_cookie() {
+    for_seeds(|seed| {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(None::<Cookie>));
+        let (s1, s2) = (shared.clone(), shared);
+        PrqRig::new(SmmuConfig::new())
+            .vm("vm1", &[SID_A], move |vm: PrqVm| {
+                let mut ok = Checks(true);
+                fault_domain(&vm, &mut ok, SID_A, true);
+                vm.group(SID_A, None, 1, 1);
+                let (recs, _) = vm.fetch();
+                let c = cookie_of(&recs, 1);
+                *s1.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+                // vm2 tries it meanwhile.
+                vm.wait_until(|| s1.lock().unwrap_or_else(|e| e.into_inner()).is_none());
+                let r = vm.respond(&[(c, FaultResponse::Success)]);
+                ok.that(
+                    "owner's answer accepted",
+                    r.status == RespondStatus::Complete,
+                    r,
+                );
+                let got = vm.wait_answer(SID_A, None, 1, 1);
+                ok.that("device: one Success", got == [SUCCESS], got);
+                ok.end()
+            })
+            .vm("vm2", &[SID_B], move |vm: PrqVm| {
+                let mut ok = Checks(true);
+                vm.wait_until(|| s2.lock().unwrap_or_else(|e| e.into_inner()).is_some());
+                let c = s2
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or(Cookie(0));
+                let r = vm.respond(&[(c, FaultResponse::Invalid)]);
+                ok.that(
+                    "foreign cookie refused",
+                    r.status == RespondStatus::UnknownCookie && r.done == 0,
+                    r,
+                );
+                let got = vm.responses(SID_A, None, 1);
+                ok.that("device saw nothing from it", got.is_empty(), got);
+                *s2.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                if !ok.0 {
+                    ok.end()
+                }
+                loop {
+                    userlib::sys_recv_notification(0);
+                }
+            })
+            .run(seed)
+    });
+}

@@ -162,8 +162,10 @@ impl State {
             ssid: req.substream(),
             prgi: req.prgi(),
         };
-        // Only a Last request that is not a stop marker expects a response.
-        let wants_response = req.last() && !req.is_stop_marker();
+        // Only a Last request that is not a stop marker expects a response;
+        // a stop marker carries a PASID (without one, the same bits are an
+        // ordinary request).
+        let wants_response = req.last() && !(req.ssv() && req.is_stop_marker());
         let outcome = match self.push(true, req.as_bytes()) {
             Push::Written => {
                 if wants_response {
