@@ -164,11 +164,26 @@ impl FaultLink {
     pub fn pump<M: Mmio, D: DmaMemory, W: Waiter>(&mut self, server: &mut IommuServer<M, D, W>) {
         let Some(p) = &self.prq else { return };
         let p = PrqClient::new(p.task_id());
+        self.pump_with(&p, server);
+        // Keep the id the stub refreshed (a restarted prq-server).
+        self.prq = Some(PrqClient::new(p.task_id()));
+    }
+
+    fn pump_with<M: Mmio, D: DmaMemory, W: Waiter>(
+        &mut self,
+        p: &PrqClient,
+        server: &mut IommuServer<M, D, W>,
+    ) {
         // Bounded: at most as many pulls as prq-server has group slots.
         for _ in 0..256 {
             let mut buf = [<prq::ResponseCmdWire as zerocopy::FromZeros>::new_zeroed(); BATCH];
-            let Ok(t) = p.take_responses(self.issued, &mut buf) else {
-                return;
+            let t = match p.take_responses(self.issued, &mut buf) {
+                Ok(t) => t,
+                // prq-server restarted under the call (the stub now names
+                // the new incarnation): ask again; what it handed out and
+                // we never received is still unacknowledged there.
+                Err(prq::PrqError::ServerDied) => continue,
+                Err(_) => return,
             };
             let n = (t.count as usize).min(BATCH);
             if n > 0 {
@@ -204,6 +219,19 @@ impl FaultLink {
     ) -> Result<(), Error> {
         let Some(p) = &self.prq else { return Ok(()) };
         let p = PrqClient::new(p.task_id());
+        let r = self.drain_with(&p, server, sid, pasid, uses_stop_marker);
+        self.prq = Some(PrqClient::new(p.task_id()));
+        r
+    }
+
+    fn drain_with<M: Mmio, D: DmaMemory, W: Waiter>(
+        &mut self,
+        p: &PrqClient,
+        server: &mut IommuServer<M, D, W>,
+        sid: u32,
+        pasid: u32,
+        uses_stop_marker: bool,
+    ) -> Result<(), Error> {
         let att = prq::Attachment {
             sid: api::StreamId(sid),
             pasid: pasid_alloc_api::Pasid(pasid),

@@ -33,6 +33,9 @@ pub const PRIQ_OFF: usize = 0x1000;
 pub const JOURNAL_OFF: usize = 0x2000;
 pub const JOURNAL_SLOTS_OFF: usize = JOURNAL_OFF + 0x10;
 pub const JOURNAL_WORDS: usize = 3;
+/// Routes: one record of two words per route slot (valid, fault-capable,
+/// owner; sid, pasid).
+pub const ROUTES_OFF: usize = 0x3000;
 /// The region size the task needs.
 pub const REGION_SIZE: usize = 0x4000;
 /// Marks a journal that a previous incarnation initialised ("PRQJRNL1").

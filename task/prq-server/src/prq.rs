@@ -5,7 +5,7 @@
 
 use crate::mem::{
     QueueMemory, EVTQ_OFF, JOURNAL_MAGIC, JOURNAL_OFF, JOURNAL_SLOTS_OFF, JOURNAL_WORDS,
-    MAX_EVTQ_LOG2, MAX_PRIQ_LOG2, PRIQ_OFF,
+    MAX_EVTQ_LOG2, MAX_PRIQ_LOG2, PRIQ_OFF, ROUTES_OFF,
 };
 use smmuv3::regs::{self, offset};
 use smmuv3::{Event, Mmio, PriEntry, QueuePtr, EVENTQ_ENTRY_BYTES, PRIQ_ENTRY_BYTES};
@@ -298,7 +298,15 @@ pub struct Prq<M: Mmio, Q: QueueMemory> {
     /// A drain waiting for (sid, pasid)'s stop marker, and whether it came.
     drain_marker: Option<(u32, u32)>,
     marker_seen: bool,
+    /// Stop markers read recently (a drain that starts after the interrupt
+    /// handler consumed the marker still finds it). The oldest is
+    /// overwritten: that drain then polls and orphans partial groups.
+    markers: [Option<(u32, u32)>; MARKERS],
+    next_marker: usize,
 }
+
+/// Recent stop markers remembered.
+pub const MARKERS: usize = 8;
 
 /// A cookie: slot (16 bits), slot generation (24), incarnation (16).
 fn cookie_of(slot: usize, gen: u32, inc: u16) -> u64 {
@@ -338,6 +346,8 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             notify_iommu: false,
             drain_marker: None,
             marker_seen: false,
+            markers: [None; MARKERS],
+            next_marker: 0,
         };
         s.streams_buf[..s.nstreams].copy_from_slice(&cfg.streams[..s.nstreams]);
         s.priq.cons = QueuePtr::new(s.priq_log2);
@@ -347,6 +357,9 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         } else {
             for i in 0..MAX_GROUPS {
                 s.persist(i);
+            }
+            for k in 0..MAX_ROUTES {
+                s.persist_route(k);
             }
             s.persist_header();
             s.mem.write64(JOURNAL_OFF, JOURNAL_MAGIC);
@@ -399,6 +412,22 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         self.mem.write64(off, w0);
     }
 
+    /// Writes route slot `k`'s record (word 1 first, the valid word last).
+    fn persist_route(&self, k: usize) {
+        let off = ROUTES_OFF + k * 16;
+        match self.routes[k] {
+            Some(r) => {
+                self.mem
+                    .write64(off + 8, r.sid as u64 | (r.pasid as u64) << 32);
+                self.mem.write64(
+                    off,
+                    1 | (r.fault_capable as u64) << 1 | (r.owner.0 as u64) << 16,
+                );
+            }
+            None => self.mem.write64(off, 0),
+        }
+    }
+
     /// A restarted incarnation: reads the journal and makes every group
     /// the previous one held answered exactly once:
     /// - partial groups are forgotten (never answered: only a Last is;
@@ -410,8 +439,21 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
     /// - groups handed to iommu-server stay handed: its next
     ///   `take_responses(issued)` says whether it issued them.
     ///
-    /// The hardware queues go on from their CONS registers.
+    /// Routes are kept as they were (iommu-server set them; it does not
+    /// set them again). The hardware queues go on from their CONS
+    /// registers.
     fn recover(&mut self) {
+        for k in 0..MAX_ROUTES {
+            let off = ROUTES_OFF + k * 16;
+            let w0 = self.mem.read64(off);
+            let w1 = self.mem.read64(off + 8);
+            self.routes[k] = (w0 & 1 != 0).then_some(Route {
+                sid: w1 as u32,
+                pasid: (w1 >> 32) as u32,
+                owner: TaskId((w0 >> 16) as u16),
+                fault_capable: w0 & 2 != 0,
+            });
+        }
         let h = self.mem.read64(JOURNAL_OFF + 8);
         self.take_seq = h as u32;
         self.incarnation = ((h >> 32) as u16).wrapping_add(1).max(1);
@@ -603,6 +645,9 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
                 self.stats.stop_markers += 1;
                 if self.drain_marker == Some((e.sid(), p)) {
                     self.marker_seen = true;
+                } else {
+                    self.markers[self.next_marker] = Some((e.sid(), p));
+                    self.next_marker = (self.next_marker + 1) % MARKERS;
                 }
                 return;
             }
@@ -948,6 +993,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             owner,
             fault_capable,
         });
+        self.persist_route(slot);
         Ok(())
     }
 
@@ -964,13 +1010,20 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         uses_stop_marker: bool,
         out: &mut [ResponseOut],
     ) -> (usize, u32, bool) {
-        for r in self.routes.iter_mut() {
-            if matches!(r, Some(r) if r.sid == sid && r.pasid == pasid) {
-                *r = None;
+        for k in 0..MAX_ROUTES {
+            if matches!(self.routes[k], Some(r) if r.sid == sid && r.pasid == pasid) {
+                self.routes[k] = None;
+                self.persist_route(k);
             }
         }
         self.drain_marker = uses_stop_marker.then_some((sid, pasid));
         self.marker_seen = false;
+        for m in self.markers.iter_mut() {
+            if *m == Some((sid, pasid)) {
+                *m = None;
+                self.marker_seen = true;
+            }
+        }
         let mut polls = 0;
         loop {
             self.intake_events();
@@ -981,15 +1034,17 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             polls += 1;
         }
         self.drain_marker = None;
+        let marker = uses_stop_marker && self.marker_seen;
         let revoked = self
             .slots
             .iter()
             .filter(|s| s.state == State::Delivered && Self::att_of(&s.key) == (sid, pasid))
             .count() as u32;
-        // Partial groups: with a stop marker seen, everything before it is
-        // in; a partial group is then abandoned for good (forgotten). Else
-        // its Last may still come: it finds no route and is answered then.
-        self.answer_attachment(sid, pasid, false);
+        // Partial groups: with the stop marker seen, the device sends
+        // nothing more for the PASID, so a partial group never completes
+        // (the device expects no response): forgotten. Without it, its Last
+        // may still come: it finds no route and is answered then.
+        self.answer_attachment(sid, pasid, marker);
         // Move the attachment's answers to `out`; keep the others queued.
         let mut w = 0;
         let mut kept = [0u16; MAX_GROUPS];
@@ -1066,12 +1121,13 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         let task = vm.index();
         let mut atts = [(0u32, 0u32); MAX_ROUTES];
         let mut na = 0;
-        for r in self.routes.iter_mut() {
-            if let Some(x) = r {
+        for k in 0..MAX_ROUTES {
+            if let Some(x) = self.routes[k] {
                 if x.owner.index() == task {
                     atts[na] = (x.sid, x.pasid);
                     na += 1;
-                    *r = None;
+                    self.routes[k] = None;
+                    self.persist_route(k);
                 }
             }
         }

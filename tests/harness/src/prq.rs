@@ -224,7 +224,11 @@ impl PrqVm {
                 idl_runtime::Fixed::to_wire(&papi::ResponseEntry { cookie, response })
             })
             .collect();
-        self.prq.respond(&wires).unwrap_or(papi::RespondOutcome {
+        let mut r = self.prq.respond(&wires);
+        if r == Err(papi::PrqError::ServerDied) {
+            r = self.prq.respond(&wires);
+        }
+        r.unwrap_or(papi::RespondOutcome {
             done: u32::MAX,
             status: papi::RespondStatus::Full,
         })

@@ -298,3 +298,221 @@ fn harness_prq_foreign_cookie() {
             .run(seed)
     });
 }
+
+/// Partials, then a PRI queue overflow, then a Last (IHI 0070 §8.1): with
+/// a 4-entry queue, group 1's two requests and group 2 fill it; group 1's
+/// Last and group 3 are discarded and auto-answered Success by the SMMU.
+/// prq-server processes to PROD, drops group 1's partial without answering
+/// it, answers group 2 by its owner, and acknowledges the overflow in one
+/// CONS write; PRG index 1 is then reused by a new group, which is
+/// delivered and answered normally.
+#[test]
+fn harness_prq_overflow() {
+    for_seeds(|seed| {
+        PrqRig::new(SmmuConfig::new())
+            .priq_log2(2)
+            .vm("vm", &[SID_A], |vm: PrqVm| {
+                let mut ok = Checks(true);
+                fault_domain(&vm, &mut ok, SID_A, true);
+                use smmuv3_model::PriOutcome::{Overflow, Queued};
+                let o = [
+                    vm.request(SID_A, None, 1, 0x1000, true, false, false),
+                    vm.request(SID_A, None, 1, 0x2000, true, false, false),
+                    vm.request(SID_A, None, 2, 0x3000, true, false, false),
+                    vm.request(SID_A, None, 2, 0x4000, true, false, true),
+                    vm.request(SID_A, None, 1, 0x5000, true, false, true),
+                    vm.request(SID_A, None, 3, 0x6000, true, false, true),
+                ];
+                ok.that(
+                    "four queued, two discarded",
+                    o == [Queued, Queued, Queued, Queued, Overflow, Overflow],
+                    o,
+                );
+                let (recs, _) = vm.fetch();
+                ok.that(
+                    "only group 2 is delivered (group 1 had no Last up to PROD)",
+                    recs.len() == 2 && recs.iter().all(|r| r.group == 2),
+                    &recs,
+                );
+                let s = vm.prq.stats();
+                ok.that(
+                    "overflow seen, no partial left",
+                    matches!(s, Ok(s) if s.hw_overflows == 1 && s.partial_groups == 0),
+                    s,
+                );
+                let r = vm.respond(&[(cookie_of(&recs, 2), FaultResponse::Success)]);
+                ok.that("answer group 2", r.status == RespondStatus::Complete, r);
+                ok.that(
+                    "device: group 2 Success",
+                    vm.wait_answer(SID_A, None, 2, 1) == [SUCCESS],
+                    (),
+                );
+                let g1 = vm.responses(SID_A, None, 1);
+                ok.that("group 1: one automatic Success", g1 == [SUCCESS], g1);
+                let o = vm.request(SID_A, None, 1, 0x7000, false, true, true);
+                ok.that(
+                    "queue writable again (overflow acknowledged)",
+                    o == Queued,
+                    o,
+                );
+                let (recs, _) = vm.fetch();
+                ok.that(
+                    "reused PRG index 1: one fresh record",
+                    recs.len() == 1 && recs[0].addr == 0x7000,
+                    &recs,
+                );
+                let r = vm.respond(&[(cookie_of(&recs, 1), FaultResponse::Invalid)]);
+                ok.that("answer it", r.status == RespondStatus::Complete, r);
+                let g1 = vm.wait_answer(SID_A, None, 1, 2);
+                ok.that(
+                    "group 1 instances: auto Success, then InvalidRequest",
+                    g1 == [INVALID, SUCCESS],
+                    g1,
+                );
+                ok.end()
+            })
+            .run(seed)
+    });
+}
+
+/// An owner that does not fetch: its queue holds OWNER_QUEUE groups; the
+/// next is answered InvalidRequest at once and the owner's next fetch
+/// reports it lost.
+#[test]
+fn harness_prq_owner_queue_full() {
+    for_seeds(|seed| {
+        PrqRig::new(SmmuConfig::new())
+            .vm("vm", &[SID_A], |vm: PrqVm| {
+                let mut ok = Checks(true);
+                fault_domain(&vm, &mut ok, SID_A, true);
+                let n = prq_server::prq::OWNER_QUEUE as u16;
+                for g in 0..=n {
+                    vm.group(SID_A, None, g, 1);
+                }
+                let (recs, lost) = vm.fetch();
+                ok.that(
+                    "a full queue's worth, one lost",
+                    recs.len() == n as usize && lost == 1,
+                    (recs.len(), lost),
+                );
+                let got = vm.wait_answer(SID_A, None, n, 1);
+                ok.that("the lost group: InvalidRequest", got == [INVALID], got);
+                let answers: Vec<_> = recs
+                    .iter()
+                    .map(|r| (r.cookie, FaultResponse::Success))
+                    .collect();
+                let r = vm.respond(&answers);
+                ok.that(
+                    "all answered in one batch",
+                    r.status == RespondStatus::Complete && r.done == n as u32,
+                    r,
+                );
+                for g in 0..n {
+                    let got = vm.wait_answer(SID_A, None, g, 1);
+                    ok.that("Success", got == [SUCCESS], (g, got));
+                }
+                ok.end()
+            })
+            .run(seed)
+    });
+}
+
+/// Unbind of a fault-capable PASID with a delivered-unanswered group, a
+/// queued one, a partial one and the device's stop marker: unbind replies
+/// Drained only after prq-server drained to the marker; the delivered and
+/// queued groups got InvalidRequest once; the partial group (no Last) got
+/// nothing, as the device expects; the delivered cookie is refused after.
+#[test]
+fn harness_prq_unbind_drain() {
+    use harness::smmu::{guest_cd, guest_ipa};
+    use iommu_server_api::UnbindOutcome;
+    for_seeds(|seed| {
+        PrqRig::new(SmmuConfig::new())
+            .pasid_alloc(&[5])
+            .vm("vm", &[SID_A], |vm: PrqVm| {
+                let mut ok = Checks(true);
+                fault_domain(&vm, &mut ok, SID_A, false);
+                let Some(h) = vm.pasids.as_ref().and_then(|p| p.alloc().ok()) else {
+                    ok.that("alloc", false, ());
+                    ok.end()
+                };
+                let p = Some(h.pasid.0);
+                let b = vm.iommu.bind(StreamId(SID_A), h, guest_cd(guest_ipa(10), 7), true);
+                ok.that("bind fault-capable", b == Ok(1), b);
+                vm.group(SID_A, p, 1, 2);
+                let (recs, _) = vm.fetch();
+                ok.that("delivered with its PASID", recs.len() == 2 && recs.iter().all(|r| r.pasid.0 == h.pasid.0 && r.flags.contains(FaultFlags::PASID_VALID)), &recs);
+                let c1 = cookie_of(&recs, 1);
+                vm.group(SID_A, p, 2, 1);
+                vm.request(SID_A, p, 3, 0x8000, true, true, false);
+                vm.stop_marker(SID_A, h.pasid.0, 4);
+                let u = vm.iommu.unbind(StreamId(SID_A), h.pasid, true);
+                ok.that("unbind drained", u == Ok(UnbindOutcome::Drained), u);
+                let g1 = vm.responses(SID_A, p, 1);
+                let g2 = vm.responses(SID_A, p, 2);
+                ok.that("answered before unbind replied", g1 == [INVALID] && g2 == [INVALID], (g1, g2));
+                let g3 = vm.responses(SID_A, p, 3);
+                ok.that("partial: nothing", g3.is_empty(), g3);
+                let r = vm.respond(&[(c1, FaultResponse::Success)]);
+                ok.that("revoked cookie refused", r.status == RespondStatus::UnknownCookie, r);
+                let s = vm.prq.stats();
+                ok.that("nothing of the PASID left", matches!(s, Ok(s) if s.partial_groups == 0 && s.queued_groups == 0 && s.delivered_groups == 0), s);
+                ok.end()
+            })
+            .run(seed)
+    });
+}
+
+/// prq-server restarted (killed) while holding delivered and queued
+/// groups and a Success not yet issued: the new incarnation learns them
+/// from its journal, issues the Success, answers the others
+/// InvalidRequest exactly once, refuses the old cookies and reports them
+/// lost; a new group then works.
+#[test]
+fn harness_prq_restart() {
+    for_seeds(|seed| {
+        PrqRig::new(SmmuConfig::new())
+            .vm("vm", &[SID_A], |vm: PrqVm| {
+                let mut ok = Checks(true);
+                fault_domain(&vm, &mut ok, SID_A, true);
+                vm.group(SID_A, None, 1, 1);
+                vm.group(SID_A, None, 2, 2);
+                let (recs, _) = vm.fetch();
+                let (c1, c2) = (cookie_of(&recs, 1), cookie_of(&recs, 2));
+                vm.group(SID_A, None, 3, 1);
+                let r = vm.respond(&[(c1, FaultResponse::Success)]);
+                ok.that("answer group 1", r.status == RespondStatus::Complete, r);
+                let rc = userlib::sys_task_restart(PrqRig::PRQ_INDEX);
+                ok.that("restart prq-server", rc == 0, rc);
+                let g1 = vm.wait_answer(SID_A, None, 1, 1);
+                let g2 = vm.wait_answer(SID_A, None, 2, 1);
+                let g3 = vm.wait_answer(SID_A, None, 3, 1);
+                ok.that(
+                    "group 1 Success, 2 and 3 InvalidRequest, once each",
+                    g1 == [SUCCESS] && g2 == [INVALID] && g3 == [INVALID],
+                    (g1, g2, g3),
+                );
+                let r = vm.respond(&[(c2, FaultResponse::Success)]);
+                ok.that(
+                    "old cookie refused",
+                    r.status == RespondStatus::UnknownCookie,
+                    r,
+                );
+                let (recs, lost) = vm.fetch();
+                ok.that("told lost", recs.is_empty() && lost == 2, (recs, lost));
+                vm.group(SID_A, None, 4, 1);
+                let (recs, _) = vm.fetch();
+                let r = vm.respond(&[(cookie_of(&recs, 4), FaultResponse::Success)]);
+                ok.that(
+                    "new incarnation serves",
+                    r.status == RespondStatus::Complete,
+                    r,
+                );
+                let g4 = vm.wait_answer(SID_A, None, 4, 1);
+                ok.that("device: Success", g4 == [SUCCESS], g4);
+                ok.end()
+            })
+            .task_control()
+            .run(seed)
+    });
+}
