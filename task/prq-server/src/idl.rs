@@ -64,6 +64,7 @@ impl<M: Mmio, Q: QueueMemory> IdlPrq<'_, '_, M, Q> {
     /// responses to iommu-server. Task ids are refreshed so a post reaches
     /// the current incarnation.
     fn notify(&mut self) {
+        self.reap();
         let (owners, iommu) = self.prq.take_notifications();
         for t in 0..64 {
             if owners & (1 << t) != 0 && t < self.roles.task_names.len() {
@@ -75,6 +76,33 @@ impl<M: Mmio, Q: QueueMemory> IdlPrq<'_, '_, M, Q> {
             if let Some(i) = self.index_of("iommu-server") {
                 let id = userlib::sys_refresh_task_id(TaskId::new(i, userlib::Generation(0)));
                 userlib::sys_post(id, self.roles.iommu_bit);
+            }
+        }
+    }
+}
+
+impl<M: Mmio, Q: QueueMemory> IdlPrq<'_, '_, M, Q> {
+    /// Owner death by pull: an owner whose task id the kernel now reports
+    /// with another generation died (or was restarted) since it got its
+    /// route or groups; it is handled as `owner_died` of that incarnation.
+    /// Runs before every notification, so nothing is posted to, or kept
+    /// for, a dead owner.
+    fn reap(&mut self) {
+        let mut ids = [TaskId(0); crate::prq::MAX_ROUTES];
+        let n = self.prq.owner_ids(&mut ids);
+        for &id in &ids[..n] {
+            if id.index() >= self.roles.task_names.len() {
+                continue;
+            }
+            let now = userlib::sys_refresh_task_id(id);
+            if now.generation() != id.generation() {
+                let k = self.prq.owner_died(id);
+                userlib::log!(
+                    "prq-server: owner {} (generation {}) went away: {} groups answered",
+                    id.index(),
+                    id.generation().0,
+                    k
+                );
             }
         }
     }

@@ -1114,8 +1114,29 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         (w, self.rlen > 0, seq)
     }
 
-    /// The VM task `vm` went away: routes removed, groups answered INVALID,
-    /// its partial groups orphaned, its events dropped.
+    /// Every owner task id prq-server holds something for (routes and
+    /// queued / delivered groups), at most [`MAX_ROUTES`] distinct ones.
+    pub fn owner_ids(&self, out: &mut [TaskId; MAX_ROUTES]) -> usize {
+        let mut n = 0;
+        let routes = self.routes.iter().flatten().map(|r| r.owner);
+        let slots = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s.state, State::Queued | State::Delivered))
+            .map(|s| s.owner);
+        for id in routes.chain(slots) {
+            if n < MAX_ROUTES && !out[..n].contains(&id) {
+                out[n] = id;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The VM task `vm` (this incarnation of it: index and generation)
+    /// went away: its routes removed, its groups answered INVALID, its
+    /// partial groups orphaned, its events dropped. A later incarnation's
+    /// routes are not touched.
     pub fn owner_died(&mut self, vm: TaskId) -> u32 {
         self.intake();
         let task = vm.index();
@@ -1123,7 +1144,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         let mut na = 0;
         for k in 0..MAX_ROUTES {
             if let Some(x) = self.routes[k] {
-                if x.owner.index() == task {
+                if x.owner == vm {
                     atts[na] = (x.sid, x.pasid);
                     na += 1;
                     self.routes[k] = None;
@@ -1139,7 +1160,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         // route of a stream since re-routed): by owner.
         for i in 0..MAX_GROUPS {
             let s = self.slots[i];
-            if s.owner.index() == task && matches!(s.state, State::Queued | State::Delivered) {
+            if s.owner == vm && matches!(s.state, State::Queued | State::Delivered) {
                 if s.state == State::Queued {
                     self.unqueue(i);
                 }

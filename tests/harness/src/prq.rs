@@ -336,6 +336,12 @@ impl PrqRun {
                 smmu.pending_pri_groups()
             ));
         }
+        let stalled = Device::new(smmu.clone()).pending_stalls();
+        if !stalled.is_empty() {
+            errs.push(format!(
+                "I1: stalled transactions never resumed: {stalled:?}"
+            ));
+        }
         for (vm, r) in &l.delivered {
             let owner = self.owner_of(r.sid.0);
             if owner.as_deref() != Some(vm.as_str()) {

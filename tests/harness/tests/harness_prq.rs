@@ -516,3 +516,195 @@ fn harness_prq_restart() {
             .run(seed)
     });
 }
+
+/// Non-recoverable events go to the VM that owns the stream, and only to
+/// it (fetch_events), from the event queue prq-server now owns.
+#[test]
+fn harness_prq_events() {
+    use smmuv3::EventId;
+    use smmuv3_model::DmaError;
+    for_seeds(|seed| {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d2 = done.clone();
+        PrqRig::new(SmmuConfig::new())
+            .vm("vm1", &[SID_A], move |vm: PrqVm| {
+                let mut ok = Checks(true);
+                fault_domain(&vm, &mut ok, SID_A, false);
+                let r = vm.device().dma_write(SID_A, None, 0x40_0000, 8);
+                ok.that(
+                    "DMA to an unmapped IOVA faults, recorded",
+                    matches!(
+                        r,
+                        Err(DmaError::Fault {
+                            id: EventId::FTranslation,
+                            recorded: true
+                        })
+                    ),
+                    r,
+                );
+                let mut buf =
+                    [<prq_server_api::EventRecordWire as zerocopy::FromZeros>::new_zeroed(); 32];
+                let e = vm.prq.fetch_events(&mut buf);
+                let rec = <prq_server_api::EventRecord as idl_runtime::Fixed>::from_wire(&buf[0]);
+                ok.that(
+                    "one F_TRANSLATION of its stream",
+                    matches!(e, Ok(o) if o.count == 1 && o.lost == 0)
+                        && rec.is_some_and(|r| {
+                            r.sid.0 == SID_A && r.event_id == EventId::FTranslation.raw() as u8
+                        }),
+                    (e, rec),
+                );
+                d2.store(true, std::sync::atomic::Ordering::SeqCst);
+                // vm2 checks it got nothing.
+                vm.wait_until(|| !d2.load(std::sync::atomic::Ordering::SeqCst));
+                ok.end()
+            })
+            .vm("vm2", &[SID_B], move |vm: PrqVm| {
+                let mut ok = Checks(true);
+                vm.wait_until(|| done.load(std::sync::atomic::Ordering::SeqCst));
+                let mut buf =
+                    [<prq_server_api::EventRecordWire as zerocopy::FromZeros>::new_zeroed(); 32];
+                let e = vm.prq.fetch_events(&mut buf);
+                ok.that(
+                    "another VM gets nothing",
+                    matches!(e, Ok(o) if o.count == 0),
+                    e,
+                );
+                done.store(false, std::sync::atomic::Ordering::SeqCst);
+                if !ok.0 {
+                    ok.end()
+                }
+                loop {
+                    userlib::sys_recv_notification(0);
+                }
+            })
+            .run(seed)
+    });
+}
+
+/// Stall (the model's forced stall model): a stalled transaction is a
+/// group of one named by its STAG; the owner maps the page and answers
+/// Success, which becomes CMD_RESUME Retry and the transaction completes;
+/// a stall on a stream whose domain is not fault-capable is terminated at
+/// once (RESUME Term), the owner never sees it.
+#[test]
+fn harness_prq_stall() {
+    use smmuv3_model::{DmaError, StallModel, StallOutcome, StallState};
+    for_seeds(|seed| {
+        let mut cfg = SmmuConfig::new();
+        cfg.stall_model = StallModel::StallForced;
+        PrqRig::new(cfg)
+            .vm("vm", &[SID_A, SID_B], |vm: PrqVm| {
+                let mut ok = Checks(true);
+                let d = fault_domain(&vm, &mut ok, SID_A, true);
+                fault_domain(&vm, &mut ok, SID_B, false);
+                let iova = 0x40_0000;
+                let r = vm.device().dma_write(SID_A, None, iova, 8);
+                let Err(DmaError::Stalled { stag }) = r else {
+                    ok.that("stalls", false, r);
+                    ok.end()
+                };
+                let (recs, _) = vm.fetch();
+                ok.that(
+                    "one stall record with its STAG and address",
+                    recs.len() == 1
+                        && recs[0].kind == prq_server_api::FaultKind::Stall
+                        && recs[0].group == stag
+                        && recs[0].addr == iova,
+                    &recs,
+                );
+                let m = vm.iommu.map(d, iova, vm.ram, 0x1000, harness::smmu::rw());
+                ok.that("map the page", m.is_ok(), m);
+                let c = recs.first().map(|r| r.cookie).unwrap_or(Cookie(0));
+                let a = vm.respond(&[(c, FaultResponse::Success)]);
+                ok.that("answer Success", a.status == RespondStatus::Complete, a);
+                vm.wait_until(|| vm.device().stall_state(SID_A, stag) != Some(StallState::Pending));
+                let s = vm.device().stall_state(SID_A, stag);
+                ok.that(
+                    "RESUME Retry: the transaction completes",
+                    s == Some(StallState::Resolved(StallOutcome::Retried(Ok(vm.ram)))),
+                    s,
+                );
+                let r = vm.device().dma_write(SID_B, None, iova, 8);
+                let Err(DmaError::Stalled { stag: t2 }) = r else {
+                    ok.that("stalls", false, r);
+                    ok.end()
+                };
+                vm.wait_until(|| vm.device().stall_state(SID_B, t2) != Some(StallState::Pending));
+                let s = vm.device().stall_state(SID_B, t2);
+                ok.that(
+                    "not fault-capable: terminated at once",
+                    matches!(s, Some(StallState::Resolved(StallOutcome::Terminated(_)))),
+                    s,
+                );
+                let (recs, _) = vm.fetch();
+                ok.that("owner saw nothing of it", recs.is_empty(), recs);
+                ok.end()
+            })
+            .run(seed)
+    });
+}
+
+/// An owner that dies holding a delivered and a queued group: prq-server
+/// notices by pull (the kernel reports the task with a new generation),
+/// answers both InvalidRequest once, drops its routes (a later request is
+/// answered at once), and the new incarnation of the VM sees none of it.
+#[test]
+fn harness_prq_owner_died() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    for_seeds(|seed| {
+        let runs = Arc::new(AtomicU32::new(0));
+        let ready = Arc::new(AtomicU32::new(0));
+        let (r1, ready1, ready2) = (runs.clone(), ready.clone(), ready);
+        PrqRig::new(SmmuConfig::new())
+            .vm("vm1", &[SID_A], move |vm: PrqVm| {
+                if r1.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let mut ok = Checks(true);
+                    fault_domain(&vm, &mut ok, SID_A, true);
+                    vm.group(SID_A, None, 1, 1);
+                    let (recs, _) = vm.fetch();
+                    ok.that("delivered", recs.len() == 1, &recs);
+                    vm.group(SID_A, None, 2, 1);
+                    if !ok.0 {
+                        ok.end()
+                    }
+                    ready1.store(1, Ordering::SeqCst);
+                } else {
+                    // The new incarnation: none of the old one's faults.
+                    let (recs, _) = vm.fetch();
+                    if !recs.is_empty() {
+                        log!("FAILED new incarnation got {:?}", recs);
+                        userlib::sys_shutdown(1)
+                    }
+                    ready1.store(2, Ordering::SeqCst);
+                }
+                loop {
+                    userlib::sys_recv_notification(0);
+                }
+            })
+            .vm("vm2", &[SID_B], move |vm: PrqVm| {
+                let mut ok = Checks(true);
+                vm.wait_until(|| ready2.load(Ordering::SeqCst) == 1);
+                let rc = userlib::sys_task_restart(3);
+                ok.that("restart vm1", rc == 0, rc);
+                // Any request to prq-server lets it notice.
+                let s = vm.prq.stats();
+                ok.that("stats", s.is_ok(), s);
+                let g1 = vm.wait_answer(SID_A, None, 1, 1);
+                let g2 = vm.wait_answer(SID_A, None, 2, 1);
+                ok.that(
+                    "both groups: InvalidRequest once",
+                    g1 == [INVALID] && g2 == [INVALID],
+                    (g1, g2),
+                );
+                vm.group(SID_A, None, 3, 1);
+                let g3 = vm.wait_answer(SID_A, None, 3, 1);
+                ok.that("route gone: answered at once", g3 == [INVALID], g3);
+                vm.wait_until(|| ready2.load(Ordering::SeqCst) == 2);
+                ok.end()
+            })
+            .task_control()
+            .run(seed)
+    });
+}
