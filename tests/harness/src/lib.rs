@@ -29,6 +29,7 @@
 
 mod machine;
 pub mod prq;
+pub mod prq_scenarios;
 mod rng;
 pub mod scenarios;
 pub mod smmu;

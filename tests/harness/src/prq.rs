@@ -458,6 +458,20 @@ impl PrqRig {
 
     /// Runs the machine with `seed`.
     pub fn run(self, seed: u64) -> PrqRun {
+        let (h, bus, log) = self.parts(seed);
+        PrqRun {
+            report: h.run(),
+            bus,
+            log,
+        }
+    }
+
+    /// The machine, not run (for `cargo xtask trace`).
+    pub fn harness(self, seed: u64) -> Harness {
+        self.parts(seed).0
+    }
+
+    fn parts(self, seed: u64) -> (Harness, Bus, Log) {
         let bus = Bus::new(
             self.cfg.clone(),
             self.vms.iter().flat_map(|v| v.sids.clone()).collect(),
@@ -637,8 +651,7 @@ impl PrqRig {
         let h = h
             .irq_source(move |_, _| tick_bus_irqs(&tick_bus))
             .note_source(move || note_bus_notes(&note_bus));
-        let report = h.run();
-        PrqRun { report, bus, log }
+        (h, bus, log)
     }
 }
 
