@@ -160,18 +160,60 @@ impl PrqVm {
         write: bool,
         last: bool,
     ) -> PriOutcome {
-        let mut e = PriEntry::new(sid, ssid, prgi, addr);
-        e.set_read(read).set_write(write).set_last(last);
-        let out = self.dev.page_request_entry(e);
-        if last && !(ssid.is_some() && e.is_stop_marker()) && out != PriOutcome::Unsupported {
-            *self
-                .log
-                .lock()
-                .raised
-                .entry(PriGroup { sid, ssid, prgi })
-                .or_insert(0) += 1;
+        self.burst(&[Req {
+            sid,
+            ssid,
+            prgi,
+            addr,
+            read,
+            write,
+            last,
+        }])[0]
+    }
+
+    /// Page requests sent back to back: no task runs between them (the
+    /// trace log lines come after), so a burst can overflow the PRI queue.
+    pub fn burst(&self, reqs: &[Req]) -> Vec<PriOutcome> {
+        let mut outs = Vec::new();
+        for r in reqs {
+            let mut e = PriEntry::new(r.sid, r.ssid, r.prgi, r.addr);
+            e.set_read(r.read).set_write(r.write).set_last(r.last);
+            let out = self.dev.page_request_entry(e);
+            let marker = r.ssid.is_some() && e.is_stop_marker();
+            if r.last && !marker && out != PriOutcome::Unsupported {
+                *self
+                    .log
+                    .lock()
+                    .raised
+                    .entry(PriGroup {
+                        sid: r.sid,
+                        ssid: r.ssid,
+                        prgi: r.prgi,
+                    })
+                    .or_insert(0) += 1;
+            }
+            outs.push((out, marker));
         }
-        out
+        for (r, (out, marker)) in reqs.iter().zip(&outs) {
+            // On the VM's lifeline in traces: what the device sent.
+            let what = if *marker {
+                "stop marker"
+            } else if r.last {
+                "page request (Last)"
+            } else {
+                "page request"
+            };
+            userlib::log!(
+                "device: {} sid {:#x} pasid {:?} PRGI {} addr {:#x}: {:?}",
+                what,
+                r.sid,
+                r.ssid,
+                r.prgi,
+                r.addr,
+                out
+            );
+        }
+        outs.into_iter().map(|(o, _)| o).collect()
     }
 
     /// A whole group of `pages` requests (the last with Last).
@@ -278,6 +320,33 @@ impl PrqVm {
 }
 
 const TIMER_BIT: u32 = 1 << 31;
+
+/// One page request of a [`PrqVm::burst`].
+#[derive(Clone, Copy, Debug)]
+pub struct Req {
+    pub sid: u32,
+    pub ssid: Option<u32>,
+    pub prgi: u16,
+    pub addr: u64,
+    pub read: bool,
+    pub write: bool,
+    pub last: bool,
+}
+
+impl Req {
+    /// A read request for `addr` in group `prgi` of `sid` (no PASID).
+    pub const fn read(sid: u32, prgi: u16, addr: u64, last: bool) -> Self {
+        Req {
+            sid,
+            ssid: None,
+            prgi,
+            addr,
+            read: true,
+            write: false,
+            last,
+        }
+    }
+}
 
 type VmEntry = Arc<dyn Fn(PrqVm) + Send + Sync>;
 

@@ -4,7 +4,7 @@
 //! end-of-run invariants; `cargo xtask trace prq-<name>` draws one run
 //! (docs/faults.md).
 
-use crate::prq::{PrqRig, PrqVm};
+use crate::prq::{PrqRig, PrqVm, Req};
 use crate::smmu::{SID_A, SID_B};
 use iommu_server_api::{DomainId, StreamId};
 use prq_server_api::{Cookie, FaultFlags, FaultResponse, RespondStatus};
@@ -283,14 +283,14 @@ pub fn overflow() -> PrqRig {
             let mut ok = Checks(true);
             fault_domain(&vm, &mut ok, SID_A, true);
             use smmuv3_model::PriOutcome::{Overflow, Queued};
-            let o = [
-                vm.request(SID_A, None, 1, 0x1000, true, false, false),
-                vm.request(SID_A, None, 1, 0x2000, true, false, false),
-                vm.request(SID_A, None, 2, 0x3000, true, false, false),
-                vm.request(SID_A, None, 2, 0x4000, true, false, true),
-                vm.request(SID_A, None, 1, 0x5000, true, false, true),
-                vm.request(SID_A, None, 3, 0x6000, true, false, true),
-            ];
+            let o = vm.burst(&[
+                Req::read(SID_A, 1, 0x1000, false),
+                Req::read(SID_A, 1, 0x2000, false),
+                Req::read(SID_A, 2, 0x3000, false),
+                Req::read(SID_A, 2, 0x4000, true),
+                Req::read(SID_A, 1, 0x5000, true),
+                Req::read(SID_A, 3, 0x6000, true),
+            ]);
             ok.that(
                 "four queued, two discarded",
                 o == [Queued, Queued, Queued, Queued, Overflow, Overflow],
