@@ -10,8 +10,8 @@
 //! - detach and the last unbind call `drain` and issue what it returns
 //!   before replying (unbind replies `Drained` only after that);
 //! - on prq-server's notification pulls `take_responses` and issues
-//!   PRI_RESP / RESUME, one CMD_SYNC per batch, acknowledging each
-//!   hand-over with its `seq` on the next pull.
+//!   PRI_RESP / RESUME, one CMD_SYNC per `MAX_RESPONSES` commands,
+//!   acknowledging each hand-over with its `seq` on the next pull.
 //!
 //! [`FaultServer`] wraps the generated trait's implementation
 //! ([`IdlServer`]) and adds these steps around the operations; [`serve`]
@@ -22,7 +22,7 @@ use crate::cmdq::Waiter;
 use crate::dma::DmaMemory;
 use crate::error::Error;
 use crate::idl::IdlServer;
-use crate::server::{IommuServer, PageResponse};
+use crate::server::{IommuServer, PageResponse, MAX_RESPONSES};
 use idl_runtime::{Leased, Read, Write};
 use iommu_server_api as api;
 use prq_server_api::{self as prq, PrqClient};
@@ -154,9 +154,13 @@ impl FaultLink {
         if n == 0 {
             return Ok(());
         }
-        server.page_response(me, &out[..n])?;
+        // `page_response` takes up to MAX_RESPONSES commands under one
+        // SYNC: a 64-entry hand-over is two of them.
+        for chunk in out[..n].chunks(MAX_RESPONSES) {
+            server.page_response(me, chunk)?;
+            self.batches += 1;
+        }
         self.responses_issued += n as u32;
-        self.batches += 1;
         Ok(())
     }
 
@@ -199,11 +203,8 @@ impl FaultLink {
                 self.issued = t.seq;
             }
             if !t.more {
-                // One more pull acknowledges the last hand-over, so
-                // prq-server can free its slots.
-                if n > 0 {
-                    continue;
-                }
+                // The last hand-over is acknowledged by the next pull (the
+                // next notification): one round trip per batch.
                 return;
             }
         }

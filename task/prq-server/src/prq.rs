@@ -12,7 +12,7 @@ use smmuv3::{Event, Mmio, PriEntry, QueuePtr, EVENTQ_ENTRY_BYTES, PRIQ_ENTRY_BYT
 use userlib::TaskId;
 
 /// Outstanding fault groups (partial, queued, delivered, answered, handed
-/// to iommu-server). When every slot is taken, intake stops reading the
+/// to iommu-server and not yet acknowledged). When every slot is taken, intake stops reading the
 /// hardware queues (their CONS stays put) until iommu-server takes
 /// responses: the PRI queue then fills and overflows as IHI 0070 §8.1
 /// defines (the SMMU answers discarded Lasts itself), a stalled
@@ -29,7 +29,7 @@ pub const MAX_OWNERS: usize = 8;
 /// Groups waiting in one owner's queue for `fetch_faults`. A group that
 /// finds it full is answered INVALID at once and counted in the owner's
 /// `lost` (never silently dropped).
-pub const OWNER_QUEUE: usize = 32;
+pub const OWNER_QUEUE: usize = 64;
 /// Event records waiting for one owner's `fetch_events`. A record that
 /// finds it full is dropped and counted in the owner's `lost`.
 pub const OWNER_EVENTS: usize = 16;

@@ -171,9 +171,19 @@ impl PrqVm {
         }])[0]
     }
 
+    /// [`PrqVm::burst`] without the trace lines (one log line per request
+    /// would be one task step each in a storm).
+    pub fn burst_quiet(&self, reqs: &[Req]) -> Vec<PriOutcome> {
+        self.burst_inner(reqs, false)
+    }
+
     /// Page requests sent back to back: no task runs between them (the
     /// trace log lines come after), so a burst can overflow the PRI queue.
     pub fn burst(&self, reqs: &[Req]) -> Vec<PriOutcome> {
+        self.burst_inner(reqs, true)
+    }
+
+    fn burst_inner(&self, reqs: &[Req], trace: bool) -> Vec<PriOutcome> {
         let mut outs = Vec::new();
         for r in reqs {
             let mut e = PriEntry::new(r.sid, r.ssid, r.prgi, r.addr);
@@ -194,7 +204,7 @@ impl PrqVm {
             }
             outs.push((out, marker));
         }
-        for (r, (out, marker)) in reqs.iter().zip(&outs) {
+        for (r, (out, marker)) in reqs.iter().zip(&outs).filter(|_| trace) {
             // On the VM's lifeline in traces: what the device sent.
             let what = if *marker {
                 "stop marker"

@@ -648,3 +648,64 @@ pub fn owner_died() -> PrqRig {
         })
         .task_control()
 }
+
+/// Groups in [`storm`].
+pub const STORM_GROUPS: u32 = 1000;
+/// Devices (streams) in [`storm`].
+pub const STORM_SIDS: [u32; 4] = [0x20, 0x21, 0x22, 0x23];
+
+/// A storm: 1 000 single-page groups from 4 devices, raised in bursts of
+/// up to 64 (the PRI queue's size); the owner fetches each burst with one
+/// `fetch_faults` and answers it with one `respond`; iommu-server takes
+/// each batch with one `take_responses`. Counted from the trace by
+/// `harness_prq_storm` (docs/faults.md "Figures").
+pub fn storm() -> PrqRig {
+    PrqRig::new(SmmuConfig::new()).vm("vm", &STORM_SIDS, |vm: PrqVm| {
+        let mut ok = Checks(true);
+        for sid in STORM_SIDS {
+            fault_domain(&vm, &mut ok, sid, true);
+        }
+        let mut next = 0u32;
+        while next < STORM_GROUPS {
+            let n = (STORM_GROUPS - next).min(64);
+            let reqs: Vec<Req> = (next..next + n)
+                .map(|i| {
+                    Req::read(
+                        STORM_SIDS[(i % 4) as usize],
+                        ((i / 4) % 512) as u16,
+                        0x1000 * (i as u64 + 1),
+                        true,
+                    )
+                })
+                .collect();
+            let o = vm.burst_quiet(&reqs);
+            ok.that(
+                "burst queued",
+                o.iter().all(|o| *o == smmuv3_model::PriOutcome::Queued),
+                &o,
+            );
+            let (recs, lost) = vm.fetch();
+            ok.that(
+                "whole burst fetched",
+                recs.len() == n as usize && lost == 0,
+                (recs.len(), lost),
+            );
+            let answers: Vec<_> = recs
+                .iter()
+                .map(|r| (r.cookie, FaultResponse::Success))
+                .collect();
+            let r = vm.respond(&answers);
+            ok.that(
+                "one respond per burst",
+                r.status == RespondStatus::Complete && r.done == n,
+                r,
+            );
+            vm.wait_until(|| vm.bus.smmu.pending_pri_groups().is_empty());
+            next += n;
+            if !ok.0 {
+                break;
+            }
+        }
+        ok.end()
+    })
+}

@@ -73,3 +73,44 @@ fn harness_prq_stall() {
 fn harness_prq_owner_died() {
     for_seeds(s::owner_died);
 }
+
+/// The storm's figures, counted from each run's trace: IPC round trips
+/// per batch of up to 64 groups (goal <= 3) and groups per round trip
+/// (goal >= 16), over the fault path's three calls (fetch_faults, respond,
+/// take_responses).
+#[test]
+fn harness_prq_storm() {
+    use harness::prq_scenarios::STORM_GROUPS;
+    for seed in 0..SEEDS {
+        let run = s::storm().run(seed);
+        run.check();
+        let text = run.report.trace.text();
+        let sends = |op: &str| {
+            text.lines()
+                .filter(|l| l.contains(" send ") && l.contains(op))
+                .count()
+        };
+        let (f, r, t) = (
+            sends("Prq.fetch_faults("),
+            sends("Prq.respond("),
+            sends("Prq.take_responses("),
+        );
+        let batches = STORM_GROUPS.div_ceil(64) as usize;
+        let trips = f + r + t;
+        let per_batch = trips as f64 / batches as f64;
+        let per_trip = STORM_GROUPS as f64 / trips as f64;
+        if seed == 0 {
+            eprintln!(
+                "storm: {STORM_GROUPS} groups, 4 devices, {batches} batches: fetch_faults {f}, respond {r}, take_responses {t}: {per_batch:.2} round trips per batch, {per_trip:.1} groups per round trip"
+            );
+        }
+        assert!(
+            per_batch <= 3.0,
+            "seed {seed}: {per_batch} round trips per batch"
+        );
+        assert!(
+            per_trip >= 16.0,
+            "seed {seed}: {per_trip} groups per round trip"
+        );
+    }
+}
