@@ -15,9 +15,15 @@
 
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod idl;
 pub mod mem;
 pub mod prq;
+
+#[cfg(test)]
+mod tests;
 
 pub use idl::{serve, Roles};
 pub use mem::{DmaPtr, QueueMemory, REGION_SIZE};

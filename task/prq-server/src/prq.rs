@@ -216,6 +216,10 @@ pub struct FaultOut {
     pub last: bool,
 }
 
+/// The route or owner table is full ([`MAX_ROUTES`], [`MAX_OWNERS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TablesFull;
+
 /// Why a respond batch stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RespondStop {
@@ -972,7 +976,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         pasid: u32,
         owner: TaskId,
         fault_capable: bool,
-    ) -> Result<(), ()> {
+    ) -> Result<(), TablesFull> {
         self.intake();
         let existing = self
             .routes
@@ -981,11 +985,15 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         if existing.is_some() {
             self.answer_attachment(sid, pasid, false);
         } else if fault_capable && self.owner_mut(owner.index(), true).is_none() {
-            return Err(());
+            return Err(TablesFull);
         }
         let slot = match existing {
             Some(k) => k,
-            None => self.routes.iter().position(|r| r.is_none()).ok_or(())?,
+            None => self
+                .routes
+                .iter()
+                .position(|r| r.is_none())
+                .ok_or(TablesFull)?,
         };
         self.routes[slot] = Some(Route {
             sid,

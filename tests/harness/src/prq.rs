@@ -47,7 +47,7 @@ pub struct Page1Mmio {
 
 impl Page1Mmio {
     fn ok(&self, off: usize) -> bool {
-        if off >= PAGE1 && off < 2 * PAGE1 {
+        if (PAGE1..2 * PAGE1).contains(&off) {
             return true;
         }
         self.refused
