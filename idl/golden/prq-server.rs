@@ -689,6 +689,8 @@ pub struct DrainOutcome {
     pub revoked: u32,
     /// False: the lease was full; call again with the same attachment.
     pub complete: bool,
+    /// Hand-over number of the lease's responses, as take_responses' (0 when none).
+    pub seq: u32,
 }
 
 /// Wire form of [`DrainOutcome`]: little-endian, no padding.
@@ -698,6 +700,7 @@ pub struct DrainOutcomeWire {
     pub responses: WireOf<u32>,
     pub revoked: WireOf<u32>,
     pub complete: WireOf<bool>,
+    pub seq: WireOf<u32>,
 }
 
 impl Fixed for DrainOutcome {
@@ -707,6 +710,7 @@ impl Fixed for DrainOutcome {
             responses: Fixed::to_wire(&self.responses),
             revoked: Fixed::to_wire(&self.revoked),
             complete: Fixed::to_wire(&self.complete),
+            seq: Fixed::to_wire(&self.seq),
         }
     }
     fn from_wire(wire: &DrainOutcomeWire) -> Option<Self> {
@@ -714,13 +718,15 @@ impl Fixed for DrainOutcome {
             responses: Fixed::from_wire(&wire.responses)?,
             revoked: Fixed::from_wire(&wire.revoked)?,
             complete: Fixed::from_wire(&wire.complete)?,
+            seq: Fixed::from_wire(&wire.seq)?,
         })
     }
 }
 
 impl PostcardMax for DrainOutcome {
     const MAX_SIZE: usize = <u32 as PostcardMax>::MAX_SIZE
-        + <u32 as PostcardMax>::MAX_SIZE + <bool as PostcardMax>::MAX_SIZE;
+        + <u32 as PostcardMax>::MAX_SIZE + <bool as PostcardMax>::MAX_SIZE
+        + <u32 as PostcardMax>::MAX_SIZE;
 }
 
 /// Responses written to the lease, whether more are queued, and the number of
@@ -1210,6 +1216,7 @@ impl Fixed for SetRouteArgs {
 pub struct DrainArgs {
     pub att: Attachment,
     pub uses_stop_marker: bool,
+    pub issued: u32,
 }
 
 /// Wire form of [`DrainArgs`]: little-endian, no padding.
@@ -1218,6 +1225,7 @@ pub struct DrainArgs {
 pub struct DrainArgsWire {
     pub att: WireOf<Attachment>,
     pub uses_stop_marker: WireOf<bool>,
+    pub issued: WireOf<u32>,
 }
 
 impl Fixed for DrainArgs {
@@ -1226,12 +1234,14 @@ impl Fixed for DrainArgs {
         DrainArgsWire {
             att: Fixed::to_wire(&self.att),
             uses_stop_marker: Fixed::to_wire(&self.uses_stop_marker),
+            issued: Fixed::to_wire(&self.issued),
         }
     }
     fn from_wire(wire: &DrainArgsWire) -> Option<Self> {
         Some(DrainArgs {
             att: Fixed::from_wire(&wire.att)?,
             uses_stop_marker: Fixed::from_wire(&wire.uses_stop_marker)?,
+            issued: Fixed::from_wire(&wire.issued)?,
         })
     }
 }
@@ -1494,7 +1504,8 @@ pub trait PrqServer {
     /// Removes the attachment's route, consumes the hardware PRI queue up to a snapshot
     /// of PROD (and, with `uses_stop_marker`, until the attachment's stop marker or a
     /// bound), answers every group of the attachment INVALID (pending, partial or
-    /// delivered) into the lease, and revokes delivered cookies.
+    /// delivered) into the lease, and revokes delivered cookies. `issued` is as for
+    /// `take_responses`: the lease is a hand-over like theirs.
     ///
     /// Lease `out` (Write, 1..=64 entries)
     ///
@@ -1504,6 +1515,7 @@ pub trait PrqServer {
         caller: TaskId,
         att: Attachment,
         uses_stop_marker: bool,
+        issued: u32,
         out: Leased<::idl_runtime::Write, ResponseCmd>,
     ) -> Result<DrainOutcome, PrqError>;
     /// Moves queued responses into the lease for iommu-server to issue. `issued` is
@@ -1576,7 +1588,8 @@ pub fn dispatch<S: PrqServer>(server: &mut S, msg: &::userlib::RecvMessage, buf:
         }
         PrqRequest::Drain(args, leases) => {
             let out = Leased::new(caller, leases.out);
-            let result = server.drain(caller, args.att, args.uses_stop_marker, out);
+            let result = server
+                .drain(caller, args.att, args.uses_stop_marker, args.issued, out);
             ::idl_runtime::reply_fixed(caller, result);
         }
         PrqRequest::TakeResponses(args, leases) => {
@@ -1703,7 +1716,8 @@ impl PrqClient {
     /// Removes the attachment's route, consumes the hardware PRI queue up to a snapshot
     /// of PROD (and, with `uses_stop_marker`, until the attachment's stop marker or a
     /// bound), answers every group of the attachment INVALID (pending, partial or
-    /// delivered) into the lease, and revokes delivered cookies.
+    /// delivered) into the lease, and revokes delivered cookies. `issued` is as for
+    /// `take_responses`: the lease is a hand-over like theirs.
     ///
     /// Lease `out` (Write, 1..=64 entries)
     ///
@@ -1712,9 +1726,14 @@ impl PrqClient {
         &self,
         att: Attachment,
         uses_stop_marker: bool,
+        issued: u32,
         out: &mut [WireOf<ResponseCmd>],
     ) -> Result<DrainOutcome, PrqError> {
-        let args = DrainArgs { att, uses_stop_marker };
+        let args = DrainArgs {
+            att,
+            uses_stop_marker,
+            issued,
+        };
         ::idl_runtime::call_fixed(
             &self.task,
             PrqOp::Drain as u16,

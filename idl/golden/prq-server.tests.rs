@@ -134,11 +134,12 @@ fn strategy_response_cmd() -> BoxedStrategy<ResponseCmd> {
 }
 
 fn strategy_drain_outcome() -> BoxedStrategy<DrainOutcome> {
-    (any::<u32>(), any::<u32>(), any::<bool>())
-        .prop_map(|(responses, revoked, complete)| DrainOutcome {
+    (any::<u32>(), any::<u32>(), any::<bool>(), any::<u32>())
+        .prop_map(|(responses, revoked, complete, seq)| DrainOutcome {
             responses,
             revoked,
             complete,
+            seq,
         })
         .boxed()
 }
@@ -211,8 +212,12 @@ fn strategy_set_route_args() -> BoxedStrategy<SetRouteArgs> {
 }
 
 fn strategy_drain_args() -> BoxedStrategy<DrainArgs> {
-    (strategy_attachment(), any::<bool>())
-        .prop_map(|(att, uses_stop_marker)| DrainArgs { att, uses_stop_marker })
+    (strategy_attachment(), any::<bool>(), any::<u32>())
+        .prop_map(|(att, uses_stop_marker, issued)| DrainArgs {
+            att,
+            uses_stop_marker,
+            issued,
+        })
         .boxed()
 }
 

@@ -240,10 +240,13 @@ impl FaultLink {
         for _ in 0..256 {
             let mut buf = [<prq::ResponseCmdWire as zerocopy::FromZeros>::new_zeroed(); BATCH];
             let d = p
-                .drain(att, uses_stop_marker, &mut buf)
+                .drain(att, uses_stop_marker, self.issued, &mut buf)
                 .map_err(|_| Error::Timeout)?;
             let n = (d.responses as usize).min(BATCH);
             self.issue(server, &buf[..n])?;
+            if n > 0 {
+                self.issued = d.seq;
+            }
             if d.complete {
                 return Ok(());
             }

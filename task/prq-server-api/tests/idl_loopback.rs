@@ -96,6 +96,7 @@ impl PrqServer for FakePrq {
         _caller: TaskId,
         att: Attachment,
         _uses_stop_marker: bool,
+        issued: u32,
         out: Leased<Write, ResponseCmd>,
     ) -> Result<DrainOutcome, PrqError> {
         let cmd = ResponseCmd {
@@ -111,6 +112,7 @@ impl PrqServer for FakePrq {
             responses: 1,
             revoked: 0,
             complete: true,
+            seq: issued + 1,
         })
     }
     fn take_responses(
@@ -290,11 +292,12 @@ fn idl_loopback_prq_args_and_errors_cross() {
     }
     .to_wire(); 2];
     assert_eq!(
-        client.drain(att, true, &mut out),
+        client.drain(att, true, 3, &mut out),
         Ok(DrainOutcome {
             responses: 1,
             revoked: 0,
-            complete: true
+            complete: true,
+            seq: 4,
         })
     );
     let cmd = ResponseCmd::from_wire(&out[0]).unwrap();

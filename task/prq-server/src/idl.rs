@@ -282,6 +282,7 @@ impl<M: Mmio, Q: QueueMemory> api::PrqServer for IdlPrq<'_, '_, M, Q> {
         _caller: TaskId,
         att: api::Attachment,
         uses_stop_marker: bool,
+        issued: u32,
         out: Leased<Write, api::ResponseCmd>,
     ) -> Result<api::DrainOutcome, api::PrqError> {
         let mut buf = [ResponseOut {
@@ -289,9 +290,13 @@ impl<M: Mmio, Q: QueueMemory> api::PrqServer for IdlPrq<'_, '_, M, Q> {
             resp: Resp::Invalid,
         }; MAX_LEASE];
         let max = out.len().min(MAX_LEASE);
-        let (n, revoked, complete) =
-            self.prq
-                .drain(att.sid.0, att.pasid.0, uses_stop_marker, &mut buf[..max]);
+        let (n, revoked, complete, seq) = self.prq.drain(
+            att.sid.0,
+            att.pasid.0,
+            uses_stop_marker,
+            issued,
+            &mut buf[..max],
+        );
         for (i, r) in buf[..n].iter().enumerate() {
             if out.write(i, &resp_out(r)).is_err() {
                 return Err(api::PrqError::Invalid);
@@ -302,6 +307,7 @@ impl<M: Mmio, Q: QueueMemory> api::PrqServer for IdlPrq<'_, '_, M, Q> {
             responses: n as u32,
             revoked,
             complete,
+            seq,
         })
     }
 

@@ -1008,16 +1008,19 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
     /// Unbind / detach: removes the route, consumes the PRI queue to a
     /// snapshot of PROD (with `uses_stop_marker`: until the attachment's
     /// stop marker, re-reading PROD at most [`DRAIN_POLLS`] times), answers
-    /// every group of the attachment INVALID and moves the attachment's
-    /// answers into `out`. Returns (responses written, cookies revoked,
-    /// complete).
+    /// every group of the attachment INVALID and hands the attachment's
+    /// answers over in `out` (hand-over `seq`, acknowledged like
+    /// `take_responses`'). Returns (responses written, cookies revoked,
+    /// complete, seq).
     pub fn drain(
         &mut self,
         sid: u32,
         pasid: u32,
         uses_stop_marker: bool,
+        issued: u32,
         out: &mut [ResponseOut],
-    ) -> (usize, u32, bool) {
+    ) -> (usize, u32, bool, u32) {
+        self.acknowledge(issued);
         for k in 0..MAX_ROUTES {
             if matches!(self.routes[k], Some(r) if r.sid == sid && r.pasid == pasid) {
                 self.routes[k] = None;
@@ -1057,6 +1060,17 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         let mut w = 0;
         let mut kept = [0u16; MAX_GROUPS];
         let mut m = 0;
+        let has_any = (0..self.rlen).any(|j| {
+            let i = self.resp_ring[(self.rhead + j) % MAX_GROUPS] as usize;
+            Self::att_of(&self.slots[i].key) == (sid, pasid)
+        });
+        // The lease is a hand-over like take_responses': kept until
+        // iommu-server acknowledges its seq.
+        let seq = if has_any && !out.is_empty() {
+            self.next_seq()
+        } else {
+            0
+        };
         for j in 0..self.rlen {
             let i = self.resp_ring[(self.rhead + j) % MAX_GROUPS] as usize;
             let s = self.slots[i];
@@ -1066,7 +1080,10 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
                     resp: s.resp,
                 };
                 w += 1;
-                self.release(i);
+                let sl = &mut self.slots[i];
+                sl.state = State::Handed;
+                sl.seq = seq;
+                self.persist(i);
             } else {
                 kept[m] = i as u16;
                 m += 1;
@@ -1078,7 +1095,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         let complete = !self.resp_ring[..m]
             .iter()
             .any(|&i| Self::att_of(&self.slots[i as usize].key) == (sid, pasid));
-        (w, revoked, complete)
+        (w, revoked, complete, seq)
     }
 
     /// Hands queued responses to iommu-server. Hand-overs up to `issued`
@@ -1087,23 +1104,11 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
     /// (written, more, seq).
     pub fn take_responses(&mut self, issued: u32, out: &mut [ResponseOut]) -> (usize, bool, u32) {
         self.intake();
-        for i in 0..MAX_GROUPS {
-            if self.slots[i].state == State::Handed {
-                if self.slots[i].seq <= issued {
-                    self.release(i);
-                } else {
-                    self.slots[i].state = State::Answered;
-                    self.persist(i);
-                    self.push_resp(i);
-                }
-            }
-        }
+        self.acknowledge(issued);
         if self.rlen == 0 || out.is_empty() {
             return (0, false, 0);
         }
-        self.take_seq = self.take_seq.wrapping_add(1).max(1);
-        self.persist_header();
-        let seq = self.take_seq;
+        let seq = self.next_seq();
         let mut w = 0;
         while self.rlen > 0 && w < out.len() {
             let i = self.resp_ring[self.rhead] as usize;
@@ -1139,6 +1144,29 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             }
         }
         n
+    }
+
+    /// iommu-server issued every hand-over up to `issued`: those slots are
+    /// freed; later hand-overs never reached it (a previous incarnation
+    /// died before its reply) and are queued again.
+    fn acknowledge(&mut self, issued: u32) {
+        for i in 0..MAX_GROUPS {
+            if self.slots[i].state == State::Handed {
+                if self.slots[i].seq <= issued {
+                    self.release(i);
+                } else {
+                    self.slots[i].state = State::Answered;
+                    self.persist(i);
+                    self.push_resp(i);
+                }
+            }
+        }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.take_seq = self.take_seq.wrapping_add(1).max(1);
+        self.persist_header();
+        self.take_seq
     }
 
     /// The VM task `vm` (this incarnation of it: index and generation)
