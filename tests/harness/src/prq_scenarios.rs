@@ -709,3 +709,93 @@ pub fn storm() -> PrqRig {
         ok.end()
     })
 }
+
+/// Page requests racing an unbind: a device task keeps raising groups for
+/// the VM's PASID (no stop marker) while the VM answers some and unbinds.
+/// Whatever the interleaving (the seed), every group is answered exactly
+/// once: by the owner, by the drain, or at once for lack of a route (the
+/// end-of-run I1 check), and nothing reaches the VM after its unbind
+/// returned.
+pub fn unbind_race() -> PrqRig {
+    use crate::smmu::{guest_cd, guest_ipa};
+    use iommu_server_api::UnbindOutcome;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    // 0: not bound yet; else the PASID. Device progress in `raised`.
+    let pasid = Arc::new(AtomicU32::new(0));
+    let raised = Arc::new(AtomicU32::new(0));
+    let (p1, p2, r1, r2) = (pasid.clone(), pasid, raised.clone(), raised);
+    const GROUPS: u32 = 24;
+    PrqRig::new(SmmuConfig::new())
+        .pasid_alloc(&[7])
+        .vm("vm", &[SID_A], move |vm: PrqVm| {
+            let mut ok = Checks(true);
+            fault_domain(&vm, &mut ok, SID_A, false);
+            let Some(h) = vm.pasids.as_ref().and_then(|p| p.alloc().ok()) else {
+                ok.that("alloc", false, ());
+                ok.end()
+            };
+            let b = vm
+                .iommu
+                .bind(StreamId(SID_A), h, guest_cd(guest_ipa(10), 7), true);
+            ok.that("bind", b == Ok(1), b);
+            p1.store(h.pasid.0, Ordering::SeqCst);
+            // Answer what arrives until the device is half way, then unbind.
+            while r1.load(Ordering::SeqCst) < GROUPS / 2 {
+                let (recs, _) = vm.fetch();
+                let a: Vec<_> = recs
+                    .iter()
+                    .filter(|r| r.flags.contains(FaultFlags::LAST_PAGE))
+                    .map(|r| (r.cookie, FaultResponse::Success))
+                    .collect();
+                if !a.is_empty() {
+                    let r = vm.respond(&a);
+                    ok.that("respond", r.status == RespondStatus::Complete, r);
+                }
+                userlib::sys_set_timer(Some(userlib::sys_get_timer() + 1), 1 << 31);
+                userlib::sys_recv_notification(1 << 31);
+            }
+            let u = vm.iommu.unbind(StreamId(SID_A), h.pasid, false);
+            ok.that("unbind", u == Ok(UnbindOutcome::Drained), u);
+            let (recs, _) = vm.fetch();
+            ok.that("nothing after unbind", recs.is_empty(), &recs);
+            vm.wait_until(|| r1.load(Ordering::SeqCst) == GROUPS);
+            vm.wait_until(|| vm.bus.smmu.pending_pri_groups().is_empty());
+            let (recs, _) = vm.fetch();
+            ok.that("nothing after unbind, later either", recs.is_empty(), &recs);
+            ok.end()
+        })
+        .vm("device", &[SID_B], move |vm: PrqVm| {
+            vm.wait_until(|| p2.load(Ordering::SeqCst) != 0);
+            let p = Some(p2.load(Ordering::SeqCst));
+            for g in 0..GROUPS {
+                vm.burst_quiet(&[
+                    Req {
+                        sid: SID_A,
+                        ssid: p,
+                        prgi: g as u16,
+                        addr: 0x1000,
+                        read: true,
+                        write: false,
+                        last: false,
+                    },
+                    Req {
+                        sid: SID_A,
+                        ssid: p,
+                        prgi: g as u16,
+                        addr: 0x2000,
+                        read: true,
+                        write: false,
+                        last: true,
+                    },
+                ]);
+                r2.store(g + 1, Ordering::SeqCst);
+                // 0-2 ms between groups, from the seed's schedule.
+                userlib::sys_set_timer(Some(userlib::sys_get_timer() + (g as u64 % 3)), 1 << 31);
+                userlib::sys_recv_notification(1 << 31);
+            }
+            loop {
+                userlib::sys_recv_notification(0);
+            }
+        })
+}

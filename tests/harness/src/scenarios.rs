@@ -408,6 +408,12 @@ pub const SCENARIOS: &[Scenario] = &[
         status: 0,
     },
     Scenario {
+        name: "prq-unbind-race",
+        about: "prq-server: page requests racing an unbind: every group answered once (owner, drain or no route)",
+        build: |seed| crate::prq_scenarios::unbind_race().harness(seed),
+        status: 0,
+    },
+    Scenario {
         name: "prq-overflow",
         about: "prq-server: PRI queue overflow (IHI 0070 §8.1): partial dropped, one CONS write, PRG index reused",
         build: |seed| crate::prq_scenarios::overflow().harness(seed),

@@ -114,3 +114,8 @@ fn harness_prq_storm() {
         );
     }
 }
+
+#[test]
+fn harness_prq_unbind_race() {
+    for_seeds(s::unbind_race);
+}
