@@ -61,22 +61,20 @@ impl<M: Mmio, Q: QueueMemory> IdlPrq<'_, '_, M, Q> {
     }
 
     /// Posts what the last operation owes: faults/events to owners,
-    /// responses to iommu-server. Task ids are refreshed so a post reaches
-    /// the current incarnation.
+    /// responses to iommu-server (the slot lookup names the current
+    /// incarnation).
     fn notify(&mut self) {
         self.reap();
         let (owners, iommu) = self.prq.take_notifications();
         for t in 0..64 {
-            if owners & (1 << t) != 0 && t < self.roles.task_names.len() {
-                let id = userlib::sys_refresh_task_id(TaskId::new(t, userlib::Generation(0)));
-                userlib::sys_post(id, self.roles.owner_bit);
+            if owners & (1 << t) != 0 {
+                if let Some(name) = self.roles.task_names.get(t) {
+                    post(name, self.roles.owner_bit);
+                }
             }
         }
         if iommu {
-            if let Some(i) = self.index_of("iommu-server") {
-                let id = userlib::sys_refresh_task_id(TaskId::new(i, userlib::Generation(0)));
-                userlib::sys_post(id, self.roles.iommu_bit);
-            }
+            post("iommu-server", self.roles.iommu_bit);
         }
     }
 }
@@ -105,6 +103,15 @@ impl<M: Mmio, Q: QueueMemory> IdlPrq<'_, '_, M, Q> {
                 );
             }
         }
+    }
+}
+
+/// Posts `bits` to `name` when it is in this task's slots (the kernel
+/// faults a post outside them). A task prq-server may not post to learns
+/// of its faults, events and responses by calling (polling) instead.
+fn post(name: &str, bits: u32) {
+    if let Some(id) = userlib::sys_lookup_slot(name) {
+        userlib::sys_post(id, bits);
     }
 }
 
