@@ -42,7 +42,7 @@ pub const PRQ_PRIORITY: u8 = 1;
 /// prq-server's registers: the model's page 1 only.
 pub struct Page1Mmio {
     smmu: Arc<Smmu>,
-    refused: Arc<Mutex<Vec<usize>>>,
+    log: Log,
 }
 
 impl Page1Mmio {
@@ -50,10 +50,7 @@ impl Page1Mmio {
         if (PAGE1..2 * PAGE1).contains(&off) {
             return true;
         }
-        self.refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(off);
+        self.log.lock().refused.push(off);
         false
     }
 }
@@ -597,14 +594,12 @@ impl PrqRig {
                 streams.clone(),
                 names.clone(),
             );
-            let refused = Arc::new(Mutex::new(Vec::new()));
             let rlog = log.clone();
             let entry = move || {
                 let q = sys_region_info("prq-queues").unwrap_or_else(|| panic!("no prq-queues"));
-                let r2 = refused.clone();
                 let mmio = Page1Mmio {
                     smmu: smmu.clone(),
-                    refused: r2,
+                    log: rlog.clone(),
                 };
                 let qm = ModelQueues {
                     mem: mem.clone(),
@@ -617,7 +612,6 @@ impl PrqRig {
                     priq_log2: log2,
                 };
                 let mut prq = Box::new(Prq::new(mmio, qm, &cfg));
-                rlog.lock().refused = refused.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 userlib::log!(
                     "prq-server: incarnation {}, {} groups recovered",
                     prq.incarnation,

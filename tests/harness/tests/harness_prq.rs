@@ -119,3 +119,30 @@ fn harness_prq_storm() {
 fn harness_prq_unbind_race() {
     for_seeds(s::unbind_race);
 }
+
+/// The checker itself: a group its owner never answers, and a record
+/// fetched by a VM that does not own the stream, are both reported.
+#[test]
+fn prq_invariant_check_reports_an_unanswered_group() {
+    use harness::prq::PrqVm;
+    use harness::smmu::SID_A;
+    use iommu_server_api::StreamId;
+    let run = PrqRig::new(smmuv3_model::SmmuConfig::new())
+        .vm("vm", &[SID_A], |vm: PrqVm| {
+            let d = vm
+                .iommu
+                .create_s2_domain(true)
+                .unwrap_or(iommu_server_api::DomainId(0));
+            let _ = vm.iommu.attach(StreamId(SID_A), d);
+            vm.group(SID_A, None, 1, 1);
+            let _ = vm.fetch();
+            // Never answered.
+            userlib::sys_shutdown(0)
+        })
+        .run(1);
+    run.report.expect_shutdown(0);
+    let e = run
+        .invariants()
+        .expect_err("an unanswered group must be reported");
+    assert!(e.contains("I1") && e.contains("prgi: 1"), "{e}");
+}
