@@ -45,7 +45,14 @@ pub struct FaultLink {
     fault_capable: [(u32, bool); MAX_DOMAINS],
     pub responses_issued: u32,
     pub batches: u32,
+    /// (sid, pasid) routes set by a first bind: a detach unbinds every
+    /// context of the stream, so it drains each of them.
+    bound: [Option<(u32, u32)>; MAX_BOUND],
 }
+
+/// PASID routes remembered for detach; a bind beyond it is still routed,
+/// its drain then happens only through its own unbind (logged).
+const MAX_BOUND: usize = 64;
 
 impl Default for FaultLink {
     fn default() -> Self {
@@ -62,6 +69,7 @@ impl FaultLink {
             fault_capable: [(0, false); MAX_DOMAINS],
             responses_issued: 0,
             batches: 0,
+            bound: [None; MAX_BOUND],
         }
     }
 
@@ -254,6 +262,48 @@ impl FaultLink {
         Err(Error::Timeout)
     }
 
+    fn remember_bind(&mut self, sid: u32, pasid: u32) {
+        if let Some(b) = self.bound.iter_mut().find(|b| b.is_none()) {
+            *b = Some((sid, pasid));
+        } else {
+            userlib::log!(
+                "iommu-server: more than {} PASID routes; ({}, {}) not drained by detach",
+                MAX_BOUND,
+                sid,
+                pasid
+            );
+        }
+    }
+
+    fn forget_bind(&mut self, sid: u32, pasid: u32) {
+        for b in self.bound.iter_mut() {
+            if *b == Some((sid, pasid)) {
+                *b = None;
+            }
+        }
+    }
+
+    /// Drains the stream's own attachment and every PASID bound on it.
+    fn drain_stream<M: Mmio, D: DmaMemory, W: Waiter>(
+        &mut self,
+        server: &mut IommuServer<M, D, W>,
+        sid: u32,
+    ) -> Result<(), Error> {
+        let mut first = self.drain(server, sid, 0, false);
+        for k in 0..MAX_BOUND {
+            if let Some((s, p)) = self.bound[k] {
+                if s == sid {
+                    let r = self.drain(server, sid, p, false);
+                    if first.is_ok() {
+                        first = r;
+                    }
+                    self.bound[k] = None;
+                }
+            }
+        }
+        first
+    }
+
     fn route(&self, sid: u32, pasid: u32, owner: TaskId, fc: bool) {
         if let Some(p) = &self.prq {
             let att = prq::Attachment {
@@ -427,7 +477,8 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for FaultServer<'_, M, D
     ) -> Result<api::AttachOutcome, api::IommuError> {
         let r = self.inner.detach(caller, sid);
         if r.is_ok() {
-            if let Err(e) = self.link.drain(self.inner.server, sid.0, 0, false) {
+            // Detach unbound every context of the stream too.
+            if let Err(e) = self.link.drain_stream(self.inner.server, sid.0) {
                 userlib::log!("iommu-server: drain after detach of {}: {:?}", sid.0, e);
             }
         }
@@ -445,6 +496,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for FaultServer<'_, M, D
         let r = self.inner.bind(caller, sid, pasid, cd, fault_capable);
         if r == Ok(1) {
             self.link.route(sid.0, pasid.pasid.0, caller, fault_capable);
+            self.link.remember_bind(sid.0, pasid.pasid.0);
         }
         r
     }
@@ -458,6 +510,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for FaultServer<'_, M, D
     ) -> Result<api::UnbindOutcome, api::IommuError> {
         let r = self.inner.unbind(caller, sid, pasid, uses_stop_marker);
         if r == Ok(api::UnbindOutcome::Drained) {
+            self.link.forget_bind(sid.0, pasid.0);
             // The CD is gone and invalidated: only now drain, and reply
             // Drained only when the drain completed.
             self.link

@@ -799,3 +799,53 @@ pub fn unbind_race() -> PrqRig {
             }
         })
 }
+
+/// Detach of a stream with a fault-capable PASID bound: the detach
+/// unbinds every context, so the PASID's delivered group is answered
+/// InvalidRequest once too, its cookie refused, and a later request with
+/// the PASID is answered at once.
+pub fn detach_pasids() -> PrqRig {
+    use crate::smmu::{guest_cd, guest_ipa};
+    PrqRig::new(SmmuConfig::new())
+        .pasid_alloc(&[9])
+        .vm("vm", &[SID_A], |vm: PrqVm| {
+            let mut ok = Checks(true);
+            fault_domain(&vm, &mut ok, SID_A, true);
+            let Some(h) = vm.pasids.as_ref().and_then(|p| p.alloc().ok()) else {
+                ok.that("alloc", false, ());
+                ok.end()
+            };
+            let p = Some(h.pasid.0);
+            let b = vm
+                .iommu
+                .bind(StreamId(SID_A), h, guest_cd(guest_ipa(10), 7), true);
+            ok.that("bind", b == Ok(1), b);
+            vm.group(SID_A, p, 1, 1);
+            vm.group(SID_A, None, 2, 1);
+            let (recs, _) = vm.fetch();
+            ok.that("both delivered", recs.len() == 2, &recs);
+            let x = vm.iommu.detach(StreamId(SID_A));
+            ok.that("detach", x.is_ok(), x);
+            let g1 = vm.responses(SID_A, p, 1);
+            let g2 = vm.responses(SID_A, None, 2);
+            ok.that(
+                "PASID and stream groups: InvalidRequest once, before detach returned",
+                g1 == [INVALID] && g2 == [INVALID],
+                (g1, g2),
+            );
+            let a: Vec<_> = recs
+                .iter()
+                .map(|r| (r.cookie, FaultResponse::Success))
+                .collect();
+            let r = vm.respond(&a);
+            ok.that(
+                "cookies refused",
+                r.status == RespondStatus::UnknownCookie && r.done == 0,
+                r,
+            );
+            vm.group(SID_A, p, 3, 1);
+            let g3 = vm.wait_answer(SID_A, p, 3, 1);
+            ok.that("no route for the PASID any more", g3 == [INVALID], g3);
+            ok.end()
+        })
+}

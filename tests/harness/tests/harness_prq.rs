@@ -120,6 +120,11 @@ fn harness_prq_unbind_race() {
     for_seeds(s::unbind_race);
 }
 
+#[test]
+fn harness_prq_detach_pasids() {
+    for_seeds(s::detach_pasids);
+}
+
 /// The checker itself: a group its owner never answers, and a record
 /// fetched by a VM that does not own the stream, are both reported.
 #[test]
