@@ -12,8 +12,9 @@ use smmuv3::{Event, Mmio, PriEntry, QueuePtr, EVENTQ_ENTRY_BYTES, PRIQ_ENTRY_BYT
 use userlib::TaskId;
 
 /// Outstanding fault groups (partial, queued, delivered, answered, handed
-/// to iommu-server and not yet acknowledged). When every slot is taken, intake stops reading the
-/// hardware queues (their CONS stays put) until iommu-server takes
+/// to iommu-server and not yet acknowledged). When every slot is taken, a
+/// partial group is forgotten (see `evict_partial`); with none, intake
+/// stops reading the hardware queues (their CONS stays put) until iommu-server takes
 /// responses: the PRI queue then fills and overflows as IHI 0070 §8.1
 /// defines (the SMMU answers discarded Lasts itself), a stalled
 /// transaction's record waits in the event queue.
@@ -246,6 +247,8 @@ pub struct Stats {
     /// Groups found outstanding by this incarnation at start (answered
     /// INVALID or re-queued from the journal).
     pub recovered: u32,
+    /// Partial groups forgotten because the group table was full.
+    pub partial_evictions: u32,
 }
 
 /// Static configuration.
@@ -271,8 +274,10 @@ struct HwQueue {
 /// - event queue (hardware): §7.4, acknowledged on first consumption;
 ///   every owner's next `fetch_events` reports `lost` += 1 (the SMMU does
 ///   not say whose records it discarded);
-/// - group table: intake stops (see [`MAX_GROUPS`]);
-/// - owner fault queue: INVALID at once + `lost` ([`OWNER_QUEUE`]);
+/// - group table: a partial group is forgotten, else intake stops (see
+///   [`MAX_GROUPS`]);
+/// - owner fault queue: INVALID at once + `lost` ([`OWNER_QUEUE`]; under
+///   table pressure already at the owner's share, see `over_share`);
 /// - owner event ring: drop newest + `lost` ([`OWNER_EVENTS`]);
 /// - response queue: a ring over slot numbers, so it cannot overflow
 ///   (each slot is in it at most once).
@@ -527,6 +532,22 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         Some(i)
     }
 
+    /// The group table is full: forgets one partial group, if any, so
+    /// that partial groups alone (a device that never sends Last) cannot
+    /// stop intake for everyone. Safe for exactly-once: no response is owed
+    /// for a group without Last; when its Last comes it is a group of its
+    /// own (without the forgotten requests) and is answered once.
+    fn evict_partial(&mut self) -> bool {
+        match self.slots.iter().position(|s| s.state == State::Partial) {
+            Some(i) => {
+                self.stats.partial_evictions += 1;
+                self.release(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Frees slot `i` (no answer) and retires its generation.
     fn release(&mut self, i: usize) {
         let s = &mut self.slots[i];
@@ -610,10 +631,11 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             return self.answer(i, Resp::Invalid);
         }
         let task = r.owner.index();
+        let over_share = self.over_share(task);
         let Some(o) = self.owner_mut(task, true) else {
             return self.answer(i, Resp::Invalid);
         };
-        if o.len == OWNER_QUEUE {
+        if o.len == OWNER_QUEUE || over_share {
             o.lost_faults += 1;
             self.notify_owners |= 1 << (task % 64);
             return self.answer(i, Resp::Invalid);
@@ -625,6 +647,32 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         self.slots[i].state = State::Queued;
         self.persist(i);
         self.notify_owners |= 1 << (task % 64);
+    }
+
+    /// Isolation between owners: while fewer than a quarter of the group
+    /// slots are free, an owner already holding (queued or delivered) its
+    /// share — half the table split between the owners — gets no more; its
+    /// group is answered INVALID and counted lost, as for a full queue. An
+    /// owner that neither fetches nor answers thus cannot stop intake for
+    /// the others.
+    fn over_share(&self, task: usize) -> bool {
+        if self.free >= MAX_GROUPS / 4 {
+            return false;
+        }
+        let owners = self
+            .owners
+            .iter()
+            .filter(|o| o.task.is_some())
+            .count()
+            .max(1);
+        let held = self
+            .slots
+            .iter()
+            .filter(|s| {
+                s.owner.index() == task && matches!(s.state, State::Queued | State::Delivered)
+            })
+            .count();
+        held >= MAX_GROUPS / (2 * owners)
     }
 
     fn add_page(&mut self, i: usize, page: Page) {
@@ -699,7 +747,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         let overflow = prod.overflow() != self.priq.cons.overflow();
         let mut n = 0;
         while !prod.is_empty(self.priq.cons) {
-            if self.free == 0 {
+            if self.free == 0 && !self.evict_partial() {
                 break;
             }
             let off = PRIQ_OFF + self.priq.cons.entry_offset(PRIQ_ENTRY_BYTES);
@@ -737,7 +785,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             let off = EVTQ_OFF + self.evtq.cons.entry_offset(EVENTQ_ENTRY_BYTES);
             let e = Event::from_words(core::array::from_fn(|k| self.mem.read64(off + 8 * k)));
             if e.stall() {
-                if self.free == 0 {
+                if self.free == 0 && !self.evict_partial() {
                     // The record stays; the transaction stays stalled.
                     break;
                 }

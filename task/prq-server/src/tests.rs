@@ -208,3 +208,74 @@ fn another_tasks_or_a_forged_cookie_is_refused_and_changes_nothing() {
         (1, RespondStop::Complete)
     );
 }
+
+/// Raises `n` entries in chunks the 16-entry queue holds, reading after
+/// each chunk.
+fn feed(r: &Rig, p: &mut Prq<Regs, Mem>, entries: &[(u32, u16, bool)]) {
+    for chunk in entries.chunks(8) {
+        for &(sid, prgi, last) in chunk {
+            r.raise(sid, prgi, 0x1000, last);
+        }
+        p.intake();
+    }
+}
+
+#[test]
+fn partial_groups_alone_cannot_stop_intake() {
+    use crate::prq::MAX_GROUPS;
+    let r = Rig::new();
+    let mut p = r.prq();
+    p.set_route(0x10, 0, VM, true).unwrap();
+    // A device that never sends Last fills the table with partial groups.
+    let partials: Vec<_> = (0..MAX_GROUPS as u16 + 8)
+        .map(|g| (0x30, g, false))
+        .collect();
+    feed(&r, &mut p, &partials);
+    assert_eq!(p.stats().partial_groups, MAX_GROUPS as u32);
+    assert!(p.stats.partial_evictions >= 8);
+    // Another device's group still gets through.
+    feed(&r, &mut p, &[(0x10, 1, true)]);
+    let mut out = empty_out();
+    assert_eq!(p.fetch_faults(VM, &mut out).0, 1);
+}
+
+#[test]
+fn owners_that_never_fetch_cannot_take_the_whole_table() {
+    use crate::prq::MAX_GROUPS;
+    let r = Rig::new();
+    let mut p = r.prq();
+    let hog = TaskId::new(6, Generation(0));
+    let hog2 = TaskId::new(7, Generation(0));
+    p.set_route(0x10, 0, VM, true).unwrap();
+    p.set_route(0x11, 0, hog, true).unwrap();
+    p.set_route(0x12, 0, hog2, true).unwrap();
+    // Two hogs' devices raise far more groups than the table holds; their
+    // owners never fetch (their two queues alone would hold the whole
+    // table). Answers are taken: iommu-server keeps up.
+    let mut resp = empty_resp();
+    let mut issued = 0;
+    for round in 0..6u16 {
+        for sid in [0x11, 0x12] {
+            let g: Vec<_> = (0..60u16)
+                .map(|k| (sid, (round * 60 + k) % 512, true))
+                .collect();
+            feed(&r, &mut p, &g);
+            let (_, _, seq) = p.take_responses(issued, &mut resp);
+            if seq != 0 {
+                issued = seq;
+            }
+        }
+    }
+    let held = p.stats().queued_groups;
+    assert!(held < MAX_GROUPS as u32, "hogs hold {held}");
+    // iommu-server acknowledges its last hand-over (its next pull).
+    let (_, _, seq) = p.take_responses(issued, &mut resp);
+    p.take_responses(seq.max(issued), &mut resp);
+    // The other owner is still served.
+    feed(&r, &mut p, &[(0x10, 7, true)]);
+    let mut out = empty_out();
+    assert_eq!(p.fetch_faults(VM, &mut out).0, 1);
+    // The hog is told what it lost.
+    let (_, lost) = p.fetch_faults(hog, &mut out);
+    assert!(lost > 0);
+}
