@@ -279,3 +279,12 @@ fn owners_that_never_fetch_cannot_take_the_whole_table() {
     let (_, lost) = p.fetch_faults(hog, &mut out);
     assert!(lost > 0);
 }
+
+#[test]
+fn the_server_state_fits_a_small_task() {
+    // The image keeps the state in main's frame: app.toml's stack for
+    // prq-server must hold it (docs/faults.md).
+    let n = core::mem::size_of::<Prq<Regs, Mem>>();
+    std::eprintln!("Prq state: {n} bytes");
+    assert!(n < 32 * 1024, "{n} bytes");
+}
