@@ -369,6 +369,7 @@ struct VmDef {
 pub struct PrqRig {
     cfg: SmmuConfig,
     priq_log2: u32,
+    evtq_log2: u32,
     pasids: Option<Vec<u32>>,
     vms: Vec<VmDef>,
     pub bus: Bus,
@@ -487,6 +488,7 @@ impl PrqRig {
             bus: Bus::new(cfg.clone(), Vec::new()),
             cfg,
             priq_log2: 6,
+            evtq_log2: 6,
             pasids: None,
             vms: Vec::new(),
             log: Log::default(),
@@ -496,6 +498,12 @@ impl PrqRig {
     /// prq-server's PRI queue size (log2 entries).
     pub fn priq_log2(mut self, l: u32) -> Self {
         self.priq_log2 = l;
+        self
+    }
+
+    /// prq-server's event queue size (log2 entries).
+    pub fn evtq_log2(mut self, l: u32) -> Self {
+        self.evtq_log2 = l;
         self
     }
 
@@ -587,10 +595,11 @@ impl PrqRig {
         let post_names: Vec<&str> = names[first_vm - 1..].iter().map(String::as_str).collect();
         // prq-server.
         {
-            let (smmu, mem, log2, streams, names) = (
+            let (smmu, mem, log2, elog2, streams, names) = (
                 bus.smmu.clone(),
                 bus.mem.clone(),
                 self.priq_log2,
+                self.evtq_log2,
                 streams.clone(),
                 names.clone(),
             );
@@ -608,7 +617,7 @@ impl PrqRig {
                 };
                 let cfg = Config {
                     streams: &streams,
-                    evtq_log2: 6,
+                    evtq_log2: elog2,
                     priq_log2: log2,
                 };
                 let mut prq = Box::new(Prq::new(mmio, qm, &cfg));

@@ -849,3 +849,54 @@ pub fn detach_pasids() -> PrqRig {
             ok.end()
         })
 }
+
+/// Event queue overflow (IHI 0070 §7.4) with a 2-entry queue: five
+/// faulting DMAs back to back record two events and lose three; the VM
+/// fetches the two and is told `lost`, once; the queue works again.
+pub fn event_overflow() -> PrqRig {
+    use smmuv3_model::DmaError;
+    PrqRig::new(SmmuConfig::new())
+        .evtq_log2(1)
+        .vm("vm", &[SID_A], |vm: PrqVm| {
+            let mut ok = Checks(true);
+            fault_domain(&vm, &mut ok, SID_A, false);
+            let rs: Vec<_> = (0..5u64)
+                .map(|i| {
+                    vm.device()
+                        .dma_write(SID_A, None, 0x40_0000 + i * 0x1000, 8)
+                })
+                .collect();
+            let recorded = rs
+                .iter()
+                .filter(|r| matches!(r, Err(DmaError::Fault { recorded: true, .. })))
+                .count();
+            ok.that("two recorded, three lost", recorded == 2, &rs);
+            let mut buf =
+                [<prq_server_api::EventRecordWire as zerocopy::FromZeros>::new_zeroed(); 32];
+            let e = vm.prq.fetch_events(&mut buf);
+            ok.that(
+                "two records, lost reported",
+                matches!(e, Ok(o) if o.count == 2 && o.lost == 1),
+                e,
+            );
+            let e = vm.prq.fetch_events(&mut buf);
+            ok.that(
+                "lost reported once",
+                matches!(e, Ok(o) if o.count == 0 && o.lost == 0),
+                e,
+            );
+            let r = vm.device().dma_write(SID_A, None, 0x50_0000, 8);
+            ok.that(
+                "recorded again after the acknowledgement",
+                matches!(r, Err(DmaError::Fault { recorded: true, .. })),
+                r,
+            );
+            let e = vm.prq.fetch_events(&mut buf);
+            ok.that(
+                "one more record",
+                matches!(e, Ok(o) if o.count == 1 && o.lost == 0),
+                e,
+            );
+            ok.end()
+        })
+}

@@ -414,6 +414,12 @@ pub const SCENARIOS: &[Scenario] = &[
         status: 0,
     },
     Scenario {
+        name: "prq-event-overflow",
+        about: "prq-server: event queue overflow (IHI 0070 §7.4): records kept, lost reported once",
+        build: |seed| crate::prq_scenarios::event_overflow().harness(seed),
+        status: 0,
+    },
+    Scenario {
         name: "prq-overflow",
         about: "prq-server: PRI queue overflow (IHI 0070 §8.1): partial dropped, one CONS write, PRG index reused",
         build: |seed| crate::prq_scenarios::overflow().harness(seed),

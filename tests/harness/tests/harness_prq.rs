@@ -125,6 +125,11 @@ fn harness_prq_detach_pasids() {
     for_seeds(s::detach_pasids);
 }
 
+#[test]
+fn harness_prq_event_overflow() {
+    for_seeds(s::event_overflow);
+}
+
 /// The checker itself: a group its owner never answers, and a record
 /// fetched by a VM that does not own the stream, are both reported.
 #[test]
