@@ -258,6 +258,11 @@ impl FaultLink {
             if d.complete {
                 return Ok(());
             }
+            if n == 0 {
+                // prq-server's table is full of other answers: issue them
+                // so it can read on to the snapshot.
+                self.pump_with(p, server);
+            }
         }
         Err(Error::Timeout)
     }

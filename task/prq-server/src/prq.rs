@@ -312,6 +312,8 @@ pub struct Prq<M: Mmio, Q: QueueMemory> {
     /// overwritten: that drain then polls and orphans partial groups.
     markers: [Option<(u32, u32)>; MARKERS],
     next_marker: usize,
+    /// The last PRI intake read up to the PROD it saw.
+    pri_reached: bool,
 }
 
 /// Recent stop markers remembered.
@@ -357,6 +359,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             marker_seen: false,
             markers: [None; MARKERS],
             next_marker: 0,
+            pri_reached: true,
         };
         s.streams_buf[..s.nstreams].copy_from_slice(&cfg.streams[..s.nstreams]);
         s.priq.cons = QueuePtr::new(s.priq_log2);
@@ -757,6 +760,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             n += 1;
         }
         let reached = prod.is_empty(self.priq.cons);
+        self.pri_reached = reached;
         if overflow && reached {
             self.stats.hw_overflows += 1;
             for i in 0..MAX_GROUPS {
@@ -1140,9 +1144,14 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         self.resp_ring[..m].copy_from_slice(&kept[..m]);
         self.rhead = 0;
         self.rlen = m;
-        let complete = !self.resp_ring[..m]
-            .iter()
-            .any(|&i| Self::att_of(&self.slots[i as usize].key) == (sid, pasid));
+        // Complete only when the queue was read past the snapshot of PROD
+        // (a full group table can stop intake short of it: the caller then
+        // issues what it holds, which frees slots, and calls again) and
+        // every answer of the attachment was handed over.
+        let complete = self.pri_reached
+            && !self.resp_ring[..m]
+                .iter()
+                .any(|&i| Self::att_of(&self.slots[i as usize].key) == (sid, pasid));
         (w, revoked, complete, seq)
     }
 

@@ -288,3 +288,34 @@ fn the_server_state_fits_a_small_task() {
     std::eprintln!("Prq state: {n} bytes");
     assert!(n < 32 * 1024, "{n} bytes");
 }
+
+#[test]
+fn a_drain_is_complete_only_once_the_queue_was_read_past_its_snapshot() {
+    use crate::prq::MAX_GROUPS;
+    let r = Rig::new();
+    let mut p = r.prq();
+    p.set_route(0x10, 0, VM, true).unwrap();
+    // Unrouted groups, answered at once, fill the table (iommu-server has
+    // not taken them yet).
+    let noise: Vec<_> = (0..MAX_GROUPS as u16).map(|g| (0x30, g, true)).collect();
+    feed(&r, &mut p, &noise);
+    assert_eq!(p.stats().queued_responses, MAX_GROUPS as u32);
+    r.raise(0x10, 1, 0x1000, true);
+    let mut out = empty_resp();
+    let (n, _, complete, _) = p.drain(0x10, 0, false, 0, &mut out);
+    assert_eq!((n, complete), (0, false));
+    // iommu-server issues what waits (its pump), then drains again.
+    let mut issued = 0;
+    loop {
+        let (k, more, seq) = p.take_responses(issued, &mut out);
+        if k > 0 {
+            issued = seq;
+        }
+        if !more {
+            break;
+        }
+    }
+    let (n, _, complete, _) = p.drain(0x10, 0, false, issued, &mut out);
+    assert_eq!((n, complete), (1, true));
+    assert_eq!((out[0].key.tag, out[0].resp), (1, Resp::Invalid));
+}
