@@ -486,6 +486,15 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for FaultServer<'_, M, D
             if let Err(e) = self.link.drain_stream(self.inner.server, sid.0) {
                 userlib::log!("iommu-server: drain after detach of {}: {:?}", sid.0, e);
             }
+            // IHI 0070 §4.7.2: with the STE aborting and its CFGI + SYNC
+            // complete, terminate whatever the stream still has stalled
+            // (transactions whose records the drain did not find).
+            if self.link.present() && self.inner.server.smmu.features.stall {
+                let cmd = [smmuv3::Command::stall_term(sid.0)];
+                if self.inner.server.smmu.issue(&cmd).is_err() {
+                    userlib::log!("iommu-server: STALL_TERM of {} failed", sid.0);
+                }
+            }
         }
         r
     }

@@ -900,3 +900,52 @@ pub fn event_overflow() -> PrqRig {
             ok.end()
         })
 }
+
+/// Teardown of a stream holding a stall (forced stall model): detach
+/// makes the STE abort (CFGI_STE + SYNC), drains (the stall record is
+/// read and answered RESUME Term, once), then issues CMD_STALL_TERM for
+/// the stream under its own SYNC; the transaction ends terminated and the
+/// owner never sees the record.
+pub fn stall_teardown() -> PrqRig {
+    use smmuv3::CommandKind;
+    use smmuv3_model::{DmaError, StallModel, StallOutcome, StallState};
+    let mut cfg = SmmuConfig::new();
+    cfg.stall_model = StallModel::StallForced;
+    PrqRig::new(cfg).vm("vm", &[SID_A], |vm: PrqVm| {
+        let mut ok = Checks(true);
+        fault_domain(&vm, &mut ok, SID_A, true);
+        let r = vm.device().dma_write(SID_A, None, 0x40_0000, 8);
+        let Err(DmaError::Stalled { stag }) = r else {
+            ok.that("stalls", false, r);
+            ok.end()
+        };
+        let mark = vm.bus.mark();
+        let x = vm.iommu.detach(StreamId(SID_A));
+        ok.that("detach", x.is_ok(), x);
+        let cmds = vm.bus.commands_since(mark);
+        let pos = |f: &dyn Fn(&CommandKind) -> bool| cmds.iter().position(|c| f(c));
+        let ste = pos(&|c| matches!(c, CommandKind::CfgiSte { sid, .. } if *sid == SID_A));
+        let term = pos(&|c| matches!(c, CommandKind::StallTerm { sid } if *sid == SID_A));
+        let synced = |i: usize| {
+            cmds[i + 1..]
+                .iter()
+                .any(|c| matches!(c, CommandKind::Sync { .. }))
+        };
+        ok.that(
+            "STE abort + SYNC, then STALL_TERM + SYNC",
+            matches!((ste, term), (Some(a), Some(b)) if a < b && synced(a) && synced(b)),
+            &cmds,
+        );
+        let s = vm.device().stall_state(SID_A, stag);
+        ok.that(
+            "terminated once (RESUME Term from the drain)",
+            s == Some(StallState::Resolved(StallOutcome::Terminated(
+                smmuv3::ResumeAction::Term,
+            ))) && vm.bus.smmu.resumes(SID_A, stag).len() == 1,
+            s,
+        );
+        let (recs, _) = vm.fetch();
+        ok.that("owner saw nothing", recs.is_empty(), recs);
+        ok.end()
+    })
+}

@@ -420,6 +420,12 @@ pub const SCENARIOS: &[Scenario] = &[
         status: 0,
     },
     Scenario {
+        name: "prq-stall-teardown",
+        about: "prq-server: detach of a stream holding a stall: STE abort, RESUME Term once, CMD_STALL_TERM",
+        build: |seed| crate::prq_scenarios::stall_teardown().harness(seed),
+        status: 0,
+    },
+    Scenario {
         name: "prq-overflow",
         about: "prq-server: PRI queue overflow (IHI 0070 §8.1): partial dropped, one CONS write, PRG index reused",
         build: |seed| crate::prq_scenarios::overflow().harness(seed),

@@ -130,6 +130,11 @@ fn harness_prq_event_overflow() {
     for_seeds(s::event_overflow);
 }
 
+#[test]
+fn harness_prq_stall_teardown() {
+    for_seeds(s::stall_teardown);
+}
+
 /// The checker itself: a group its owner never answers, and a record
 /// fetched by a VM that does not own the stream, are both reported.
 #[test]
