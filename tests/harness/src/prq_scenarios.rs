@@ -923,7 +923,7 @@ pub fn stall_teardown() -> PrqRig {
         let x = vm.iommu.detach(StreamId(SID_A));
         ok.that("detach", x.is_ok(), x);
         let cmds = vm.bus.commands_since(mark);
-        let pos = |f: &dyn Fn(&CommandKind) -> bool| cmds.iter().position(|c| f(c));
+        let pos = |f: &dyn Fn(&CommandKind) -> bool| cmds.iter().position(f);
         let ste = pos(&|c| matches!(c, CommandKind::CfgiSte { sid, .. } if *sid == SID_A));
         let term = pos(&|c| matches!(c, CommandKind::StallTerm { sid } if *sid == SID_A));
         let synced = |i: usize| {
