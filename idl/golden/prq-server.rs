@@ -689,6 +689,8 @@ pub struct DrainOutcome {
     pub revoked: u32,
     /// False: the lease was full; call again with the same attachment.
     pub complete: bool,
+    /// Hand-over number of the lease's responses, as take_responses' (0 when none).
+    pub seq: u32,
 }
 
 /// Wire form of [`DrainOutcome`]: little-endian, no padding.
@@ -698,6 +700,7 @@ pub struct DrainOutcomeWire {
     pub responses: WireOf<u32>,
     pub revoked: WireOf<u32>,
     pub complete: WireOf<bool>,
+    pub seq: WireOf<u32>,
 }
 
 impl Fixed for DrainOutcome {
@@ -707,6 +710,7 @@ impl Fixed for DrainOutcome {
             responses: Fixed::to_wire(&self.responses),
             revoked: Fixed::to_wire(&self.revoked),
             complete: Fixed::to_wire(&self.complete),
+            seq: Fixed::to_wire(&self.seq),
         }
     }
     fn from_wire(wire: &DrainOutcomeWire) -> Option<Self> {
@@ -714,16 +718,19 @@ impl Fixed for DrainOutcome {
             responses: Fixed::from_wire(&wire.responses)?,
             revoked: Fixed::from_wire(&wire.revoked)?,
             complete: Fixed::from_wire(&wire.complete)?,
+            seq: Fixed::from_wire(&wire.seq)?,
         })
     }
 }
 
 impl PostcardMax for DrainOutcome {
     const MAX_SIZE: usize = <u32 as PostcardMax>::MAX_SIZE
-        + <u32 as PostcardMax>::MAX_SIZE + <bool as PostcardMax>::MAX_SIZE;
+        + <u32 as PostcardMax>::MAX_SIZE + <bool as PostcardMax>::MAX_SIZE
+        + <u32 as PostcardMax>::MAX_SIZE;
 }
 
-/// Responses written to the lease, and whether more are queued.
+/// Responses written to the lease, whether more are queued, and the number of
+/// this hand-over (pass it back as `issued` once they are issued).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 #[derive(Serialize, Deserialize)]
 pub struct TakeOutcome {
@@ -731,6 +738,8 @@ pub struct TakeOutcome {
     pub count: u32,
     /// More responses are queued: call again.
     pub more: bool,
+    /// Hand-over number (>= 1; 0 when `count` is 0).
+    pub seq: u32,
 }
 
 /// Wire form of [`TakeOutcome`]: little-endian, no padding.
@@ -739,6 +748,7 @@ pub struct TakeOutcome {
 pub struct TakeOutcomeWire {
     pub count: WireOf<u32>,
     pub more: WireOf<bool>,
+    pub seq: WireOf<u32>,
 }
 
 impl Fixed for TakeOutcome {
@@ -747,19 +757,61 @@ impl Fixed for TakeOutcome {
         TakeOutcomeWire {
             count: Fixed::to_wire(&self.count),
             more: Fixed::to_wire(&self.more),
+            seq: Fixed::to_wire(&self.seq),
         }
     }
     fn from_wire(wire: &TakeOutcomeWire) -> Option<Self> {
         Some(TakeOutcome {
             count: Fixed::from_wire(&wire.count)?,
             more: Fixed::from_wire(&wire.more)?,
+            seq: Fixed::from_wire(&wire.seq)?,
         })
     }
 }
 
 impl PostcardMax for TakeOutcome {
     const MAX_SIZE: usize = <u32 as PostcardMax>::MAX_SIZE
-        + <bool as PostcardMax>::MAX_SIZE;
+        + <bool as PostcardMax>::MAX_SIZE + <u32 as PostcardMax>::MAX_SIZE;
+}
+
+/// Where prq-server's queues are, as the page-0 owner programs them: the
+/// EVENTQ_BASE and PRIQ_BASE register values (0: that queue is not provided).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize)]
+pub struct QueueLayout {
+    /// EVENTQ_BASE value (address, WA hint, LOG2SIZE).
+    pub eventq_base: u64,
+    /// PRIQ_BASE value (address, WA hint, LOG2SIZE).
+    pub priq_base: u64,
+}
+
+/// Wire form of [`QueueLayout`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct QueueLayoutWire {
+    pub eventq_base: WireOf<u64>,
+    pub priq_base: WireOf<u64>,
+}
+
+impl Fixed for QueueLayout {
+    type Wire = QueueLayoutWire;
+    fn to_wire(&self) -> QueueLayoutWire {
+        QueueLayoutWire {
+            eventq_base: Fixed::to_wire(&self.eventq_base),
+            priq_base: Fixed::to_wire(&self.priq_base),
+        }
+    }
+    fn from_wire(wire: &QueueLayoutWire) -> Option<Self> {
+        Some(QueueLayout {
+            eventq_base: Fixed::from_wire(&wire.eventq_base)?,
+            priq_base: Fixed::from_wire(&wire.priq_base)?,
+        })
+    }
+}
+
+impl PostcardMax for QueueLayout {
+    const MAX_SIZE: usize = <u64 as PostcardMax>::MAX_SIZE
+        + <u64 as PostcardMax>::MAX_SIZE;
 }
 
 /// Counters, for tests and diagnostics.
@@ -919,16 +971,19 @@ pub enum PrqOp {
     SetRoute = 4,
     /// `drain`: Removes the attachment's route, consumes the hardware PRI queue up to a snapshot
     Drain = 5,
-    /// `take_responses`: Moves queued responses into the lease for iommu-server to issue.
+    /// `take_responses`: Moves queued responses into the lease for iommu-server to issue. `issued`
+    /// is
     TakeResponses = 6,
     /// `owner_died`: The VM task `vm` went away: its routes are removed, its queued and delivered
     OwnerDied = 7,
+    /// `queue_layout`: The queue base register values iommu-server programs (EVENTQ_BASE,
+    QueueLayout = 8,
     /// `stats`: Counters.
-    Stats = 8,
+    Stats = 9,
 }
 
 impl PrqOp {
-    pub const ALL: [PrqOp; 8] = [
+    pub const ALL: [PrqOp; 9] = [
         PrqOp::FetchFaults,
         PrqOp::Respond,
         PrqOp::FetchEvents,
@@ -936,6 +991,7 @@ impl PrqOp {
         PrqOp::Drain,
         PrqOp::TakeResponses,
         PrqOp::OwnerDied,
+        PrqOp::QueueLayout,
         PrqOp::Stats,
     ];
     /// Largest argument encoding of any operation: the server's receive buffer.
@@ -948,6 +1004,7 @@ impl PrqOp {
             PrqOp::Drain.args_max(),
             PrqOp::TakeResponses.args_max(),
             PrqOp::OwnerDied.args_max(),
+            PrqOp::QueueLayout.args_max(),
             PrqOp::Stats.args_max(),
         ],
     );
@@ -961,6 +1018,7 @@ impl PrqOp {
             PrqOp::Drain.reply_max(),
             PrqOp::TakeResponses.reply_max(),
             PrqOp::OwnerDied.reply_max(),
+            PrqOp::QueueLayout.reply_max(),
             PrqOp::Stats.reply_max(),
         ],
     );
@@ -973,7 +1031,8 @@ impl PrqOp {
             5 => Some(PrqOp::Drain),
             6 => Some(PrqOp::TakeResponses),
             7 => Some(PrqOp::OwnerDied),
-            8 => Some(PrqOp::Stats),
+            8 => Some(PrqOp::QueueLayout),
+            9 => Some(PrqOp::Stats),
             _ => None,
         }
     }
@@ -986,6 +1045,7 @@ impl PrqOp {
             PrqOp::Drain => "drain",
             PrqOp::TakeResponses => "take_responses",
             PrqOp::OwnerDied => "owner_died",
+            PrqOp::QueueLayout => "queue_layout",
             PrqOp::Stats => "stats",
         }
     }
@@ -999,6 +1059,7 @@ impl PrqOp {
             PrqOp::Drain => true,
             PrqOp::TakeResponses => false,
             PrqOp::OwnerDied => true,
+            PrqOp::QueueLayout => true,
             PrqOp::Stats => true,
         }
     }
@@ -1012,6 +1073,7 @@ impl PrqOp {
             PrqOp::Drain => &[PrqCaller::IommuServer],
             PrqOp::TakeResponses => &[PrqCaller::IommuServer],
             PrqOp::OwnerDied => &[PrqCaller::Supervisor],
+            PrqOp::QueueLayout => &[PrqCaller::IommuServer],
             PrqOp::Stats => &[],
         }
     }
@@ -1024,6 +1086,7 @@ impl PrqOp {
             PrqOp::Drain => 1,
             PrqOp::TakeResponses => 1,
             PrqOp::OwnerDied => 0,
+            PrqOp::QueueLayout => 0,
             PrqOp::Stats => 0,
         }
     }
@@ -1037,6 +1100,7 @@ impl PrqOp {
             PrqOp::Drain => ::idl_runtime::wire_size::<DrainArgs>(),
             PrqOp::TakeResponses => ::idl_runtime::wire_size::<TakeResponsesArgs>(),
             PrqOp::OwnerDied => ::idl_runtime::wire_size::<OwnerDiedArgs>(),
+            PrqOp::QueueLayout => ::idl_runtime::wire_size::<QueueLayoutArgs>(),
             PrqOp::Stats => ::idl_runtime::wire_size::<StatsArgs>(),
         }
     }
@@ -1050,6 +1114,7 @@ impl PrqOp {
             PrqOp::Drain => ::idl_runtime::wire_size::<DrainOutcome>(),
             PrqOp::TakeResponses => ::idl_runtime::wire_size::<TakeOutcome>(),
             PrqOp::OwnerDied => ::idl_runtime::wire_size::<u32>(),
+            PrqOp::QueueLayout => ::idl_runtime::wire_size::<QueueLayout>(),
             PrqOp::Stats => ::idl_runtime::wire_size::<PrqStats>(),
         }
     }
@@ -1151,6 +1216,7 @@ impl Fixed for SetRouteArgs {
 pub struct DrainArgs {
     pub att: Attachment,
     pub uses_stop_marker: bool,
+    pub issued: u32,
 }
 
 /// Wire form of [`DrainArgs`]: little-endian, no padding.
@@ -1159,6 +1225,7 @@ pub struct DrainArgs {
 pub struct DrainArgsWire {
     pub att: WireOf<Attachment>,
     pub uses_stop_marker: WireOf<bool>,
+    pub issued: WireOf<u32>,
 }
 
 impl Fixed for DrainArgs {
@@ -1167,12 +1234,14 @@ impl Fixed for DrainArgs {
         DrainArgsWire {
             att: Fixed::to_wire(&self.att),
             uses_stop_marker: Fixed::to_wire(&self.uses_stop_marker),
+            issued: Fixed::to_wire(&self.issued),
         }
     }
     fn from_wire(wire: &DrainArgsWire) -> Option<Self> {
         Some(DrainArgs {
             att: Fixed::from_wire(&wire.att)?,
             uses_stop_marker: Fixed::from_wire(&wire.uses_stop_marker)?,
+            issued: Fixed::from_wire(&wire.issued)?,
         })
     }
 }
@@ -1185,12 +1254,28 @@ pub struct DrainLeases {
 
 /// Arguments of [`PrqClient::take_responses`] (operation 6, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub struct TakeResponsesArgs {}
+pub struct TakeResponsesArgs {
+    pub issued: u32,
+}
+
+/// Wire form of [`TakeResponsesArgs`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct TakeResponsesArgsWire {
+    pub issued: WireOf<u32>,
+}
+
 impl Fixed for TakeResponsesArgs {
-    type Wire = ();
-    fn to_wire(&self) {}
-    fn from_wire(_wire: &()) -> Option<Self> {
-        Some(TakeResponsesArgs {})
+    type Wire = TakeResponsesArgsWire;
+    fn to_wire(&self) -> TakeResponsesArgsWire {
+        TakeResponsesArgsWire {
+            issued: Fixed::to_wire(&self.issued),
+        }
+    }
+    fn from_wire(wire: &TakeResponsesArgsWire) -> Option<Self> {
+        Some(TakeResponsesArgs {
+            issued: Fixed::from_wire(&wire.issued)?,
+        })
     }
 }
 
@@ -1227,7 +1312,18 @@ impl Fixed for OwnerDiedArgs {
     }
 }
 
-/// Arguments of [`PrqClient::stats`] (operation 8, Zerocopy).
+/// Arguments of [`PrqClient::queue_layout`] (operation 8, Zerocopy).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QueueLayoutArgs {}
+impl Fixed for QueueLayoutArgs {
+    type Wire = ();
+    fn to_wire(&self) {}
+    fn from_wire(_wire: &()) -> Option<Self> {
+        Some(QueueLayoutArgs {})
+    }
+}
+
+/// Arguments of [`PrqClient::stats`] (operation 9, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StatsArgs {}
 impl Fixed for StatsArgs {
@@ -1248,6 +1344,7 @@ pub enum PrqRequest {
     Drain(DrainArgs, DrainLeases),
     TakeResponses(TakeResponsesArgs, TakeResponsesLeases),
     OwnerDied(OwnerDiedArgs),
+    QueueLayout(QueueLayoutArgs),
     Stats(StatsArgs),
 }
 
@@ -1261,6 +1358,7 @@ impl PrqRequest {
             PrqRequest::Drain(..) => PrqOp::Drain,
             PrqRequest::TakeResponses(..) => PrqOp::TakeResponses,
             PrqRequest::OwnerDied(..) => PrqOp::OwnerDied,
+            PrqRequest::QueueLayout(..) => PrqOp::QueueLayout,
             PrqRequest::Stats(..) => PrqOp::Stats,
         }
     }
@@ -1330,6 +1428,11 @@ pub fn dispatch_decode(
             ::idl_runtime::expect_leases(leases, 0)?;
             PrqRequest::OwnerDied(args)
         }
+        PrqOp::QueueLayout => {
+            let args = ::idl_runtime::decode_fixed(bytes)?;
+            ::idl_runtime::expect_leases(leases, 0)?;
+            PrqRequest::QueueLayout(args)
+        }
         PrqOp::Stats => {
             let args = ::idl_runtime::decode_fixed(bytes)?;
             ::idl_runtime::expect_leases(leases, 0)?;
@@ -1386,7 +1489,9 @@ pub trait PrqServer {
         out: Leased<::idl_runtime::Write, EventRecord>,
     ) -> Result<FetchOutcome, PrqError>;
     /// Routes faults of an attachment to `owner` (replacing any route). Without
-    /// `fault_capable`, its page requests are answered INVALID at once.
+    /// `fault_capable`, its page requests are answered INVALID at once. Replacing a
+    /// route (a new domain) answers INVALID every group raised under the old one
+    /// (queued; delivered: cookie revoked; partial: its Last is answered on arrival).
     ///
     /// Operation 4; callers: iommu-server; idempotent.
     fn set_route(
@@ -1399,7 +1504,8 @@ pub trait PrqServer {
     /// Removes the attachment's route, consumes the hardware PRI queue up to a snapshot
     /// of PROD (and, with `uses_stop_marker`, until the attachment's stop marker or a
     /// bound), answers every group of the attachment INVALID (pending, partial or
-    /// delivered) into the lease, and revokes delivered cookies.
+    /// delivered) into the lease, and revokes delivered cookies. `issued` is as for
+    /// `take_responses`: the lease is a hand-over like theirs.
     ///
     /// Lease `out` (Write, 1..=64 entries)
     ///
@@ -1409,9 +1515,13 @@ pub trait PrqServer {
         caller: TaskId,
         att: Attachment,
         uses_stop_marker: bool,
+        issued: u32,
         out: Leased<::idl_runtime::Write, ResponseCmd>,
     ) -> Result<DrainOutcome, PrqError>;
-    /// Moves queued responses into the lease for iommu-server to issue.
+    /// Moves queued responses into the lease for iommu-server to issue. `issued` is
+    /// the `seq` of the last hand-over iommu-server issued completely (0: none): until
+    /// then prq-server keeps those responses (a restarted prq-server hands out again
+    /// what was never acknowledged, and nothing twice).
     ///
     /// Lease `out` (Write, 1..=64 entries)
     ///
@@ -1419,6 +1529,7 @@ pub trait PrqServer {
     fn take_responses(
         &mut self,
         caller: TaskId,
+        issued: u32,
         out: Leased<::idl_runtime::Write, ResponseCmd>,
     ) -> Result<TakeOutcome, PrqError>;
     /// The VM task `vm` went away: its routes are removed, its queued and delivered
@@ -1426,9 +1537,14 @@ pub trait PrqServer {
     ///
     /// Operation 7; callers: supervisor; idempotent.
     fn owner_died(&mut self, caller: TaskId, vm: TaskId) -> Result<u32, PrqError>;
+    /// The queue base register values iommu-server programs (EVENTQ_BASE,
+    /// PRIQ_BASE) before it enables the queues (CR0.EVTQEN / PRIQEN).
+    ///
+    /// Operation 8; callers: iommu-server; idempotent.
+    fn queue_layout(&mut self, caller: TaskId) -> Result<QueueLayout, PrqError>;
     /// Counters.
     ///
-    /// Operation 8; callers: any; idempotent.
+    /// Operation 9; callers: any; idempotent.
     fn stats(&mut self, caller: TaskId) -> Result<PrqStats, PrqError>;
 }
 
@@ -1472,16 +1588,21 @@ pub fn dispatch<S: PrqServer>(server: &mut S, msg: &::userlib::RecvMessage, buf:
         }
         PrqRequest::Drain(args, leases) => {
             let out = Leased::new(caller, leases.out);
-            let result = server.drain(caller, args.att, args.uses_stop_marker, out);
+            let result = server
+                .drain(caller, args.att, args.uses_stop_marker, args.issued, out);
             ::idl_runtime::reply_fixed(caller, result);
         }
-        PrqRequest::TakeResponses(_, leases) => {
+        PrqRequest::TakeResponses(args, leases) => {
             let out = Leased::new(caller, leases.out);
-            let result = server.take_responses(caller, out);
+            let result = server.take_responses(caller, args.issued, out);
             ::idl_runtime::reply_fixed(caller, result);
         }
         PrqRequest::OwnerDied(args) => {
             let result = server.owner_died(caller, args.vm);
+            ::idl_runtime::reply_fixed(caller, result);
+        }
+        PrqRequest::QueueLayout(_) => {
+            let result = server.queue_layout(caller);
             ::idl_runtime::reply_fixed(caller, result);
         }
         PrqRequest::Stats(_) => {
@@ -1574,7 +1695,9 @@ impl PrqClient {
         )
     }
     /// Routes faults of an attachment to `owner` (replacing any route). Without
-    /// `fault_capable`, its page requests are answered INVALID at once.
+    /// `fault_capable`, its page requests are answered INVALID at once. Replacing a
+    /// route (a new domain) answers INVALID every group raised under the old one
+    /// (queued; delivered: cookie revoked; partial: its Last is answered on arrival).
     ///
     /// Operation 4; callers: iommu-server; idempotent.
     pub fn set_route(
@@ -1593,7 +1716,8 @@ impl PrqClient {
     /// Removes the attachment's route, consumes the hardware PRI queue up to a snapshot
     /// of PROD (and, with `uses_stop_marker`, until the attachment's stop marker or a
     /// bound), answers every group of the attachment INVALID (pending, partial or
-    /// delivered) into the lease, and revokes delivered cookies.
+    /// delivered) into the lease, and revokes delivered cookies. `issued` is as for
+    /// `take_responses`: the lease is a hand-over like theirs.
     ///
     /// Lease `out` (Write, 1..=64 entries)
     ///
@@ -1602,9 +1726,14 @@ impl PrqClient {
         &self,
         att: Attachment,
         uses_stop_marker: bool,
+        issued: u32,
         out: &mut [WireOf<ResponseCmd>],
     ) -> Result<DrainOutcome, PrqError> {
-        let args = DrainArgs { att, uses_stop_marker };
+        let args = DrainArgs {
+            att,
+            uses_stop_marker,
+            issued,
+        };
         ::idl_runtime::call_fixed(
             &self.task,
             PrqOp::Drain as u16,
@@ -1613,16 +1742,20 @@ impl PrqClient {
             true,
         )
     }
-    /// Moves queued responses into the lease for iommu-server to issue.
+    /// Moves queued responses into the lease for iommu-server to issue. `issued` is
+    /// the `seq` of the last hand-over iommu-server issued completely (0: none): until
+    /// then prq-server keeps those responses (a restarted prq-server hands out again
+    /// what was never acknowledged, and nothing twice).
     ///
     /// Lease `out` (Write, 1..=64 entries)
     ///
     /// Operation 6; callers: iommu-server.
     pub fn take_responses(
         &self,
+        issued: u32,
         out: &mut [WireOf<ResponseCmd>],
     ) -> Result<TakeOutcome, PrqError> {
-        let args = TakeResponsesArgs {};
+        let args = TakeResponsesArgs { issued };
         ::idl_runtime::call_fixed(
             &self.task,
             PrqOp::TakeResponses as u16,
@@ -1639,9 +1772,23 @@ impl PrqClient {
         let args = OwnerDiedArgs { vm };
         ::idl_runtime::call_fixed(&self.task, PrqOp::OwnerDied as u16, &args, &[], true)
     }
+    /// The queue base register values iommu-server programs (EVENTQ_BASE,
+    /// PRIQ_BASE) before it enables the queues (CR0.EVTQEN / PRIQEN).
+    ///
+    /// Operation 8; callers: iommu-server; idempotent.
+    pub fn queue_layout(&self) -> Result<QueueLayout, PrqError> {
+        let args = QueueLayoutArgs {};
+        ::idl_runtime::call_fixed(
+            &self.task,
+            PrqOp::QueueLayout as u16,
+            &args,
+            &[],
+            true,
+        )
+    }
     /// Counters.
     ///
-    /// Operation 8; callers: any; idempotent.
+    /// Operation 9; callers: any; idempotent.
     pub fn stats(&self) -> Result<PrqStats, PrqError> {
         let args = StatsArgs {};
         ::idl_runtime::call_fixed(&self.task, PrqOp::Stats as u16, &args, &[], true)

@@ -134,18 +134,28 @@ fn strategy_response_cmd() -> BoxedStrategy<ResponseCmd> {
 }
 
 fn strategy_drain_outcome() -> BoxedStrategy<DrainOutcome> {
-    (any::<u32>(), any::<u32>(), any::<bool>())
-        .prop_map(|(responses, revoked, complete)| DrainOutcome {
+    (any::<u32>(), any::<u32>(), any::<bool>(), any::<u32>())
+        .prop_map(|(responses, revoked, complete, seq)| DrainOutcome {
             responses,
             revoked,
             complete,
+            seq,
         })
         .boxed()
 }
 
 fn strategy_take_outcome() -> BoxedStrategy<TakeOutcome> {
-    (any::<u32>(), any::<bool>())
-        .prop_map(|(count, more)| TakeOutcome { count, more })
+    (any::<u32>(), any::<bool>(), any::<u32>())
+        .prop_map(|(count, more, seq)| TakeOutcome { count, more, seq })
+        .boxed()
+}
+
+fn strategy_queue_layout() -> BoxedStrategy<QueueLayout> {
+    (any::<u64>(), any::<u64>())
+        .prop_map(|(eventq_base, priq_base)| QueueLayout {
+            eventq_base,
+            priq_base,
+        })
         .boxed()
 }
 
@@ -202,17 +212,25 @@ fn strategy_set_route_args() -> BoxedStrategy<SetRouteArgs> {
 }
 
 fn strategy_drain_args() -> BoxedStrategy<DrainArgs> {
-    (strategy_attachment(), any::<bool>())
-        .prop_map(|(att, uses_stop_marker)| DrainArgs { att, uses_stop_marker })
+    (strategy_attachment(), any::<bool>(), any::<u32>())
+        .prop_map(|(att, uses_stop_marker, issued)| DrainArgs {
+            att,
+            uses_stop_marker,
+            issued,
+        })
         .boxed()
 }
 
 fn strategy_take_responses_args() -> BoxedStrategy<TakeResponsesArgs> {
-    Just(TakeResponsesArgs {}).boxed()
+    (any::<u32>(),).prop_map(|(issued,)| TakeResponsesArgs { issued }).boxed()
 }
 
 fn strategy_owner_died_args() -> BoxedStrategy<OwnerDiedArgs> {
     (any::<u16>().prop_map(TaskId),).prop_map(|(vm,)| OwnerDiedArgs { vm }).boxed()
+}
+
+fn strategy_queue_layout_args() -> BoxedStrategy<QueueLayoutArgs> {
+    Just(QueueLayoutArgs {}).boxed()
 }
 
 fn strategy_stats_args() -> BoxedStrategy<StatsArgs> {
@@ -404,6 +422,18 @@ fn idl_prq_type_drain_outcome_round_trip() {
 fn idl_prq_type_take_outcome_round_trip() {
     check(
         strategy_take_outcome(),
+        |value| {
+            assert_fixed_round_trip(&value);
+            assert_postcard_round_trip(&value);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_prq_type_queue_layout_round_trip() {
+    check(
+        strategy_queue_layout(),
         |value| {
             assert_fixed_round_trip(&value);
             assert_postcard_round_trip(&value);
@@ -1436,6 +1466,110 @@ fn idl_prq_owner_died_rejects_small_reply_buffer() {
 }
 
 #[test]
+fn idl_prq_queue_layout_args_round_trip() {
+    check(
+        strategy_queue_layout_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            prop_assert!(bytes.len() <= PrqOp::QueueLayout.args_max());
+            let leases = vec![];
+            let got = dispatch_decode(
+                PrqOp::QueueLayout as u32,
+                &bytes,
+                PrqOp::QueueLayout.reply_max(),
+                &leases,
+            );
+            prop_assert_eq!(got, Ok(PrqRequest::QueueLayout(args)));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_prq_queue_layout_reply_round_trip() {
+    check(
+        strategy_queue_layout(),
+        |value| {
+            let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
+            let result: Result<QueueLayout, PrqError> = Ok(value);
+            let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
+            prop_assert_eq!(code, 0);
+            prop_assert!(len <= PrqOp::QueueLayout.reply_max());
+            prop_assert_eq!(
+                ::idl_runtime::decode_fixed_reply:: < QueueLayout, PrqError > (code, &
+                buf[..len]), result
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_prq_queue_layout_rejects_wrong_length() {
+    check(
+        strategy_queue_layout_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = PrqOp::QueueLayout.reply_max();
+            if !bytes.is_empty() {
+                let short = reason(
+                    dispatch_decode(
+                        PrqOp::QueueLayout as u32,
+                        &bytes[..bytes.len() - 1],
+                        cap,
+                        &leases,
+                    ),
+                );
+                prop_assert_eq!(short, Some(ReplyFaultReason::BadMessageSize));
+            }
+            bytes.push(0);
+            let long = reason(
+                dispatch_decode(PrqOp::QueueLayout as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(long, Some(ReplyFaultReason::BadMessageSize));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_prq_queue_layout_rejects_bad_leases() {
+    check(
+        strategy_queue_layout_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases: Vec<::idl_runtime::LeaseInfo> = vec![];
+            let cap = PrqOp::QueueLayout.reply_max();
+            let mut extra = leases.clone();
+            extra.push(lease_info(::idl_runtime::Access::ReadWrite, 16));
+            let got = reason(
+                dispatch_decode(PrqOp::QueueLayout as u32, &bytes, cap, &extra),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_prq_queue_layout_rejects_small_reply_buffer() {
+    check(
+        strategy_queue_layout_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = PrqOp::QueueLayout.reply_max() - 1;
+            let got = reason(
+                dispatch_decode(PrqOp::QueueLayout as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::ReplyBufferTooSmall));
+            Ok(())
+        },
+    );
+}
+
+#[test]
 fn idl_prq_stats_args_round_trip() {
     check(
         strategy_stats_args(),
@@ -1577,7 +1711,7 @@ fn idl_prq_dispatch_decode_never_panics() {
             len,
         });
     let input = (
-        0u32..8 + 3,
+        0u32..9 + 3,
         ::proptest::collection::vec(any::<u8>(), 0..PrqOp::RECV_BUF_SIZE + 8),
         0usize..2048,
         ::proptest::collection::vec(lease, 0..9),
@@ -1595,7 +1729,7 @@ fn idl_prq_dispatch_decode_never_panics() {
 
 #[test]
 fn idl_prq_rejects_unknown_operation() {
-    for operation in [0, 8 + 1, 0xFFFF, u32::MAX] {
+    for operation in [0, 9 + 1, 0xFFFF, u32::MAX] {
         let got = reason(
             dispatch_decode(operation, &[], ::idl_runtime::MAX_MESSAGE, &[]),
         );

@@ -33,6 +33,7 @@ pub mod dma;
 pub mod driver;
 pub mod error;
 pub mod evtq;
+pub mod faults;
 pub mod frame;
 pub mod idl;
 pub mod pages;

@@ -96,6 +96,7 @@ impl PrqServer for FakePrq {
         _caller: TaskId,
         att: Attachment,
         _uses_stop_marker: bool,
+        issued: u32,
         out: Leased<Write, ResponseCmd>,
     ) -> Result<DrainOutcome, PrqError> {
         let cmd = ResponseCmd {
@@ -111,14 +112,29 @@ impl PrqServer for FakePrq {
             responses: 1,
             revoked: 0,
             complete: true,
+            seq: issued + 1,
         })
     }
     fn take_responses(
         &mut self,
         _: TaskId,
+        issued: u32,
         _: Leased<Write, ResponseCmd>,
     ) -> Result<TakeOutcome, PrqError> {
+        if issued == 7 {
+            return Ok(TakeOutcome {
+                count: 0,
+                more: false,
+                seq: 8,
+            });
+        }
         Err(PrqError::Again)
+    }
+    fn queue_layout(&mut self, _: TaskId) -> Result<QueueLayout, PrqError> {
+        Ok(QueueLayout {
+            eventq_base: 0x1000_0006,
+            priq_base: 0x2000_0005,
+        })
     }
     fn owner_died(&mut self, _: TaskId, vm: TaskId) -> Result<u32, PrqError> {
         Ok(vm.0 as u32)
@@ -223,16 +239,43 @@ fn idl_loopback_prq_args_and_errors_cross() {
         Err(PrqError::NotFound)
     );
     assert_eq!(
-        client.take_responses(&mut [ResponseCmd {
-            sid: StreamId(1),
-            pasid: Pasid(0),
-            pasid_valid: false,
-            kind: FaultKind::Stall,
-            group: 0,
-            response: FaultResponse::Success,
-        }
-        .to_wire()]),
+        client.take_responses(
+            0,
+            &mut [ResponseCmd {
+                sid: StreamId(1),
+                pasid: Pasid(0),
+                pasid_valid: false,
+                kind: FaultKind::Stall,
+                group: 0,
+                response: FaultResponse::Success,
+            }
+            .to_wire()]
+        ),
         Err(PrqError::Again)
+    );
+    let mut one = [ResponseCmd {
+        sid: StreamId(1),
+        pasid: Pasid(0),
+        pasid_valid: false,
+        kind: FaultKind::Stall,
+        group: 0,
+        response: FaultResponse::Success,
+    }
+    .to_wire()];
+    assert_eq!(
+        client.take_responses(7, &mut one),
+        Ok(TakeOutcome {
+            count: 0,
+            more: false,
+            seq: 8
+        })
+    );
+    assert_eq!(
+        client.queue_layout(),
+        Ok(QueueLayout {
+            eventq_base: 0x1000_0006,
+            priq_base: 0x2000_0005,
+        })
     );
     assert_eq!(client.owner_died(TaskId(0x1234)), Ok(0x1234));
     let att = Attachment {
@@ -249,11 +292,12 @@ fn idl_loopback_prq_args_and_errors_cross() {
     }
     .to_wire(); 2];
     assert_eq!(
-        client.drain(att, true, &mut out),
+        client.drain(att, true, 3, &mut out),
         Ok(DrainOutcome {
             responses: 1,
             revoked: 0,
-            complete: true
+            complete: true,
+            seq: 4,
         })
     );
     let cmd = ResponseCmd::from_wire(&out[0]).unwrap();

@@ -28,6 +28,8 @@
 //! task fault, exactly as on the target.
 
 mod machine;
+pub mod prq;
+pub mod prq_scenarios;
 mod rng;
 pub mod scenarios;
 pub mod smmu;
@@ -58,6 +60,8 @@ pub struct TaskSpec {
     priority: u8,
     entry: Entry,
     slots: Vec<String>,
+    /// Lower-priority peers it may only post to (see [`TaskSpec::posts`]).
+    posts: Vec<String>,
     capabilities: u32,
     start: bool,
     regions: Vec<(String, Option<usize>, usize, u32)>,
@@ -74,6 +78,7 @@ impl TaskSpec {
             priority,
             entry: Arc::new(entry),
             slots: Vec::new(),
+            posts: Vec::new(),
             capabilities: 0,
             start: true,
             regions: Vec::new(),
@@ -83,6 +88,16 @@ impl TaskSpec {
 
     /// The peers it may send and post to (app.toml `task-slots`). Each must
     /// have a strictly higher priority, as the image build requires.
+    /// Lower-priority peers it posts notifications to (prq-server → VMs
+    /// and iommu-server: the servers rank above their callers and never
+    /// send to them). The kernel has one slot mask for send and post, so
+    /// here they are slots without the priority check; the image needs a
+    /// post-only capability for them (not built yet).
+    pub fn posts(mut self, names: &[&str]) -> Self {
+        self.posts.extend(names.iter().map(|s| s.to_string()));
+        self
+    }
+
     pub fn slots(mut self, names: &[&str]) -> Self {
         self.slots.extend(names.iter().map(|s| s.to_string()));
         self
@@ -357,6 +372,9 @@ impl Harness {
                     t.priority
                 );
                 slots.push(target as u16);
+            }
+            for s in &t.posts {
+                slots.push(index(&format!("{}'s posts", t.name), s) as u16);
             }
             let mut regions = vec![RegionDesc {
                 name: "host",

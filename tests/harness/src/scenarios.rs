@@ -375,6 +375,86 @@ pub const SCENARIOS: &[Scenario] = &[
         build: smmu::foreign_scenario,
         status: 0,
     },
+    // prq-server and iommu-server on the model (`crate::prq`), scripts in
+    // `crate::prq_scenarios`.
+    Scenario {
+        name: "prq-fault",
+        about: "prq-server: a group of three requests to its owner, Success and Invalid at the device, a cookie twice, Failure refused",
+        build: |seed| crate::prq_scenarios::fault_respond().harness(seed),
+        status: 0,
+    },
+    Scenario {
+        name: "prq-no-handler",
+        about: "prq-server: no route / not fault-capable answered at once; a stop marker never answered",
+        build: |seed| crate::prq_scenarios::no_handler().harness(seed),
+        status: 0,
+    },
+    Scenario {
+        name: "prq-replace",
+        about: "prq-server: replace answers the old domain's queued, delivered and partial groups INVALID once",
+        build: |seed| crate::prq_scenarios::replace().harness(seed),
+        status: 0,
+    },
+    Scenario {
+        name: "prq-detach",
+        about: "prq-server: detach with a delivered cookie; the late answer is refused",
+        build: |seed| crate::prq_scenarios::detach().harness(seed),
+        status: 0,
+    },
+    Scenario {
+        name: "prq-unbind",
+        about: "prq-server: unbind drains to the stop marker before replying Drained",
+        build: |seed| crate::prq_scenarios::unbind_drain().harness(seed),
+        status: 0,
+    },
+    Scenario {
+        name: "prq-unbind-race",
+        about: "prq-server: page requests racing an unbind: every group answered once (owner, drain or no route)",
+        build: |seed| crate::prq_scenarios::unbind_race().harness(seed),
+        status: 0,
+    },
+    Scenario {
+        name: "prq-event-overflow",
+        about: "prq-server: event queue overflow (IHI 0070 §7.4): records kept, lost reported once",
+        build: |seed| crate::prq_scenarios::event_overflow().harness(seed),
+        status: 0,
+    },
+    Scenario {
+        name: "prq-stall-teardown",
+        about: "prq-server: detach of a stream holding a stall: STE abort, RESUME Term once, CMD_STALL_TERM",
+        build: |seed| crate::prq_scenarios::stall_teardown().harness(seed),
+        status: 0,
+    },
+    Scenario {
+        name: "prq-overflow",
+        about: "prq-server: PRI queue overflow (IHI 0070 §8.1): partial dropped, one CONS write, PRG index reused",
+        build: |seed| crate::prq_scenarios::overflow().harness(seed),
+        status: 0,
+    },
+    Scenario {
+        name: "prq-restart",
+        about: "prq-server restarted holding groups: the journal answers each once",
+        build: |seed| crate::prq_scenarios::restart().harness(seed),
+        status: 0,
+    },
+    Scenario {
+        name: "prq-owner-died",
+        about: "prq-server: an owner dies holding groups; found by pull, answered INVALID",
+        build: |seed| crate::prq_scenarios::owner_died().harness(seed),
+        status: 0,
+    },
+    Scenario {
+        name: "prq-stall",
+        about: "prq-server: stalled transactions answered with CMD_RESUME",
+        build: |seed| crate::prq_scenarios::stall().harness(seed),
+        status: 0,
+    },
+    Scenario {
+        name: "prq-events",
+        about: "prq-server: an event record reaches only the stream's VM",
+        build: |seed| crate::prq_scenarios::events().harness(seed),
+        status: 0,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {

@@ -178,7 +178,7 @@ pub struct Bus {
 pub type StoreHook = Arc<dyn Fn(&Bus, u64, u64) + Send + Sync>;
 
 impl Bus {
-    fn new(cfg: SmmuConfig, sids: Vec<u32>) -> Self {
+    pub fn new(cfg: SmmuConfig, sids: Vec<u32>) -> Self {
         let mem = PhysMem::new();
         let smmu = Arc::new(Smmu::new(mem.clone(), cfg));
         // Speculative fetches (strict modes) aim at the board's streams.
@@ -347,7 +347,7 @@ impl Bus {
 
     /// The irq source hook: lets the SMMU consume a queued CMDQ_PROD write
     /// (BetweenSteps), then reports its interrupt lines as INTIDs.
-    fn tick(&self) -> Vec<u32> {
+    pub(crate) fn tick(&self) -> Vec<u32> {
         if self.completion() == Completion::BetweenSteps {
             let pending = self.lock().pending_prod.take();
             if let Some(prod) = pending {
@@ -375,7 +375,7 @@ impl Bus {
     }
 
     /// The note source: new bus events as text.
-    fn notes(&self) -> Vec<String> {
+    pub(crate) fn notes(&self) -> Vec<String> {
         self.collect_commands();
         let mut st = self.lock();
         let new: Vec<String> = st.events[st.noted..].iter().map(describe_event).collect();
@@ -495,6 +495,9 @@ pub struct ServerSetup {
     pub max_pasid_bits: u8,
     /// Run the interim event queue reader (page 1 granted).
     pub event_queue: bool,
+    /// Serve with the fault path (`iommu_server::faults::serve`: queues
+    /// handed to prq-server, routes, drain, responses).
+    pub fault_path: bool,
 }
 
 /// The iommu-server task: finds `smmu-tables`, then the library's start-up
@@ -517,7 +520,14 @@ pub fn iommu_server_task(setup: ServerSetup) -> impl Fn() + Send + Sync + 'stati
         let names: Vec<&str> = setup.task_names.iter().map(String::as_str).collect();
         let mut cfg = startup::config(&setup.streams, &names, setup.event_queue);
         cfg.max_pasid_bits = setup.max_pasid_bits;
-        startup::start(mmio, mem, HARNESS_WAITER, &cfg, |_| {})
+        let fault_path = setup.fault_path;
+        // With the fault path, the server never returns from the fault
+        // path's loop; otherwise `start` serves the plain interface.
+        startup::start(mmio, mem, HARNESS_WAITER, &cfg, move |s| {
+            if fault_path {
+                iommu_server::faults::serve(s)
+            }
+        })
     }
 }
 
@@ -786,7 +796,7 @@ fn unwrap_newtypes(s: &str) -> String {
 
 /// The first top-level item of `Variant(A, B)` / `Name { .. }` text, with
 /// the wrapper names dropped: `Map(MapArgs { domain: .. })` → `domain: ..`.
-fn args_of(debug: &str) -> String {
+pub(crate) fn args_of(debug: &str) -> String {
     let inner = match (debug.find('('), debug.strip_suffix(')')) {
         (Some(open), Some(body)) if open < body.len() => &body[open + 1..],
         _ => "",
@@ -813,7 +823,7 @@ fn args_of(debug: &str) -> String {
     }
 }
 
-fn lease_infos(leases: &[LeaseSummary]) -> Vec<LeaseInfo> {
+pub(crate) fn lease_infos(leases: &[LeaseSummary]) -> Vec<LeaseInfo> {
     leases
         .iter()
         .map(|l| LeaseInfo {
@@ -823,7 +833,10 @@ fn lease_infos(leases: &[LeaseSummary]) -> Vec<LeaseInfo> {
         .collect()
 }
 
-fn fixed_reply<T: Fixed + Debug, E: IdlError + Debug>(code: u32, bytes: &[u8]) -> String {
+pub(crate) fn fixed_reply<T: Fixed + Debug, E: IdlError + Debug>(
+    code: u32,
+    bytes: &[u8],
+) -> String {
     compact(&reply_text(decode_fixed_reply::<T, E>(code, bytes)))
 }
 
@@ -1326,6 +1339,7 @@ impl IommuRig {
             task_names,
             max_pasid_bits: self.max_pasid_bits,
             event_queue: self.event_queue,
+            fault_path: false,
         };
         let mut server = TaskSpec::new("iommu-server", IOMMU_PRIORITY, iommu_server_task(setup))
             .caps(CAP_MEMORY_QUERY)

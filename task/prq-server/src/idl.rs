@@ -1,0 +1,386 @@
+//! The interface (`idl/prq-server.idol.ron`, crate `prq-server-api`) on
+//! [`Prq`], and the receive loop [`serve`], which `main.rs` calls and the
+//! host harness calls unchanged.
+//!
+//! Who may call what is checked by role: iommu-server and the supervisor
+//! are found by name in the app's task names; a VM (vmm-frontend) is a
+//! task that owns a stream in the static map or is named `vmm-frontend…`.
+//! Ownership of cookies is checked against the sender id (generation
+//! included): a restarted VM holds none of its predecessor's cookies.
+//!
+//! Notifications: prq-server never sends (it ranks above its callers);
+//! it posts `owner_bit` to a VM whose fault or event queue became
+//! non-empty and `iommu_bit` to iommu-server when responses are queued.
+
+use crate::mem::QueueMemory;
+use crate::prq::{FaultOut, Key, Prq, Resp, RespondStop, ResponseOut};
+use idl_runtime::{Leased, Read, Write};
+use prq_server_api as api;
+use smmuv3::Mmio;
+use userlib::TaskId;
+
+/// Lease sizes the server works with (the interface's maxima).
+pub const MAX_LEASE: usize = 64;
+pub const MAX_EVENTS: usize = 32;
+
+/// Static facts the task is given (app.toml / the harness).
+#[derive(Clone, Copy, Debug)]
+pub struct Roles<'a> {
+    pub task_names: &'a [&'a str],
+    pub streams: &'a [(u32, u16)],
+    /// Notification bits of the PRIQ and EVTQ interrupts (this task's).
+    pub priq_bit: u32,
+    pub evtq_bit: u32,
+    /// Posted to a VM with new faults or events.
+    pub owner_bit: u32,
+    /// Posted to iommu-server when responses wait (`take_responses`).
+    pub iommu_bit: u32,
+}
+
+/// The generated trait over the server state.
+pub struct IdlPrq<'a, 'r, M: Mmio, Q: QueueMemory> {
+    pub prq: &'a mut Prq<M, Q>,
+    pub roles: Roles<'r>,
+}
+
+impl<M: Mmio, Q: QueueMemory> IdlPrq<'_, '_, M, Q> {
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.roles.task_names.iter().position(|n| *n == name)
+    }
+
+    fn is_vm(&self, t: TaskId) -> bool {
+        self.roles
+            .streams
+            .iter()
+            .any(|&(_, v)| v as usize == t.index())
+            || self
+                .roles
+                .task_names
+                .get(t.index())
+                .is_some_and(|n| n.starts_with("vmm-frontend"))
+    }
+
+    /// Posts what the last operation owes: faults/events to owners,
+    /// responses to iommu-server (the slot lookup names the current
+    /// incarnation).
+    fn notify(&mut self) {
+        self.reap();
+        let (owners, iommu) = self.prq.take_notifications();
+        for t in 0..64 {
+            if owners & (1 << t) != 0 {
+                if let Some(name) = self.roles.task_names.get(t) {
+                    post(name, self.roles.owner_bit);
+                }
+            }
+        }
+        if iommu {
+            post("iommu-server", self.roles.iommu_bit);
+        }
+    }
+}
+
+impl<M: Mmio, Q: QueueMemory> IdlPrq<'_, '_, M, Q> {
+    /// Owner death by pull: an owner whose task id the kernel now reports
+    /// with another generation died (or was restarted) since it got its
+    /// route or groups; it is handled as `owner_died` of that incarnation.
+    /// Runs before every notification, so nothing is posted to, or kept
+    /// for, a dead owner.
+    fn reap(&mut self) {
+        let mut ids = [TaskId(0); crate::prq::MAX_ROUTES];
+        let n = self.prq.owner_ids(&mut ids);
+        for &id in &ids[..n] {
+            if id.index() >= self.roles.task_names.len() {
+                continue;
+            }
+            let now = userlib::sys_refresh_task_id(id);
+            if now.generation() != id.generation() {
+                let k = self.prq.owner_died(id);
+                userlib::log!(
+                    "prq-server: owner {} (generation {}) went away: {} groups answered",
+                    id.index(),
+                    id.generation().0,
+                    k
+                );
+            }
+        }
+    }
+}
+
+/// Posts `bits` to `name` when it is in this task's slots (the kernel
+/// faults a post outside them). A task prq-server may not post to learns
+/// of its faults, events and responses by calling (polling) instead.
+fn post(name: &str, bits: u32) {
+    if let Some(id) = userlib::sys_lookup_slot(name) {
+        userlib::sys_post(id, bits);
+    }
+}
+
+fn resp_out(r: &ResponseOut) -> api::ResponseCmd {
+    api::ResponseCmd {
+        sid: iommu_server_api::StreamId(r.key.sid),
+        pasid: pasid_alloc_api::Pasid(r.key.ssid.unwrap_or(0)),
+        pasid_valid: r.key.ssid.is_some(),
+        kind: if r.key.stall {
+            api::FaultKind::Stall
+        } else {
+            api::FaultKind::PageRequest
+        },
+        group: r.key.tag,
+        response: match r.resp {
+            Resp::Success => api::FaultResponse::Success,
+            Resp::Invalid => api::FaultResponse::Invalid,
+            Resp::Failure => api::FaultResponse::Failure,
+        },
+    }
+}
+
+fn fault_record(f: &FaultOut) -> api::FaultRecord {
+    let k: Key = f.key;
+    let mut flags = api::FaultFlags::empty();
+    if k.ssid.is_some() {
+        flags = flags | api::FaultFlags::PASID_VALID;
+    }
+    if f.last {
+        flags = flags | api::FaultFlags::LAST_PAGE;
+    }
+    api::FaultRecord {
+        cookie: api::Cookie(f.cookie),
+        sid: iommu_server_api::StreamId(k.sid),
+        pasid: pasid_alloc_api::Pasid(k.ssid.unwrap_or(0)),
+        kind: if k.stall {
+            api::FaultKind::Stall
+        } else {
+            api::FaultKind::PageRequest
+        },
+        group: k.tag,
+        addr: f.page.addr,
+        perm: api::FaultPerm::from_bits(f.page.perm).unwrap_or(api::FaultPerm::empty()),
+        flags,
+    }
+}
+
+impl<M: Mmio, Q: QueueMemory> api::PrqServer for IdlPrq<'_, '_, M, Q> {
+    fn notification_mask(&self) -> u32 {
+        self.roles.priq_bit | self.roles.evtq_bit
+    }
+
+    fn handle_notification(&mut self, bits: u32) {
+        self.prq.intake();
+        let mine = bits & (self.roles.priq_bit | self.roles.evtq_bit);
+        if mine != 0 {
+            userlib::sys_irq_control(mine, true);
+        }
+        self.notify();
+    }
+
+    fn check_caller(&mut self, caller: TaskId, allowed: &'static [api::PrqCaller]) -> bool {
+        allowed.iter().any(|a| match a {
+            api::PrqCaller::VmmFrontend => self.is_vm(caller),
+            api::PrqCaller::IommuServer => self.index_of("iommu-server") == Some(caller.index()),
+            api::PrqCaller::Supervisor => self.index_of("supervisor") == Some(caller.index()),
+        })
+    }
+
+    fn fetch_faults(
+        &mut self,
+        caller: TaskId,
+        out: Leased<Write, api::FaultRecord>,
+    ) -> Result<api::FetchOutcome, api::PrqError> {
+        let mut buf = [FaultOut {
+            cookie: 0,
+            key: Key::default(),
+            page: Default::default(),
+            last: false,
+        }; MAX_LEASE];
+        let max = out.len().min(MAX_LEASE);
+        let (n, lost) = self.prq.fetch_faults(caller, &mut buf[..max]);
+        let mut r = Ok(api::FetchOutcome {
+            count: n as u32,
+            lost,
+        });
+        for (i, f) in buf[..n].iter().enumerate() {
+            // The lease was checked against its length; failing here means
+            // the client went away: its groups stay delivered, answered
+            // when its death is reported.
+            if out.write(i, &fault_record(f)).is_err() {
+                r = Err(api::PrqError::Invalid);
+                break;
+            }
+        }
+        self.notify();
+        r
+    }
+
+    fn respond(
+        &mut self,
+        caller: TaskId,
+        responses: Leased<Read, api::ResponseEntry>,
+    ) -> Result<api::RespondOutcome, api::PrqError> {
+        let mut buf = [(0u64, Resp::Invalid); MAX_LEASE];
+        let n = responses.len().min(MAX_LEASE);
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            let e = responses.read(i).map_err(|_| api::PrqError::Invalid)?;
+            *b = (
+                e.cookie.0,
+                match e.response {
+                    api::FaultResponse::Success => Resp::Success,
+                    api::FaultResponse::Invalid => Resp::Invalid,
+                    api::FaultResponse::Failure => Resp::Failure,
+                },
+            );
+        }
+        let (done, stop) = self.prq.respond(caller, &buf[..n]);
+        self.notify();
+        Ok(api::RespondOutcome {
+            done,
+            status: match stop {
+                RespondStop::Complete => api::RespondStatus::Complete,
+                RespondStop::UnknownCookie => api::RespondStatus::UnknownCookie,
+                RespondStop::NotAllowed => api::RespondStatus::NotAllowed,
+            },
+        })
+    }
+
+    fn fetch_events(
+        &mut self,
+        caller: TaskId,
+        out: Leased<Write, api::EventRecord>,
+    ) -> Result<api::FetchOutcome, api::PrqError> {
+        let mut buf = [crate::prq::EventRec::default(); MAX_EVENTS];
+        let max = out.len().min(MAX_EVENTS);
+        let (n, lost) = self.prq.fetch_events(caller, &mut buf[..max]);
+        for (i, e) in buf[..n].iter().enumerate() {
+            let rec = api::EventRecord {
+                sid: iommu_server_api::StreamId(e.sid),
+                event_id: e.event_id,
+                words: e.words,
+            };
+            if out.write(i, &rec).is_err() {
+                return Err(api::PrqError::Invalid);
+            }
+        }
+        self.notify();
+        Ok(api::FetchOutcome {
+            count: n as u32,
+            lost,
+        })
+    }
+
+    fn set_route(
+        &mut self,
+        _caller: TaskId,
+        att: api::Attachment,
+        owner: TaskId,
+        fault_capable: bool,
+    ) -> Result<(), api::PrqError> {
+        if fault_capable && !self.is_vm(owner) {
+            return Err(api::PrqError::Invalid);
+        }
+        let r = self
+            .prq
+            .set_route(att.sid.0, att.pasid.0, owner, fault_capable)
+            .map_err(|_| api::PrqError::Again);
+        self.notify();
+        r
+    }
+
+    fn drain(
+        &mut self,
+        _caller: TaskId,
+        att: api::Attachment,
+        uses_stop_marker: bool,
+        issued: u32,
+        out: Leased<Write, api::ResponseCmd>,
+    ) -> Result<api::DrainOutcome, api::PrqError> {
+        let mut buf = [ResponseOut {
+            key: Key::default(),
+            resp: Resp::Invalid,
+        }; MAX_LEASE];
+        let max = out.len().min(MAX_LEASE);
+        let (n, revoked, complete, seq) = self.prq.drain(
+            att.sid.0,
+            att.pasid.0,
+            uses_stop_marker,
+            issued,
+            &mut buf[..max],
+        );
+        for (i, r) in buf[..n].iter().enumerate() {
+            if out.write(i, &resp_out(r)).is_err() {
+                return Err(api::PrqError::Invalid);
+            }
+        }
+        self.notify();
+        Ok(api::DrainOutcome {
+            responses: n as u32,
+            revoked,
+            complete,
+            seq,
+        })
+    }
+
+    fn take_responses(
+        &mut self,
+        _caller: TaskId,
+        issued: u32,
+        out: Leased<Write, api::ResponseCmd>,
+    ) -> Result<api::TakeOutcome, api::PrqError> {
+        let mut buf = [ResponseOut {
+            key: Key::default(),
+            resp: Resp::Invalid,
+        }; MAX_LEASE];
+        let max = out.len().min(MAX_LEASE);
+        let (n, more, seq) = self.prq.take_responses(issued, &mut buf[..max]);
+        for (i, r) in buf[..n].iter().enumerate() {
+            // A failed write: iommu-server's lease went away (it died);
+            // the hand-over stays unacknowledged and is handed out again.
+            if out.write(i, &resp_out(r)).is_err() {
+                return Err(api::PrqError::Invalid);
+            }
+        }
+        self.notify();
+        Ok(api::TakeOutcome {
+            count: n as u32,
+            more,
+            seq,
+        })
+    }
+
+    fn owner_died(&mut self, _caller: TaskId, vm: TaskId) -> Result<u32, api::PrqError> {
+        let n = self.prq.owner_died(vm);
+        self.notify();
+        Ok(n)
+    }
+
+    fn queue_layout(&mut self, _caller: TaskId) -> Result<api::QueueLayout, api::PrqError> {
+        let (e, p) = self.prq.layout();
+        Ok(api::QueueLayout {
+            eventq_base: e,
+            priq_base: p,
+        })
+    }
+
+    fn stats(&mut self, _caller: TaskId) -> Result<api::PrqStats, api::PrqError> {
+        let s = self.prq.stats();
+        Ok(api::PrqStats {
+            partial_groups: s.partial_groups,
+            queued_groups: s.queued_groups,
+            delivered_groups: s.delivered_groups,
+            queued_responses: s.queued_responses,
+            hw_overflows: s.hw_overflows,
+            stop_markers: s.stop_markers,
+        })
+    }
+}
+
+/// The task's receive loop: enables the queue interrupts, reads what is
+/// already queued (a restarted incarnation), then serves forever.
+pub fn serve<M: Mmio, Q: QueueMemory>(prq: &mut Prq<M, Q>, roles: Roles<'_>) -> ! {
+    let bits = roles.priq_bit | roles.evtq_bit;
+    if bits != 0 {
+        userlib::sys_irq_control(bits, true);
+    }
+    let mut s = IdlPrq { prq, roles };
+    s.prq.intake();
+    s.notify();
+    api::run_server(&mut s)
+}

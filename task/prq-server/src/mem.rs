@@ -1,0 +1,99 @@
+//! prq-server's one memory region (`prq-queues`, DMA memory the SMMU
+//! writes): the event queue, the PRI queue and the journal, at fixed
+//! offsets.
+//!
+//! The journal is the part of prq-server's state that must survive a
+//! restart of the task (the region is static memory, not the task's
+//! stack): one record per outstanding fault group. See [`crate::prq`]
+//! for what it holds and how a new incarnation uses it.
+
+/// The region as the task reaches it (the image's `DmaPtr`, the harness's
+/// model memory).
+pub trait QueueMemory {
+    /// Physical address of offset 0 (what the SMMU's queue base registers
+    /// hold).
+    fn base_pa(&self) -> u64;
+    /// Bytes.
+    fn size(&self) -> usize;
+    /// A 64-bit load at byte offset `off` (8-aligned, in bounds; else 0).
+    fn read64(&self, off: usize) -> u64;
+    /// A 64-bit store (8-aligned, in bounds; else dropped).
+    fn write64(&self, off: usize, value: u64);
+    /// Orders the queue loads that follow after the PROD read before them
+    /// (a barrier on hardware; nothing on the host).
+    fn acquire(&self) {}
+}
+
+/// Event queue: up to 128 entries of 32 bytes.
+pub const EVTQ_OFF: usize = 0;
+/// PRI queue: up to 256 entries of 16 bytes.
+pub const PRIQ_OFF: usize = 0x1000;
+/// Journal header (magic, hand-over number, incarnation), then one
+/// record of [`JOURNAL_WORDS`] words per group slot.
+pub const JOURNAL_OFF: usize = 0x2000;
+pub const JOURNAL_SLOTS_OFF: usize = JOURNAL_OFF + 0x10;
+pub const JOURNAL_WORDS: usize = 3;
+/// Routes: one record of two words per route slot (valid, fault-capable,
+/// owner; sid, pasid).
+pub const ROUTES_OFF: usize = 0x3000;
+/// The region size the task needs.
+pub const REGION_SIZE: usize = 0x4000;
+/// Marks a journal that a previous incarnation initialised ("PRQJRNL1").
+pub const JOURNAL_MAGIC: u64 = 0x314c_4e52_4a51_5250;
+
+/// The largest queues the layout holds.
+pub const MAX_EVTQ_LOG2: u32 = 7;
+pub const MAX_PRIQ_LOG2: u32 = 8;
+
+/// A [`QueueMemory`] over a plain mapped range (the image's DMA region).
+#[derive(Debug)]
+pub struct DmaPtr {
+    va: usize,
+    pa: u64,
+    size: usize,
+}
+
+impl DmaPtr {
+    /// # Safety
+    /// `va..va + size` is mapped readable and writable for as long as the
+    /// value exists, is physically contiguous at `pa`, 8-byte aligned, and
+    /// no Rust reference covers it (the SMMU writes it behind the
+    /// compiler's back, so every access here is volatile).
+    pub const unsafe fn new(va: usize, pa: u64, size: usize) -> Self {
+        Self { va, pa, size }
+    }
+
+    fn ok(&self, off: usize) -> bool {
+        off.is_multiple_of(8) && off.checked_add(8).is_some_and(|e| e <= self.size)
+    }
+}
+
+impl QueueMemory for DmaPtr {
+    fn base_pa(&self) -> u64 {
+        self.pa
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn read64(&self, off: usize) -> u64 {
+        if !self.ok(off) {
+            return 0;
+        }
+        // SAFETY: `new`'s contract: mapped, aligned, no references; `ok`
+        // keeps the access inside the range.
+        unsafe { core::ptr::read_volatile((self.va + off) as *const u64) }
+    }
+
+    fn write64(&self, off: usize, value: u64) {
+        if self.ok(off) {
+            // SAFETY: as in `read64`; the range is writable.
+            unsafe { core::ptr::write_volatile((self.va + off) as *mut u64, value) }
+        }
+    }
+
+    fn acquire(&self) {
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+    }
+}

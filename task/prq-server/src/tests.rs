@@ -1,0 +1,321 @@
+//! Host tests of the fault state machine on a fake register page and
+//! memory (the harness tests run it against the SMMUv3 model).
+
+use crate::mem::{QueueMemory, PRIQ_OFF, REGION_SIZE};
+use crate::prq::{Config, FaultOut, Key, Prq, Resp, RespondStop, ResponseOut, GROUP_PAGES};
+use smmuv3::regs::offset;
+use smmuv3::{Mmio, PriEntry, QueuePtr, PRIQ_ENTRY_BYTES};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::vec;
+use std::vec::Vec;
+use userlib::{Generation, TaskId};
+
+#[derive(Clone, Default)]
+struct Regs(Rc<RefCell<HashMap<usize, u32>>>);
+
+impl Mmio for Regs {
+    fn read32(&self, off: usize) -> u32 {
+        assert!(off >= offset::PAGE1, "page-0 read {off:#x}");
+        *self.0.borrow().get(&off).unwrap_or(&0)
+    }
+    fn write32(&self, off: usize, v: u32) {
+        assert!(off >= offset::PAGE1, "page-0 write {off:#x}");
+        self.0.borrow_mut().insert(off, v);
+    }
+    fn read64(&self, _: usize) -> u64 {
+        0
+    }
+    fn write64(&self, _: usize, _: u64) {}
+}
+
+#[derive(Clone)]
+struct Mem(Rc<RefCell<Vec<u64>>>);
+
+impl QueueMemory for Mem {
+    fn base_pa(&self) -> u64 {
+        0x5000_0000
+    }
+    fn size(&self) -> usize {
+        REGION_SIZE
+    }
+    fn read64(&self, off: usize) -> u64 {
+        self.0.borrow()[off / 8]
+    }
+    fn write64(&self, off: usize, v: u64) {
+        self.0.borrow_mut()[off / 8] = v;
+    }
+}
+
+const LOG2: u32 = 4;
+const VM: TaskId = TaskId::new(4, Generation(0));
+
+struct Rig {
+    regs: Regs,
+    mem: Mem,
+}
+
+impl Rig {
+    fn new() -> Self {
+        Rig {
+            regs: Regs::default(),
+            mem: Mem(Rc::new(RefCell::new(vec![0; REGION_SIZE / 8]))),
+        }
+    }
+    fn prq(&self) -> Prq<Regs, Mem> {
+        Prq::new(
+            self.regs.clone(),
+            self.mem.clone(),
+            &Config {
+                streams: &[(0x10, 4)],
+                evtq_log2: 3,
+                priq_log2: LOG2,
+            },
+        )
+    }
+    /// The SMMU writing one PRI entry.
+    fn raise(&self, sid: u32, prgi: u16, addr: u64, last: bool) {
+        let prod = QueuePtr::from_raw(LOG2, self.regs.read32(offset::PRIQ_PROD));
+        let mut e = PriEntry::new(sid, None, prgi, addr);
+        e.set_read(true).set_last(last);
+        let off = PRIQ_OFF + prod.entry_offset(PRIQ_ENTRY_BYTES);
+        self.mem.write64(off, e.word(0));
+        self.mem.write64(off + 8, e.word(1));
+        self.regs.write32(offset::PRIQ_PROD, prod.advance(1).raw());
+    }
+}
+
+fn empty_out() -> [FaultOut; 64] {
+    [FaultOut {
+        cookie: 0,
+        key: Key::default(),
+        page: Default::default(),
+        last: false,
+    }; 64]
+}
+
+fn empty_resp() -> [ResponseOut; 64] {
+    [ResponseOut {
+        key: Key::default(),
+        resp: Resp::Invalid,
+    }; 64]
+}
+
+#[test]
+fn a_group_larger_than_kept_is_answered_invalid_and_never_delivered() {
+    let r = Rig::new();
+    let mut p = r.prq();
+    p.set_route(0x10, 0, VM, true).unwrap();
+    for i in 0..=GROUP_PAGES as u64 {
+        r.raise(0x10, 1, 0x1000 * (i + 1), i == GROUP_PAGES as u64);
+    }
+    let mut out = empty_out();
+    assert_eq!(p.fetch_faults(VM, &mut out), (0, 0));
+    let mut resp = empty_resp();
+    let (n, _, seq) = p.take_responses(0, &mut resp);
+    assert_eq!((n, resp[0].resp, resp[0].key.tag), (1, Resp::Invalid, 1));
+    assert_eq!(seq, 1);
+}
+
+#[test]
+fn a_restart_hands_out_again_what_was_never_acknowledged_and_nothing_twice() {
+    let r = Rig::new();
+    let mut p = r.prq();
+    p.set_route(0x10, 0, VM, true).unwrap();
+    r.raise(0x10, 1, 0x1000, true);
+    r.raise(0x10, 2, 0x2000, true);
+    let mut out = empty_out();
+    assert_eq!(p.fetch_faults(VM, &mut out).0, 2);
+    let c1 = out[0].cookie;
+    assert_eq!(
+        p.respond(VM, &[(c1, Resp::Success)]),
+        (1, RespondStop::Complete)
+    );
+    let mut resp = empty_resp();
+    // Handed out in hand-over 1; the reply is "lost" (restart follows).
+    assert_eq!(p.take_responses(0, &mut resp).0, 1);
+    drop(p);
+    let mut p = r.prq();
+    assert_eq!(p.incarnation, 2);
+    // iommu-server never got hand-over 1: issued = 0.
+    let (n, more, seq) = p.take_responses(0, &mut resp);
+    assert_eq!((n, more), (2, false));
+    let mut got: Vec<(u16, Resp)> = resp[..n].iter().map(|r| (r.key.tag, r.resp)).collect();
+    got.sort_by_key(|g| g.0);
+    // Group 1's Success again (never issued), group 2 (delivered, lost
+    // with the old incarnation) Invalid.
+    assert_eq!(got, [(1, Resp::Success), (2, Resp::Invalid)]);
+    // The old cookie is refused; acknowledging frees everything.
+    assert_eq!(
+        p.respond(VM, &[(out[1].cookie, Resp::Success)]),
+        (0, RespondStop::UnknownCookie)
+    );
+    assert_eq!(p.take_responses(seq, &mut resp).0, 0);
+    let s = p.stats();
+    assert_eq!(
+        (s.queued_responses, s.delivered_groups, s.queued_groups),
+        (0, 0, 0)
+    );
+    // Routes survived: a new group is delivered.
+    r.raise(0x10, 3, 0x3000, true);
+    assert_eq!(p.fetch_faults(VM, &mut out), (1, 1));
+}
+
+#[test]
+fn an_acknowledged_hand_over_is_not_repeated_after_a_restart() {
+    let r = Rig::new();
+    let mut p = r.prq();
+    r.raise(0x10, 1, 0x1000, true); // no route: Invalid at once
+    let mut resp = empty_resp();
+    let (n, _, seq) = p.take_responses(0, &mut resp);
+    assert_eq!(n, 1);
+    drop(p);
+    let mut p = r.prq();
+    assert_eq!(p.take_responses(seq, &mut resp).0, 0);
+}
+
+#[test]
+fn another_tasks_or_a_forged_cookie_is_refused_and_changes_nothing() {
+    let r = Rig::new();
+    let mut p = r.prq();
+    p.set_route(0x10, 0, VM, true).unwrap();
+    r.raise(0x10, 1, 0x1000, true);
+    let mut out = empty_out();
+    p.fetch_faults(VM, &mut out);
+    let c = out[0].cookie;
+    let other = TaskId::new(5, Generation(0));
+    let restarted = TaskId::new(4, Generation(1));
+    for (who, cookie) in [
+        (other, c),
+        (restarted, c),
+        (VM, c + (1 << 16)),
+        (VM, c ^ 1),
+        (VM, 0),
+    ] {
+        assert_eq!(
+            p.respond(who, &[(cookie, Resp::Success)]),
+            (0, RespondStop::UnknownCookie)
+        );
+    }
+    assert_eq!(
+        p.respond(VM, &[(c, Resp::Failure)]),
+        (0, RespondStop::NotAllowed)
+    );
+    assert_eq!(p.stats().queued_responses, 0);
+    assert_eq!(
+        p.respond(VM, &[(c, Resp::Invalid)]),
+        (1, RespondStop::Complete)
+    );
+}
+
+/// Raises `n` entries in chunks the 16-entry queue holds, reading after
+/// each chunk.
+fn feed(r: &Rig, p: &mut Prq<Regs, Mem>, entries: &[(u32, u16, bool)]) {
+    for chunk in entries.chunks(8) {
+        for &(sid, prgi, last) in chunk {
+            r.raise(sid, prgi, 0x1000, last);
+        }
+        p.intake();
+    }
+}
+
+#[test]
+fn partial_groups_alone_cannot_stop_intake() {
+    use crate::prq::MAX_GROUPS;
+    let r = Rig::new();
+    let mut p = r.prq();
+    p.set_route(0x10, 0, VM, true).unwrap();
+    // A device that never sends Last fills the table with partial groups.
+    let partials: Vec<_> = (0..MAX_GROUPS as u16 + 8)
+        .map(|g| (0x30, g, false))
+        .collect();
+    feed(&r, &mut p, &partials);
+    assert_eq!(p.stats().partial_groups, MAX_GROUPS as u32);
+    assert!(p.stats.partial_evictions >= 8);
+    // Another device's group still gets through.
+    feed(&r, &mut p, &[(0x10, 1, true)]);
+    let mut out = empty_out();
+    assert_eq!(p.fetch_faults(VM, &mut out).0, 1);
+}
+
+#[test]
+fn owners_that_never_fetch_cannot_take_the_whole_table() {
+    use crate::prq::MAX_GROUPS;
+    let r = Rig::new();
+    let mut p = r.prq();
+    let hog = TaskId::new(6, Generation(0));
+    let hog2 = TaskId::new(7, Generation(0));
+    p.set_route(0x10, 0, VM, true).unwrap();
+    p.set_route(0x11, 0, hog, true).unwrap();
+    p.set_route(0x12, 0, hog2, true).unwrap();
+    // Two hogs' devices raise far more groups than the table holds; their
+    // owners never fetch (their two queues alone would hold the whole
+    // table). Answers are taken: iommu-server keeps up.
+    let mut resp = empty_resp();
+    let mut issued = 0;
+    for round in 0..6u16 {
+        for sid in [0x11, 0x12] {
+            let g: Vec<_> = (0..60u16)
+                .map(|k| (sid, (round * 60 + k) % 512, true))
+                .collect();
+            feed(&r, &mut p, &g);
+            let (_, _, seq) = p.take_responses(issued, &mut resp);
+            if seq != 0 {
+                issued = seq;
+            }
+        }
+    }
+    let held = p.stats().queued_groups;
+    assert!(held < MAX_GROUPS as u32, "hogs hold {held}");
+    // iommu-server acknowledges its last hand-over (its next pull).
+    let (_, _, seq) = p.take_responses(issued, &mut resp);
+    p.take_responses(seq.max(issued), &mut resp);
+    // The other owner is still served.
+    feed(&r, &mut p, &[(0x10, 7, true)]);
+    let mut out = empty_out();
+    assert_eq!(p.fetch_faults(VM, &mut out).0, 1);
+    // The hog is told what it lost.
+    let (_, lost) = p.fetch_faults(hog, &mut out);
+    assert!(lost > 0);
+}
+
+#[test]
+fn the_server_state_fits_a_small_task() {
+    // The image keeps the state in main's frame: app.toml's stack for
+    // prq-server must hold it (docs/faults.md).
+    let n = core::mem::size_of::<Prq<Regs, Mem>>();
+    std::eprintln!("Prq state: {n} bytes");
+    assert!(n < 32 * 1024, "{n} bytes");
+}
+
+#[test]
+fn a_drain_is_complete_only_once_the_queue_was_read_past_its_snapshot() {
+    use crate::prq::MAX_GROUPS;
+    let r = Rig::new();
+    let mut p = r.prq();
+    p.set_route(0x10, 0, VM, true).unwrap();
+    // Unrouted groups, answered at once, fill the table (iommu-server has
+    // not taken them yet).
+    let noise: Vec<_> = (0..MAX_GROUPS as u16).map(|g| (0x30, g, true)).collect();
+    feed(&r, &mut p, &noise);
+    assert_eq!(p.stats().queued_responses, MAX_GROUPS as u32);
+    r.raise(0x10, 1, 0x1000, true);
+    let mut out = empty_resp();
+    let (n, _, complete, _) = p.drain(0x10, 0, false, 0, &mut out);
+    assert_eq!((n, complete), (0, false));
+    // iommu-server issues what waits (its pump), then drains again.
+    let mut issued = 0;
+    loop {
+        let (k, more, seq) = p.take_responses(issued, &mut out);
+        if k > 0 {
+            issued = seq;
+        }
+        if !more {
+            break;
+        }
+    }
+    let (n, _, complete, _) = p.drain(0x10, 0, false, issued, &mut out);
+    assert_eq!((n, complete), (1, true));
+    assert_eq!((out[0].key.tag, out[0].resp), (1, Resp::Invalid));
+}
