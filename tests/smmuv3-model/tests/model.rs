@@ -1105,15 +1105,16 @@ fn stall_resume_and_terminate() {
     r.cmd(Command::resume(SID, a, ResumeAction::Retry));
     assert_eq!(r.smmu.unmatched_responses().len(), 1);
 
-    // STE.S1STALLD overrides CD.S: the fault terminates instead.
+    // STE.S1STALLD = 1 with CD.S = 1: the CD is ILLEGAL (IHI 0070 §5.4
+    // CdIllegal(): stalls disabled for the stream but enabled for the CD).
     let mut ste = Rig::s1_ste(cd_pa);
     ste.set_s1stalld(true);
     r.install_ste(SID, &ste);
     assert_eq!(
         r.dev.dma_read(SID, None, 0xb000, 4),
         Err(DmaError::Fault {
-            id: EventId::FTranslation,
-            recorded: false
+            id: EventId::CBadCd,
+            recorded: true
         })
     );
 }
