@@ -1295,3 +1295,83 @@ fn s1cdmax_ignored_without_substreams_and_s1stalld_needs_stall_and_terminate() {
         }
     }
 }
+
+/// ILLEGAL fields the differential table cannot reach on QEMU's
+/// configuration (IHI 0070 §5.2 SteIllegal(), §5.4 CdIllegal()): with
+/// IDR0.HTTU = 0, STE.S2HA / S2HD and CD.HD are ILLEGAL; a TTB1 in use
+/// outside IPS, or any starting table above 48 bits (4 KiB granule, no DS),
+/// is ILLEGAL; a TTB1 of a CD with EPD1 = 1 is IGNORED.
+#[test]
+fn illegal_httu_and_table_base_fields_give_c_bad_ste_and_c_bad_cd() {
+    use smmuv3::{AddrSize, Tg1};
+    let bad = |r: &mut Rig, sid: u32| match r.dev.dma_read(sid, None, 0x1000, 4) {
+        Err(DmaError::Fault { id, recorded: true }) => Some(id),
+        _ => None,
+    };
+    let mut r = Rig::new(SmmuConfig::new());
+    let root = r.table();
+    r.s1_map(root, 0x1000, page(0), S1Ap::RwAny);
+    let s2root = r.table();
+    r.s2_map(s2root, 0x1000, page(1), S2Ap::ReadWrite);
+
+    let mut ste = Rig::s2_ste(s2root, 1);
+    ste.set_s2ha(true);
+    r.install_ste(1, &ste);
+    assert_eq!(bad(&mut r, 1), Some(EventId::CBadSte), "S2HA");
+    let mut ste = Rig::s2_ste(s2root, 1);
+    ste.set_s2hd(true);
+    r.install_ste(2, &ste);
+    assert_eq!(bad(&mut r, 2), Some(EventId::CBadSte), "S2HD");
+    let mut ste = Rig::s2_ste(1 << 48, 1);
+    ste.set_s2ps(AddrSize::Bits52);
+    r.install_ste(3, &ste);
+    assert_eq!(
+        bad(&mut r, 3),
+        Some(EventId::CBadSte),
+        "S2TTB above 48 bits"
+    );
+    r.install_ste(4, &Rig::s2_ste(s2root, 1));
+    assert_eq!(r.dev.dma_read(4, None, 0x1000, 4), Ok(page(1)));
+
+    let mut sid = 10;
+    let mut cd_case = |r: &mut Rig, cd: smmuv3::Cd| {
+        let cd_pa = r.alloc(64);
+        r.write_cd(cd_pa, &cd);
+        sid += 1;
+        r.install_ste(sid, &Rig::s1_ste(cd_pa));
+        sid
+    };
+    let mut cd = Rig::cd(root, 1);
+    cd.set_hd(true);
+    let s = cd_case(&mut r, cd);
+    assert_eq!(bad(&mut r, s), Some(EventId::CBadCd), "HD");
+    let mut cd = Rig::cd(root, 1);
+    cd.set_epd1(false)
+        .set_t1sz(25)
+        .set_tg1(Tg1::Granule4K)
+        .set_ips(AddrSize::Bits40)
+        .set_ttb1(1 << 41);
+    let s = cd_case(&mut r, cd);
+    assert_eq!(bad(&mut r, s), Some(EventId::CBadCd), "TTB1 outside IPS");
+    let mut cd = Rig::cd(1 << 48, 1);
+    cd.set_ips(AddrSize::Bits52);
+    let s = cd_case(&mut r, cd);
+    assert_eq!(bad(&mut r, s), Some(EventId::CBadCd), "TTB0 above 48 bits");
+    // EPD1 = 1: TTB1 is IGNORED, however large.
+    let mut cd = Rig::cd(root, 1);
+    cd.set_ttb1(1 << 50);
+    let s = cd_case(&mut r, cd);
+    assert_eq!(r.dev.dma_read(s, None, 0x1000, 4), Ok(page(0)));
+    let ids: Vec<_> = r.events().iter().map(|e| e.event_id().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            EventId::CBadSte,
+            EventId::CBadSte,
+            EventId::CBadSte,
+            EventId::CBadCd,
+            EventId::CBadCd,
+            EventId::CBadCd
+        ]
+    );
+}
