@@ -270,7 +270,8 @@ impl State {
         let s2 = config.s2_enabled().then(|| self.s2_ctx(&ste));
         if s2.is_some() {
             pol.s2_record = ste.s2r();
-            pol.s2_stall = ste.s2s() || self.cfg.stall_model == StallModel::StallForced;
+            // StallForced requires S2S = 1 (`ste_is_legal`).
+            pol.s2_stall = ste.s2s();
         }
 
         // Which CD (if any) stage 1 uses.
@@ -632,6 +633,10 @@ impl State {
             if ste.s2s() && c.stall_model == StallModel::TerminateOnly {
                 return false;
             }
+            // SteIllegal(): stall forced (STALL_MODEL = 0b10) but S2S = 0.
+            if !ste.s2s() && c.stall_model == StallModel::StallForced {
+                return false;
+            }
             // IDR0.HTTU = 0: S2HA / S2HD are ILLEGAL (§5.2 S2HA, S2HD).
             if ste.s2ha() || ste.s2hd() {
                 return false;
@@ -641,6 +646,13 @@ impl State {
             if ttb_out_of_range(ste.s2ttb(), addr_bits(ste.s2ps(), c.oas)) {
                 return false;
             }
+        }
+        // SteIllegal(): 8-bit VMIDs and S2VMID[15:8] != 0, where S2VMID is
+        // not IGNORED (stage 2 on, or stage 1 in StreamWorld NS-EL1).
+        let vmid_used =
+            config.s2_enabled() || (config.s1_enabled() && c.s2p && ste.strw() == Ok(Strw::El1));
+        if vmid_used && !c.vmid16 && ste.s2vmid() >> 8 != 0 {
+            return false;
         }
         true
     }
@@ -732,8 +744,27 @@ impl State {
         if cd.s() && self.cfg.stall_model == StallModel::TerminateOnly {
             return false;
         }
-        // CdIllegal(): stalls disabled for the stream but enabled for the CD.
+        // CdIllegal(): stalls disabled for the stream but enabled for the
+        // CD; stall forced (STALL_MODEL = 0b10) but CD.S = 0.
         if cd.s() && ste.s1stalld() {
+            return false;
+        }
+        if !cd.s() && self.cfg.stall_model == StallModel::StallForced {
+            return false;
+        }
+        // CdIllegal(): IDR0.TERM_MODEL = 1 (the model has no RAZ/WI
+        // termination), so CD.A = 0 is ILLEGAL.
+        if !cd.a() {
+            return false;
+        }
+        // CdIllegal(): 8-bit ASIDs and ASID[15:8] != 0, unless the
+        // StreamWorld (any-EL2 without E2H) ignores the ASID.
+        let el2 = match ste.strw() {
+            Ok(Strw::El2) => true,
+            Ok(Strw::El2E2h) => CR2::E2H.read(self.cr2) == 0,
+            _ => false,
+        };
+        if !el2 && !self.cfg.asid16 && cd.asid() >> 8 != 0 {
             return false;
         }
         // CdIllegal(): IDR0.HTTU = 0 (HTTU is not implemented), so HA or HD

@@ -1161,14 +1161,79 @@ fn forced_stall_model_rejects_s1stalld() {
             ..
         })
     ));
+    // Stall forced: CD.S = 0 is ILLEGAL (CdIllegal()), CD.S = 1 stalls.
     r.install_ste(SID, &Rig::s1_ste(cd_pa));
+    assert!(matches!(
+        r.dev.dma_read(SID, None, 0, 4),
+        Err(DmaError::Fault {
+            id: EventId::CBadCd,
+            ..
+        })
+    ));
+    let cd2 = r.alloc(64);
+    let mut cd = Rig::cd(root, 1);
+    cd.set_s(true);
+    r.write_cd(cd2, &cd);
+    r.install_ste(SID + 1, &Rig::s1_ste(cd2));
     assert!(
         matches!(
-            r.dev.dma_read(SID, None, 0, 4),
+            r.dev.dma_read(SID + 1, None, 0, 4),
             Err(DmaError::Stalled { .. })
         ),
-        "CD.S = 0 still stalls"
+        "CD.S = 1 stalls"
     );
+    // Stage 2: S2S = 0 is ILLEGAL (SteIllegal()), S2S = 1 stalls.
+    let s2root = r.table();
+    r.install_ste(SID + 2, &Rig::s2_ste(s2root, 1));
+    assert!(matches!(
+        r.dev.dma_read(SID + 2, None, 0, 4),
+        Err(DmaError::Fault {
+            id: EventId::CBadSte,
+            ..
+        })
+    ));
+    let mut ste = Rig::s2_ste(s2root, 1);
+    ste.set_s2s(true);
+    r.install_ste(SID + 3, &ste);
+    assert!(matches!(
+        r.dev.dma_read(SID + 3, None, 0, 4),
+        Err(DmaError::Stalled { .. })
+    ));
+}
+
+/// More CdIllegal() / SteIllegal() conditions (IHI 0070 §5.4, §5.2): the
+/// model advertises IDR0.TERM_MODEL = 1, so CD.A = 0 is ILLEGAL; with 8-bit
+/// ASIDs / VMIDs, ASID[15:8] / S2VMID[15:8] != 0 is ILLEGAL.
+#[test]
+fn cd_a_zero_and_wide_asid_vmid_are_illegal() {
+    let mut r = Rig::new(SmmuConfig {
+        asid16: false,
+        vmid16: false,
+        ..SmmuConfig::new()
+    });
+    let root = r.table();
+    r.s1_map(root, 0x1000, page(0), S1Ap::RwAny);
+    let s2root = r.table();
+    r.s2_map(s2root, 0x1000, page(1), S2Ap::ReadWrite);
+    let id = |r: &mut Rig, sid: u32| r.dev.dma_read(sid, None, 0x1000, 4);
+    let cd_ste = |r: &mut Rig, sid: u32, cd: smmuv3::Cd| {
+        let cd_pa = r.alloc(64);
+        r.write_cd(cd_pa, &cd);
+        r.install_ste(sid, &Rig::s1_ste(cd_pa));
+    };
+    let bad = |id| Err(DmaError::Fault { id, recorded: true });
+    let mut cd = Rig::cd(root, 1);
+    cd.set_a(false);
+    cd_ste(&mut r, 1, cd);
+    assert_eq!(id(&mut r, 1), bad(EventId::CBadCd), "CD.A = 0");
+    cd_ste(&mut r, 2, Rig::cd(root, 0x100));
+    assert_eq!(id(&mut r, 2), bad(EventId::CBadCd), "ASID 0x100");
+    cd_ste(&mut r, 3, Rig::cd(root, 0xff));
+    assert_eq!(id(&mut r, 3), Ok(page(0)), "ASID 0xff");
+    r.install_ste(4, &Rig::s2_ste(s2root, 0x100));
+    assert_eq!(id(&mut r, 4), bad(EventId::CBadSte), "VMID 0x100");
+    r.install_ste(5, &Rig::s2_ste(s2root, 0xff));
+    assert_eq!(id(&mut r, 5), Ok(page(1)), "VMID 0xff");
 }
 
 #[test]
