@@ -615,12 +615,7 @@ impl State {
             }
         }
         if config.s2_enabled() {
-            if !c.s2p
-                || !ste.s2aa64()
-                || ste.s2endi()
-                || ste.s2tg() != Ok(Tg0::Granule4K)
-                || ste.s2ps().is_err()
-            {
+            if !c.s2p || !ste.s2aa64() || ste.s2endi() || ste.s2tg() != Ok(Tg0::Granule4K) {
                 return false;
             }
             let Some(level) = s2_start_level(ste.s2sl0()) else {
@@ -738,7 +733,9 @@ impl State {
     /// CD checks that make an entry C_BAD_CD. The model walks AArch64
     /// tables with 4 KiB granules only; other granules are C_BAD_CD here.
     fn cd_is_legal(&self, cd: &Cd, ste: &Ste) -> bool {
-        if !cd.v() || !cd.aa64() || cd.endi() || cd.ips().is_err() {
+        // A reserved IPS (0b111) is not ILLEGAL: it behaves as a supported
+        // size capped to OAS (§5.4 IPS; `addr_bits`), as does S2PS (§5.2).
+        if !cd.v() || !cd.aa64() || cd.endi() {
             return false;
         }
         if cd.s() && self.cfg.stall_model == StallModel::TerminateOnly {

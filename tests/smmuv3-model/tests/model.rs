@@ -1440,3 +1440,25 @@ fn illegal_httu_and_table_base_fields_give_c_bad_ste_and_c_bad_cd() {
         ]
     );
 }
+
+/// A reserved CD.IPS / STE.S2PS encoding (0b111) is not ILLEGAL: it behaves
+/// as a supported size capped to IDR5.OAS (IHI 0070 §5.4 IPS, §5.2 S2PS).
+#[test]
+fn reserved_ips_and_s2ps_behave_as_the_oas() {
+    let mut r = Rig::new(SmmuConfig::new());
+    let root = r.table();
+    r.s1_map(root, 0x1000, page(0), S1Ap::RwAny);
+    let mut w = Rig::cd(root, 1).words();
+    w[0] |= 0b111 << 32;
+    let cd_pa = r.alloc(64);
+    r.write_cd(cd_pa, &smmuv3::Cd::from_words(w));
+    r.install_ste(1, &Rig::s1_ste(cd_pa));
+    assert_eq!(r.dev.dma_read(1, None, 0x1000, 4), Ok(page(0)));
+    let s2root = r.table();
+    r.s2_map(s2root, 0x1000, page(1), S2Ap::ReadWrite);
+    let mut w = Rig::s2_ste(s2root, 1).words();
+    w[2] |= 0b111 << 48;
+    r.install_ste(2, &Ste::from_words(w));
+    assert_eq!(r.dev.dma_read(2, None, 0x1000, 4), Ok(page(1)));
+    assert!(r.events().is_empty());
+}
