@@ -41,8 +41,8 @@ pub const MUTATIONS: &[Mutation] = &[
         find: "            &both[..1]\n",
         replace: "            &both[..0]\n",
         package: "harness",
-        target: "--test=harness_iommu_ops",
-        test: "harness_iommu_attach_stores_words_then_word0_each_with_cfgi_ste_and_sync",
+        target: "--test=harness_iommu_device",
+        test: "harness_iommu_device_sees_each_stage2_ste_change_when_the_request_returns",
     },
     Mutation {
         name: "no CMD_SYNC closing a batch",
@@ -50,8 +50,8 @@ pub const MUTATIONS: &[Mutation] = &[
         find: "        self.write_entry(mem, self.prod, &Command::sync(self.sync_cs));\n        self.prod = self.prod.advance(1);\n",
         replace: "",
         package: "harness",
-        target: "--test=harness_iommu_ops",
-        test: "harness_iommu_unmap_invalidates_in_one_batch_with_one_sync",
+        target: "--test=harness_iommu_device",
+        test: "harness_iommu_device_unmap_is_in_force_when_it_returns",
     },
     Mutation {
         name: "no break-before-make (two-word STE change written in place)",
@@ -59,8 +59,8 @@ pub const MUTATIONS: &[Mutation] = &[
         find: "        unused_update[0] = 0;\n        set_words(w, &unused_update, 0, 1)?;\n",
         replace: "",
         package: "harness",
-        target: "--test=harness_iommu_ops",
-        test: "harness_iommu_replace_s2_breaks_before_make_and_s1_is_hitless",
+        target: "--test=harness_iommu_device",
+        test: "harness_iommu_device_replace_s2_never_mixes_two_domains",
     },
     Mutation {
         name: "MSI window not reserved on map",

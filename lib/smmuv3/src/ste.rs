@@ -8,7 +8,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 spec_enum! {
     /// STE.Config: what happens to the stream's transactions. 0b001..0b011
-    /// are reserved (C_BAD_STE).
+    /// are reserved and behave as 0b000 (abort, no event recorded; IHI 0070
+    /// §5.2 Config), so decoding them gives `Err` but they are not ILLEGAL.
     pub enum StreamConfig as "STE.Config" {
         /// Abort every transaction; no event is recorded.
         Abort = 0b000,

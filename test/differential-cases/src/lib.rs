@@ -752,10 +752,7 @@ pub static CASES: &[Case] = &[
             does: Expect::Event(EventSpec::config(EventId::CBadSte)),
             why: "QEMU 10.0 rejects any S1CDMax != 0 (no substream support) instead of ignoring it when SSIDSIZE = 0 (IHI 0070 5.2 S1CDMax)",
         }),
-        model: Some(Deviation {
-            does: Expect::Event(EventSpec::config(EventId::CBadSte)),
-            why: "the model checks S1CDMax <= SSIDSIZE even when SSIDSIZE = 0, where IHI 0070 5.2 says S1CDMax is IGNORED (xlate.rs ste_is_legal, and the CD index must use 0)",
-        }),
+        model: None,
     },
     Case {
         name: "ste_s1stalld_terminate_only",
@@ -774,10 +771,7 @@ pub static CASES: &[Case] = &[
         },
         spec: Expect::Event(EventSpec::config(EventId::CBadSte)),
         qemu: None,
-        model: Some(Deviation {
-            does: lands(40, 0),
-            why: "the model refuses S1STALLD = 1 only under StallForced; IHI 0070 5.2 SteIllegal() refuses it whenever STALL_MODEL != 0b00 (xlate.rs ste_is_legal)",
-        }),
+        model: None,
     },
     Case {
         name: "s1_unrecorded_without_cd_r",
@@ -838,16 +832,7 @@ pub static CASES: &[Case] = &[
         },
         spec: Expect::Event(EventSpec::config(EventId::CBadCd)),
         qemu: None,
-        model: Some(Deviation {
-            does: Expect::Event(EventSpec {
-                input: Some(IOVA),
-                class: Some(EventClass::Ttd),
-                s2: Some(false),
-                rnw: Some(false),
-                ..EventSpec::config(EventId::FAddrSize)
-            }),
-            why: "the model starts the walk and raises F_ADDR_SIZE; IHI 0070 5.4 CdIllegal() (CDTTBxOutOfRange) and 7.3.13: a TTB0 out of the IPS range makes the CD ILLEGAL (C_BAD_CD)",
-        }),
+        model: None,
     },
     Case {
         name: "cd_ha_without_httu",
@@ -862,10 +847,7 @@ pub static CASES: &[Case] = &[
         },
         spec: Expect::Event(EventSpec::config(EventId::CBadCd)),
         qemu: None,
-        model: Some(Deviation {
-            does: lands(40, 0),
-            why: "the model accepts CD.HA = 1 without HTTU; IHI 0070 5.4 CdIllegal(): HA or HD with IDR0.HTTU = 0 is ILLEGAL (C_BAD_CD)",
-        }),
+        model: None,
     },
     // ---------------------------------------------------------- stage 2
     Case {
@@ -1040,12 +1022,7 @@ pub static CASES: &[Case] = &[
         },
         spec: Expect::Event(EventSpec::config(EventId::CBadSte)),
         qemu: None,
-        model: Some(Deviation {
-            does: Expect::Event(
-                EventSpec::xlate(EventId::FAddrSize, IOVA, T_IN, true).ipa(IOVA),
-            ),
-            why: "the model starts the walk and raises F_ADDR_SIZE; IHI 0070 5.2 SteIllegal() (STES2TTBOutOfRange): an S2TTB out of the S2PS range makes the STE ILLEGAL (C_BAD_STE)",
-        }),
+        model: None,
     },
     // ---------------------------------------------------------- nested
     Case {
@@ -1216,10 +1193,7 @@ pub static CASES: &[Case] = &[
         },
         spec: Expect::Silent,
         qemu: None,
-        model: Some(Deviation {
-            does: Expect::Event(EventSpec::config(EventId::CBadSte)),
-            why: "the model treats STE.Config 0b001..0b011 as C_BAD_STE; IHI 0070 5.2 Config: 0b0xx reserved, behaves as 0b000 (abort, no event) (xlate.rs ste_is_legal; lib/smmuv3 StreamConfig doc says C_BAD_STE too)",
-        }),
+        model: None,
     },
     Case {
         name: "sid_beyond_linear_table",

@@ -118,6 +118,14 @@ fn addr_bits(a: Result<AddrSize, smmuv3::ReservedEncoding>, oas: AddrSize) -> u3
     a.map(AddrSize::bits).unwrap_or(52).min(oas.bits())
 }
 
+/// Whether a starting-level table address (CD.TTBx, STE.S2TTB) is outside
+/// `pa_bits` (the effective IPS / S2PS), or outside 48 bits: the model
+/// walks 4 KiB granules without DS, where a larger base is ILLEGAL too
+/// (IHI 0070 §5.4 TTB0, §5.2 S2TTB).
+fn ttb_out_of_range(ttb: u64, pa_bits: u32) -> bool {
+    ttb >> pa_bits.min(48) != 0
+}
+
 impl State {
     fn stall_allowed(&self) -> bool {
         self.cfg.stall_model != StallModel::TerminateOnly
@@ -262,7 +270,8 @@ impl State {
         let s2 = config.s2_enabled().then(|| self.s2_ctx(&ste));
         if s2.is_some() {
             pol.s2_record = ste.s2r();
-            pol.s2_stall = ste.s2s() || self.cfg.stall_model == StallModel::StallForced;
+            // StallForced requires S2S = 1 (`ste_is_legal`).
+            pol.s2_stall = ste.s2s();
         }
 
         // Which CD (if any) stage 1 uses.
@@ -606,12 +615,7 @@ impl State {
             }
         }
         if config.s2_enabled() {
-            if !c.s2p
-                || !ste.s2aa64()
-                || ste.s2endi()
-                || ste.s2tg() != Ok(Tg0::Granule4K)
-                || ste.s2ps().is_err()
-            {
+            if !c.s2p || !ste.s2aa64() || ste.s2endi() || ste.s2tg() != Ok(Tg0::Granule4K) {
                 return false;
             }
             let Some(level) = s2_start_level(ste.s2sl0()) else {
@@ -624,6 +628,26 @@ impl State {
             if ste.s2s() && c.stall_model == StallModel::TerminateOnly {
                 return false;
             }
+            // SteIllegal(): stall forced (STALL_MODEL = 0b10) but S2S = 0.
+            if !ste.s2s() && c.stall_model == StallModel::StallForced {
+                return false;
+            }
+            // IDR0.HTTU = 0: S2HA / S2HD are ILLEGAL (§5.2 S2HA, S2HD).
+            if ste.s2ha() || ste.s2hd() {
+                return false;
+            }
+            // SteIllegal() (STES2TTBOutOfRange): S2TTB outside the
+            // effective S2PS, or (4 KiB granule, no S2DS) outside 48 bits.
+            if ttb_out_of_range(ste.s2ttb(), addr_bits(ste.s2ps(), c.oas)) {
+                return false;
+            }
+        }
+        // SteIllegal(): 8-bit VMIDs and S2VMID[15:8] != 0, where S2VMID is
+        // not IGNORED (stage 2 on, or stage 1 in StreamWorld NS-EL1).
+        let vmid_used =
+            config.s2_enabled() || (config.s1_enabled() && c.s2p && ste.strw() == Ok(Strw::El1));
+        if vmid_used && !c.vmid16 && ste.s2vmid() >> 8 != 0 {
+            return false;
         }
         true
     }
@@ -658,7 +682,7 @@ impl State {
         };
         if let Some(cd) = self.cd_cache.get(&(sid, ssid)).copied() {
             // Only eager caching puts invalid entries here.
-            return if self.cd_is_legal(&cd) {
+            return if self.cd_is_legal(&cd, ste) {
                 Ok(cd)
             } else {
                 Err(bad_cd)
@@ -695,7 +719,7 @@ impl State {
             }
         };
         let cd: Cd = self.read_cfg(cd_addr, s2)?;
-        let legal = self.cd_is_legal(&cd);
+        let legal = self.cd_is_legal(&cd, ste);
         if legal || self.cfg.eager_config_cache {
             self.cd_cache.insert((sid, ssid), cd);
         }
@@ -708,17 +732,58 @@ impl State {
 
     /// CD checks that make an entry C_BAD_CD. The model walks AArch64
     /// tables with 4 KiB granules only; other granules are C_BAD_CD here.
-    fn cd_is_legal(&self, cd: &Cd) -> bool {
-        if !cd.v() || !cd.aa64() || cd.endi() || cd.ips().is_err() {
+    fn cd_is_legal(&self, cd: &Cd, ste: &Ste) -> bool {
+        // A reserved IPS (0b111) is not ILLEGAL: it behaves as a supported
+        // size capped to OAS (§5.4 IPS; `addr_bits`), as does S2PS (§5.2).
+        if !cd.v() || !cd.aa64() || cd.endi() {
             return false;
         }
         if cd.s() && self.cfg.stall_model == StallModel::TerminateOnly {
             return false;
         }
-        if !cd.epd0() && (cd.tg0() != Ok(Tg0::Granule4K) || s1_start_level(cd.t0sz()).is_none()) {
+        // CdIllegal(): stalls disabled for the stream but enabled for the
+        // CD; stall forced (STALL_MODEL = 0b10) but CD.S = 0.
+        if cd.s() && ste.s1stalld() {
             return false;
         }
-        if !cd.epd1() && (cd.tg1() != Ok(Tg1::Granule4K) || s1_start_level(cd.t1sz()).is_none()) {
+        if !cd.s() && self.cfg.stall_model == StallModel::StallForced {
+            return false;
+        }
+        // CdIllegal(): IDR0.TERM_MODEL = 1 (the model has no RAZ/WI
+        // termination), so CD.A = 0 is ILLEGAL.
+        if !cd.a() {
+            return false;
+        }
+        // CdIllegal(): 8-bit ASIDs and ASID[15:8] != 0, unless the
+        // StreamWorld (any-EL2 without E2H) ignores the ASID.
+        let el2 = match ste.strw() {
+            Ok(Strw::El2) => true,
+            Ok(Strw::El2E2h) => CR2::E2H.read(self.cr2) == 0,
+            _ => false,
+        };
+        if !el2 && !self.cfg.asid16 && cd.asid() >> 8 != 0 {
+            return false;
+        }
+        // CdIllegal(): IDR0.HTTU = 0 (HTTU is not implemented), so HA or HD
+        // set is ILLEGAL (§5.4 HA, HD).
+        if cd.ha() || cd.hd() {
+            return false;
+        }
+        // CdIllegal() (CDTTBxOutOfRange): a TTBx in use outside the
+        // effective IPS is ILLEGAL (§5.4 TTB0, TTB1).
+        let ips_bits = addr_bits(cd.ips(), self.cfg.oas);
+        if !cd.epd0()
+            && (cd.tg0() != Ok(Tg0::Granule4K)
+                || s1_start_level(cd.t0sz()).is_none()
+                || ttb_out_of_range(cd.ttb0(), ips_bits))
+        {
+            return false;
+        }
+        if !cd.epd1()
+            && (cd.tg1() != Ok(Tg1::Granule4K)
+                || s1_start_level(cd.t1sz()).is_none()
+                || ttb_out_of_range(cd.ttb1(), ips_bits))
+        {
             return false;
         }
         true
@@ -754,9 +819,8 @@ impl State {
         let ia_bits = 64 - tsz as u32;
         let mut level = s1_start_level(tsz).ok_or_else(translation)?;
         let oa_limit = |addr: u64| addr >> ctx.oa_bits != 0;
-        if oa_limit(ttb) {
-            return Err(Stop::Fault(Fault::s1(EventId::FAddrSize, EventClass::Ttd)));
-        }
+        // A TTBx outside IPS makes the CD ILLEGAL (`cd_is_legal`): no walk.
+        debug_assert!(!oa_limit(ttb));
         let mut table = ttb;
         let mut first = true;
         // Hierarchical attributes collected from table descriptors.
@@ -827,7 +891,8 @@ impl State {
             if oa_limit(out_base) {
                 return Err(Stop::Fault(Fault::s1(EventId::FAddrSize, EventClass::In)));
             }
-            // HTTU is not implemented (IDR0.HTTU = 0), so CD.HA is ignored.
+            // HTTU is not implemented (IDR0.HTTU = 0; a CD with HA set is
+            // ILLEGAL, see `cd_is_legal`).
             if !d.af() && !cd.affd() {
                 return Err(Stop::Fault(Fault::s1(EventId::FAccess, EventClass::In)));
             }
@@ -868,9 +933,8 @@ impl State {
             return Err(fault(EventId::FTranslation));
         }
         let oa_limit = |addr: u64| addr >> s2.oa_bits != 0;
-        if oa_limit(s2.ttb) {
-            return Err(fault(EventId::FAddrSize));
-        }
+        // An S2TTB outside S2PS makes the STE ILLEGAL (`ste_is_legal`).
+        debug_assert!(!oa_limit(s2.ttb));
         let mut level = s2.start_level;
         let mut table = s2.ttb;
         let mut first = true;

@@ -1105,15 +1105,16 @@ fn stall_resume_and_terminate() {
     r.cmd(Command::resume(SID, a, ResumeAction::Retry));
     assert_eq!(r.smmu.unmatched_responses().len(), 1);
 
-    // STE.S1STALLD overrides CD.S: the fault terminates instead.
+    // STE.S1STALLD = 1 with CD.S = 1: the CD is ILLEGAL (IHI 0070 §5.4
+    // CdIllegal(): stalls disabled for the stream but enabled for the CD).
     let mut ste = Rig::s1_ste(cd_pa);
     ste.set_s1stalld(true);
     r.install_ste(SID, &ste);
     assert_eq!(
         r.dev.dma_read(SID, None, 0xb000, 4),
         Err(DmaError::Fault {
-            id: EventId::FTranslation,
-            recorded: false
+            id: EventId::CBadCd,
+            recorded: true
         })
     );
 }
@@ -1160,14 +1161,79 @@ fn forced_stall_model_rejects_s1stalld() {
             ..
         })
     ));
+    // Stall forced: CD.S = 0 is ILLEGAL (CdIllegal()), CD.S = 1 stalls.
     r.install_ste(SID, &Rig::s1_ste(cd_pa));
+    assert!(matches!(
+        r.dev.dma_read(SID, None, 0, 4),
+        Err(DmaError::Fault {
+            id: EventId::CBadCd,
+            ..
+        })
+    ));
+    let cd2 = r.alloc(64);
+    let mut cd = Rig::cd(root, 1);
+    cd.set_s(true);
+    r.write_cd(cd2, &cd);
+    r.install_ste(SID + 1, &Rig::s1_ste(cd2));
     assert!(
         matches!(
-            r.dev.dma_read(SID, None, 0, 4),
+            r.dev.dma_read(SID + 1, None, 0, 4),
             Err(DmaError::Stalled { .. })
         ),
-        "CD.S = 0 still stalls"
+        "CD.S = 1 stalls"
     );
+    // Stage 2: S2S = 0 is ILLEGAL (SteIllegal()), S2S = 1 stalls.
+    let s2root = r.table();
+    r.install_ste(SID + 2, &Rig::s2_ste(s2root, 1));
+    assert!(matches!(
+        r.dev.dma_read(SID + 2, None, 0, 4),
+        Err(DmaError::Fault {
+            id: EventId::CBadSte,
+            ..
+        })
+    ));
+    let mut ste = Rig::s2_ste(s2root, 1);
+    ste.set_s2s(true);
+    r.install_ste(SID + 3, &ste);
+    assert!(matches!(
+        r.dev.dma_read(SID + 3, None, 0, 4),
+        Err(DmaError::Stalled { .. })
+    ));
+}
+
+/// More CdIllegal() / SteIllegal() conditions (IHI 0070 §5.4, §5.2): the
+/// model advertises IDR0.TERM_MODEL = 1, so CD.A = 0 is ILLEGAL; with 8-bit
+/// ASIDs / VMIDs, ASID[15:8] / S2VMID[15:8] != 0 is ILLEGAL.
+#[test]
+fn cd_a_zero_and_wide_asid_vmid_are_illegal() {
+    let mut r = Rig::new(SmmuConfig {
+        asid16: false,
+        vmid16: false,
+        ..SmmuConfig::new()
+    });
+    let root = r.table();
+    r.s1_map(root, 0x1000, page(0), S1Ap::RwAny);
+    let s2root = r.table();
+    r.s2_map(s2root, 0x1000, page(1), S2Ap::ReadWrite);
+    let id = |r: &mut Rig, sid: u32| r.dev.dma_read(sid, None, 0x1000, 4);
+    let cd_ste = |r: &mut Rig, sid: u32, cd: smmuv3::Cd| {
+        let cd_pa = r.alloc(64);
+        r.write_cd(cd_pa, &cd);
+        r.install_ste(sid, &Rig::s1_ste(cd_pa));
+    };
+    let bad = |id| Err(DmaError::Fault { id, recorded: true });
+    let mut cd = Rig::cd(root, 1);
+    cd.set_a(false);
+    cd_ste(&mut r, 1, cd);
+    assert_eq!(id(&mut r, 1), bad(EventId::CBadCd), "CD.A = 0");
+    cd_ste(&mut r, 2, Rig::cd(root, 0x100));
+    assert_eq!(id(&mut r, 2), bad(EventId::CBadCd), "ASID 0x100");
+    cd_ste(&mut r, 3, Rig::cd(root, 0xff));
+    assert_eq!(id(&mut r, 3), Ok(page(0)), "ASID 0xff");
+    r.install_ste(4, &Rig::s2_ste(s2root, 0x100));
+    assert_eq!(id(&mut r, 4), bad(EventId::CBadSte), "VMID 0x100");
+    r.install_ste(5, &Rig::s2_ste(s2root, 0xff));
+    assert_eq!(id(&mut r, 5), Ok(page(1)), "VMID 0xff");
 }
 
 #[test]
@@ -1293,4 +1359,106 @@ fn s1cdmax_ignored_without_substreams_and_s1stalld_needs_stall_and_terminate() {
             );
         }
     }
+}
+
+/// ILLEGAL fields the differential table cannot reach on QEMU's
+/// configuration (IHI 0070 §5.2 SteIllegal(), §5.4 CdIllegal()): with
+/// IDR0.HTTU = 0, STE.S2HA / S2HD and CD.HD are ILLEGAL; a TTB1 in use
+/// outside IPS, or any starting table above 48 bits (4 KiB granule, no DS),
+/// is ILLEGAL; a TTB1 of a CD with EPD1 = 1 is IGNORED.
+#[test]
+fn illegal_httu_and_table_base_fields_give_c_bad_ste_and_c_bad_cd() {
+    use smmuv3::{AddrSize, Tg1};
+    let bad = |r: &mut Rig, sid: u32| match r.dev.dma_read(sid, None, 0x1000, 4) {
+        Err(DmaError::Fault { id, recorded: true }) => Some(id),
+        _ => None,
+    };
+    let mut r = Rig::new(SmmuConfig::new());
+    let root = r.table();
+    r.s1_map(root, 0x1000, page(0), S1Ap::RwAny);
+    let s2root = r.table();
+    r.s2_map(s2root, 0x1000, page(1), S2Ap::ReadWrite);
+
+    let mut ste = Rig::s2_ste(s2root, 1);
+    ste.set_s2ha(true);
+    r.install_ste(1, &ste);
+    assert_eq!(bad(&mut r, 1), Some(EventId::CBadSte), "S2HA");
+    let mut ste = Rig::s2_ste(s2root, 1);
+    ste.set_s2hd(true);
+    r.install_ste(2, &ste);
+    assert_eq!(bad(&mut r, 2), Some(EventId::CBadSte), "S2HD");
+    let mut ste = Rig::s2_ste(1 << 48, 1);
+    ste.set_s2ps(AddrSize::Bits52);
+    r.install_ste(3, &ste);
+    assert_eq!(
+        bad(&mut r, 3),
+        Some(EventId::CBadSte),
+        "S2TTB above 48 bits"
+    );
+    r.install_ste(4, &Rig::s2_ste(s2root, 1));
+    assert_eq!(r.dev.dma_read(4, None, 0x1000, 4), Ok(page(1)));
+
+    let mut sid = 10;
+    let mut cd_case = |r: &mut Rig, cd: smmuv3::Cd| {
+        let cd_pa = r.alloc(64);
+        r.write_cd(cd_pa, &cd);
+        sid += 1;
+        r.install_ste(sid, &Rig::s1_ste(cd_pa));
+        sid
+    };
+    let mut cd = Rig::cd(root, 1);
+    cd.set_hd(true);
+    let s = cd_case(&mut r, cd);
+    assert_eq!(bad(&mut r, s), Some(EventId::CBadCd), "HD");
+    let mut cd = Rig::cd(root, 1);
+    cd.set_epd1(false)
+        .set_t1sz(25)
+        .set_tg1(Tg1::Granule4K)
+        .set_ips(AddrSize::Bits40)
+        .set_ttb1(1 << 41);
+    let s = cd_case(&mut r, cd);
+    assert_eq!(bad(&mut r, s), Some(EventId::CBadCd), "TTB1 outside IPS");
+    let mut cd = Rig::cd(1 << 48, 1);
+    cd.set_ips(AddrSize::Bits52);
+    let s = cd_case(&mut r, cd);
+    assert_eq!(bad(&mut r, s), Some(EventId::CBadCd), "TTB0 above 48 bits");
+    // EPD1 = 1: TTB1 is IGNORED, however large.
+    let mut cd = Rig::cd(root, 1);
+    cd.set_ttb1(1 << 50);
+    let s = cd_case(&mut r, cd);
+    assert_eq!(r.dev.dma_read(s, None, 0x1000, 4), Ok(page(0)));
+    let ids: Vec<_> = r.events().iter().map(|e| e.event_id().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            EventId::CBadSte,
+            EventId::CBadSte,
+            EventId::CBadSte,
+            EventId::CBadCd,
+            EventId::CBadCd,
+            EventId::CBadCd
+        ]
+    );
+}
+
+/// A reserved CD.IPS / STE.S2PS encoding (0b111) is not ILLEGAL: it behaves
+/// as a supported size capped to IDR5.OAS (IHI 0070 §5.4 IPS, §5.2 S2PS).
+#[test]
+fn reserved_ips_and_s2ps_behave_as_the_oas() {
+    let mut r = Rig::new(SmmuConfig::new());
+    let root = r.table();
+    r.s1_map(root, 0x1000, page(0), S1Ap::RwAny);
+    let mut w = Rig::cd(root, 1).words();
+    w[0] |= 0b111 << 32;
+    let cd_pa = r.alloc(64);
+    r.write_cd(cd_pa, &smmuv3::Cd::from_words(w));
+    r.install_ste(1, &Rig::s1_ste(cd_pa));
+    assert_eq!(r.dev.dma_read(1, None, 0x1000, 4), Ok(page(0)));
+    let s2root = r.table();
+    r.s2_map(s2root, 0x1000, page(1), S2Ap::ReadWrite);
+    let mut w = Rig::s2_ste(s2root, 1).words();
+    w[2] |= 0b111 << 48;
+    r.install_ste(2, &Ste::from_words(w));
+    assert_eq!(r.dev.dma_read(2, None, 0x1000, 4), Ok(page(1)));
+    assert!(r.events().is_empty());
 }
