@@ -39,6 +39,10 @@ pub struct Features {
     pub pri: bool,
     /// Stall supported (IDR0.STALL_MODEL is not terminate-only).
     pub stall: bool,
+    /// IDR0.STALL_MODEL = 0b10 (stall forced): CD.S = 0 and STE.S2S = 0
+    /// are ILLEGAL there (IHI 0070 §5.2 SteIllegal, §5.4 CdIllegal), so
+    /// every entry this driver builds sets them.
+    pub stall_forced: bool,
     pub ats: bool,
     pub hyp: bool,
     /// IDR3.RIL: range invalidation.
@@ -89,6 +93,7 @@ impl Features {
             asid_bits: if i0.read(IDR0::ASID16) != 0 { 16 } else { 8 },
             pri: i0.read(IDR0::PRI) != 0,
             stall: i0.read(IDR0::STALL_MODEL) != 1,
+            stall_forced: i0.read(IDR0::STALL_MODEL) == 2,
             ats: i0.read(IDR0::ATS) != 0,
             hyp: i0.read(IDR0::HYP) != 0,
             ril: i3.read(IDR3::RIL) != 0,

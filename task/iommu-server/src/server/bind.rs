@@ -104,7 +104,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                 }
             }
             let off = table.cd_off(&self.smmu.mem, pasid).ok_or(Error::Invalid)?;
-            let cd = Self::build_cd(&ctx);
+            let cd = self.build_cd(&ctx);
             self.smmu
                 .write_cd(off, &cd, &[Command::cfgi_cd(sid, pasid, true)])?;
             let pasid0 = pasid == 0 || self.context_idx(si, 0).is_some();

@@ -70,7 +70,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         };
         let ips =
             AddrSize::from_bits(self.smmu.features.oas.bits().min(48)).unwrap_or(AddrSize::Bits40);
-        let cd = Self::build_cd(&GuestContext {
+        let cd = self.build_cd(&GuestContext {
             ttb0: pt.root.pa,
             mair: mair::mair([
                 mair::NORMAL_WB,

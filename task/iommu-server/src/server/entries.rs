@@ -17,6 +17,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             // Never 0: QEMU asserts on AArch32 stage 2 tables.
             .set_s2aa64(true)
             .set_s2r(true)
+            .set_s2s(self.smmu.features.stall_forced)
             .set_s2ttb(pt.root.pa);
     }
 
@@ -114,8 +115,10 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         Ok(())
     }
 
-    pub(super) fn build_cd(c: &GuestContext) -> Cd {
+    pub(super) fn build_cd(&self, c: &GuestContext) -> Cd {
         let mut cd = Cd::zeroed();
+        // Stall forced: CD.S = 0 is ILLEGAL (§5.4 CdIllegal).
+        cd.set_s(self.smmu.features.stall_forced);
         cd.set_t0sz(c.t0sz)
             .set_tg0(c.tg0)
             .set_ir0(Cacheability::WriteBackAlloc)
