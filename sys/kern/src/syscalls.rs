@@ -330,9 +330,23 @@ impl<'t> Kernel<'t> {
         if len == 0 {
             return Some(EMPTY);
         }
-        let pa = self.tasks[t].translate(va, len, attrs);
-        // The caller dereferences `pa` next: no speculation past the check
-        // (on both outcomes: cheaper on the IPC path than a branch).
+        let task = &self.tasks[t];
+        // Fast path: IPC buffers are almost always on the stack (region 1 by
+        // construction, as in `Task::translate`). The range check is
+        // branchless and ends in CSDB (`clamp_to_region`): under a
+        // mispredicted check the address is 0, never one outside the
+        // region, so no barrier is needed before the caller dereferences it.
+        if let Some(d) = task.desc.regions.get(1) {
+            if d.attributes & attrs == attrs {
+                let pa = crate::clamp_to_region(va, len, d.va, d.size, region_pa(d));
+                if pa != 0 {
+                    return Some(pa);
+                }
+            }
+        }
+        // Any other region: the general lookup, then a full speculation
+        // barrier (on both outcomes) before the caller dereferences `pa`.
+        let pa = task.translate(va, len, attrs);
         crate::speculation_barrier();
         pa
     }

@@ -40,6 +40,39 @@ pub fn speculation_barrier() {
     unsafe { asm!("dsb nsh", "isb", options(nostack, preserves_flags)) };
 }
 
+/// See `crate::clamp_to_region`. The offset `off = va - lo` wraps to a
+/// value above `size` when `va < lo`; `len <= size - off` (evaluated only
+/// when `off <= size`, else the flags are forced to "higher") keeps the end
+/// inside without an overflowing add. CSEL then picks the address or 0, and
+/// CSDB stops any later instruction from using a predicted result of the
+/// CMP/CCMP/CSEL: a dereference after it sees the architectural value.
+#[inline(always)]
+pub fn clamp_to_region(va: usize, len: usize, lo: usize, size: usize, base: usize) -> usize {
+    let pa: usize;
+    // SAFETY: arithmetic on registers and a barrier hint; no memory access.
+    unsafe {
+        asm!(
+            "sub  {off}, {va}, {lo}",
+            "sub  {room}, {size}, {off}",
+            "add  {pa}, {base}, {off}",
+            "cmp  {off}, {size}",
+            "ccmp {len}, {room}, #2, ls",
+            "csel {pa}, {pa}, xzr, ls",
+            "csdb",
+            va = in(reg) va,
+            lo = in(reg) lo,
+            size = in(reg) size,
+            len = in(reg) len,
+            base = in(reg) base,
+            off = out(reg) _,
+            room = out(reg) _,
+            pa = out(reg) pa,
+            options(pure, nomem, nostack),
+        );
+    }
+    pa
+}
+
 // Boot: the loader enters at `_start` (link address 0x4020_0000) at EL2 with
 // the MMU off, x0 = DTB. Set the stack, zero .bss (it holds task data and
 // page tables, which must start zeroed), then enter Rust.
