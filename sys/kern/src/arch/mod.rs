@@ -746,22 +746,22 @@ extern "C" fn el0_exception(kind: u64) -> *mut SavedState {
         let esr = ESR_EL2.get();
         let ec = (esr >> 26) & 0x3f;
         let c = k.current;
-        match ec {
-            // SVC from AArch64.
-            0x15 => k.syscall(m),
+        // SVC from AArch64 first: the IPC path.
+        if ec == 0x15 {
+            k.syscall(m);
+        } else if ec == 0x07 {
             // FP/SIMD access trapped by CPTR_EL2: lazy switch.
-            0x07 => fp_switch(k, m),
-            _ => {
-                let far = FAR_EL2.get() as usize;
-                let (kind, detail) = match ec {
-                    0x24 => (abi::FaultKind::MemoryAccess, far),
-                    0x20 => (abi::FaultKind::InstructionAccess, far),
-                    0x22 | 0x26 => (abi::FaultKind::Alignment, esr as usize),
-                    _ => (abi::FaultKind::IllegalInstruction, esr as usize),
-                };
-                k.fault(m, c, kind, detail);
-                k.schedule(m);
-            }
+            fp_switch(k, m);
+        } else {
+            let far = FAR_EL2.get() as usize;
+            let (kind, detail) = match ec {
+                0x24 => (abi::FaultKind::MemoryAccess, far),
+                0x20 => (abi::FaultKind::InstructionAccess, far),
+                0x22 | 0x26 => (abi::FaultKind::Alignment, esr as usize),
+                _ => (abi::FaultKind::IllegalInstruction, esr as usize),
+            };
+            k.fault(m, c, kind, detail);
+            k.schedule(m);
         }
     } else {
         // SError from EL0: the core decides whom it is charged to.
