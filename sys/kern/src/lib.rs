@@ -136,3 +136,59 @@ pub fn fault_name(kind: FaultKind) -> &'static str {
         FaultKind::SError => "SError (asynchronous abort)",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::clamp_to_region;
+
+    /// The obvious, branchy form of the check `clamp_to_region` makes.
+    fn reference(va: usize, len: usize, lo: usize, size: usize, base: usize) -> usize {
+        match va.checked_add(len) {
+            Some(end) if va >= lo && end <= lo + size => base + (va - lo),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn kern_clamp_to_region_matches_range_check() {
+        let (lo, size, base) = (0x20_0010_0000usize, 0x1000usize, 0x4100_0000usize);
+        let vas = [
+            0,
+            1,
+            lo - 1,
+            lo,
+            lo + 1,
+            lo + size - 8,
+            lo + size - 1,
+            lo + size,
+            lo + size + 1,
+            usize::MAX - 7,
+            usize::MAX,
+        ];
+        let lens = [
+            1,
+            7,
+            8,
+            size - 1,
+            size,
+            size + 1,
+            usize::MAX - lo,
+            usize::MAX,
+        ];
+        for &va in &vas {
+            for &len in &lens {
+                assert_eq!(
+                    clamp_to_region(va, len, lo, size, base),
+                    reference(va, len, lo, size, base),
+                    "va {va:#x} len {len:#x}"
+                );
+            }
+        }
+        // In range: the kernel address; one byte out at either end: 0.
+        assert_eq!(clamp_to_region(lo + 16, 8, lo, size, base), base + 16);
+        assert_eq!(clamp_to_region(lo + size - 8, 9, lo, size, base), 0);
+        assert_eq!(clamp_to_region(lo - 1, 2, lo, size, base), 0);
+        // A length that wraps the address space is refused.
+        assert_eq!(clamp_to_region(lo + 8, usize::MAX, lo, size, base), 0);
+    }
+}
