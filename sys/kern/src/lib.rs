@@ -37,6 +37,35 @@ pub fn speculation_barrier() {
     arch::speculation_barrier();
 }
 
+/// `base + (va - lo)` if `[va, va + len)` lies inside `[lo, lo + size)`,
+/// else 0. `lo + size` must not wrap (regions are static and far below the
+/// top of the address space). Used by `Kernel::user` on a task's buffer.
+///
+/// On AArch64 the comparison, the select and a `CSDB` are one `asm!` block,
+/// so the compiler cannot turn the select into a branch: the result is a
+/// *data* dependency of the real comparison, and CSDB forbids any later
+/// instruction to consume a predicted value or predicted flags of it. A
+/// mispredicted check therefore yields 0 (unmapped in the kernel's map)
+/// rather than an address outside the region: the Arm pattern against
+/// bounds-check bypass (Spectre v1), without the cost of `DSB; ISB`.
+#[inline(always)]
+pub fn clamp_to_region(va: usize, len: usize, lo: usize, size: usize, base: usize) -> usize {
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    {
+        arch::clamp_to_region(va, len, lo, size, base)
+    }
+    #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+    {
+        // `off` wraps to at least 2^64 - lo > size when va < lo.
+        let off = va.wrapping_sub(lo);
+        if off <= size && len <= size - off {
+            base + off
+        } else {
+            0
+        }
+    }
+}
+
 /// Exit status when the supervisor itself faults.
 pub const EXIT_SUPERVISOR_FAULT: u32 = 100;
 /// Exit status when the kernel itself takes an exception.
@@ -105,5 +134,61 @@ pub fn fault_name(kind: FaultKind) -> &'static str {
         FaultKind::BadLease => "bad lease",
         FaultKind::Alignment => "alignment",
         FaultKind::SError => "SError (asynchronous abort)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clamp_to_region;
+
+    /// The obvious, branchy form of the check `clamp_to_region` makes.
+    fn reference(va: usize, len: usize, lo: usize, size: usize, base: usize) -> usize {
+        match va.checked_add(len) {
+            Some(end) if va >= lo && end <= lo + size => base + (va - lo),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn kern_clamp_to_region_matches_range_check() {
+        let (lo, size, base) = (0x20_0010_0000usize, 0x1000usize, 0x4100_0000usize);
+        let vas = [
+            0,
+            1,
+            lo - 1,
+            lo,
+            lo + 1,
+            lo + size - 8,
+            lo + size - 1,
+            lo + size,
+            lo + size + 1,
+            usize::MAX - 7,
+            usize::MAX,
+        ];
+        let lens = [
+            1,
+            7,
+            8,
+            size - 1,
+            size,
+            size + 1,
+            usize::MAX - lo,
+            usize::MAX,
+        ];
+        for &va in &vas {
+            for &len in &lens {
+                assert_eq!(
+                    clamp_to_region(va, len, lo, size, base),
+                    reference(va, len, lo, size, base),
+                    "va {va:#x} len {len:#x}"
+                );
+            }
+        }
+        // In range: the kernel address; one byte out at either end: 0.
+        assert_eq!(clamp_to_region(lo + 16, 8, lo, size, base), base + 16);
+        assert_eq!(clamp_to_region(lo + size - 8, 9, lo, size, base), 0);
+        assert_eq!(clamp_to_region(lo - 1, 2, lo, size, base), 0);
+        // A length that wraps the address space is refused.
+        assert_eq!(clamp_to_region(lo + 8, usize::MAX, lo, size, base), 0);
     }
 }

@@ -124,9 +124,19 @@ impl<'t> Kernel<'t> {
     pub fn syscall<P: Platform>(&mut self, p: &mut P) {
         let c = self.current;
         let num = self.tasks[c].save.sysnum();
-        let r = match Sysnum::from_u32(num) {
-            Some(s) => self.dispatch(p, c, s),
-            None => Err(Fault(FaultKind::BadSyscall, num as usize)),
+        // The IPC calls first, by compare and branch: cheaper than the jump
+        // table of `dispatch` on the path every message takes.
+        let r = if num == Sysnum::Send as u32 {
+            self.send(c)
+        } else if num == Sysnum::Recv as u32 {
+            self.recv(c)
+        } else if num == Sysnum::Reply as u32 {
+            self.reply(p, c)
+        } else {
+            match Sysnum::from_u32(num) {
+                Some(s) => self.dispatch(p, c, s),
+                None => Err(Fault(FaultKind::BadSyscall, num as usize)),
+            }
         };
         if let Err(Fault(kind, detail)) = r {
             self.fault(p, c, kind, detail);
@@ -330,9 +340,23 @@ impl<'t> Kernel<'t> {
         if len == 0 {
             return Some(EMPTY);
         }
-        let pa = self.tasks[t].translate(va, len, attrs);
-        // The caller dereferences `pa` next: no speculation past the check
-        // (on both outcomes: cheaper on the IPC path than a branch).
+        let task = &self.tasks[t];
+        // Fast path: IPC buffers are almost always on the stack (region 1 by
+        // construction, as in `Task::translate`). The range check is
+        // branchless and ends in CSDB (`clamp_to_region`): under a
+        // mispredicted check the address is 0, never one outside the
+        // region, so no barrier is needed before the caller dereferences it.
+        if let Some(d) = task.desc.regions.get(1) {
+            if d.attributes & attrs == attrs {
+                let pa = crate::clamp_to_region(va, len, d.va, d.size, region_pa(d));
+                if pa != 0 {
+                    return Some(pa);
+                }
+            }
+        }
+        // Any other region: the general lookup, then a full speculation
+        // barrier (on both outcomes) before the caller dereferences `pa`.
+        let pa = task.translate(va, len, attrs);
         crate::speculation_barrier();
         pa
     }
@@ -579,9 +603,12 @@ impl<'t> Kernel<'t> {
     fn reply<P: Platform>(&mut self, p: &mut P, c: usize) -> Result<(), Fault> {
         let s = &self.tasks[c].save;
         let (target, code, ptr, len) = (TaskId(s.arg(0) as u16), s.arg(1), s.arg(2), s.arg(3));
-        if len > abi::MAX_MESSAGE || self.user(c, ptr, len, REGION_READ).is_none() {
+        if len > abi::MAX_MESSAGE {
             return Err(Fault(FaultKind::BadSyscallArgs, ptr));
         }
+        let Some(src) = self.user(c, ptr, len, REGION_READ) else {
+            return Err(Fault(FaultKind::BadSyscallArgs, ptr));
+        };
         let me = self.id_of(c);
         // A reply to a task that died, restarted or is not waiting on us is
         // dropped: replying never fails, so a server cannot be hurt by a
@@ -605,11 +632,10 @@ impl<'t> Kernel<'t> {
             self.fault(p, t, FaultKind::BadSyscallArgs, rep);
             return Ok(());
         };
-        if let Some(src) = self.user(c, ptr, n, REGION_READ) {
-            // SAFETY: checked ranges in the two tasks' regions, as in
-            // `deliver`.
-            unsafe { copy_bytes(src, dst, n) };
-        }
+        // `src` covers `len` bytes and `n <= len`: no second check. (For
+        // `len == 0` it is `EMPTY` and nothing is copied.)
+        // SAFETY: checked ranges in the two tasks' regions, as in `deliver`.
+        unsafe { copy_bytes(src, dst, n) };
         let ts = &mut self.tasks[t].save;
         ts.set_ret(0, code);
         ts.set_ret(1, len);
@@ -848,19 +874,22 @@ impl<'t> Kernel<'t> {
     /// Picks the highest-priority runnable task; among equals, the first at
     /// or after the current one. None: nothing can run.
     pub fn pick(&self) -> Option<usize> {
-        let n = self.tasks.len();
+        // Scan from the current task round the table: the tasks from the
+        // current one to the end, then those before it. Two slice walks
+        // rather than one wrapping index: no bounds check or wrap per task.
+        let cur = self.current.min(self.tasks.len());
+        let (before, from_cur) = self.tasks.split_at(cur);
         let mut best: Option<(usize, u8)> = None;
-        // Scan from the current task round the table (no division).
-        let mut i = self.current;
-        for _ in 0..n {
-            let t = &self.tasks[i];
+        let mut consider = |i: usize, t: &Task| {
             if t.is_runnable() && best.is_none_or(|(_, p)| t.desc.priority < p) {
                 best = Some((i, t.desc.priority));
             }
-            i += 1;
-            if i == n {
-                i = 0;
-            }
+        };
+        for (i, t) in from_cur.iter().enumerate() {
+            consider(cur + i, t);
+        }
+        for (i, t) in before.iter().enumerate() {
+            consider(i, t);
         }
         best.map(|(i, _)| i)
     }

@@ -40,6 +40,39 @@ pub fn speculation_barrier() {
     unsafe { asm!("dsb nsh", "isb", options(nostack, preserves_flags)) };
 }
 
+/// See `crate::clamp_to_region`. The offset `off = va - lo` wraps to a
+/// value above `size` when `va < lo`; `len <= size - off` (evaluated only
+/// when `off <= size`, else the flags are forced to "higher") keeps the end
+/// inside without an overflowing add. CSEL then picks the address or 0, and
+/// CSDB stops any later instruction from using a predicted result of the
+/// CMP/CCMP/CSEL: a dereference after it sees the architectural value.
+#[inline(always)]
+pub fn clamp_to_region(va: usize, len: usize, lo: usize, size: usize, base: usize) -> usize {
+    let pa: usize;
+    // SAFETY: arithmetic on registers and a barrier hint; no memory access.
+    unsafe {
+        asm!(
+            "sub  {off}, {va}, {lo}",
+            "sub  {room}, {size}, {off}",
+            "add  {pa}, {base}, {off}",
+            "cmp  {off}, {size}",
+            "ccmp {len}, {room}, #2, ls",
+            "csel {pa}, {pa}, xzr, ls",
+            "csdb",
+            va = in(reg) va,
+            lo = in(reg) lo,
+            size = in(reg) size,
+            len = in(reg) len,
+            base = in(reg) base,
+            off = out(reg) _,
+            room = out(reg) _,
+            pa = out(reg) pa,
+            options(pure, nomem, nostack),
+        );
+    }
+    pa
+}
+
 // Boot: the loader enters at `_start` (link address 0x4020_0000) at EL2 with
 // the MMU off, x0 = DTB. Set the stack, zero .bss (it holds task data and
 // page tables, which must start zeroed), then enter Rust.
@@ -135,9 +168,10 @@ const CPTR_FP_TRAP_EL0: u64 = 0b01 << 20;
 // exception taken from the kernel itself is a kernel bug and stops the
 // machine with a report.
 //
-// On entry from EL0: TPIDR_EL2 points at the current task's SavedState.
-// Save everything there, call Rust with (kind), restore whichever task
-// TPIDR_EL2 points at afterwards, and eret.
+// On entry from EL0: SP_EL2 points at the current task's SavedState
+// (`__resume_task` leaves it there). Save everything there, switch SP to the
+// top of the kernel stack, run Rust with (kind), which ends by jumping to
+// `__resume_task` with the SavedState of the task to run next.
 global_asm!(
     ".section .text.vectors, \"ax\"",
     ".balign 2048",
@@ -170,21 +204,23 @@ global_asm!(
     ".balign 0x80",
     "    mov x0, #7",
     "    b kernel_exception_entry",
-    // Lower EL, AArch64: system calls, faults, interrupts.
+    // Lower EL, AArch64: system calls, faults, interrupts. While a task
+    // runs, SP_EL2 points at its SavedState (`__resume_task`): x0, x1 go
+    // straight there.
     ".balign 0x80",
-    "    stp x0, x1, [sp, #-16]!",
+    "    stp x0, x1, [sp]",
     "    mov x0, #0",
     "    b el0_entry",
     ".balign 0x80",
-    "    stp x0, x1, [sp, #-16]!",
+    "    stp x0, x1, [sp]",
     "    mov x0, #1",
     "    b el0_entry",
     ".balign 0x80",
-    "    stp x0, x1, [sp, #-16]!",
+    "    stp x0, x1, [sp]",
     "    mov x0, #1",
     "    b el0_entry",
     ".balign 0x80",
-    "    stp x0, x1, [sp, #-16]!",
+    "    stp x0, x1, [sp]",
     "    mov x0, #3",
     "    b el0_entry",
     // Lower EL, AArch32: never used (tasks are AArch64).
@@ -201,37 +237,40 @@ global_asm!(
     "    mov x0, #15",
     "    b kernel_exception_entry",
     "",
-    // x0 = kind (0 sync, 1 irq/fiq, 3 serror); the task's x0, x1 are on the
-    // stack.
+    // x0 = kind (0 sync, 1 irq/fiq, 3 serror); SP = the current task's
+    // SavedState, its x0, x1 already stored.
     "el0_entry:",
-    "    mrs  x1, tpidr_el2",
-    "    stp  x2, x3, [x1, #16]",
-    "    stp  x4, x5, [x1, #32]",
-    "    stp  x6, x7, [x1, #48]",
-    "    stp  x8, x9, [x1, #64]",
-    "    stp  x10, x11, [x1, #80]",
-    "    stp  x12, x13, [x1, #96]",
-    "    stp  x14, x15, [x1, #112]",
-    "    stp  x16, x17, [x1, #128]",
-    "    stp  x18, x19, [x1, #144]",
-    "    stp  x20, x21, [x1, #160]",
-    "    stp  x22, x23, [x1, #176]",
-    "    stp  x24, x25, [x1, #192]",
-    "    stp  x26, x27, [x1, #208]",
-    "    stp  x28, x29, [x1, #224]",
-    "    ldp  x2, x3, [sp], #16",
-    "    stp  x2, x3, [x1, #0]",
+    "    stp  x2, x3, [sp, #16]",
+    "    stp  x4, x5, [sp, #32]",
+    "    stp  x6, x7, [sp, #48]",
+    "    stp  x8, x9, [sp, #64]",
+    "    stp  x10, x11, [sp, #80]",
+    "    stp  x12, x13, [sp, #96]",
+    "    stp  x14, x15, [sp, #112]",
+    "    stp  x16, x17, [sp, #128]",
+    "    stp  x18, x19, [sp, #144]",
+    "    stp  x20, x21, [sp, #160]",
+    "    stp  x22, x23, [sp, #176]",
+    "    stp  x24, x25, [sp, #192]",
+    "    stp  x26, x27, [sp, #208]",
+    "    stp  x28, x29, [sp, #224]",
     "    mrs  x2, sp_el0",
-    "    stp  x30, x2, [x1, #240]",
+    "    stp  x30, x2, [sp, #240]",
     "    mrs  x2, elr_el2",
     "    mrs  x3, spsr_el2",
-    "    stp  x2, x3, [x1, #256]",
+    "    stp  x2, x3, [sp, #256]",
     "    mrs  x2, tpidr_el0",
-    "    str  x2, [x1, #800]",
-    "    bl   el0_exception",
-    // x0 = the SavedState to resume (also now in TPIDR_EL2).
+    "    str  x2, [sp, #800]",
+    // The kernel keeps nothing on its stack between exceptions: it starts
+    // afresh at the top each time.
+    "    ldr  x1, =__kernel_stack_top",
+    "    mov  sp, x1",
+    "    b    el0_exception",
+    // x0 = the SavedState of the task to run, whose table is installed.
+    // SP is left pointing at it for the next exception from EL0.
     ".global __resume_task",
     "__resume_task:",
+    "    mov  sp, x0",
     "    ldp  x2, x3, [x0, #256]",
     "    msr  elr_el2, x2",
     "    msr  spsr_el2, x3",
@@ -656,12 +695,12 @@ fn run_next(k: &mut Kernel<'static>, m: &mut Machine) -> *mut SavedState {
     }
     // SAFETY: `ttbr0` is the task's table built at boot (it maps the kernel
     // exactly as the kernel map does, with the task's own ASID); `p` is the
-    // task's SavedState, which the exception entry code stores into. No ISB
+    // task's SavedState, which `__resume_task` leaves in SP_EL2 for the
+    // exception entry code to store into. No ISB
     // after the TTBR0 write: until the `eret` (context synchronising) the
     // kernel touches only its own global mappings, identical in every table.
     unsafe {
         sysreg::set_ttbr0_el2(t.ttbr0);
-        sysreg::set_tpidr_el2(p as u64);
     }
     p
 }
@@ -703,7 +742,7 @@ fn handle_irqs(k: &mut Kernel<'static>, m: &mut Machine) {
 
 /// Called from `el0_entry` with the task's registers saved.
 #[no_mangle]
-extern "C" fn el0_exception(kind: u64) -> *mut SavedState {
+extern "C" fn el0_exception(kind: u64) -> ! {
     // SAFETY: we are in the kernel, entered from EL0; nothing else holds
     // these references.
     let (k, m) = unsafe { globals() };
@@ -713,29 +752,33 @@ extern "C" fn el0_exception(kind: u64) -> *mut SavedState {
         let esr = ESR_EL2.get();
         let ec = (esr >> 26) & 0x3f;
         let c = k.current;
-        match ec {
-            // SVC from AArch64.
-            0x15 => k.syscall(m),
+        // SVC from AArch64 first: the IPC path.
+        if ec == 0x15 {
+            k.syscall(m);
+        } else if ec == 0x07 {
             // FP/SIMD access trapped by CPTR_EL2: lazy switch.
-            0x07 => fp_switch(k, m),
-            _ => {
-                let far = FAR_EL2.get() as usize;
-                let (kind, detail) = match ec {
-                    0x24 => (abi::FaultKind::MemoryAccess, far),
-                    0x20 => (abi::FaultKind::InstructionAccess, far),
-                    0x22 | 0x26 => (abi::FaultKind::Alignment, esr as usize),
-                    _ => (abi::FaultKind::IllegalInstruction, esr as usize),
-                };
-                k.fault(m, c, kind, detail);
-                k.schedule(m);
-            }
+            fp_switch(k, m);
+        } else {
+            let far = FAR_EL2.get() as usize;
+            let (kind, detail) = match ec {
+                0x24 => (abi::FaultKind::MemoryAccess, far),
+                0x20 => (abi::FaultKind::InstructionAccess, far),
+                0x22 | 0x26 => (abi::FaultKind::Alignment, esr as usize),
+                _ => (abi::FaultKind::IllegalInstruction, esr as usize),
+            };
+            k.fault(m, c, kind, detail);
+            k.schedule(m);
         }
     } else {
         // SError from EL0: the core decides whom it is charged to.
         k.serror(m, ESR_EL2.get() as usize);
         k.schedule(m);
     }
-    run_next(k, m)
+    let next = run_next(k, m);
+    // SAFETY: `next` is the SavedState of the task whose table `run_next`
+    // installed; `__resume_task` does not return (the next exception from
+    // EL0 starts the kernel stack afresh).
+    unsafe { asm!("mov x0, {}", "b __resume_task", in(reg) next, options(noreturn)) }
 }
 
 /// An exception taken while the kernel itself ran: a kernel bug.

@@ -4,8 +4,8 @@
 //!   through the `aarch64-cpu` crate (its accessors are safe functions):
 //!   counters, syndrome registers, the EL2 timer, the ID registers.
 //! - Writes that can — translation (TTBR0/TCR/MAIR/SCTLR), the exception
-//!   model (HCR, VBAR), the kernel's own task pointer (TPIDR_EL2), what EL0
-//!   may touch (CPTR, CNTHCTL, MDCR, MDSCR, PMUSERENR) — are `unsafe fn`s
+//!   model (HCR, VBAR), what EL0 may touch (CPTR, CNTHCTL, MDCR, MDSCR,
+//!   PMUSERENR) — are `unsafe fn`s
 //!   here, one per register, each stating what its caller must guarantee.
 //!   They are written with `asm!` without `nomem`, so the compiler keeps
 //!   them ordered against the kernel's own memory accesses (table writes
@@ -77,15 +77,6 @@ pub unsafe fn set_cnthctl_el2(v: u64) {
 pub unsafe fn set_vbar_el2(v: u64) {
     // SAFETY: the caller keeps this function's contract (above).
     unsafe { msr!("vbar_el2", v) };
-}
-
-/// # Safety
-/// `v` must point at the current task's `SavedState`, which the exception
-/// entry code stores into.
-#[inline(always)]
-pub unsafe fn set_tpidr_el2(v: u64) {
-    // SAFETY: the caller keeps this function's contract (above).
-    unsafe { msr!("tpidr_el2", v) };
 }
 
 /// # Safety
