@@ -58,6 +58,8 @@ pub struct TaskSpec {
     priority: u8,
     entry: Entry,
     slots: Vec<String>,
+    /// Lower-priority peers it may only post to (see [`TaskSpec::posts`]).
+    posts: Vec<String>,
     capabilities: u32,
     start: bool,
     regions: Vec<(String, Option<usize>, usize, u32)>,
@@ -74,6 +76,7 @@ impl TaskSpec {
             priority,
             entry: Arc::new(entry),
             slots: Vec::new(),
+            posts: Vec::new(),
             capabilities: 0,
             start: true,
             regions: Vec::new(),
@@ -83,6 +86,16 @@ impl TaskSpec {
 
     /// The peers it may send and post to (app.toml `task-slots`). Each must
     /// have a strictly higher priority, as the image build requires.
+    /// Lower-priority peers it posts notifications to (prq-server → VMs
+    /// and iommu-server: the servers rank above their callers and never
+    /// send to them). The kernel has one slot mask for send and post, so
+    /// here they are slots without the priority check; the image needs a
+    /// post-only capability for them (not built yet).
+    pub fn posts(mut self, names: &[&str]) -> Self {
+        self.posts.extend(names.iter().map(|s| s.to_string()));
+        self
+    }
+
     pub fn slots(mut self, names: &[&str]) -> Self {
         self.slots.extend(names.iter().map(|s| s.to_string()));
         self
@@ -228,7 +241,13 @@ pub struct Harness {
     max_steps: u64,
     clock_jitter_ms: u64,
     wall_timeout: Duration,
+    /// Invariant checks run on the report at the end of [`Harness::run`].
+    end_checks: Vec<EndCheck>,
 }
+
+/// A check of a finished run: `Err(why)` fails the run (it panics with why
+/// and the end of the trace).
+pub type EndCheck = Arc<dyn Fn(&Report) -> Result<(), String> + Send + Sync>;
 
 impl Harness {
     /// A machine whose task 0 is the real supervisor (`supervisor::run`,
@@ -253,6 +272,7 @@ impl Harness {
             max_steps: DEFAULT_MAX_STEPS,
             clock_jitter_ms: 1,
             wall_timeout: Duration::from_secs(60),
+            end_checks: Vec::new(),
         }
     }
 
@@ -313,7 +333,27 @@ impl Harness {
     /// Panics if the configuration is one the image build would reject
     /// (unknown or lower-priority slot, duplicate names or interrupts).
     pub fn run(self) -> Report {
-        machine::run(self.setup())
+        let checks = self.end_checks.clone();
+        let report = machine::run(self.setup());
+        for c in &checks {
+            if let Err(why) = c(&report) {
+                panic!(
+                    "end-of-run check failed: {why}\n--- end of trace ---\n{}",
+                    report.trace.tail_text(60)
+                );
+            }
+        }
+        report
+    }
+
+    /// Adds an invariant check of the finished run (e.g. I3 on every run
+    /// with pasid-alloc: [`smmu::check_i3`]).
+    pub fn end_check(
+        mut self,
+        check: impl Fn(&Report) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.end_checks.push(Arc::new(check));
+        self
     }
 
     fn setup(self) -> Setup {
@@ -357,6 +397,9 @@ impl Harness {
                     t.priority
                 );
                 slots.push(target as u16);
+            }
+            for s in &t.posts {
+                slots.push(index(&format!("{}'s posts", t.name), s) as u16);
             }
             let mut regions = vec![RegionDesc {
                 name: "host",

@@ -18,10 +18,12 @@
 //! - `faults`: the fault duties (PRI_RESP / RESUME for prq-server, the
 //!   event queue reader and its ring) — the piece that moves to prq-server;
 //! - `reclaim`: a dead VM's objects;
+//! - `defunct`: PASIDs freed before unbind, drained for pasid-alloc;
 //! - this file: the state, construction, lookups and diagnostics.
 
 mod attach;
 mod bind;
+mod defunct;
 mod domains;
 mod entries;
 mod faults;
@@ -31,6 +33,7 @@ mod objects;
 mod reclaim;
 mod roles;
 
+pub use defunct::{DefunctDrain, DRAIN_PER_PULL};
 pub use faults::{EventRing, FaultDuty, PageResponse, EVENT_RING, MAX_RESPONSES};
 pub use objects::*;
 pub use roles::{names, Roles};
