@@ -617,6 +617,7 @@ pub struct PasidSetup {
 #[derive(Clone, Default)]
 pub struct PasidState {
     dump: Arc<Mutex<Option<String>>>,
+    history: Arc<Mutex<Vec<String>>>,
     on: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -630,9 +631,24 @@ impl PasidState {
         self.dump.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Every dump published, in order (one per message handled).
+    pub fn history(&self) -> Vec<String> {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn publish(&self, s: &pasid_alloc::Server<'_, '_>) {
         if self.on.load(Ordering::SeqCst) {
             let d = format!("{:?}", s.table.dump());
+            if let Err(e) = s.table.check() {
+                panic!("pasid-alloc's table is inconsistent: {e}\n{d}");
+            }
+            self.history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(d.clone());
             *self.dump.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
         }
     }
