@@ -756,7 +756,10 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
     let pasids = match raw.pasids {
         None => (0, 0),
         Some(p) => {
-            let Some(alloc) = tasks.iter().find(|t| t.crate_name == "pasid-alloc") else {
+            let Some(alloc) = tasks
+                .iter()
+                .find(|t| t.name == "pasid-alloc" || t.crate_name == "pasid-alloc")
+            else {
                 return Err(format!(
                     "{file}: pasids: no task runs pasid-alloc to serve the PASID space"
                 ));

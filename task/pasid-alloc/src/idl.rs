@@ -81,6 +81,9 @@ pub struct Server<'a, 't> {
     /// Counter ticks of the last operation's method (decode and reply
     /// excluded; the notification included), for the benchmark.
     pub last_op_instr: u64,
+    /// The last operation served (for the benchmark's per-operation
+    /// figures).
+    pub last_op: Option<api::PasidAllocOp>,
 }
 
 impl<'a, 't> Server<'a, 't> {
@@ -90,6 +93,7 @@ impl<'a, 't> Server<'a, 't> {
             roles,
             notify: userlib::sys_lookup_slot("iommu-server"),
             last_op_instr: 0,
+            last_op: None,
         }
     }
 
@@ -107,10 +111,11 @@ impl<'a, 't> Server<'a, 't> {
         }
     }
 
-    fn timed<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+    fn timed<T>(&mut self, op: api::PasidAllocOp, f: impl FnOnce(&mut Self) -> T) -> T {
         let t0 = crate::now();
         let r = f(self);
         self.last_op_instr = crate::now().wrapping_sub(t0);
+        self.last_op = Some(op);
         r
     }
 }
@@ -132,11 +137,11 @@ impl api::PasidAllocServer for Server<'_, '_> {
     }
 
     fn alloc(&mut self, caller: TaskId) -> Result<PasidHandle, E> {
-        self.timed(|s| s.table.alloc(caller))
+        self.timed(api::PasidAllocOp::Alloc, |s| s.table.alloc(caller))
     }
 
     fn free(&mut self, caller: TaskId, pasid: PasidHandle) -> Result<(), E> {
-        self.timed(|s| {
+        self.timed(api::PasidAllocOp::Free, |s| {
             let n = s.table.free(caller, pasid)?;
             s.notify(n);
             Ok(())
@@ -144,23 +149,23 @@ impl api::PasidAllocServer for Server<'_, '_> {
     }
 
     fn owner_of(&mut self, _caller: TaskId, pasid: Pasid) -> Result<PasidOwner, E> {
-        self.timed(|s| s.table.owner_of(pasid.0))
+        self.timed(api::PasidAllocOp::OwnerOf, |s| s.table.owner_of(pasid.0))
     }
 
     fn usage(&mut self, caller: TaskId) -> Result<PasidUsage, E> {
-        self.timed(|s| Ok(s.table.usage(caller)))
+        self.timed(api::PasidAllocOp::Usage, |s| Ok(s.table.usage(caller)))
     }
 
     fn next_defunct(&mut self, _caller: TaskId) -> Result<Option<PasidHandle>, E> {
-        self.timed(|s| Ok(s.table.next_defunct()))
+        self.timed(api::PasidAllocOp::NextDefunct, |s| Ok(s.table.next_defunct()))
     }
 
     fn mark_drained(&mut self, _caller: TaskId, pasid: PasidHandle) -> Result<(), E> {
-        self.timed(|s| s.table.mark_drained(pasid))
+        self.timed(api::PasidAllocOp::MarkDrained, |s| s.table.mark_drained(pasid))
     }
 
     fn owner_died(&mut self, _caller: TaskId, vm: TaskId) -> Result<u32, E> {
-        self.timed(|s| {
+        self.timed(api::PasidAllocOp::OwnerDied, |s| {
             let (n, notify) = s.table.owner_died(vm);
             s.notify(notify);
             Ok(n)
