@@ -157,11 +157,15 @@ impl api::PasidAllocServer for Server<'_, '_> {
     }
 
     fn next_defunct(&mut self, _caller: TaskId) -> Result<Option<PasidHandle>, E> {
-        self.timed(api::PasidAllocOp::NextDefunct, |s| Ok(s.table.next_defunct()))
+        self.timed(api::PasidAllocOp::NextDefunct, |s| {
+            Ok(s.table.next_defunct())
+        })
     }
 
     fn mark_drained(&mut self, _caller: TaskId, pasid: PasidHandle) -> Result<(), E> {
-        self.timed(api::PasidAllocOp::MarkDrained, |s| s.table.mark_drained(pasid))
+        self.timed(api::PasidAllocOp::MarkDrained, |s| {
+            s.table.mark_drained(pasid)
+        })
     }
 
     fn owner_died(&mut self, _caller: TaskId, vm: TaskId) -> Result<u32, E> {

@@ -28,6 +28,7 @@
 //! task fault, exactly as on the target.
 
 mod machine;
+pub mod pasid_scenarios;
 mod rng;
 pub mod scenarios;
 pub mod smmu;
