@@ -126,11 +126,11 @@ impl<'a, M: Mmio, D: DmaMemory, W: Waiter> IdlServer<'a, M, D, W> {
     /// generation, a free PASID, and the caller's own defunct (freed)
     /// PASID are NotFound; outside the space is Invalid. Without
     /// pasid-alloc (no slot, or it cannot answer) NotPermitted: fail closed.
-    fn check_pasid(&self, caller: TaskId, pasid: PasidHandle) -> Result<(), Error> {
+    fn check_pasid(&mut self, caller: TaskId, pasid: PasidHandle) -> Result<(), Error> {
         if pasid.pasid.0 == 0 {
             return Ok(());
         }
-        let Some(alloc) = userlib::sys_lookup_slot("pasid-alloc") else {
+        let Some(alloc) = self.pasid_alloc() else {
             return Err(Error::NotPermitted);
         };
         let current = |generation: pasid_alloc_api::PasidGen| generation == pasid.generation;
@@ -156,10 +156,24 @@ impl<'a, M: Mmio, D: DmaMemory, W: Waiter> IdlServer<'a, M, D, W> {
     /// Drains the PASIDs pasid-alloc holds defunct (`server/defunct.rs`),
     /// if this task may ask it.
     pub fn pull_defunct(&mut self) -> crate::server::DefunctDrain {
-        match userlib::sys_lookup_slot("pasid-alloc") {
+        match self.pasid_alloc() {
             Some(a) => self.server.drain_defunct(&PasidAllocClient::new(a)),
             None => Default::default(),
         }
+    }
+
+    /// pasid-alloc's current id, if this task may ask it; a new incarnation
+    /// first costs every PASID bind (`IommuServer::pasid_alloc_seen`).
+    fn pasid_alloc(&mut self) -> Option<TaskId> {
+        let id = userlib::sys_lookup_slot("pasid-alloc")?;
+        let purged = self.server.pasid_alloc_seen(id);
+        if purged > 0 {
+            userlib::log!(
+                "iommu-server: pasid-alloc restarted: {} PASID binds removed",
+                purged
+            );
+        }
+        Some(id)
     }
 
     /// Runs an attach-like request, recording its cost in counter ticks.

@@ -714,6 +714,17 @@ pub fn check_i3(trace: &crate::Trace) -> Result<(), String> {
                 ..
             } if from.index() == server => (*to, *code, Some(bytes)),
             What::ReplyDropped { from, to, code } if from.index() == server => (*to, *code, None),
+            // A restarted pasid-alloc starts from an empty table (every
+            // PASID free in generation 0): what it hands out from then on
+            // is checked afresh; iommu-server removes the binds made under
+            // the old incarnation before it asks the new one anything
+            // (`IommuServer::pasid_alloc_seen`).
+            What::Restart { task, .. } if task.index() == server => {
+                held.clear();
+                last_gen.clear();
+                pending.clear();
+                continue;
+            }
             _ => continue,
         };
         let (client, code, bytes) = done;

@@ -478,3 +478,98 @@ fn harness_pasid_kill_iommu_server_mid_drain_still_drained_before_reuse() {
         assert_eq!(&got, b"a", "kill at step {k}");
     }
 }
+
+/// pasid-alloc keeps its table in task state: restarted, it hands out
+/// PASID 1 in generation 0 again while iommu-server still has the old bind
+/// of PASID 1. iommu-server sees the new incarnation before it asks it
+/// anything and removes every PASID bind first, so the new bind is a new
+/// context (users 1), not a second user of the old one.
+fn pasid_alloc_restart(kill_at: Option<u64>) -> (Steps, Report, harness::smmu::Bus) {
+    let steps = Steps::new();
+    let s = steps.clone();
+    let mut rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
+        .pasid_alloc(&[])
+        .max_pasid_bits(8)
+        .vm("vm", 3, &[SID_A], move |vm: Vm| {
+            let (c, b, p) = (&vm.iommu, &vm.bus, vm.pasids.as_ref().expect("pasid-alloc"));
+            s2_over_ram(&vm, SID_A);
+            vm.ram.stage1(10, GUEST_VA, guest_ipa(20), guest_ipa);
+            vm.ram.stage1(13, GUEST_VA, guest_ipa(21), guest_ipa);
+            let Ok(a) = p.alloc() else { panic!("alloc") };
+            s.record(b, "bind", || {
+                c.bind(StreamId(SID_A), a, guest_cd(guest_ipa(10), 7), false)
+            });
+            s.record(b, "dma old", || {
+                vm.dma.write(SID_A, Some(1), GUEST_VA, b"o")
+            });
+            // pasid-alloc may be killed from here on; usage is idempotent
+            // (the stub retries once on the new incarnation).
+            for _ in 0..3 {
+                let _ = p.usage();
+            }
+            let again = loop {
+                match p.alloc() {
+                    Err(PasidAllocError::ServerDied) => continue,
+                    r => break r,
+                }
+            };
+            s.record(b, "alloc after", || again);
+            if let Ok(n) = again {
+                s.record(b, "bind new", || {
+                    c.bind(StreamId(SID_A), n, guest_cd(guest_ipa(13), 9), false)
+                });
+                s.record(b, "users", || c.bind_users(StreamId(SID_A), n.pasid));
+            }
+            s.record(b, "dma new", || {
+                vm.dma.write(SID_A, Some(1), GUEST_VA, b"n")
+            });
+            sys_shutdown(0);
+        });
+    let bus = rig.bus();
+    let mut hns = rig.harness(12);
+    if let Some(k) = kill_at {
+        hns = hns.at_step(k, Action::kill("pasid-alloc"));
+    }
+    let m = hns.run();
+    (steps, m, bus)
+}
+
+#[test]
+fn harness_pasid_alloc_restarted_its_pasids_binds_are_removed_before_reuse() {
+    // Where the VM's usage calls are (after the old bind and its DMA).
+    let (_, m, _) = pasid_alloc_restart(None);
+    m.expect_shutdown(0);
+    let usage = to_pasid_alloc(&m, PasidAllocOp::Usage);
+    let k = m.trace.events[usage[0].0].step;
+    let (steps, m, bus) = pasid_alloc_restart(Some(k));
+    m.expect_shutdown(0);
+    assert!(
+        m.trace.whats().any(
+            |w| matches!(w, What::Restart { task, .. } if m.trace.name(*task) == "pasid-alloc")
+        ),
+        "pasid-alloc was not restarted"
+    );
+    assert_eq!(steps.get("bind").result, "Ok(1)");
+    assert_eq!(
+        steps.get("dma old").result,
+        format!("{:?}", Ok::<u64, DmaError>(page(20)))
+    );
+    assert_eq!(steps.get("alloc after").result, ok_h(1, 0));
+    // A new context, not a second user of the old one.
+    assert_eq!(steps.get("bind new").result, "Ok(1)");
+    assert_eq!(steps.get("users").result, "Ok(1)");
+    // At the device: PASID 1 now reaches the new context's page only.
+    assert_eq!(
+        steps.get("dma new").result,
+        format!("{:?}", Ok::<u64, DmaError>(page(21)))
+    );
+    let mut got = [0u8; 1];
+    bus.mem.read(page(20), &mut got).unwrap();
+    assert_eq!(&got, b"o");
+    assert!(
+        m.console
+            .contains("pasid-alloc restarted: 1 PASID binds removed"),
+        "{}",
+        m.console
+    );
+}

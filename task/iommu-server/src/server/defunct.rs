@@ -65,6 +65,29 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         }
     }
 
+    /// Records the pasid-alloc incarnation this server is about to ask.
+    /// pasid-alloc keeps its table in task state: a restarted pasid-alloc
+    /// has every PASID free in generation 0 and may hand out a PASID this
+    /// server still has bound. So when its generation changes, every bind
+    /// of a PASID ≠ 0 is removed first (their ownership can no longer be
+    /// checked: fail closed). Returns how many binds went.
+    pub fn pasid_alloc_seen(&mut self, id: TaskId) -> u32 {
+        let changed = self.pasid_alloc.is_some_and(|old| old != id);
+        self.pasid_alloc = Some(id);
+        if !changed {
+            return 0;
+        }
+        let mut n = 0;
+        for ci in 0..MAX_CONTEXTS {
+            if matches!(self.contexts[ci], Some(c) if c.pasid != 0) {
+                // A failed unbind made its stream abort (fail closed).
+                let _ = self.unbind_idx(ci, true);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Whether any bind of `pasid` remains (tests, diagnostics).
     pub fn pasid_bound(&self, pasid: u32) -> bool {
         self.contexts.iter().flatten().any(|c| c.pasid == pasid)

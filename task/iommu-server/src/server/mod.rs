@@ -86,6 +86,9 @@ pub struct IommuServer<M: Mmio, D: DmaMemory, W: Waiter> {
     domains: [DomainSlot; MAX_DOMAINS],
     contexts: [Option<Context>; MAX_CONTEXTS],
     events: EventRing,
+    /// pasid-alloc as last seen (`defunct.rs`): a new incarnation has
+    /// forgotten every PASID, so the binds made under the old one go.
+    pasid_alloc: Option<TaskId>,
 }
 
 fn issue_err(f: IssueFailure) -> Error {
@@ -151,6 +154,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             domains: [DomainSlot { gen: 1, dom: None }; MAX_DOMAINS],
             contexts: [None; MAX_CONTEXTS],
             events: EventRing::new(),
+            pasid_alloc: None,
         })
     }
 
