@@ -66,7 +66,7 @@ fn to_pasid_alloc(r: &Report, op: PasidAllocOp) -> Vec<(usize, String)> {
 fn harness_pasid_quota_exhausted_then_success_after_free_and_drain() {
     let steps = Steps::new();
     let s = steps.clone();
-    let mut rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
+    let rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
         .pasid_alloc(&[])
         .max_pasid_bits(8)
         .pasid_quota(2)
@@ -117,7 +117,7 @@ fn harness_pasid_quota_exhausted_then_success_after_free_and_drain() {
 fn harness_pasid_zero_and_outside_the_space_are_invalid() {
     let steps = Steps::new();
     let s = steps.clone();
-    let mut rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
+    let rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
         .pasid_alloc(&[])
         .max_pasid_bits(8)
         .vm("vm", 3, &[SID_A], move |vm: Vm| {
@@ -156,7 +156,7 @@ fn harness_pasid_least_recently_freed_order() {
     let steps = Steps::new();
     let s = steps.clone();
     // PASIDs 1..=3: all allocated, freed as 3, 1, 2, taken back in that order.
-    let mut rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
+    let rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
         .pasid_alloc(&[])
         .max_pasid_bits(8)
         .pasid_space_bits(2)
@@ -186,7 +186,7 @@ fn harness_pasid_least_recently_freed_order() {
 fn harness_pasid_generation_bumps_at_each_reuse() {
     let steps = Steps::new();
     let s = steps.clone();
-    let mut rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
+    let rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
         .pasid_alloc(&[])
         .max_pasid_bits(8)
         .pasid_space_bits(1)
@@ -211,7 +211,7 @@ fn harness_pasid_generation_bumps_at_each_reuse() {
 fn harness_pasid_stale_handle_is_not_found_everywhere() {
     let steps = Steps::new();
     let s = steps.clone();
-    let mut rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
+    let rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
         .pasid_alloc(&[])
         .max_pasid_bits(8)
         .pasid_space_bits(1)
@@ -253,7 +253,7 @@ fn harness_pasid_another_vms_pasid_is_not_permitted_and_changes_nothing() {
     let steps = Steps::new();
     let theirs: Arc<Mutex<Option<PasidHandle>>> = Arc::default();
     let (s, t1, t2) = (steps.clone(), theirs.clone(), theirs.clone());
-    let mut rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
+    let rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
         .pasid_alloc(&[])
         .max_pasid_bits(8);
     let state = rig.pasid_state();
@@ -317,7 +317,7 @@ fn free_before_unbind(
 ) -> (Steps, Report, harness::smmu::Bus, Vec<String>) {
     let steps = Steps::new();
     let s = steps.clone();
-    let mut rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
+    let rig = IommuRig::new(SmmuConfig::new().ssidsize(8))
         .pasid_alloc(&[])
         .max_pasid_bits(8)
         .pasid_space_bits(1)
