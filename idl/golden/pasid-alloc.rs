@@ -242,7 +242,7 @@ impl PasidAllocCaller {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum PasidAllocOp {
-    /// `alloc`: Allocates a PASID to the caller, within its quota, preferring the least
+    /// `alloc`: Allocates a PASID to the caller, within its quota (allocated and defunct
     Alloc = 1,
     /// `free`: Gives a PASID up. It becomes defunct at once (no new bind succeeds) and returns
     Free = 2,
@@ -604,8 +604,9 @@ pub trait PasidAllocServer {
         caller: TaskId,
         allowed: &'static [PasidAllocCaller],
     ) -> bool;
-    /// Allocates a PASID to the caller, within its quota, preferring the least
-    /// recently freed one (its generation was bumped when it was reclaimed).
+    /// Allocates a PASID to the caller, within its quota (allocated and defunct
+    /// PASIDs count), preferring the least recently freed one (its generation was
+    /// bumped when it was reclaimed). NoSpace over quota or when none is free.
     ///
     /// Operation 1; callers: vmm-frontend.
     fn alloc(&mut self, caller: TaskId) -> Result<PasidHandle, PasidAllocError>;
@@ -642,7 +643,8 @@ pub trait PasidAllocServer {
     ) -> Result<Option<PasidHandle>, PasidAllocError>;
     /// Every bind of this defunct PASID is gone and drained: it may return to the pool
     /// (with its generation bumped). NotFound if the PASID is not defunct in that
-    /// generation.
+    /// generation; Invalid if it is not the oldest defunct PASID (the one
+    /// `next_defunct` names: defunct PASIDs are drained in order).
     ///
     /// Operation 6; callers: iommu-server; idempotent.
     fn mark_drained(
@@ -744,8 +746,9 @@ impl PasidAllocClient {
     pub fn task_id(&self) -> TaskId {
         self.task.get()
     }
-    /// Allocates a PASID to the caller, within its quota, preferring the least
-    /// recently freed one (its generation was bumped when it was reclaimed).
+    /// Allocates a PASID to the caller, within its quota (allocated and defunct
+    /// PASIDs count), preferring the least recently freed one (its generation was
+    /// bumped when it was reclaimed). NoSpace over quota or when none is free.
     ///
     /// Operation 1; callers: vmm-frontend.
     pub fn alloc(&self) -> Result<PasidHandle, PasidAllocError> {
@@ -820,7 +823,8 @@ impl PasidAllocClient {
     }
     /// Every bind of this defunct PASID is gone and drained: it may return to the pool
     /// (with its generation bumped). NotFound if the PASID is not defunct in that
-    /// generation.
+    /// generation; Invalid if it is not the oldest defunct PASID (the one
+    /// `next_defunct` names: defunct PASIDs are drained in order).
     ///
     /// Operation 6; callers: iommu-server; idempotent.
     pub fn mark_drained(&self, pasid: PasidHandle) -> Result<(), PasidAllocError> {

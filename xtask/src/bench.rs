@@ -21,9 +21,13 @@ const BENCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Goals: (name as reported, at most, unit). A benchmark image reports the
 /// IPC cost as `BENCH ipc_one_way <n> instructions`.
-pub const GOALS: [(&str, f64, &str); 2] = [
+pub const GOALS: [(&str, f64, &str); 4] = [
     ("ipc_one_way", 300.0, "instructions"),
     ("kernel_text", 65536.0, "bytes"),
+    // pasid-alloc (test/apps/bench-pasid.toml): its table's word, and the
+    // work of each operation in the server (`pasid_server_op_<op>`).
+    ("pasid_bytes_per_pasid", 8.0, "bytes"),
+    ("pasid_server_op", 300.0, "instructions"),
 ];
 
 #[derive(Debug, Clone)]

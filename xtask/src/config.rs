@@ -44,6 +44,16 @@ pub struct AppToml {
     pub tasks: IndexMap<String, TaskToml>,
     #[serde(default)]
     pub streams: Vec<StreamToml>,
+    /// The host PASID space served by the pasid-alloc task.
+    pub pasids: Option<PasidsToml>,
+}
+
+/// `[pasids]`: PASIDs `1 .. 2^bits` (0 is reserved), `quota` per VM.
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PasidsToml {
+    pub bits: u8,
+    pub quota: u32,
 }
 
 #[derive(Deserialize, Debug)]
@@ -143,6 +153,10 @@ pub struct BoardToml {
     pub peripherals: IndexMap<String, Range>,
     #[serde(default)]
     pub interrupts: IndexMap<String, Interrupt>,
+    /// The SMMU's IDR1.SSIDSIZE (substream ID bits); 0 when not stated.
+    /// An app whose tasks use the SMMU may not size its PASID space above it.
+    #[serde(default)]
+    pub smmu_ssid_bits: u8,
     pub qemu: Qemu,
 }
 
@@ -301,7 +315,12 @@ pub struct App {
     pub streams: Vec<Stream>,
     pub cases: Vec<String>,
     pub bench: bool,
+    /// `[pasids]` (bits, quota); (0, 0) without it: an empty space.
+    pub pasids: (u8, u32),
 }
+
+/// The widest PASID space (PCIe and SMMUv3: 20 bits).
+pub const MAX_PASID_BITS: u8 = 20;
 
 impl App {
     /// Index of a task by name.
@@ -749,6 +768,45 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
         streams.push(Stream { sid: s.sid, vm });
     }
 
+    let pasids = match raw.pasids {
+        None => (0, 0),
+        Some(p) => {
+            let Some(alloc) = tasks
+                .iter()
+                .find(|t| t.name == "pasid-alloc" || t.crate_name == "pasid-alloc")
+            else {
+                return Err(format!(
+                    "{file}: pasids: no task runs pasid-alloc to serve the PASID space"
+                ));
+            };
+            if p.bits > MAX_PASID_BITS {
+                return Err(format!(
+                    "{file}: pasids.bits: {} is above {MAX_PASID_BITS} (PASIDs are 20 bits)",
+                    p.bits
+                ));
+            }
+            let smmu_user = raw
+                .tasks
+                .values()
+                .any(|t| t.mmio.iter().any(|m| m == "smmu-page0"));
+            if smmu_user && p.bits > board.smmu_ssid_bits {
+                return Err(format!(
+                    "{file}: pasids.bits: {} is above the SMMU's SSIDSIZE ({} in {board_file}: smmu-ssid-bits)",
+                    p.bits, board.smmu_ssid_bits
+                ));
+            }
+            // The table (8 bytes per PASID) lives on the task's stack.
+            let need = (8u64 << p.bits) + 4096;
+            if alloc.stack_size < need {
+                return Err(format!(
+                    "{file}: tasks.{}.stack-size: {} cannot hold the 2^{} PASID table ({need} bytes needed)",
+                    alloc.name, alloc.stack_size, p.bits
+                ));
+            }
+            (p.bits, p.quota)
+        }
+    };
+
     let mut cases: Vec<String> = Vec::new();
     for (i, c) in raw.expect.cases.iter().enumerate() {
         if c.is_empty() || c.chars().any(char::is_whitespace) {
@@ -774,6 +832,7 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
         streams,
         cases,
         bench: raw.expect.bench,
+        pasids,
     })
 }
 
@@ -845,7 +904,13 @@ mod tests {
         let a = check(include_str!("../../app.toml")).unwrap();
         assert_eq!(a.name, "demo");
         let names: Vec<_> = a.tasks.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["supervisor", "iommu-server", "demo", "idle"]);
+        assert_eq!(
+            names,
+            ["supervisor", "iommu-server", "demo", "idle", "pasid-alloc"]
+        );
+        assert_eq!(a.tasks[1].slots, vec![4], "iommu-server asks pasid-alloc");
+        assert_eq!(a.tasks[4].priority, 1);
+        assert_eq!(a.pasids, (0, 8), "QEMU: SSIDSIZE 0");
         let iommu = &a.tasks[1];
         assert_eq!(iommu.regions.len(), 2);
         assert_eq!(iommu.regions[0].name, "smmu-page0");
@@ -875,6 +940,29 @@ mod tests {
         assert_eq!(a.tasks[2].crate_name, "demo");
         assert_eq!(a.tasks[3].priority, 15);
         assert_eq!(a.kernel_stack_size, 16384);
+    }
+
+    #[test]
+    fn pasids_checked() {
+        let alloc = "[tasks.pasid-alloc]\npriority = 1\nstack-size = 16384\n";
+        let smmu = "[tasks.iommu]\npriority = 2\nstack-size = 1024\nmmio = [\"smmu-page0\"]\n";
+        let e = err(&app("[pasids]\nbits = 4\nquota = 2\n"));
+        assert_eq!(
+            e,
+            "app.toml: pasids: no task runs pasid-alloc to serve the PASID space"
+        );
+        let e = err(&app(&format!("{alloc}[pasids]\nbits = 21\nquota = 2\n")));
+        assert!(e.contains("pasids.bits: 21 is above 20"), "{e}");
+        // Without an SMMU user, the board's SSIDSIZE does not bound it
+        // (the benchmark image); with one, it does (QEMU: 0).
+        let a = check(&app(&format!("{alloc}[pasids]\nbits = 8\nquota = 2\n"))).unwrap();
+        assert_eq!(a.pasids, (8, 2));
+        let e = err(&app(&format!(
+            "{alloc}{smmu}[pasids]\nbits = 1\nquota = 2\n"
+        )));
+        assert!(e.contains("above the SMMU's SSIDSIZE (0 in"), "{e}");
+        let e = err(&app(&format!("{alloc}[pasids]\nbits = 12\nquota = 2\n")));
+        assert!(e.contains("cannot hold the 2^12 PASID table"), "{e}");
     }
 
     #[test]

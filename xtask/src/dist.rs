@@ -201,5 +201,10 @@ pub fn app_config_source(app: &App) -> String {
         s.push_str(&format!("{:?}", t.name));
     }
     s.push_str("];\n");
+    // pasid-alloc's space (app.toml `[pasids]`; 0 bits without it).
+    s.push_str(&format!(
+        "pub const PASID_BITS: u8 = {};\npub const PASID_QUOTA: u32 = {};\n",
+        app.pasids.0, app.pasids.1
+    ));
     s
 }

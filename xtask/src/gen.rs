@@ -327,7 +327,7 @@ mod tests {
         for want in [
             "pub static BOARD: kern::config::Board = kern::config::Board {",
             "kernel_devices: &[(0x8000000, 0x200000), (0x9000000, 0x200000)],",
-            "pub static TASKS: [kern::config::TaskDesc; 4] = [",
+            "pub static TASKS: [kern::config::TaskDesc; 5] = [",
             "static TEXT_1: kern::config::PageAligned<[u8; 8192]> =\n    kern::config::PageAligned(*include_bytes!(\"/d/tasks/iommu-server.text.bin\"));",
             "static mut DATA_1: kern::config::PageAligned<[u8; 12288]> = kern::config::PageAligned([0; 12288]);",
             "static mut MEM_1_0: kern::config::PageAligned<[u8; 262144]> = kern::config::PageAligned([0; 262144]); // smmu-tables",
@@ -350,9 +350,10 @@ mod tests {
             ["text", "stack", "data", "smmu-page0", "smmu-tables"]
         );
         // supervisor/idle: text + data slots; iommu-server: + 2 regions;
-        // demo: + pcie-ecam (1 slot), pcie-mmio32 (16 MiB: 8) and dma-buf (1).
-        assert_eq!(page_table_pages(&app, &built), 3 + 4 + 6 + 14 + 4);
-        assert!(src.contains("pub const PAGE_TABLE_PAGES: usize = 31;\n"));
+        // demo: + pcie-ecam (1 slot), pcie-mmio32 (16 MiB: 8) and dma-buf (1);
+        // pasid-alloc: text + data slots.
+        assert_eq!(page_table_pages(&app, &built), 3 + 4 + 6 + 14 + 4 + 4);
+        assert!(src.contains("pub const PAGE_TABLE_PAGES: usize = 35;\n"));
         assert!(src.ends_with("pub const KERNEL_STACK_SIZE: usize = 0x4000;\n"));
     }
 

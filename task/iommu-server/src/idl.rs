@@ -12,8 +12,12 @@
 //!   and the fault duty (`AttachOutcome`);
 //! - `bind` takes a `PasidHandle`: PASID 0 (the stream's own context) is
 //!   the stream owner's; any other PASID is checked with pasid-alloc's
-//!   `owner_of` (owner and generation) — without a pasid-alloc task slot
-//!   the bind is refused (NotPermitted, fail closed);
+//!   `owner_of` (owner and generation): another task's is NotPermitted,
+//!   an older generation's, a free or a defunct one NotFound — without a
+//!   pasid-alloc task slot the bind is refused (NotPermitted, fail closed);
+//! - defunct PASIDs (freed before unbind) are pulled from pasid-alloc on
+//!   its notification, at start and before each PASID bind, and drained
+//!   (`server/defunct.rs`);
 //! - `CdConfig.tcr` is TCR_EL1-style; T0SZ, TG0, IPS are used, IRGN0 /
 //!   ORGN0 / SH0 must be write-back inner-shareable (the server's walk
 //!   attributes), EPD0 must be 0, EPD1 must be 1, any other bit refuses;
@@ -116,23 +120,60 @@ impl<'a, M: Mmio, D: DmaMemory, W: Waiter> IdlServer<'a, M, D, W> {
         Self { server }
     }
 
-    /// Checks that `caller` holds `pasid` in its generation (pasid-alloc).
-    fn check_pasid(&self, caller: TaskId, pasid: PasidHandle) -> Result<(), Error> {
+    /// Checks that `caller` holds `pasid` in its generation (pasid-alloc):
+    /// only the owner's allocated PASID in its current generation passes.
+    /// Another task's PASID is NotPermitted; a handle of an older
+    /// generation, a free PASID, and the caller's own defunct (freed)
+    /// PASID are NotFound; outside the space is Invalid. Without
+    /// pasid-alloc (no slot, or it cannot answer) NotPermitted: fail closed.
+    fn check_pasid(&mut self, caller: TaskId, pasid: PasidHandle) -> Result<(), Error> {
         if pasid.pasid.0 == 0 {
             return Ok(());
         }
-        let Some(alloc) = userlib::sys_lookup_slot("pasid-alloc") else {
+        let Some(alloc) = self.pasid_alloc() else {
             return Err(Error::NotPermitted);
         };
+        let current = |generation: pasid_alloc_api::PasidGen| generation == pasid.generation;
         match PasidAllocClient::new(alloc).owner_of(pasid.pasid) {
-            Ok(PasidOwner::Allocated { owner, generation })
-                if owner == caller && generation == pasid.generation =>
-            {
-                Ok(())
+            Ok(PasidOwner::Allocated { owner, generation }) if current(generation) => {
+                if owner == caller {
+                    Ok(())
+                } else {
+                    Err(Error::NotPermitted)
+                }
             }
-            Ok(_) => Err(Error::NotPermitted),
+            Ok(PasidOwner::Defunct { owner, generation })
+                if current(generation) && owner != caller =>
+            {
+                Err(Error::NotPermitted)
+            }
+            Ok(_) => Err(Error::NotFound),
+            Err(pasid_alloc_api::PasidAllocError::Invalid) => Err(Error::Invalid),
             Err(_) => Err(Error::NotPermitted),
         }
+    }
+
+    /// Drains the PASIDs pasid-alloc holds defunct (`server/defunct.rs`),
+    /// if this task may ask it.
+    pub fn pull_defunct(&mut self) -> crate::server::DefunctDrain {
+        match self.pasid_alloc() {
+            Some(a) => self.server.drain_defunct(&PasidAllocClient::new(a)),
+            None => Default::default(),
+        }
+    }
+
+    /// pasid-alloc's current id, if this task may ask it; a new incarnation
+    /// first costs every PASID bind (`IommuServer::pasid_alloc_seen`).
+    fn pasid_alloc(&mut self) -> Option<TaskId> {
+        let id = userlib::sys_lookup_slot("pasid-alloc")?;
+        let purged = self.server.pasid_alloc_seen(id);
+        if purged > 0 {
+            userlib::log!(
+                "iommu-server: pasid-alloc restarted: {} PASID binds removed",
+                purged
+            );
+        }
+        Some(id)
     }
 
     /// Runs an attach-like request, recording its cost in counter ticks.
@@ -158,7 +199,11 @@ pub fn serve<M: Mmio, D: DmaMemory, W: Waiter>(server: &mut IommuServer<M, D, W>
     if server.irq_bits != 0 {
         userlib::sys_irq_control(server.irq_bits, true);
     }
-    api::run_server(&mut IdlServer::new(server))
+    // PASIDs left defunct while this server was not running (a restart
+    // mid-drain) are drained before anything else is served.
+    let mut s = IdlServer::new(server);
+    s.pull_defunct();
+    api::run_server(&mut s)
 }
 
 /// One received message or notification, as [`serve`] handles it (for a
@@ -255,10 +300,13 @@ pub fn nested_config(v: &api::NestedSte) -> NestedConfig {
 
 impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, W> {
     fn notification_mask(&self) -> u32 {
-        self.server.irq_bits
+        self.server.irq_bits | crate::startup::PASID_DEFUNCT_BIT
     }
 
     fn handle_notification(&mut self, bits: u32) {
+        if bits & crate::startup::PASID_DEFUNCT_BIT != 0 {
+            self.pull_defunct();
+        }
         let g = self.server.service_interrupts();
         if g != 0 {
             userlib::log!("iommu-server: GERROR {:#x} reported and acknowledged", g);
@@ -393,6 +441,13 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
         let ctx = guest_context(&cd, fault_capable).map_err(api_error)?;
         if pasid.pasid.0 != 0 && self.server.pasid_bits() == 0 {
             return Err(api::IommuError::Unsupported);
+        }
+        if pasid.pasid.0 != 0 {
+            // Without a post-only slot pasid-alloc cannot notify this
+            // server: drain here too, so freed PASIDs do not wait for the
+            // next notification to return to the pool (safety does not
+            // depend on it: pasid-alloc reuses none before `mark_drained`).
+            self.pull_defunct();
         }
         self.check_pasid(caller, pasid).map_err(api_error)?;
         self.server

@@ -23,6 +23,10 @@ use userlib::log;
 pub const CMD_SYNC_BIT: u32 = 1 << 1;
 pub const GERROR_BIT: u32 = 1 << 2;
 pub const EVENTQ_BIT: u32 = 1 << 3;
+/// pasid-alloc's notification: a PASID became defunct (free before
+/// unbind, or its owner died); the server pulls `next_defunct`
+/// (`server/defunct.rs`). Not an interrupt: nothing in app.toml assigns it.
+pub const PASID_DEFUNCT_BIT: u32 = 1 << 6;
 /// The bit of this task's timer.
 pub const TIMER_BIT: u32 = 1 << 31;
 

@@ -1432,3 +1432,47 @@ fn pasids_are_unsupported_without_substreams_and_checked_with_one() {
         );
     }
 }
+
+// ------------------------------------------------------------------ defunct PASIDs
+
+/// Free before unbind (`server/defunct.rs`): a defunct PASID's binds go on
+/// every stream, whatever their users count; PASID 0 is never defunct; a
+/// new pasid-alloc incarnation costs every PASID bind.
+#[test]
+fn defunct_pasid_is_unbound_everywhere_and_a_new_pasid_alloc_costs_every_bind() {
+    let mut r = rig(SmmuConfig::new());
+    s2_with_guest_memory(&mut r, SID_A);
+    s2_with_guest_memory(&mut r, SID_A2);
+    guest_tables(&r, 10, 0x40_0000, 20);
+    guest_tables(&r, 13, 0x40_0000, 21);
+    let c = ctx(ipa_a(10), 7);
+    assert_eq!(r.s.bind(vm_a(), SID_A, 5, c), Ok(1));
+    assert_eq!(r.s.bind(vm_a(), SID_A, 5, c), Ok(2));
+    assert_eq!(r.s.bind(vm_a(), SID_A2, 5, c), Ok(1));
+    assert_eq!(r.s.bind(vm_a(), SID_A, 6, ctx(ipa_a(13), 9)), Ok(1));
+    assert_eq!(
+        r.dev.dma_write(SID_A2, Some(5), 0x40_0000, 4),
+        Ok(page_a(20))
+    );
+    assert_eq!(r.s.unbind_pasid(0), Err(Error::Invalid));
+    assert_eq!(r.s.unbind_pasid(5), Ok(2), "both streams, all users");
+    assert!(!r.s.pasid_bound(5));
+    assert!(r.dev.dma_write(SID_A, Some(5), 0x40_0000, 4).is_err());
+    assert!(r.dev.dma_write(SID_A2, Some(5), 0x40_0000, 4).is_err());
+    assert_eq!(r.s.unbind(vm_a(), SID_A, 5), Err(Error::NotFound));
+    assert_eq!(r.s.unbind_pasid(5), Ok(0), "nothing left: drained");
+    // PASID 6 untouched.
+    assert_eq!(
+        r.dev.dma_write(SID_A, Some(6), 0x40_0000, 4),
+        Ok(page_a(21))
+    );
+
+    let alloc = TaskId::new(1, Generation(0));
+    assert_eq!(r.s.pasid_alloc_seen(alloc), 0, "first sight");
+    assert_eq!(r.s.pasid_alloc_seen(alloc), 0, "same incarnation");
+    r.s.bind(vm_a(), SID_A, 0, ctx(ipa_a(13), 3)).unwrap();
+    assert_eq!(r.s.pasid_alloc_seen(TaskId::new(1, Generation(1))), 1);
+    assert!(!r.s.pasid_bound(6));
+    assert!(r.dev.dma_write(SID_A, Some(6), 0x40_0000, 4).is_err());
+    assert_eq!(r.s.bind_users(vm_a(), SID_A, 0), Ok(1), "PASID 0 stays");
+}

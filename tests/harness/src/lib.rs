@@ -28,6 +28,7 @@
 //! task fault, exactly as on the target.
 
 mod machine;
+pub mod pasid_scenarios;
 pub mod prq;
 pub mod prq_scenarios;
 mod rng;
@@ -243,7 +244,13 @@ pub struct Harness {
     max_steps: u64,
     clock_jitter_ms: u64,
     wall_timeout: Duration,
+    /// Invariant checks run on the report at the end of [`Harness::run`].
+    end_checks: Vec<EndCheck>,
 }
+
+/// A check of a finished run: `Err(why)` fails the run (it panics with why
+/// and the end of the trace).
+pub type EndCheck = Arc<dyn Fn(&Report) -> Result<(), String> + Send + Sync>;
 
 impl Harness {
     /// A machine whose task 0 is the real supervisor (`supervisor::run`,
@@ -268,6 +275,7 @@ impl Harness {
             max_steps: DEFAULT_MAX_STEPS,
             clock_jitter_ms: 1,
             wall_timeout: Duration::from_secs(60),
+            end_checks: Vec::new(),
         }
     }
 
@@ -328,7 +336,27 @@ impl Harness {
     /// Panics if the configuration is one the image build would reject
     /// (unknown or lower-priority slot, duplicate names or interrupts).
     pub fn run(self) -> Report {
-        machine::run(self.setup())
+        let checks = self.end_checks.clone();
+        let report = machine::run(self.setup());
+        for c in &checks {
+            if let Err(why) = c(&report) {
+                panic!(
+                    "end-of-run check failed: {why}\n--- end of trace ---\n{}",
+                    report.trace.tail_text(60)
+                );
+            }
+        }
+        report
+    }
+
+    /// Adds an invariant check of the finished run (e.g. I3 on every run
+    /// with pasid-alloc: [`smmu::check_i3`]).
+    pub fn end_check(
+        mut self,
+        check: impl Fn(&Report) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.end_checks.push(Arc::new(check));
+        self
     }
 
     fn setup(self) -> Setup {

@@ -16,10 +16,10 @@
 //! memory at [`PRQ_PA`]; the PRIQ / EVTQ lines are its interrupts.
 
 use crate::smmu::{
-    args_of, compact, fixed_reply, iommu_server_task, lease_infos, ram_pa, Bus, IommuDecoder,
-    PasidAllocDecoder, PasidTable, ServerSetup, CMD_SYNC_BIT, GERROR_BIT, INTID_CMD_SYNC,
-    INTID_EVENTQ, INTID_GERROR, INTID_PRIQ, IOMMU_PRIORITY, PASID_ALLOC_PRIORITY, RAM_SIZE,
-    TABLES_PA, TABLES_SIZE,
+    args_of, check_i3, compact, fixed_reply, iommu_server_task, lease_infos, pasid_alloc_task,
+    ram_pa, Bus, IommuDecoder, PasidAllocDecoder, PasidSetup, PasidState, ServerSetup,
+    CMD_SYNC_BIT, DEFAULT_PASID_QUOTA, GERROR_BIT, INTID_CMD_SYNC, INTID_EVENTQ, INTID_GERROR,
+    INTID_PRIQ, IOMMU_PRIORITY, PASID_ALLOC_PRIORITY, RAM_SIZE, TABLES_PA, TABLES_SIZE,
 };
 use crate::trace::LeaseSummary;
 use crate::{Harness, Report, TaskSpec, CAP_MEMORY_QUERY, CAP_SHUTDOWN, CAP_TASK_CONTROL};
@@ -656,16 +656,23 @@ impl PrqRig {
         }
         let mut vm_slots = vec!["iommu-server".to_string(), "prq-server".to_string()];
         if let Some(seq) = self.pasids.clone() {
-            let vms: Vec<usize> = (0..self.vms.len()).map(|k| first_vm + k).collect();
+            // The real pasid-alloc task, as in `IommuRig`.
+            let setup = PasidSetup {
+                bits: 8,
+                quota: DEFAULT_PASID_QUOTA,
+                first: seq,
+                streams: streams.clone(),
+                task_names: names.clone(),
+                state: PasidState::default(),
+            };
             h = h
-                .task(TaskSpec::new(
-                    "pasid-alloc",
-                    PASID_ALLOC_PRIORITY,
-                    move || {
-                        pasid_alloc_api::run_server(&mut PasidTable::new(&seq, &vms, iommu_index))
-                    },
-                ))
-                .decoder("pasid-alloc", PasidAllocDecoder);
+                .task(
+                    TaskSpec::new("pasid-alloc", PASID_ALLOC_PRIORITY, pasid_alloc_task(setup))
+                        // It ranks above iommu-server: it may only post to it.
+                        .posts(&["iommu-server"]),
+                )
+                .decoder("pasid-alloc", PasidAllocDecoder)
+                .end_check(|r| check_i3(&r.trace));
             vm_slots.push("pasid-alloc".to_string());
         }
         let setup = ServerSetup {

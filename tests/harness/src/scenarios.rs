@@ -455,6 +455,31 @@ pub const SCENARIOS: &[Scenario] = &[
         build: |seed| crate::prq_scenarios::events().harness(seed),
         status: 0,
     },
+    // The PASID life with the real pasid-alloc (docs/pasids.md).
+    Scenario {
+        name: "pasid-alloc",
+        about: "pasid-alloc: two allocs within the quota, the third NoSpace, usage",
+        build: crate::pasid_scenarios::alloc_scenario,
+        status: 0,
+    },
+    Scenario {
+        name: "pasid-bind",
+        about: "pasid-alloc + iommu-server: alloc, bind (owner_of first), DMA through the PASID",
+        build: crate::pasid_scenarios::bind_scenario,
+        status: 0,
+    },
+    Scenario {
+        name: "pasid-free-before-unbind",
+        about: "free while bound: defunct at once, iommu-server pulls next_defunct, clears the CD, mark_drained; late unbind NotBound",
+        build: crate::pasid_scenarios::free_before_unbind_scenario,
+        status: 0,
+    },
+    Scenario {
+        name: "pasid-reclaim",
+        about: "a one-PASID space: free, drain, realloc in the next generation, stale handle NotFound",
+        build: crate::pasid_scenarios::reclaim_scenario,
+        status: 0,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {

@@ -32,9 +32,10 @@
 //!   give up after ~100 ms.
 //! - **Devices.** [`Dma`] issues DMA through the model as a device with a
 //!   StreamID would (QEMU's edu, programmed by the VM task).
-//! - **pasid-alloc.** The task does not exist yet; [`PasidTable`] is a
-//!   stand-in serving the generated interface (owner and generation of
-//!   every PASID, which iommu-server checks before a bind).
+//! - **pasid-alloc.** The real task (`task/pasid-alloc`, its library's
+//!   `serve_with`) over a table sized by the rig; it may post to
+//!   iommu-server (a post-only slot, [`crate::TaskSpec::posts`]), and every
+//!   run with it ends with the I3 check ([`check_i3`]).
 //!
 //! Everything the SMMU sees — each command it consumes, each STE word the
 //! driver stores while the SMMU is enabled, each DMA — goes into one
@@ -43,15 +44,17 @@
 //! commands each request issued, on the server's lifeline.
 
 use crate::trace::{Decoder, LeaseSummary};
+use crate::What;
 use crate::{Harness, TaskSpec, CAP_MEMORY_QUERY, CAP_SHUTDOWN};
 use idl_runtime::{decode_fixed_reply, decode_postcard_reply, Fixed, IdlError};
 use iommu_server::cmdq::SyscallWaiter;
 use iommu_server::dma::DmaMemory;
 use iommu_server::{startup, Error as ServerError, IommuServer};
 use iommu_server_api::{self as api, IommuClient, IommuError, IommuOp};
+use pasid_alloc::{Config as PasidConfig, Entry as PasidEntry, PasidTable};
 use pasid_alloc_api::{
-    Pasid, PasidAllocCaller, PasidAllocClient, PasidAllocError, PasidAllocOp, PasidAllocServer,
-    PasidGen, PasidHandle, PasidOwner, PasidUsage,
+    Pasid, PasidAllocClient, PasidAllocError, PasidAllocOp, PasidGen, PasidHandle, PasidOwner,
+    PasidUsage,
 };
 use smmuv3::pgtable::{S1Ap, S1Desc};
 use smmuv3::regs::{offset, CR0, STRTAB_BASE_CFG};
@@ -91,6 +94,9 @@ pub const RAM_SIZE: usize = 0x10_0000;
 pub const fn ram_pa(k: usize) -> u64 {
     0x8000_0000 + k as u64 * 0x1000_0000
 }
+
+/// pasid-alloc's quota per VM in the rig unless a test sets one.
+pub const DEFAULT_PASID_QUOTA: u32 = 64;
 
 /// Task priorities of the rig: supervisor 0, pasid-alloc 1, iommu-server 2
 /// (pasid-alloc ranks above iommu-server: the server calls it during a
@@ -596,124 +602,199 @@ impl Dma {
 }
 
 // ---------------------------------------------------------------------------
-// pasid-alloc stand-in
+// pasid-alloc: the real task
 // ---------------------------------------------------------------------------
 
-/// A PASID allocator serving the generated pasid-alloc interface, enough
-/// for iommu-server's bind check: `alloc` hands out PASIDs from a given
-/// sequence (so a test can place them in chosen CD table leaves), each
-/// with a generation bumped at every reuse; `owner_of` answers owner and
-/// generation; `free` returns a PASID at once. Defunct PASIDs, quotas and
-/// reclaim are the real task's business.
-pub struct PasidTable {
-    sequence: Vec<u32>,
-    /// pasid → (owner, generation).
-    live: BTreeMap<u32, (TaskId, u32)>,
-    /// Generations of freed PASIDs.
-    freed: BTreeMap<u32, u32>,
-    vms: Vec<usize>,
-    iommu: usize,
+/// Static configuration of the pasid-alloc task (what app.toml's
+/// `[pasids]` and xtask give the image's).
+#[derive(Clone)]
+pub struct PasidSetup {
+    /// The space: PASIDs `1 .. 2^bits`.
+    pub bits: u8,
+    pub quota: u32,
+    /// PASIDs at the head of the free list, in order ([`PasidConfig::first`]).
+    pub first: Vec<u32>,
+    pub streams: Vec<(u32, u16)>,
+    pub task_names: Vec<String>,
+    /// Where the task publishes its state dump after each message, when
+    /// asked ([`PasidState::enable`]).
+    pub state: PasidState,
 }
 
-impl PasidTable {
-    pub fn new(sequence: &[u32], vms: &[usize], iommu: usize) -> Self {
-        PasidTable {
-            sequence: sequence.to_vec(),
-            live: BTreeMap::new(),
-            freed: BTreeMap::new(),
-            vms: vms.to_vec(),
-            iommu,
-        }
-    }
+/// pasid-alloc's full state dump (`PasidTable::dump`), published by the
+/// task after each message it handled once enabled: a test reads it before
+/// and after a refused request. Off by default (a 2^20 table is large).
+#[derive(Clone, Default)]
+pub struct PasidState {
+    dump: Arc<Mutex<Option<String>>>,
+    history: Arc<Mutex<Vec<String>>>,
+    on: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl PasidAllocServer for PasidTable {
-    fn notification_mask(&self) -> u32 {
-        0
+impl PasidState {
+    pub fn enable(&self) {
+        self.on.store(true, Ordering::SeqCst);
     }
 
-    fn handle_notification(&mut self, _bits: u32) {}
-
-    fn check_caller(&mut self, caller: TaskId, allowed: &'static [PasidAllocCaller]) -> bool {
-        allowed.iter().any(|a| match a {
-            PasidAllocCaller::VmmFrontend => self.vms.contains(&caller.index()),
-            PasidAllocCaller::IommuServer => caller.index() == self.iommu,
-            PasidAllocCaller::Supervisor => caller.index() == 0,
-        })
+    /// The state after the last message pasid-alloc handled.
+    pub fn get(&self) -> Option<String> {
+        self.dump.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn alloc(&mut self, caller: TaskId) -> Result<PasidHandle, PasidAllocError> {
-        let pasid = *self
-            .sequence
-            .iter()
-            .find(|p| !self.live.contains_key(p))
-            .ok_or(PasidAllocError::NoSpace)?;
-        let generation = self.freed.get(&pasid).map_or(0, |g| g + 1);
-        self.live.insert(pasid, (caller, generation));
-        Ok(PasidHandle {
-            pasid: Pasid(pasid),
-            generation: PasidGen(generation),
-        })
+    /// Every dump published, in order (one per message handled).
+    pub fn history(&self) -> Vec<String> {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    fn free(&mut self, caller: TaskId, pasid: PasidHandle) -> Result<(), PasidAllocError> {
-        match self.live.get(&pasid.pasid.0) {
-            Some(&(owner, generation)) if generation == pasid.generation.0 => {
-                if owner != caller {
-                    return Err(PasidAllocError::NotPermitted);
-                }
-                self.live.remove(&pasid.pasid.0);
-                self.freed.insert(pasid.pasid.0, generation);
-                Ok(())
+    fn publish(&self, s: &pasid_alloc::Server<'_, '_>) {
+        if self.on.load(Ordering::SeqCst) {
+            let d = format!("{:?}", s.table.dump());
+            if let Err(e) = s.table.check() {
+                panic!("pasid-alloc's table is inconsistent: {e}\n{d}");
             }
-            _ => Err(PasidAllocError::NotFound),
+            self.history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(d.clone());
+            *self.dump.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
         }
     }
+}
 
-    fn owner_of(&mut self, _caller: TaskId, pasid: Pasid) -> Result<PasidOwner, PasidAllocError> {
-        Ok(match self.live.get(&pasid.0) {
-            Some(&(owner, generation)) => PasidOwner::Allocated {
-                owner,
-                generation: PasidGen(generation),
-            },
-            None => PasidOwner::Free,
-        })
+/// The pasid-alloc task: a table of `2^bits` words (on the heap here; on
+/// the task's stack in the image), the app's roles from its names and
+/// streams, then the library's receive loop (`pasid_alloc::serve_with`,
+/// what the image's `main.rs` runs, plus the state dump).
+pub fn pasid_alloc_task(setup: PasidSetup) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        let mut storage = vec![PasidEntry::default(); PasidTable::entries(setup.bits)];
+        let cfg = PasidConfig {
+            bits: setup.bits,
+            quota: setup.quota,
+            first: &setup.first,
+        };
+        let mut table = match PasidTable::new(&mut storage, &cfg) {
+            Ok(t) => t,
+            Err(e) => panic!("pasid-alloc: bad configuration: {e:?}"),
+        };
+        let names: Vec<&str> = setup.task_names.iter().map(String::as_str).collect();
+        let roles = pasid_alloc::Roles::from_app(&setup.streams, &names);
+        let state = setup.state.clone();
+        pasid_alloc::serve_with(&mut table, roles, move |s| state.publish(s))
     }
+}
 
-    fn usage(&mut self, caller: TaskId) -> Result<PasidUsage, PasidAllocError> {
-        let allocated = self.live.values().filter(|(o, _)| *o == caller).count() as u32;
-        Ok(PasidUsage {
-            allocated,
-            defunct: 0,
-            quota: self.sequence.len() as u32,
-        })
-    }
-
-    fn next_defunct(&mut self, _caller: TaskId) -> Result<Option<PasidHandle>, PasidAllocError> {
-        Ok(None)
-    }
-
-    fn mark_drained(
-        &mut self,
-        _caller: TaskId,
-        _pasid: PasidHandle,
-    ) -> Result<(), PasidAllocError> {
-        Err(PasidAllocError::NotFound)
-    }
-
-    fn owner_died(&mut self, _caller: TaskId, vm: TaskId) -> Result<u32, PasidAllocError> {
-        let gone: Vec<(u32, u32)> = self
-            .live
-            .iter()
-            .filter(|(_, (o, _))| o.index() == vm.index())
-            .map(|(p, (_, g))| (*p, *g))
-            .collect();
-        for (p, g) in &gone {
-            self.live.remove(p);
-            self.freed.insert(*p, *g);
+/// I3, checked on a finished run's trace: no PASID is handed out again
+/// (an `alloc` reply) after it was given up (a successful `free`, or an
+/// `owner_died` of its holder) until iommu-server's `mark_drained` of it
+/// succeeded; and every reuse carries a newer generation. Only what the
+/// tasks exchanged is used, not pasid-alloc's own state.
+pub fn check_i3(trace: &crate::Trace) -> Result<(), String> {
+    use pasid_alloc_api::{dispatch_decode, PasidAllocRequest as R};
+    let Some(server) = trace.index_of("pasid-alloc") else {
+        return Ok(());
+    };
+    // PASID → (holder, generation, awaiting drain).
+    let mut held: BTreeMap<u32, (TaskId, u32, bool)> = BTreeMap::new();
+    let mut last_gen: BTreeMap<u32, u32> = BTreeMap::new();
+    // Client index → its request in flight.
+    let mut pending: BTreeMap<usize, R> = BTreeMap::new();
+    for (step, w) in trace.whats().enumerate() {
+        let done = match w {
+            What::Message {
+                from,
+                to,
+                op,
+                bytes,
+                ..
+            } if to.index() == server => {
+                if let Ok(r) = dispatch_decode(*op as u32, bytes, usize::MAX, &[]) {
+                    pending.insert(from.index(), r);
+                }
+                continue;
+            }
+            What::Reply {
+                from,
+                to,
+                code,
+                bytes,
+                ..
+            } if from.index() == server => (*to, *code, Some(bytes)),
+            What::ReplyDropped { from, to, code } if from.index() == server => (*to, *code, None),
+            // A restarted pasid-alloc starts from an empty table (every
+            // PASID free in generation 0): what it hands out from then on
+            // is checked afresh; iommu-server removes the binds made under
+            // the old incarnation before it asks the new one anything
+            // (`IommuServer::pasid_alloc_seen`).
+            What::Restart { task, .. } if task.index() == server => {
+                held.clear();
+                last_gen.clear();
+                pending.clear();
+                continue;
+            }
+            _ => continue,
+        };
+        let (client, code, bytes) = done;
+        let Some(req) = pending.remove(&client.index()) else {
+            continue;
+        };
+        if code != 0 {
+            continue;
         }
-        Ok(gone.len() as u32)
+        match req {
+            R::Alloc(_) => {
+                let Some(Ok(h)) =
+                    bytes.map(|b| decode_fixed_reply::<PasidHandle, PasidAllocError>(code, b))
+                else {
+                    continue;
+                };
+                let (p, g) = (h.pasid.0, h.generation.0);
+                if let Some(&(_, old, drain)) = held.get(&p) {
+                    return Err(format!(
+                        "event {step}: PASID {p:#x} handed out (generation {g}) while {} (generation {old})",
+                        if drain { "awaiting its drain" } else { "still allocated" }
+                    ));
+                }
+                if let Some(&old) = last_gen.get(&p) {
+                    if g <= old {
+                        return Err(format!(
+                            "event {step}: PASID {p:#x} reused in generation {g}, not newer than {old}"
+                        ));
+                    }
+                }
+                last_gen.insert(p, g);
+                held.insert(p, (client, g, false));
+            }
+            R::Free(a) => {
+                if let Some(e) = held.get_mut(&a.pasid.pasid.0) {
+                    e.2 = true;
+                }
+            }
+            R::OwnerDied(a) => {
+                for e in held.values_mut().filter(|e| e.0 == a.vm) {
+                    e.2 = true;
+                }
+            }
+            R::MarkDrained(a) => {
+                let p = a.pasid.pasid.0;
+                match held.get(&p) {
+                    Some(&(_, g, true)) if g == a.pasid.generation.0 => {
+                        held.remove(&p);
+                    }
+                    other => {
+                        return Err(format!(
+                            "event {step}: mark_drained of PASID {p:#x} accepted while {other:?}"
+                        ))
+                    }
+                }
+            }
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1149,8 +1230,8 @@ pub fn strict_config(cfg: &SmmuConfig) -> SmmuConfig {
     c
 }
 
-/// Builds a harness machine: the real supervisor, (a pasid-alloc
-/// stand-in,) the real iommu-server task on the SMMU model, and VM tasks.
+/// Builds a harness machine: the real supervisor, (the real pasid-alloc,)
+/// the real iommu-server task on the SMMU model, and VM tasks.
 pub struct IommuRig {
     cfg: SmmuConfig,
     strict: bool,
@@ -1158,6 +1239,9 @@ pub struct IommuRig {
     vms: Vec<VmDef>,
     pasids: Option<Vec<u32>>,
     max_pasid_bits: u8,
+    pasid_bits: Option<u8>,
+    pasid_quota: u32,
+    pasid_state: PasidState,
     event_queue: bool,
     completion: Completion,
     bus: Option<Bus>,
@@ -1172,6 +1256,9 @@ impl IommuRig {
             vms: Vec::new(),
             pasids: None,
             max_pasid_bits: 20,
+            pasid_bits: None,
+            pasid_quota: DEFAULT_PASID_QUOTA,
+            pasid_state: PasidState::default(),
             event_queue: false,
             completion: Completion::AtDoorbell,
             bus: None,
@@ -1210,10 +1297,36 @@ impl IommuRig {
         self
     }
 
-    /// Adds the pasid-alloc stand-in, handing out `sequence` in order.
-    pub fn pasid_alloc(mut self, sequence: &[u32]) -> Self {
-        self.pasids = Some(sequence.to_vec());
+    /// Adds the real pasid-alloc task; `first` are the PASIDs at the head
+    /// of its free list, in order (so a test can place PASIDs in chosen CD
+    /// table leaves; the rest follow in ascending order). Its space is
+    /// `max_pasid_bits` unless [`IommuRig::pasid_space_bits`] says
+    /// otherwise; its quota [`DEFAULT_PASID_QUOTA`] unless
+    /// [`IommuRig::pasid_quota`].
+    pub fn pasid_alloc(mut self, first: &[u32]) -> Self {
+        self.pasids = Some(first.to_vec());
         self
+    }
+
+    /// pasid-alloc's space, `1 .. 2^bits`, when it must differ from the
+    /// server's `max_pasid_bits` (app.toml forbids a space wider than the
+    /// SMMU's; a test of the server's own range check needs one).
+    pub fn pasid_space_bits(mut self, bits: u8) -> Self {
+        self.pasid_bits = Some(bits);
+        self
+    }
+
+    /// PASIDs one VM may hold (allocated or awaiting drain).
+    pub fn pasid_quota(mut self, quota: u32) -> Self {
+        self.pasid_quota = quota;
+        self
+    }
+
+    /// pasid-alloc's state dumps, published after each message it handles
+    /// from now on.
+    pub fn pasid_state(&self) -> PasidState {
+        self.pasid_state.enable();
+        self.pasid_state.clone()
     }
 
     /// `ServerConfig::max_pasid_bits` (the CD table size).
@@ -1297,7 +1410,6 @@ impl IommuRig {
         }
         bus.set_completion(self.completion);
         let first_vm = self.first_vm();
-        let iommu_index = first_vm - 1;
         let vm_index: Vec<usize> = (0..self.vms.len()).map(|k| first_vm + k).collect();
 
         // The board's memory: server tables and each VM's RAM.
@@ -1320,17 +1432,23 @@ impl IommuRig {
 
         let mut h = Harness::new(seed).max_steps(100_000);
         let mut vm_slots = vec!["iommu-server".to_string()];
-        if let Some(seq) = self.pasids.clone() {
-            let vms = vm_index.clone();
+        if let Some(first) = self.pasids.clone() {
+            let setup = PasidSetup {
+                bits: self.pasid_bits.unwrap_or(self.max_pasid_bits),
+                quota: self.pasid_quota,
+                first,
+                streams: streams.clone(),
+                task_names: task_names.clone(),
+                state: self.pasid_state.clone(),
+            };
             h = h
-                .task(TaskSpec::new(
-                    "pasid-alloc",
-                    PASID_ALLOC_PRIORITY,
-                    move || {
-                        pasid_alloc_api::run_server(&mut PasidTable::new(&seq, &vms, iommu_index))
-                    },
-                ))
-                .decoder("pasid-alloc", PasidAllocDecoder);
+                .task(
+                    TaskSpec::new("pasid-alloc", PASID_ALLOC_PRIORITY, pasid_alloc_task(setup))
+                        // It ranks above iommu-server: it may only post to it.
+                        .posts(&["iommu-server"]),
+                )
+                .decoder("pasid-alloc", PasidAllocDecoder)
+                .end_check(|r| check_i3(&r.trace));
             vm_slots.push("pasid-alloc".to_string());
         }
         let setup = ServerSetup {

@@ -38,8 +38,7 @@ const PASIDS: [u32; 6] = [1, 63, 64, 65, 4095, 0xF_FFFF];
 fn harness_iommu_two_level_cd_tables_many_pasids_per_stream() {
     let steps = Steps::new();
     let s = steps.clone();
-    let mut sequence = PASIDS.to_vec();
-    sequence.push(0x10_0000); // one past SSIDSIZE 20
+    let sequence = PASIDS.to_vec();
     let mut rig = IommuRig::new(SmmuConfig::new().ssidsize(20))
         .pasid_alloc(&sequence)
         .max_pasid_bits(20)
@@ -79,11 +78,15 @@ fn harness_iommu_two_level_cd_tables_many_pasids_per_stream() {
             s.record(b, "dma unbound no leaf", || {
                 vm.dma.write(SID_A, Some(0x800), GUEST_VA, &[1])
             });
-            if let Ok(h) = pasids.alloc() {
-                s.record(b, "bind out of range", || {
-                    c.bind(StreamId(SID_A), h, guest_cd(guest_ipa(10), 1), false)
-                });
-            }
+            // One past SSIDSIZE 20: pasid-alloc never hands it out (its
+            // space is the SMMU's); a forged handle is refused.
+            let h = PasidHandle {
+                pasid: pasid_alloc_api::Pasid(0x10_0000),
+                generation: pasid_alloc_api::PasidGen(0),
+            };
+            s.record(b, "bind out of range", || {
+                c.bind(StreamId(SID_A), h, guest_cd(guest_ipa(10), 1), false)
+            });
             sys_shutdown(0);
         });
     let bus = rig.bus();
@@ -304,9 +307,11 @@ fn harness_iommu_bind_checks_pasid_owner_and_generation_with_pasid_alloc() {
     let theirs: Arc<Mutex<Option<PasidHandle>>> = Arc::default();
     let (s, t1, t2) = (steps.clone(), theirs.clone(), theirs.clone());
     let mut rig = IommuRig::new(SmmuConfig::new())
-        .pasid_alloc(&[7, 8])
+        .pasid_alloc(&[1, 2, 3])
         .max_pasid_bits(8)
-        // Runs first (higher priority): takes PASID 7, then is done.
+        // PASIDs 1..=3 only: the freed one is the only one left to reuse.
+        .pasid_space_bits(2)
+        // Runs first (higher priority): takes PASID 1, then is done.
         .vm("other", 3, &[SID_B], move |vm: Vm| {
             if let Some(p) = vm.pasids.as_ref() {
                 *t1.lock().unwrap() = p.alloc().ok();
@@ -326,7 +331,7 @@ fn harness_iommu_bind_checks_pasid_owner_and_generation_with_pasid_alloc() {
             if let Some(h) = *t2.lock().unwrap() {
                 s.record(b, "their pasid", || c.bind(sid, h, cd, false));
             }
-            let Ok(h) = pasids.alloc() else {
+            let (Ok(h), Ok(_keep)) = (pasids.alloc(), pasids.alloc()) else {
                 panic!("alloc failed")
             };
             s.record(b, "free", || pasids.free(h));
@@ -344,15 +349,17 @@ fn harness_iommu_bind_checks_pasid_owner_and_generation_with_pasid_alloc() {
     let m = rig.harness(6).run();
     m.expect_shutdown(0);
 
-    let denied = format!("{:?}", Err::<u32, _>(IommuError::NotPermitted));
-    for label in [
-        "their pasid",
-        "freed pasid",
-        "stale generation",
-        "their stream",
+    // Another VM's PASID or stream: NotPermitted; the caller's own PASID
+    // after it was freed (drained and back in the pool), and its handle
+    // of the old generation after reuse: NotFound.
+    for (label, e) in [
+        ("their pasid", IommuError::NotPermitted),
+        ("freed pasid", IommuError::NotFound),
+        ("stale generation", IommuError::NotFound),
+        ("their stream", IommuError::NotPermitted),
     ] {
         let st = steps.get(label);
-        assert_eq!(st.result, denied, "{label}");
+        assert_eq!(st.result, format!("{:?}", Err::<u32, _>(e)), "{label}");
         assert!(
             st.events.is_empty(),
             "{label}: a refused bind changes nothing: {:?}",
@@ -361,7 +368,7 @@ fn harness_iommu_bind_checks_pasid_owner_and_generation_with_pasid_alloc() {
     }
     assert_eq!(
         steps.get("realloc").result,
-        "PasidHandle { pasid: Pasid(8), generation: PasidGen(1) }",
+        "PasidHandle { pasid: Pasid(2), generation: PasidGen(1) }",
         "the reused PASID has a new generation"
     );
     assert_eq!(steps.get("current").result, ok(1u32));
@@ -371,7 +378,11 @@ fn harness_iommu_bind_checks_pasid_owner_and_generation_with_pasid_alloc() {
         .trace
         .messages()
         .into_iter()
-        .filter(|(from, to, _)| from == "iommu-server" && to == "pasid-alloc")
+        .filter(|(from, to, op)| {
+            from == "iommu-server"
+                && to == "pasid-alloc"
+                && *op == pasid_alloc_api::PasidAllocOp::OwnerOf as u16
+        })
         .count();
     assert_eq!(asks, 4);
     assert!(bus.smmu.access_errors().is_empty());

@@ -18,10 +18,12 @@
 //! - `faults`: the fault duties (PRI_RESP / RESUME for prq-server, the
 //!   event queue reader and its ring) — the piece that moves to prq-server;
 //! - `reclaim`: a dead VM's objects;
+//! - `defunct`: PASIDs freed before unbind, drained for pasid-alloc;
 //! - this file: the state, construction, lookups and diagnostics.
 
 mod attach;
 mod bind;
+mod defunct;
 mod domains;
 mod entries;
 mod faults;
@@ -31,6 +33,7 @@ mod objects;
 mod reclaim;
 mod roles;
 
+pub use defunct::{DefunctDrain, DRAIN_PER_PULL};
 pub use faults::{EventRing, FaultDuty, PageResponse, EVENT_RING, MAX_RESPONSES};
 pub use objects::*;
 pub use roles::{names, Roles};
@@ -83,6 +86,9 @@ pub struct IommuServer<M: Mmio, D: DmaMemory, W: Waiter> {
     domains: [DomainSlot; MAX_DOMAINS],
     contexts: [Option<Context>; MAX_CONTEXTS],
     events: EventRing,
+    /// pasid-alloc as last seen (`defunct.rs`): a new incarnation has
+    /// forgotten every PASID, so the binds made under the old one go.
+    pasid_alloc: Option<TaskId>,
 }
 
 fn issue_err(f: IssueFailure) -> Error {
@@ -148,6 +154,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             domains: [DomainSlot { gen: 1, dom: None }; MAX_DOMAINS],
             contexts: [None; MAX_CONTEXTS],
             events: EventRing::new(),
+            pasid_alloc: None,
         })
     }
 

@@ -1,0 +1,69 @@
+//! pasid-alloc in the benchmark image (`test/apps/bench-pasid.toml`): the
+//! library's table and server exactly as `task/pasid-alloc` runs them, with
+//! an `after` hook that keeps the minimum instruction count of each
+//! operation (the counter around the trait method: the table's work and,
+//! for `free`, the notification; decode and reply excluded). Under QEMU
+//! `-icount shift=0` one tick is one instruction. It logs `BENCH` lines
+//! when it serves `owner_died` (the supervisor's operation, which the
+//! bench never uses otherwise, so a client can ask for the report), plus
+//! the table's bytes per PASID at start.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod image {
+    use pasid_alloc::app_config::{PASID_BITS, PASID_QUOTA, STREAMS, TASK_NAMES};
+    use pasid_alloc::{serve_with, Config, Entry, PasidTable, Roles, BYTES_PER_PASID};
+    use pasid_alloc_api::PasidAllocOp as Op;
+    use userlib::log;
+
+    const N: usize = PasidTable::entries(PASID_BITS);
+    const OPS: [Op; 6] = [
+        Op::Alloc,
+        Op::Free,
+        Op::OwnerOf,
+        Op::Usage,
+        Op::NextDefunct,
+        Op::MarkDrained,
+    ];
+
+    pub fn run() -> ! {
+        let mut storage = [Entry::default(); N];
+        let cfg = Config {
+            bits: PASID_BITS,
+            quota: PASID_QUOTA,
+            first: &[],
+        };
+        let mut roles = Roles::from_app(STREAMS, TASK_NAMES);
+        // The report trigger: the VM client may ask `owner_died` here.
+        roles.supervisor = TASK_NAMES
+            .iter()
+            .position(|n| *n == "vmm-frontend")
+            .map(|i| i as u16);
+        let Ok(mut table) = PasidTable::new(&mut storage, &cfg) else {
+            userlib::sys_panic(b"bench-pasid-server: bad configuration")
+        };
+        log!("BENCH pasid_bytes_per_pasid {} bytes", BYTES_PER_PASID);
+        log!(
+            "BENCH pasid_table_bytes {} bytes",
+            BYTES_PER_PASID * table.space() as usize
+        );
+        let mut min = [u64::MAX; 8];
+        serve_with(&mut table, roles, move |s| {
+            let Some(op) = s.last_op else { return };
+            if op == Op::OwnerDied {
+                for o in OPS {
+                    log!(
+                        "BENCH pasid_server_op_{} {} instructions",
+                        o.name(),
+                        min[o as usize]
+                    );
+                }
+                return;
+            }
+            let m = &mut min[op as usize];
+            *m = (*m).min(s.last_op_instr);
+        })
+    }
+}
+
+userlib::task_main!(image::run);
