@@ -567,7 +567,6 @@ impl PrqRig {
         }
         names.push("iommu-server".to_string());
         let first_vm = names.len();
-        let iommu_index = first_vm - 1;
         let mut streams = Vec::new();
         for (k, v) in self.vms.iter().enumerate() {
             names.push(v.name.clone());
