@@ -197,9 +197,21 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             Some(v) => Command::tlbi_s2_ipa(v, a, true),
             None => Command::tlbi_nh_va(0, asid.unwrap_or(0), a, true),
         };
+        let whole = |cmds: &mut [Command; BATCH_MAX]| {
+            cmds[0] = match vmid {
+                Some(v) => Command::tlbi_s12_vmall(v),
+                None => Command::tlbi_nh_asid(0, asid.unwrap_or(0)),
+            };
+            1
+        };
         let mut n = 0;
         if self.smmu.features.ril {
             for p in RangePieces::new(span) {
+                // Never more pieces than a batch (a request's span needs
+                // two at most; this bound keeps it true for any span).
+                if n == per_batch {
+                    return whole(cmds);
+                }
                 let a = gone.first + p.offset * PAGE_SIZE as u64;
                 cmds[n] = if p.granules() == 1 {
                     one(a)
@@ -215,11 +227,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                 n += 1;
             }
         } else {
-            cmds[0] = match vmid {
-                Some(v) => Command::tlbi_s12_vmall(v),
-                None => Command::tlbi_nh_asid(0, asid.unwrap_or(0)),
-            };
-            n = 1;
+            n = whole(cmds);
         }
         n
     }
