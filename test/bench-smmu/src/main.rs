@@ -2,10 +2,14 @@
 //!
 //! Method: QEMU `-icount shift=0,sleep=off` with `-cpu max`, so one tick of
 //! the virtual counter is one guest instruction (see `test/bench-client`).
-//! - Commands per CMD_SYNC: the server's own counters (`info`: commands
-//!   issued, CMD_SYNC not counted, and SYNCs) around a map and an unmap of
-//!   64 pages, and an unmap of 512 pages (more than a batch: one
-//!   TLBI_S12_VMALL instead of 512 TLBI_S2_IPA).
+//! - Map and unmap of 64 pages (256 KiB) and of 512 pages (2 MiB), one
+//!   call each, as the client sees them (IPC both ways included), and
+//!   their commands and SYNCs from the server's own counters (`info`:
+//!   commands issued, CMD_SYNC not counted, and SYNCs): one range TLBI
+//!   per unmap on an SMMU with IDR3.RIL. The 512 / 64 ratios (hundredths)
+//!   show whether the cost is flat per page.
+//! - Profile markers (`hint #0x70..#0x75`, NOPs) around the last
+//!   iteration's map, unmap and attach, for `xtask/profile/insnprof.c`.
 //! - Instructions per STE update and per attach, measured inside the
 //!   server with the counter around `write_ste` (its CFGI_STE + SYNC steps
 //!   included) and around the whole attach / replace request (from the
@@ -14,8 +18,9 @@
 //! - Round trip of attach and replace as the client sees it: counter just
 //!   before the send, just after it returns (the IPC both ways included).
 //!
-//! Every figure is the minimum of `ITER` warm iterations, counter-read
-//! overhead subtracted. The output is `BENCH <name> <value> <unit>` lines.
+//! Every figure is the minimum of `ITER` (24) iterations — the first is
+//! cold (tables allocated), the minimum warm —, counter-read overhead
+//! subtracted. The output is `BENCH <name> <value> <unit>` lines.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
