@@ -598,6 +598,68 @@ impl Command {
     }
 }
 
+/// One piece of a range invalidation (IHI 0070 §4.4.1.1): `(num + 1) x
+/// 2^scale` granules starting `offset` granules after the range's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RangePiece {
+    pub offset: u64,
+    pub num: u8,
+    pub scale: u8,
+}
+
+impl RangePiece {
+    /// Granules covered.
+    pub const fn granules(&self) -> u64 {
+        (self.num as u64 + 1) << self.scale
+    }
+}
+
+/// Splits `granules` granules into range invalidations, largest first:
+/// each piece is `(NUM + 1) x 2^SCALE` granules with NUM in 0..=31 (5 bits)
+/// and SCALE in 0..=31 (5 bits, the width when SMMU_IDR5.DS == 0). A piece
+/// takes the top five significant bits of what is left, so a count of up
+/// to 2^10 granules needs at most two pieces (a count below 2^36, at most
+/// eight; above that every piece is the largest one, 2^36 granules).
+/// A one-granule piece (NUM = SCALE = 0) is valid only with a level hint
+/// (TTL != 0): with TTL = 0 the combination is reserved (CERROR_ILL), so a
+/// caller without the hint issues it as a non-range command instead.
+#[derive(Clone, Copy, Debug)]
+pub struct RangePieces {
+    offset: u64,
+    left: u64,
+}
+
+impl RangePieces {
+    pub const fn new(granules: u64) -> Self {
+        Self {
+            offset: 0,
+            left: granules,
+        }
+    }
+}
+
+impl Iterator for RangePieces {
+    type Item = RangePiece;
+    fn next(&mut self) -> Option<RangePiece> {
+        if self.left == 0 {
+            return None;
+        }
+        let bits = 64 - self.left.leading_zeros();
+        // SCALE must fit its 5 bits: above 2^36 granules the piece is
+        // the largest expressible one (NUM = SCALE = 31).
+        let scale = bits.saturating_sub(5).min(31);
+        let num = ((self.left >> scale) - 1).min(31) as u8;
+        let piece = RangePiece {
+            offset: self.offset,
+            num,
+            scale: scale as u8,
+        };
+        self.offset += piece.granules();
+        self.left -= piece.granules();
+        Some(piece)
+    }
+}
+
 /// The address operand of a TLBI: a single address, or (TG != 0) a range
 /// of (NUM + 1) x 2^SCALE granules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

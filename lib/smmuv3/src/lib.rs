@@ -34,7 +34,10 @@ pub mod ste;
 
 pub use attrs::{AddrSize, Cacheability, Shareability, Tg0, Tg1};
 pub use cd::{Cd, L1CdDesc};
-pub use cmd::{Command, CommandKind, Opcode, PriResponse, ResumeAction, SyncCs, TlbiScope};
+pub use cmd::{
+    Command, CommandKind, Opcode, PriResponse, RangePiece, RangePieces, ResumeAction, SyncCs,
+    TlbiScope,
+};
 pub use entry::{EntryField, ReservedEncoding};
 pub use event::{Event, EventClass, EventId};
 pub use mmio::{Mmio, MmioExt, MmioPtr};

@@ -261,6 +261,48 @@ fn tlbi_range_scope() {
 }
 
 #[test]
+fn range_pieces_cover_exactly() {
+    // 64 pages: one piece, (15 + 1) x 2^2.
+    let mut p = RangePieces::new(64);
+    assert_eq!(
+        p.next(),
+        Some(RangePiece {
+            offset: 0,
+            num: 15,
+            scale: 2
+        })
+    );
+    assert_eq!(p.next(), None);
+    // 512 pages: (31 + 1) x 2^4.
+    assert_eq!(RangePieces::new(512).count(), 1);
+    // Every count up to 2^12 is covered exactly, contiguously, with fields
+    // in range, in at most three pieces (two up to 2^10).
+    for n in 1..=4096u64 {
+        let mut at = 0;
+        let mut k = 0;
+        for piece in RangePieces::new(n) {
+            assert_eq!(piece.offset, at);
+            assert!(piece.num <= 31 && piece.scale <= 31);
+            at += piece.granules();
+            k += 1;
+        }
+        assert_eq!(at, n, "{n}");
+        assert!(k <= if n <= 1024 { 2 } else { 3 }, "{n}: {k} pieces");
+    }
+    assert_eq!(RangePieces::new(0).count(), 0);
+    let big = (1u64 << 36) - 1;
+    let total: u64 = RangePieces::new(big).map(|p| p.granules()).sum();
+    assert_eq!(total, big);
+    assert!(RangePieces::new(big).count() <= 8);
+    // A piece as a command covers what it says.
+    let c = Command::tlbi_s2_ipa(1, 0x40_0000, true).with_range(31, 1, 1, 0);
+    let CommandKind::TlbiS2Ipa { scope, .. } = c.decode().unwrap() else {
+        panic!()
+    };
+    assert_eq!(scope.range(), (0x40_0000, 64 * 4096));
+}
+
+#[test]
 fn enums_match_the_spec() {
     assert_eq!(StreamConfig::Abort.raw(), 0);
     assert_eq!(StreamConfig::Bypass.raw(), 4);

@@ -41,6 +41,41 @@ pub trait DmaMemory {
         }
     }
 
+    /// Whether any of the `n` 64-bit words at `off` has a bit of `mask`
+    /// set (is any descriptor of a run valid).
+    fn any_set(&self, off: usize, n: usize, mask: u64) -> bool {
+        (0..n).any(|i| self.read64(off + 8 * i) & mask != 0)
+    }
+
+    /// Stores `first`, `first + step`, `first + 2 * step`, ... into the
+    /// `n` 64-bit words at `off` (leaf descriptors of consecutive output
+    /// addresses).
+    fn write_run(&self, off: usize, n: usize, first: u64, step: u64) {
+        let mut v = first;
+        for i in 0..n {
+            self.write64(off + 8 * i, v);
+            v = v.wrapping_add(step);
+        }
+    }
+
+    /// Zeroes those of the `n` 64-bit words at `off` that have a bit of
+    /// `mask` set; returns how many, and the index of the first and of the
+    /// last (0, 0 when none).
+    fn clear_set(&self, off: usize, n: usize, mask: u64) -> (usize, usize, usize) {
+        let (mut count, mut first, mut last) = (0, 0, 0);
+        for i in 0..n {
+            if self.read64(off + 8 * i) & mask != 0 {
+                self.write64(off + 8 * i, 0);
+                if count == 0 {
+                    first = i;
+                }
+                last = i;
+                count += 1;
+            }
+        }
+        (count, first, last)
+    }
+
     /// The region offset of physical address `pa`, if it lies inside.
     fn offset_of(&self, pa: u64) -> Option<usize> {
         let off = pa.checked_sub(self.base_pa())?;
@@ -77,6 +112,15 @@ impl<T: DmaMemory + ?Sized> DmaMemory for &T {
     fn acquire(&self) {
         (**self).acquire()
     }
+    fn any_set(&self, off: usize, n: usize, mask: u64) -> bool {
+        (**self).any_set(off, n, mask)
+    }
+    fn write_run(&self, off: usize, n: usize, first: u64, step: u64) {
+        (**self).write_run(off, n, first, step)
+    }
+    fn clear_set(&self, off: usize, n: usize, mask: u64) -> (usize, usize, usize) {
+        (**self).clear_set(off, n, mask)
+    }
 }
 
 /// The image's DMA region: mapped at `va` in this task, at `pa` for the
@@ -103,6 +147,12 @@ impl DmaPtr {
     fn ptr(&self, off: usize) -> Option<*mut u64> {
         (off.is_multiple_of(8) && off.checked_add(8)? <= self.size)
             .then(|| (self.va + off) as *mut u64)
+    }
+
+    /// The first of `n` words at `off`, if all of them lie inside.
+    fn run(&self, off: usize, n: usize) -> Option<*mut u64> {
+        let end = n.checked_mul(8)?.checked_add(off)?;
+        (off.is_multiple_of(8) && end <= self.size).then(|| (self.va + off) as *mut u64)
     }
 }
 
@@ -135,6 +185,50 @@ impl DmaMemory for DmaPtr {
 
     fn publish(&self) {
         barrier();
+    }
+
+    // The run operations check the bounds once for the whole run (the
+    // page-table fast paths), then touch each word like read64/write64.
+    fn any_set(&self, off: usize, n: usize, mask: u64) -> bool {
+        let Some(p) = self.run(off, n) else {
+            return (0..n).any(|i| self.read64(off + 8 * i) & mask != 0);
+        };
+        // SAFETY: `run` checked that all `n` words lie inside the region,
+        // which `new`'s contract makes mapped, aligned and reference-free.
+        (0..n).any(|i| u64::from_le(unsafe { core::ptr::read_volatile(p.add(i)) }) & mask != 0)
+    }
+
+    fn write_run(&self, off: usize, n: usize, first: u64, step: u64) {
+        let Some(p) = self.run(off, n) else {
+            return;
+        };
+        let mut v = first;
+        for i in 0..n {
+            // SAFETY: as in `any_set`; the region is writable.
+            unsafe { core::ptr::write_volatile(p.add(i), v.to_le()) };
+            v = v.wrapping_add(step);
+        }
+    }
+
+    fn clear_set(&self, off: usize, n: usize, mask: u64) -> (usize, usize, usize) {
+        let Some(p) = self.run(off, n) else {
+            return (0, 0, 0);
+        };
+        let (mut count, mut first, mut last) = (0, 0, 0);
+        for i in 0..n {
+            // SAFETY: as in `write_run`.
+            let v = u64::from_le(unsafe { core::ptr::read_volatile(p.add(i)) });
+            if v & mask != 0 {
+                // SAFETY: as above.
+                unsafe { core::ptr::write_volatile(p.add(i), 0) };
+                if count == 0 {
+                    first = i;
+                }
+                last = i;
+                count += 1;
+            }
+        }
+        (count, first, last)
     }
 }
 

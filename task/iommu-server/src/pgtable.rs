@@ -150,6 +150,32 @@ fn decode_leaf(stage: Stage, raw: u64) -> Option<(u64, Prot)> {
     Some((pa, prot))
 }
 
+/// What [`PageTable::unmap_range`] removed: `count` pages, the lowest at
+/// `first`, the highest at `last` (both 0 when none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unmapped {
+    pub count: u32,
+    pub first: u64,
+    pub last: u64,
+}
+
+/// The pieces of `[iova, iova + pages * 4 KiB)` inside one 2 MiB (one level
+/// 3 table each): (start, pages).
+fn chunks(iova: u64, pages: u32) -> impl Iterator<Item = (u64, usize)> {
+    const SPAN: u64 = 1 << 21;
+    let end = iova + pages as u64 * PAGE_SIZE as u64;
+    let mut a = iova;
+    core::iter::from_fn(move || {
+        if a >= end {
+            return None;
+        }
+        let stop = ((a | (SPAN - 1)) + 1).min(end);
+        let piece = (a, ((stop - a) / PAGE_SIZE as u64) as usize);
+        a = stop;
+        Some(piece)
+    })
+}
+
 /// A page-aligned input address inside the table's range.
 pub fn valid_iova(iova: u64) -> bool {
     iova.is_multiple_of(PAGE_SIZE as u64) && iova < IAS_END
@@ -258,6 +284,125 @@ impl PageTable {
         }
     }
 
+    /// Region offset of the level 3 table covering `iova`, if its tables
+    /// exist (one walk of levels 1 and 2).
+    fn l3_table(&self, mem: &impl DmaMemory, iova: u64) -> Option<usize> {
+        let mut table = self.root.off;
+        for level in START_LEVEL..LAST_LEVEL {
+            let raw = mem.read64(table + level_index(iova, level) * 8);
+            table = Self::next_table(mem, raw, level)?;
+        }
+        Some(table)
+    }
+
+    /// Whether any page of `[iova, iova + pages * 4 KiB)` is mapped (the
+    /// range is inside the table: checked by the caller). Walks the upper
+    /// levels once per 2 MiB, then scans the leaf run.
+    pub fn any_mapped(&self, mem: &impl DmaMemory, iova: u64, pages: u32) -> bool {
+        chunks(iova, pages).any(|(a, n)| match self.l3_table(mem, a) {
+            Some(t) => mem.any_set(t + level_index(a, LAST_LEVEL) * 8, n, S2Desc::VALID.mask()),
+            None => false,
+        })
+    }
+
+    /// Upper bound of the tables a [`PageTable::map_range`] of the range
+    /// allocates: the missing tables on the way to each 2 MiB chunk's
+    /// level 3 table (a shared level 2 table counted once per chunk).
+    pub fn tables_needed_range(&self, mem: &impl DmaMemory, iova: u64, pages: u32) -> usize {
+        chunks(iova, pages)
+            .map(|(a, _)| self.tables_needed(mem, a))
+            .sum()
+    }
+
+    /// Maps `pages` pages from `iova` to consecutive pages from `pa`: one
+    /// walk per 2 MiB chunk, then the chunk's leaf descriptors in one run,
+    /// one barrier at the end. The caller has checked alignment, range,
+    /// that no page is mapped ([`PageTable::any_mapped`]) and that the
+    /// tables fit ([`PageTable::tables_needed_range`]); NoSpace can then
+    /// only come from a concurrent allocation, and leaves the chunks
+    /// before it mapped (the caller's all-or-nothing check is done first).
+    pub fn map_range(
+        &mut self,
+        mem: &impl DmaMemory,
+        alloc: &mut PageAlloc,
+        iova: u64,
+        pa: u64,
+        pages: u32,
+        prot: Prot,
+    ) -> Result<()> {
+        let template = leaf(self.stage, 0, prot);
+        for (a, n) in chunks(iova, pages) {
+            let table = self.l3_table_or_alloc(mem, alloc, a)?;
+            let out = pa + (a - iova);
+            mem.write_run(
+                table + level_index(a, LAST_LEVEL) * 8,
+                n,
+                template | (out & S2Desc::OUTPUT_ADDR.mask()),
+                PAGE_SIZE as u64,
+            );
+        }
+        mem.publish();
+        Ok(())
+    }
+
+    /// The level 3 table covering `iova`, allocating (zeroed, published
+    /// before it is linked) the missing tables on the way.
+    fn l3_table_or_alloc(
+        &mut self,
+        mem: &impl DmaMemory,
+        alloc: &mut PageAlloc,
+        iova: u64,
+    ) -> Result<usize> {
+        let mut table = self.root.off;
+        for level in START_LEVEL..LAST_LEVEL {
+            let slot = table + level_index(iova, level) * 8;
+            let raw = mem.read64(slot);
+            table = match Self::next_table(mem, raw, level) {
+                Some(t) => t,
+                // A block or a table outside our memory: never written by
+                // this module.
+                None if raw & S2Desc::VALID.mask() != 0 => return Err(Error::HardwareError),
+                None => {
+                    let t = alloc.alloc(0)?;
+                    mem.zero(t.off, PAGE_SIZE);
+                    mem.publish();
+                    mem.write64(slot, S2Desc::table(t.pa).raw());
+                    t.off
+                }
+            };
+        }
+        Ok(table)
+    }
+
+    /// Unmaps every mapped page of `[iova, iova + pages * 4 KiB)`; returns
+    /// how many were mapped and the first and last of them (the span the
+    /// caller invalidates). One walk per 2 MiB chunk, one barrier.
+    pub fn unmap_range(&mut self, mem: &impl DmaMemory, iova: u64, pages: u32) -> Unmapped {
+        let mut r = Unmapped {
+            count: 0,
+            first: 0,
+            last: 0,
+        };
+        for (a, n) in chunks(iova, pages) {
+            let Some(t) = self.l3_table(mem, a) else {
+                continue;
+            };
+            let (k, f, l) =
+                mem.clear_set(t + level_index(a, LAST_LEVEL) * 8, n, S2Desc::VALID.mask());
+            if k > 0 {
+                if r.count == 0 {
+                    r.first = a + (f * PAGE_SIZE) as u64;
+                }
+                r.last = a + (l * PAGE_SIZE) as u64;
+                r.count += k as u32;
+            }
+        }
+        if r.count > 0 {
+            mem.publish();
+        }
+        r
+    }
+
     /// Frees every table (not the mapped pages: they are the VM's).
     pub fn destroy(self, mem: &impl DmaMemory, alloc: &mut PageAlloc) {
         Self::free_level(mem, alloc, self.root.off, START_LEVEL);
@@ -350,6 +495,67 @@ mod tests {
             }
             pt.destroy(&mem, &mut alloc);
             proptest::prop_assert_eq!(alloc.free_pages(), 64);
+        }
+    }
+
+    proptest::proptest! {
+        /// The range operations agree with the page-by-page ones: the same
+        /// descriptors, the same tables, the same answer to "mapped?", and
+        /// an unmap that reports exactly the pages it removed.
+        #[test]
+        fn range_ops_match_page_ops(
+            start in 0u64..1200,
+            pages in 1u32..700,
+            holes in proptest::collection::vec(0u64..700, 0..8),
+            s1 in proptest::bool::ANY,
+        ) {
+            let stage = if s1 { Stage::S1 } else { Stage::S2 };
+            let iova = 0x4000_0000 - 0x20_0000 + start * 0x1000;
+            let pa = 0x8_0000_0000 + start * 0x1000;
+            let mem = HostMem::new(0x4000_0000, 16 * PAGE_SIZE);
+            let mut alloc = PageAlloc::new(mem.base_pa(), mem.size());
+            let mut pt = PageTable::new(&mem, &mut alloc, stage).unwrap();
+            let mem2 = HostMem::new(0x4000_0000, 16 * PAGE_SIZE);
+            let mut alloc2 = PageAlloc::new(mem2.base_pa(), mem2.size());
+            let mut by_page = PageTable::new(&mem2, &mut alloc2, stage).unwrap();
+            let need = pt.tables_needed_range(&mem, iova, pages);
+            proptest::prop_assert!(!pt.any_mapped(&mem, iova, pages));
+            pt.map_range(&mem, &mut alloc, iova, pa, pages, Prot::RW).unwrap();
+            proptest::prop_assert!(16 - 1 - alloc.free_pages() <= need);
+            for p in 0..pages as u64 {
+                by_page.map(&mem2, &mut alloc2, iova + p * 0x1000, pa + p * 0x1000, Prot::RW).unwrap();
+            }
+            for p in 0..pages as u64 {
+                let a = iova + p * 0x1000;
+                proptest::prop_assert_eq!(pt.lookup(&mem, a), by_page.lookup(&mem2, a));
+                proptest::prop_assert_eq!(
+                    mem.read64(pt.leaf_slot(&mem, a).unwrap()),
+                    leaf(stage, pa + p * 0x1000, Prot::RW)
+                );
+                proptest::prop_assert!(pt.any_mapped(&mem, a, 1));
+            }
+            proptest::prop_assert!(!pt.any_mapped(&mem, iova + pages as u64 * 0x1000, 1));
+            proptest::prop_assert!(!pt.any_mapped(&mem, iova - 0x1000, 1));
+            proptest::prop_assert_eq!(alloc.free_pages(), alloc2.free_pages());
+            // Holes, then one unmap over everything (and a page beyond).
+            let mut left = pages;
+            for h in holes.iter().filter(|h| **h < pages as u64) {
+                if pt.unmap(&mem, iova + h * 0x1000) {
+                    left -= 1;
+                }
+            }
+            let mapped: std::vec::Vec<u64> = (0..pages as u64)
+                .map(|p| iova + p * 0x1000)
+                .filter(|a| pt.lookup(&mem, *a).is_some())
+                .collect();
+            let r = pt.unmap_range(&mem, iova, pages + 1);
+            proptest::prop_assert_eq!(r.count, left);
+            if left > 0 {
+                proptest::prop_assert_eq!(r.first, mapped[0]);
+                proptest::prop_assert_eq!(r.last, *mapped.last().unwrap());
+            }
+            proptest::prop_assert!(!pt.any_mapped(&mem, iova, pages));
+            proptest::prop_assert_eq!(pt.unmap_range(&mem, iova, pages).count, 0);
         }
     }
 

@@ -53,6 +53,8 @@ mod cases {
     const RO_IOVA: u64 = 0x31_0000;
     /// Where the foreign-memory case tries to map.
     const FOREIGN_IOVA: u64 = 0x33_0000;
+    /// Three pages unmapped by one range invalidation.
+    const RANGE_IOVA: u64 = 0x35_0000;
     /// The guest's IPA of `smmu-dma` page i is IPA_BASE + i * 4 KiB.
     const IPA_BASE: u64 = 0x100_0000;
     /// The guest's stage 1 VA used by the nested cases.
@@ -643,6 +645,45 @@ mod cases {
         one_event(x, EventId::FTranslation, T_IOVA, true, EventClass::In)
     }
 
+    /// An unmap of three pages is one range TLBI_S2_IPA (QEMU has
+    /// IDR3.RIL): the cached translations of its first and last page are
+    /// both gone before the reply.
+    fn invalidate_range_unmap_faults(x: &mut Ctx) -> Outcome {
+        let d = s2(x)?;
+        map(x, d, RANGE_IOVA, x.mem.pa(T[1]), 3, RW)?;
+        x.mem.zero_targets();
+        // Both translations are now cached.
+        x.edu.write(RANGE_IOVA)?;
+        x.edu.write(RANGE_IOVA + 2 * PAGE)?;
+        ensure(
+            x.mem.landed(T[1]) && x.mem.landed(T[3]),
+            "DMA before the unmap did not land",
+        )?;
+        ensure(
+            x.api.unmap(d, RANGE_IOVA, 3 * PAGE) == Ok(3 * PAGE),
+            "unmap did not find the three pages",
+        )?;
+        x.mem.zero_targets();
+        x.edu.poke(RANGE_IOVA + 2 * PAGE)?;
+        ensure(
+            x.mem.untouched(T[3]),
+            "DMA to the range's last page landed after unmap + invalidation",
+        )?;
+        one_event(
+            x,
+            EventId::FTranslation,
+            RANGE_IOVA + 2 * PAGE,
+            true,
+            EventClass::In,
+        )?;
+        x.edu.poke(RANGE_IOVA)?;
+        ensure(
+            x.mem.untouched(T[1]),
+            "DMA to the range's first page landed after unmap + invalidation",
+        )?;
+        one_event(x, EventId::FTranslation, RANGE_IOVA, true, EventClass::In)
+    }
+
     fn invalidate_deferred_stale(x: &mut Ctx) -> Outcome {
         let d = s2(x)?;
         map(x, d, T_IOVA, x.mem.pa(T[1]), 1, RW)?;
@@ -1049,7 +1090,7 @@ mod cases {
             s1: None,
             nested_a: None,
         };
-        let cases: [Case; 24] = [
+        let cases: [Case; 25] = [
             ("smmu_probe_idr", probe_idr),
             (
                 "smmu_cmdq_illegal_command_recovered",
@@ -1075,6 +1116,10 @@ mod cases {
             ("smmu_fault_s2_unmapped", fault_s2_unmapped),
             ("smmu_fault_s2_permission", fault_s2_permission),
             ("smmu_invalidate_unmap_then_fault", invalidate_unmap_faults),
+            (
+                "smmu_invalidate_range_unmap_then_fault",
+                invalidate_range_unmap_faults,
+            ),
             (
                 "smmu_invalidate_deferred_stale_until_flush",
                 invalidate_deferred_stale,

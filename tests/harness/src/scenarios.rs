@@ -341,7 +341,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "iommu-map",
-        about: "iommu-server: map, DMA, unmap with one batch of TLBI_S2_IPA and one SYNC, DMA faults",
+        about: "iommu-server: map, DMA, unmap with a range TLBI_S2_IPA and one SYNC, DMA faults",
         build: smmu::map_scenario,
         status: 0,
     },

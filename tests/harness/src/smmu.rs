@@ -1053,6 +1053,16 @@ pub fn describe_command(c: &LoggedCommand) -> String {
 
 fn describe_kind(k: &CommandKind) -> String {
     let leaf = |l: bool| if l { " leaf" } else { "" };
+    // A range TLBI (TG != 0) names its length; `leaf` is only ever given
+    // a TLBI's scope.leaf, so the range rides along with it.
+    let ranged = |sc: &smmuv3::TlbiScope| {
+        let r = leaf(sc.leaf).to_string();
+        if sc.tg == 0 {
+            r
+        } else {
+            format!("{r} range {:#x}", sc.range().1)
+        }
+    };
     match *k {
         CommandKind::CfgiSte { sid, leaf: l } => format!("CFGI_STE sid {sid:#x}{}", leaf(l)),
         CommandKind::CfgiAll => "CFGI_ALL".to_string(),
@@ -1065,18 +1075,18 @@ fn describe_kind(k: &CommandKind) -> String {
         CommandKind::TlbiNhVa { vmid, asid, scope } => format!(
             "TLBI_NH_VA vmid {vmid} asid {asid} va {:#x}{}",
             scope.addr,
-            leaf(scope.leaf)
+            ranged(&scope)
         ),
         CommandKind::TlbiNhVaa { vmid, scope } => format!(
             "TLBI_NH_VAA vmid {vmid} va {:#x}{}",
             scope.addr,
-            leaf(scope.leaf)
+            ranged(&scope)
         ),
         CommandKind::TlbiS12Vmall { vmid } => format!("TLBI_S12_VMALL vmid {vmid}"),
         CommandKind::TlbiS2Ipa { vmid, scope } => format!(
             "TLBI_S2_IPA vmid {vmid} ipa {:#x}{}",
             scope.addr,
-            leaf(scope.leaf)
+            ranged(&scope)
         ),
         CommandKind::TlbiNsnhAll => "TLBI_NSNH_ALL".to_string(),
         CommandKind::TlbiEl2All => "TLBI_EL2_ALL".to_string(),
@@ -1727,7 +1737,7 @@ pub fn sync_wait_scenario(seed: u64) -> Harness {
         .harness(seed)
 }
 
-/// Map, DMA, unmap (one batch of TLBI_S2_IPA, one SYNC), DMA faults.
+/// Map, DMA, unmap (range TLBI_S2_IPA, one SYNC), DMA faults.
 pub fn map_scenario(seed: u64) -> Harness {
     IommuRig::new(SmmuConfig::new())
         .vm("vm", 3, &[SID_A], |vm: Vm| {
