@@ -86,8 +86,16 @@ pub struct TaskToml {
     pub start: bool,
     #[serde(default)]
     pub task_slots: Vec<String>,
+    /// Tasks it may post notifications to but never send to (any priority):
+    /// a server notifying the lower-priority tasks that call it.
+    #[serde(default)]
+    pub posts: Vec<String>,
     #[serde(default)]
     pub caps: Vec<String>,
+    /// Register windows: registers of a board peripheral the kernel reads
+    /// and writes for the task (never mapped into it).
+    #[serde(default)]
+    pub registers: Vec<RegWindowToml>,
     #[serde(default)]
     pub mmio: Vec<String>,
     #[serde(default)]
@@ -98,6 +106,17 @@ pub struct TaskToml {
 
 fn yes() -> bool {
     true
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RegWindowToml {
+    /// The window's name (`sys_reg_lookup`).
+    pub name: String,
+    /// A board peripheral with a `register-set`.
+    pub peripheral: String,
+    /// Register names of that set, in the order the task indexes them.
+    pub regs: Vec<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -140,7 +159,7 @@ pub struct BoardToml {
     pub gic: Gic,
     pub timer: Timer,
     #[serde(default)]
-    pub peripherals: IndexMap<String, Range>,
+    pub peripherals: IndexMap<String, Peripheral>,
     #[serde(default)]
     pub interrupts: IndexMap<String, Interrupt>,
     pub qemu: Qemu,
@@ -152,6 +171,54 @@ pub struct Range {
     pub base: u64,
     pub size: u64,
 }
+
+/// A board peripheral a task may be given.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Peripheral {
+    pub base: u64,
+    pub size: u64,
+    /// Set where the range is not a page of its own but an alias of
+    /// another peripheral: on QEMU 10 the SMMU's page 1 aliases page 0, so
+    /// mapping it would hand out CR0, STRTAB_BASE and the command queue.
+    /// Only a task that maps the aliased peripheral itself may map it (it
+    /// gains nothing); any other task reaches its registers through a
+    /// register window.
+    pub aliases: Option<String>,
+    /// The register names a register window over it may use
+    /// ([`REGISTER_SETS`]).
+    pub register_set: Option<String>,
+}
+
+impl Peripheral {
+    pub fn range(&self) -> Range {
+        Range {
+            base: self.base,
+            size: self.size,
+        }
+    }
+}
+
+/// Register sets a board peripheral can declare: name, then (register,
+/// byte offset from the peripheral's base). The offsets come from
+/// `lib/smmuv3`'s register map (the one definition), relative to the page.
+pub fn register_set(name: &str) -> Option<Vec<(&'static str, u32)>> {
+    use smmuv3::regs::offset as o;
+    let page1 = |off: usize| (off - o::PAGE1) as u32;
+    match name {
+        "smmuv3-page1" => Some(vec![
+            ("EVENTQ_PROD", page1(o::EVENTQ_PROD)),
+            ("EVENTQ_CONS", page1(o::EVENTQ_CONS)),
+            ("PRIQ_PROD", page1(o::PRIQ_PROD)),
+            ("PRIQ_CONS", page1(o::PRIQ_CONS)),
+        ]),
+        _ => None,
+    }
+}
+
+/// Most register windows per task, and registers per window.
+pub const MAX_REG_WINDOWS: usize = 4;
+pub const MAX_WINDOW_REGS: usize = 16;
 
 #[derive(Deserialize, Debug, Clone, Copy)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -256,6 +323,17 @@ pub struct Region {
     pub backing: Backing,
 }
 
+/// A validated register window.
+#[derive(Debug, Clone)]
+pub struct RegWindow {
+    pub name: String,
+    pub peripheral: String,
+    /// Physical base of the peripheral.
+    pub base: u64,
+    /// (register name, byte offset from `base`).
+    pub regs: Vec<(String, u32)>,
+}
+
 /// An interrupt owned by a task.
 #[derive(Debug, Clone)]
 pub struct TaskIrq {
@@ -276,7 +354,10 @@ pub struct Task {
     pub start: bool,
     /// Indices of the tasks it may send/post to.
     pub slots: Vec<usize>,
+    /// Indices of the tasks it may only post to.
+    pub posts: Vec<usize>,
     pub caps: Vec<Cap>,
+    pub windows: Vec<RegWindow>,
     /// MMIO regions in declaration order, then memory regions.
     pub regions: Vec<Region>,
     pub irqs: Vec<TaskIrq>,
@@ -424,9 +505,38 @@ fn validate_board(file: &str, wanted: &str, b: &BoardToml) -> Result<(), String>
             b.gic.version
         ));
     }
-    for (name, r) in &b.peripherals {
+    for (name, p) in &b.peripherals {
         check_name(file, &format!("peripherals.{name}"), name)?;
-        page_range(&format!("peripherals.{name}"), r)?;
+        page_range(&format!("peripherals.{name}"), &p.range())?;
+        if let Some(a) = &p.aliases {
+            if a == name || !b.peripherals.contains_key(a) {
+                return Err(format!(
+                    "{file}: peripherals.{name}.aliases: \"{a}\" is not another peripheral"
+                ));
+            }
+        }
+        if let Some(set) = &p.register_set {
+            let Some(regs) = register_set(set) else {
+                return Err(format!(
+                    "{file}: peripherals.{name}.register-set: unknown register set \"{set}\" (known: \"smmuv3-page1\")"
+                ));
+            };
+            if let Some((r, off)) = regs.iter().find(|(_, off)| u64::from(*off) + 4 > p.size) {
+                return Err(format!(
+                    "{file}: peripherals.{name}.register-set: {r} at {off:#x} lies outside the peripheral"
+                ));
+            }
+            // The kernel reaches the registers through its own mapping.
+            let inside = b
+                .kernel_devices
+                .iter()
+                .any(|k| p.base >= k.base && p.base + p.size <= k.base + k.size);
+            if !inside {
+                return Err(format!(
+                    "{file}: peripherals.{name}: has a register-set but lies in no kernel-devices range (the kernel accesses its registers)"
+                ));
+            }
+        }
     }
     for (i, (a_name, a)) in b.peripherals.iter().enumerate() {
         for (b_name, other) in b.peripherals.iter().take(i) {
@@ -572,6 +682,14 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
                     at(".mmio")
                 ));
             };
+            if let Some(a) = &r.aliases {
+                if !t.mmio.contains(a) {
+                    return Err(format!(
+                        "{}: peripheral \"{p}\" aliases \"{a}\" on this board ({board_file}): only a task that maps \"{a}\" may map it; use a register window (`registers`)",
+                        at(".mmio")
+                    ));
+                }
+            }
             if let Some(owner) = mmio_owner.insert(p, name) {
                 return Err(format!(
                     "{}: peripheral \"{p}\" is already given to task \"{owner}\"",
@@ -689,6 +807,61 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
             });
         }
 
+        let mut windows: Vec<RegWindow> = Vec::new();
+        if t.registers.len() > MAX_REG_WINDOWS {
+            return Err(format!(
+                "{}: {} windows, at most {MAX_REG_WINDOWS}",
+                at(".registers"),
+                t.registers.len()
+            ));
+        }
+        for (i, w) in t.registers.iter().enumerate() {
+            let field = at(&format!(".registers[{i}]"));
+            check_name(file, &format!("tasks.{name}.registers[{i}].name"), &w.name)?;
+            if windows.iter().any(|o| o.name == w.name) {
+                return Err(format!("{field}.name: \"{}\" is defined twice", w.name));
+            }
+            let Some(p) = board.peripherals.get(&w.peripheral) else {
+                return Err(format!(
+                    "{field}.peripheral: unknown peripheral \"{}\" (not in {board_file})",
+                    w.peripheral
+                ));
+            };
+            let Some(set) = p.register_set.as_deref().and_then(register_set) else {
+                return Err(format!(
+                    "{field}.peripheral: \"{}\" has no register-set in {board_file}",
+                    w.peripheral
+                ));
+            };
+            if w.regs.is_empty() || w.regs.len() > MAX_WINDOW_REGS {
+                return Err(format!(
+                    "{field}.regs: {} registers (1..={MAX_WINDOW_REGS})",
+                    w.regs.len()
+                ));
+            }
+            let mut regs: Vec<(String, u32)> = Vec::new();
+            for r in &w.regs {
+                let Some(&(_, off)) = set.iter().find(|(n, _)| n == r) else {
+                    let known: Vec<&str> = set.iter().map(|(n, _)| *n).collect();
+                    return Err(format!(
+                        "{field}.regs: \"{r}\" is not a register of \"{}\" (known: {})",
+                        w.peripheral,
+                        known.join(", ")
+                    ));
+                };
+                if regs.iter().any(|(n, _)| n == r) {
+                    return Err(format!("{field}.regs: \"{r}\" is listed twice"));
+                }
+                regs.push((r.clone(), off));
+            }
+            windows.push(RegWindow {
+                name: w.name.clone(),
+                peripheral: w.peripheral.clone(),
+                base: p.base,
+                regs,
+            });
+        }
+
         tasks.push(Task {
             index,
             name: name.clone(),
@@ -697,6 +870,8 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
             stack_size: t.stack_size,
             start: t.start,
             slots: Vec::new(),
+            posts: Vec::new(),
+            windows,
             caps: Cap::ALL
                 .into_iter()
                 .filter(|c| t.caps.iter().any(|n| n == c.name()))
@@ -729,6 +904,42 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
             slots.push(target);
         }
         tasks[index].slots = slots;
+
+        // Post-only peers: any priority (a server notifies the tasks that
+        // call it); never a send capability.
+        let field = format!("{file}: tasks.{name}.posts");
+        let mut posts = Vec::new();
+        for s in &t.posts {
+            if s == name {
+                return Err(format!("{field}: a task cannot post to itself"));
+            }
+            let Some(target) = raw.tasks.get_index_of(s) else {
+                return Err(format!("{field}: unknown task \"{s}\""));
+            };
+            if posts.contains(&target) {
+                return Err(format!("{field}: \"{s}\" is listed twice"));
+            }
+            if tasks[index].slots.contains(&target) {
+                return Err(format!(
+                    "{field}: \"{s}\" is also in task-slots (a slot already grants post)"
+                ));
+            }
+            posts.push(target);
+        }
+        tasks[index].posts = posts;
+    }
+
+    // A peripheral behind a register window is reached through the kernel
+    // only: no task may also map it.
+    for t in &tasks {
+        for w in &t.windows {
+            if let Some(owner) = mmio_owner.get(w.peripheral.as_str()) {
+                return Err(format!(
+                    "{file}: tasks.{}.registers: peripheral \"{}\" is mapped by task \"{owner}\" (a register window's peripheral must not be mapped)",
+                    t.name, w.peripheral
+                ));
+            }
+        }
     }
 
     let mut streams = Vec::new();

@@ -230,6 +230,49 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
         );
     }
 
+    for (i, t) in app.tasks.iter().enumerate() {
+        let posts: Vec<String> = t.posts.iter().map(|s| s.to_string()).collect();
+        let names: Vec<&str> = t
+            .posts
+            .iter()
+            .map(|&s| app.tasks[s].name.as_str())
+            .collect();
+        let _ = writeln!(
+            o,
+            "static POSTS_{i}: [u16; {}] = [{}];{}",
+            posts.len(),
+            posts.join(", "),
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(" // post only: {}", names.join(", "))
+            }
+        );
+        let windows: Vec<String> = t
+            .windows
+            .iter()
+            .map(|w| {
+                let offs: Vec<String> = w.regs.iter().map(|(_, o)| format!("{o:#x}")).collect();
+                let names: Vec<&str> = w.regs.iter().map(|(n, _)| n.as_str()).collect();
+                format!(
+                    "    kern::config::RegWindow {{ name: {}, base: {:#x}, offsets: &[{}] }}, // {}: {}",
+                    lit(&w.name),
+                    w.base,
+                    offs.join(", "),
+                    w.peripheral,
+                    names.join(", ")
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "static WINDOWS_{i}: [kern::config::RegWindow; {}] = [{}{}];\n",
+            windows.len(),
+            if windows.is_empty() { "" } else { "\n" },
+            windows.iter().map(|l| format!("{l}\n")).collect::<String>()
+        );
+    }
+
     let _ = writeln!(
         o,
         "pub static TASKS: [kern::config::TaskDesc; {}] = [",
@@ -241,6 +284,7 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
             o,
             "    kern::config::TaskDesc {{\n        name: {},\n        priority: {},\n        \
              entry: {:#x},\n        stack_top: {:#x},\n        task_slots: &SLOTS_{i},\n        \
+             post_slots: &POSTS_{i},\n        reg_windows: &WINDOWS_{i},\n        \
              regions: &REGIONS_{i},\n        capabilities: {},\n        start: {},\n    }},",
             lit(&t.name),
             t.priority,

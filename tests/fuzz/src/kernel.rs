@@ -291,6 +291,8 @@ impl World {
                 entry: layout::TASK_TEXT,
                 stack_top: layout::TASK_DATA,
                 task_slots: s.slots,
+                post_slots: &[],
+                reg_windows: &[],
                 regions: Box::leak(regions.into_boxed_slice()),
                 capabilities: s.caps,
                 start: s.start,
