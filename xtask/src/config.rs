@@ -1056,8 +1056,21 @@ mod tests {
         let a = check(include_str!("../../app.toml")).unwrap();
         assert_eq!(a.name, "demo");
         let names: Vec<_> = a.tasks.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["supervisor", "iommu-server", "demo", "idle"]);
-        let iommu = &a.tasks[1];
+        assert_eq!(
+            names,
+            ["supervisor", "prq-server", "iommu-server", "demo", "idle"]
+        );
+        // prq-server: above iommu-server and the VM, posts to both, sends
+        // to nobody; page 1 only through its register window.
+        let prq = &a.tasks[1];
+        assert!(prq.priority < a.tasks[2].priority && prq.priority < a.tasks[3].priority);
+        assert!(prq.slots.is_empty());
+        assert_eq!(prq.posts, vec![2, 3]);
+        assert!(prq.regions.iter().all(|r| r.name != "smmu-page1"));
+        assert_eq!(prq.windows[0].name, "smmu-queues");
+        assert_eq!(prq.windows[0].regs.len(), 4);
+        assert_eq!(a.tasks[2].slots, vec![1]);
+        let iommu = &a.tasks[2];
         assert_eq!(iommu.regions.len(), 2);
         assert_eq!(iommu.regions[0].name, "smmu-page0");
         assert_eq!(iommu.regions[0].va, TASK_REGIONS);
@@ -1081,10 +1094,10 @@ mod tests {
         assert_eq!(iommu.irqs.len(), 2);
         assert_eq!((iommu.irqs[0].intid, iommu.irqs[0].notification), (108, 2));
         assert!(iommu.irqs[0].edge);
-        assert_eq!(a.tasks[2].slots, vec![1]);
+        assert_eq!(a.tasks[3].slots, vec![2]);
         assert_eq!(a.tasks[0].caps, vec![Cap::TaskControl, Cap::Shutdown]);
-        assert_eq!(a.tasks[2].crate_name, "demo");
-        assert_eq!(a.tasks[3].priority, 15);
+        assert_eq!(a.tasks[3].crate_name, "demo");
+        assert_eq!(a.tasks[4].priority, 15);
         assert_eq!(a.kernel_stack_size, 16384);
     }
 
@@ -1199,6 +1212,124 @@ mod tests {
         assert_eq!(
             e,
             "app.toml: tasks.x.task-slots: \"y\" has priority 4, not strictly higher than this task's 3 (a task may only send to smaller priority numbers)"
+        );
+    }
+
+    #[test]
+    fn posts_to_lower_priority_are_post_only() {
+        let a = check(&app(
+            "[tasks.x]\npriority = 1\nstack-size = 1024\nposts = [\"y\"]\n[tasks.y]\npriority = 4\nstack-size = 1024\ntask-slots = [\"x\"]\n",
+        ))
+        .unwrap();
+        // A post grants no slot (send): the kernel table keeps them apart.
+        assert_eq!(a.tasks[1].posts, vec![2]);
+        assert!(a.tasks[1].slots.is_empty());
+        assert_eq!(a.tasks[2].slots, vec![1]);
+    }
+
+    #[test]
+    fn posts_checked() {
+        let t = |posts: &str| {
+            err(&app(&format!(
+                "[tasks.x]\npriority = 1\nstack-size = 1024\ntask-slots = [\"sup2\"]\nposts = [{posts}]\n[tasks.y]\npriority = 4\nstack-size = 1024\n[tasks.sup2]\npriority = 0\nstack-size = 1024\n"
+            )))
+        };
+        assert_eq!(t("\"z\""), "app.toml: tasks.x.posts: unknown task \"z\"");
+        assert_eq!(
+            t("\"x\""),
+            "app.toml: tasks.x.posts: a task cannot post to itself"
+        );
+        assert_eq!(
+            t("\"y\", \"y\""),
+            "app.toml: tasks.x.posts: \"y\" is listed twice"
+        );
+        assert_eq!(
+            t("\"sup2\""),
+            "app.toml: tasks.x.posts: \"sup2\" is also in task-slots (a slot already grants post)"
+        );
+    }
+
+    #[test]
+    fn aliased_page_is_not_mappable_alone() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 1\nstack-size = 1024\nmmio = [\"smmu-page1\"]\n",
+        ));
+        assert!(
+            e.starts_with(
+                "app.toml: tasks.x.mmio: peripheral \"smmu-page1\" aliases \"smmu-page0\""
+            ),
+            "{e}"
+        );
+        // With page 0 it gives nothing more: allowed (the SMMU drivers of
+        // the differential test).
+        check(&app(
+            "[tasks.x]\npriority = 1\nstack-size = 1024\nmmio = [\"smmu-page0\", \"smmu-page1\"]\n",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn register_window_offsets_come_from_smmuv3() {
+        let a = check(&app(
+            "[tasks.x]\npriority = 1\nstack-size = 1024\nregisters = [{ name = \"q\", peripheral = \"smmu-page1\", regs = [\"PRIQ_CONS\", \"EVENTQ_PROD\"] }]\n",
+        ))
+        .unwrap();
+        let w = &a.tasks[1].windows[0];
+        assert_eq!(w.base, 0x0906_0000);
+        use smmuv3::regs::offset as o;
+        assert_eq!(
+            w.regs,
+            vec![
+                ("PRIQ_CONS".to_string(), (o::PRIQ_CONS - o::PAGE1) as u32),
+                (
+                    "EVENTQ_PROD".to_string(),
+                    (o::EVENTQ_PROD - o::PAGE1) as u32
+                )
+            ]
+        );
+        assert_eq!(w.regs[0].1, 0xcc);
+    }
+
+    #[test]
+    fn register_window_checked() {
+        let t = |w: &str, more: &str| {
+            err(&app(&format!(
+                "[tasks.x]\npriority = 1\nstack-size = 1024\nregisters = [{w}]\n{more}"
+            )))
+        };
+        // Page-0 registers are not in page 1's set: CR0, STRTAB_BASE.
+        for r in ["CR0", "STRTAB_BASE", "CMDQ_PROD"] {
+            let e = t(
+                &format!("{{ name = \"q\", peripheral = \"smmu-page1\", regs = [\"{r}\"] }}"),
+                "",
+            );
+            assert!(
+                e.starts_with(&format!(
+                    "app.toml: tasks.x.registers[0].regs: \"{r}\" is not a register of \"smmu-page1\""
+                )),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            t("{ name = \"q\", peripheral = \"smmu-page0\", regs = [\"CR0\"] }", ""),
+            "app.toml: tasks.x.registers[0].peripheral: \"smmu-page0\" has no register-set in boards/qemu-virt.toml"
+        );
+        assert_eq!(
+            t("{ name = \"q\", peripheral = \"smmu-page1\", regs = [\"PRIQ_CONS\", \"PRIQ_CONS\"] }", ""),
+            "app.toml: tasks.x.registers[0].regs: \"PRIQ_CONS\" is listed twice"
+        );
+        assert_eq!(
+            t("{ name = \"q\", peripheral = \"nope\", regs = [\"PRIQ_CONS\"] }", ""),
+            "app.toml: tasks.x.registers[0].peripheral: unknown peripheral \"nope\" (not in boards/qemu-virt.toml)"
+        );
+        // A window's peripheral must not also be mapped.
+        let e = t(
+            "{ name = \"q\", peripheral = \"smmu-page1\", regs = [\"PRIQ_CONS\"] }",
+            "[tasks.y]\npriority = 2\nstack-size = 1024\nmmio = [\"smmu-page0\", \"smmu-page1\"]\n",
+        );
+        assert!(
+            e.contains("a register window's peripheral must not be mapped"),
+            "{e}"
         );
     }
 
@@ -1347,12 +1478,12 @@ mod tests {
     #[test]
     fn region_name_duplicated() {
         let e = err(&app(
-            "[tasks.x]\npriority = 3\nstack-size = 1024\nmmio = [\"smmu-page1\"]\n\
-             memory = [{ name = \"smmu-page1\", size = 0x1000 }]\n",
+            "[tasks.x]\npriority = 3\nstack-size = 1024\nmmio = [\"pcie-ecam\"]\n\
+             memory = [{ name = \"pcie-ecam\", size = 0x1000 }]\n",
         ));
         assert_eq!(
             e,
-            "app.toml: tasks.x.memory[0].name: region \"smmu-page1\" is defined twice in this task"
+            "app.toml: tasks.x.memory[0].name: region \"pcie-ecam\" is defined twice in this task"
         );
         let e = err(&app(
             "[tasks.x]\npriority = 3\nstack-size = 1024\n\

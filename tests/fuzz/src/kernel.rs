@@ -1132,7 +1132,14 @@ fn random_call(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
                 a[1] = len;
             }
         }
-        Sysnum::RegionInfo | Sysnum::LookupSlot => (a[0], a[1]) = name(r),
+        Sysnum::RegionInfo | Sysnum::LookupSlot | Sysnum::RegLookup => (a[0], a[1]) = name(r),
+        // The fuzzed tasks have no register windows: every access must
+        // fault the caller and touch nothing.
+        Sysnum::RegRead | Sysnum::RegWrite => {
+            a[0] = r.below(4) as usize;
+            a[1] = r.below(20) as usize;
+            a[2] = r.next_u64() as usize;
+        }
         Sysnum::RefreshTaskId => a[0] = tid(r),
         Sysnum::GetTimer => {}
         Sysnum::TaskControl => {
