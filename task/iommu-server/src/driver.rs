@@ -97,6 +97,14 @@ impl Features {
         })
     }
 
+    /// IDR0.STALL_MODEL == 0b00 (stall and terminate): stalling is optional
+    /// per stream, so STE.S1STALLD may be set. With terminate-only (0b01)
+    /// or forced stall (0b10) an STE with S1STALLD = 1 is ILLEGAL
+    /// (IHI 0070 §5.2, STE validity; QEMU reports C_BAD_STE).
+    pub fn stall_optional(&self) -> bool {
+        LocalRegisterCopy::<u32, IDR0::Register>::new(self.idr0).read(IDR0::STALL_MODEL) == 0
+    }
+
     /// Nested translation (both stages).
     pub fn nested(&self) -> bool {
         self.s1 && self.s2

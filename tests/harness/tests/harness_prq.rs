@@ -161,3 +161,11 @@ fn prq_invariant_check_reports_an_unanswered_group() {
         .expect_err("an unanswered group must be reported");
     assert!(e.contains("I1") && e.contains("prgi: 1"), "{e}");
 }
+
+/// S1STALLD = 1 for a stream whose domain is not fault-capable (stall and
+/// terminate model), never under a forced stall model.
+#[test]
+fn harness_prq_stall_disabled() {
+    for_seeds(|| s::stall_disabled(false));
+    for_seeds(|| s::stall_disabled(true));
+}
