@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::evtq::{EventQueue, EVTQ_LOG2};
 use crate::pages::{PageAlloc, Pages, PAGE_SIZE};
 use crate::strtab::StreamTable;
-use crate::update::{cd_used, ste_used, write_entry, EntryWriter, UpdateKind, WORDS};
+use crate::update::{
+    cd_used, ste_update_safe, ste_used, write_entry, EntryWriter, UpdateKind, WORDS,
+};
 use smmuv3::regs::{offset, CR0, CR1, CR2, GBPA, GERROR, IDR0, IDR1, IDR3, IDR5, IRQ_CTRL};
 use smmuv3::{AddrSize, Cd, Command, Event, Mmio, Ste, SyncCs};
 use tock_registers::LocalRegisterCopy;
@@ -391,6 +393,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> Smmu<M, D, W> {
             smmu: self,
             off,
             used: ste_used,
+            safe: Some(ste_update_safe),
             cfgi,
         };
         write_entry(&mut w, &target.words())
@@ -404,6 +407,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> Smmu<M, D, W> {
             smmu: self,
             off,
             used: cd_used,
+            safe: None,
             cfgi,
         };
         write_entry(&mut w, &target.words())
@@ -463,6 +467,8 @@ struct Slot<'a, 'c, M: Mmio, D: DmaMemory, W: Waiter> {
     smmu: &'a mut Smmu<M, D, W>,
     off: usize,
     used: fn(&[u64; WORDS]) -> [u64; WORDS],
+    /// [`EntryWriter::update_safe`] (STEs: S1STALLD).
+    safe: Option<fn(&[u64; WORDS], &[u64; WORDS]) -> [u64; WORDS]>,
     cfgi: &'c [Command],
 }
 
@@ -478,6 +484,9 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> EntryWriter for Slot<'_, '_, M, D, W> {
     }
     fn sync(&mut self) -> Result<()> {
         self.smmu.issue(self.cfgi).map_err(Error::from)
+    }
+    fn update_safe(&self, cur: &[u64; WORDS], target: &[u64; WORDS]) -> [u64; WORDS] {
+        self.safe.map_or([0; WORDS], |f| f(cur, target))
     }
 }
 
