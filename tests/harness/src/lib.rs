@@ -86,8 +86,6 @@ impl TaskSpec {
         }
     }
 
-    /// The peers it may send and post to (app.toml `task-slots`). Each must
-    /// have a strictly higher priority, as the image build requires.
     /// Peers it may only post notifications to (app.toml `posts`), at any
     /// priority (prq-server → VMs and iommu-server: the servers rank above
     /// their callers and never send to them). They become the kernel
@@ -98,6 +96,8 @@ impl TaskSpec {
         self
     }
 
+    /// The peers it may send and post to (app.toml `task-slots`). Each must
+    /// have a strictly higher priority, as the image build requires.
     pub fn slots(mut self, names: &[&str]) -> Self {
         self.slots.extend(names.iter().map(|s| s.to_string()));
         self
