@@ -96,8 +96,16 @@ pub struct TaskToml {
     pub start: bool,
     #[serde(default)]
     pub task_slots: Vec<String>,
+    /// Tasks it may post notifications to but never send to (any priority):
+    /// a server notifying the lower-priority tasks that call it.
+    #[serde(default)]
+    pub posts: Vec<String>,
     #[serde(default)]
     pub caps: Vec<String>,
+    /// Register windows: registers of a board peripheral the kernel reads
+    /// and writes for the task (never mapped into it).
+    #[serde(default)]
+    pub registers: Vec<RegWindowToml>,
     #[serde(default)]
     pub mmio: Vec<String>,
     #[serde(default)]
@@ -108,6 +116,17 @@ pub struct TaskToml {
 
 fn yes() -> bool {
     true
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RegWindowToml {
+    /// The window's name (`sys_reg_lookup`).
+    pub name: String,
+    /// A board peripheral with a `register-set`.
+    pub peripheral: String,
+    /// Register names of that set, in the order the task indexes them.
+    pub regs: Vec<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -150,7 +169,7 @@ pub struct BoardToml {
     pub gic: Gic,
     pub timer: Timer,
     #[serde(default)]
-    pub peripherals: IndexMap<String, Range>,
+    pub peripherals: IndexMap<String, Peripheral>,
     #[serde(default)]
     pub interrupts: IndexMap<String, Interrupt>,
     /// The SMMU's IDR1.SSIDSIZE (substream ID bits); 0 when not stated.
@@ -166,6 +185,54 @@ pub struct Range {
     pub base: u64,
     pub size: u64,
 }
+
+/// A board peripheral a task may be given.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Peripheral {
+    pub base: u64,
+    pub size: u64,
+    /// Set where the range is not a page of its own but an alias of
+    /// another peripheral: on QEMU 10 the SMMU's page 1 aliases page 0, so
+    /// mapping it would hand out CR0, STRTAB_BASE and the command queue.
+    /// Only a task that maps the aliased peripheral itself may map it (it
+    /// gains nothing); any other task reaches its registers through a
+    /// register window.
+    pub aliases: Option<String>,
+    /// The register names a register window over it may use
+    /// ([`REGISTER_SETS`]).
+    pub register_set: Option<String>,
+}
+
+impl Peripheral {
+    pub fn range(&self) -> Range {
+        Range {
+            base: self.base,
+            size: self.size,
+        }
+    }
+}
+
+/// Register sets a board peripheral can declare: name, then (register,
+/// byte offset from the peripheral's base). The offsets come from
+/// `lib/smmuv3`'s register map (the one definition), relative to the page.
+pub fn register_set(name: &str) -> Option<Vec<(&'static str, u32)>> {
+    use smmuv3::regs::offset as o;
+    let page1 = |off: usize| (off - o::PAGE1) as u32;
+    match name {
+        "smmuv3-page1" => Some(vec![
+            ("EVENTQ_PROD", page1(o::EVENTQ_PROD)),
+            ("EVENTQ_CONS", page1(o::EVENTQ_CONS)),
+            ("PRIQ_PROD", page1(o::PRIQ_PROD)),
+            ("PRIQ_CONS", page1(o::PRIQ_CONS)),
+        ]),
+        _ => None,
+    }
+}
+
+/// Most register windows per task, and registers per window.
+pub const MAX_REG_WINDOWS: usize = 4;
+pub const MAX_WINDOW_REGS: usize = 16;
 
 #[derive(Deserialize, Debug, Clone, Copy)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -270,6 +337,17 @@ pub struct Region {
     pub backing: Backing,
 }
 
+/// A validated register window.
+#[derive(Debug, Clone)]
+pub struct RegWindow {
+    pub name: String,
+    pub peripheral: String,
+    /// Physical base of the peripheral.
+    pub base: u64,
+    /// (register name, byte offset from `base`).
+    pub regs: Vec<(String, u32)>,
+}
+
 /// An interrupt owned by a task.
 #[derive(Debug, Clone)]
 pub struct TaskIrq {
@@ -290,7 +368,10 @@ pub struct Task {
     pub start: bool,
     /// Indices of the tasks it may send/post to.
     pub slots: Vec<usize>,
+    /// Indices of the tasks it may only post to.
+    pub posts: Vec<usize>,
     pub caps: Vec<Cap>,
+    pub windows: Vec<RegWindow>,
     /// MMIO regions in declaration order, then memory regions.
     pub regions: Vec<Region>,
     pub irqs: Vec<TaskIrq>,
@@ -443,9 +524,38 @@ fn validate_board(file: &str, wanted: &str, b: &BoardToml) -> Result<(), String>
             b.gic.version
         ));
     }
-    for (name, r) in &b.peripherals {
+    for (name, p) in &b.peripherals {
         check_name(file, &format!("peripherals.{name}"), name)?;
-        page_range(&format!("peripherals.{name}"), r)?;
+        page_range(&format!("peripherals.{name}"), &p.range())?;
+        if let Some(a) = &p.aliases {
+            if a == name || !b.peripherals.contains_key(a) {
+                return Err(format!(
+                    "{file}: peripherals.{name}.aliases: \"{a}\" is not another peripheral"
+                ));
+            }
+        }
+        if let Some(set) = &p.register_set {
+            let Some(regs) = register_set(set) else {
+                return Err(format!(
+                    "{file}: peripherals.{name}.register-set: unknown register set \"{set}\" (known: \"smmuv3-page1\")"
+                ));
+            };
+            if let Some((r, off)) = regs.iter().find(|(_, off)| u64::from(*off) + 4 > p.size) {
+                return Err(format!(
+                    "{file}: peripherals.{name}.register-set: {r} at {off:#x} lies outside the peripheral"
+                ));
+            }
+            // The kernel reaches the registers through its own mapping.
+            let inside = b
+                .kernel_devices
+                .iter()
+                .any(|k| p.base >= k.base && p.base + p.size <= k.base + k.size);
+            if !inside {
+                return Err(format!(
+                    "{file}: peripherals.{name}: has a register-set but lies in no kernel-devices range (the kernel accesses its registers)"
+                ));
+            }
+        }
     }
     for (i, (a_name, a)) in b.peripherals.iter().enumerate() {
         for (b_name, other) in b.peripherals.iter().take(i) {
@@ -591,6 +701,14 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
                     at(".mmio")
                 ));
             };
+            if let Some(a) = &r.aliases {
+                if !t.mmio.contains(a) {
+                    return Err(format!(
+                        "{}: peripheral \"{p}\" aliases \"{a}\" on this board ({board_file}): only a task that maps \"{a}\" may map it; use a register window (`registers`)",
+                        at(".mmio")
+                    ));
+                }
+            }
             if let Some(owner) = mmio_owner.insert(p, name) {
                 return Err(format!(
                     "{}: peripheral \"{p}\" is already given to task \"{owner}\"",
@@ -708,6 +826,61 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
             });
         }
 
+        let mut windows: Vec<RegWindow> = Vec::new();
+        if t.registers.len() > MAX_REG_WINDOWS {
+            return Err(format!(
+                "{}: {} windows, at most {MAX_REG_WINDOWS}",
+                at(".registers"),
+                t.registers.len()
+            ));
+        }
+        for (i, w) in t.registers.iter().enumerate() {
+            let field = at(&format!(".registers[{i}]"));
+            check_name(file, &format!("tasks.{name}.registers[{i}].name"), &w.name)?;
+            if windows.iter().any(|o| o.name == w.name) {
+                return Err(format!("{field}.name: \"{}\" is defined twice", w.name));
+            }
+            let Some(p) = board.peripherals.get(&w.peripheral) else {
+                return Err(format!(
+                    "{field}.peripheral: unknown peripheral \"{}\" (not in {board_file})",
+                    w.peripheral
+                ));
+            };
+            let Some(set) = p.register_set.as_deref().and_then(register_set) else {
+                return Err(format!(
+                    "{field}.peripheral: \"{}\" has no register-set in {board_file}",
+                    w.peripheral
+                ));
+            };
+            if w.regs.is_empty() || w.regs.len() > MAX_WINDOW_REGS {
+                return Err(format!(
+                    "{field}.regs: {} registers (1..={MAX_WINDOW_REGS})",
+                    w.regs.len()
+                ));
+            }
+            let mut regs: Vec<(String, u32)> = Vec::new();
+            for r in &w.regs {
+                let Some(&(_, off)) = set.iter().find(|(n, _)| n == r) else {
+                    let known: Vec<&str> = set.iter().map(|(n, _)| *n).collect();
+                    return Err(format!(
+                        "{field}.regs: \"{r}\" is not a register of \"{}\" (known: {})",
+                        w.peripheral,
+                        known.join(", ")
+                    ));
+                };
+                if regs.iter().any(|(n, _)| n == r) {
+                    return Err(format!("{field}.regs: \"{r}\" is listed twice"));
+                }
+                regs.push((r.clone(), off));
+            }
+            windows.push(RegWindow {
+                name: w.name.clone(),
+                peripheral: w.peripheral.clone(),
+                base: p.base,
+                regs,
+            });
+        }
+
         tasks.push(Task {
             index,
             name: name.clone(),
@@ -716,6 +889,8 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
             stack_size: t.stack_size,
             start: t.start,
             slots: Vec::new(),
+            posts: Vec::new(),
+            windows,
             caps: Cap::ALL
                 .into_iter()
                 .filter(|c| t.caps.iter().any(|n| n == c.name()))
@@ -748,6 +923,42 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
             slots.push(target);
         }
         tasks[index].slots = slots;
+
+        // Post-only peers: any priority (a server notifies the tasks that
+        // call it); never a send capability.
+        let field = format!("{file}: tasks.{name}.posts");
+        let mut posts = Vec::new();
+        for s in &t.posts {
+            if s == name {
+                return Err(format!("{field}: a task cannot post to itself"));
+            }
+            let Some(target) = raw.tasks.get_index_of(s) else {
+                return Err(format!("{field}: unknown task \"{s}\""));
+            };
+            if posts.contains(&target) {
+                return Err(format!("{field}: \"{s}\" is listed twice"));
+            }
+            if tasks[index].slots.contains(&target) {
+                return Err(format!(
+                    "{field}: \"{s}\" is also in task-slots (a slot already grants post)"
+                ));
+            }
+            posts.push(target);
+        }
+        tasks[index].posts = posts;
+    }
+
+    // A peripheral behind a register window is reached through the kernel
+    // only: no task may also map it.
+    for t in &tasks {
+        for w in &t.windows {
+            if let Some(owner) = mmio_owner.get(w.peripheral.as_str()) {
+                return Err(format!(
+                    "{file}: tasks.{}.registers: peripheral \"{}\" is mapped by task \"{owner}\" (a register window's peripheral must not be mapped)",
+                    t.name, w.peripheral
+                ));
+            }
+        }
     }
 
     let mut streams = Vec::new();
@@ -906,12 +1117,24 @@ mod tests {
         let names: Vec<_> = a.tasks.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names,
-            ["supervisor", "iommu-server", "demo", "idle", "pasid-alloc"]
+            ["supervisor", "prq-server", "iommu-server", "demo", "idle", "pasid-alloc"]
         );
-        assert_eq!(a.tasks[1].slots, vec![4], "iommu-server asks pasid-alloc");
-        assert_eq!(a.tasks[4].priority, 1);
+        // prq-server: above iommu-server and the VM, posts to both, sends
+        // to nobody; page 1 only through its register window.
+        let prq = &a.tasks[1];
+        assert!(prq.priority < a.tasks[2].priority && prq.priority < a.tasks[3].priority);
+        assert!(prq.slots.is_empty());
+        assert_eq!(prq.posts, vec![2, 3]);
+        assert!(prq.regions.iter().all(|r| r.name != "smmu-page1"));
+        assert_eq!(prq.windows[0].name, "smmu-queues");
+        assert_eq!(prq.windows[0].regs.len(), 4);
+        assert_eq!(a.tasks[2].slots, vec![1, 5], "iommu-server asks prq-server and pasid-alloc");
+        // pasid-alloc: above iommu-server, posts to it only.
+        assert_eq!(a.tasks[5].priority, 1);
+        assert!(a.tasks[5].slots.is_empty());
+        assert_eq!(a.tasks[5].posts, vec![2]);
         assert_eq!(a.pasids, (0, 8), "QEMU: SSIDSIZE 0");
-        let iommu = &a.tasks[1];
+        let iommu = &a.tasks[2];
         assert_eq!(iommu.regions.len(), 2);
         assert_eq!(iommu.regions[0].name, "smmu-page0");
         assert_eq!(iommu.regions[0].va, TASK_REGIONS);
@@ -935,10 +1158,10 @@ mod tests {
         assert_eq!(iommu.irqs.len(), 2);
         assert_eq!((iommu.irqs[0].intid, iommu.irqs[0].notification), (108, 2));
         assert!(iommu.irqs[0].edge);
-        assert_eq!(a.tasks[2].slots, vec![1]);
+        assert_eq!(a.tasks[3].slots, vec![2]);
         assert_eq!(a.tasks[0].caps, vec![Cap::TaskControl, Cap::Shutdown]);
-        assert_eq!(a.tasks[2].crate_name, "demo");
-        assert_eq!(a.tasks[3].priority, 15);
+        assert_eq!(a.tasks[3].crate_name, "demo");
+        assert_eq!(a.tasks[4].priority, 15);
         assert_eq!(a.kernel_stack_size, 16384);
     }
 
@@ -1076,6 +1299,124 @@ mod tests {
         assert_eq!(
             e,
             "app.toml: tasks.x.task-slots: \"y\" has priority 4, not strictly higher than this task's 3 (a task may only send to smaller priority numbers)"
+        );
+    }
+
+    #[test]
+    fn posts_to_lower_priority_are_post_only() {
+        let a = check(&app(
+            "[tasks.x]\npriority = 1\nstack-size = 1024\nposts = [\"y\"]\n[tasks.y]\npriority = 4\nstack-size = 1024\ntask-slots = [\"x\"]\n",
+        ))
+        .unwrap();
+        // A post grants no slot (send): the kernel table keeps them apart.
+        assert_eq!(a.tasks[1].posts, vec![2]);
+        assert!(a.tasks[1].slots.is_empty());
+        assert_eq!(a.tasks[2].slots, vec![1]);
+    }
+
+    #[test]
+    fn posts_checked() {
+        let t = |posts: &str| {
+            err(&app(&format!(
+                "[tasks.x]\npriority = 1\nstack-size = 1024\ntask-slots = [\"sup2\"]\nposts = [{posts}]\n[tasks.y]\npriority = 4\nstack-size = 1024\n[tasks.sup2]\npriority = 0\nstack-size = 1024\n"
+            )))
+        };
+        assert_eq!(t("\"z\""), "app.toml: tasks.x.posts: unknown task \"z\"");
+        assert_eq!(
+            t("\"x\""),
+            "app.toml: tasks.x.posts: a task cannot post to itself"
+        );
+        assert_eq!(
+            t("\"y\", \"y\""),
+            "app.toml: tasks.x.posts: \"y\" is listed twice"
+        );
+        assert_eq!(
+            t("\"sup2\""),
+            "app.toml: tasks.x.posts: \"sup2\" is also in task-slots (a slot already grants post)"
+        );
+    }
+
+    #[test]
+    fn aliased_page_is_not_mappable_alone() {
+        let e = err(&app(
+            "[tasks.x]\npriority = 1\nstack-size = 1024\nmmio = [\"smmu-page1\"]\n",
+        ));
+        assert!(
+            e.starts_with(
+                "app.toml: tasks.x.mmio: peripheral \"smmu-page1\" aliases \"smmu-page0\""
+            ),
+            "{e}"
+        );
+        // With page 0 it gives nothing more: allowed (the SMMU drivers of
+        // the differential test).
+        check(&app(
+            "[tasks.x]\npriority = 1\nstack-size = 1024\nmmio = [\"smmu-page0\", \"smmu-page1\"]\n",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn register_window_offsets_come_from_smmuv3() {
+        let a = check(&app(
+            "[tasks.x]\npriority = 1\nstack-size = 1024\nregisters = [{ name = \"q\", peripheral = \"smmu-page1\", regs = [\"PRIQ_CONS\", \"EVENTQ_PROD\"] }]\n",
+        ))
+        .unwrap();
+        let w = &a.tasks[1].windows[0];
+        assert_eq!(w.base, 0x0906_0000);
+        use smmuv3::regs::offset as o;
+        assert_eq!(
+            w.regs,
+            vec![
+                ("PRIQ_CONS".to_string(), (o::PRIQ_CONS - o::PAGE1) as u32),
+                (
+                    "EVENTQ_PROD".to_string(),
+                    (o::EVENTQ_PROD - o::PAGE1) as u32
+                )
+            ]
+        );
+        assert_eq!(w.regs[0].1, 0xcc);
+    }
+
+    #[test]
+    fn register_window_checked() {
+        let t = |w: &str, more: &str| {
+            err(&app(&format!(
+                "[tasks.x]\npriority = 1\nstack-size = 1024\nregisters = [{w}]\n{more}"
+            )))
+        };
+        // Page-0 registers are not in page 1's set: CR0, STRTAB_BASE.
+        for r in ["CR0", "STRTAB_BASE", "CMDQ_PROD"] {
+            let e = t(
+                &format!("{{ name = \"q\", peripheral = \"smmu-page1\", regs = [\"{r}\"] }}"),
+                "",
+            );
+            assert!(
+                e.starts_with(&format!(
+                    "app.toml: tasks.x.registers[0].regs: \"{r}\" is not a register of \"smmu-page1\""
+                )),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            t("{ name = \"q\", peripheral = \"smmu-page0\", regs = [\"CR0\"] }", ""),
+            "app.toml: tasks.x.registers[0].peripheral: \"smmu-page0\" has no register-set in boards/qemu-virt.toml"
+        );
+        assert_eq!(
+            t("{ name = \"q\", peripheral = \"smmu-page1\", regs = [\"PRIQ_CONS\", \"PRIQ_CONS\"] }", ""),
+            "app.toml: tasks.x.registers[0].regs: \"PRIQ_CONS\" is listed twice"
+        );
+        assert_eq!(
+            t("{ name = \"q\", peripheral = \"nope\", regs = [\"PRIQ_CONS\"] }", ""),
+            "app.toml: tasks.x.registers[0].peripheral: unknown peripheral \"nope\" (not in boards/qemu-virt.toml)"
+        );
+        // A window's peripheral must not also be mapped.
+        let e = t(
+            "{ name = \"q\", peripheral = \"smmu-page1\", regs = [\"PRIQ_CONS\"] }",
+            "[tasks.y]\npriority = 2\nstack-size = 1024\nmmio = [\"smmu-page0\", \"smmu-page1\"]\n",
+        );
+        assert!(
+            e.contains("a register window's peripheral must not be mapped"),
+            "{e}"
         );
     }
 
@@ -1224,12 +1565,12 @@ mod tests {
     #[test]
     fn region_name_duplicated() {
         let e = err(&app(
-            "[tasks.x]\npriority = 3\nstack-size = 1024\nmmio = [\"smmu-page1\"]\n\
-             memory = [{ name = \"smmu-page1\", size = 0x1000 }]\n",
+            "[tasks.x]\npriority = 3\nstack-size = 1024\nmmio = [\"pcie-ecam\"]\n\
+             memory = [{ name = \"pcie-ecam\", size = 0x1000 }]\n",
         ));
         assert_eq!(
             e,
-            "app.toml: tasks.x.memory[0].name: region \"smmu-page1\" is defined twice in this task"
+            "app.toml: tasks.x.memory[0].name: region \"pcie-ecam\" is defined twice in this task"
         );
         let e = err(&app(
             "[tasks.x]\npriority = 3\nstack-size = 1024\n\

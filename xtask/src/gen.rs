@@ -230,6 +230,49 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
         );
     }
 
+    for (i, t) in app.tasks.iter().enumerate() {
+        let posts: Vec<String> = t.posts.iter().map(|s| s.to_string()).collect();
+        let names: Vec<&str> = t
+            .posts
+            .iter()
+            .map(|&s| app.tasks[s].name.as_str())
+            .collect();
+        let _ = writeln!(
+            o,
+            "static POSTS_{i}: [u16; {}] = [{}];{}",
+            posts.len(),
+            posts.join(", "),
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(" // post only: {}", names.join(", "))
+            }
+        );
+        let windows: Vec<String> = t
+            .windows
+            .iter()
+            .map(|w| {
+                let offs: Vec<String> = w.regs.iter().map(|(_, o)| format!("{o:#x}")).collect();
+                let names: Vec<&str> = w.regs.iter().map(|(n, _)| n.as_str()).collect();
+                format!(
+                    "    kern::config::RegWindow {{ name: {}, base: {:#x}, offsets: &[{}] }}, // {}: {}",
+                    lit(&w.name),
+                    w.base,
+                    offs.join(", "),
+                    w.peripheral,
+                    names.join(", ")
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "static WINDOWS_{i}: [kern::config::RegWindow; {}] = [{}{}];\n",
+            windows.len(),
+            if windows.is_empty() { "" } else { "\n" },
+            windows.iter().map(|l| format!("{l}\n")).collect::<String>()
+        );
+    }
+
     let _ = writeln!(
         o,
         "pub static TASKS: [kern::config::TaskDesc; {}] = [",
@@ -241,6 +284,7 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
             o,
             "    kern::config::TaskDesc {{\n        name: {},\n        priority: {},\n        \
              entry: {:#x},\n        stack_top: {:#x},\n        task_slots: &SLOTS_{i},\n        \
+             post_slots: &POSTS_{i},\n        reg_windows: &WINDOWS_{i},\n        \
              regions: &REGIONS_{i},\n        capabilities: {},\n        start: {},\n    }},",
             lit(&t.name),
             t.priority,
@@ -327,21 +371,24 @@ mod tests {
         for want in [
             "pub static BOARD: kern::config::Board = kern::config::Board {",
             "kernel_devices: &[(0x8000000, 0x200000), (0x9000000, 0x200000)],",
-            "pub static TASKS: [kern::config::TaskDesc; 5] = [",
-            "static TEXT_1: kern::config::PageAligned<[u8; 8192]> =\n    kern::config::PageAligned(*include_bytes!(\"/d/tasks/iommu-server.text.bin\"));",
-            "static mut DATA_1: kern::config::PageAligned<[u8; 12288]> = kern::config::PageAligned([0; 12288]);",
-            "static mut MEM_1_0: kern::config::PageAligned<[u8; 262144]> = kern::config::PageAligned([0; 262144]); // smmu-tables",
+            "pub static TASKS: [kern::config::TaskDesc; 6] = [",
+            "static TEXT_2: kern::config::PageAligned<[u8; 8192]> =\n    kern::config::PageAligned(*include_bytes!(\"/d/tasks/iommu-server.text.bin\"));",
+            "static mut DATA_2: kern::config::PageAligned<[u8; 12288]> = kern::config::PageAligned([0; 12288]);",
+            "static mut MEM_2_0: kern::config::PageAligned<[u8; 262144]> = kern::config::PageAligned([0; 262144]); // smmu-tables",
             "phys: kern::config::PhysSource::Fixed(0x9050000),",
             "attributes: abi::REGION_READ | abi::REGION_WRITE | abi::REGION_DMA, // READ|WRITE|DMA",
-            "static SLOTS_2: [u16; 1] = [1]; // iommu-server",
+            "static SLOTS_3: [u16; 1] = [2]; // iommu-server",
+            "static POSTS_1: [u16; 2] = [2, 3]; // post only: iommu-server, demo",
+            "kern::config::RegWindow { name: \"smmu-queues\", base: 0x9060000, offsets: &[0xa8, 0xac, 0xc8, 0xcc] }",
+            "post_slots: &POSTS_1,\n        reg_windows: &WINDOWS_1,",
             "capabilities: kern::config::CAP_TASK_CONTROL | kern::config::CAP_SHUTDOWN,",
-            "kern::config::IrqDesc { intid: 108, task: 1, notification: 0x2, edge: true },",
-            "pub static IRQS: [kern::config::IrqDesc; 2] = [",
+            "kern::config::IrqDesc { intid: 108, task: 2, notification: 0x2, edge: true },",
+            "pub static IRQS: [kern::config::IrqDesc; 4] = [",
         ] {
             assert!(src.contains(want), "missing {want:?} in\n{src}");
         }
         // Text, stack, data, then MMIO, then memory.
-        let names: Vec<String> = mappings(&app, &built, 1)
+        let names: Vec<String> = mappings(&app, &built, 2)
             .into_iter()
             .map(|m| m.name)
             .collect();
@@ -352,8 +399,8 @@ mod tests {
         // supervisor/idle: text + data slots; iommu-server: + 2 regions;
         // demo: + pcie-ecam (1 slot), pcie-mmio32 (16 MiB: 8) and dma-buf (1);
         // pasid-alloc: text + data slots.
-        assert_eq!(page_table_pages(&app, &built), 3 + 4 + 6 + 14 + 4 + 4);
-        assert!(src.contains("pub const PAGE_TABLE_PAGES: usize = 35;\n"));
+        assert_eq!(page_table_pages(&app, &built), 3 + 4 + 5 + 6 + 14 + 4 + 4);
+        assert!(src.contains("pub const PAGE_TABLE_PAGES: usize = 40;\n"));
         assert!(src.ends_with("pub const KERNEL_STACK_SIZE: usize = 0x4000;\n"));
     }
 

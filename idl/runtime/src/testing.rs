@@ -140,6 +140,8 @@ impl Core {
                 entry: 0,
                 stack_top: 0,
                 task_slots: slots,
+                post_slots: &[],
+                reg_windows: &[],
                 regions: host,
                 capabilities: 0,
                 start,

@@ -118,7 +118,8 @@ pub enum Sysnum {
     /// x0 = target TaskId, x1 = notification bits → x0 = code. The target
     /// must be in the caller's task-slots, and the bits must not be ones the
     /// kernel posts to it (its interrupts' bits; bit 0 of the supervisor):
-    /// either faults the caller.
+    /// either faults the caller. A task may post to its task-slots and to
+    /// its post-only peers (app.toml `posts`), which it cannot send to.
     Post = 7,
     /// x0 = notification mask (of interrupts this task owns), x1 = 1 enable /
     /// 0 disable.
@@ -152,10 +153,24 @@ pub enum Sysnum {
     /// (capability `memory-query`). Lets the IOMMU driver refuse a VM that
     /// maps memory it does not own.
     PhysOwned = 18,
+    /// x0/x1 = register window name ptr/len → x0 = code, x1 = window
+    /// index, x2 = number of registers in it. Finds only the caller's own
+    /// windows (app.toml `registers`).
+    RegLookup = 19,
+    /// x0 = window index, x1 = register index → x0 = code, x1 = the
+    /// 32-bit value the kernel read from that register. A window or index
+    /// the caller does not have faults it (`NotPermitted`).
+    RegRead = 20,
+    /// x0 = window index, x1 = register index, x2 = 32-bit value → x0 =
+    /// code. The kernel writes the register for the caller; a window or
+    /// index it does not have faults it (`NotPermitted`) and writes
+    /// nothing. The window's registers are never mapped into the task, so
+    /// this is the only way it reaches them (docs/kernel.md).
+    RegWrite = 21,
 }
 
 impl Sysnum {
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 22;
     pub fn from_u32(v: u32) -> Option<Sysnum> {
         use Sysnum::*;
         Some(match v {
@@ -178,6 +193,9 @@ impl Sysnum {
             16 => Shutdown,
             17 => LookupSlot,
             18 => PhysOwned,
+            19 => RegLookup,
+            20 => RegRead,
+            21 => RegWrite,
             _ => return None,
         })
     }

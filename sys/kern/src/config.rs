@@ -69,6 +69,14 @@ pub struct TaskDesc {
     pub stack_top: usize,
     /// Indices of the tasks this one may send to / post to.
     pub task_slots: &'static [u16],
+    /// Indices of the tasks this one may only post to (app.toml `posts`):
+    /// lower-priority peers a server notifies but never sends to. A post
+    /// capability never grants send.
+    pub post_slots: &'static [u16],
+    /// Register windows (app.toml `registers`): device registers the
+    /// kernel reads and writes for the task (`Sysnum::RegRead` /
+    /// `RegWrite`); never mapped into the task.
+    pub reg_windows: &'static [RegWindow],
     /// Mappings: text, stack, data (indices 0, 1, 2), then the task's other
     /// regions. The kernel zeroes stack and data at every (re)start.
     pub regions: &'static [RegionDesc],
@@ -76,6 +84,23 @@ pub struct TaskDesc {
     pub capabilities: u32,
     /// Start at boot (otherwise only when the supervisor starts it).
     pub start: bool,
+}
+
+/// A kernel-mediated register window: the task may access exactly these
+/// 32-bit registers, each at `base + offsets[i]`, through the kernel. Used
+/// where the page that holds them cannot be given to the task because it
+/// also holds (or aliases) registers the task must not reach — on QEMU 10
+/// the SMMU's page 1 aliases page 0 (CR0, STRTAB_BASE, the command queue).
+#[derive(Copy, Clone, Debug)]
+pub struct RegWindow {
+    /// Name from app.toml, for `Sysnum::RegLookup`.
+    pub name: &'static str,
+    /// Physical (= kernel, identity-mapped, privileged-only Device) address
+    /// of the peripheral the offsets are relative to.
+    pub base: usize,
+    /// Byte offsets of the registers (4-aligned, inside the peripheral: the
+    /// build checks both).
+    pub offsets: &'static [u32],
 }
 
 /// An interrupt owned by a task, delivered as notification bits.

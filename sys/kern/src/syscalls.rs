@@ -26,6 +26,21 @@ pub trait Platform {
     fn shutdown(&mut self, status: u32) -> !;
     /// Reinitialises a task's memory for a (re)start: zero its data region.
     fn reset_task_memory(&mut self, task: &Task);
+    /// A 32-bit load from a register of a task's register window, at its
+    /// kernel address (the build checked it is one of the window's
+    /// registers; the kernel maps device ranges identity, privileged-only).
+    fn reg_read32(&mut self, pa: usize) -> u32 {
+        // SAFETY: `pa` is a register of a window from the static task
+        // table, which the build placed inside a board peripheral that the
+        // kernel maps (Device memory), 4-aligned. On the host the harness
+        // names its own memory (or overrides this).
+        unsafe { core::ptr::read_volatile(pa as *const u32) }
+    }
+    /// A 32-bit store to a register of a task's register window.
+    fn reg_write32(&mut self, pa: usize, value: u32) {
+        // SAFETY: as in `reg_read32`.
+        unsafe { core::ptr::write_volatile(pa as *mut u32, value) }
+    }
 }
 
 /// The kernel's state: the task table and the static interrupt table.
@@ -169,7 +184,7 @@ impl<'t> Kernel<'t> {
             Sysnum::Post => {
                 let target = TaskId(a(self, 0) as u16);
                 let bits = a(self, 1) as u32;
-                self.check_slot(c, target)?;
+                self.check_post(c, target)?;
                 // Bits the kernel delivers to the target (its interrupts,
                 // the supervisor's fault bit) cannot be posted: otherwise a
                 // client of a driver could fake the driver's interrupt.
@@ -241,7 +256,7 @@ impl<'t> Kernel<'t> {
                 // Only itself and its task-slots: a task cannot learn the
                 // identity of a task it was not given (as `lookup_slot`).
                 if id.index() != c {
-                    self.check_slot(c, id)?;
+                    self.check_post(c, id)?;
                 }
                 let fresh = self.id_of(id.index());
                 self.tasks[c].save.set_ret(0, fresh.0 as usize);
@@ -282,12 +297,13 @@ impl<'t> Kernel<'t> {
                 let name = self
                     .user_bytes(c, ptr, len)
                     .ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
-                let found = self.tasks[c]
-                    .desc
+                let d = self.tasks[c].desc;
+                let found = d
                     .task_slots
                     .iter()
+                    .chain(d.post_slots)
                     .map(|&i| i as usize)
-                    .find(|&i| self.tasks[i].desc.name.as_bytes() == name);
+                    .find(|&i| i < self.tasks.len() && self.tasks[i].desc.name.as_bytes() == name);
                 let id = found.map(|i| self.id_of(i));
                 let s = &mut self.tasks[c].save;
                 match id {
@@ -311,6 +327,40 @@ impl<'t> Kernel<'t> {
                 let s = &mut self.tasks[c].save;
                 s.set_ret(0, RC_OK as usize);
                 s.set_ret(1, owned as usize);
+                Ok(())
+            }
+            Sysnum::RegLookup => {
+                let (ptr, len) = (a(self, 0), a(self, 1));
+                let name = self
+                    .user_bytes(c, ptr, len)
+                    .ok_or(Fault(FaultKind::BadSyscallArgs, ptr))?;
+                let t = &mut self.tasks[c];
+                let found = t
+                    .desc
+                    .reg_windows
+                    .iter()
+                    .enumerate()
+                    .find(|(_, w)| w.name.as_bytes() == name)
+                    .map(|(i, w)| (i, w.offsets.len()));
+                match found {
+                    Some((i, n)) => {
+                        t.save.set_ret(0, RC_OK as usize);
+                        t.save.set_ret(1, i);
+                        t.save.set_ret(2, n);
+                    }
+                    None => t.save.set_ret(0, RC_NO_SUCH as usize),
+                }
+                Ok(())
+            }
+            Sysnum::RegRead | Sysnum::RegWrite => {
+                let pa = self.reg_address(c, a(self, 0), a(self, 1))?;
+                if s == Sysnum::RegRead {
+                    let v = p.reg_read32(pa);
+                    self.tasks[c].save.set_ret(1, v as usize);
+                } else {
+                    p.reg_write32(pa, a(self, 2) as u32);
+                }
+                self.tasks[c].save.set_ret(0, RC_OK as usize);
                 Ok(())
             }
             Sysnum::TaskControl => {
@@ -408,6 +458,32 @@ impl<'t> Kernel<'t> {
     }
 
     /// Capability check: `target` must be in `c`'s task-slots.
+    /// The post capability: task-slots and post-only `post_slots`.
+    fn check_post(&self, c: usize, target: TaskId) -> Result<(), Fault> {
+        let i = target.index();
+        if i < self.tasks.len() && self.tasks[c].post_mask & (1 << i) != 0 {
+            Ok(())
+        } else {
+            Err(Fault(FaultKind::SlotViolation, i))
+        }
+    }
+
+    /// The kernel address of register `index` of task `c`'s register
+    /// window `window`; anything else faults the caller (`NotPermitted`,
+    /// detail: the window index, or the register index with bit 16 set).
+    fn reg_address(&self, c: usize, window: usize, index: usize) -> Result<usize, Fault> {
+        let w = self.tasks[c]
+            .desc
+            .reg_windows
+            .get(window)
+            .ok_or(Fault(FaultKind::NotPermitted, window))?;
+        let off = w
+            .offsets
+            .get(index)
+            .ok_or(Fault(FaultKind::NotPermitted, index | 1 << 16))?;
+        Ok(w.base + *off as usize)
+    }
+
     fn check_slot(&self, c: usize, target: TaskId) -> Result<(), Fault> {
         let i = target.index();
         if i < self.tasks.len() && self.tasks[c].slot_mask & (1 << i) != 0 {

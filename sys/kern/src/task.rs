@@ -100,6 +100,10 @@ pub struct Task {
     /// `task_slots` as a bit set over task indices: the send-time
     /// capability check is one AND.
     pub slot_mask: u64,
+    /// Tasks this one may post to: its task-slots and its post-only
+    /// `post_slots`. Checked by `post` (and by `refresh_task_id` /
+    /// `lookup_slot`, which name a peer); `send` checks `slot_mask` only.
+    pub post_mask: u64,
     /// Kernel address of the buffer of the `recv` this task waits in,
     /// checked when it called `recv` (the regions are static).
     pub recv_buf: usize,
@@ -117,11 +121,8 @@ impl Task {
             timer_deadline: None,
             timer_bits: 0,
             ttbr0: 0,
-            slot_mask: desc
-                .task_slots
-                .iter()
-                .filter(|&&i| (i as usize) < abi::MAX_TASKS)
-                .fold(0, |m, &i| m | 1 << i),
+            slot_mask: mask_of(desc.task_slots),
+            post_mask: mask_of(desc.task_slots) | mask_of(desc.post_slots),
             recv_buf: 0,
             desc,
         }
@@ -162,6 +163,15 @@ impl Task {
             }
         })
     }
+}
+
+/// A list of task indices as a bit set (indices past `MAX_TASKS` name no
+/// task and grant nothing).
+fn mask_of(slots: &[u16]) -> u64 {
+    slots
+        .iter()
+        .filter(|&&i| (i as usize) < abi::MAX_TASKS)
+        .fold(0, |m, &i| m | 1 << i)
 }
 
 /// Whether the kernel zeroes region `r` when its task (re)starts: every

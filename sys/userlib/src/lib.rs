@@ -380,13 +380,38 @@ pub fn sys_region_info(name: &str) -> Option<RegionInfo> {
 }
 
 /// The TaskId (current generation) of the peer named `name`, if it is one
-/// of this task's `task-slots`.
+/// of this task's `task-slots` or post-only `posts`.
 pub fn sys_lookup_slot(name: &str) -> Option<TaskId> {
     let r = raw_syscall(
         Sysnum::LookupSlot,
         [name.as_ptr() as usize, name.len(), 0, 0, 0, 0, 0],
     );
     (r[0] as u32 == RC_OK).then_some(TaskId(r[1] as u16))
+}
+
+/// A register window of this task (app.toml `registers`): its index and
+/// how many registers it holds, or None if the task has no window `name`.
+pub fn sys_reg_lookup(name: &str) -> Option<(usize, usize)> {
+    let r = raw_syscall(
+        Sysnum::RegLookup,
+        [name.as_ptr() as usize, name.len(), 0, 0, 0, 0, 0],
+    );
+    (r[0] as u32 == RC_OK).then_some((r[1], r[2]))
+}
+
+/// Reads register `index` of register window `window` (the kernel does the
+/// 32-bit load). A window or index this task does not have faults it.
+pub fn sys_reg_read(window: usize, index: usize) -> u32 {
+    raw_syscall(Sysnum::RegRead, [window, index, 0, 0, 0, 0, 0])[1] as u32
+}
+
+/// Writes register `index` of register window `window` (the kernel does
+/// the 32-bit store). A window or index this task does not have faults it.
+pub fn sys_reg_write(window: usize, index: usize, value: u32) {
+    raw_syscall(
+        Sysnum::RegWrite,
+        [window, index, value as usize, 0, 0, 0, 0],
+    );
 }
 
 /// Whether `task` (current generation) owns DMA-capable memory covering

@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::evtq::{EventQueue, EVTQ_LOG2};
 use crate::pages::{PageAlloc, Pages, PAGE_SIZE};
 use crate::strtab::StreamTable;
-use crate::update::{cd_used, ste_used, write_entry, EntryWriter, UpdateKind, WORDS};
+use crate::update::{
+    cd_used, ste_update_safe, ste_used, write_entry, EntryWriter, UpdateKind, WORDS,
+};
 use smmuv3::regs::{offset, CR0, CR1, CR2, GBPA, GERROR, IDR0, IDR1, IDR3, IDR5, IRQ_CTRL};
 use smmuv3::{AddrSize, Cd, Command, Event, Mmio, Ste, SyncCs};
 use tock_registers::LocalRegisterCopy;
@@ -100,6 +102,14 @@ impl Features {
             cmdq_log2: i1.read(IDR1::CMDQS),
             evtq_log2: i1.read(IDR1::EVENTQS),
         })
+    }
+
+    /// IDR0.STALL_MODEL == 0b00 (stall and terminate): stalling is optional
+    /// per stream, so STE.S1STALLD may be set. With terminate-only (0b01)
+    /// or forced stall (0b10) an STE with S1STALLD = 1 is ILLEGAL
+    /// (IHI 0070 §5.2, STE validity; QEMU reports C_BAD_STE).
+    pub fn stall_optional(&self) -> bool {
+        LocalRegisterCopy::<u32, IDR0::Register>::new(self.idr0).read(IDR0::STALL_MODEL) == 0
     }
 
     /// Nested translation (both stages).
@@ -388,6 +398,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> Smmu<M, D, W> {
             smmu: self,
             off,
             used: ste_used,
+            safe: Some(ste_update_safe),
             cfgi,
         };
         write_entry(&mut w, &target.words())
@@ -401,6 +412,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> Smmu<M, D, W> {
             smmu: self,
             off,
             used: cd_used,
+            safe: None,
             cfgi,
         };
         write_entry(&mut w, &target.words())
@@ -460,6 +472,8 @@ struct Slot<'a, 'c, M: Mmio, D: DmaMemory, W: Waiter> {
     smmu: &'a mut Smmu<M, D, W>,
     off: usize,
     used: fn(&[u64; WORDS]) -> [u64; WORDS],
+    /// [`EntryWriter::update_safe`] (STEs: S1STALLD).
+    safe: Option<fn(&[u64; WORDS], &[u64; WORDS]) -> [u64; WORDS]>,
     cfgi: &'c [Command],
 }
 
@@ -475,6 +489,9 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> EntryWriter for Slot<'_, '_, M, D, W> {
     }
     fn sync(&mut self) -> Result<()> {
         self.smmu.issue(self.cfgi).map_err(Error::from)
+    }
+    fn update_safe(&self, cur: &[u64; WORDS], target: &[u64; WORDS]) -> [u64; WORDS] {
+        self.safe.map_or([0; WORDS], |f| f(cur, target))
     }
 }
 

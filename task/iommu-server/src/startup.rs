@@ -118,7 +118,7 @@ pub fn start<M: Mmio, D: DmaMemory, W: Waiter>(
         cfg.streams.len(),
         info.pages_free,
         info.pages_total,
-        if cfg.event_queue { "on" } else { "off (no page 1)" }
+        if cfg.event_queue { "on" } else { "not read here (prq-server's, or no page 1)" }
     );
     before_serve(server);
     serve(server)
@@ -143,7 +143,9 @@ pub fn prove_command_recovery<M: Mmio, D: DmaMemory, W: Waiter>(server: &mut Iom
 }
 
 /// The image's start-up: finds `smmu-page0` (and `smmu-page1` if granted)
-/// and `smmu-tables`, then [`start`]s with the image's configuration.
+/// and `smmu-tables`, then [`start`]s with the image's configuration; with
+/// a task-slot to prq-server it serves through [`crate::faults::serve`]
+/// (event queue handed over, `event_queue: false`).
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub fn run_image(
     streams: &[(u32, u16)],
@@ -171,6 +173,15 @@ pub fn run_image(
     // read/write at `va`, physically contiguous at `pa`, page aligned; only
     // this value accesses it.
     let mem = unsafe { DmaPtr::new(tables.va, tables.pa as u64, tables.size) };
-    let cfg = config(streams, task_names, frame.has_page1());
-    start(frame, mem, WAITER, &cfg, before_serve)
+    // With prq-server in the image (a task-slot to it), the event and PRI
+    // queues are its: this task serves the fault path and runs no event
+    // reader of its own (docs/faults.md).
+    let fault_path = userlib::sys_lookup_slot("prq-server").is_some();
+    let cfg = config(streams, task_names, frame.has_page1() && !fault_path);
+    start(frame, mem, WAITER, &cfg, move |s| {
+        before_serve(s);
+        if fault_path {
+            crate::faults::serve(s)
+        }
+    })
 }

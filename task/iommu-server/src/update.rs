@@ -39,6 +39,33 @@ pub trait EntryWriter {
     /// Makes the writes visible and invalidates the SMMU's cached copy
     /// (CFGI_STE / CFGI_CD + CMD_SYNC).
     fn sync(&mut self) -> Result<()>;
+    /// Used bits that may take their target value while the rest of the
+    /// entry is still the current one (either mix is a safe
+    /// configuration): they are written with the unused bits, first, and do
+    /// not count towards the critical word. None by default.
+    fn update_safe(&self, _cur: &[u64; WORDS], _target: &[u64; WORDS]) -> [u64; WORDS] {
+        [0; WORDS]
+    }
+}
+
+/// Update-safe bits of an STE: S1STALLD when both the current and the
+/// target entry translate at stage 1. Either mix is safe: the old context
+/// with stalls disabled terminates a fault it would have stalled (the old
+/// domain's groups are being answered INVALID by the replace anyway), and
+/// the new context with stalls still allowed is a stall prq-server
+/// terminates at once for a domain that is not fault-capable. Without this,
+/// replacing a fault-capable stage-1 domain by one that is not (or back)
+/// changes two words (S1ContextPtr and S1STALLD) and would break before
+/// make.
+pub fn ste_update_safe(cur: &[u64; WORDS], target: &[u64; WORDS]) -> [u64; WORDS] {
+    let mut safe = [0u64; WORDS];
+    let s1 = |e: &[u64; WORDS]| {
+        Ste::from_words(*e).used_bits()[Ste::S1STALLD.word] & Ste::S1STALLD.mask() != 0
+    };
+    if s1(cur) && s1(target) {
+        safe[Ste::S1STALLD.word] = Ste::S1STALLD.mask();
+    }
+    safe
 }
 
 fn set_words(
@@ -84,7 +111,11 @@ pub fn qword_diff(
 /// never do; a debug assertion checks).
 pub fn write_entry(w: &mut impl EntryWriter, target: &[u64; WORDS]) -> Result<UpdateKind> {
     let cur: [u64; WORDS] = core::array::from_fn(|i| w.read(i));
-    let cur_used = w.used(&cur);
+    let mut cur_used = w.used(&cur);
+    let safe = w.update_safe(&cur, target);
+    for (u, s) in cur_used.iter_mut().zip(safe) {
+        *u &= !s;
+    }
     let target_used = w.used(target);
     debug_assert!(
         (0..WORDS).all(|i| target[i] & !target_used[i] == 0),

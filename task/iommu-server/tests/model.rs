@@ -451,18 +451,23 @@ fn replace_kinds_and_fault_duty() {
     assert_eq!(a.old, Some(s1a));
     let duty = a.fault_duty.expect("old domain was fault-capable");
     assert_eq!((duty.domain, duty.sid), (s1a, SID_A));
-    // S1 -> S1: only S1ContextPtr (word 0) changes: one step, CFGI_STE +
-    // CFGI_CD_ALL (the CDs cached through the old pointer) + SYNC.
+    // S1 -> S1, fault-capable -> not: S1ContextPtr (word 0) and S1STALLD
+    // (word 1; the model's stall model is stall-and-terminate) change.
+    // S1STALLD is update-safe: it goes first, then word 0 — hitless, two
+    // steps of CFGI_STE + CFGI_CD_ALL (the CDs cached through the old
+    // pointer) + SYNC.
     let l = log(&r);
-    assert_eq!(l.len(), 3, "{l:?}");
-    assert_eq!(
-        l[0],
-        CommandKind::CfgiSte {
-            sid: SID_A,
-            leaf: true
-        }
-    );
-    assert_eq!(l[1], CommandKind::CfgiCdAll { sid: SID_A });
+    assert_eq!(l.len(), 6, "{l:?}");
+    for step in [0, 3] {
+        assert_eq!(
+            l[step],
+            CommandKind::CfgiSte {
+                sid: SID_A,
+                leaf: true
+            }
+        );
+        assert_eq!(l[step + 1], CommandKind::CfgiCdAll { sid: SID_A });
+    }
     assert_eq!(r.dev.dma_write(SID_A, None, 0x1000, 4), Ok(page_a(2)));
     // Users counts.
     assert_eq!(r.s.destroy_domain(vm_a(), s1b), Err(Error::Busy));

@@ -240,6 +240,24 @@ fn run() -> ! {
                 let rc = sys_post(target, bits);
                 sys_reply(m.sender, 0, &rc.to_le_bytes());
             }
+            REG_LOOKUP_READ => {
+                let name = core::str::from_utf8(&buf[..n]).unwrap_or("");
+                let mut r = [0u8; 5];
+                if let Some((w, count)) = sys_reg_lookup(name) {
+                    r[0] = count as u8;
+                    r[1..].copy_from_slice(&sys_reg_read(w, 0).to_le_bytes());
+                }
+                sys_reply(m.sender, 0, &r);
+            }
+            REG_READ if n >= 2 => {
+                let v = sys_reg_read(buf[0] as usize, buf[1] as usize);
+                sys_reply(m.sender, 0, &v.to_le_bytes());
+            }
+            REG_WRITE if n >= 6 => {
+                let v = u32::from_le_bytes([buf[2], buf[3], buf[4], buf[5]]);
+                sys_reg_write(buf[0] as usize, buf[1] as usize, v);
+                sys_reply(m.sender, 0, &[]);
+            }
             REFRESH if n >= 2 => {
                 let id = sys_refresh_task_id(TaskId(u16::from_le_bytes([buf[0], buf[1]])));
                 sys_reply(m.sender, 0, &id.0.to_le_bytes());

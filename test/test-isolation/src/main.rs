@@ -212,7 +212,93 @@ mod cases {
             // The rogue owns no interrupt; 0x4 is the owner's.
             rogue_faults(IRQ_ENABLE, &0x4u32.to_le_bytes())
         });
+        // Post-only capability (app.toml `posts`): the rogue may post to
+        // this runner (lower priority, its `posts`) but not send to it.
+        ok &= case("isolation_post_only_allows_post", || {
+            let rogue = sys_lookup_slot("test-echo").ok_or("no rogue slot")?;
+            let mut m = [0u8; 6];
+            m[..2].copy_from_slice(&own_id().0.to_le_bytes());
+            m[2..].copy_from_slice(&POSTED_BIT.to_le_bytes());
+            let mut r = [0u8; 4];
+            let (rc, n) = sys_send(rogue, POST_TO, &m, &mut r, &[]);
+            ensure(
+                rc == 0 && n == 4 && u32::from_le_bytes(r) == 0,
+                "a post to a `posts` peer failed",
+            )?;
+            // The bit really arrived.
+            let got = sys_recv_notification(POSTED_BIT);
+            ensure(got & POSTED_BIT != 0, "the posted bit did not arrive")
+        });
+        ok &= case("isolation_post_only_send_refused", || {
+            // The same peer, by send: a post capability never grants send.
+            rogue_faults(SEND_TO, &own_id().0.to_le_bytes())
+        });
+        ok &= case("isolation_post_outside_lists", || {
+            // The supervisor is in neither the rogue's task-slots nor its
+            // posts.
+            let mut m = [0u8; 6];
+            m[..2].copy_from_slice(&SUPERVISOR.0.to_le_bytes());
+            m[2..].copy_from_slice(&0x100u32.to_le_bytes());
+            rogue_faults(POST_TO, &m)
+        });
+        // Register windows: the rogue holds the window prq-server has on
+        // QEMU (page 1's EVENTQ/PRIQ PROD/CONS; page 1 aliases page 0 and is
+        // never mapped). It reads its registers through the kernel, and
+        // nothing else: any other index — CR0, STRTAB_BASE are none of its
+        // four — faults it, and page 0 keeps its values.
+        ok &= case("isolation_reg_window_reads", || {
+            let rogue = sys_lookup_slot("test-echo").ok_or("no rogue slot")?;
+            let mut r = [0u8; 5];
+            let (rc, n) = sys_send(rogue, REG_LOOKUP_READ, b"smmu-queues", &mut r, &[]);
+            ensure(rc == 0 && n == 5, "the rogue did not answer")?;
+            ensure(r[0] == 4, "the window does not hold 4 registers")?;
+            ensure(
+                u32::from_le_bytes([r[1], r[2], r[3], r[4]]) == 0,
+                "EVENTQ_PROD of a queue nobody enabled is not 0",
+            )?;
+            // Windows are per task: the name of a peripheral is no window.
+            let (rc, n) = sys_send(rogue, REG_LOOKUP_READ, b"smmu-page0", &mut r, &[]);
+            ensure(
+                rc == 0 && n == 5 && r[0] == 0,
+                "a window that is not the rogue's",
+            )
+        });
+        ok &= case("isolation_reg_window_other_register_faults", || {
+            let before = owner_cr0_strtab()?;
+            // Index 4 is past the window; index 0x20/0x80 would be CR0 /
+            // STRTAB_BASE as offsets, and they are not indices either.
+            for idx in [4u8, 0x20, 0x80] {
+                rogue_faults(REG_WRITE, &[0, idx, 1, 0, 0, 0])?;
+            }
+            rogue_faults(REG_READ, &[1, 0])?;
+            ensure(
+                owner_cr0_strtab()? == before,
+                "page 0 changed under the rogue's window writes",
+            )
+        });
         finish(ok)
+    }
+
+    /// The notification bit the rogue posts us.
+    const POSTED_BIT: u32 = 1 << 20;
+
+    fn own_id() -> TaskId {
+        sys_refresh_task_id(TaskId::new(OWN_INDEX, Generation(0)))
+    }
+
+    /// This runner's task index in test/apps/isolation.toml.
+    const OWN_INDEX: usize = 3;
+
+    /// CR0 and STRTAB_BASE (low word) as the owner of page 0 reads them.
+    fn owner_cr0_strtab() -> Result<(u32, u32), &'static str> {
+        let owner = sys_lookup_slot("test-smmu-owner").ok_or("no owner slot")?;
+        let mut r = [0u8; 8];
+        let (rc, n) = sys_send(owner, 4, &[], &mut r, &[]);
+        ensure(rc == 0 && n == 8, "owner did not answer")?;
+        Ok((
+            u32::from_le_bytes([r[0], r[1], r[2], r[3]]),
+            u32::from_le_bytes([r[4], r[5], r[6], r[7]]),
+        ))
     }
 
     /// Task 0 is the supervisor; it is never restarted, so its generation

@@ -3,7 +3,9 @@
 //! len u64; task `TaskId::ANY` = the sender) answers whether that task owns that DMA memory, through the
 //! kernel's `phys_owned` (this task has the `memory-query` capability).
 //! Op 3 (`test_support::owner::BORROW_AT`) reads the sender's lease 0 at an
-//! offset (the isolation test of a lease that wraps).
+//! offset (the isolation test of a lease that wraps). Op 4 answers CR0 and
+//! STRTAB_BASE's low word (the register-window isolation test checks a
+//! rogue's writes did not reach them).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -26,6 +28,21 @@ fn run() -> ! {
                 let mut out = [0u8; 8];
                 out[..4].copy_from_slice(&idr0.to_le_bytes());
                 out[4..].copy_from_slice(&idr1.to_le_bytes());
+                sys_reply(m.sender, 0, &out);
+            }
+            (4, Some(r)) if !m.is_notification() => {
+                use smmuv3::regs::offset::{CR0, STRTAB_BASE};
+                // SAFETY: page 0 of the SMMU, mapped for this task as device
+                // memory; 32-bit loads of two of its registers.
+                let (cr0, strtab) = unsafe {
+                    (
+                        core::ptr::read_volatile((r.va + CR0) as *const u32),
+                        core::ptr::read_volatile((r.va + STRTAB_BASE) as *const u32),
+                    )
+                };
+                let mut out = [0u8; 8];
+                out[..4].copy_from_slice(&cr0.to_le_bytes());
+                out[4..].copy_from_slice(&strtab.to_le_bytes());
                 sys_reply(m.sender, 0, &out);
             }
             (2, _) if !m.is_notification() && m.message_len == 18 => {

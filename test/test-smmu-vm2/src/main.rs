@@ -204,11 +204,27 @@ mod image {
                     sys_reply(m.sender, code, &[]);
                 }
                 super::ops::FETCH_EVENTS => {
-                    let mut out = [SmmuEvent { words: [0; 4] }.to_wire(); 4];
-                    let n = c
-                        .fetch_events(&mut out)
-                        .map(|f| f.count)
-                        .unwrap_or(u32::MAX);
+                    // With prq-server in the image the events are its.
+                    let n = match sys_lookup_slot("prq-server") {
+                        Some(p) => {
+                            let blank = prq_server_api::EventRecord {
+                                sid: StreamId(0),
+                                event_id: 0,
+                                words: [0; 4],
+                            };
+                            let mut out = [blank.to_wire(); 4];
+                            prq_server_api::PrqClient::new(p)
+                                .fetch_events(&mut out)
+                                .map(|f| f.count)
+                                .unwrap_or(u32::MAX)
+                        }
+                        None => {
+                            let mut out = [SmmuEvent { words: [0; 4] }.to_wire(); 4];
+                            c.fetch_events(&mut out)
+                                .map(|f| f.count)
+                                .unwrap_or(u32::MAX)
+                        }
+                    };
                     sys_reply(m.sender, n, &[]);
                 }
                 _ => sys_reply_fault(m.sender, ReplyFaultReason::UndefinedOperation),

@@ -16,6 +16,7 @@ mod cases {
         SubstreamDefault, UnbindOutcome,
     };
     use pasid_alloc_api::{Pasid, PasidGen, PasidHandle};
+    use prq_server_api::{EventRecord, PrqClient};
     use smmuv3::pgtable::{S1Ap, S1Desc};
     use smmuv3::{
         AddrSize, Cacheability, Cd, Command, Event, EventClass, EventId, Shareability, Tg0,
@@ -223,6 +224,9 @@ mod cases {
 
     struct Ctx {
         api: IommuClient,
+        /// prq-server, when the image has it: the event queue is its, and
+        /// a VM's events come from its `fetch_events`.
+        prq: Option<PrqClient>,
         edu: Edu,
         mem: Mem,
         /// `smmu-dma`'s size in bytes.
@@ -258,6 +262,9 @@ mod cases {
 
     /// Fetches up to `out.len()` (≤ 16) event records of this VM's streams.
     fn events(x: &Ctx, out: &mut [Event]) -> Result<usize, &'static str> {
+        if x.prq.is_some() {
+            return prq_events(x, out).map(|(n, _)| n);
+        }
         let mut wires = [SmmuEvent { words: [0; 4] }.to_wire(); 16];
         let n = out.len().min(wires.len());
         let f = x.api.fetch_events(&mut wires[..n]).map_err(err)?;
@@ -267,6 +274,38 @@ mod cases {
             *o = Event::from_words(e.words);
         }
         Ok(count)
+    }
+
+    /// Fetches up to `out.len()` (≤ 16) of this VM's event records from
+    /// prq-server, checking each record's own fields against its raw
+    /// words (event id, StreamID); returns the count and `lost`.
+    fn prq_events(x: &Ctx, out: &mut [Event]) -> Result<(usize, u32), &'static str> {
+        let prq = x.prq.as_ref().ok_or("no prq-server in this image")?;
+        let blank = EventRecord {
+            sid: StreamId(0),
+            event_id: 0,
+            words: [0; 4],
+        };
+        let mut wires = [blank.to_wire(); 16];
+        let n = out.len().min(wires.len());
+        let f = prq
+            .fetch_events(&mut wires[..n])
+            .map_err(|_| "prq-server: fetch_events refused")?;
+        let count = (f.count as usize).min(n);
+        for (o, w) in out.iter_mut().zip(&wires[..count]) {
+            let r = EventRecord::from_wire(w).ok_or("fetch_events: bad record")?;
+            let e = Event::from_words(r.words);
+            ensure(
+                r.event_id == e.raw_event_id(),
+                "record's event_id differs from its raw record",
+            )?;
+            ensure(
+                r.sid.0 == e.sid(),
+                "record's sid differs from its raw record",
+            )?;
+            *o = e;
+        }
+        Ok((count, f.lost))
     }
 
     fn no_events(x: &Ctx) -> Outcome {
@@ -598,6 +637,31 @@ mod cases {
         x.mem.zero_targets();
         x.edu.write(T_IOVA)?;
         ensure(x.mem.landed(T[1]), "refused maps changed the translation")
+    }
+
+    /// prq_event_to_owner_only: edu's 4-byte DMA to an unmapped IOVA
+    /// raises F_TRANSLATION in the real event queue (prq-server's); prq-server
+    /// hands the record to edu's owner (this VM) with its event id, StreamID
+    /// (this VM's own) and address, and to no one else.
+    fn prq_event_to_owner_only(x: &mut Ctx) -> Outcome {
+        ensure(x.prq.is_some(), "no prq-server slot")?;
+        x.edu.poke(UNMAPPED_IOVA + 0x40)?;
+        let (rc, _) = sys_send(x.vm2, VM2_FETCH_EVENTS, &[], &mut [], &[]);
+        ensure(rc == 0, "prq-server handed another VM this VM's event")?;
+        let mut ev = [Event::zeroed(); 4];
+        let (n, lost) = prq_events(x, &mut ev)?;
+        ensure(n == 1, "not exactly one record for one 4-byte DMA")?;
+        ensure(lost == 0, "events reported lost")?;
+        let e = ev[0];
+        ensure(
+            e.event_id() == Ok(EventId::FTranslation),
+            "not F_TRANSLATION",
+        )?;
+        ensure(e.sid() == EDU_SID, "record names another stream")?;
+        ensure(e.input_addr() == UNMAPPED_IOVA + 0x40, "wrong address")?;
+        // Fetched once: nothing is handed out twice.
+        let (n, _) = prq_events(x, &mut ev)?;
+        ensure(n == 0, "the record was handed out twice")
     }
 
     fn fault_s2_unmapped(x: &mut Ctx) -> Outcome {
@@ -1079,6 +1143,7 @@ mod cases {
         }
         let mut x = Ctx {
             api: IommuClient::new(server),
+            prq: sys_lookup_slot("prq-server").map(PrqClient::new),
             edu,
             mem: Mem {
                 va: region.va,
@@ -1114,6 +1179,7 @@ mod cases {
                 failclosed_foreign_memory,
             ),
             ("smmu_fault_s2_unmapped", fault_s2_unmapped),
+            ("prq_event_to_owner_only", prq_event_to_owner_only),
             ("smmu_fault_s2_permission", fault_s2_permission),
             ("smmu_invalidate_unmap_then_fault", invalidate_unmap_faults),
             (

@@ -112,6 +112,14 @@ pub mod echo {
     /// with one read lease of base message[2..10] LE, length 64, and the
     /// offset message[10..18] LE as the message; replies the code it got.
     pub const LEND_RAW: u16 = 21;
+    /// Looks up its register window named message[..] and reads register
+    /// index 0 of it; replies [found as u8, value u32 LE].
+    pub const REG_LOOKUP_READ: u16 = 22;
+    /// `reg_read(window = message[0] , index = message[1])`; replies u32 LE.
+    pub const REG_READ: u16 = 23;
+    /// `reg_write(window = message[0], index = message[1], value =
+    /// message[2..6] LE)`; replies [].
+    pub const REG_WRITE: u16 = 24;
 }
 
 /// Operations of `test-smmu-owner` (ops 1 and 2 are documented there).

@@ -32,8 +32,8 @@ use abi::{
     REGION_EXECUTE, REGION_READ, REGION_WRITE, SUPERVISOR_FAULT_BIT,
 };
 use kern::config::{
-    IrqDesc, PhysSource, RegionDesc, StaticPtr, TaskDesc, CAP_MEMORY_QUERY, CAP_SHUTDOWN,
-    CAP_TASK_CONTROL,
+    IrqDesc, PhysSource, RegWindow, RegionDesc, StaticPtr, TaskDesc, CAP_MEMORY_QUERY,
+    CAP_SHUTDOWN, CAP_TASK_CONTROL,
 };
 use kern::syscalls::{Kernel, Platform, LOG_MAX_BYTES, LOG_MAX_LINES, PANIC_MAX_BYTES};
 use kern::task::{region_pa, zeroed_on_restart, Task, TaskState};
@@ -291,6 +291,21 @@ impl World {
                 entry: layout::TASK_TEXT,
                 stack_top: layout::TASK_DATA,
                 task_slots: s.slots,
+                // The driver (index 1, above the clients) may post to
+                // client-a without a slot, as prq-server posts its callers.
+                post_slots: if s.name == "driver" { &[3] } else { &[] },
+                // And has one register window, over four words of host
+                // memory standing in for device registers.
+                reg_windows: if s.name == "driver" {
+                    let regs: &'static mut [u32; 4] = Box::leak(Box::new([0; 4]));
+                    Box::leak(Box::new([RegWindow {
+                        name: "regs",
+                        base: regs.as_mut_ptr() as usize,
+                        offsets: &[0, 4, 8, 12],
+                    }]))
+                } else {
+                    &[]
+                },
                 regions: Box::leak(regions.into_boxed_slice()),
                 capabilities: s.caps,
                 start: s.start,
@@ -1130,7 +1145,14 @@ fn random_call(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
                 a[1] = len;
             }
         }
-        Sysnum::RegionInfo | Sysnum::LookupSlot => (a[0], a[1]) = name(r),
+        Sysnum::RegionInfo | Sysnum::LookupSlot | Sysnum::RegLookup => (a[0], a[1]) = name(r),
+        // The fuzzed tasks have no register windows: every access must
+        // fault the caller and touch nothing.
+        Sysnum::RegRead | Sysnum::RegWrite => {
+            a[0] = r.below(4) as usize;
+            a[1] = r.below(20) as usize;
+            a[2] = r.next_u64() as usize;
+        }
         Sysnum::RefreshTaskId => a[0] = tid(r),
         Sysnum::GetTimer => {}
         Sysnum::TaskControl => {
@@ -1569,6 +1591,72 @@ mod tests {
             call(k, p, DRIVER, Sysnum::IrqControl, &[1 << 1 | 1 << 2, 1]);
             assert!(fault_of(k, DRIVER).is_none());
             assert_eq!(p.enabled, vec![true, true, false]);
+        });
+    }
+
+    /// A post-only peer (`post_slots`): post allowed, send faults; a task
+    /// in neither list: post faults.
+    #[test]
+    fn kern_post_only_grants_post_not_send() {
+        machine(|_, k, p| {
+            let a = k.id_of(CLIENT).0 as usize;
+            let r = call(k, p, DRIVER, Sysnum::Post, &[a, 1 << 8]);
+            assert_eq!(r[0], RC_OK as usize);
+            assert!(fault_of(k, DRIVER).is_none());
+            assert_ne!(k.tasks[CLIENT].notifications & 1 << 8, 0);
+            // lookup and refresh name it too (prq-server reaps dead owners).
+            let r = call(k, p, DRIVER, Sysnum::RefreshTaskId, &[a]);
+            assert_eq!(r[0], a);
+            call(k, p, DRIVER, Sysnum::Send, &[a, 0, 0, 0, 0, 0, 0]);
+            assert_eq!(fault_of(k, DRIVER), Some(FaultKind::SlotViolation));
+            call(
+                k,
+                p,
+                0,
+                Sysnum::TaskControl,
+                &[TaskControl::Restart as usize, DRIVER],
+            );
+            let b = k.id_of(CLIENT_B).0 as usize;
+            call(k, p, DRIVER, Sysnum::Post, &[b, 1 << 8]);
+            assert_eq!(fault_of(k, DRIVER), Some(FaultKind::SlotViolation));
+            assert_eq!(k.tasks[CLIENT_B].notifications & 1 << 8, 0);
+        });
+    }
+
+    /// A register window: the kernel reads and writes exactly the window's
+    /// registers for its task; another index, another window or a task
+    /// without windows faults (`NotPermitted`) and writes nothing.
+    #[test]
+    fn kern_reg_window_only_its_registers() {
+        machine(|w, k, p| {
+            let win = &w.descs[DRIVER].reg_windows[0];
+            let word = |i: usize| {
+                // SAFETY: the window's base is a leaked [u32; 4].
+                unsafe { core::ptr::read_volatile((win.base as *const u32).add(i)) }
+            };
+            k.current = DRIVER;
+            let name = put_text(k, &mut Rng::new(5), b"regs");
+            let r = call(k, p, DRIVER, Sysnum::RegLookup, &[name, 4]);
+            assert_eq!((r[0], r[1], r[2]), (RC_OK as usize, 0, 4));
+            call(k, p, DRIVER, Sysnum::RegWrite, &[0, 2, 0xabcd]);
+            assert!(fault_of(k, DRIVER).is_none());
+            assert_eq!(word(2), 0xabcd);
+            let r = call(k, p, DRIVER, Sysnum::RegRead, &[0, 2]);
+            assert_eq!((r[0], r[1]), (RC_OK as usize, 0xabcd));
+            call(k, p, DRIVER, Sysnum::RegWrite, &[0, 4, 1]);
+            assert_eq!(fault_of(k, DRIVER), Some(FaultKind::NotPermitted));
+            call(
+                k,
+                p,
+                0,
+                Sysnum::TaskControl,
+                &[TaskControl::Restart as usize, DRIVER],
+            );
+            call(k, p, DRIVER, Sysnum::RegWrite, &[1, 0, 1]);
+            assert_eq!(fault_of(k, DRIVER), Some(FaultKind::NotPermitted));
+            call(k, p, SERVER, Sysnum::RegRead, &[0, 0]);
+            assert_eq!(fault_of(k, SERVER), Some(FaultKind::NotPermitted));
+            assert_eq!([word(0), word(1), word(2), word(3)], [0, 0, 0xabcd, 0]);
         });
     }
 

@@ -87,18 +87,18 @@ impl TaskSpec {
         }
     }
 
-    /// The peers it may send and post to (app.toml `task-slots`). Each must
-    /// have a strictly higher priority, as the image build requires.
-    /// Lower-priority peers it posts notifications to (prq-server → VMs
-    /// and iommu-server: the servers rank above their callers and never
-    /// send to them). The kernel has one slot mask for send and post, so
-    /// here they are slots without the priority check; the image needs a
-    /// post-only capability for them (not built yet).
+    /// Peers it may only post notifications to (app.toml `posts`), at any
+    /// priority (prq-server → VMs and iommu-server: the servers rank above
+    /// their callers and never send to them). They become the kernel
+    /// table's `post_slots`, checked by the same core as the image's: a
+    /// send to one of them faults the sender (`SlotViolation`).
     pub fn posts(mut self, names: &[&str]) -> Self {
         self.posts.extend(names.iter().map(|s| s.to_string()));
         self
     }
 
+    /// The peers it may send and post to (app.toml `task-slots`). Each must
+    /// have a strictly higher priority, as the image build requires.
     pub fn slots(mut self, names: &[&str]) -> Self {
         self.slots.extend(names.iter().map(|s| s.to_string()));
         self
@@ -401,8 +401,9 @@ impl Harness {
                 );
                 slots.push(target as u16);
             }
+            let mut posts = Vec::new();
             for s in &t.posts {
-                slots.push(index(&format!("{}'s posts", t.name), s) as u16);
+                posts.push(index(&format!("{}'s posts", t.name), s) as u16);
             }
             let mut regions = vec![RegionDesc {
                 name: "host",
@@ -446,6 +447,8 @@ impl Harness {
                 entry: i,
                 stack_top: 0,
                 task_slots: Box::leak(slots.into_boxed_slice()),
+                post_slots: Box::leak(posts.into_boxed_slice()),
+                reg_windows: &[],
                 regions: Box::leak(regions.into_boxed_slice()),
                 capabilities: t.capabilities,
                 start: t.start,

@@ -949,3 +949,50 @@ pub fn stall_teardown() -> PrqRig {
         ok.end()
     })
 }
+
+/// Issue 7 item 5: on an SMMU whose stall model is "stall and terminate"
+/// (stalling optional per stream) a stream whose stage-1 domain is not
+/// fault-capable gets STE.S1STALLD = 1 — nobody would answer its stalls —
+/// and a fault-capable one keeps S1STALLD = 0. Asserted in the STE the
+/// model reads, and at the device: the non-fault-capable stream's fault
+/// terminates, it never stalls. With `forced` the SMMU forces stalls and
+/// S1STALLD = 1 would be ILLEGAL (§5.2): never set.
+pub fn stall_disabled(forced: bool) -> PrqRig {
+    use smmuv3_model::{DmaError, StallModel};
+    let mut cfg = SmmuConfig::new();
+    cfg.stall_model = if forced {
+        StallModel::StallForced
+    } else {
+        StallModel::StallAndTerminate
+    };
+    PrqRig::new(cfg).vm("vm", &[SID_A, SID_B], move |vm: PrqVm| {
+        let mut ok = Checks(true);
+        for (sid, fc) in [(SID_A, false), (SID_B, true)] {
+            let d = vm.iommu.create_s1_domain(fc);
+            ok.that("create stage-1 domain", d.is_ok(), d);
+            let a = vm.iommu.attach(StreamId(sid), d.unwrap_or(DomainId(0)));
+            ok.that("attach", a.is_ok(), a);
+        }
+        let (a, b) = (vm.bus.ste(SID_A), vm.bus.ste(SID_B));
+        let want_a = !forced;
+        ok.that(
+            "S1STALLD: set on the non-fault-capable stream only where allowed",
+            a.is_some_and(|s| s.s1stalld() == want_a),
+            a,
+        );
+        ok.that(
+            "S1STALLD: clear on the fault-capable stream",
+            b.is_some_and(|s| !s.s1stalld()),
+            b,
+        );
+        if !forced {
+            let r = vm.device().dma_write(SID_A, None, 0x40_0000, 8);
+            ok.that(
+                "the non-fault-capable stream's fault terminates, never stalls",
+                r.is_err() && !matches!(r, Err(DmaError::Stalled { .. })),
+                r,
+            );
+        }
+        ok.end()
+    })
+}

@@ -81,6 +81,9 @@ fn harness_prq_owner_died() {
 #[test]
 fn harness_prq_storm() {
     use harness::prq_scenarios::STORM_GROUPS;
+    // Worst over the seeds, for `cargo xtask bench` (it runs this test and
+    // reads the BENCH lines).
+    let (mut worst_batch, mut worst_trip) = (0f64, f64::MAX);
     for seed in 0..SEEDS {
         let run = s::storm().run(seed);
         run.check();
@@ -112,7 +115,11 @@ fn harness_prq_storm() {
             per_trip >= 16.0,
             "seed {seed}: {per_trip} groups per round trip"
         );
+        worst_batch = worst_batch.max(per_batch);
+        worst_trip = worst_trip.min(per_trip);
     }
+    eprintln!("BENCH prq_storm_round_trips_per_batch {worst_batch:.2} round-trips");
+    eprintln!("BENCH prq_storm_groups_per_round_trip {worst_trip:.1} groups");
 }
 
 #[test]
@@ -160,4 +167,12 @@ fn prq_invariant_check_reports_an_unanswered_group() {
         .invariants()
         .expect_err("an unanswered group must be reported");
     assert!(e.contains("I1") && e.contains("prgi: 1"), "{e}");
+}
+
+/// S1STALLD = 1 for a stream whose domain is not fault-capable (stall and
+/// terminate model), never under a forced stall model.
+#[test]
+fn harness_prq_stall_disabled() {
+    for_seeds(|| s::stall_disabled(false));
+    for_seeds(|| s::stall_disabled(true));
 }

@@ -40,9 +40,20 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         s
     }
 
+    /// Stage 1 of a stream whose domain is not fault-capable must never
+    /// stall (nobody would answer): STE.S1STALLD = 1, so a CD with S = 1
+    /// cannot make it stall (issue 7 item 5). Only where the SMMU's stall
+    /// model is "stall and terminate" — elsewhere the field is ILLEGAL.
+    pub(super) fn stall_disable(&self, ste: &mut Ste, fault_capable: bool) {
+        if !fault_capable && self.smmu.features.stall_optional() {
+            ste.set_s1stalld(true);
+        }
+    }
+
     /// The STE that attaches a stream to domain `i` (no bound contexts).
     pub(super) fn ste_for(&self, i: usize) -> Result<Ste> {
         let d = self.dom(i).ok_or(Error::NotFound)?;
+        let fc = d.fault_capable;
         Ok(match d.inner {
             Inner::S2 { vmid, pt } => {
                 let mut s = Self::ste_base(StreamConfig::S2Trans);
@@ -53,6 +64,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                 let mut s = Self::ste_base(StreamConfig::S1Trans);
                 Self::s1_fields(&mut s, cd.pa, 0, S1Fmt::Linear, S1Dss::Terminate);
                 s.set_s2vmid(0);
+                self.stall_disable(&mut s, fc);
                 s
             }
             Inner::Nested { parent, cfg } => {
@@ -66,6 +78,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                 let mut s = Self::ste_base(StreamConfig::Nested);
                 self.s2_fields(&mut s, vmid, &pt);
                 Self::s1_fields(&mut s, cfg.cd_table_ipa, cfg.s1cdmax, cfg.s1fmt, cfg.s1dss);
+                self.stall_disable(&mut s, fc);
                 s
             }
         })
@@ -80,6 +93,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     ) -> Result<Ste> {
         let Some(Domain {
             inner: Inner::S2 { vmid, pt },
+            fault_capable,
             ..
         }) = self.dom(i).copied()
         else {
@@ -93,6 +107,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         let mut s = Self::ste_base(StreamConfig::Nested);
         self.s2_fields(&mut s, vmid, &pt);
         Self::s1_fields(&mut s, table.context_ptr(), table.s1cdmax, table.fmt, dss);
+        self.stall_disable(&mut s, fault_capable);
         Ok(s)
     }
 
