@@ -13,17 +13,19 @@
 //!   PRI_RESP / RESUME, one CMD_SYNC per `MAX_RESPONSES` commands,
 //!   acknowledging each hand-over with its `seq` on the next pull.
 //!
-//! [`FaultServer`] wraps the generated trait's implementation
-//! ([`IdlServer`]) and adds these steps around the operations; [`serve`]
-//! is the receive loop that uses it. Without a `prq-server` task slot it
-//! is the plain server.
+//! The link ([`FaultLink`]) is a field of [`IommuServer`]; each step is
+//! called by the server at the one place its edge happens: `set_route` in
+//! attach / replace and the first bind, `drain` in `unbind_idx` (the last
+//! unbind, and so detach, the defunct-PASID drain, reclaim and a
+//! pasid-alloc restart), the stream's own drain and STALL_TERM when its
+//! STE goes abort (detach, reclaim). [`crate::serve`] connects the link
+//! when the task has a `prq-server` slot; without one every step is a
+//! no-op and the server is the plain server.
 
 use crate::cmdq::Waiter;
 use crate::dma::DmaMemory;
 use crate::error::Error;
-use crate::idl::IdlServer;
 use crate::server::{IommuServer, PageResponse, MAX_RESPONSES};
-use idl_runtime::{Leased, Read, Write};
 use iommu_server_api as api;
 use prq_server_api::{self as prq, PrqClient};
 use smmuv3::regs::{offset, CR0, IRQ_CTRL};
@@ -32,82 +34,80 @@ use userlib::TaskId;
 
 /// The notification prq-server posts when responses wait.
 pub const PRQ_RESPONSES_BIT: u32 = 1 << 4;
-/// Fault-capable domains remembered (domain id → fault-capable).
-const MAX_DOMAINS: usize = 64;
 /// Responses per pull / drain step (the interface's lease maximum).
 const BATCH: usize = 64;
 
-/// State of the fault link.
+/// State of the fault link, a field of [`IommuServer`] (`fault`): which
+/// prq-server to ask and the hand-over sequence. Which domains and binds
+/// are fault-capable is the server's own knowledge (`Domain::fault_capable`,
+/// `GuestContext::record_faults`), not a copy kept here.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct FaultLink {
-    prq: Option<PrqClient>,
+    /// prq-server as last seen (none: no fault path; every step is a no-op).
+    prq: Option<TaskId>,
     /// `seq` of the last hand-over issued (acknowledged on the next pull).
     issued: u32,
-    fault_capable: [(u32, bool); MAX_DOMAINS],
+    /// Responses issued as PRI_RESP / RESUME, and their CMD_SYNC batches.
     pub responses_issued: u32,
     pub batches: u32,
-    /// (sid, pasid) routes set by a first bind: a detach unbinds every
-    /// context of the stream, so it drains each of them.
-    bound: [Option<(u32, u32)>; MAX_BOUND],
-}
-
-/// PASID routes remembered for detach; a bind beyond it is still routed,
-/// its drain then happens only through its own unbind (logged).
-const MAX_BOUND: usize = 64;
-
-impl Default for FaultLink {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl FaultLink {
-    /// Finds prq-server in this task's slots (none: no fault path).
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Self {
-            prq: userlib::sys_lookup_slot("prq-server").map(PrqClient::new),
+            prq: None,
             issued: 0,
-            fault_capable: [(0, false); MAX_DOMAINS],
             responses_issued: 0,
             batches: 0,
-            bound: [None; MAX_BOUND],
         }
     }
 
     pub fn present(&self) -> bool {
         self.prq.is_some()
     }
+}
 
-    fn remember(&mut self, domain: u32, fc: bool) {
-        let i = self
-            .fault_capable
-            .iter()
-            .position(|(d, _)| *d == domain || *d == 0)
-            .unwrap_or((domain as usize) % MAX_DOMAINS);
-        self.fault_capable[i] = (domain, fc);
+impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
+    /// Connects the fault path when this task has a `prq-server` slot:
+    /// remembers it and hands the event and PRI queues over. Returns
+    /// whether there is a fault path.
+    pub fn connect_faults(&mut self) -> bool {
+        // The app's task names say whether a prq-server exists at all;
+        // only then is the slot looked up (an app without one makes no
+        // extra system call).
+        if !self.has_prq_server_task() {
+            return false;
+        }
+        let Some(id) = userlib::sys_lookup_slot("prq-server") else {
+            return false;
+        };
+        self.fault.prq = Some(id);
+        match self.enable_fault_queues() {
+            Ok(()) => userlib::log!("iommu-server: event and PRI queues handed to prq-server"),
+            Err(e) => userlib::log!("iommu-server: prq-server queues not enabled: {:?}", e),
+        }
+        true
     }
 
-    fn is_fault_capable(&self, domain: u32) -> bool {
-        self.fault_capable
-            .iter()
-            .any(|&(d, fc)| d == domain && d != 0 && fc)
+    /// The fault link's state (counters, whether prq-server is there).
+    pub fn fault_link(&self) -> &FaultLink {
+        &self.fault
     }
 
     /// Programs EVENTQ_BASE / PRIQ_BASE from prq-server's layout and turns
     /// both queues and their interrupts on (queues off while the bases
     /// change, as the architecture requires).
-    pub fn enable_queues<M: Mmio, D: DmaMemory, W: Waiter>(
-        &mut self,
-        server: &mut IommuServer<M, D, W>,
-    ) -> Result<(), Error> {
-        let Some(prq) = &self.prq else {
+    fn enable_fault_queues(&mut self) -> Result<(), Error> {
+        let Some(prq) = self.fault.prq.map(PrqClient::new) else {
             return Err(Error::Unsupported);
         };
         let l = prq.queue_layout().map_err(|_| Error::Unsupported)?;
-        let m = &server.smmu.mmio;
+        self.fault.prq = Some(prq.task_id());
+        let m = &self.smmu.mmio;
         let cr0 = m.read32(offset::CR0);
         let off = cr0 & !(CR0::EVTQEN::SET.value | CR0::PRIQEN::SET.value);
         set_and_wait(m, offset::CR0, offset::CR0ACK, off)?;
-        let pri = server.smmu.features.pri;
+        let pri = self.smmu.features.pri;
         if l.eventq_base != 0 {
             m.write64(offset::EVENTQ_BASE, l.eventq_base);
         }
@@ -135,61 +135,51 @@ impl FaultLink {
         set_and_wait(m, offset::IRQ_CTRL, offset::IRQ_CTRLACK, irq)
     }
 
-    /// Issues `cmds` (responses from prq-server) as PRI_RESP / RESUME
-    /// under one CMD_SYNC.
-    fn issue<M: Mmio, D: DmaMemory, W: Waiter>(
+    /// Issues `cmds` (responses from prq-server) as PRI_RESP / RESUME,
+    /// one CMD_SYNC per [`MAX_RESPONSES`] commands.
+    fn issue_fault_responses(
         &mut self,
-        server: &mut IommuServer<M, D, W>,
+        me: TaskId,
         cmds: &[prq::ResponseCmdWire],
     ) -> Result<(), Error> {
-        let Some(p) = &self.prq else {
-            return Err(Error::Unsupported);
-        };
-        let me = p.task_id();
         let mut out = [PageResponse::Resume {
             sid: 0,
             stag: 0,
             action: ResumeAction::Term,
         }; BATCH];
         let mut n = 0;
-        for w in cmds {
+        for w in cmds.iter().take(BATCH) {
             let Some(c) = <prq::ResponseCmd as idl_runtime::Fixed>::from_wire(w) else {
                 continue;
             };
             out[n] = page_response(&c);
             n += 1;
         }
-        if n == 0 {
-            return Ok(());
-        }
-        // `page_response` takes up to MAX_RESPONSES commands under one
-        // SYNC: a 64-entry hand-over is two of them.
         for chunk in out[..n].chunks(MAX_RESPONSES) {
-            server.page_response(me, chunk)?;
-            self.batches += 1;
+            self.page_response(me, chunk)?;
+            self.fault.batches += 1;
         }
-        self.responses_issued += n as u32;
+        self.fault.responses_issued += n as u32;
         Ok(())
     }
 
-    /// Pulls and issues every queued response.
-    pub fn pump<M: Mmio, D: DmaMemory, W: Waiter>(&mut self, server: &mut IommuServer<M, D, W>) {
-        let Some(p) = &self.prq else { return };
-        let p = PrqClient::new(p.task_id());
-        self.pump_with(&p, server);
+    /// Pulls and issues every queued response (prq-server's notification;
+    /// also after a replace, whose new route answered the old domain's
+    /// groups).
+    pub fn pump_fault_responses(&mut self) {
+        let Some(p) = self.fault.prq.map(PrqClient::new) else {
+            return;
+        };
+        self.pump_with(&p);
         // Keep the id the stub refreshed (a restarted prq-server).
-        self.prq = Some(PrqClient::new(p.task_id()));
+        self.fault.prq = Some(p.task_id());
     }
 
-    fn pump_with<M: Mmio, D: DmaMemory, W: Waiter>(
-        &mut self,
-        p: &PrqClient,
-        server: &mut IommuServer<M, D, W>,
-    ) {
+    fn pump_with(&mut self, p: &PrqClient) {
         // Bounded: at most as many pulls as prq-server has group slots.
         for _ in 0..256 {
             let mut buf = [<prq::ResponseCmdWire as zerocopy::FromZeros>::new_zeroed(); BATCH];
-            let t = match p.take_responses(self.issued, &mut buf) {
+            let t = match p.take_responses(self.fault.issued, &mut buf) {
                 Ok(t) => t,
                 // prq-server restarted under the call (the stub now names
                 // the new incarnation): ask again; what it handed out and
@@ -201,14 +191,14 @@ impl FaultLink {
             if n > 0 {
                 // Acknowledged on the next pull whatever the outcome: a
                 // refused batch is a driver bug to log, not to repeat.
-                if let Err(e) = self.issue(server, &buf[..n]) {
+                if let Err(e) = self.issue_fault_responses(p.task_id(), &buf[..n]) {
                     userlib::log!(
                         "iommu-server: issuing {} fault responses failed: {:?}",
                         n,
                         e
                     );
                 }
-                self.issued = t.seq;
+                self.fault.issued = t.seq;
             }
             if !t.more {
                 // The last hand-over is acknowledged by the next pull (the
@@ -218,28 +208,53 @@ impl FaultLink {
         }
     }
 
-    /// Drains (sid, pasid) and issues the answers (detach, last unbind).
-    pub fn drain<M: Mmio, D: DmaMemory, W: Waiter>(
+    /// Routes (sid, pasid) to `owner` in prq-server: attach / replace of
+    /// the stream's own context (pasid 0) and the first bind of a PASID.
+    pub(crate) fn fault_route(&mut self, sid: u32, pasid: u32, owner: TaskId, fc: bool) {
+        let Some(p) = self.fault.prq.map(PrqClient::new) else {
+            return;
+        };
+        let att = prq::Attachment {
+            sid: api::StreamId(sid),
+            pasid: pasid_alloc_api::Pasid(pasid),
+        };
+        if let Err(e) = p.set_route(att, owner, fc) {
+            userlib::log!(
+                "iommu-server: set_route({}, {}) failed: {:?}",
+                sid,
+                pasid,
+                e
+            );
+        }
+        self.fault.prq = Some(p.task_id());
+    }
+
+    /// Drains (sid, pasid) in prq-server and issues the INVALID answers it
+    /// returns (every group of the attachment: queued, delivered, partial;
+    /// delivered cookies are revoked there). Called once the context is
+    /// gone from the hardware (CD cleared and invalidated, or the STE
+    /// aborting): the last unbind, a detach, a defunct PASID's drain, a
+    /// reclaim. Ok without a fault path.
+    pub(crate) fn fault_drain(
         &mut self,
-        server: &mut IommuServer<M, D, W>,
         sid: u32,
         pasid: u32,
-        uses_stop_marker: bool,
+        stop_marker: bool,
     ) -> Result<(), Error> {
-        let Some(p) = &self.prq else { return Ok(()) };
-        let p = PrqClient::new(p.task_id());
-        let r = self.drain_with(&p, server, sid, pasid, uses_stop_marker);
-        self.prq = Some(PrqClient::new(p.task_id()));
+        let Some(p) = self.fault.prq.map(PrqClient::new) else {
+            return Ok(());
+        };
+        let r = self.drain_with(&p, sid, pasid, stop_marker);
+        self.fault.prq = Some(p.task_id());
         r
     }
 
-    fn drain_with<M: Mmio, D: DmaMemory, W: Waiter>(
+    fn drain_with(
         &mut self,
         p: &PrqClient,
-        server: &mut IommuServer<M, D, W>,
         sid: u32,
         pasid: u32,
-        uses_stop_marker: bool,
+        stop_marker: bool,
     ) -> Result<(), Error> {
         let att = prq::Attachment {
             sid: api::StreamId(sid),
@@ -248,12 +263,12 @@ impl FaultLink {
         for _ in 0..256 {
             let mut buf = [<prq::ResponseCmdWire as zerocopy::FromZeros>::new_zeroed(); BATCH];
             let d = p
-                .drain(att, uses_stop_marker, self.issued, &mut buf)
+                .drain(att, stop_marker, self.fault.issued, &mut buf)
                 .map_err(|_| Error::Timeout)?;
             let n = (d.responses as usize).min(BATCH);
-            self.issue(server, &buf[..n])?;
+            self.issue_fault_responses(p.task_id(), &buf[..n])?;
             if n > 0 {
-                self.issued = d.seq;
+                self.fault.issued = d.seq;
             }
             if d.complete {
                 return Ok(());
@@ -261,69 +276,29 @@ impl FaultLink {
             if n == 0 {
                 // prq-server's table is full of other answers: issue them
                 // so it can read on to the snapshot.
-                self.pump_with(p, server);
+                self.pump_with(p);
             }
         }
         Err(Error::Timeout)
     }
 
-    fn remember_bind(&mut self, sid: u32, pasid: u32) {
-        if let Some(b) = self.bound.iter_mut().find(|b| b.is_none()) {
-            *b = Some((sid, pasid));
-        } else {
-            userlib::log!(
-                "iommu-server: more than {} PASID routes; ({}, {}) not drained by detach",
-                MAX_BOUND,
-                sid,
-                pasid
-            );
+    /// A stream whose STE now aborts (detach, reclaim): drains its own
+    /// attachment (PASID 0; its bound PASIDs were drained by their
+    /// unbinds) and, IHI 0070 §4.7.2, with the STE aborting and its
+    /// CFGI + SYNC complete, terminates whatever it still has stalled
+    /// (transactions whose records the drain did not find).
+    pub(crate) fn fault_stream_aborted(&mut self, sid: u32) -> Result<(), Error> {
+        if !self.fault.present() {
+            return Ok(());
         }
-    }
-
-    fn forget_bind(&mut self, sid: u32, pasid: u32) {
-        for b in self.bound.iter_mut() {
-            if *b == Some((sid, pasid)) {
-                *b = None;
+        let r = self.fault_drain(sid, 0, false);
+        if self.smmu.features.stall {
+            let cmd = [smmuv3::Command::stall_term(sid)];
+            if self.smmu.issue(&cmd).is_err() {
+                userlib::log!("iommu-server: STALL_TERM of {} failed", sid);
             }
         }
-    }
-
-    /// Drains the stream's own attachment and every PASID bound on it.
-    fn drain_stream<M: Mmio, D: DmaMemory, W: Waiter>(
-        &mut self,
-        server: &mut IommuServer<M, D, W>,
-        sid: u32,
-    ) -> Result<(), Error> {
-        let mut first = self.drain(server, sid, 0, false);
-        for k in 0..MAX_BOUND {
-            if let Some((s, p)) = self.bound[k] {
-                if s == sid {
-                    let r = self.drain(server, sid, p, false);
-                    if first.is_ok() {
-                        first = r;
-                    }
-                    self.bound[k] = None;
-                }
-            }
-        }
-        first
-    }
-
-    fn route(&self, sid: u32, pasid: u32, owner: TaskId, fc: bool) {
-        if let Some(p) = &self.prq {
-            let att = prq::Attachment {
-                sid: api::StreamId(sid),
-                pasid: pasid_alloc_api::Pasid(pasid),
-            };
-            if let Err(e) = p.set_route(att, owner, fc) {
-                userlib::log!(
-                    "iommu-server: set_route({}, {}) failed: {:?}",
-                    sid,
-                    pasid,
-                    e
-                );
-            }
-        }
+        r
     }
 }
 
@@ -368,279 +343,10 @@ pub fn page_response(c: &prq::ResponseCmd) -> PageResponse {
     }
 }
 
-/// The generated trait with the fault duties added around the operations.
-pub struct FaultServer<'a, M: Mmio, D: DmaMemory, W: Waiter> {
-    pub inner: IdlServer<'a, M, D, W>,
-    pub link: FaultLink,
-}
-
-impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for FaultServer<'_, M, D, W> {
-    fn notification_mask(&self) -> u32 {
-        self.inner.notification_mask()
-            | if self.link.present() {
-                PRQ_RESPONSES_BIT
-            } else {
-                0
-            }
-    }
-
-    fn handle_notification(&mut self, bits: u32) {
-        if bits & PRQ_RESPONSES_BIT != 0 {
-            self.link.pump(self.inner.server);
-        }
-        let rest = bits & !PRQ_RESPONSES_BIT;
-        if rest != 0 {
-            self.inner.handle_notification(rest);
-        }
-    }
-
-    fn check_caller(&mut self, caller: TaskId, allowed: &'static [api::IommuCaller]) -> bool {
-        self.inner.check_caller(caller, allowed)
-    }
-
-    fn hw_info(&mut self, caller: TaskId) -> Result<api::IommuCaps, api::IommuError> {
-        self.inner.hw_info(caller)
-    }
-
-    fn create_s2_domain(
-        &mut self,
-        caller: TaskId,
-        fault_capable: bool,
-    ) -> Result<api::DomainId, api::IommuError> {
-        let r = self.inner.create_s2_domain(caller, fault_capable);
-        if let Ok(d) = r {
-            self.link.remember(d.0, fault_capable);
-        }
-        r
-    }
-
-    fn destroy_domain(
-        &mut self,
-        caller: TaskId,
-        domain: api::DomainId,
-    ) -> Result<(), api::IommuError> {
-        self.inner.destroy_domain(caller, domain)
-    }
-
-    fn map(
-        &mut self,
-        caller: TaskId,
-        domain: api::DomainId,
-        iova: u64,
-        pa: u64,
-        len: u64,
-        perms: api::MapPerms,
-    ) -> Result<(), api::IommuError> {
-        self.inner.map(caller, domain, iova, pa, len, perms)
-    }
-
-    fn unmap(
-        &mut self,
-        caller: TaskId,
-        domain: api::DomainId,
-        iova: u64,
-        len: u64,
-    ) -> Result<u64, api::IommuError> {
-        self.inner.unmap(caller, domain, iova, len)
-    }
-
-    fn attach(
-        &mut self,
-        caller: TaskId,
-        sid: api::StreamId,
-        domain: api::DomainId,
-    ) -> Result<api::AttachOutcome, api::IommuError> {
-        let r = self.inner.attach(caller, sid, domain);
-        if r.is_ok() {
-            let fc = self.link.is_fault_capable(domain.0);
-            self.link.route(sid.0, 0, caller, fc);
-        }
-        r
-    }
-
-    fn replace(
-        &mut self,
-        caller: TaskId,
-        sid: api::StreamId,
-        domain: api::DomainId,
-    ) -> Result<api::AttachOutcome, api::IommuError> {
-        let r = self.inner.replace(caller, sid, domain);
-        if r.is_ok() {
-            // The new route answers the old domain's groups INVALID in
-            // prq-server; issue them now.
-            let fc = self.link.is_fault_capable(domain.0);
-            self.link.route(sid.0, 0, caller, fc);
-            self.link.pump(self.inner.server);
-        }
-        r
-    }
-
-    fn detach(
-        &mut self,
-        caller: TaskId,
-        sid: api::StreamId,
-    ) -> Result<api::AttachOutcome, api::IommuError> {
-        let r = self.inner.detach(caller, sid);
-        if r.is_ok() {
-            // Detach unbound every context of the stream too.
-            if let Err(e) = self.link.drain_stream(self.inner.server, sid.0) {
-                userlib::log!("iommu-server: drain after detach of {}: {:?}", sid.0, e);
-            }
-            // IHI 0070 §4.7.2: with the STE aborting and its CFGI + SYNC
-            // complete, terminate whatever the stream still has stalled
-            // (transactions whose records the drain did not find).
-            if self.link.present() && self.inner.server.smmu.features.stall {
-                let cmd = [smmuv3::Command::stall_term(sid.0)];
-                if self.inner.server.smmu.issue(&cmd).is_err() {
-                    userlib::log!("iommu-server: STALL_TERM of {} failed", sid.0);
-                }
-            }
-        }
-        r
-    }
-
-    fn bind(
-        &mut self,
-        caller: TaskId,
-        sid: api::StreamId,
-        pasid: pasid_alloc_api::PasidHandle,
-        cd: api::CdConfig,
-        fault_capable: bool,
-    ) -> Result<u32, api::IommuError> {
-        let r = self.inner.bind(caller, sid, pasid, cd, fault_capable);
-        if r == Ok(1) {
-            self.link.route(sid.0, pasid.pasid.0, caller, fault_capable);
-            self.link.remember_bind(sid.0, pasid.pasid.0);
-        }
-        r
-    }
-
-    fn unbind(
-        &mut self,
-        caller: TaskId,
-        sid: api::StreamId,
-        pasid: pasid_alloc_api::Pasid,
-        uses_stop_marker: bool,
-    ) -> Result<api::UnbindOutcome, api::IommuError> {
-        let r = self.inner.unbind(caller, sid, pasid, uses_stop_marker);
-        if r == Ok(api::UnbindOutcome::Drained) {
-            self.link.forget_bind(sid.0, pasid.0);
-            // The CD is gone and invalidated: only now drain, and reply
-            // Drained only when the drain completed.
-            self.link
-                .drain(self.inner.server, sid.0, pasid.0, uses_stop_marker)
-                .map_err(|e| e.api())?;
-        }
-        r
-    }
-
-    fn invalidate(
-        &mut self,
-        caller: TaskId,
-        domain: api::DomainId,
-        cmds: Leased<Read, api::SmmuCmd>,
-    ) -> Result<api::InvalidateOutcome, api::IommuError> {
-        self.inner.invalidate(caller, domain, cmds)
-    }
-
-    fn owner_died(
-        &mut self,
-        caller: TaskId,
-        vm: TaskId,
-    ) -> Result<api::ReclaimCounts, api::IommuError> {
-        self.inner.owner_died(caller, vm)
-    }
-
-    fn create_s1_domain(
-        &mut self,
-        caller: TaskId,
-        fault_capable: bool,
-    ) -> Result<api::DomainId, api::IommuError> {
-        let r = self.inner.create_s1_domain(caller, fault_capable);
-        if let Ok(d) = r {
-            self.link.remember(d.0, fault_capable);
-        }
-        r
-    }
-
-    fn create_nested_domain(
-        &mut self,
-        caller: TaskId,
-        parent: api::DomainId,
-        vste: api::NestedSte,
-        fault_capable: bool,
-    ) -> Result<api::DomainId, api::IommuError> {
-        let r = self
-            .inner
-            .create_nested_domain(caller, parent, vste, fault_capable);
-        if let Ok(d) = r {
-            self.link.remember(d.0, fault_capable);
-        }
-        r
-    }
-
-    fn unmap_deferred(
-        &mut self,
-        caller: TaskId,
-        domain: api::DomainId,
-        iova: u64,
-        len: u64,
-    ) -> Result<u64, api::IommuError> {
-        self.inner.unmap_deferred(caller, domain, iova, len)
-    }
-
-    fn flush(&mut self, caller: TaskId, domain: api::DomainId) -> Result<(), api::IommuError> {
-        self.inner.flush(caller, domain)
-    }
-
-    fn set_vsid(
-        &mut self,
-        caller: TaskId,
-        sid: api::StreamId,
-        vsid: u32,
-    ) -> Result<(), api::IommuError> {
-        self.inner.set_vsid(caller, sid, vsid)
-    }
-
-    fn bind_users(
-        &mut self,
-        caller: TaskId,
-        sid: api::StreamId,
-        pasid: pasid_alloc_api::Pasid,
-    ) -> Result<u32, api::IommuError> {
-        self.inner.bind_users(caller, sid, pasid)
-    }
-
-    fn fetch_events(
-        &mut self,
-        caller: TaskId,
-        out: Leased<Write, api::SmmuEvent>,
-    ) -> Result<api::EventsFetched, api::IommuError> {
-        self.inner.fetch_events(caller, out)
-    }
-
-    fn info(&mut self, caller: TaskId) -> Result<api::IommuInfo, api::IommuError> {
-        self.inner.info(caller)
-    }
-}
-
-/// The receive loop with the fault path: enables the server's interrupts,
-/// hands the queues over to prq-server's memory (when the app has a
-/// prq-server), then serves with [`FaultServer`].
+/// The receive loop. The fault path is no longer a separate loop: the
+/// server connects to prq-server itself whenever its task has a
+/// `prq-server` slot ([`IommuServer::connect_faults`], called by
+/// [`crate::serve`]). Kept so callers written for the old entry still work.
 pub fn serve<M: Mmio, D: DmaMemory, W: Waiter>(server: &mut IommuServer<M, D, W>) -> ! {
-    if server.irq_bits != 0 {
-        userlib::sys_irq_control(server.irq_bits, true);
-    }
-    let mut link = FaultLink::new();
-    if link.present() {
-        match link.enable_queues(server) {
-            Ok(()) => userlib::log!("iommu-server: event and PRI queues handed to prq-server"),
-            Err(e) => userlib::log!("iommu-server: prq-server queues not enabled: {:?}", e),
-        }
-    }
-    let mut s = FaultServer {
-        inner: IdlServer::new(server),
-        link,
-    };
-    api::run_server(&mut s)
+    crate::serve(server)
 }

@@ -24,13 +24,13 @@
 //! - errors map one to one ([`Error::api`]): `Reserved` is AddrInUse
 //!   (EADDRINUSE), `HardwareError` Io (EIO), `Timeout` TimedOut.
 //!
-//! What the interface does not reach yet (prq-server does not exist):
-//! the drain of `unbind`, the fault routing of `bind(fault_capable)`, the
-//! INVALID answers owed after `replace` of a fault-capable domain (the
-//! caller is told: `AttachOutcome::fault_duty`), and PRI_RESP / RESUME,
-//! which the library issues with [`IommuServer::page_response`] once
-//! prq-server's `take_responses` feeds it (a pull: prq-server ranks above
-//! this server and may not send to it).
+//! The fault path (`crate::faults`): when the task has a `prq-server`
+//! slot, [`serve`] connects to it and hands the queues over; the server
+//! then routes attach / replace / first bind, drains every removed
+//! context (so `unbind` replies `Drained` only after prq-server's drain),
+//! and on prq-server's notification ([`crate::faults::PRQ_RESPONSES_BIT`])
+//! pulls `take_responses` and issues PRI_RESP / RESUME (a pull:
+//! prq-server ranks above this server and may not send to it).
 
 use crate::cmdq::Waiter;
 use crate::dma::DmaMemory;
@@ -199,6 +199,9 @@ pub fn serve<M: Mmio, D: DmaMemory, W: Waiter>(server: &mut IommuServer<M, D, W>
     if server.irq_bits != 0 {
         userlib::sys_irq_control(server.irq_bits, true);
     }
+    // The fault path is there when prq-server is: queues handed over,
+    // routes and drains from here on.
+    server.connect_faults();
     // PASIDs left defunct while this server was not running (a restart
     // mid-drain) are drained before anything else is served.
     let mut s = IdlServer::new(server);
@@ -300,10 +303,19 @@ pub fn nested_config(v: &api::NestedSte) -> NestedConfig {
 
 impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, W> {
     fn notification_mask(&self) -> u32 {
-        self.server.irq_bits | crate::startup::PASID_DEFUNCT_BIT
+        self.server.irq_bits
+            | crate::startup::PASID_DEFUNCT_BIT
+            | if self.server.fault_link().present() {
+                crate::faults::PRQ_RESPONSES_BIT
+            } else {
+                0
+            }
     }
 
     fn handle_notification(&mut self, bits: u32) {
+        if bits & crate::faults::PRQ_RESPONSES_BIT != 0 && self.server.fault_link().present() {
+            self.server.pump_fault_responses();
+        }
         if bits & crate::startup::PASID_DEFUNCT_BIT != 0 {
             self.pull_defunct();
         }
@@ -461,9 +473,13 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
         caller: TaskId,
         sid: api::StreamId,
         pasid: pasid_alloc_api::Pasid,
-        _uses_stop_marker: bool,
+        uses_stop_marker: bool,
     ) -> Result<api::UnbindOutcome, api::IommuError> {
-        match self.server.unbind(caller, sid.0, pasid.0) {
+        // The last unbind drains in prq-server before it returns 0.
+        match self
+            .server
+            .unbind_marked(caller, sid.0, pasid.0, uses_stop_marker)
+        {
             Ok(0) => Ok(api::UnbindOutcome::Drained),
             Ok(_) => Ok(api::UnbindOutcome::StillBound),
             Err(Error::NotFound) => Ok(api::UnbindOutcome::NotBound),

@@ -371,6 +371,9 @@ pub struct PrqRig {
     priq_log2: u32,
     evtq_log2: u32,
     pasids: Option<Vec<u32>>,
+    /// pasid-alloc's space (`PasidSetup::bits`).
+    pasid_bits: u8,
+    pasid_state: PasidState,
     vms: Vec<VmDef>,
     pub bus: Bus,
     pub log: Log,
@@ -490,6 +493,8 @@ impl PrqRig {
             priq_log2: 6,
             evtq_log2: 6,
             pasids: None,
+            pasid_bits: 8,
+            pasid_state: PasidState::default(),
             vms: Vec::new(),
             log: Log::default(),
         }
@@ -511,6 +516,18 @@ impl PrqRig {
     pub fn pasid_alloc(mut self, sequence: &[u32]) -> Self {
         self.pasids = Some(sequence.to_vec());
         self
+    }
+
+    /// pasid-alloc's space: PASIDs `1 .. 2^bits` (8 unless set).
+    pub fn pasid_space_bits(mut self, bits: u8) -> Self {
+        self.pasid_bits = bits;
+        self
+    }
+
+    /// pasid-alloc's state dumps, published after each message it handled.
+    pub fn pasid_state(&self) -> PasidState {
+        self.pasid_state.enable();
+        self.pasid_state.clone()
     }
 
     /// A VM task owning `sids`.
@@ -657,12 +674,12 @@ impl PrqRig {
         if let Some(seq) = self.pasids.clone() {
             // The real pasid-alloc task, as in `IommuRig`.
             let setup = PasidSetup {
-                bits: 8,
+                bits: self.pasid_bits,
                 quota: DEFAULT_PASID_QUOTA,
                 first: seq,
                 streams: streams.clone(),
                 task_names: names.clone(),
-                state: PasidState::default(),
+                state: self.pasid_state.clone(),
             };
             h = h
                 .task(

@@ -41,11 +41,15 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         if let Some(d) = self.dom_mut(di) {
             d.users += 1;
         }
-        Ok(self.release_old(st.attached, sid, update))
+        let r = self.release_old(st.attached, sid, update);
+        self.fault_attached(di, sid, r.old.is_some());
+        Ok(r)
     }
 
     /// Detaches the caller's stream: its bound contexts are dropped (as by
-    /// their last unbind), then its STE goes back to abort (never bypass).
+    /// their last unbind, each drained in prq-server), then its STE goes
+    /// back to abort (never bypass) and the stream's own attachment is
+    /// drained (and its stalls terminated).
     pub fn detach(&mut self, caller: TaskId, sid: u32) -> Result<AttachResult> {
         let si = self.stream_idx(caller, sid)?;
         if self.stream(si).attached.is_none() {
@@ -63,7 +67,9 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         if let Some(s) = self.stream_mut(si) {
             s.attached = None;
         }
-        Ok(self.release_old(st.attached, sid, update))
+        let r = self.release_old(st.attached, sid, update);
+        self.fault_aborted(sid);
+        Ok(r)
     }
 
     pub(super) fn release_old(

@@ -124,9 +124,14 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         if let Err(e) = r {
             // Undo through the normal path (clears the CD, restores the S2
             // STE or aborts).
-            let _ = self.unbind_idx(ci, true);
+            // No drain: the pair was never routed (the route is set only after
+            // a bind succeeded), and a PASID-0 drain would answer the
+            // attached domain's groups.
+            let _ = self.unbind_idx(ci, true, None);
             return Err(e);
         }
+        // The first bind routes the PASID's page requests to its owner.
+        self.fault_route(sid, pasid, caller, ctx.record_faults);
         Ok(1)
     }
 
@@ -150,12 +155,31 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     /// hardware holds nothing of the context (prq-server's drain is the
     /// next step of the unbind protocol).
     pub fn unbind(&mut self, caller: TaskId, sid: u32, pasid: u32) -> Result<u16> {
-        let si = self.stream_idx(caller, sid)?;
-        let ci = self.context_idx(si, pasid).ok_or(Error::NotFound)?;
-        self.unbind_idx(ci, false)
+        self.unbind_marked(caller, sid, pasid, false)
     }
 
-    pub(super) fn unbind_idx(&mut self, ci: usize, all: bool) -> Result<u16> {
+    /// [`Self::unbind`], telling prq-server's drain whether the device
+    /// sends a stop marker for the PASID (then the drain reads until it).
+    pub fn unbind_marked(
+        &mut self,
+        caller: TaskId,
+        sid: u32,
+        pasid: u32,
+        uses_stop_marker: bool,
+    ) -> Result<u16> {
+        let si = self.stream_idx(caller, sid)?;
+        let ci = self.context_idx(si, pasid).ok_or(Error::NotFound)?;
+        self.unbind_idx(ci, false, Some(uses_stop_marker))
+    }
+
+    /// Drops one user of context `ci` (every user with `all`). The last
+    /// one takes the context off the hardware and then drains its page
+    /// requests in prq-server (`fault_unbound`): every path that removes
+    /// a context comes through here — unbind, detach, the defunct-PASID
+    /// drain, reclaim, a pasid-alloc restart — so none skips the drain.
+    /// A failed drain is returned like a failed hardware step (unbind does
+    /// not reply Drained, a defunct PASID is not reported drained).
+    pub(super) fn unbind_idx(&mut self, ci: usize, all: bool, drain: Option<bool>) -> Result<u16> {
         let c = self.contexts[ci].ok_or(Error::NotFound)?;
         if !all && c.users > 1 {
             if let Some(c) = self.contexts[ci].as_mut() {
@@ -249,6 +273,15 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                 first_err.get_or_insert(e);
             }
         }
+        // Only now, with the CD gone and invalidated (or the stream
+        // aborting), does prq-server drain: nothing new can be raised.
+        // `drain`: Some(uses_stop_marker), None only when undoing a bind
+        // that failed before it was routed.
+        if let Some(stop_marker) = drain {
+            if let Err(e) = self.fault_unbound(c.stream, c.pasid, stop_marker) {
+                first_err.get_or_insert(e);
+            }
+        }
         match first_err {
             Some(e) => Err(e),
             None => Ok(0),
@@ -260,7 +293,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         let mut n = 0;
         for ci in 0..MAX_CONTEXTS {
             if matches!(self.contexts[ci], Some(c) if c.stream == si) {
-                self.unbind_idx(ci, true)?;
+                self.unbind_idx(ci, true, Some(false))?;
                 n += 1;
             }
         }

@@ -7,14 +7,16 @@
 //! and never sends to it, so the server pulls: `next_defunct` names the
 //! oldest defunct PASID, the server unbinds every bind of it on every
 //! stream (CD cleared with CFGI_CD, TLBI by ASID, ATC_INV where ATS
-//! exists, each step synced: [`IommuServer::unbind_idx`]; prq-server's
-//! drain of its page requests joins here once prq-server exists), and
-//! only then calls `mark_drained`, which returns the PASID to the pool.
+//! exists, each step synced, then prq-server's drain of the PASID's page
+//! requests — every group answered INVALID once, delivered cookies
+//! revoked: [`IommuServer::unbind_idx`], the same steps as a VM's last
+//! unbind), and only then calls `mark_drained`, which returns the PASID
+//! to the pool.
 //! A later unbind by the old owner finds nothing (`NotBound`).
 //!
-//! If an unbind fails (a timeout, an SMMU error: the stream is then made
-//! to abort), the PASID is not reported drained; it stays defunct and is
-//! retried at the next pull. A server that restarts mid-drain starts from
+//! If an unbind or its drain fails (a timeout, an SMMU error: the stream
+//! is then made to abort; prq-server not answering), the PASID is not
+//! reported drained; it stays defunct and is retried at the next pull. A server that restarts mid-drain starts from
 //! a freshly initialised SMMU (every stream aborts) and pulls when it
 //! starts, so the PASID is still reported drained only by a server that
 //! holds no bind of it.
@@ -51,7 +53,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         let mut first_err = None;
         for ci in 0..MAX_CONTEXTS {
             if matches!(self.contexts[ci], Some(c) if c.pasid == pasid) {
-                match self.unbind_idx(ci, true) {
+                match self.unbind_idx(ci, true, Some(false)) {
                     Ok(_) => n += 1,
                     Err(e) => {
                         first_err.get_or_insert(e);
@@ -81,7 +83,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         for ci in 0..MAX_CONTEXTS {
             if matches!(self.contexts[ci], Some(c) if c.pasid != 0) {
                 // A failed unbind made its stream abort (fail closed).
-                let _ = self.unbind_idx(ci, true);
+                let _ = self.unbind_idx(ci, true, Some(false));
                 n += 1;
             }
         }

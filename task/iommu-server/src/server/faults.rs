@@ -196,3 +196,55 @@ fn drain_some(
     });
     n
 }
+
+// ------------------------------------------------------------ fault link hooks
+//
+// The edges of the fault path, called where they happen; each uses the
+// server's own knowledge (the domain's `fault_capable`, the context's
+// `record_faults`). Without a fault path (`crate::faults::FaultLink`
+// absent) each is a no-op.
+
+impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
+    /// The stream now serves domain `di` (attach, or replace when
+    /// `replaced`): its own page requests go to the domain's owner. A
+    /// replace's new route answers the old domain's groups of the stream
+    /// INVALID in prq-server (nothing is charged to the new domain); they
+    /// are issued before the reply.
+    pub(super) fn fault_attached(&mut self, di: usize, sid: u32, replaced: bool) {
+        let Some(d) = self.dom(di).copied() else {
+            return;
+        };
+        self.fault_route(sid, 0, d.owner, d.fault_capable);
+        if replaced {
+            self.pump_fault_responses();
+        }
+    }
+
+    /// Context (stream `si`, `pasid`) is gone from the hardware: drain it.
+    /// A PASID-0 context was the stream's own: when the stream stays
+    /// attached its requests go back to the attached domain's owner.
+    pub(super) fn fault_unbound(&mut self, si: usize, pasid: u32, stop_marker: bool) -> Result<()> {
+        if !self.fault.present() {
+            return Ok(());
+        }
+        let st = *self.stream(si);
+        let r = self.fault_drain(st.sid, pasid, stop_marker);
+        if pasid == 0 {
+            if let Some(di) = st.attached {
+                if let Some(d) = self.dom(di).copied() {
+                    self.fault_route(st.sid, 0, d.owner, d.fault_capable);
+                }
+            }
+        }
+        r
+    }
+
+    /// Stream `sid`'s STE aborts (detach, reclaim): its own attachment is
+    /// drained and its stalls terminated (logged on failure: the STE
+    /// already aborts, and the stream's state is gone either way).
+    pub(super) fn fault_aborted(&mut self, sid: u32) {
+        if let Err(e) = self.fault_stream_aborted(sid) {
+            userlib::log!("iommu-server: drain of stream {} failed: {:?}", sid, e);
+        }
+    }
+}

@@ -16,7 +16,9 @@
 //! - `bind`: PASID contexts in the server's CD tables;
 //! - `invalidation`: validated guest commands;
 //! - `faults`: the fault duties (PRI_RESP / RESUME for prq-server, the
-//!   event queue reader and its ring) — the piece that moves to prq-server;
+//!   event queue reader and its ring, and the hooks that call the fault
+//!   link, `crate::faults`, at each edge: attach / replace, first bind,
+//!   last unbind, a stream going abort);
 //! - `reclaim`: a dead VM's objects;
 //! - `defunct`: PASIDs freed before unbind, drained for pasid-alloc;
 //! - this file: the state, construction, lookups and diagnostics.
@@ -89,6 +91,9 @@ pub struct IommuServer<M: Mmio, D: DmaMemory, W: Waiter> {
     /// pasid-alloc as last seen (`defunct.rs`): a new incarnation has
     /// forgotten every PASID, so the binds made under the old one go.
     pasid_alloc: Option<TaskId>,
+    /// The link to prq-server (`crate::faults`): absent until
+    /// [`IommuServer::connect_faults`] finds one.
+    pub(crate) fault: crate::faults::FaultLink,
 }
 
 fn issue_err(f: IssueFailure) -> Error {
@@ -155,6 +160,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             contexts: [None; MAX_CONTEXTS],
             events: EventRing::new(),
             pasid_alloc: None,
+            fault: crate::faults::FaultLink::new(),
         })
     }
 

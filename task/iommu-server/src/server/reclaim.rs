@@ -37,6 +37,9 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                     s.attached = None;
                 }
             }
+            // Either way the stream aborts now: its own attachment's
+            // groups are answered INVALID (its binds' by their unbinds).
+            self.fault_aborted(st.sid);
             r.streams += 1;
         }
         // Nested domains first (they hold their parents).

@@ -75,6 +75,11 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         self.role(caller).supervisor
     }
 
+    /// Whether the app has a prq-server task (by name or configuration).
+    pub fn has_prq_server_task(&self) -> bool {
+        self.roles.iter().any(|r| r.prq_server)
+    }
+
     /// True when `caller` is prq-server.
     pub fn is_prq_server(&self, caller: TaskId) -> bool {
         self.role(caller).prq_server
