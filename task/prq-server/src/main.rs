@@ -11,8 +11,13 @@ mod image {
     use prq_server::{serve, Config, DmaPtr, Prq, Roles, REGION_SIZE};
     use userlib::*;
 
-    // `STREAMS`, `TASK_NAMES` from app.toml (build.rs).
-    include!(concat!(env!("OUT_DIR"), "/app_config.rs"));
+    // `STREAMS`, `TASK_NAMES` from app.toml (build.rs). The file also
+    // carries facts other tasks use (the PASID space): not prq-server's.
+    #[allow(dead_code)]
+    mod app_config {
+        include!(concat!(env!("OUT_DIR"), "/app_config.rs"));
+    }
+    use app_config::{STREAMS, TASK_NAMES};
 
     /// The registers prq-server uses, in the order app.toml's register
     /// window `smmu-queues` lists them (`regs = ["EVENTQ_PROD",
