@@ -1155,7 +1155,7 @@ mod cases {
             s1: None,
             nested_a: None,
         };
-        let cases: [Case; 25] = [
+        let cases: [Case; 26] = [
             ("smmu_probe_idr", probe_idr),
             (
                 "smmu_cmdq_illegal_command_recovered",
