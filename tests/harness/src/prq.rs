@@ -550,6 +550,17 @@ impl PrqRig {
         }
     }
 
+    /// Runs the machine with `seed`, after `f` adds to it (a choice
+    /// sequence, floating actions: `harness::explore`).
+    pub fn run_with(self, seed: u64, f: impl FnOnce(Harness) -> Harness) -> PrqRun {
+        let (h, bus, log) = self.parts(seed);
+        PrqRun {
+            report: f(h).run(),
+            bus,
+            log,
+        }
+    }
+
     /// The machine, not run (for `cargo xtask trace`).
     pub fn harness(self, seed: u64) -> Harness {
         self.parts(seed).0
