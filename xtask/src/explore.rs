@@ -70,7 +70,11 @@ pub fn run(ws: &Workspace, r: &Request) -> Result<bool, String> {
         // Each mutant is a cargo feature of the harness (prq-server code
         // under `cfg(feature)`), so it is its own build of the test.
         let mut ok = true;
-        for f in ["explore-mutant-i1", "explore-mutant-i5"] {
+        for f in [
+            "explore-mutant-i1",
+            "explore-mutant-i2",
+            "explore-mutant-i5",
+        ] {
             println!("explore: mutant {f}");
             let status = ws
                 .cargo()

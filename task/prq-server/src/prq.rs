@@ -613,7 +613,9 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         self.routes
             .iter()
             .flatten()
-            .find(|r| r.sid == sid && r.pasid == pasid)
+            // Test-only mutant (explore-mutant-i2): the stream ignored, so
+            // a group may reach another stream's owner.
+            .find(|r| (cfg!(feature = "explore-mutant-i2") || r.sid == sid) && r.pasid == pasid)
             .copied()
     }
 

@@ -175,6 +175,71 @@ fn iommu_restart_mid_batch(s: &Sched) -> Verdict {
     }
 }
 
+/// Two VMs (the rig gives them priorities 3 and 4), each with a fault-capable domain on its
+/// own stream, each raising a group and answering it by cookie, in any
+/// order against each other: each gets only its own record (I2) and its
+/// device one Success (I1). The second to finish shuts down with both
+/// verdicts.
+fn two_vms_answering() -> PrqRig {
+    use crate::prq::PrqVm;
+    use crate::smmu::{SID_A, SID_B};
+    use iommu_server_api::StreamId;
+    use prq_server_api::{FaultResponse, RespondStatus};
+    use smmuv3_model::SmmuConfig;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    // Finished VMs in the low byte, failures above.
+    let done = Arc::new(AtomicU32::new(0));
+    // Groups raised so far (both VMs).
+    let raised = Arc::new(AtomicU32::new(0));
+    let script = move |sid: u32, prgi: u16, done: Arc<AtomicU32>, raised: Arc<AtomicU32>| {
+        move |vm: PrqVm| {
+            let mut ok = true;
+            let d = vm.iommu.create_s2_domain(true);
+            ok &= d.is_ok();
+            let d = d.unwrap_or(iommu_server_api::DomainId(0));
+            ok &= vm.iommu.attach(StreamId(sid), d).is_ok();
+            vm.group(sid, None, prgi, 1);
+            raised.fetch_add(1, Ordering::SeqCst);
+            let (recs, _) = vm.fetch();
+            let mine = recs.len() == 1 && recs[0].sid.0 == sid && recs[0].group == prgi;
+            if !mine {
+                userlib::log!("FAILED own record only: got {:?}", recs);
+            }
+            ok &= mine;
+            if let Some(r) = recs.first() {
+                let a = vm.respond(&[(r.cookie, FaultResponse::Success)]);
+                ok &= a.status == RespondStatus::Complete;
+            }
+            let got = vm.wait_answer(sid, None, prgi, 1);
+            ok &= got == [0b10];
+            // Once the other VM's group is raised too, nothing more may
+            // arrive here (a record of it would be I2's business).
+            vm.wait_until(|| raised.load(Ordering::SeqCst) == 2);
+            let (more, _) = vm.fetch();
+            if !more.is_empty() {
+                userlib::log!("FAILED nothing foreign: got {:?}", more);
+                ok = false;
+            }
+            let prev = done.fetch_add(1 + if ok { 0 } else { 0x100 }, Ordering::SeqCst);
+            let now = prev + 1 + if ok { 0 } else { 0x100 };
+            if now & 0xff == 2 {
+                userlib::sys_shutdown(if now >> 8 == 0 { 0 } else { 1 });
+            }
+            loop {
+                userlib::sys_recv_notification(0);
+            }
+        }
+    };
+    PrqRig::new(SmmuConfig::new())
+        .vm(
+            "vm1",
+            &[SID_A],
+            script(SID_A, 1, done.clone(), raised.clone()),
+        )
+        .vm("vm2", &[SID_B], script(SID_B, 2, done, raised))
+}
+
 use crate::prq_scenarios as ps;
 
 /// The exploration targets (`cargo xtask explore --list`).
@@ -220,6 +285,12 @@ pub const TARGETS: &[Target] = &[
         about: "two VMs: another VM's cookie refused, the owner's answer goes through",
         bound: (4, 100_000),
         run: |s| prq(ps::foreign_cookie(), s),
+    },
+    Target {
+        name: "two-vms-answering",
+        about: "two VMs (priorities 3 and 4), each raising a group on its stream and answering it by cookie, in any order",
+        bound: (4, 100_000),
+        run: |s| prq(two_vms_answering(), s),
     },
     Target {
         name: "iommu-restart-batch",

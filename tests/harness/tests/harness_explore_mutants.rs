@@ -3,7 +3,11 @@
 //! on by default) is found by the exhaustive search, and the replay
 //! string it prints reproduces the violation. Run with `cargo xtask
 //! explore --mutants` (this file is empty without the features).
-#![cfg(any(feature = "explore-mutant-i1", feature = "explore-mutant-i5"))]
+#![cfg(any(
+    feature = "explore-mutant-i1",
+    feature = "explore-mutant-i2",
+    feature = "explore-mutant-i5"
+))]
 
 use harness::explore::{exhaust, find, replay, Bound};
 
@@ -44,6 +48,13 @@ fn harness_explore_mutant_i1_dead_owner_groups_unanswered_is_caught() {
     // holds a group show it, so it takes the search to find them.
     let (bad, all) = caught("vm-killed", 1, "I1");
     assert!(bad < all, "every kill point showed it: {bad} of {all}");
+}
+
+/// I2: a group routed by PASID alone reaches another stream's owner.
+#[cfg(feature = "explore-mutant-i2")]
+#[test]
+fn harness_explore_mutant_i2_group_to_another_streams_owner_is_caught() {
+    caught("two-vms-answering", 2, "I2");
 }
 
 /// I5: a cookie accepted from a VM that does not own it.
