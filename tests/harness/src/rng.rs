@@ -186,7 +186,7 @@ pub fn decode(s: &str) -> Result<Vec<u32>, String> {
     for part in s.split('.') {
         if let Some(n) = part.strip_prefix('z') {
             let n: usize = n.parse().map_err(|_| format!("bad run {part:?}"))?;
-            out.extend(std::iter::repeat(0).take(n));
+            out.extend(std::iter::repeat_n(0, n));
         } else {
             out.push(part.parse().map_err(|_| format!("bad choice {part:?}"))?);
         }
