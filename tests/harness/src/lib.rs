@@ -225,10 +225,11 @@ impl Report {
     pub fn expect(&self, expected: Outcome) -> &Self {
         if self.outcome != expected {
             panic!(
-                "harness run ended with {:?}, expected {:?}, after {} steps\n--- end of trace ---\n{}",
+                "harness run ended with {:?}, expected {:?}, after {} steps\nreplay (Harness::choices): {}\n--- end of trace ---\n{}",
                 self.outcome,
                 expected,
                 self.steps,
+                self.replay(),
                 self.trace.tail_text(60)
             );
         }

@@ -466,7 +466,8 @@ impl PrqRun {
         self.report.expect_shutdown(0);
         if let Err(e) = self.invariants() {
             panic!(
-                "invariants broken:\n{e}\n--- end of trace ---\n{}",
+                "invariants broken:\n{e}\nreplay (Harness::choices): {}\n--- end of trace ---\n{}",
+                self.report.replay(),
                 self.report
                     .trace
                     .tail_text(if std::env::var_os("PRQ_TRACE").is_some() {
