@@ -364,11 +364,27 @@ struct State {
 
 pub(crate) struct Shared {
     state: Mutex<State>,
-    cv: Condvar,
+    /// One per task: a thread waits on its task's own, so a step wakes
+    /// only the next task's thread instead of every task thread.
+    cvs: Vec<Condvar>,
     done: Arc<Done>,
 }
 
 impl Shared {
+    /// Wakes every task thread (the run ended, threads were retired).
+    fn wake_all(&self) {
+        self.cvs.iter().for_each(Condvar::notify_all);
+    }
+
+    /// Wakes the thread that holds the CPU token now (every thread if the
+    /// run is over).
+    fn wake(&self, g: &State) {
+        match g.token {
+            Some(t) if !g.plat.finished => self.cvs[t].notify_all(),
+            _ => self.wake_all(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Harness code never panics while holding the lock outside a
         // `catch_unwind`, but a poisoned lock must not hide the report.
@@ -387,7 +403,7 @@ impl Shared {
             g.plat.finish(Outcome::KernelPanic(format!(
                 "harness: task {name} made a system call without holding the CPU"
             )));
-            self.cv.notify_all();
+            self.wake_all();
             return Resume::Retire;
         }
         let st = &mut *g;
@@ -395,7 +411,7 @@ impl Shared {
         if let Err(p) = r {
             st.unwound(p);
         }
-        self.cv.notify_all();
+        self.wake(&g);
         self.wait_turn(g, i, epoch)
     }
 
@@ -409,7 +425,7 @@ impl Shared {
                 let x = &g.k.tasks[i].save.x;
                 return Resume::Run([x[0], x[1], x[2], x[3], x[4], x[5]].map(|v| v as usize));
             }
-            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            g = self.cvs[i].wait(g).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -739,7 +755,7 @@ impl State {
             }
         }
         // Wake retired threads so they unwind now.
-        shared.cv.notify_all();
+        shared.wake_all();
     }
 
     fn apply(&mut self, a: Act) {
@@ -1184,7 +1200,7 @@ pub(crate) fn run(setup: Setup) -> Report {
     };
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
-        cv: Condvar::new(),
+        cvs: (0..n).map(|_| Condvar::new()).collect(),
         done,
     });
     {
@@ -1195,7 +1211,7 @@ pub(crate) fn run(setup: Setup) -> Report {
             st.unwound(p);
         }
     }
-    shared.cv.notify_all();
+    shared.wake_all();
 
     match shared.wait_done(setup.wall_timeout) {
         Some(mut report) => {
@@ -1216,7 +1232,7 @@ pub(crate) fn run(setup: Setup) -> Report {
             // state lock forever (shutdown parks in place): leave them all.
             if cfg!(panic = "unwind") {
                 let handles = std::mem::take(&mut shared.lock().threads);
-                shared.cv.notify_all();
+                shared.wake_all();
                 for h in handles {
                     let _ = h.join();
                 }
@@ -1234,7 +1250,7 @@ pub(crate) fn run(setup: Setup) -> Report {
                     });
                     g.plat.finish(Outcome::WallTimeout);
                     drop(g);
-                    shared.cv.notify_all();
+                    shared.wake_all();
                     shared.wait_done(Duration::from_secs(1))
                 }
                 Err(_) => None,
