@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 pub mod dist;
 pub mod elf;
+pub mod explore;
 pub mod gdb;
 pub mod gen;
 pub mod manifest;

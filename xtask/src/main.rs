@@ -1,4 +1,4 @@
-//! `cargo xtask …`: dist, run, test, bench, sizes, gdb, trace, fuzz, mutants.
+//! `cargo xtask …`: dist, run, test, bench, sizes, gdb, trace, fuzz, mutants, explore.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use xtask::qemu::{self, Outcome};
 use xtask::ws::Workspace;
-use xtask::{bench, dist, gdb, manifest, mutants, prereq, runner, sizes};
+use xtask::{bench, dist, explore, gdb, manifest, mutants, prereq, runner, sizes};
 
 #[derive(Parser)]
 #[command(
@@ -85,6 +85,41 @@ enum Cmd {
         /// List the mutations and their tests
         #[arg(long)]
         list: bool,
+    },
+    /// Explore schedules of the harness's fault-path scenarios with the
+    /// invariants checked after each: every schedule within a preemption
+    /// bound, or N seeded ones (docs/exploration.md)
+    Explore {
+        /// Target; `cargo xtask explore --list` shows them and their bounds
+        target: Option<String>,
+        #[arg(long)]
+        list: bool,
+        /// Costly decisions allowed (preemptions, delayed events, kills)
+        #[arg(long)]
+        preemptions: Option<u32>,
+        /// Branch only at the first N choice points
+        #[arg(long)]
+        depth: Option<usize>,
+        /// Stop after this many schedules
+        #[arg(long)]
+        max: Option<u64>,
+        /// Also branch on clock-jitter points
+        #[arg(long)]
+        jitter: bool,
+        /// N seeded schedules spread over the targets (or the one named)
+        #[arg(long)]
+        random: Option<u64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Time limit of a random sweep
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Rerun one schedule: `<target>:<choices>` as a violation printed it
+        #[arg(long)]
+        replay: Option<String>,
+        /// Check the explorer catches each deliberately broken prq-server
+        #[arg(long)]
+        mutants: bool,
     },
     /// Boot halted with a gdb stub on :1234 and write a gdb script
     Gdb {
@@ -240,6 +275,37 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
                 return Ok(ExitCode::SUCCESS);
             }
             mutants::run(ws, filter.as_deref()).map(exit_code)
+        }
+        Cmd::Explore {
+            target,
+            list,
+            preemptions,
+            depth,
+            max,
+            jitter,
+            random,
+            seed,
+            seconds,
+            replay,
+            mutants,
+        } => {
+            // Nothing named: list the targets.
+            let list =
+                list || (target.is_none() && random.is_none() && replay.is_none() && !mutants);
+            let r = explore::Request {
+                target,
+                list,
+                preemptions,
+                depth,
+                max,
+                jitter,
+                random,
+                seed,
+                seconds,
+                replay,
+                mutants,
+            };
+            explore::run(ws, &r).map(exit_code)
         }
         Cmd::Bench => bench::bench(ws).map(exit_code),
         Cmd::Sizes { app } => {

@@ -613,7 +613,9 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         self.routes
             .iter()
             .flatten()
-            .find(|r| r.sid == sid && r.pasid == pasid)
+            // Test-only mutant (explore-mutant-i2): the stream ignored, so
+            // a group may reach another stream's owner.
+            .find(|r| (cfg!(feature = "explore-mutant-i2") || r.sid == sid) && r.pasid == pasid)
             .copied()
     }
 
@@ -936,7 +938,9 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             && cookie >> 56 == 0
             && s.gen == gen
             && s.state == State::Delivered
-            && s.owner == caller)
+            // Test-only mutant (explore-mutant-i5): the sender check gone;
+            // `cargo xtask explore --mutants` shows the explorer catches it.
+            && (cfg!(feature = "explore-mutant-i5") || s.owner == caller))
             .then_some(i)
     }
 
@@ -1231,6 +1235,11 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
     /// partial groups orphaned, its events dropped. A later incarnation's
     /// routes are not touched.
     pub fn owner_died(&mut self, vm: TaskId) -> u32 {
+        if cfg!(feature = "explore-mutant-i1") {
+            // Test-only mutant: the dead owner's groups are forgotten, not
+            // answered (`cargo xtask explore --mutants`).
+            return 0;
+        }
         self.intake();
         let task = vm.index();
         let mut atts = [(0u32, 0u32); MAX_ROUTES];

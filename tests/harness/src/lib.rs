@@ -27,11 +27,13 @@
 //! Assert in the test body, not in task code: a panic in task code is a
 //! task fault, exactly as on the target.
 
+pub mod explore;
 mod machine;
 pub mod pasid_scenarios;
 pub mod prq;
 pub mod prq_scenarios;
 mod rng;
+pub use rng::{decode as decode_choices, encode as encode_choices, Choice, ChoiceKind};
 pub mod scenarios;
 pub mod smmu;
 mod svg;
@@ -207,17 +209,28 @@ pub struct Report {
     pub now_ms: u64,
     /// Everything written to the console.
     pub console: String,
+    /// Every decision the run took, in order (see [`Harness::choices`]).
+    pub choices: Vec<Choice>,
+    /// A hash of the machine's end state (outcome, console, task states).
+    pub end_state: u64,
 }
 
 impl Report {
+    /// The run's decisions as a one-line replay string: giving it to
+    /// [`Harness::choices`] (after [`decode_choices`]) reruns this schedule.
+    pub fn replay(&self) -> String {
+        encode_choices(&self.choices.iter().map(|c| c.value).collect::<Vec<_>>())
+    }
+
     /// Panics with the end of the trace unless the run ended as `expected`.
     pub fn expect(&self, expected: Outcome) -> &Self {
         if self.outcome != expected {
             panic!(
-                "harness run ended with {:?}, expected {:?}, after {} steps\n--- end of trace ---\n{}",
+                "harness run ended with {:?}, expected {:?}, after {} steps\nreplay (Harness::choices): {}\n--- end of trace ---\n{}",
                 self.outcome,
                 expected,
                 self.steps,
+                self.replay(),
                 self.trace.tail_text(60)
             );
         }
@@ -236,6 +249,8 @@ impl Report {
 /// Builds and runs one harness machine.
 pub struct Harness {
     seed: u64,
+    script: Option<Vec<u32>>,
+    floating: Vec<(u64, u64, Action)>,
     tasks: Vec<TaskSpec>,
     actions: Vec<(u64, Action)>,
     decoders: Vec<(String, Arc<dyn Decoder>)>,
@@ -267,6 +282,8 @@ impl Harness {
     pub fn without_supervisor(seed: u64) -> Self {
         Harness {
             seed,
+            script: None,
+            floating: Vec::new(),
             tasks: Vec::new(),
             actions: Vec::new(),
             decoders: Vec::new(),
@@ -312,6 +329,23 @@ impl Harness {
     /// (notes of no task). Return nothing when there is nothing new.
     pub fn note_source(mut self, source: impl FnMut() -> Vec<String> + Send + 'static) -> Self {
         self.note_sources.push(Box::new(source));
+        self
+    }
+
+    /// Takes every open decision from `values` instead of the seed, then
+    /// 0 (the default: the last task goes on, due events happen now,
+    /// floating actions wait to their last step). A [`Report::replay`]
+    /// string decoded gives the same schedule again.
+    pub fn choices(mut self, values: Vec<u32>) -> Self {
+        self.script = Some(values);
+        self
+    }
+
+    /// Injects `action` at a step that is itself a choice, somewhere in
+    /// `from..=until` (at `until` at the latest): the explorer tries every
+    /// step of the window.
+    pub fn at_some_step(mut self, from: u64, until: u64, action: Action) -> Self {
+        self.floating.push((from, until.max(from), action));
         self
     }
 
@@ -455,6 +489,20 @@ impl Harness {
             }));
             descs.push(desc);
         }
+        let resolve = |a: &Action| -> Act {
+            match a {
+                Action::Kill(t) => Act::Fault(index("Kill", t), FaultKind::Panic, 0),
+                Action::Fault(t, kind, detail) => Act::Fault(index("Fault", t), *kind, *detail),
+                Action::Restart(t) => Act::Restart(index("Restart", t)),
+                Action::Irq(intid) => Act::Irq(*intid),
+                Action::Post(t, bits) => Act::Post(index("Post", t), *bits),
+            }
+        };
+        let floating = self
+            .floating
+            .iter()
+            .map(|(f, u, a)| (*f, *u, resolve(a)))
+            .collect();
         let mut actions: Vec<(u64, Act)> = self
             .actions
             .iter()
@@ -476,6 +524,8 @@ impl Harness {
         }
         Setup {
             seed: self.seed,
+            script: self.script,
+            floating,
             entries: self.tasks.iter().map(|t| t.entry.clone()).collect(),
             names,
             descs,

@@ -23,7 +23,7 @@
 //! inside the panic hook (as the image's panic handler does), which never
 //! returns. Tests build with unwinding and get the full behaviour.
 
-use crate::rng::Rng;
+use crate::rng::{ChoiceKind, Chooser};
 use crate::trace::{Decoded, Decoder, Event, LeaseSummary, Trace, What};
 use crate::{Outcome, Report};
 use abi::{
@@ -65,6 +65,10 @@ pub(crate) enum Act {
 /// Everything the builder resolved.
 pub(crate) struct Setup {
     pub seed: u64,
+    /// An explicit choice sequence instead of the seed (replay, explorer).
+    pub script: Option<Vec<u32>>,
+    /// Actions whose step is a choice: (first step, last step, action).
+    pub floating: Vec<(u64, u64, Act)>,
     pub names: Vec<String>,
     pub descs: Vec<&'static TaskDesc>,
     pub entries: Vec<Entry>,
@@ -255,6 +259,8 @@ impl HostPlatform {
             steps: self.step,
             now_ms: self.now,
             console: self.console.clone(),
+            choices: Vec::new(),
+            end_state: 0,
         };
         let mut slot = self.done.report.lock().unwrap_or_else(|e| e.into_inner());
         *slot = Some(report);
@@ -334,7 +340,9 @@ struct State {
     /// leaked to give it the `'static` borrow the image's table has).
     k: Kernel<'static>,
     plat: HostPlatform,
-    rng: Rng,
+    /// Every open decision of the run comes from here.
+    chooser: Chooser,
+    floating: Vec<(u64, u64, Act)>,
     /// The task whose thread may run task code.
     token: Option<usize>,
     /// Incarnation of each task's thread; bumped when it is replaced.
@@ -356,11 +364,27 @@ struct State {
 
 pub(crate) struct Shared {
     state: Mutex<State>,
-    cv: Condvar,
+    /// One per task: a thread waits on its task's own, so a step wakes
+    /// only the next task's thread instead of every task thread.
+    cvs: Vec<Condvar>,
     done: Arc<Done>,
 }
 
 impl Shared {
+    /// Wakes every task thread (the run ended, threads were retired).
+    fn wake_all(&self) {
+        self.cvs.iter().for_each(Condvar::notify_all);
+    }
+
+    /// Wakes the thread that holds the CPU token now (every thread if the
+    /// run is over).
+    fn wake(&self, g: &State) {
+        match g.token {
+            Some(t) if !g.plat.finished => self.cvs[t].notify_all(),
+            _ => self.wake_all(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Harness code never panics while holding the lock outside a
         // `catch_unwind`, but a poisoned lock must not hide the report.
@@ -379,7 +403,7 @@ impl Shared {
             g.plat.finish(Outcome::KernelPanic(format!(
                 "harness: task {name} made a system call without holding the CPU"
             )));
-            self.cv.notify_all();
+            self.wake_all();
             return Resume::Retire;
         }
         let st = &mut *g;
@@ -387,7 +411,7 @@ impl Shared {
         if let Err(p) = r {
             st.unwound(p);
         }
-        self.cv.notify_all();
+        self.wake(&g);
         self.wait_turn(g, i, epoch)
     }
 
@@ -401,7 +425,7 @@ impl Shared {
                 let x = &g.k.tasks[i].save.x;
                 return Resume::Run([x[0], x[1], x[2], x[3], x[4], x[5]].map(|v| v as usize));
             }
-            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            g = self.cvs[i].wait(g).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -462,6 +486,21 @@ fn task_thread(port: Arc<TaskPort>, entry: Entry) {
 }
 
 impl State {
+    /// A hash of what the run ended with: the outcome, the console, and
+    /// each task's state and generation (not the step count or time, so
+    /// two schedules reaching the same place count once).
+    fn end_state(&self, report: &Report) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{:?}", report.outcome).hash(&mut h);
+        report.console.hash(&mut h);
+        for t in self.k.tasks.iter() {
+            format!("{:?}", t.state).hash(&mut h);
+            t.generation.0.hash(&mut h);
+        }
+        h.finish()
+    }
+
     fn id(&self, i: usize) -> TaskId {
         TaskId::new(i, self.k.tasks[i].generation)
     }
@@ -499,7 +538,12 @@ impl State {
             self.plat.finish(Outcome::StepLimit(limit));
             return;
         }
-        self.plat.now += self.rng.below(self.clock_jitter_ms + 1);
+        let jitter = self.clock_jitter_ms;
+        self.plat.now += self
+            .chooser
+            .pick(ChoiceKind::Jitter, (jitter + 1) as u32, true, |r| {
+                r.below(jitter + 1) as u32
+            }) as u64;
         let s = &mut self.k.tasks[i].save;
         s.x[..7]
             .iter_mut()
@@ -545,16 +589,44 @@ impl State {
                 self.spawn_resets(shared);
             }
         }
+        // Floating actions: the step at which each happens inside its
+        // window is a choice (0: not yet); at its last step it happens.
+        let mut k = 0;
+        while k < self.floating.len() {
+            let (from, until, _) = self.floating[k];
+            let step = self.plat.step;
+            let now = step >= until
+                || (step >= from
+                    && self.chooser.pick(ChoiceKind::Inject, 2, true, |r| {
+                        (r.below(until - step + 1) == 0) as u32
+                    }) == 1);
+            if now && !self.plat.finished {
+                let (_, _, a) = self.floating.remove(k);
+                self.apply(a);
+                self.spawn_resets(shared);
+            } else {
+                k += 1;
+            }
+        }
         self.poll_sources();
         // A timer or an interrupt that is due may be taken now or a little
         // later: the seed decides, as the exact instant of an asynchronous
         // event relative to the tasks' steps is not something tasks may
         // depend on.
-        if self.plat.deadline.is_some_and(|d| d <= self.plat.now) && self.rng.coin() {
+        if self.plat.deadline.is_some_and(|d| d <= self.plat.now)
+            && self
+                .chooser
+                .pick(ChoiceKind::Timer, 2, true, |r| if r.coin() { 0 } else { 1 })
+                == 0
+        {
             self.fire_timers();
         }
         for intid in self.deliverable() {
-            if self.rng.coin() {
+            if self
+                .chooser
+                .pick(ChoiceKind::Irq, 2, true, |r| if r.coin() { 0 } else { 1 })
+                == 0
+            {
                 self.deliver_irq(intid);
             }
         }
@@ -595,6 +667,11 @@ impl State {
                 // it now rather than never.
                 self.apply(a);
                 self.spawn_resets(shared);
+            } else if !self.floating.is_empty() {
+                // Likewise a floating action whose window is still open.
+                let (_, _, a) = self.floating.remove(0);
+                self.apply(a);
+                self.spawn_resets(shared);
             } else if !self.poll_sources() {
                 self.plat.finish(Outcome::Idle);
                 return;
@@ -621,12 +698,28 @@ impl State {
                 self.k.tasks[i].state == TaskState::Runnable && self.k.tasks[i].priority() == best
             })
             .collect();
-        let pick = if cands.len() == 1 {
-            0
-        } else {
-            self.rng.below(cands.len() as u64) as usize
-        };
-        Some(cands[pick])
+        // Alternative 0 is the task that ran last when it can go on (the
+        // kernel's own choice: no preemption); choosing another then costs
+        // one preemption. When it cannot, any successor is free.
+        let last = self.token.filter(|t| cands.contains(t));
+        let mut order = cands.clone();
+        if let Some(t) = last {
+            order.retain(|&c| c != t);
+            order.insert(0, t);
+        }
+        let n = cands.len();
+        let v = self
+            .chooser
+            .pick(ChoiceKind::Task, n as u32, last.is_some(), |r| {
+                // The seeded pick is drawn over `cands` as it always was.
+                let p = if n == 1 {
+                    0
+                } else {
+                    r.below(n as u64) as usize
+                };
+                order.iter().position(|&c| c == cands[p]).unwrap_or(0) as u32
+            });
+        Some(order[v as usize])
     }
 
     /// Starts a fresh thread for every task the core reset; the old thread
@@ -662,7 +755,7 @@ impl State {
             }
         }
         // Wake retired threads so they unwind now.
-        shared.cv.notify_all();
+        shared.wake_all();
     }
 
     fn apply(&mut self, a: Act) {
@@ -1087,7 +1180,11 @@ pub(crate) fn run(setup: Setup) -> Report {
     let state = State {
         k: Kernel::new(tasks, setup.irqs),
         plat,
-        rng: Rng::new(setup.seed),
+        chooser: match setup.script {
+            Some(s) => Chooser::scripted(s),
+            None => Chooser::seeded(setup.seed),
+        },
+        floating: setup.floating,
         token: None,
         epochs: vec![0; n],
         entries: setup.entries,
@@ -1103,7 +1200,7 @@ pub(crate) fn run(setup: Setup) -> Report {
     };
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
-        cv: Condvar::new(),
+        cvs: (0..n).map(|_| Condvar::new()).collect(),
         done,
     });
     {
@@ -1114,16 +1211,28 @@ pub(crate) fn run(setup: Setup) -> Report {
             st.unwound(p);
         }
     }
-    shared.cv.notify_all();
+    shared.wake_all();
 
     match shared.wait_done(setup.wall_timeout) {
-        Some(report) => {
+        Some(mut report) => {
+            // The decisions taken and the machine's end state. Without
+            // unwinding, a shutdown parks holding the lock: then there is
+            // no record (replay needs an unwinding build: tests, `fuzz`).
+            let g = if cfg!(panic = "unwind") {
+                Some(shared.lock())
+            } else {
+                shared.state.try_lock().ok()
+            };
+            if let Some(g) = g {
+                report.choices = g.chooser.record.clone();
+                report.end_state = g.end_state(&report);
+            }
             // With unwinding, retire every thread and wait for it, so no
             // incarnation outlives the run. Without, a thread may hold the
             // state lock forever (shutdown parks in place): leave them all.
             if cfg!(panic = "unwind") {
                 let handles = std::mem::take(&mut shared.lock().threads);
-                shared.cv.notify_all();
+                shared.wake_all();
                 for h in handles {
                     let _ = h.join();
                 }
@@ -1141,7 +1250,7 @@ pub(crate) fn run(setup: Setup) -> Report {
                     });
                     g.plat.finish(Outcome::WallTimeout);
                     drop(g);
-                    shared.cv.notify_all();
+                    shared.wake_all();
                     shared.wait_done(Duration::from_secs(1))
                 }
                 Err(_) => None,
@@ -1152,6 +1261,8 @@ pub(crate) fn run(setup: Setup) -> Report {
                 steps: 0,
                 now_ms: 0,
                 console: String::new(),
+                choices: Vec::new(),
+                end_state: 0,
             })
         }
     }

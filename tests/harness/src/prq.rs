@@ -469,7 +469,8 @@ impl PrqRun {
         self.report.expect_shutdown(0);
         if let Err(e) = self.invariants() {
             panic!(
-                "invariants broken:\n{e}\n--- end of trace ---\n{}",
+                "invariants broken:\n{e}\nreplay (Harness::choices): {}\n--- end of trace ---\n{}",
+                self.report.replay(),
                 self.report
                     .trace
                     .tail_text(if std::env::var_os("PRQ_TRACE").is_some() {
@@ -562,6 +563,17 @@ impl PrqRig {
         let (h, bus, log) = self.parts(seed);
         PrqRun {
             report: h.run(),
+            bus,
+            log,
+        }
+    }
+
+    /// Runs the machine with `seed`, after `f` adds to it (a choice
+    /// sequence, floating actions: `harness::explore`).
+    pub fn run_with(self, seed: u64, f: impl FnOnce(Harness) -> Harness) -> PrqRun {
+        let (h, bus, log) = self.parts(seed);
+        PrqRun {
+            report: f(h).run(),
             bus,
             log,
         }
