@@ -16,10 +16,10 @@
 //! memory at [`PRQ_PA`]; the PRIQ / EVTQ lines are its interrupts.
 
 use crate::smmu::{
-    args_of, check_i3, compact, fixed_reply, iommu_server_task, lease_infos, pasid_alloc_task,
-    ram_pa, Bus, IommuDecoder, PasidAllocDecoder, PasidSetup, PasidState, ServerSetup,
-    CMD_SYNC_BIT, DEFAULT_PASID_QUOTA, GERROR_BIT, INTID_CMD_SYNC, INTID_EVENTQ, INTID_GERROR,
-    INTID_PRIQ, IOMMU_PRIORITY, PASID_ALLOC_PRIORITY, RAM_SIZE, TABLES_PA, TABLES_SIZE,
+    args_of, compact, fixed_reply, iommu_server_task, lease_infos, ram_pa, with_pasid_alloc, Bus,
+    IommuDecoder, PasidSetup, PasidState, ServerSetup, CMD_SYNC_BIT, DEFAULT_PASID_QUOTA,
+    GERROR_BIT, INTID_CMD_SYNC, INTID_EVENTQ, INTID_GERROR, INTID_PRIQ, IOMMU_PRIORITY, RAM_SIZE,
+    TABLES_PA, TABLES_SIZE,
 };
 use crate::trace::LeaseSummary;
 use crate::{Harness, Report, TaskSpec, CAP_MEMORY_QUERY, CAP_SHUTDOWN, CAP_TASK_CONTROL};
@@ -693,14 +693,7 @@ impl PrqRig {
                 task_names: names.clone(),
                 state: self.pasid_state.clone(),
             };
-            h = h
-                .task(
-                    TaskSpec::new("pasid-alloc", PASID_ALLOC_PRIORITY, pasid_alloc_task(setup))
-                        // It ranks above iommu-server: it may only post to it.
-                        .posts(&["iommu-server"]),
-                )
-                .decoder("pasid-alloc", PasidAllocDecoder)
-                .end_check(|r| check_i3(&r.trace));
+            h = with_pasid_alloc(h, setup);
             vm_slots.push("pasid-alloc".to_string());
         }
         let setup = ServerSetup {

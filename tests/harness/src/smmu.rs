@@ -687,6 +687,18 @@ pub fn pasid_alloc_task(setup: PasidSetup) -> impl Fn() + Send + Sync + 'static 
     }
 }
 
+/// Adds the real pasid-alloc task to a machine, as every rig runs it: it
+/// ranks above iommu-server and may only post to it; its requests decode
+/// in traces; I3 is checked at the end of the run.
+pub fn with_pasid_alloc(h: Harness, setup: PasidSetup) -> Harness {
+    h.task(
+        TaskSpec::new("pasid-alloc", PASID_ALLOC_PRIORITY, pasid_alloc_task(setup))
+            .posts(&["iommu-server"]),
+    )
+    .decoder("pasid-alloc", PasidAllocDecoder)
+    .end_check(|r| check_i3(&r.trace))
+}
+
 /// I3, checked on a finished run's trace: no PASID is handed out again
 /// (an `alloc` reply) after it was given up (a successful `free`, or an
 /// `owner_died` of its holder) until iommu-server's `mark_drained` of it
@@ -1451,14 +1463,7 @@ impl IommuRig {
                 task_names: task_names.clone(),
                 state: self.pasid_state.clone(),
             };
-            h = h
-                .task(
-                    TaskSpec::new("pasid-alloc", PASID_ALLOC_PRIORITY, pasid_alloc_task(setup))
-                        // It ranks above iommu-server: it may only post to it.
-                        .posts(&["iommu-server"]),
-                )
-                .decoder("pasid-alloc", PasidAllocDecoder)
-                .end_check(|r| check_i3(&r.trace));
+            h = with_pasid_alloc(h, setup);
             vm_slots.push("pasid-alloc".to_string());
         }
         let setup = ServerSetup {
