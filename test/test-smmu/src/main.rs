@@ -1220,7 +1220,7 @@ mod cases {
             s1: None,
             nested_a: None,
         };
-        let cases: [Case; 25] = [
+        let cases: [Case; 27] = [
             ("smmu_probe_idr", probe_idr),
             (
                 "smmu_cmdq_illegal_command_recovered",
