@@ -974,22 +974,26 @@ pub enum PrqOp {
     /// `take_responses`: Moves queued responses into the lease for iommu-server to issue. `issued`
     /// is
     TakeResponses = 6,
+    /// `event_records_lost`: The SMMU lost event records without OVFLG: GERROR.EVENTQ_ABT_ERR (IHI
+    /// 0070
+    EventRecordsLost = 7,
     /// `owner_died`: The VM task `vm` went away: its routes are removed, its queued and delivered
-    OwnerDied = 7,
+    OwnerDied = 8,
     /// `queue_layout`: The queue base register values iommu-server programs (EVENTQ_BASE,
-    QueueLayout = 8,
+    QueueLayout = 9,
     /// `stats`: Counters.
-    Stats = 9,
+    Stats = 10,
 }
 
 impl PrqOp {
-    pub const ALL: [PrqOp; 9] = [
+    pub const ALL: [PrqOp; 10] = [
         PrqOp::FetchFaults,
         PrqOp::Respond,
         PrqOp::FetchEvents,
         PrqOp::SetRoute,
         PrqOp::Drain,
         PrqOp::TakeResponses,
+        PrqOp::EventRecordsLost,
         PrqOp::OwnerDied,
         PrqOp::QueueLayout,
         PrqOp::Stats,
@@ -1003,6 +1007,7 @@ impl PrqOp {
             PrqOp::SetRoute.args_max(),
             PrqOp::Drain.args_max(),
             PrqOp::TakeResponses.args_max(),
+            PrqOp::EventRecordsLost.args_max(),
             PrqOp::OwnerDied.args_max(),
             PrqOp::QueueLayout.args_max(),
             PrqOp::Stats.args_max(),
@@ -1017,6 +1022,7 @@ impl PrqOp {
             PrqOp::SetRoute.reply_max(),
             PrqOp::Drain.reply_max(),
             PrqOp::TakeResponses.reply_max(),
+            PrqOp::EventRecordsLost.reply_max(),
             PrqOp::OwnerDied.reply_max(),
             PrqOp::QueueLayout.reply_max(),
             PrqOp::Stats.reply_max(),
@@ -1030,9 +1036,10 @@ impl PrqOp {
             4 => Some(PrqOp::SetRoute),
             5 => Some(PrqOp::Drain),
             6 => Some(PrqOp::TakeResponses),
-            7 => Some(PrqOp::OwnerDied),
-            8 => Some(PrqOp::QueueLayout),
-            9 => Some(PrqOp::Stats),
+            7 => Some(PrqOp::EventRecordsLost),
+            8 => Some(PrqOp::OwnerDied),
+            9 => Some(PrqOp::QueueLayout),
+            10 => Some(PrqOp::Stats),
             _ => None,
         }
     }
@@ -1044,6 +1051,7 @@ impl PrqOp {
             PrqOp::SetRoute => "set_route",
             PrqOp::Drain => "drain",
             PrqOp::TakeResponses => "take_responses",
+            PrqOp::EventRecordsLost => "event_records_lost",
             PrqOp::OwnerDied => "owner_died",
             PrqOp::QueueLayout => "queue_layout",
             PrqOp::Stats => "stats",
@@ -1058,6 +1066,7 @@ impl PrqOp {
             PrqOp::SetRoute => true,
             PrqOp::Drain => true,
             PrqOp::TakeResponses => false,
+            PrqOp::EventRecordsLost => false,
             PrqOp::OwnerDied => true,
             PrqOp::QueueLayout => true,
             PrqOp::Stats => true,
@@ -1072,6 +1081,7 @@ impl PrqOp {
             PrqOp::SetRoute => &[PrqCaller::IommuServer],
             PrqOp::Drain => &[PrqCaller::IommuServer],
             PrqOp::TakeResponses => &[PrqCaller::IommuServer],
+            PrqOp::EventRecordsLost => &[PrqCaller::IommuServer],
             PrqOp::OwnerDied => &[PrqCaller::Supervisor],
             PrqOp::QueueLayout => &[PrqCaller::IommuServer],
             PrqOp::Stats => &[],
@@ -1085,6 +1095,7 @@ impl PrqOp {
             PrqOp::SetRoute => 0,
             PrqOp::Drain => 1,
             PrqOp::TakeResponses => 1,
+            PrqOp::EventRecordsLost => 0,
             PrqOp::OwnerDied => 0,
             PrqOp::QueueLayout => 0,
             PrqOp::Stats => 0,
@@ -1099,6 +1110,7 @@ impl PrqOp {
             PrqOp::SetRoute => ::idl_runtime::wire_size::<SetRouteArgs>(),
             PrqOp::Drain => ::idl_runtime::wire_size::<DrainArgs>(),
             PrqOp::TakeResponses => ::idl_runtime::wire_size::<TakeResponsesArgs>(),
+            PrqOp::EventRecordsLost => ::idl_runtime::wire_size::<EventRecordsLostArgs>(),
             PrqOp::OwnerDied => ::idl_runtime::wire_size::<OwnerDiedArgs>(),
             PrqOp::QueueLayout => ::idl_runtime::wire_size::<QueueLayoutArgs>(),
             PrqOp::Stats => ::idl_runtime::wire_size::<StatsArgs>(),
@@ -1113,6 +1125,7 @@ impl PrqOp {
             PrqOp::SetRoute => ::idl_runtime::wire_size::<()>(),
             PrqOp::Drain => ::idl_runtime::wire_size::<DrainOutcome>(),
             PrqOp::TakeResponses => ::idl_runtime::wire_size::<TakeOutcome>(),
+            PrqOp::EventRecordsLost => ::idl_runtime::wire_size::<()>(),
             PrqOp::OwnerDied => ::idl_runtime::wire_size::<u32>(),
             PrqOp::QueueLayout => ::idl_runtime::wire_size::<QueueLayout>(),
             PrqOp::Stats => ::idl_runtime::wire_size::<PrqStats>(),
@@ -1285,7 +1298,34 @@ pub struct TakeResponsesLeases {
     pub out: ::idl_runtime::LeaseSlot,
 }
 
-/// Arguments of [`PrqClient::owner_died`] (operation 7, Zerocopy).
+/// Arguments of [`PrqClient::event_records_lost`] (operation 7, Zerocopy).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EventRecordsLostArgs {
+    pub aborts: u32,
+}
+
+/// Wire form of [`EventRecordsLostArgs`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct EventRecordsLostArgsWire {
+    pub aborts: WireOf<u32>,
+}
+
+impl Fixed for EventRecordsLostArgs {
+    type Wire = EventRecordsLostArgsWire;
+    fn to_wire(&self) -> EventRecordsLostArgsWire {
+        EventRecordsLostArgsWire {
+            aborts: Fixed::to_wire(&self.aborts),
+        }
+    }
+    fn from_wire(wire: &EventRecordsLostArgsWire) -> Option<Self> {
+        Some(EventRecordsLostArgs {
+            aborts: Fixed::from_wire(&wire.aborts)?,
+        })
+    }
+}
+
+/// Arguments of [`PrqClient::owner_died`] (operation 8, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OwnerDiedArgs {
     pub vm: TaskId,
@@ -1312,7 +1352,7 @@ impl Fixed for OwnerDiedArgs {
     }
 }
 
-/// Arguments of [`PrqClient::queue_layout`] (operation 8, Zerocopy).
+/// Arguments of [`PrqClient::queue_layout`] (operation 9, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct QueueLayoutArgs {}
 impl Fixed for QueueLayoutArgs {
@@ -1323,7 +1363,7 @@ impl Fixed for QueueLayoutArgs {
     }
 }
 
-/// Arguments of [`PrqClient::stats`] (operation 9, Zerocopy).
+/// Arguments of [`PrqClient::stats`] (operation 10, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StatsArgs {}
 impl Fixed for StatsArgs {
@@ -1343,6 +1383,7 @@ pub enum PrqRequest {
     SetRoute(SetRouteArgs),
     Drain(DrainArgs, DrainLeases),
     TakeResponses(TakeResponsesArgs, TakeResponsesLeases),
+    EventRecordsLost(EventRecordsLostArgs),
     OwnerDied(OwnerDiedArgs),
     QueueLayout(QueueLayoutArgs),
     Stats(StatsArgs),
@@ -1357,6 +1398,7 @@ impl PrqRequest {
             PrqRequest::SetRoute(..) => PrqOp::SetRoute,
             PrqRequest::Drain(..) => PrqOp::Drain,
             PrqRequest::TakeResponses(..) => PrqOp::TakeResponses,
+            PrqRequest::EventRecordsLost(..) => PrqOp::EventRecordsLost,
             PrqRequest::OwnerDied(..) => PrqOp::OwnerDied,
             PrqRequest::QueueLayout(..) => PrqOp::QueueLayout,
             PrqRequest::Stats(..) => PrqOp::Stats,
@@ -1422,6 +1464,11 @@ pub fn dispatch_decode(
                 ResponseCmd,
             >(leases, 0, ::idl_runtime::Access::Write, 1, 64)?;
             PrqRequest::TakeResponses(args, TakeResponsesLeases { out })
+        }
+        PrqOp::EventRecordsLost => {
+            let args = ::idl_runtime::decode_fixed(bytes)?;
+            ::idl_runtime::expect_leases(leases, 0)?;
+            PrqRequest::EventRecordsLost(args)
         }
         PrqOp::OwnerDied => {
             let args = ::idl_runtime::decode_fixed(bytes)?;
@@ -1532,19 +1579,32 @@ pub trait PrqServer {
         issued: u32,
         out: Leased<::idl_runtime::Write, ResponseCmd>,
     ) -> Result<TakeOutcome, PrqError>;
+    /// The SMMU lost event records without OVFLG: GERROR.EVENTQ_ABT_ERR (IHI 0070
+    /// §7.2.2: an abort writing the event queue; QEMU also raises it for a full
+    /// queue). iommu-server, the GERROR owner, calls it once per acknowledged abort
+    /// (`aborts` >= 1). prq-server first reads the records that were written, then,
+    /// since the lost ones cannot be attributed, every VM with an event route or
+    /// owner entry reports `lost` >= 1 on its next fetch_events.
+    ///
+    /// Operation 7; callers: iommu-server.
+    fn event_records_lost(
+        &mut self,
+        caller: TaskId,
+        aborts: u32,
+    ) -> Result<(), PrqError>;
     /// The VM task `vm` went away: its routes are removed, its queued and delivered
     /// groups answered INVALID, its events dropped. Returns the groups answered.
     ///
-    /// Operation 7; callers: supervisor; idempotent.
+    /// Operation 8; callers: supervisor; idempotent.
     fn owner_died(&mut self, caller: TaskId, vm: TaskId) -> Result<u32, PrqError>;
     /// The queue base register values iommu-server programs (EVENTQ_BASE,
     /// PRIQ_BASE) before it enables the queues (CR0.EVTQEN / PRIQEN).
     ///
-    /// Operation 8; callers: iommu-server; idempotent.
+    /// Operation 9; callers: iommu-server; idempotent.
     fn queue_layout(&mut self, caller: TaskId) -> Result<QueueLayout, PrqError>;
     /// Counters.
     ///
-    /// Operation 9; callers: any; idempotent.
+    /// Operation 10; callers: any; idempotent.
     fn stats(&mut self, caller: TaskId) -> Result<PrqStats, PrqError>;
 }
 
@@ -1595,6 +1655,10 @@ pub fn dispatch<S: PrqServer>(server: &mut S, msg: &::userlib::RecvMessage, buf:
         PrqRequest::TakeResponses(args, leases) => {
             let out = Leased::new(caller, leases.out);
             let result = server.take_responses(caller, args.issued, out);
+            ::idl_runtime::reply_fixed(caller, result);
+        }
+        PrqRequest::EventRecordsLost(args) => {
+            let result = server.event_records_lost(caller, args.aborts);
             ::idl_runtime::reply_fixed(caller, result);
         }
         PrqRequest::OwnerDied(args) => {
@@ -1764,10 +1828,28 @@ impl PrqClient {
             false,
         )
     }
+    /// The SMMU lost event records without OVFLG: GERROR.EVENTQ_ABT_ERR (IHI 0070
+    /// §7.2.2: an abort writing the event queue; QEMU also raises it for a full
+    /// queue). iommu-server, the GERROR owner, calls it once per acknowledged abort
+    /// (`aborts` >= 1). prq-server first reads the records that were written, then,
+    /// since the lost ones cannot be attributed, every VM with an event route or
+    /// owner entry reports `lost` >= 1 on its next fetch_events.
+    ///
+    /// Operation 7; callers: iommu-server.
+    pub fn event_records_lost(&self, aborts: u32) -> Result<(), PrqError> {
+        let args = EventRecordsLostArgs { aborts };
+        ::idl_runtime::call_fixed(
+            &self.task,
+            PrqOp::EventRecordsLost as u16,
+            &args,
+            &[],
+            false,
+        )
+    }
     /// The VM task `vm` went away: its routes are removed, its queued and delivered
     /// groups answered INVALID, its events dropped. Returns the groups answered.
     ///
-    /// Operation 7; callers: supervisor; idempotent.
+    /// Operation 8; callers: supervisor; idempotent.
     pub fn owner_died(&self, vm: TaskId) -> Result<u32, PrqError> {
         let args = OwnerDiedArgs { vm };
         ::idl_runtime::call_fixed(&self.task, PrqOp::OwnerDied as u16, &args, &[], true)
@@ -1775,7 +1857,7 @@ impl PrqClient {
     /// The queue base register values iommu-server programs (EVENTQ_BASE,
     /// PRIQ_BASE) before it enables the queues (CR0.EVTQEN / PRIQEN).
     ///
-    /// Operation 8; callers: iommu-server; idempotent.
+    /// Operation 9; callers: iommu-server; idempotent.
     pub fn queue_layout(&self) -> Result<QueueLayout, PrqError> {
         let args = QueueLayoutArgs {};
         ::idl_runtime::call_fixed(
@@ -1788,7 +1870,7 @@ impl PrqClient {
     }
     /// Counters.
     ///
-    /// Operation 9; callers: any; idempotent.
+    /// Operation 10; callers: any; idempotent.
     pub fn stats(&self) -> Result<PrqStats, PrqError> {
         let args = StatsArgs {};
         ::idl_runtime::call_fixed(&self.task, PrqOp::Stats as u16, &args, &[], true)

@@ -225,6 +225,10 @@ fn strategy_take_responses_args() -> BoxedStrategy<TakeResponsesArgs> {
     (any::<u32>(),).prop_map(|(issued,)| TakeResponsesArgs { issued }).boxed()
 }
 
+fn strategy_event_records_lost_args() -> BoxedStrategy<EventRecordsLostArgs> {
+    (any::<u32>(),).prop_map(|(aborts,)| EventRecordsLostArgs { aborts }).boxed()
+}
+
 fn strategy_owner_died_args() -> BoxedStrategy<OwnerDiedArgs> {
     (any::<u16>().prop_map(TaskId),).prop_map(|(vm,)| OwnerDiedArgs { vm }).boxed()
 }
@@ -1362,6 +1366,93 @@ fn idl_prq_take_responses_rejects_small_reply_buffer() {
 }
 
 #[test]
+fn idl_prq_event_records_lost_args_round_trip() {
+    check(
+        strategy_event_records_lost_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            prop_assert!(bytes.len() <= PrqOp::EventRecordsLost.args_max());
+            let leases = vec![];
+            let got = dispatch_decode(
+                PrqOp::EventRecordsLost as u32,
+                &bytes,
+                PrqOp::EventRecordsLost.reply_max(),
+                &leases,
+            );
+            prop_assert_eq!(got, Ok(PrqRequest::EventRecordsLost(args)));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_prq_event_records_lost_reply_round_trip() {
+    check(
+        Just(()),
+        |value| {
+            let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
+            let result: Result<(), PrqError> = Ok(value);
+            let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
+            prop_assert_eq!(code, 0);
+            prop_assert!(len <= PrqOp::EventRecordsLost.reply_max());
+            prop_assert_eq!(
+                ::idl_runtime::decode_fixed_reply:: < (), PrqError > (code, &
+                buf[..len]), result
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_prq_event_records_lost_rejects_wrong_length() {
+    check(
+        strategy_event_records_lost_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = PrqOp::EventRecordsLost.reply_max();
+            if !bytes.is_empty() {
+                let short = reason(
+                    dispatch_decode(
+                        PrqOp::EventRecordsLost as u32,
+                        &bytes[..bytes.len() - 1],
+                        cap,
+                        &leases,
+                    ),
+                );
+                prop_assert_eq!(short, Some(ReplyFaultReason::BadMessageSize));
+            }
+            bytes.push(0);
+            let long = reason(
+                dispatch_decode(PrqOp::EventRecordsLost as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(long, Some(ReplyFaultReason::BadMessageSize));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_prq_event_records_lost_rejects_bad_leases() {
+    check(
+        strategy_event_records_lost_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases: Vec<::idl_runtime::LeaseInfo> = vec![];
+            let cap = PrqOp::EventRecordsLost.reply_max();
+            let mut extra = leases.clone();
+            extra.push(lease_info(::idl_runtime::Access::ReadWrite, 16));
+            let got = reason(
+                dispatch_decode(PrqOp::EventRecordsLost as u32, &bytes, cap, &extra),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            Ok(())
+        },
+    );
+}
+
+#[test]
 fn idl_prq_owner_died_args_round_trip() {
     check(
         strategy_owner_died_args(),
@@ -1711,7 +1802,7 @@ fn idl_prq_dispatch_decode_never_panics() {
             len,
         });
     let input = (
-        0u32..9 + 3,
+        0u32..10 + 3,
         ::proptest::collection::vec(any::<u8>(), 0..PrqOp::RECV_BUF_SIZE + 8),
         0usize..2048,
         ::proptest::collection::vec(lease, 0..9),
@@ -1729,7 +1820,7 @@ fn idl_prq_dispatch_decode_never_panics() {
 
 #[test]
 fn idl_prq_rejects_unknown_operation() {
-    for operation in [0, 9 + 1, 0xFFFF, u32::MAX] {
+    for operation in [0, 10 + 1, 0xFFFF, u32::MAX] {
         let got = reason(
             dispatch_decode(operation, &[], ::idl_runtime::MAX_MESSAGE, &[]),
         );

@@ -50,6 +50,8 @@ pub struct FaultLink {
     /// Responses issued as PRI_RESP / RESUME, and their CMD_SYNC batches.
     pub responses_issued: u32,
     pub batches: u32,
+    /// GERROR.EVENTQ_ABT_ERR acknowledged and reported to prq-server.
+    pub event_aborts: u32,
 }
 
 impl FaultLink {
@@ -59,6 +61,7 @@ impl FaultLink {
             issued: 0,
             responses_issued: 0,
             batches: 0,
+            event_aborts: 0,
         }
     }
 
@@ -205,6 +208,19 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                 // next notification): one round trip per batch.
                 return;
             }
+        }
+    }
+
+    /// Tells prq-server that event records were lost without OVFLG
+    /// (GERROR.EVENTQ_ABT_ERR, just acknowledged: IHI 0070 §7.2.2; QEMU
+    /// raises it for a full queue). No-op without a fault path.
+    pub(crate) fn fault_event_records_lost(&mut self) {
+        let Some(p) = self.fault.prq.map(PrqClient::new) else {
+            return;
+        };
+        self.fault.event_aborts = self.fault.event_aborts.wrapping_add(1);
+        if let Err(e) = p.event_records_lost(1) {
+            userlib::log!("iommu-server: event_records_lost failed: {:?}", e);
         }
     }
 

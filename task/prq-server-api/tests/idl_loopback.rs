@@ -136,6 +136,12 @@ impl PrqServer for FakePrq {
             priq_base: 0x2000_0005,
         })
     }
+    fn event_records_lost(&mut self, _: TaskId, aborts: u32) -> Result<(), PrqError> {
+        if aborts == 0 {
+            return Err(PrqError::Invalid);
+        }
+        Ok(())
+    }
     fn owner_died(&mut self, _: TaskId, vm: TaskId) -> Result<u32, PrqError> {
         Ok(vm.0 as u32)
     }

@@ -345,6 +345,14 @@ impl<M: Mmio, Q: QueueMemory> api::PrqServer for IdlPrq<'_, '_, M, Q> {
         })
     }
 
+    fn event_records_lost(&mut self, _caller: TaskId, aborts: u32) -> Result<(), api::PrqError> {
+        // Only iommu-server may call (the generated caller check); any
+        // count means "at least one abort": records were lost.
+        self.prq.event_records_lost(aborts);
+        self.notify();
+        Ok(())
+    }
+
     fn owner_died(&mut self, _caller: TaskId, vm: TaskId) -> Result<u32, api::PrqError> {
         let n = self.prq.owner_died(vm);
         self.notify();

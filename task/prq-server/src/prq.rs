@@ -239,6 +239,8 @@ pub struct Stats {
     pub hw_overflows: u32,
     pub stop_markers: u32,
     pub evtq_overflows: u32,
+    /// Event-queue write aborts reported by iommu-server (GERROR.EVENTQ_ABT_ERR).
+    pub evtq_aborts: u32,
     pub pri_read: u32,
     pub events_read: u32,
     /// Partial groups discarded by PRI overflow recovery (never answered:
@@ -807,17 +809,43 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         if overflow {
             self.stats.evtq_overflows += 1;
             self.evtq.cons = self.evtq.cons.with_overflow(prod.overflow());
-            for o in self.owners.iter_mut() {
-                if let Some(t) = o.task {
-                    o.lost_events += 1;
-                    self.notify_owners |= 1 << (t % 64);
-                }
-            }
+            self.every_owner_lost_events();
         }
         if n > 0 || overflow {
             self.mmio.write32(offset::EVENTQ_CONS, self.evtq.cons.raw());
         }
         n
+    }
+
+    /// Records the SMMU lost without OVFLG (GERROR.EVENTQ_ABT_ERR,
+    /// acknowledged by iommu-server, the page-0 owner, which calls here
+    /// once per abort). §7.2.2: the records up to PROD are valid, so they
+    /// are read first; the lost ones were never written, so nobody can say
+    /// whose they were: every VM that owns a stream or has an owner entry
+    /// reports `lost` on its next `fetch_events` (saturating; no queue
+    /// grows). Returns the records read.
+    pub fn event_records_lost(&mut self, aborts: u32) -> u32 {
+        let n = self.intake_events();
+        self.stats.evtq_aborts = self.stats.evtq_aborts.saturating_add(aborts.max(1));
+        self.every_owner_lost_events();
+        n
+    }
+
+    /// Lost event records nobody can attribute: `lost` + 1 for every owner
+    /// entry and every VM owning a stream (an entry is made for it if the
+    /// table has room; without room, the VM has no events to lose yet
+    /// either, as `route_event` would drop its records the same way).
+    fn every_owner_lost_events(&mut self) {
+        for k in 0..self.nstreams {
+            let task = self.streams_buf[k].1 as usize;
+            let _ = self.owner_mut(task, true);
+        }
+        for o in self.owners.iter_mut() {
+            if let Some(t) = o.task {
+                o.lost_events = o.lost_events.saturating_add(1);
+                self.notify_owners |= 1 << (t % 64);
+            }
+        }
     }
 
     fn stall_event(&mut self, e: &Event) {

@@ -319,3 +319,42 @@ fn a_drain_is_complete_only_once_the_queue_was_read_past_its_snapshot() {
     assert_eq!((n, complete), (1, true));
     assert_eq!((out[0].key.tag, out[0].resp), (1, Resp::Invalid));
 }
+
+/// GERROR.EVENTQ_ABT_ERR (reported by iommu-server): the records written
+/// up to PROD are delivered, and every VM owning a stream — one that never
+/// had a record too — reports `lost` once, on its next fetch_events.
+#[test]
+fn an_event_queue_abort_reports_lost_to_every_stream_owner_once() {
+    use crate::mem::EVTQ_OFF;
+    use crate::prq::EventRec;
+    use smmuv3::{Event, EventId, EVENTQ_ENTRY_BYTES};
+    const VM2: TaskId = TaskId::new(5, Generation(0));
+    let r = Rig::new();
+    let mut p = Prq::new(
+        r.regs.clone(),
+        r.mem.clone(),
+        &Config {
+            streams: &[(0x10, 4), (0x20, 5)],
+            evtq_log2: 3,
+            priq_log2: LOG2,
+        },
+    );
+    // One record for 0x10 written before the abort (§7.2.2: valid up to PROD).
+    let e = Event::new(EventId::FTranslation, 0x10, None);
+    let prod = QueuePtr::from_raw(3, r.regs.read32(offset::EVENTQ_PROD));
+    let off = EVTQ_OFF + prod.entry_offset(EVENTQ_ENTRY_BYTES);
+    for (k, w) in e.words().iter().enumerate() {
+        r.mem.write64(off + 8 * k, *w);
+    }
+    r.regs.write32(offset::EVENTQ_PROD, prod.advance(1).raw());
+    assert_eq!(p.event_records_lost(1), 1);
+    let mut out = [EventRec::default(); 32];
+    let (n, lost) = p.fetch_events(VM, &mut out);
+    assert_eq!((n, lost, out[0].sid, out[0].event_id), (1, 1, 0x10, 0x10));
+    assert_eq!(p.fetch_events(VM, &mut out), (0, 0));
+    assert_eq!(p.fetch_events(VM2, &mut out), (0, 1));
+    assert_eq!(p.fetch_events(VM2, &mut out), (0, 0));
+    // A task owning no stream hears nothing.
+    let other = TaskId::new(6, Generation(0));
+    assert_eq!(p.fetch_events(other, &mut out), (0, 0));
+}

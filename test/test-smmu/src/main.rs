@@ -664,6 +664,71 @@ mod cases {
         ensure(n == 0, "the record was handed out twice")
     }
 
+    /// prq_event_queue_overflow_lost_counted: one 4 KiB edu DMA to an
+    /// unmapped IOVA is 1024 4-byte accesses, each its own F_TRANSLATION
+    /// record, all within one QEMU step (nothing consumes meanwhile);
+    /// prq-server's event queue holds 2^6 (its EVENTQ_BASE.LOG2SIZE). QEMU
+    /// 10 sets no OVFLG for a full queue: it drops the rest and raises
+    /// GERROR.EVENTQ_ABT_ERR, which iommu-server acknowledges and reports
+    /// to prq-server (`event_records_lost`). The VM's records are correct
+    /// (its stream, addresses of the DMA in order), and delivered + lost
+    /// exceeds what the queue can hold — the 64 read are all accounted for
+    /// (the owner ring keeps 16 and counts the rest), so only the reported
+    /// abort can make it more. Recording then resumes, with nothing lost.
+    fn prq_event_queue_overflow_lost_counted(x: &mut Ctx) -> Outcome {
+        const EVTQ_ENTRIES: usize = 1 << 6;
+        const LEN: usize = 4096;
+        ensure(x.prq.is_some(), "no prq-server slot")?;
+        x.edu.dma(UNMAPPED_IOVA, LEN, true)?;
+        let mut ev = [Event::zeroed(); 16];
+        let (mut got, mut lost) = (0usize, 0usize);
+        let mut prev: Option<u64> = None;
+        for _ in 0..50 {
+            let (n, l) = prq_events(x, &mut ev)?;
+            for e in &ev[..n] {
+                ensure(
+                    e.event_id() == Ok(EventId::FTranslation),
+                    "not F_TRANSLATION",
+                )?;
+                ensure(e.sid() == EDU_SID, "record names another stream")?;
+                let a = e.input_addr();
+                ensure(
+                    (UNMAPPED_IOVA..UNMAPPED_IOVA + LEN as u64).contains(&a) && a % 4 == 0,
+                    "record address outside the DMA",
+                )?;
+                ensure(
+                    prev.is_none_or(|p| a > p),
+                    "records out of order or repeated",
+                )?;
+                prev = Some(a);
+            }
+            got += n;
+            lost += l as usize;
+            if got + lost > EVTQ_ENTRIES {
+                break;
+            }
+            sleep_for(10, TIMER_BIT);
+        }
+        log!(
+            "event queue overflow: {} records delivered, {} lost",
+            got,
+            lost
+        );
+        ensure(got >= 1, "no record delivered")?;
+        ensure(
+            got + lost > EVTQ_ENTRIES,
+            "records QEMU dropped (EVENTQ_ABT_ERR) were not reported lost",
+        )?;
+        let (n, l) = prq_events(x, &mut ev)?;
+        ensure(n == 0 && l == 0, "lost reported twice")?;
+        x.edu.poke(UNMAPPED_IOVA + 0x40)?;
+        let (n, l) = prq_events(x, &mut ev)?;
+        ensure(
+            n == 1 && l == 0 && ev[0].input_addr() == UNMAPPED_IOVA + 0x40,
+            "recording did not resume after the abort was acknowledged",
+        )
+    }
+
     fn fault_s2_unmapped(x: &mut Ctx) -> Outcome {
         x.edu.poke(UNMAPPED_IOVA)?;
         // The event belongs to edu's owner: the other VM is not given it
@@ -1155,7 +1220,7 @@ mod cases {
             s1: None,
             nested_a: None,
         };
-        let cases: [Case; 26] = [
+        let cases: [Case; 27] = [
             ("smmu_probe_idr", probe_idr),
             (
                 "smmu_cmdq_illegal_command_recovered",
@@ -1180,6 +1245,10 @@ mod cases {
             ),
             ("smmu_fault_s2_unmapped", fault_s2_unmapped),
             ("prq_event_to_owner_only", prq_event_to_owner_only),
+            (
+                "prq_event_queue_overflow_lost_counted",
+                prq_event_queue_overflow_lost_counted,
+            ),
             ("smmu_fault_s2_permission", fault_s2_permission),
             ("smmu_invalidate_unmap_then_fault", invalidate_unmap_faults),
             (

@@ -803,7 +803,9 @@ impl crate::Decoder for PrqDecoder {
                 fixed_reply::<papi::FetchOutcome, E>(code, bytes)
             }
             papi::PrqOp::Respond => fixed_reply::<papi::RespondOutcome, E>(code, bytes),
-            papi::PrqOp::SetRoute => fixed_reply::<(), E>(code, bytes),
+            papi::PrqOp::SetRoute | papi::PrqOp::EventRecordsLost => {
+                fixed_reply::<(), E>(code, bytes)
+            }
             papi::PrqOp::Drain => fixed_reply::<papi::DrainOutcome, E>(code, bytes),
             papi::PrqOp::TakeResponses => fixed_reply::<papi::TakeOutcome, E>(code, bytes),
             papi::PrqOp::OwnerDied => fixed_reply::<u32, E>(code, bytes),

@@ -996,3 +996,124 @@ pub fn stall_disabled(forced: bool) -> PrqRig {
         ok.end()
     })
 }
+
+/// An event-queue write abort (IHI 0070 §7.2.2: the interconnect reports
+/// an external abort; what QEMU 10 does for a full queue): the record is
+/// lost, PROD stays, GERROR.EVENTQ_ABT_ERR is raised and delivery stops.
+/// iommu-server, the GERROR owner, acknowledges it and calls
+/// `event_records_lost`; prq-server delivers the record written before it
+/// and every VM owning a stream — vm1, whose record it was, and vm2, which
+/// had none — reports `lost` once. Recording resumes after the
+/// acknowledgement (the model writes nothing while the abort is active).
+pub fn event_abort() -> PrqRig {
+    use smmuv3_model::DmaError;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+    // 0: start, 1: vm1 made the abort, 2: vm2 saw `lost`.
+    let step = Arc::new(AtomicU8::new(0));
+    let (s1, s2) = (step.clone(), step);
+    let fetch = |vm: &PrqVm| {
+        let mut buf = [<prq_server_api::EventRecordWire as zerocopy::FromZeros>::new_zeroed(); 32];
+        let o = vm.prq.fetch_events(&mut buf);
+        let recs: Vec<prq_server_api::EventRecord> = match o {
+            Ok(o) => buf[..o.count as usize]
+                .iter()
+                .filter_map(<prq_server_api::EventRecord as idl_runtime::Fixed>::from_wire)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        (recs, o.map(|o| o.lost).unwrap_or(0))
+    };
+    PrqRig::new(SmmuConfig::new())
+        .vm("vm1", &[SID_A], move |vm: PrqVm| {
+            let mut ok = Checks(true);
+            fault_domain(&vm, &mut ok, SID_A, false);
+            let r = vm.device().dma_write(SID_A, None, 0x40_0000, 8);
+            ok.that(
+                "first record written",
+                matches!(r, Err(DmaError::Fault { recorded: true, .. })),
+                r,
+            );
+            vm.bus.smmu.abort_eventq_writes(1);
+            let r = vm.device().dma_write(SID_A, None, 0x41_0000, 8);
+            ok.that(
+                "second record aborted",
+                matches!(
+                    r,
+                    Err(DmaError::Fault {
+                        recorded: false,
+                        ..
+                    })
+                ),
+                r,
+            );
+            s1.store(1, Ordering::SeqCst);
+            let got = std::cell::RefCell::new((Vec::new(), 0u32));
+            vm.wait_until(|| {
+                let (recs, lost) = fetch(&vm);
+                let mut g = got.borrow_mut();
+                g.0.extend(recs);
+                g.1 += lost;
+                g.1 > 0
+            });
+            let (recs, lost) = got.into_inner();
+            ok.that("lost reported once", lost == 1, lost);
+            ok.that(
+                "the record written before the abort, intact",
+                recs.len() == 1
+                    && recs[0].sid.0 == SID_A
+                    && recs[0].event_id == 0x10
+                    && recs[0].words[2] == 0x40_0000,
+                &recs,
+            );
+            let again = fetch(&vm);
+            ok.that("nothing more", again.0.is_empty() && again.1 == 0, &again);
+            let r = vm.device().dma_write(SID_A, None, 0x42_0000, 8);
+            ok.that(
+                "recorded again after the acknowledgement",
+                matches!(r, Err(DmaError::Fault { recorded: true, .. })),
+                r,
+            );
+            let e = fetch(&vm);
+            ok.that(
+                "the new record, no lost",
+                e.0.len() == 1 && e.0[0].words[2] == 0x42_0000 && e.1 == 0,
+                &e,
+            );
+            ok.that(
+                "GERROR.EVENTQ_ABT_ERR acknowledged",
+                !vm.bus
+                    .smmu
+                    .gerror_is_active(smmuv3::regs::GERROR::EVENTQ_ABT_ERR),
+                (),
+            );
+            vm.wait_until(|| s1.load(Ordering::SeqCst) == 2);
+            ok.that("vm2 saw lost", s1.load(Ordering::SeqCst) == 2, ());
+            ok.end()
+        })
+        .vm("vm2", &[SID_B], move |vm: PrqVm| {
+            let mut ok = Checks(true);
+            vm.wait_until(|| s2.load(Ordering::SeqCst) >= 1);
+            let got = std::cell::RefCell::new((Vec::new(), 0u32));
+            vm.wait_until(|| {
+                let (recs, lost) = fetch(&vm);
+                let mut g = got.borrow_mut();
+                g.0.extend(recs);
+                g.1 += lost;
+                g.1 > 0
+            });
+            let (recs, lost) = got.into_inner();
+            ok.that(
+                "vm2: lost once, no records of vm1's stream",
+                lost == 1 && recs.is_empty(),
+                (&recs, lost),
+            );
+            if !ok.0 {
+                ok.end()
+            }
+            s2.store(2, Ordering::SeqCst);
+            loop {
+                userlib::sys_recv_notification(0);
+            }
+        })
+}

@@ -176,3 +176,8 @@ fn harness_prq_stall_disabled() {
     for_seeds(|| s::stall_disabled(false));
     for_seeds(|| s::stall_disabled(true));
 }
+
+#[test]
+fn harness_prq_event_abort() {
+    for_seeds(s::event_abort);
+}

@@ -90,6 +90,11 @@ impl State {
         if !enabled {
             return Push::Disabled;
         }
+        // §7.2.1 / GERROR: with EVENTQ_ABT_ERR active the event queue is
+        // not writable (delivery stops until software acknowledges it).
+        if !pri && self.gerror_active(GERROR::EVENTQ_ABT_ERR) {
+            return Push::Abort;
+        }
         let q = if pri {
             &mut self.priq
         } else {
@@ -112,7 +117,11 @@ impl State {
             return Push::Full;
         }
         let pa = q.addr() + prod.entry_offset(entry) as u64;
-        if self.mem.write(pa, bytes).is_err() {
+        let injected = !pri && self.eventq_write_aborts > 0;
+        if injected {
+            self.eventq_write_aborts -= 1;
+        }
+        if injected || self.mem.write(pa, bytes).is_err() {
             let f = if pri {
                 GERROR::PRIQ_ABT_ERR
             } else {

@@ -171,6 +171,9 @@ pub(crate) struct State {
     /// Stall fault records waiting for the event queue to become writable
     /// (stall records are never discarded, §7.2).
     pub pending_stall_records: VecDeque<Event>,
+    /// Event-queue record writes still to abort (a test's stand-in for the
+    /// interconnect reporting an external abort, IHI 0070 §7.2.2).
+    pub eventq_write_aborts: u32,
 
     /// The model's random state (strict modes).
     pub rng: u64,
@@ -200,6 +203,7 @@ impl State {
             seen_ssids: BTreeSet::new(),
             device_responses: Vec::new(),
             pending_stall_records: VecDeque::new(),
+            eventq_write_aborts: 0,
             // splitmix64 state; never 0 so different seeds stay apart.
             rng: cfg.seed ^ 0x9e37_79b9_7f4a_7c15,
             gbpa_update: None,
@@ -745,6 +749,21 @@ impl Smmu {
     /// Stall fault records waiting for room in the event queue.
     pub fn pending_stall_records(&self) -> usize {
         self.lock().pending_stall_records.len()
+    }
+
+    /// Whether the global error `f` is active (GERROR != GERRORN in it).
+    pub fn gerror_is_active(
+        &self,
+        f: tock_registers::fields::Field<u32, GERROR::Register>,
+    ) -> bool {
+        self.lock().gerror_active(f)
+    }
+
+    /// Makes the next `n` event-queue record writes abort (an external
+    /// abort the interconnect reports, §7.2.2): the record is lost, PROD
+    /// does not move and GERROR.EVENTQ_ABT_ERR is raised.
+    pub fn abort_eventq_writes(&self, n: u32) {
+        self.lock().eventq_write_aborts = n;
     }
 }
 

@@ -49,6 +49,7 @@ use crate::pages::{Pages, PAGE_SIZE};
 use crate::pgtable::{valid_iova, PageTable, Prot, Stage, IAS_END, START_LEVEL, TSZ};
 use crate::update::UpdateKind;
 use smmuv3::pgtable::{mair, s2sl0_for_level};
+use smmuv3::regs::GERROR;
 use smmuv3::{
     AddrSize, Cacheability, Cd, Command, CommandKind, Event, Mmio, PriResponse, ResumeAction,
     S1Dss, S1Fmt, Shareability, Shcfg, Ste, StreamConfig, Strw, Tg0,
@@ -260,6 +261,12 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     /// active GERROR bits found.
     pub fn service_interrupts(&mut self) -> u32 {
         let g = self.smmu.handle_gerror();
+        let abt = GERROR::EVENTQ_ABT_ERR.mask << GERROR::EVENTQ_ABT_ERR.shift;
+        if g & abt != 0 {
+            // Acknowledged above; only this server reads GERROR (page 0),
+            // so prq-server learns of the lost records from here.
+            self.fault_event_records_lost();
+        }
         self.intake_events();
         g
     }
