@@ -1117,7 +1117,14 @@ mod tests {
         let names: Vec<_> = a.tasks.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names,
-            ["supervisor", "prq-server", "iommu-server", "demo", "idle", "pasid-alloc"]
+            [
+                "supervisor",
+                "prq-server",
+                "iommu-server",
+                "demo",
+                "idle",
+                "pasid-alloc"
+            ]
         );
         // prq-server: above iommu-server and the VM, posts to both, sends
         // to nobody; page 1 only through its register window.
@@ -1128,7 +1135,14 @@ mod tests {
         assert!(prq.regions.iter().all(|r| r.name != "smmu-page1"));
         assert_eq!(prq.windows[0].name, "smmu-queues");
         assert_eq!(prq.windows[0].regs.len(), 4);
-        assert_eq!(a.tasks[2].slots, vec![1, 5], "iommu-server asks prq-server and pasid-alloc");
+        assert_eq!(
+            a.tasks[2].slots,
+            vec![1, 5, 0],
+            "iommu-server asks prq-server, pasid-alloc and the supervisor (death log)"
+        );
+        // The supervisor: no task-slots, posts iommu-server (death log).
+        assert!(a.tasks[0].slots.is_empty());
+        assert_eq!(a.tasks[0].posts, vec![2]);
         // pasid-alloc: above iommu-server, posts to it only.
         assert_eq!(a.tasks[5].priority, 1);
         assert!(a.tasks[5].slots.is_empty());
