@@ -6,18 +6,21 @@
 use crate::prq::{PrqRig, PrqVm, Req};
 use crate::smmu::{SID_A, SID_B};
 use iommu_server_api::StreamId;
-use smmuv3_model::{PriOutcome, SmmuConfig};
+use smmuv3_model::{DmaError, PriOutcome, SmmuConfig};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use userlib::log;
 
 const INVALID: u64 = 0b01;
+/// The VM's mapped IOVA (one page of its RAM).
+const IOVA: u64 = 0x40_0000;
 
 /// A VM holding an attached, fault-capable stream with a delivered
 /// (unanswered) group, a queued group and a partial group (no Last yet)
 /// faults (panics). The supervisor restarts it at once; iommu-server, told
 /// through the death log, has set the stream to abort and destroyed the
-/// domain before the new incarnation runs (it ranks above the VM), so:
+/// domain before the new incarnation runs (it ranks above the VM), so: the
+/// dead incarnation's mapping aborts at the device (DMA lands nowhere),
 /// every group is answered INVALID exactly once at the device (the end
 /// check I1), and the new incarnation's first attach succeeds (without the
 /// reclaim the stream is still attached to the dead incarnation's domain:
@@ -35,12 +38,23 @@ pub fn vm_fault_reclaims() -> PrqRig {
                     ok = false;
                 }
             };
+            let first = r1.fetch_add(1, Ordering::SeqCst) == 0;
+            if !first {
+                // Before the new incarnation attaches anything: the dead
+                // one's mapping no longer lands — the stream aborts.
+                let w = vm.device().dma_write(SID_A, None, IOVA, 8);
+                that("old mapping aborts", w == Err(DmaError::Aborted), &w);
+            }
             let d = vm.iommu.create_s2_domain(true);
             that("create domain", d.is_ok(), &d);
             let d = d.unwrap_or(iommu_server_api::DomainId(0));
             let a = vm.iommu.attach(StreamId(SID_A), d);
-            if r1.fetch_add(1, Ordering::SeqCst) == 0 {
+            if first {
                 that("attach", a.is_ok(), &a);
+                let m = vm.iommu.map(d, IOVA, vm.ram, 0x1000, crate::smmu::rw());
+                that("map", m.is_ok(), &m);
+                let w = vm.device().dma_write(SID_A, None, IOVA, 8);
+                that("DMA lands while alive", w == Ok(vm.ram), &w);
                 vm.group(SID_A, None, 1, 1);
                 let (recs, _) = vm.fetch();
                 that("delivered", recs.len() == 1, &recs);
@@ -53,8 +67,13 @@ pub fn vm_fault_reclaims() -> PrqRig {
                 // Die holding all of it.
                 panic!("vm1 dies on purpose");
             }
-            // The new incarnation: its first attach is not Busy.
+            // The new incarnation: its first attach is not Busy, and its
+            // own mapping works.
             that("re-attach after death", a.is_ok(), &a);
+            let m = vm.iommu.map(d, IOVA, vm.ram, 0x1000, crate::smmu::rw());
+            that("map again", m.is_ok(), &m);
+            let w = vm.device().dma_write(SID_A, None, IOVA, 8);
+            that("DMA lands again", w == Ok(vm.ram), &w);
             let (recs, _) = vm.fetch();
             that("none of the old faults", recs.is_empty(), &recs);
             vm.group(SID_A, None, 4, 1);
