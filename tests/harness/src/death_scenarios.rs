@@ -103,3 +103,64 @@ pub fn vm_fault_reclaims() -> PrqRig {
             userlib::sys_shutdown(if ok { 0 } else { 1 })
         })
 }
+
+/// A VM with a bound fault-capable PASID (the only PASID of the space), a
+/// delivered-unanswered and a queued group on it, and a partial group,
+/// faults. iommu-server reclaims it (the bind is unbound with prq-server's
+/// drain), then tells pasid-alloc (`owner_died`: the PASID goes defunct),
+/// whose post leads to the defunct drain and `mark_drained`. The new
+/// incarnation allocates the same PASID in the next generation — possible
+/// only after the drain (the end check I3: no PASID handed out again before
+/// its drain completed) — and binds it; every group of the old life is
+/// answered exactly once at the device (I1).
+pub fn vm_with_pasid_dies() -> PrqRig {
+    use crate::smmu::{guest_cd, guest_ipa};
+    let runs = Arc::new(AtomicU32::new(0));
+    PrqRig::new(SmmuConfig::new())
+        .pasid_alloc(&[1])
+        .pasid_space_bits(1)
+        .vm("vm1", &[SID_A], move |vm: PrqVm| {
+            let mut ok = true;
+            let mut that = |what: &str, c: bool, v: &dyn std::fmt::Debug| {
+                if !c {
+                    log!("FAILED {what}: {v:?}");
+                    ok = false;
+                }
+            };
+            let first = runs.fetch_add(1, Ordering::SeqCst) == 0;
+            let d = vm.iommu.create_s2_domain(false);
+            that("create domain", d.is_ok(), &d);
+            let d = d.unwrap_or(iommu_server_api::DomainId(0));
+            let a = vm.iommu.attach(StreamId(SID_A), d);
+            that("attach", a.is_ok(), &a);
+            let h = vm.pasids.as_ref().map(|p| p.alloc());
+            let expect_gen = if first { 0 } else { 1 };
+            that(
+                "alloc PASID 1 (generation 1 only after the drain)",
+                matches!(h, Some(Ok(h)) if h.pasid.0 == 1 && h.generation.0 == expect_gen),
+                &h,
+            );
+            let Some(Ok(h)) = h else {
+                userlib::sys_shutdown(1)
+            };
+            let b = vm
+                .iommu
+                .bind(StreamId(SID_A), h, guest_cd(guest_ipa(10), 7), true);
+            that("bind", b == Ok(1), &b);
+            if !first {
+                let (recs, _) = vm.fetch();
+                that("none of the old faults", recs.is_empty(), &recs);
+                userlib::sys_shutdown(if ok { 0 } else { 1 })
+            }
+            let p = Some(1);
+            vm.group(SID_A, p, 1, 1);
+            let (recs, _) = vm.fetch();
+            that("delivered", recs.len() == 1, &recs);
+            vm.group(SID_A, p, 2, 1);
+            vm.request(SID_A, p, 3, 0x8000, true, true, false);
+            if !ok {
+                userlib::sys_shutdown(1)
+            }
+            panic!("vm1 dies holding a bound PASID");
+        })
+}

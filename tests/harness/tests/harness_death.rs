@@ -11,3 +11,10 @@ fn harness_death_vm_fault_reclaims() {
         s::vm_fault_reclaims().run(seed).check();
     }
 }
+
+#[test]
+fn harness_death_vm_with_pasid_reused_after_drain() {
+    for seed in 0..50 {
+        s::vm_with_pasid_dies().run(seed).check();
+    }
+}
