@@ -191,56 +191,69 @@ pub enum SupervisorOp {
     /// `next_death`: The death with sequence number `since` (the first one the watcher has not
     /// seen),
     NextDeath = 1,
+    /// `current_task`: The current incarnation (index and generation) of task `index`, for the
+    /// resync
+    CurrentTask = 2,
 }
 
 impl SupervisorOp {
-    pub const ALL: [SupervisorOp; 1] = [SupervisorOp::NextDeath];
+    pub const ALL: [SupervisorOp; 2] = [
+        SupervisorOp::NextDeath,
+        SupervisorOp::CurrentTask,
+    ];
     /// Largest argument encoding of any operation: the server's receive buffer.
     pub const RECV_BUF_SIZE: usize = ::idl_runtime::max_of(
-        &[SupervisorOp::NextDeath.args_max()],
+        &[SupervisorOp::NextDeath.args_max(), SupervisorOp::CurrentTask.args_max()],
     );
     /// Largest reply payload of any operation.
     pub const REPLY_BUF_SIZE: usize = ::idl_runtime::max_of(
-        &[SupervisorOp::NextDeath.reply_max()],
+        &[SupervisorOp::NextDeath.reply_max(), SupervisorOp::CurrentTask.reply_max()],
     );
     pub const fn from_u32(operation: u32) -> Option<Self> {
         match operation {
             1 => Some(SupervisorOp::NextDeath),
+            2 => Some(SupervisorOp::CurrentTask),
             _ => None,
         }
     }
     pub const fn name(self) -> &'static str {
         match self {
             SupervisorOp::NextDeath => "next_death",
+            SupervisorOp::CurrentTask => "current_task",
         }
     }
     /// Safe to send again after the server died (the client retries once).
     pub const fn idempotent(self) -> bool {
         match self {
             SupervisorOp::NextDeath => true,
+            SupervisorOp::CurrentTask => true,
         }
     }
     /// Tasks allowed to call (empty: any task with a task-slot for the server).
     pub const fn allowed_callers(self) -> &'static [SupervisorCaller] {
         match self {
             SupervisorOp::NextDeath => &[SupervisorCaller::IommuServer],
+            SupervisorOp::CurrentTask => &[SupervisorCaller::IommuServer],
         }
     }
     pub const fn lease_count(self) -> usize {
         match self {
             SupervisorOp::NextDeath => 0,
+            SupervisorOp::CurrentTask => 0,
         }
     }
     /// Largest argument encoding, in bytes.
     pub const fn args_max(self) -> usize {
         match self {
             SupervisorOp::NextDeath => ::idl_runtime::wire_size::<NextDeathArgs>(),
+            SupervisorOp::CurrentTask => ::idl_runtime::wire_size::<CurrentTaskArgs>(),
         }
     }
     /// Largest reply payload, in bytes (the caller must be able to take it).
     pub const fn reply_max(self) -> usize {
         match self {
             SupervisorOp::NextDeath => ::idl_runtime::wire_size::<DeathRecord>(),
+            SupervisorOp::CurrentTask => ::idl_runtime::wire_size::<TaskId>(),
         }
     }
 }
@@ -278,16 +291,45 @@ impl Fixed for NextDeathArgs {
     }
 }
 
+/// Arguments of [`SupervisorClient::current_task`] (operation 2, Zerocopy).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CurrentTaskArgs {
+    pub index: u16,
+}
+
+/// Wire form of [`CurrentTaskArgs`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct CurrentTaskArgsWire {
+    pub index: WireOf<u16>,
+}
+
+impl Fixed for CurrentTaskArgs {
+    type Wire = CurrentTaskArgsWire;
+    fn to_wire(&self) -> CurrentTaskArgsWire {
+        CurrentTaskArgsWire {
+            index: Fixed::to_wire(&self.index),
+        }
+    }
+    fn from_wire(wire: &CurrentTaskArgsWire) -> Option<Self> {
+        Some(CurrentTaskArgs {
+            index: Fixed::from_wire(&wire.index)?,
+        })
+    }
+}
+
 /// A decoded, checked request to the Supervisor interface: what `dispatch_decode` returns.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum SupervisorRequest {
     NextDeath(NextDeathArgs),
+    CurrentTask(CurrentTaskArgs),
 }
 
 impl SupervisorRequest {
     pub const fn op(&self) -> SupervisorOp {
         match self {
             SupervisorRequest::NextDeath(..) => SupervisorOp::NextDeath,
+            SupervisorRequest::CurrentTask(..) => SupervisorOp::CurrentTask,
         }
     }
 }
@@ -310,6 +352,11 @@ pub fn dispatch_decode(
             let args = ::idl_runtime::decode_fixed(bytes)?;
             ::idl_runtime::expect_leases(leases, 0)?;
             SupervisorRequest::NextDeath(args)
+        }
+        SupervisorOp::CurrentTask => {
+            let args = ::idl_runtime::decode_fixed(bytes)?;
+            ::idl_runtime::expect_leases(leases, 0)?;
+            SupervisorRequest::CurrentTask(args)
         }
     };
     ::idl_runtime::expect_reply_capacity(reply_capacity, op.reply_max())?;
@@ -342,6 +389,16 @@ pub trait SupervisorServer {
         caller: TaskId,
         since: u32,
     ) -> Result<DeathRecord, SupervisorError>;
+    /// The current incarnation (index and generation) of task `index`, for the resync
+    /// after Overflowed: a watcher may not ask the kernel about tasks outside its slots.
+    /// Invalid for an index beyond the image's tasks.
+    ///
+    /// Operation 2; callers: iommu-server; idempotent.
+    fn current_task(
+        &mut self,
+        caller: TaskId,
+        index: u16,
+    ) -> Result<TaskId, SupervisorError>;
 }
 
 /// Handles one received message (or notification) for a Supervisor server: decodes and checks
@@ -368,6 +425,10 @@ pub fn dispatch<S: SupervisorServer>(
     match request {
         SupervisorRequest::NextDeath(args) => {
             let result = server.next_death(caller, args.since);
+            ::idl_runtime::reply_fixed(caller, result);
+        }
+        SupervisorRequest::CurrentTask(args) => {
+            let result = server.current_task(caller, args.index);
             ::idl_runtime::reply_fixed(caller, result);
         }
     }
@@ -408,6 +469,21 @@ impl SupervisorClient {
         ::idl_runtime::call_fixed(
             &self.task,
             SupervisorOp::NextDeath as u16,
+            &args,
+            &[],
+            true,
+        )
+    }
+    /// The current incarnation (index and generation) of task `index`, for the resync
+    /// after Overflowed: a watcher may not ask the kernel about tasks outside its slots.
+    /// Invalid for an index beyond the image's tasks.
+    ///
+    /// Operation 2; callers: iommu-server; idempotent.
+    pub fn current_task(&self, index: u16) -> Result<TaskId, SupervisorError> {
+        let args = CurrentTaskArgs { index };
+        ::idl_runtime::call_fixed(
+            &self.task,
+            SupervisorOp::CurrentTask as u16,
             &args,
             &[],
             true,

@@ -33,6 +33,10 @@ fn strategy_next_death_args() -> BoxedStrategy<NextDeathArgs> {
     (any::<u32>(),).prop_map(|(since,)| NextDeathArgs { since }).boxed()
 }
 
+fn strategy_current_task_args() -> BoxedStrategy<CurrentTaskArgs> {
+    (any::<u16>(),).prop_map(|(index,)| CurrentTaskArgs { index }).boxed()
+}
+
 /// Runs `test` on 48 cases of `strategy` (proptest, shrinking on failure).
 fn check<T: ::core::fmt::Debug>(
     strategy: impl Strategy<Value = T>,
@@ -175,6 +179,110 @@ fn idl_supervisor_next_death_rejects_small_reply_buffer() {
 }
 
 #[test]
+fn idl_supervisor_current_task_args_round_trip() {
+    check(
+        strategy_current_task_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            prop_assert!(bytes.len() <= SupervisorOp::CurrentTask.args_max());
+            let leases = vec![];
+            let got = dispatch_decode(
+                SupervisorOp::CurrentTask as u32,
+                &bytes,
+                SupervisorOp::CurrentTask.reply_max(),
+                &leases,
+            );
+            prop_assert_eq!(got, Ok(SupervisorRequest::CurrentTask(args)));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_supervisor_current_task_reply_round_trip() {
+    check(
+        any::<u16>().prop_map(TaskId),
+        |value| {
+            let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
+            let result: Result<TaskId, SupervisorError> = Ok(value);
+            let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
+            prop_assert_eq!(code, 0);
+            prop_assert!(len <= SupervisorOp::CurrentTask.reply_max());
+            prop_assert_eq!(
+                ::idl_runtime::decode_fixed_reply:: < TaskId, SupervisorError > (code, &
+                buf[..len]), result
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_supervisor_current_task_rejects_wrong_length() {
+    check(
+        strategy_current_task_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = SupervisorOp::CurrentTask.reply_max();
+            if !bytes.is_empty() {
+                let short = reason(
+                    dispatch_decode(
+                        SupervisorOp::CurrentTask as u32,
+                        &bytes[..bytes.len() - 1],
+                        cap,
+                        &leases,
+                    ),
+                );
+                prop_assert_eq!(short, Some(ReplyFaultReason::BadMessageSize));
+            }
+            bytes.push(0);
+            let long = reason(
+                dispatch_decode(SupervisorOp::CurrentTask as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(long, Some(ReplyFaultReason::BadMessageSize));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_supervisor_current_task_rejects_bad_leases() {
+    check(
+        strategy_current_task_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases: Vec<::idl_runtime::LeaseInfo> = vec![];
+            let cap = SupervisorOp::CurrentTask.reply_max();
+            let mut extra = leases.clone();
+            extra.push(lease_info(::idl_runtime::Access::ReadWrite, 16));
+            let got = reason(
+                dispatch_decode(SupervisorOp::CurrentTask as u32, &bytes, cap, &extra),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_supervisor_current_task_rejects_small_reply_buffer() {
+    check(
+        strategy_current_task_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = SupervisorOp::CurrentTask.reply_max() - 1;
+            let got = reason(
+                dispatch_decode(SupervisorOp::CurrentTask as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::ReplyBufferTooSmall));
+            Ok(())
+        },
+    );
+}
+
+#[test]
 fn idl_supervisor_errors_round_trip() {
     check(
         ::proptest::sample::select(SupervisorError::ALL.to_vec()),
@@ -217,7 +325,7 @@ fn idl_supervisor_dispatch_decode_never_panics() {
             len,
         });
     let input = (
-        0u32..1 + 3,
+        0u32..2 + 3,
         ::proptest::collection::vec(any::<u8>(), 0..SupervisorOp::RECV_BUF_SIZE + 8),
         0usize..2048,
         ::proptest::collection::vec(lease, 0..9),
@@ -235,7 +343,7 @@ fn idl_supervisor_dispatch_decode_never_panics() {
 
 #[test]
 fn idl_supervisor_rejects_unknown_operation() {
-    for operation in [0, 1 + 1, 0xFFFF, u32::MAX] {
+    for operation in [0, 2 + 1, 0xFFFF, u32::MAX] {
         let got = reason(
             dispatch_decode(operation, &[], ::idl_runtime::MAX_MESSAGE, &[]),
         );

@@ -171,9 +171,10 @@ impl<'a, M: Mmio, D: DmaMemory, W: Waiter> IdlServer<'a, M, D, W> {
         let sup = supervisor_api::SupervisorClient::new(sup);
         let alloc = self.pasid_alloc().map(PasidAllocClient::new);
         loop {
-            let p = self
-                .server
-                .pull_deaths(&sup, alloc.as_ref(), userlib::sys_refresh_task_id);
+            // Current ids come from the supervisor: the kernel answers
+            // `refresh_task_id` only for tasks in this task's slots.
+            let current = |t: TaskId| sup.current_task(t.index() as u16).unwrap_or(t);
+            let p = self.server.pull_deaths(&sup, alloc.as_ref(), current);
             if p.deaths > 0 || p.resynced {
                 userlib::log!(
                     "iommu-server: {} deaths{}: {} streams abort, {} binds, {} domains, {} PASIDs defunct",

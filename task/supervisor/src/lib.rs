@@ -249,6 +249,18 @@ impl api::SupervisorServer for Supervisor {
     ) -> Result<api::DeathRecord, api::SupervisorError> {
         self.deaths.at(since, self.me)
     }
+
+    fn current_task(
+        &mut self,
+        _caller: TaskId,
+        index: u16,
+    ) -> Result<TaskId, api::SupervisorError> {
+        let i = index as usize;
+        match userlib::sys_task_status(i) {
+            Ok(st) if i < MAX_TASKS => Ok(TaskId::new(i, st.generation)),
+            _ => Err(api::SupervisorError::Invalid),
+        }
+    }
 }
 
 /// The supervisor's loop: notifications (faults, the restart timer) and

@@ -21,8 +21,9 @@
 //!
 //! Overflow: when the cursor is older than the log holds, the answer is
 //! `Overflowed`; the server then resyncs — every domain owner whose id is
-//! no longer current (the kernel's `refresh_task_id` names a newer
-//! generation) is reclaimed, and pasid-alloc told — and continues from the
+//! no longer current (the supervisor's `current_task` names a newer
+//! generation; the kernel's `refresh_task_id` would fault this server for a
+//! task outside its slots) is reclaimed, and pasid-alloc told — and continues from the
 //! log's oldest entry. A restarted iommu-server starts at cursor 0: old
 //! deaths replay harmlessly (a fresh server holds nothing of them).
 
