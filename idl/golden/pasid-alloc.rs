@@ -224,7 +224,6 @@ impl ::idl_runtime::IdlError for PasidAllocError {
 pub enum PasidAllocCaller {
     VmmFrontend,
     IommuServer,
-    Supervisor,
 }
 
 impl PasidAllocCaller {
@@ -233,7 +232,6 @@ impl PasidAllocCaller {
         match self {
             PasidAllocCaller::VmmFrontend => "vmm-frontend",
             PasidAllocCaller::IommuServer => "iommu-server",
-            PasidAllocCaller::Supervisor => "supervisor",
         }
     }
 }
@@ -339,7 +337,7 @@ impl PasidAllocOp {
             PasidAllocOp::Usage => &[PasidAllocCaller::VmmFrontend],
             PasidAllocOp::NextDefunct => &[PasidAllocCaller::IommuServer],
             PasidAllocOp::MarkDrained => &[PasidAllocCaller::IommuServer],
-            PasidAllocOp::OwnerDied => &[PasidAllocCaller::Supervisor],
+            PasidAllocOp::OwnerDied => &[PasidAllocCaller::IommuServer],
         }
     }
     pub const fn lease_count(self) -> usize {
@@ -653,9 +651,10 @@ pub trait PasidAllocServer {
         pasid: PasidHandle,
     ) -> Result<(), PasidAllocError>;
     /// The VM task `vm` went away: every PASID it held becomes defunct (reclaimed once
-    /// iommu-server reports them drained). Returns how many.
+    /// iommu-server reports them drained). Returns how many. iommu-server calls it after
+    /// reclaiming the VM (its binds are already unbound and drained then).
     ///
-    /// Operation 7; callers: supervisor; idempotent.
+    /// Operation 7; callers: iommu-server; idempotent.
     fn owner_died(&mut self, caller: TaskId, vm: TaskId) -> Result<u32, PasidAllocError>;
 }
 
@@ -838,9 +837,10 @@ impl PasidAllocClient {
         )
     }
     /// The VM task `vm` went away: every PASID it held becomes defunct (reclaimed once
-    /// iommu-server reports them drained). Returns how many.
+    /// iommu-server reports them drained). Returns how many. iommu-server calls it after
+    /// reclaiming the VM (its binds are already unbound and drained then).
     ///
-    /// Operation 7; callers: supervisor; idempotent.
+    /// Operation 7; callers: iommu-server; idempotent.
     pub fn owner_died(&self, vm: TaskId) -> Result<u32, PasidAllocError> {
         let args = OwnerDiedArgs { vm };
         ::idl_runtime::call_fixed(

@@ -13,7 +13,13 @@ fn idl_parse_every_interface_file() {
     let stems = idl::stems(&dir).unwrap();
     assert_eq!(
         stems,
-        ["iommu-server", "pasid-alloc", "prq-server", "vmm-frontend"]
+        [
+            "iommu-server",
+            "pasid-alloc",
+            "prq-server",
+            "supervisor",
+            "vmm-frontend"
+        ]
     );
     for stem in &stems {
         let m = Model::load(&dir, stem).unwrap_or_else(|e| panic!("{e}"));

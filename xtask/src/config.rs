@@ -1137,9 +1137,12 @@ mod tests {
         assert_eq!(prq.windows[0].regs.len(), 4);
         assert_eq!(
             a.tasks[2].slots,
-            vec![1, 5],
-            "iommu-server asks prq-server and pasid-alloc"
+            vec![1, 5, 0],
+            "iommu-server asks prq-server, pasid-alloc and the supervisor (death log)"
         );
+        // The supervisor: no task-slots, posts iommu-server (death log).
+        assert!(a.tasks[0].slots.is_empty());
+        assert_eq!(a.tasks[0].posts, vec![2]);
         // pasid-alloc: above iommu-server, posts to it only.
         assert_eq!(a.tasks[5].priority, 1);
         assert!(a.tasks[5].slots.is_empty());

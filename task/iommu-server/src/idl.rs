@@ -162,6 +162,36 @@ impl<'a, M: Mmio, D: DmaMemory, W: Waiter> IdlServer<'a, M, D, W> {
         }
     }
 
+    /// Pulls the supervisor's death log (`server/death.rs`), if this task
+    /// may ask the supervisor, until it is empty.
+    pub fn pull_deaths(&mut self) {
+        let Some(sup) = userlib::sys_lookup_slot("supervisor") else {
+            return;
+        };
+        let sup = supervisor_api::SupervisorClient::new(sup);
+        let alloc = self.pasid_alloc().map(PasidAllocClient::new);
+        loop {
+            // Current ids come from the supervisor: the kernel answers
+            // `refresh_task_id` only for tasks in this task's slots.
+            let current = |t: TaskId| sup.current_task(t.index() as u16).unwrap_or(t);
+            let p = self.server.pull_deaths(&sup, alloc.as_ref(), current);
+            if p.deaths > 0 || p.resynced {
+                userlib::log!(
+                    "iommu-server: {} deaths{}: {} streams abort, {} binds, {} domains, {} PASIDs defunct",
+                    p.deaths,
+                    if p.resynced { " (log overflowed: resynced)" } else { "" },
+                    p.reclaimed.streams,
+                    p.reclaimed.binds,
+                    p.reclaimed.domains,
+                    p.pasids
+                );
+            }
+            if !p.more {
+                break;
+            }
+        }
+    }
+
     /// pasid-alloc's current id, if this task may ask it; a new incarnation
     /// first costs every PASID bind (`IommuServer::pasid_alloc_seen`).
     fn pasid_alloc(&mut self) -> Option<TaskId> {
@@ -305,6 +335,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
     fn notification_mask(&self) -> u32 {
         self.server.irq_bits
             | crate::startup::PASID_DEFUNCT_BIT
+            | crate::server::DEATH_BIT
             | if self.server.fault_link().present() {
                 crate::faults::PRQ_RESPONSES_BIT
             } else {
@@ -315,6 +346,9 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
     fn handle_notification(&mut self, bits: u32) {
         if bits & crate::faults::PRQ_RESPONSES_BIT != 0 && self.server.fault_link().present() {
             self.server.pump_fault_responses();
+        }
+        if bits & crate::server::DEATH_BIT != 0 {
+            self.pull_deaths();
         }
         if bits & crate::startup::PASID_DEFUNCT_BIT != 0 {
             self.pull_defunct();

@@ -6,7 +6,8 @@
 //! `alloc`, `free`, `usage` by VMs (tasks that own a stream in app.toml's
 //! `[[streams]]`, or are named `vmm-frontend[-…]`); `owner_of`,
 //! `next_defunct`, `mark_drained` by iommu-server; `owner_died` by the
-//! supervisor.
+//! iommu-server once it has reclaimed a dead VM (it learns of deaths from the
+//! supervisor's log; the supervisor never sends).
 //!
 //! When a PASID becomes defunct, iommu-server is told by a notification
 //! ([`DEFUNCT_BIT`]) if this task may post to it (a post-only slot: it
@@ -132,7 +133,6 @@ impl api::PasidAllocServer for Server<'_, '_> {
         allowed.iter().any(|a| match a {
             PasidAllocCaller::VmmFrontend => r.is_vm(caller),
             PasidAllocCaller::IommuServer => r.iommu_server == Some(caller.index() as u16),
-            PasidAllocCaller::Supervisor => r.supervisor == Some(caller.index() as u16),
         })
     }
 

@@ -3,10 +3,19 @@
 //! restarts it with a new generation — at once the first time, then with a
 //! doubling hold-off while it keeps faulting soon after each restart, so a
 //! task that crashes on start cannot eat the machine.
+//!
+//! It also keeps the death log (docs/pasids.md "Owner death"): each death
+//! (the dead incarnation's `TaskId`) goes into a bounded ring, and the
+//! watchers (the tasks its app.toml `posts` name, [`WATCHERS`]) are posted
+//! [`DEATH_BIT`]; they pull the log with `next_death`
+//! (idl/supervisor.idol.ron). The supervisor is the highest-priority task:
+//! it never sends, it only replies, so serving the log never blocks it on a
+//! lower-priority task.
 
 #![cfg_attr(target_os = "none", no_std)]
 
-use userlib::log;
+use supervisor_api as api;
+use userlib::{log, TaskId};
 
 /// Kernel notification: some task faulted.
 pub const FAULT_BIT: u32 = userlib::abi::SUPERVISOR_FAULT_BIT;
@@ -75,18 +84,119 @@ impl Policy {
     }
 }
 
-/// The supervisor's loop.
-pub fn run() -> ! {
-    let mut policy = Policy::default();
-    loop {
-        userlib::sys_recv_notification(FAULT_BIT | TIMER_BIT);
+/// Deaths the log holds. A watcher more than this many deaths behind gets
+/// `Overflowed` and resyncs.
+pub const DEATH_LOG: usize = 16;
+
+/// Tasks told about deaths, by name, if the supervisor may post them (its
+/// app.toml `posts`; a name it may not post is simply not a watcher).
+pub const WATCHERS: [&str; 1] = ["iommu-server"];
+
+/// The notification bit a watcher is posted when a death was logged (the
+/// same bit in every watcher: iommu-server's `server::DEATH_BIT`; its
+/// other bits are 0x2, 0x4, 0x8, 0x10 (prq-server) and 0x40 (pasid-alloc)).
+pub const DEATH_BIT: u32 = 1 << 7;
+
+/// The bounded death log: sequence numbers `next - len .. next`, the oldest
+/// overwritten first. Pure logic, unit tested on the host.
+#[derive(Clone, Debug)]
+pub struct DeathLog {
+    ring: [TaskId; DEATH_LOG],
+    /// Sequence number the next death gets.
+    next: u32,
+}
+
+impl Default for DeathLog {
+    fn default() -> Self {
+        DeathLog {
+            ring: [TaskId(0); DEATH_LOG],
+            next: 0,
+        }
+    }
+}
+
+impl DeathLog {
+    /// Records that incarnation `task` died.
+    pub fn push(&mut self, task: TaskId) {
+        self.ring[self.next as usize % DEATH_LOG] = task;
+        self.next = self.next.wrapping_add(1);
+    }
+
+    /// Oldest sequence number still held.
+    pub fn oldest(&self) -> u32 {
+        self.next.saturating_sub(DEATH_LOG as u32)
+    }
+
+    /// The answer to `next_death(since)`; `me` fills `task` when no death is
+    /// named. Invalid for a cursor beyond `next` (never handed out).
+    pub fn at(&self, since: u32, me: TaskId) -> Result<api::DeathRecord, api::SupervisorError> {
+        let (kind, task, next) = if since > self.next {
+            return Err(api::SupervisorError::Invalid);
+        } else if since == self.next {
+            (api::DeathKind::None, me, self.next)
+        } else if since < self.oldest() {
+            (api::DeathKind::Overflowed, me, self.oldest())
+        } else {
+            (
+                api::DeathKind::Died,
+                self.ring[since as usize % DEATH_LOG],
+                since + 1,
+            )
+        };
+        Ok(api::DeathRecord {
+            kind,
+            seq: since,
+            task,
+            next,
+        })
+    }
+}
+
+/// The supervisor's state: restart policy, death log, watchers.
+pub struct Supervisor {
+    pub policy: Policy,
+    pub deaths: DeathLog,
+    watchers: [Option<TaskId>; WATCHERS.len()],
+    me: TaskId,
+}
+
+impl Supervisor {
+    fn new() -> Self {
+        let mut watchers = [None; WATCHERS.len()];
+        for (w, name) in watchers.iter_mut().zip(WATCHERS) {
+            *w = userlib::sys_lookup_slot(name);
+        }
+        Supervisor {
+            policy: Policy::default(),
+            deaths: DeathLog::default(),
+            watchers,
+            me: TaskId::new(0, userlib::Generation(0)),
+        }
+    }
+
+    /// Posts every watcher (post only: never blocks). A watcher that died
+    /// meanwhile is posted under its new id.
+    fn post_watchers(&mut self) {
+        for w in self.watchers.iter_mut().flatten() {
+            if userlib::abi::is_dead_code(userlib::sys_post(*w, DEATH_BIT)).is_some() {
+                *w = userlib::sys_refresh_task_id(*w);
+                userlib::sys_post(*w, DEATH_BIT);
+            }
+        }
+    }
+
+    /// Faults and due restarts.
+    fn on_notification(&mut self) {
         let now = userlib::sys_get_timer();
         // Note every faulted task (several may have faulted at once).
         let mut i = 0;
+        let mut died = false;
         while let Some(f) = userlib::sys_next_faulted(i) {
-            if policy.records[f].due.is_none() {
+            if self.policy.records[f].due.is_none() {
                 if let Ok(st) = userlib::sys_task_status(f) {
-                    let due = policy.on_fault(f, now);
+                    let due = self.policy.on_fault(f, now);
+                    self.deaths.push(TaskId::new(f, st.generation));
+                    died = true;
                     log!(
                         "task {} (generation {}) faulted: {:?} {:#x}; restart in {} ms",
                         f,
@@ -99,15 +209,65 @@ pub fn run() -> ! {
             }
             i = f + 1;
         }
+        if died {
+            self.post_watchers();
+        }
         // Restart whatever is due.
         for f in 0..MAX_TASKS {
-            if matches!(policy.records[f].due, Some(d) if d <= now) {
+            if matches!(self.policy.records[f].due, Some(d) if d <= now) {
                 userlib::sys_task_restart(f);
-                policy.restarted(f, now);
+                self.policy.restarted(f, now);
             }
         }
-        userlib::sys_set_timer(policy.next_due(), TIMER_BIT);
+        userlib::sys_set_timer(self.policy.next_due(), TIMER_BIT);
     }
+}
+
+impl api::SupervisorServer for Supervisor {
+    fn notification_mask(&self) -> u32 {
+        FAULT_BIT | TIMER_BIT
+    }
+
+    fn handle_notification(&mut self, _bits: u32) {
+        self.on_notification();
+    }
+
+    fn check_caller(&mut self, caller: TaskId, allowed: &'static [api::SupervisorCaller]) -> bool {
+        allowed.iter().any(|a| match a {
+            api::SupervisorCaller::IommuServer => self
+                .watchers
+                .iter()
+                .flatten()
+                .any(|w| w.index() == caller.index()),
+        })
+    }
+
+    fn next_death(
+        &mut self,
+        _caller: TaskId,
+        since: u32,
+    ) -> Result<api::DeathRecord, api::SupervisorError> {
+        self.deaths.at(since, self.me)
+    }
+
+    fn current_task(
+        &mut self,
+        _caller: TaskId,
+        index: u16,
+    ) -> Result<TaskId, api::SupervisorError> {
+        let i = index as usize;
+        match userlib::sys_task_status(i) {
+            Ok(st) if i < MAX_TASKS => Ok(TaskId::new(i, st.generation)),
+            _ => Err(api::SupervisorError::Invalid),
+        }
+    }
+}
+
+/// The supervisor's loop: notifications (faults, the restart timer) and
+/// `next_death` calls, which it only replies to.
+pub fn run() -> ! {
+    let mut s = Supervisor::new();
+    api::run_server(&mut s)
 }
 
 #[cfg(test)]
@@ -138,5 +298,40 @@ mod tests {
         // After running stably, a fault restarts at once again.
         now += STABLE_MS;
         assert_eq!(p.on_fault(1, now), now);
+    }
+
+    fn t(i: usize, g: u8) -> TaskId {
+        TaskId::new(i, userlib::Generation(g))
+    }
+
+    #[test]
+    fn supervisor_death_log_in_order_then_none() {
+        let me = t(0, 0);
+        let mut l = DeathLog::default();
+        assert_eq!(l.at(0, me).unwrap().kind, api::DeathKind::None);
+        l.push(t(4, 0));
+        l.push(t(5, 2));
+        let a = l.at(0, me).unwrap();
+        assert_eq!((a.kind, a.task, a.next), (api::DeathKind::Died, t(4, 0), 1));
+        let b = l.at(1, me).unwrap();
+        assert_eq!((b.kind, b.task, b.next), (api::DeathKind::Died, t(5, 2), 2));
+        let c = l.at(2, me).unwrap();
+        assert_eq!((c.kind, c.next), (api::DeathKind::None, 2));
+        assert_eq!(l.at(3, me), Err(api::SupervisorError::Invalid));
+    }
+
+    #[test]
+    fn supervisor_death_log_overflow_forces_resync() {
+        let me = t(0, 0);
+        let mut l = DeathLog::default();
+        for k in 0..(DEATH_LOG as u32 + 3) {
+            l.push(t(3, (k % 60) as u8));
+        }
+        let o = l.at(0, me).unwrap();
+        assert_eq!((o.kind, o.next), (api::DeathKind::Overflowed, 3));
+        let d = l.at(3, me).unwrap();
+        assert_eq!((d.kind, d.task, d.next), (api::DeathKind::Died, t(3, 3), 4));
+        let last = l.at(DEATH_LOG as u32 + 2, me).unwrap();
+        assert_eq!(last.task, t(3, (DEATH_LOG as u32 + 2) as u8));
     }
 }

@@ -34,8 +34,9 @@ mod image {
             first: &[],
         };
         let mut roles = Roles::from_app(STREAMS, TASK_NAMES);
-        // The report trigger: the VM client may ask `owner_died` here.
-        roles.supervisor = TASK_NAMES
+        // The report trigger: the VM client may ask `owner_died` here (the
+        // operation is iommu-server's: the client plays that role for it).
+        roles.iommu_server = TASK_NAMES
             .iter()
             .position(|n| *n == "vmm-frontend")
             .map(|i| i as u16);

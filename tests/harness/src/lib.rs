@@ -27,6 +27,7 @@
 //! Assert in the test body, not in task code: a panic in task code is a
 //! task fault, exactly as on the target.
 
+pub mod death_scenarios;
 pub mod explore;
 mod machine;
 pub mod pasid_scenarios;
@@ -294,6 +295,15 @@ impl Harness {
             wall_timeout: Duration::from_secs(60),
             end_checks: Vec::new(),
         }
+    }
+
+    /// The death watchers the built-in supervisor may post (app.toml: the
+    /// supervisor's `posts`; `supervisor::WATCHERS` names who it looks for).
+    pub fn supervisor_posts(mut self, names: &[&str]) -> Self {
+        if let Some(t) = self.tasks.first_mut().filter(|t| t.name == "supervisor") {
+            t.posts.extend(names.iter().map(|s| s.to_string()));
+        }
+        self
     }
 
     pub fn task(mut self, spec: TaskSpec) -> Self {

@@ -619,7 +619,10 @@ impl PrqRig {
                 .unwrap_or_else(|e| panic!("PrqRig: RAM: {e}"));
         }
 
-        let mut h = Harness::new(seed).max_steps(200_000);
+        // The supervisor posts iommu-server when a task died (death log).
+        let mut h = Harness::new(seed)
+            .max_steps(200_000)
+            .supervisor_posts(&["iommu-server"]);
         let post_names: Vec<&str> = names[first_vm - 1..].iter().map(String::as_str).collect();
         // prq-server.
         {
@@ -714,7 +717,7 @@ impl PrqRig {
             )
             .irq(INTID_CMD_SYNC, CMD_SYNC_BIT)
             .irq(INTID_GERROR, GERROR_BIT)
-            .slots(&["prq-server"]);
+            .slots(&["prq-server", "supervisor"]);
         if self.pasids.is_some() {
             server = server.slots(&["pasid-alloc"]);
         }

@@ -25,6 +25,7 @@
 
 mod attach;
 mod bind;
+mod death;
 mod defunct;
 mod domains;
 mod entries;
@@ -35,6 +36,7 @@ mod objects;
 mod reclaim;
 mod roles;
 
+pub use death::{DeathPull, DEATHS_PER_PULL, DEATH_BIT};
 pub use defunct::{DefunctDrain, DRAIN_PER_PULL};
 pub use faults::{EventRing, FaultDuty, PageResponse, EVENT_RING, MAX_RESPONSES};
 pub use objects::*;
@@ -92,6 +94,9 @@ pub struct IommuServer<M: Mmio, D: DmaMemory, W: Waiter> {
     /// pasid-alloc as last seen (`defunct.rs`): a new incarnation has
     /// forgotten every PASID, so the binds made under the old one go.
     pasid_alloc: Option<TaskId>,
+    /// The supervisor's death log cursor (`death.rs`): the first death
+    /// not yet reclaimed.
+    pub(crate) death_cursor: u32,
     /// The link to prq-server (`crate::faults`): absent until
     /// [`IommuServer::connect_faults`] finds one.
     pub(crate) fault: crate::faults::FaultLink,
@@ -161,6 +166,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             contexts: [None; MAX_CONTEXTS],
             events: EventRing::new(),
             pasid_alloc: None,
+            death_cursor: 0,
             fault: crate::faults::FaultLink::new(),
         })
     }

@@ -1,0 +1,8 @@
+//! The supervisor interface: types, errors, client stub, server trait, `dispatch_decode`
+//! (pure, the fuzzing entry point), `dispatch` and `run_server` — generated at build
+//! time from `idl/supervisor.idol.ron` by the `idl` crate. The reviewed copy of the
+//! generated code is `idl/golden/supervisor.rs`.
+
+#![no_std]
+
+include!(concat!(env!("OUT_DIR"), "/api.rs"));
