@@ -213,6 +213,46 @@ impl PostcardMax for GuestFault {
         + <::prq_server_api::FaultFlags as PostcardMax>::MAX_SIZE;
 }
 
+/// The VM's RAM as the vIOMMU's stage 2 maps it: the guest addresses (IPAs) its CD
+/// tables, page tables and DMA buffers live at. Everything outside is not the VM's.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize)]
+pub struct GuestRam {
+    /// First IPA of the VM's RAM (page-aligned).
+    pub ipa: u64,
+    /// Bytes of RAM mapped from `ipa` (pages).
+    pub size: u64,
+}
+
+/// Wire form of [`GuestRam`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct GuestRamWire {
+    pub ipa: WireOf<u64>,
+    pub size: WireOf<u64>,
+}
+
+impl Fixed for GuestRam {
+    type Wire = GuestRamWire;
+    fn to_wire(&self) -> GuestRamWire {
+        GuestRamWire {
+            ipa: Fixed::to_wire(&self.ipa),
+            size: Fixed::to_wire(&self.size),
+        }
+    }
+    fn from_wire(wire: &GuestRamWire) -> Option<Self> {
+        Some(GuestRam {
+            ipa: Fixed::from_wire(&wire.ipa)?,
+            size: Fixed::from_wire(&wire.size)?,
+        })
+    }
+}
+
+impl PostcardMax for GuestRam {
+    const MAX_SIZE: usize = <u64 as PostcardMax>::MAX_SIZE
+        + <u64 as PostcardMax>::MAX_SIZE;
+}
+
 /// A non-recoverable event with the StreamID rewritten to the guest's virtual one.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 #[derive(Serialize, Deserialize)]
@@ -358,31 +398,34 @@ impl VmmFrontendCaller {
 pub enum VmmFrontendOp {
     /// `caps`: The vIOMMU's capabilities.
     Caps = 1,
+    /// `ram`: The VM's RAM window in guest addresses (what its stage 2 maps).
+    Ram = 2,
     /// `alloc_pasid`: Allocates a host PASID (pasid-alloc) for guest PASID `pasid`.
-    AllocPasid = 2,
+    AllocPasid = 3,
     /// `free_pasid`: Frees guest PASID `pasid`; its binds are unbound and drained before the host
-    FreePasid = 3,
+    FreePasid = 4,
     /// `set_ste`: Configures a virtual stream (attach to the VM's stage-2 domain, nested, or
     /// abort).
-    SetSte = 4,
+    SetSte = 5,
     /// `bind`: Binds a guest stage-1 context to (virtual stream, guest PASID). Returns the number
-    Bind = 5,
+    Bind = 6,
     /// `unbind`: Unbinds; returns only after the drain, so a successful return means the guest
-    Unbind = 6,
+    Unbind = 7,
     /// `invalidate`: Validates guest commands (only TLBI_NH_*, CFGI_CD*, ATC_INV; ASID/VMID forced;
-    Invalidate = 7,
+    Invalidate = 8,
     /// `fetch_faults`: Page requests and stalls for the guest.
-    FetchFaults = 8,
+    FetchFaults = 9,
     /// `respond`: The guest's answers (Success or Invalid) by cookie.
-    Respond = 9,
+    Respond = 10,
     /// `fetch_events`: Non-recoverable events of the VM's streams (vEVENTQ: fixed depth, LOST
     /// counted).
-    FetchEvents = 10,
+    FetchEvents = 11,
 }
 
 impl VmmFrontendOp {
-    pub const ALL: [VmmFrontendOp; 10] = [
+    pub const ALL: [VmmFrontendOp; 11] = [
         VmmFrontendOp::Caps,
+        VmmFrontendOp::Ram,
         VmmFrontendOp::AllocPasid,
         VmmFrontendOp::FreePasid,
         VmmFrontendOp::SetSte,
@@ -397,6 +440,7 @@ impl VmmFrontendOp {
     pub const RECV_BUF_SIZE: usize = ::idl_runtime::max_of(
         &[
             VmmFrontendOp::Caps.args_max(),
+            VmmFrontendOp::Ram.args_max(),
             VmmFrontendOp::AllocPasid.args_max(),
             VmmFrontendOp::FreePasid.args_max(),
             VmmFrontendOp::SetSte.args_max(),
@@ -412,6 +456,7 @@ impl VmmFrontendOp {
     pub const REPLY_BUF_SIZE: usize = ::idl_runtime::max_of(
         &[
             VmmFrontendOp::Caps.reply_max(),
+            VmmFrontendOp::Ram.reply_max(),
             VmmFrontendOp::AllocPasid.reply_max(),
             VmmFrontendOp::FreePasid.reply_max(),
             VmmFrontendOp::SetSte.reply_max(),
@@ -426,21 +471,23 @@ impl VmmFrontendOp {
     pub const fn from_u32(operation: u32) -> Option<Self> {
         match operation {
             1 => Some(VmmFrontendOp::Caps),
-            2 => Some(VmmFrontendOp::AllocPasid),
-            3 => Some(VmmFrontendOp::FreePasid),
-            4 => Some(VmmFrontendOp::SetSte),
-            5 => Some(VmmFrontendOp::Bind),
-            6 => Some(VmmFrontendOp::Unbind),
-            7 => Some(VmmFrontendOp::Invalidate),
-            8 => Some(VmmFrontendOp::FetchFaults),
-            9 => Some(VmmFrontendOp::Respond),
-            10 => Some(VmmFrontendOp::FetchEvents),
+            2 => Some(VmmFrontendOp::Ram),
+            3 => Some(VmmFrontendOp::AllocPasid),
+            4 => Some(VmmFrontendOp::FreePasid),
+            5 => Some(VmmFrontendOp::SetSte),
+            6 => Some(VmmFrontendOp::Bind),
+            7 => Some(VmmFrontendOp::Unbind),
+            8 => Some(VmmFrontendOp::Invalidate),
+            9 => Some(VmmFrontendOp::FetchFaults),
+            10 => Some(VmmFrontendOp::Respond),
+            11 => Some(VmmFrontendOp::FetchEvents),
             _ => None,
         }
     }
     pub const fn name(self) -> &'static str {
         match self {
             VmmFrontendOp::Caps => "caps",
+            VmmFrontendOp::Ram => "ram",
             VmmFrontendOp::AllocPasid => "alloc_pasid",
             VmmFrontendOp::FreePasid => "free_pasid",
             VmmFrontendOp::SetSte => "set_ste",
@@ -456,6 +503,7 @@ impl VmmFrontendOp {
     pub const fn idempotent(self) -> bool {
         match self {
             VmmFrontendOp::Caps => true,
+            VmmFrontendOp::Ram => true,
             VmmFrontendOp::AllocPasid => false,
             VmmFrontendOp::FreePasid => false,
             VmmFrontendOp::SetSte => false,
@@ -471,6 +519,7 @@ impl VmmFrontendOp {
     pub const fn allowed_callers(self) -> &'static [VmmFrontendCaller] {
         match self {
             VmmFrontendOp::Caps => &[VmmFrontendCaller::Guest],
+            VmmFrontendOp::Ram => &[VmmFrontendCaller::Guest],
             VmmFrontendOp::AllocPasid => &[VmmFrontendCaller::Guest],
             VmmFrontendOp::FreePasid => &[VmmFrontendCaller::Guest],
             VmmFrontendOp::SetSte => &[VmmFrontendCaller::Guest],
@@ -485,6 +534,7 @@ impl VmmFrontendOp {
     pub const fn lease_count(self) -> usize {
         match self {
             VmmFrontendOp::Caps => 0,
+            VmmFrontendOp::Ram => 0,
             VmmFrontendOp::AllocPasid => 0,
             VmmFrontendOp::FreePasid => 0,
             VmmFrontendOp::SetSte => 0,
@@ -500,6 +550,7 @@ impl VmmFrontendOp {
     pub const fn args_max(self) -> usize {
         match self {
             VmmFrontendOp::Caps => ::idl_runtime::wire_size::<CapsArgs>(),
+            VmmFrontendOp::Ram => ::idl_runtime::wire_size::<RamArgs>(),
             VmmFrontendOp::AllocPasid => ::idl_runtime::wire_size::<AllocPasidArgs>(),
             VmmFrontendOp::FreePasid => ::idl_runtime::wire_size::<FreePasidArgs>(),
             VmmFrontendOp::SetSte => <SetSteArgs as PostcardMax>::MAX_SIZE,
@@ -515,6 +566,7 @@ impl VmmFrontendOp {
     pub const fn reply_max(self) -> usize {
         match self {
             VmmFrontendOp::Caps => ::idl_runtime::wire_size::<GuestCaps>(),
+            VmmFrontendOp::Ram => ::idl_runtime::wire_size::<GuestRam>(),
             VmmFrontendOp::AllocPasid => ::idl_runtime::wire_size::<()>(),
             VmmFrontendOp::FreePasid => ::idl_runtime::wire_size::<()>(),
             VmmFrontendOp::SetSte => <() as PostcardMax>::MAX_SIZE,
@@ -555,7 +607,18 @@ impl Fixed for CapsArgs {
     }
 }
 
-/// Arguments of [`VmmFrontendClient::alloc_pasid`] (operation 2, Zerocopy).
+/// Arguments of [`VmmFrontendClient::ram`] (operation 2, Zerocopy).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RamArgs {}
+impl Fixed for RamArgs {
+    type Wire = ();
+    fn to_wire(&self) {}
+    fn from_wire(_wire: &()) -> Option<Self> {
+        Some(RamArgs {})
+    }
+}
+
+/// Arguments of [`VmmFrontendClient::alloc_pasid`] (operation 3, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AllocPasidArgs {
     pub pasid: GuestPasid,
@@ -582,7 +645,7 @@ impl Fixed for AllocPasidArgs {
     }
 }
 
-/// Arguments of [`VmmFrontendClient::free_pasid`] (operation 3, Zerocopy).
+/// Arguments of [`VmmFrontendClient::free_pasid`] (operation 4, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FreePasidArgs {
     pub pasid: GuestPasid,
@@ -609,7 +672,7 @@ impl Fixed for FreePasidArgs {
     }
 }
 
-/// Arguments of [`VmmFrontendClient::set_ste`] (operation 4, Postcard).
+/// Arguments of [`VmmFrontendClient::set_ste`] (operation 5, Postcard).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 #[derive(Serialize, Deserialize)]
 pub struct SetSteArgs {
@@ -622,7 +685,7 @@ impl PostcardMax for SetSteArgs {
         + <GuestSteMode as PostcardMax>::MAX_SIZE;
 }
 
-/// Arguments of [`VmmFrontendClient::bind`] (operation 5, Zerocopy).
+/// Arguments of [`VmmFrontendClient::bind`] (operation 6, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BindArgs {
     pub vsid: VirtStreamId,
@@ -661,7 +724,7 @@ impl Fixed for BindArgs {
     }
 }
 
-/// Arguments of [`VmmFrontendClient::unbind`] (operation 6, Zerocopy).
+/// Arguments of [`VmmFrontendClient::unbind`] (operation 7, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct UnbindArgs {
     pub vsid: VirtStreamId,
@@ -696,7 +759,7 @@ impl Fixed for UnbindArgs {
     }
 }
 
-/// Arguments of [`VmmFrontendClient::invalidate`] (operation 7, Zerocopy).
+/// Arguments of [`VmmFrontendClient::invalidate`] (operation 8, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct InvalidateArgs {}
 impl Fixed for InvalidateArgs {
@@ -713,7 +776,7 @@ pub struct InvalidateLeases {
     pub cmds: ::idl_runtime::LeaseSlot,
 }
 
-/// Arguments of [`VmmFrontendClient::fetch_faults`] (operation 8, Zerocopy).
+/// Arguments of [`VmmFrontendClient::fetch_faults`] (operation 9, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FetchFaultsArgs {}
 impl Fixed for FetchFaultsArgs {
@@ -730,7 +793,7 @@ pub struct FetchFaultsLeases {
     pub out: ::idl_runtime::LeaseSlot,
 }
 
-/// Arguments of [`VmmFrontendClient::respond`] (operation 9, Zerocopy).
+/// Arguments of [`VmmFrontendClient::respond`] (operation 10, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RespondArgs {}
 impl Fixed for RespondArgs {
@@ -747,7 +810,7 @@ pub struct RespondLeases {
     pub responses: ::idl_runtime::LeaseSlot,
 }
 
-/// Arguments of [`VmmFrontendClient::fetch_events`] (operation 10, Zerocopy).
+/// Arguments of [`VmmFrontendClient::fetch_events`] (operation 11, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FetchEventsArgs {}
 impl Fixed for FetchEventsArgs {
@@ -768,6 +831,7 @@ pub struct FetchEventsLeases {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum VmmFrontendRequest {
     Caps(CapsArgs),
+    Ram(RamArgs),
     AllocPasid(AllocPasidArgs),
     FreePasid(FreePasidArgs),
     SetSte(SetSteArgs),
@@ -783,6 +847,7 @@ impl VmmFrontendRequest {
     pub const fn op(&self) -> VmmFrontendOp {
         match self {
             VmmFrontendRequest::Caps(..) => VmmFrontendOp::Caps,
+            VmmFrontendRequest::Ram(..) => VmmFrontendOp::Ram,
             VmmFrontendRequest::AllocPasid(..) => VmmFrontendOp::AllocPasid,
             VmmFrontendRequest::FreePasid(..) => VmmFrontendOp::FreePasid,
             VmmFrontendRequest::SetSte(..) => VmmFrontendOp::SetSte,
@@ -814,6 +879,11 @@ pub fn dispatch_decode(
             let args = ::idl_runtime::decode_fixed(bytes)?;
             ::idl_runtime::expect_leases(leases, 0)?;
             VmmFrontendRequest::Caps(args)
+        }
+        VmmFrontendOp::Ram => {
+            let args = ::idl_runtime::decode_fixed(bytes)?;
+            ::idl_runtime::expect_leases(leases, 0)?;
+            VmmFrontendRequest::Ram(args)
         }
         VmmFrontendOp::AllocPasid => {
             let args = ::idl_runtime::decode_fixed(bytes)?;
@@ -898,9 +968,13 @@ pub trait VmmFrontendServer {
     ///
     /// Operation 1; callers: guest; idempotent.
     fn caps(&mut self, caller: TaskId) -> Result<GuestCaps, VmmFrontendError>;
+    /// The VM's RAM window in guest addresses (what its stage 2 maps).
+    ///
+    /// Operation 2; callers: guest; idempotent.
+    fn ram(&mut self, caller: TaskId) -> Result<GuestRam, VmmFrontendError>;
     /// Allocates a host PASID (pasid-alloc) for guest PASID `pasid`.
     ///
-    /// Operation 2; callers: guest.
+    /// Operation 3; callers: guest.
     fn alloc_pasid(
         &mut self,
         caller: TaskId,
@@ -909,7 +983,7 @@ pub trait VmmFrontendServer {
     /// Frees guest PASID `pasid`; its binds are unbound and drained before the host
     /// PASID is reused.
     ///
-    /// Operation 3; callers: guest.
+    /// Operation 4; callers: guest.
     fn free_pasid(
         &mut self,
         caller: TaskId,
@@ -917,7 +991,7 @@ pub trait VmmFrontendServer {
     ) -> Result<(), VmmFrontendError>;
     /// Configures a virtual stream (attach to the VM's stage-2 domain, nested, or abort).
     ///
-    /// Operation 4; callers: guest.
+    /// Operation 5; callers: guest.
     fn set_ste(
         &mut self,
         caller: TaskId,
@@ -927,7 +1001,7 @@ pub trait VmmFrontendServer {
     /// Binds a guest stage-1 context to (virtual stream, guest PASID). Returns the number
     /// of users.
     ///
-    /// Operation 5; callers: guest.
+    /// Operation 6; callers: guest.
     fn bind(
         &mut self,
         caller: TaskId,
@@ -939,7 +1013,7 @@ pub trait VmmFrontendServer {
     /// Unbinds; returns only after the drain, so a successful return means the guest
     /// PASID may be reused.
     ///
-    /// Operation 6; callers: guest.
+    /// Operation 7; callers: guest.
     fn unbind(
         &mut self,
         caller: TaskId,
@@ -952,7 +1026,7 @@ pub trait VmmFrontendServer {
     ///
     /// Lease `cmds` (Read, 1..=64 entries)
     ///
-    /// Operation 7; callers: guest.
+    /// Operation 8; callers: guest.
     fn invalidate(
         &mut self,
         caller: TaskId,
@@ -962,7 +1036,7 @@ pub trait VmmFrontendServer {
     ///
     /// Lease `out` (Write, 1..=64 entries)
     ///
-    /// Operation 8; callers: guest.
+    /// Operation 9; callers: guest.
     fn fetch_faults(
         &mut self,
         caller: TaskId,
@@ -972,7 +1046,7 @@ pub trait VmmFrontendServer {
     ///
     /// Lease `responses` (Read, 1..=64 entries)
     ///
-    /// Operation 9; callers: guest.
+    /// Operation 10; callers: guest.
     fn respond(
         &mut self,
         caller: TaskId,
@@ -982,7 +1056,7 @@ pub trait VmmFrontendServer {
     ///
     /// Lease `out` (Write, 1..=32 entries)
     ///
-    /// Operation 10; callers: guest.
+    /// Operation 11; callers: guest.
     fn fetch_events(
         &mut self,
         caller: TaskId,
@@ -1014,6 +1088,10 @@ pub fn dispatch<S: VmmFrontendServer>(
     match request {
         VmmFrontendRequest::Caps(_) => {
             let result = server.caps(caller);
+            ::idl_runtime::reply_fixed(caller, result);
+        }
+        VmmFrontendRequest::Ram(_) => {
+            let result = server.ram(caller);
             ::idl_runtime::reply_fixed(caller, result);
         }
         VmmFrontendRequest::AllocPasid(args) => {
@@ -1105,9 +1183,22 @@ impl VmmFrontendClient {
             true,
         )
     }
+    /// The VM's RAM window in guest addresses (what its stage 2 maps).
+    ///
+    /// Operation 2; callers: guest; idempotent.
+    pub fn ram(&self) -> Result<GuestRam, VmmFrontendError> {
+        let args = RamArgs {};
+        ::idl_runtime::call_fixed(
+            &self.task,
+            VmmFrontendOp::Ram as u16,
+            &args,
+            &[],
+            true,
+        )
+    }
     /// Allocates a host PASID (pasid-alloc) for guest PASID `pasid`.
     ///
-    /// Operation 2; callers: guest.
+    /// Operation 3; callers: guest.
     pub fn alloc_pasid(&self, pasid: GuestPasid) -> Result<(), VmmFrontendError> {
         let args = AllocPasidArgs { pasid };
         ::idl_runtime::call_fixed(
@@ -1121,7 +1212,7 @@ impl VmmFrontendClient {
     /// Frees guest PASID `pasid`; its binds are unbound and drained before the host
     /// PASID is reused.
     ///
-    /// Operation 3; callers: guest.
+    /// Operation 4; callers: guest.
     pub fn free_pasid(&self, pasid: GuestPasid) -> Result<(), VmmFrontendError> {
         let args = FreePasidArgs { pasid };
         ::idl_runtime::call_fixed(
@@ -1134,7 +1225,7 @@ impl VmmFrontendClient {
     }
     /// Configures a virtual stream (attach to the VM's stage-2 domain, nested, or abort).
     ///
-    /// Operation 4; callers: guest.
+    /// Operation 5; callers: guest.
     pub fn set_ste(
         &self,
         vsid: VirtStreamId,
@@ -1154,7 +1245,7 @@ impl VmmFrontendClient {
     /// Binds a guest stage-1 context to (virtual stream, guest PASID). Returns the number
     /// of users.
     ///
-    /// Operation 5; callers: guest.
+    /// Operation 6; callers: guest.
     pub fn bind(
         &self,
         vsid: VirtStreamId,
@@ -1179,7 +1270,7 @@ impl VmmFrontendClient {
     /// Unbinds; returns only after the drain, so a successful return means the guest
     /// PASID may be reused.
     ///
-    /// Operation 6; callers: guest.
+    /// Operation 7; callers: guest.
     pub fn unbind(
         &self,
         vsid: VirtStreamId,
@@ -1204,7 +1295,7 @@ impl VmmFrontendClient {
     ///
     /// Lease `cmds` (Read, 1..=64 entries)
     ///
-    /// Operation 7; callers: guest.
+    /// Operation 8; callers: guest.
     pub fn invalidate(
         &self,
         cmds: &[WireOf<GuestCmd>],
@@ -1222,7 +1313,7 @@ impl VmmFrontendClient {
     ///
     /// Lease `out` (Write, 1..=64 entries)
     ///
-    /// Operation 8; callers: guest.
+    /// Operation 9; callers: guest.
     pub fn fetch_faults(
         &self,
         out: &mut [WireOf<GuestFault>],
@@ -1240,7 +1331,7 @@ impl VmmFrontendClient {
     ///
     /// Lease `responses` (Read, 1..=64 entries)
     ///
-    /// Operation 9; callers: guest.
+    /// Operation 10; callers: guest.
     pub fn respond(
         &self,
         responses: &[WireOf<::prq_server_api::ResponseEntry>],
@@ -1258,7 +1349,7 @@ impl VmmFrontendClient {
     ///
     /// Lease `out` (Write, 1..=32 entries)
     ///
-    /// Operation 10; callers: guest.
+    /// Operation 11; callers: guest.
     pub fn fetch_events(
         &self,
         out: &mut [WireOf<GuestEvent>],

@@ -88,6 +88,10 @@ fn strategy_guest_fault() -> BoxedStrategy<GuestFault> {
         .boxed()
 }
 
+fn strategy_guest_ram() -> BoxedStrategy<GuestRam> {
+    (any::<u64>(), any::<u64>()).prop_map(|(ipa, size)| GuestRam { ipa, size }).boxed()
+}
+
 fn strategy_guest_event() -> BoxedStrategy<GuestEvent> {
     (strategy_virt_stream_id(), any::<u8>(), any::<[u64; 4]>())
         .prop_map(|(vsid, event_id, words)| GuestEvent {
@@ -179,6 +183,10 @@ fn strategy_prq_server_api_respond_status() -> BoxedStrategy<
 
 fn strategy_caps_args() -> BoxedStrategy<CapsArgs> {
     Just(CapsArgs {}).boxed()
+}
+
+fn strategy_ram_args() -> BoxedStrategy<RamArgs> {
+    Just(RamArgs {}).boxed()
 }
 
 fn strategy_alloc_pasid_args() -> BoxedStrategy<AllocPasidArgs> {
@@ -322,6 +330,18 @@ fn idl_vmm_frontend_type_guest_fault_round_trip() {
 }
 
 #[test]
+fn idl_vmm_frontend_type_guest_ram_round_trip() {
+    check(
+        strategy_guest_ram(),
+        |value| {
+            assert_fixed_round_trip(&value);
+            assert_postcard_round_trip(&value);
+            Ok(())
+        },
+    );
+}
+
+#[test]
 fn idl_vmm_frontend_type_guest_event_round_trip() {
     check(
         strategy_guest_event(),
@@ -430,6 +450,110 @@ fn idl_vmm_frontend_caps_rejects_small_reply_buffer() {
             let cap = VmmFrontendOp::Caps.reply_max() - 1;
             let got = reason(
                 dispatch_decode(VmmFrontendOp::Caps as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::ReplyBufferTooSmall));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_vmm_frontend_ram_args_round_trip() {
+    check(
+        strategy_ram_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            prop_assert!(bytes.len() <= VmmFrontendOp::Ram.args_max());
+            let leases = vec![];
+            let got = dispatch_decode(
+                VmmFrontendOp::Ram as u32,
+                &bytes,
+                VmmFrontendOp::Ram.reply_max(),
+                &leases,
+            );
+            prop_assert_eq!(got, Ok(VmmFrontendRequest::Ram(args)));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_vmm_frontend_ram_reply_round_trip() {
+    check(
+        strategy_guest_ram(),
+        |value| {
+            let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
+            let result: Result<GuestRam, VmmFrontendError> = Ok(value);
+            let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
+            prop_assert_eq!(code, 0);
+            prop_assert!(len <= VmmFrontendOp::Ram.reply_max());
+            prop_assert_eq!(
+                ::idl_runtime::decode_fixed_reply:: < GuestRam, VmmFrontendError > (code,
+                & buf[..len]), result
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_vmm_frontend_ram_rejects_wrong_length() {
+    check(
+        strategy_ram_args(),
+        |args| {
+            let mut bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = VmmFrontendOp::Ram.reply_max();
+            if !bytes.is_empty() {
+                let short = reason(
+                    dispatch_decode(
+                        VmmFrontendOp::Ram as u32,
+                        &bytes[..bytes.len() - 1],
+                        cap,
+                        &leases,
+                    ),
+                );
+                prop_assert_eq!(short, Some(ReplyFaultReason::BadMessageSize));
+            }
+            bytes.push(0);
+            let long = reason(
+                dispatch_decode(VmmFrontendOp::Ram as u32, &bytes, cap, &leases),
+            );
+            prop_assert_eq!(long, Some(ReplyFaultReason::BadMessageSize));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_vmm_frontend_ram_rejects_bad_leases() {
+    check(
+        strategy_ram_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases: Vec<::idl_runtime::LeaseInfo> = vec![];
+            let cap = VmmFrontendOp::Ram.reply_max();
+            let mut extra = leases.clone();
+            extra.push(lease_info(::idl_runtime::Access::ReadWrite, 16));
+            let got = reason(
+                dispatch_decode(VmmFrontendOp::Ram as u32, &bytes, cap, &extra),
+            );
+            prop_assert_eq!(got, Some(ReplyFaultReason::BadLeases));
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_vmm_frontend_ram_rejects_small_reply_buffer() {
+    check(
+        strategy_ram_args(),
+        |args| {
+            let bytes = fixed_bytes(&args);
+            let leases = vec![];
+            let cap = VmmFrontendOp::Ram.reply_max() - 1;
+            let got = reason(
+                dispatch_decode(VmmFrontendOp::Ram as u32, &bytes, cap, &leases),
             );
             prop_assert_eq!(got, Some(ReplyFaultReason::ReplyBufferTooSmall));
             Ok(())
@@ -1680,7 +1804,7 @@ fn idl_vmm_frontend_dispatch_decode_never_panics() {
             len,
         });
     let input = (
-        0u32..10 + 3,
+        0u32..11 + 3,
         ::proptest::collection::vec(any::<u8>(), 0..VmmFrontendOp::RECV_BUF_SIZE + 8),
         0usize..2048,
         ::proptest::collection::vec(lease, 0..9),
@@ -1698,7 +1822,7 @@ fn idl_vmm_frontend_dispatch_decode_never_panics() {
 
 #[test]
 fn idl_vmm_frontend_rejects_unknown_operation() {
-    for operation in [0, 10 + 1, 0xFFFF, u32::MAX] {
+    for operation in [0, 11 + 1, 0xFFFF, u32::MAX] {
         let got = reason(
             dispatch_decode(operation, &[], ::idl_runtime::MAX_MESSAGE, &[]),
         );
