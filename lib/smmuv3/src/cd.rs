@@ -230,3 +230,132 @@ impl L1CdDesc {
         d
     }
 }
+
+/// A stage 1 context as a driver (host or guest) describes it: one TTB0
+/// translation regime, 4K/16K/64K granule, write-back inner-shareable
+/// walks, TTB1 disabled, AArch64 tables. [`S1Context::cd`] is the one CD
+/// builder (iommu-server's S1 domains and nested binds, a guest's own CD
+/// table); [`S1Context::tcr`] / [`S1Context::from_tcr`] convert to and from
+/// the TCR_EL1-style form an interface carries ([`crate::tcr`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct S1Context {
+    /// TTB0: the level-0/1 table (an IPA when stage 2 is enabled).
+    pub ttb0: u64,
+    /// T0SZ: 2^(64 - T0SZ) bytes of input addresses.
+    pub t0sz: u8,
+    pub tg0: Tg0,
+    /// IPS: the stage 1 output size.
+    pub ips: AddrSize,
+    /// MAIR (MAIR1:MAIR0), as MAIR_EL1.
+    pub mair: u64,
+    pub asid: u16,
+    /// CD.R: stage 1 faults are recorded as events.
+    pub record_faults: bool,
+    /// CD.S: stage 1 faults stall (only where the SMMU stalls; an SMMU with
+    /// IDR0.STALL_MODEL = 0b10 needs it set, one without stall support
+    /// needs it clear).
+    pub stall: bool,
+}
+
+/// Why a TCR does not describe an [`S1Context`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcrError {
+    /// A bit outside [`crate::tcr::ALLOWED`], EPD0 set or EPD1 clear.
+    Bits,
+    /// Walk attributes other than write-back inner-shareable.
+    Attributes,
+    /// A reserved TG0 or IPS encoding.
+    Reserved,
+}
+
+impl S1Context {
+    /// The context's TCR_EL1-style value (TTB0 fields, EPD1, IPS).
+    pub fn tcr(&self) -> u64 {
+        use crate::tcr::*;
+        (self.t0sz as u64 & T0SZ_MASK)
+            | Cacheability::WriteBackAlloc.raw() << IRGN0_SHIFT
+            | Cacheability::WriteBackAlloc.raw() << ORGN0_SHIFT
+            | Shareability::InnerShareable.raw() << SH0_SHIFT
+            | self.tg0.raw() << TG0_SHIFT
+            | EPD1
+            | self.ips.raw() << IPS_SHIFT
+    }
+
+    /// The context a TCR describes, with the other CD fields given. Only
+    /// what [`S1Context::cd`] can express is accepted: TTB0 enabled, TTB1
+    /// disabled, write-back (read/write-allocate) inner-shareable walks.
+    pub fn from_tcr(ttb0: u64, tcr: u64, mair: u64, asid: u16) -> Result<Self, TcrError> {
+        use crate::tcr::*;
+        if tcr & !ALLOWED != 0 || tcr & EPD0 != 0 || tcr & EPD1 == 0 {
+            return Err(TcrError::Bits);
+        }
+        let wb = Cacheability::WriteBackAlloc.raw();
+        if field(tcr, IRGN0_SHIFT) != wb
+            || field(tcr, ORGN0_SHIFT) != wb
+            || field(tcr, SH0_SHIFT) != Shareability::InnerShareable.raw()
+        {
+            return Err(TcrError::Attributes);
+        }
+        Ok(Self {
+            ttb0,
+            t0sz: (tcr & T0SZ_MASK) as u8,
+            tg0: Tg0::from_raw(field(tcr, TG0_SHIFT)).map_err(|_| TcrError::Reserved)?,
+            ips: AddrSize::from_raw((tcr >> IPS_SHIFT) & 7).map_err(|_| TcrError::Reserved)?,
+            mair,
+            asid,
+            record_faults: false,
+            stall: false,
+        })
+    }
+
+    /// The valid CD of this context. A = 1: terminated transactions abort
+    /// rather than read as zero (QEMU's model requires it).
+    pub fn cd(&self) -> Cd {
+        let mut cd = Cd::zeroed();
+        cd.set_t0sz(self.t0sz)
+            .set_tg0(self.tg0)
+            .set_ir0(Cacheability::WriteBackAlloc)
+            .set_or0(Cacheability::WriteBackAlloc)
+            .set_sh0(Shareability::InnerShareable)
+            .set_epd1(true)
+            .set_v(true)
+            .set_ips(self.ips)
+            .set_aa64(true)
+            .set_s(self.stall)
+            .set_r(self.record_faults)
+            .set_a(true)
+            .set_asid(self.asid)
+            .set_ttb0(self.ttb0)
+            .set_mair(self.mair);
+        cd
+    }
+
+    /// The context a valid AArch64 CD describes (the inverse of
+    /// [`S1Context::cd`] for what it writes); None for an invalid CD, a
+    /// reserved encoding, or walk attributes it does not write.
+    pub fn from_cd(cd: &Cd) -> Option<Self> {
+        if !cd.v() || !cd.aa64() || cd.epd0() || !cd.epd1() {
+            return None;
+        }
+        let mut c = Self::from_tcr(cd.ttb0(), cd.tcr().ok()?, cd.mair(), cd.asid()).ok()?;
+        c.record_faults = cd.r();
+        c.stall = cd.s();
+        Some(c)
+    }
+}
+
+impl Cd {
+    /// The CD's TTB0 translation control in TCR_EL1 positions
+    /// ([`crate::tcr`]); an error for a reserved encoding.
+    pub fn tcr(&self) -> Result<u64, crate::ReservedEncoding> {
+        use crate::tcr::*;
+        Ok((self.t0sz() as u64 & T0SZ_MASK)
+            | if self.epd0() { EPD0 } else { 0 }
+            | self.ir0()?.raw() << IRGN0_SHIFT
+            | self.or0()?.raw() << ORGN0_SHIFT
+            | self.sh0()?.raw() << SH0_SHIFT
+            | self.tg0()?.raw() << TG0_SHIFT
+            | if self.epd1() { EPD1 } else { 0 }
+            | self.ips()?.raw() << IPS_SHIFT)
+    }
+}

@@ -10,7 +10,14 @@
 //!   with a named getter/setter and an associated [`EntryField`] constant:
 //!   [`Ste`], [`L1StreamDesc`], [`Cd`], [`L1CdDesc`], [`Command`],
 //!   [`Event`], [`PriEntry`];
-//! - [`pgtable`]: VMSAv8-64 stage 1 / stage 2 descriptors (4 KiB granule).
+//! - [`pgtable`]: VMSAv8-64 stage 1 / stage 2 descriptors (4 KiB granule),
+//!   leaf encoders ([`pgtable::leaf`]) and a table editor over any memory
+//!   ([`pgtable::Table`]);
+//! - [`tcr`] and [`S1Context`]: a stage 1 context in TCR_EL1 form and the
+//!   one CD builder.
+//!
+//! Everything a guest's SMMUv3 driver needs to write its own CD and stage 1
+//! tables is here, so a guest links this crate, not the host driver.
 //!
 //! Bit positions follow the Arm SMMUv3 architecture specification (as also
 //! spelled in Linux's `arm-smmu-v3.h` and QEMU's `smmuv3-internal.h`).
@@ -31,9 +38,10 @@ pub mod pri;
 pub mod queue;
 pub mod regs;
 pub mod ste;
+pub mod tcr;
 
 pub use attrs::{AddrSize, Cacheability, Shareability, Tg0, Tg1};
-pub use cd::{Cd, L1CdDesc};
+pub use cd::{Cd, L1CdDesc, S1Context, TcrError};
 pub use cmd::{
     Command, CommandKind, Opcode, PriResponse, RangePiece, RangePieces, ResumeAction, SyncCs,
     TlbiScope,

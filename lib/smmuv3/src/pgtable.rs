@@ -444,3 +444,300 @@ impl S2Desc {
         Self::XN.extract(self.0) as u8
     }
 }
+
+/// Which translation stage a descriptor is for (formats differ in their
+/// permission and attribute fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    S1,
+    S2,
+}
+
+/// Access permissions and type of a mapping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Prot {
+    pub read: bool,
+    pub write: bool,
+    /// Executable (otherwise execute-never: XN at stage 2, UXN/PXN at
+    /// stage 1).
+    pub exec: bool,
+    /// Device memory (an MSI doorbell) instead of normal write-back memory.
+    pub device: bool,
+}
+
+impl Prot {
+    pub const RW: Prot = Prot {
+        read: true,
+        write: true,
+        exec: false,
+        device: false,
+    };
+    pub const RO: Prot = Prot {
+        read: true,
+        write: false,
+        exec: false,
+        device: false,
+    };
+    pub const WO: Prot = Prot {
+        read: false,
+        write: true,
+        exec: false,
+        device: false,
+    };
+    /// Wire encoding (the IDL's MapPerms): bit 0 read, 1 write, 2 exec,
+    /// 3 device.
+    pub const fn bits(self) -> u32 {
+        self.read as u32
+            | (self.write as u32) << 1
+            | (self.exec as u32) << 2
+            | (self.device as u32) << 3
+    }
+    /// Decodes [`Prot::bits`]; None for unknown bits or no access at all.
+    pub const fn from_bits(b: u32) -> Option<Prot> {
+        if b & !0xf != 0 || b & 3 == 0 {
+            return None;
+        }
+        Some(Prot {
+            read: b & 1 != 0,
+            write: b & 2 != 0,
+            exec: b & 4 != 0,
+            device: b & 8 != 0,
+        })
+    }
+}
+
+/// MAIR index of device memory in stage 1 leaves (index 0 is normal
+/// write-back): the attribute layout of [`MAIR_DEFAULT`].
+pub const MAIR_IDX_DEVICE: u8 = 1;
+
+/// The MAIR every stage 1 context built here uses: attribute 0 normal
+/// write-back, 1 Device-nGnRE, 2 normal non-cacheable.
+pub const MAIR_DEFAULT: u64 = mair::mair([
+    mair::NORMAL_WB,
+    mair::DEVICE_NGNRE,
+    mair::NORMAL_NC,
+    0,
+    0,
+    0,
+    0,
+    0,
+]);
+
+/// The level 3 (page) descriptor for `out` with `prot` at `stage`.
+pub const fn leaf(stage: Stage, out: u64, prot: Prot) -> u64 {
+    match stage {
+        // Stage 1 cannot express write-only: it becomes read/write. EL0
+        // access is allowed (AP[1] = 1) since a device's transactions may
+        // be unprivileged.
+        Stage::S1 => {
+            let ap = if prot.write { S1Ap::RwAny } else { S1Ap::RoAny };
+            let idx = if prot.device { MAIR_IDX_DEVICE } else { 0 };
+            let d = S1Desc::page(out, ap, idx);
+            let xn = !prot.exec as u64;
+            d.with(S1Desc::UXN, xn).with(S1Desc::PXN, xn).raw()
+        }
+        Stage::S2 => {
+            let ap = match (prot.read, prot.write) {
+                (true, true) => S2Ap::ReadWrite,
+                (true, false) => S2Ap::ReadOnly,
+                (false, true) => S2Ap::WriteOnly,
+                (false, false) => S2Ap::None,
+            };
+            let mut d = S2Desc::page(out, ap);
+            if prot.device {
+                d = d.with(S2Desc::MEMATTR, s2_memattr::DEVICE_NGNRE as u64);
+            }
+            // XN[1:0] = 0b10: execute-never at EL1 and EL0.
+            d.with(S2Desc::XN, if prot.exec { 0 } else { 0b10 }).raw()
+        }
+    }
+}
+
+/// The output address and permissions of a level 3 descriptor written by
+/// [`leaf`]; None if `raw` is not a valid page descriptor.
+pub const fn decode_leaf(stage: Stage, raw: u64) -> Option<(u64, Prot)> {
+    let d = S2Desc(raw);
+    if !d.is_leaf(LAST_LEVEL) {
+        return None;
+    }
+    let out = d.output_addr(LAST_LEVEL);
+    let prot = match stage {
+        Stage::S1 => {
+            let s1 = S1Desc(raw);
+            Prot {
+                read: true,
+                write: s1.ap().writable(),
+                exec: !s1.uxn(),
+                device: s1.attr_indx() == MAIR_IDX_DEVICE,
+            }
+        }
+        Stage::S2 => Prot {
+            read: d.s2ap().readable(),
+            write: d.s2ap().writable(),
+            exec: d.xn() == 0,
+            device: d.memattr() == s2_memattr::DEVICE_NGNRE,
+        },
+    };
+    Some((out, prot))
+}
+
+/// Memory holding translation tables, addressed as the SMMU sees it (a
+/// PA, or an IPA for a stage 1 table nested under stage 2): what
+/// [`Table`] reads and writes through.
+pub trait TableMemory {
+    /// The descriptor at `addr` (8-byte aligned, inside a table page this
+    /// memory handed out or was given); None if `addr` is not in it.
+    fn read(&self, addr: u64) -> Option<u64>;
+    /// Writes the descriptor at `addr`; false if `addr` is not in it.
+    fn write(&mut self, addr: u64, desc: u64) -> bool;
+    /// A zeroed, 4 KiB-aligned table page; None when none is left.
+    fn alloc_table(&mut self) -> Option<u64>;
+}
+
+/// Why a [`Table`] edit failed (nothing was mapped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableError {
+    /// The address is not page-aligned or outside the input range.
+    Range,
+    /// A page is already mapped there.
+    Mapped,
+    /// No page for a next-level table.
+    NoTable,
+    /// A descriptor on the way is a block, or points outside the memory.
+    Foreign,
+}
+
+/// A 4 KiB-granule translation table: its root and the level the walk
+/// starts at (the root is a single, not concatenated, table). Writes only
+/// level 3 pages and table descriptors. The caller orders its writes
+/// before the SMMU can walk them (a barrier) and invalidates afterwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Table {
+    pub stage: Stage,
+    pub root: u64,
+    pub start_level: u8,
+    /// Input address bits (64 - T0SZ).
+    pub ia_bits: u32,
+}
+
+impl Table {
+    /// A stage 1 table of `64 - t0sz` input bits rooted at `root` (a zeroed
+    /// page); None if T0SZ needs concatenation or is out of range.
+    pub const fn s1(root: u64, t0sz: u8) -> Option<Self> {
+        match s1_start_level(t0sz) {
+            Some(start_level) => Some(Self {
+                stage: Stage::S1,
+                root,
+                start_level,
+                ia_bits: 64 - t0sz as u32,
+            }),
+            None => None,
+        }
+    }
+
+    fn in_range(&self, iova: u64) -> bool {
+        iova % GRANULE_SIZE == 0 && (self.ia_bits >= 64 || iova >> self.ia_bits == 0)
+    }
+
+    fn index(&self, iova: u64, level: u8) -> usize {
+        if level == self.start_level {
+            start_index(iova, level, self.ia_bits)
+        } else {
+            level_index(iova, level)
+        }
+    }
+
+    /// Address of the level 3 descriptor for `iova`, if its tables exist.
+    fn find(&self, mem: &impl TableMemory, iova: u64) -> Result<u64, TableError> {
+        if !self.in_range(iova) {
+            return Err(TableError::Range);
+        }
+        let mut table = self.root;
+        for level in self.start_level..LAST_LEVEL {
+            let d = S1Desc(
+                mem.read(table + self.index(iova, level) as u64 * 8)
+                    .ok_or(TableError::Foreign)?,
+            );
+            if !d.is_table(level) {
+                return Err(if d.is_valid() {
+                    TableError::Foreign
+                } else {
+                    TableError::Range
+                });
+            }
+            table = d.table_addr();
+        }
+        Ok(table + level_index(iova, LAST_LEVEL) as u64 * 8)
+    }
+
+    /// Address of the level 3 descriptor for `iova`, allocating and
+    /// linking the missing tables on the way (zeroed by the memory before
+    /// they are linked).
+    fn slot(&self, mem: &mut impl TableMemory, iova: u64) -> Result<u64, TableError> {
+        if !self.in_range(iova) {
+            return Err(TableError::Range);
+        }
+        let mut table = self.root;
+        for level in self.start_level..LAST_LEVEL {
+            let at = table + self.index(iova, level) as u64 * 8;
+            let d = S1Desc(mem.read(at).ok_or(TableError::Foreign)?);
+            table = if d.is_table(level) {
+                d.table_addr()
+            } else if d.is_valid() {
+                return Err(TableError::Foreign);
+            } else {
+                let t = mem.alloc_table().ok_or(TableError::NoTable)?;
+                if !mem.write(at, S1Desc::table(t).raw()) {
+                    return Err(TableError::Foreign);
+                }
+                t
+            };
+        }
+        Ok(table + level_index(iova, LAST_LEVEL) as u64 * 8)
+    }
+
+    /// Maps the page at `iova` to `out`. Mapped already: [`TableError::Mapped`].
+    pub fn map(
+        &self,
+        mem: &mut impl TableMemory,
+        iova: u64,
+        out: u64,
+        prot: Prot,
+    ) -> Result<(), TableError> {
+        let at = self.slot(mem, iova)?;
+        if mem.read(at).ok_or(TableError::Foreign)? & S1Desc::VALID.mask() != 0 {
+            return Err(TableError::Mapped);
+        }
+        mem.write(at, leaf(self.stage, out, prot));
+        Ok(())
+    }
+
+    /// Points the page at `iova` at `out` whether or not it was mapped
+    /// (a page-table edit); returns the previous mapping.
+    pub fn set(
+        &self,
+        mem: &mut impl TableMemory,
+        iova: u64,
+        out: u64,
+        prot: Prot,
+    ) -> Result<Option<(u64, Prot)>, TableError> {
+        let at = self.slot(mem, iova)?;
+        let old = mem.read(at).ok_or(TableError::Foreign)?;
+        mem.write(at, leaf(self.stage, out, prot));
+        Ok(decode_leaf(self.stage, old))
+    }
+
+    /// Unmaps the page at `iova`; returns what it mapped.
+    pub fn unmap(&self, mem: &mut impl TableMemory, iova: u64) -> Option<(u64, Prot)> {
+        let at = self.find(mem, iova).ok()?;
+        let old = decode_leaf(self.stage, mem.read(at)?)?;
+        mem.write(at, 0);
+        Some(old)
+    }
+
+    /// The mapping of `iova`, if any.
+    pub fn lookup(&self, mem: &impl TableMemory, iova: u64) -> Option<(u64, Prot)> {
+        let at = self.find(mem, iova).ok()?;
+        decode_leaf(self.stage, mem.read(at)?)
+    }
+}

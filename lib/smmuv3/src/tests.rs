@@ -714,3 +714,193 @@ fn mmio_ext_on_a_fake() {
     let r: &dyn Mmio = &f;
     assert_eq!(r.read_reg(IDR0).get(), 0b0101);
 }
+
+// ---- what a guest needs: TCR, the CD builder, the table editor ----
+
+#[test]
+fn tcr_value_and_context_agree() {
+    let t = tcr::value(25, AddrSize::Bits40.raw() as u8);
+    // T0SZ 25, IRGN0 = ORGN0 = 0b01, SH0 = 0b11, TG0 = 4K, EPD1, IPS 40.
+    assert_eq!(t, 25 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23 | 2 << 32);
+    let c = S1Context::from_tcr(0x8000_1000, t, pgtable::MAIR_DEFAULT, 7).unwrap();
+    assert_eq!(
+        (c.t0sz, c.tg0, c.ips),
+        (25, Tg0::Granule4K, AddrSize::Bits40)
+    );
+    assert_eq!(c.tcr(), t);
+    let g64 = S1Context {
+        tg0: Tg0::Granule64K,
+        ..c
+    };
+    assert_eq!(tcr::field(g64.tcr(), tcr::TG0_SHIFT), 0b01, "TCR.TG0 64K");
+    assert_eq!(
+        S1Context::from_tcr(0, g64.tcr(), 0, 0).unwrap().tg0,
+        Tg0::Granule64K
+    );
+}
+
+#[test]
+fn tcr_refusals() {
+    let t = tcr::value(25, 2);
+    assert_eq!(
+        S1Context::from_tcr(0, t | tcr::EPD0, 0, 0),
+        Err(TcrError::Bits)
+    );
+    assert_eq!(
+        S1Context::from_tcr(0, t & !tcr::EPD1, 0, 0),
+        Err(TcrError::Bits)
+    );
+    assert_eq!(
+        S1Context::from_tcr(0, t | 1 << 37, 0, 0),
+        Err(TcrError::Bits),
+        "TBI0"
+    );
+    assert_eq!(
+        S1Context::from_tcr(0, t & !(3 << tcr::SH0_SHIFT), 0, 0),
+        Err(TcrError::Attributes)
+    );
+    assert_eq!(
+        S1Context::from_tcr(0, t | 3 << tcr::TG0_SHIFT, 0, 0),
+        Err(TcrError::Reserved),
+        "TG0 0b11"
+    );
+    assert_eq!(
+        S1Context::from_tcr(0, t | 7 << tcr::IPS_SHIFT, 0, 0),
+        Err(TcrError::Reserved),
+        "IPS 0b111"
+    );
+}
+
+#[test]
+fn s1_context_cd_round_trip() {
+    let c = S1Context {
+        ttb0: 0x4_1234_5000,
+        t0sz: 25,
+        tg0: Tg0::Granule4K,
+        ips: AddrSize::Bits44,
+        mair: pgtable::MAIR_DEFAULT,
+        asid: 0x1234,
+        record_faults: true,
+        stall: false,
+    };
+    let cd = c.cd();
+    // The architecture's positions, word 0: T0SZ [5:0], EPD1 [30], V [31],
+    // IPS [34:32], AA64 [41], R [45], A [46], ASID [63:48].
+    let w0 = cd.word(0);
+    assert_eq!(w0 & 0x3f, 25);
+    assert_eq!((w0 >> 8) & 3, 1, "IR0 write-back");
+    assert_eq!((w0 >> 12) & 3, 3, "SH0 inner");
+    assert!(w0 & 1 << 30 != 0 && w0 & 1 << 31 != 0 && w0 & 1 << 41 != 0);
+    assert_eq!((w0 >> 32) & 7, AddrSize::Bits44.raw());
+    assert!(w0 & 1 << 45 != 0 && w0 & 1 << 46 != 0 && w0 & 1 << 44 == 0);
+    assert_eq!(w0 >> 48, 0x1234);
+    assert_eq!(cd.word(1), 0x4_1234_5000, "TTB0");
+    assert_eq!(cd.word(3), pgtable::MAIR_DEFAULT);
+    assert_eq!(S1Context::from_cd(&cd), Some(c));
+    assert_eq!(cd.tcr().unwrap(), c.tcr());
+    let mut bad = cd;
+    bad.set_v(false);
+    assert_eq!(S1Context::from_cd(&bad), None);
+}
+
+#[test]
+fn leaf_encoders() {
+    let rw = leaf(Stage::S1, 0x8765_4000, Prot::RW);
+    let d = S1Desc(rw);
+    assert!(d.is_leaf(3) && d.af() && d.uxn() && d.pxn());
+    assert_eq!(d.ap(), S1Ap::RwAny);
+    assert_eq!(d.output_addr(3), 0x8765_4000);
+    assert_eq!(decode_leaf(Stage::S1, rw), Some((0x8765_4000, Prot::RW)));
+    assert_eq!(S1Desc(leaf(Stage::S1, 0, Prot::RO)).ap(), S1Ap::RoAny);
+    let dev = Prot {
+        device: true,
+        ..Prot::RW
+    };
+    assert_eq!(S1Desc(leaf(Stage::S1, 0, dev)).attr_indx(), MAIR_IDX_DEVICE);
+    assert_eq!((MAIR_DEFAULT >> 8) & 0xff, mair::DEVICE_NGNRE as u64);
+    let s2 = S2Desc(leaf(Stage::S2, 0x1000, Prot::WO));
+    assert_eq!(s2.s2ap(), S2Ap::WriteOnly);
+    assert_eq!(decode_leaf(Stage::S2, s2.raw()), Some((0x1000, Prot::WO)));
+    assert_eq!(decode_leaf(Stage::S1, 0), None);
+}
+
+/// Table memory for the tests: 8 pages at a base address, handed out in
+/// order.
+struct Pages {
+    base: u64,
+    words: [u64; 8 * 512],
+    next: usize,
+}
+
+impl TableMemory for Pages {
+    fn read(&self, addr: u64) -> Option<u64> {
+        let i = addr.checked_sub(self.base)? as usize / 8;
+        self.words.get(i).copied()
+    }
+    fn write(&mut self, addr: u64, desc: u64) -> bool {
+        match addr.checked_sub(self.base).map(|o| o as usize / 8) {
+            Some(i) if i < self.words.len() => {
+                self.words[i] = desc;
+                true
+            }
+            _ => false,
+        }
+    }
+    fn alloc_table(&mut self) -> Option<u64> {
+        if self.next == 8 {
+            return None;
+        }
+        self.next += 1;
+        Some(self.base + (self.next as u64 - 1) * 4096)
+    }
+}
+
+#[test]
+fn table_editor_walks_like_the_smmu() {
+    let mut m = Pages {
+        base: 0x4010_0000,
+        words: [0; 8 * 512],
+        next: 1,
+    };
+    let t = Table::s1(m.base, 25).unwrap();
+    assert_eq!(t.start_level, 1);
+    let iova = 0x4020_3000;
+    t.map(&mut m, iova, 0x4030_0000, Prot::RW).unwrap();
+    assert_eq!(m.next, 3, "a level 2 and a level 3 table");
+    // Walk it by hand with the architecture's indices.
+    let l1 = S1Desc(m.read(m.base + level_index(iova, 1) as u64 * 8).unwrap());
+    assert!(l1.is_table(1));
+    let l2 = S1Desc(
+        m.read(l1.table_addr() + level_index(iova, 2) as u64 * 8)
+            .unwrap(),
+    );
+    assert!(l2.is_table(2));
+    let l3 = S1Desc(
+        m.read(l2.table_addr() + level_index(iova, 3) as u64 * 8)
+            .unwrap(),
+    );
+    assert_eq!(l3.raw(), leaf(Stage::S1, 0x4030_0000, Prot::RW));
+    assert_eq!(t.map(&mut m, iova, 0, Prot::RW), Err(TableError::Mapped));
+    assert_eq!(
+        t.set(&mut m, iova, 0x4031_0000, Prot::RO),
+        Ok(Some((0x4030_0000, Prot::RW)))
+    );
+    assert_eq!(t.lookup(&m, iova), Some((0x4031_0000, Prot::RO)));
+    assert_eq!(t.unmap(&mut m, iova), Some((0x4031_0000, Prot::RO)));
+    assert_eq!(t.lookup(&m, iova), None);
+    assert_eq!(t.unmap(&mut m, iova), None);
+    assert_eq!(t.map(&mut m, 1 << 39, 0, Prot::RW), Err(TableError::Range));
+    assert_eq!(t.map(&mut m, 0x10, 0, Prot::RW), Err(TableError::Range));
+    // Exhaustion: each new 1 GiB needs two tables.
+    let mut r = Ok(());
+    for g in 2..8u64 {
+        r = t.map(&mut m, g << 30, 0, Prot::RW);
+        if r.is_err() {
+            break;
+        }
+    }
+    assert_eq!(r, Err(TableError::NoTable));
+    // A 48-bit table starts at level 0.
+    assert_eq!(Table::s1(0, 16).unwrap().start_level, 0);
+    assert_eq!(Table::s1(0, 40), None);
+}

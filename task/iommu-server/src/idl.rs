@@ -45,7 +45,7 @@ use crate::update::UpdateKind;
 use idl_runtime::{Leased, Read, Write};
 use iommu_server_api as api;
 use pasid_alloc_api::{PasidAllocClient, PasidHandle, PasidOwner};
-use smmuv3::{AddrSize, Command, Event, Mmio, S1Dss, S1Fmt, Tg0};
+use smmuv3::{Command, Event, Mmio, S1Dss, S1Fmt};
 use userlib::{RecvMessage, TaskId};
 
 /// The interface's view of a server error.
@@ -56,55 +56,22 @@ pub fn api_error(e: Error) -> api::IommuError {
 /// Event records per `fetch_events` (the lease's `max`).
 pub const MAX_FETCH: usize = 16;
 
-/// TCR_EL1 fields `CdConfig.tcr` may carry.
-pub mod tcr {
-    pub const T0SZ_MASK: u64 = 0x3f;
-    pub const EPD0: u64 = 1 << 7;
-    pub const IRGN0_SHIFT: u32 = 8;
-    pub const ORGN0_SHIFT: u32 = 10;
-    pub const SH0_SHIFT: u32 = 12;
-    pub const TG0_SHIFT: u32 = 14;
-    pub const EPD1: u64 = 1 << 23;
-    pub const IPS_SHIFT: u32 = 32;
-    /// Every bit a CdConfig.tcr may set.
-    pub const ALLOWED: u64 = T0SZ_MASK
-        | EPD0
-        | 3 << IRGN0_SHIFT
-        | 3 << ORGN0_SHIFT
-        | 3 << SH0_SHIFT
-        | 3 << TG0_SHIFT
-        | EPD1
-        | 7 << IPS_SHIFT;
-
-    /// The TCR of a 4 KiB-granule, write-back inner-shareable context of
-    /// `64 - t0sz` VA bits and an `ips` (encoding) IPA size.
-    pub const fn value(t0sz: u8, ips: u8) -> u64 {
-        (t0sz as u64 & T0SZ_MASK)
-            | 1 << IRGN0_SHIFT
-            | 1 << ORGN0_SHIFT
-            | 3 << SH0_SHIFT
-            | EPD1
-            | (ips as u64 & 7) << IPS_SHIFT
-    }
-}
+/// TCR_EL1 fields `CdConfig.tcr` may carry: the architecture's, in
+/// lib/smmuv3 (re-exported for existing users).
+pub use smmuv3::tcr;
 
 /// A guest context from the interface's CdConfig.
 pub fn guest_context(cd: &api::CdConfig, record_faults: bool) -> Result<GuestContext, Error> {
-    let t = cd.tcr;
-    if t & !tcr::ALLOWED != 0 || t & tcr::EPD0 != 0 || t & tcr::EPD1 == 0 {
-        return Err(Error::Invalid);
-    }
-    let field = |shift: u32| (t >> shift) & 3;
-    if field(tcr::IRGN0_SHIFT) != 1 || field(tcr::ORGN0_SHIFT) != 1 || field(tcr::SH0_SHIFT) != 3 {
-        return Err(Error::Invalid);
-    }
+    // Only write-back inner-shareable walks (the server's), TTB0 only.
+    let c = smmuv3::S1Context::from_tcr(cd.ttb0, cd.tcr, cd.mair, cd.asid)
+        .map_err(|_| Error::Invalid)?;
     Ok(GuestContext {
-        ttb0: cd.ttb0,
-        mair: cd.mair,
-        asid: cd.asid,
-        t0sz: (t & tcr::T0SZ_MASK) as u8,
-        tg0: Tg0::from_raw(field(tcr::TG0_SHIFT)).map_err(|_| Error::Invalid)?,
-        ips: AddrSize::from_raw((t >> tcr::IPS_SHIFT) & 7).map_err(|_| Error::Invalid)?,
+        ttb0: c.ttb0,
+        mair: c.mair,
+        asid: c.asid,
+        t0sz: c.t0sz,
+        tg0: c.tg0,
+        ips: c.ips,
         record_faults,
     })
 }

@@ -11,7 +11,10 @@
 use crate::dma::DmaMemory;
 use crate::error::{Error, Result};
 use crate::pages::{PageAlloc, Pages, PAGE_SIZE};
-use smmuv3::pgtable::{level_index, s2_memattr, S1Ap, S1Desc, S2Ap, S2Desc, LAST_LEVEL};
+use smmuv3::pgtable::{decode_leaf, level_index, S2Desc, LAST_LEVEL};
+// The descriptor encoders are the architecture's (lib/smmuv3), shared with
+// guests that build their own stage 1 tables.
+pub use smmuv3::pgtable::{leaf, Prot, Stage, MAIR_IDX_DEVICE};
 
 /// Input address bits of every table built here.
 pub const IAS_BITS: u32 = 39;
@@ -22,132 +25,11 @@ pub const START_LEVEL: u8 = 1;
 /// One past the highest input address.
 pub const IAS_END: u64 = 1 << IAS_BITS;
 
-/// Which translation stage a table is for (descriptor formats differ in
-/// their permission and attribute fields).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Stage {
-    S1,
-    S2,
-}
-
-/// Access permissions and type of a mapping.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Prot {
-    pub read: bool,
-    pub write: bool,
-    /// Executable (otherwise execute-never: XN at stage 2, UXN/PXN at
-    /// stage 1).
-    pub exec: bool,
-    /// Device memory (an MSI doorbell) instead of normal write-back memory.
-    pub device: bool,
-}
-
-impl Prot {
-    pub const RW: Prot = Prot {
-        read: true,
-        write: true,
-        exec: false,
-        device: false,
-    };
-    pub const RO: Prot = Prot {
-        read: true,
-        write: false,
-        exec: false,
-        device: false,
-    };
-    pub const WO: Prot = Prot {
-        read: false,
-        write: true,
-        exec: false,
-        device: false,
-    };
-    /// Wire encoding (the IDL's MapPerms): bit 0 read, 1 write, 2 exec,
-    /// 3 device.
-    pub const fn bits(self) -> u32 {
-        self.read as u32
-            | (self.write as u32) << 1
-            | (self.exec as u32) << 2
-            | (self.device as u32) << 3
-    }
-    /// Decodes [`Prot::bits`]; None for unknown bits or no access at all.
-    pub const fn from_bits(b: u32) -> Option<Prot> {
-        if b & !0xf != 0 || b & 3 == 0 {
-            return None;
-        }
-        Some(Prot {
-            read: b & 1 != 0,
-            write: b & 2 != 0,
-            exec: b & 4 != 0,
-            device: b & 8 != 0,
-        })
-    }
-}
-
 /// A translation table: its stage and its root (level 1) table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageTable {
     pub stage: Stage,
     pub root: Pages,
-}
-
-/// MAIR index of device memory in the CDs the server writes (index 0 is
-/// normal write-back).
-pub const MAIR_IDX_DEVICE: u8 = 1;
-
-/// The leaf descriptor for `pa` with `prot` at `stage`.
-pub fn leaf(stage: Stage, pa: u64, prot: Prot) -> u64 {
-    match stage {
-        // Stage 1 cannot express write-only: it becomes read/write. EL0
-        // access is allowed (AP[1] = 1) since a device's transactions may
-        // be unprivileged.
-        Stage::S1 => {
-            let ap = if prot.write { S1Ap::RwAny } else { S1Ap::RoAny };
-            let idx = if prot.device { MAIR_IDX_DEVICE } else { 0 };
-            let d = S1Desc::page(pa, ap, idx);
-            let xn = !prot.exec as u64;
-            d.with(S1Desc::UXN, xn).with(S1Desc::PXN, xn).raw()
-        }
-        Stage::S2 => {
-            let ap = match (prot.read, prot.write) {
-                (true, true) => S2Ap::ReadWrite,
-                (true, false) => S2Ap::ReadOnly,
-                (false, true) => S2Ap::WriteOnly,
-                (false, false) => S2Ap::None,
-            };
-            let mut d = S2Desc::page(pa, ap);
-            if prot.device {
-                d = d.with(S2Desc::MEMATTR, s2_memattr::DEVICE_NGNRE as u64);
-            }
-            // XN[1:0] = 0b10: execute-never at EL1 and EL0.
-            d.with(S2Desc::XN, if prot.exec { 0 } else { 0b10 }).raw()
-        }
-    }
-}
-
-fn decode_leaf(stage: Stage, raw: u64) -> Option<(u64, Prot)> {
-    let d = S2Desc(raw);
-    if !d.is_leaf(LAST_LEVEL) {
-        return None;
-    }
-    let pa = d.output_addr(LAST_LEVEL);
-    let prot = match stage {
-        Stage::S1 => {
-            let s1 = S1Desc(raw);
-            Prot {
-                read: true,
-                write: s1.ap().writable(),
-                exec: !s1.uxn(),
-                device: s1.attr_indx() == MAIR_IDX_DEVICE,
-            }
-        }
-        Stage::S2 => Prot {
-            read: d.s2ap().readable(),
-            write: d.s2ap().writable(),
-            exec: d.xn() == 0,
-            device: d.memattr() == s2_memattr::DEVICE_NGNRE,
-        },
-    };
-    Some((pa, prot))
 }
 
 /// What [`PageTable::unmap_range`] removed: `count` pages, the lowest at
@@ -427,6 +309,7 @@ impl PageTable {
 mod tests {
     use super::*;
     use crate::testutil::HostMem;
+    use smmuv3::pgtable::{S1Ap, S1Desc, S2Ap};
 
     #[test]
     fn map_lookup_unmap_s2() {

@@ -20,13 +20,12 @@ pub mod ops {
 #[cfg(target_os = "none")]
 mod image {
     use idl_runtime::Fixed;
-    use iommu_server::idl::tcr;
     use iommu_server_api::{
         CdConfig, CdTableFormat, DomainId, IommuClient, IommuError, MapPerms, NestedSte, SmmuCmd,
         SmmuEvent, StreamId, SubstreamDefault,
     };
     use pasid_alloc_api::{Pasid, PasidGen, PasidHandle};
-    use smmuv3::{AddrSize, Command};
+    use smmuv3::{tcr, AddrSize, Command};
     use userlib::*;
 
     const RUNNER_SID: StreamId = StreamId(0x10);

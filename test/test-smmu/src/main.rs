@@ -9,7 +9,6 @@
 #[cfg(target_os = "none")]
 mod cases {
     use idl_runtime::{Fixed, WireOf};
-    use iommu_server::idl::tcr;
     use iommu_server_api::{
         AttachOutcome, CdConfig, CdTableFormat, DomainId, InvalidateStatus, IommuClient,
         IommuError, IommuInfo, MapPerms, NestedSte, SmmuCmd, SmmuEvent, SteUpdate, StreamId,
@@ -18,9 +17,7 @@ mod cases {
     use pasid_alloc_api::{Pasid, PasidGen, PasidHandle};
     use prq_server_api::{EventRecord, PrqClient};
     use smmuv3::pgtable::{S1Ap, S1Desc};
-    use smmuv3::{
-        AddrSize, Cacheability, Cd, Command, Event, EventClass, EventId, Shareability, Tg0,
-    };
+    use smmuv3::{AddrSize, Cd, Command, Event, EventClass, EventId, S1Context, Tg0};
     use test_support::{case, ensure, finish, Outcome, TIMER_BIT};
     use userlib::*;
 
@@ -386,14 +383,29 @@ mod cases {
         x.s2.ok_or("no S2 domain (an earlier case failed)")
     }
 
-    /// A guest context (CD fields) for the nested cases: 39-bit VA,
-    /// 4 KiB granule, write-back inner-shareable walks, MAIR index 0
-    /// write-back.
+    /// A guest context for the nested cases: 39-bit VA, 4 KiB granule,
+    /// write-back inner-shareable walks, MAIR index 0 write-back, faults
+    /// recorded. Built with the guest's encoders (lib/smmuv3).
+    fn guest_context(ttb0: u64, asid: u16) -> S1Context {
+        S1Context {
+            ttb0,
+            t0sz: 25,
+            tg0: Tg0::Granule4K,
+            ips: AddrSize::Bits40,
+            mair: 0xff,
+            asid,
+            record_faults: true,
+            stall: false,
+        }
+    }
+
+    /// The context as the interface carries it (TCR form).
     fn guest_ctx(ttb0: u64, asid: u16) -> CdConfig {
+        let c = guest_context(ttb0, asid);
         CdConfig {
             ttb0,
-            tcr: tcr::value(25, AddrSize::Bits40.raw() as u8),
-            mair: 0xff,
+            tcr: c.tcr(),
+            mair: c.mair,
             asid,
         }
     }
@@ -410,22 +422,7 @@ mod cases {
 
     /// The same context as a CD the guest writes itself.
     fn guest_cd(ttb0: u64, asid: u16) -> Cd {
-        let mut cd = Cd::zeroed();
-        cd.set_t0sz(25)
-            .set_tg0(Tg0::Granule4K)
-            .set_ir0(Cacheability::WriteBackAlloc)
-            .set_or0(Cacheability::WriteBackAlloc)
-            .set_sh0(Shareability::InnerShareable)
-            .set_epd1(true)
-            .set_v(true)
-            .set_ips(AddrSize::Bits40)
-            .set_aa64(true)
-            .set_r(true)
-            .set_a(true)
-            .set_asid(asid)
-            .set_ttb0(ttb0)
-            .set_mair(0xff);
-        cd
+        guest_context(ttb0, asid).cd()
     }
 
     /// Builds the guest's stage 1 tables (IPAs everywhere): set A maps

@@ -72,16 +72,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             AddrSize::from_bits(self.smmu.features.oas.bits().min(48)).unwrap_or(AddrSize::Bits40);
         let cd = self.build_cd(&GuestContext {
             ttb0: pt.root.pa,
-            mair: mair::mair([
-                mair::NORMAL_WB,
-                mair::DEVICE_NGNRE,
-                mair::NORMAL_NC,
-                0,
-                0,
-                0,
-                0,
-                0,
-            ]),
+            mair: smmuv3::pgtable::MAIR_DEFAULT,
             asid,
             t0sz: TSZ,
             tg0: Tg0::Granule4K,

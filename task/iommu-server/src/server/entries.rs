@@ -131,25 +131,18 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     }
 
     pub(super) fn build_cd(&self, c: &GuestContext) -> Cd {
-        let mut cd = Cd::zeroed();
-        // Stall forced: CD.S = 0 is ILLEGAL (§5.4 CdIllegal).
-        cd.set_s(self.smmu.features.stall_forced);
-        cd.set_t0sz(c.t0sz)
-            .set_tg0(c.tg0)
-            .set_ir0(Cacheability::WriteBackAlloc)
-            .set_or0(Cacheability::WriteBackAlloc)
-            .set_sh0(Shareability::InnerShareable)
-            .set_epd1(true)
-            .set_v(true)
-            .set_ips(c.ips)
-            .set_aa64(true)
-            .set_r(c.record_faults)
-            // A = 1: terminated transactions abort (QEMU's TERM_MODEL
-            // requires it).
-            .set_a(true)
-            .set_asid(c.asid)
-            .set_ttb0(c.ttb0)
-            .set_mair(c.mair);
-        cd
+        // The one CD builder (lib/smmuv3), as guests use it. Stall forced:
+        // CD.S = 0 is ILLEGAL (§5.4 CdIllegal).
+        smmuv3::S1Context {
+            ttb0: c.ttb0,
+            t0sz: c.t0sz,
+            tg0: c.tg0,
+            ips: c.ips,
+            mair: c.mair,
+            asid: c.asid,
+            record_faults: c.record_faults,
+            stall: self.smmu.features.stall_forced,
+        }
+        .cd()
     }
 }

@@ -50,7 +50,7 @@ use crate::error::{Error, Result};
 use crate::pages::{Pages, PAGE_SIZE};
 use crate::pgtable::{valid_iova, PageTable, Prot, Stage, IAS_END, START_LEVEL, TSZ};
 use crate::update::UpdateKind;
-use smmuv3::pgtable::{mair, s2sl0_for_level};
+use smmuv3::pgtable::s2sl0_for_level;
 use smmuv3::regs::GERROR;
 use smmuv3::{
     AddrSize, Cacheability, Cd, Command, CommandKind, Event, Mmio, PriResponse, ResumeAction,
