@@ -112,7 +112,34 @@ pub struct TaskToml {
     pub memory: Vec<MemoryToml>,
     #[serde(default)]
     pub interrupts: IndexMap<String, u32>,
+    /// Makes this task a VM's frontend (its virtual SMMU): `guest` names the
+    /// task standing for the VM's vCPUs, whose `ram` DMA region is the
+    /// VM's RAM.
+    pub vm: Option<VmToml>,
 }
+
+/// `[tasks.<frontend>] vm = { guest = "...", event-queue-depth = N }`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VmToml {
+    pub guest: String,
+    /// Records of the VM's virtual event queue (the frontend's; overflow
+    /// drops the newest and counts it LOST).
+    #[serde(default = "default_event_queue_depth")]
+    pub event_queue_depth: u16,
+}
+
+fn default_event_queue_depth() -> u16 {
+    16
+}
+
+/// The crate that serves a VM's virtual SMMU: a task running it must have
+/// a `vm` table, and only such a task may.
+pub const VMM_FRONTEND_CRATE: &str = "vmm-frontend";
+/// The guest's DMA region that is the VM's RAM.
+pub const VM_RAM_REGION: &str = "ram";
+/// The most records a virtual event queue may hold.
+pub const MAX_EVENT_QUEUE_DEPTH: u16 = 256;
 
 fn yes() -> bool {
     true
@@ -155,6 +182,9 @@ pub enum Cache {
 pub struct StreamToml {
     pub sid: u32,
     pub vm: String,
+    /// The StreamID the VM's guest names it by (only on a stream of a VM's
+    /// frontend); the physical one when absent.
+    pub vsid: Option<u32>,
 }
 
 /// `boards/<board>.toml` as written.
@@ -324,6 +354,11 @@ pub enum Backing {
     Mmio { peripheral: String, base: u64 },
     /// A zeroed page-aligned static in the kernel image.
     Memory,
+    /// A VM's RAM (its guest's `ram` region): a fixed carve-out at the top
+    /// of board RAM, so its physical address is known at build time
+    /// (app_config's `VMS`) and the frontend can have it mapped. The kernel
+    /// zeroes it at every restart of the guest, like any memory region.
+    VmRam { base: u64 },
 }
 
 /// A region after text and data.
@@ -381,6 +416,19 @@ pub struct Task {
 pub struct Stream {
     pub sid: u32,
     pub vm: usize,
+    /// The guest's name for it (a VM's frontend's streams only).
+    pub vsid: Option<u32>,
+}
+
+/// A VM: its frontend (virtual SMMU) and its guest (vCPUs).
+#[derive(Debug, Clone)]
+pub struct Vm {
+    pub frontend: usize,
+    pub guest: usize,
+    /// Physical base and size of the guest's `ram` region.
+    pub ram_base: u64,
+    pub ram_size: u64,
+    pub event_queue_depth: u16,
 }
 
 /// A validated image description.
@@ -394,6 +442,8 @@ pub struct App {
     pub kernel_stack_size: u64,
     pub tasks: Vec<Task>,
     pub streams: Vec<Stream>,
+    /// VMs in frontend declaration order.
+    pub vms: Vec<Vm>,
     pub cases: Vec<String>,
     pub bench: bool,
     /// `[pasids]` (bits, quota); (0, 0) without it: an empty space.
@@ -976,8 +1026,14 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
                 s.vm
             ));
         };
-        streams.push(Stream { sid: s.sid, vm });
+        streams.push(Stream {
+            sid: s.sid,
+            vm,
+            vsid: s.vsid,
+        });
     }
+
+    let vms = validate_vms(file, &raw, &mut tasks, &streams, &board)?;
 
     let pasids = match raw.pasids {
         None => (0, 0),
@@ -1041,10 +1097,140 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
         kernel_stack_size: raw.kernel.stack_size,
         tasks,
         streams,
+        vms,
         cases,
         bench: raw.expect.bench,
         pasids,
     })
+}
+
+/// VMs (`vm` tables): each frontend runs the vmm-frontend crate and names
+/// one guest, which exists, is no frontend itself, is nobody else's guest,
+/// ranks strictly below its frontend and has a DMA region `ram` — the VM's
+/// RAM, placed at the top of board RAM (2 MiB aligned, in declaration
+/// order). The virtual StreamIDs of a VM's streams are unique within it.
+fn validate_vms(
+    file: &str,
+    raw: &AppToml,
+    tasks: &mut [Task],
+    streams: &[Stream],
+    board: &BoardToml,
+) -> Result<Vec<Vm>, String> {
+    let mut vms: Vec<Vm> = Vec::new();
+    let mut ram_top = board.ram.base + board.ram.size;
+    for (index, (name, t)) in raw.tasks.iter().enumerate() {
+        let at = format!("{file}: tasks.{name}");
+        let runs_frontend = tasks[index].crate_name == VMM_FRONTEND_CRATE;
+        let Some(vm) = &t.vm else {
+            if runs_frontend {
+                return Err(format!(
+                    "{at}: runs {VMM_FRONTEND_CRATE} but has no `vm` table (vm = {{ guest = \"...\" }})"
+                ));
+            }
+            continue;
+        };
+        if !runs_frontend {
+            return Err(format!(
+                "{at}.vm: only a task running crate \"{VMM_FRONTEND_CRATE}\" is a VM's frontend (this one runs \"{}\")",
+                tasks[index].crate_name
+            ));
+        }
+        if !(1..=MAX_EVENT_QUEUE_DEPTH).contains(&vm.event_queue_depth) {
+            return Err(format!(
+                "{at}.vm.event-queue-depth: {} is outside 1..={MAX_EVENT_QUEUE_DEPTH}",
+                vm.event_queue_depth
+            ));
+        }
+        let Some(guest) = raw.tasks.get_index_of(&vm.guest) else {
+            return Err(format!("{at}.vm.guest: unknown task \"{}\"", vm.guest));
+        };
+        if guest == index {
+            return Err(format!("{at}.vm.guest: a frontend cannot be its own guest"));
+        }
+        if raw.tasks[guest].vm.is_some() {
+            return Err(format!(
+                "{at}.vm.guest: \"{}\" is a VM's frontend itself",
+                vm.guest
+            ));
+        }
+        if let Some(other) = vms.iter().find(|v| v.guest == guest) {
+            return Err(format!(
+                "{at}.vm.guest: \"{}\" is already the guest of \"{}\" (one guest per frontend, one frontend per guest)",
+                vm.guest, tasks[other.frontend].name
+            ));
+        }
+        let (fp, gp) = (tasks[index].priority, tasks[guest].priority);
+        if gp <= fp {
+            return Err(format!(
+                "{at}.vm.guest: \"{}\" has priority {gp}, not strictly lower than its frontend's {fp} (the guest sends to its frontend)",
+                vm.guest
+            ));
+        }
+        let Some(ram) = tasks[guest]
+            .regions
+            .iter_mut()
+            .find(|r| r.name == VM_RAM_REGION && r.backing == Backing::Memory)
+        else {
+            return Err(format!(
+                "{file}: tasks.{}.memory: the guest of \"{name}\" needs a memory region named \"{VM_RAM_REGION}\" (its RAM, dma = true)",
+                vm.guest
+            ));
+        };
+        if ram.attributes & abi::REGION_DMA == 0 {
+            return Err(format!(
+                "{file}: tasks.{}.memory: region \"{VM_RAM_REGION}\" must have dma = true (the VM's devices reach it)",
+                vm.guest
+            ));
+        }
+        // The carve-out: below the previous VM's, 2 MiB aligned, and no
+        // lower than half of RAM (the kernel image, with every task's text,
+        // data and memory, lives in the lower half; the kernel also refuses
+        // at boot a task region overlapping its image).
+        let base = (ram_top - ram.size.min(ram_top)) & !(SLOT - 1);
+        let floor = board.ram.base + board.ram.size / 2;
+        if ram.size > ram_top - board.ram.base || base < floor {
+            return Err(format!(
+                "{file}: tasks.{}.memory: VM RAM \"{VM_RAM_REGION}\" ({:#x} bytes) does not fit: VMs' RAM is carved from the upper half of board RAM ({})",
+                vm.guest,
+                ram.size,
+                range_str(floor, board.ram.base + board.ram.size - floor)
+            ));
+        }
+        ram.backing = Backing::VmRam { base };
+        ram_top = base;
+        vms.push(Vm {
+            frontend: index,
+            guest,
+            ram_base: base,
+            ram_size: ram.size,
+            event_queue_depth: vm.event_queue_depth,
+        });
+    }
+    for (i, s) in streams.iter().enumerate() {
+        if s.vsid.is_some() && !vms.iter().any(|vm| vm.frontend == s.vm) {
+            return Err(format!(
+                "{file}: streams[{i}].vsid: stream {:#x} belongs to \"{}\", which is no VM's frontend (only a VM's streams have virtual StreamIDs)",
+                s.sid, tasks[s.vm].name
+            ));
+        }
+    }
+    for vm in &vms {
+        let mut seen: BTreeMap<u32, u32> = BTreeMap::new();
+        for (i, s) in streams
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.vm == vm.frontend)
+        {
+            let v = s.vsid.unwrap_or(s.sid);
+            if let Some(prev) = seen.insert(v, s.sid) {
+                return Err(format!(
+                    "{file}: streams[{i}].vsid: virtual stream {v:#x} of VM \"{}\" is also stream {prev:#x}'s (virtual StreamIDs are unique per VM)",
+                    tasks[vm.frontend].name
+                ));
+            }
+        }
+    }
+    Ok(vms)
 }
 
 /// Human-readable region attributes ("READ|WRITE|DMA").
@@ -1665,6 +1851,172 @@ mod tests {
                 format!("app.toml: tasks.x.priority: {p} is out of range (0 = highest ..= 15)")
             );
         }
+    }
+
+    /// Two VMs: frontends a and b (crate vmm-frontend), guests ga and gb
+    /// with a `ram` DMA region each; `extra` is appended.
+    fn two_vms(extra: &str) -> String {
+        app(&format!(
+            "[tasks.a]\ncrate = \"vmm-frontend\"\npriority = 3\nstack-size = 1024\n\
+             vm = {{ guest = \"ga\", event-queue-depth = 2 }}\n\
+             [tasks.b]\ncrate = \"vmm-frontend\"\npriority = 3\nstack-size = 1024\n\
+             vm = {{ guest = \"gb\" }}\n\
+             [tasks.ga]\npriority = 5\nstack-size = 1024\ntask-slots = [\"a\"]\n\
+             memory = [{{ name = \"ram\", size = 0x100000, dma = true }}]\n\
+             [tasks.gb]\npriority = 5\nstack-size = 1024\ntask-slots = [\"b\"]\n\
+             memory = [{{ name = \"ram\", size = 0x300000, dma = true }}]\n\
+             {extra}"
+        ))
+    }
+
+    #[test]
+    fn vms_get_ram_at_the_top_and_their_constants() {
+        let a = check(&two_vms(
+            "[[streams]]\nsid = 0x10\nvm = \"a\"\nvsid = 0x1\n\
+             [[streams]]\nsid = 0x18\nvm = \"b\"\nvsid = 0x1\n\
+             [[streams]]\nsid = 0x20\nvm = \"b\"\n",
+        ))
+        .unwrap();
+        assert_eq!(a.vms.len(), 2);
+        let (va, vb) = (&a.vms[0], &a.vms[1]);
+        assert_eq!((va.frontend, va.guest, va.event_queue_depth), (1, 3, 2));
+        assert_eq!((vb.frontend, vb.guest, vb.event_queue_depth), (2, 4, 16));
+        // RAM 0x4000_0000 + 256 MiB: a's 1 MiB in the top 2 MiB block, b's
+        // 3 MiB below it, 2 MiB aligned.
+        assert_eq!((va.ram_base, va.ram_size), (0x4fe0_0000, 0x10_0000));
+        assert_eq!((vb.ram_base, vb.ram_size), (0x4fa0_0000, 0x30_0000));
+        let ram = a.tasks[3].regions.iter().find(|r| r.name == "ram").unwrap();
+        assert_eq!(ram.backing, Backing::VmRam { base: 0x4fe0_0000 });
+        let src = crate::dist::app_config_source(&a);
+        assert!(
+            src.contains("pub const VMS: &[(u16, u16, u64, u64, u16)] = &[(1, 3, 0x4fe00000, 0x100000, 2), (2, 4, 0x4fa00000, 0x300000, 16)];"),
+            "{src}"
+        );
+        assert!(
+            src.contains("pub const VSIDS: &[(u32, u32)] = &[(0x10, 0x1), (0x18, 0x1)];"),
+            "{src}"
+        );
+        // No VMs: empty tables.
+        let plain = check(&app("")).unwrap();
+        let src = crate::dist::app_config_source(&plain);
+        assert!(src.contains("pub const VMS: &[(u16, u16, u64, u64, u16)] = &[];"));
+        assert!(src.contains("pub const VSIDS: &[(u32, u32)] = &[];"));
+    }
+
+    #[test]
+    fn vm_guest_unknown_or_self() {
+        let e = err(&app(
+            "[tasks.a]\ncrate = \"vmm-frontend\"\npriority = 3\nstack-size = 1024\nvm = { guest = \"nobody\" }\n",
+        ));
+        assert_eq!(e, "app.toml: tasks.a.vm.guest: unknown task \"nobody\"");
+        let e = err(&app(
+            "[tasks.a]\ncrate = \"vmm-frontend\"\npriority = 3\nstack-size = 1024\nvm = { guest = \"a\" }\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.a.vm.guest: a frontend cannot be its own guest"
+        );
+    }
+
+    #[test]
+    fn vm_frontend_crate_and_table_go_together() {
+        let e = err(&app(
+            "[tasks.a]\ncrate = \"vmm-frontend\"\npriority = 3\nstack-size = 1024\n",
+        ));
+        assert!(
+            e.starts_with("app.toml: tasks.a: runs vmm-frontend but has no `vm` table"),
+            "{e}"
+        );
+        let e = err(&app(
+            "[tasks.a]\npriority = 3\nstack-size = 1024\nvm = { guest = \"sup\" }\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.a.vm: only a task running crate \"vmm-frontend\" is a VM's frontend (this one runs \"a\")"
+        );
+    }
+
+    #[test]
+    fn vm_guest_needs_dma_ram() {
+        let fe = "[tasks.a]\ncrate = \"vmm-frontend\"\npriority = 3\nstack-size = 1024\nvm = { guest = \"g\" }\n";
+        let e = err(&app(&format!(
+            "{fe}[tasks.g]\npriority = 5\nstack-size = 1024\nmemory = [{{ name = \"mem\", size = 0x1000, dma = true }}]\n"
+        )));
+        assert_eq!(
+            e,
+            "app.toml: tasks.g.memory: the guest of \"a\" needs a memory region named \"ram\" (its RAM, dma = true)"
+        );
+        let e = err(&app(&format!(
+            "{fe}[tasks.g]\npriority = 5\nstack-size = 1024\nmemory = [{{ name = \"ram\", size = 0x1000 }}]\n"
+        )));
+        assert_eq!(
+            e,
+            "app.toml: tasks.g.memory: region \"ram\" must have dma = true (the VM's devices reach it)"
+        );
+        let e = err(&app(&format!(
+            "{fe}[tasks.g]\npriority = 5\nstack-size = 1024\nmemory = [{{ name = \"ram\", size = 0x8200000, dma = true }}]\n"
+        )));
+        assert!(
+            e.contains("does not fit: VMs' RAM is carved from the upper half of board RAM"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn vm_guest_ranks_below_its_frontend() {
+        let e = err(&app(
+            "[tasks.a]\ncrate = \"vmm-frontend\"\npriority = 3\nstack-size = 1024\nvm = { guest = \"g\" }\n\
+             [tasks.g]\npriority = 3\nstack-size = 1024\nmemory = [{ name = \"ram\", size = 0x1000, dma = true }]\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.a.vm.guest: \"g\" has priority 3, not strictly lower than its frontend's 3 (the guest sends to its frontend)"
+        );
+    }
+
+    #[test]
+    fn vm_one_guest_per_frontend() {
+        let e = err(&app(
+            "[tasks.a]\ncrate = \"vmm-frontend\"\npriority = 3\nstack-size = 1024\nvm = { guest = \"g\" }\n\
+             [tasks.b]\ncrate = \"vmm-frontend\"\npriority = 3\nstack-size = 1024\nvm = { guest = \"g\" }\n\
+             [tasks.g]\npriority = 5\nstack-size = 1024\nmemory = [{ name = \"ram\", size = 0x1000, dma = true }]\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: tasks.b.vm.guest: \"g\" is already the guest of \"a\" (one guest per frontend, one frontend per guest)"
+        );
+        let e = err(&two_vms("").replace("guest = \"gb\"", "guest = \"a\""));
+        assert_eq!(
+            e,
+            "app.toml: tasks.b.vm.guest: \"a\" is a VM's frontend itself"
+        );
+    }
+
+    #[test]
+    fn vm_event_queue_depth_bounded() {
+        let e = err(&two_vms("").replace("event-queue-depth = 2", "event-queue-depth = 0"));
+        assert_eq!(
+            e,
+            "app.toml: tasks.a.vm.event-queue-depth: 0 is outside 1..=256"
+        );
+    }
+
+    #[test]
+    fn vsids_unique_per_vm_and_only_on_vms() {
+        let e = err(&two_vms(
+            "[[streams]]\nsid = 0x10\nvm = \"a\"\nvsid = 0x18\n[[streams]]\nsid = 0x18\nvm = \"a\"\n",
+        ));
+        assert_eq!(
+            e,
+            "app.toml: streams[1].vsid: virtual stream 0x18 of VM \"a\" is also stream 0x10's (virtual StreamIDs are unique per VM)"
+        );
+        // The same vSID in two VMs is fine (checked above); on a task that
+        // is no frontend it is refused.
+        let e = err(&two_vms("[[streams]]\nsid = 0x10\nvm = \"ga\"\nvsid = 1\n"));
+        assert_eq!(
+            e,
+            "app.toml: streams[0].vsid: stream 0x10 belongs to \"ga\", which is no VM's frontend (only a VM's streams have virtual StreamIDs)"
+        );
     }
 
     #[test]

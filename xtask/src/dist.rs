@@ -201,6 +201,34 @@ pub fn app_config_source(app: &App) -> String {
         s.push_str(&format!("{:?}", t.name));
     }
     s.push_str("];\n");
+    // VMs (app.toml `vm` tables): a frontend serves its guest's virtual
+    // SMMU; the guest's `ram` region is the VM's RAM.
+    s.push_str(
+        "// (frontend task index, guest task index, guest RAM physical base, RAM bytes,\n\
+         //  virtual event queue depth):\n\
+         pub const VMS: &[(u16, u16, u64, u64, u16)] = &[",
+    );
+    for (i, v) in app.vms.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&format!(
+            "({}, {}, {:#x}, {:#x}, {})",
+            v.frontend, v.guest, v.ram_base, v.ram_size, v.event_queue_depth
+        ));
+    }
+    s.push_str("];\n// (physical StreamID, virtual StreamID) where [[streams]] gives a vsid:\npub const VSIDS: &[(u32, u32)] = &[");
+    let mut first = true;
+    for st in &app.streams {
+        if let Some(v) = st.vsid {
+            if !first {
+                s.push_str(", ");
+            }
+            first = false;
+            s.push_str(&format!("({:#x}, {:#x})", st.sid, v));
+        }
+    }
+    s.push_str("];\n");
     // pasid-alloc's space (app.toml `[pasids]`; 0 bits without it).
     s.push_str(&format!(
         "pub const PASID_BITS: u8 = {};\npub const PASID_QUOTA: u32 = {};\n",

@@ -55,7 +55,7 @@ pub fn mappings(app: &App, built: &[BuiltTask], index: usize) -> Vec<Mapping> {
             size: r.size,
             attributes: r.attributes,
             fixed: match r.backing {
-                Backing::Mmio { base, .. } => Some(base),
+                Backing::Mmio { base, .. } | Backing::VmRam { base } => Some(base),
                 Backing::Memory => None,
             },
         });
@@ -285,7 +285,8 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
             "    kern::config::TaskDesc {{\n        name: {},\n        priority: {},\n        \
              entry: {:#x},\n        stack_top: {:#x},\n        task_slots: &SLOTS_{i},\n        \
              post_slots: &POSTS_{i},\n        reg_windows: &WINDOWS_{i},\n        \
-             regions: &REGIONS_{i},\n        capabilities: {},\n        start: {},\n    }},",
+             regions: &REGIONS_{i},\n        capabilities: {},\n        start: {},\n        \
+             vm_guest: {},\n    }},",
             lit(&t.name),
             t.priority,
             built[i].entry,
@@ -295,7 +296,11 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
             } else {
                 caps.join(" | ")
             },
-            t.start
+            t.start,
+            match app.vms.iter().find(|v| v.frontend == i) {
+                Some(v) => format!("Some({}), // VM RAM: {}", v.guest, app.tasks[v.guest].name),
+                None => "None".to_string(),
+            }
         );
     }
     let _ = writeln!(o, "];\n");
@@ -384,6 +389,7 @@ mod tests {
             "capabilities: kern::config::CAP_TASK_CONTROL | kern::config::CAP_SHUTDOWN,",
             "kern::config::IrqDesc { intid: 108, task: 2, notification: 0x2, edge: true },",
             "pub static IRQS: [kern::config::IrqDesc; 4] = [",
+            "start: true,\n        vm_guest: None,\n    },",
         ] {
             assert!(src.contains(want), "missing {want:?} in\n{src}");
         }

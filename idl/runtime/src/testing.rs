@@ -145,6 +145,7 @@ impl Core {
                 regions: host,
                 capabilities: 0,
                 start,
+                vm_guest: None,
             }))
         };
         let tasks: &'static mut [Task] = Box::leak(Box::new([

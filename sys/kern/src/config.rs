@@ -84,6 +84,13 @@ pub struct TaskDesc {
     pub capabilities: u32,
     /// Start at boot (otherwise only when the supervisor starts it).
     pub start: bool,
+    /// A VM's frontend (app.toml `vm = { guest = … }`): the index of its
+    /// guest task. The VM is the frontend and its guest together, so the
+    /// guest's DMA memory counts as the frontend's for
+    /// `Sysnum::PhysOwned` (iommu-server maps the guest's RAM into the
+    /// VM's stage 2 at the frontend's request, and nothing else). `None`
+    /// for every other task.
+    pub vm_guest: Option<u16>,
 }
 
 /// A kernel-mediated register window: the task may access exactly these

@@ -321,7 +321,7 @@ impl<'t> Kernel<'t> {
                 }
                 let (id, pa, len) = (TaskId(a(self, 0) as u16), a(self, 1), a(self, 2));
                 let owned = match self.live_index(id)? {
-                    Some(t) => phys_owned(&self.tasks[t], pa, len),
+                    Some(t) => vm_owns(&self.tasks, t, pa, len),
                     None => false,
                 };
                 let s = &mut self.tasks[c].save;
@@ -1055,6 +1055,20 @@ impl<'t> Kernel<'t> {
     }
 }
 
+/// Whether task `t`'s VM owns DMA memory covering physical `[pa, pa + len)`:
+/// the task's own DMA regions, and for a VM's frontend its guest's
+/// (`TaskDesc::vm_guest`). Only the frontend gains: the guest's own answer
+/// is its own memory.
+fn vm_owns(tasks: &[Task], t: usize, pa: usize, len: usize) -> bool {
+    phys_owned(&tasks[t], pa, len)
+        || match tasks[t].desc.vm_guest {
+            Some(g) => tasks
+                .get(g as usize)
+                .is_some_and(|g| phys_owned(g, pa, len)),
+            None => false,
+        }
+}
+
 /// Whether `t`'s DMA-capable regions cover physical `[pa, pa + len)` (one
 /// region must hold it all: regions are separate allocations).
 fn phys_owned(t: &Task, pa: usize, len: usize) -> bool {
@@ -1097,3 +1111,92 @@ unsafe fn copy_bytes(src: usize, dst: usize, n: usize) {
 /// A fault of the calling task: its kind and detail.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Fault(pub FaultKind, pub usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PhysSource, RegionDesc, StaticPtr, TaskDesc};
+
+    fn region(name: &'static str, pa: usize, size: usize, dma: bool) -> RegionDesc {
+        RegionDesc {
+            name,
+            va: 0x1000_0000,
+            size,
+            attributes: abi::REGION_READ
+                | abi::REGION_WRITE
+                | if dma { abi::REGION_DMA } else { 0 },
+            phys: PhysSource::Static(StaticPtr(pa as *const u8)),
+        }
+    }
+
+    fn desc(
+        name: &'static str,
+        regions: Vec<RegionDesc>,
+        vm_guest: Option<u16>,
+    ) -> &'static TaskDesc {
+        std::boxed::Box::leak(std::boxed::Box::new(TaskDesc {
+            name,
+            priority: 1,
+            entry: 0,
+            stack_top: 0,
+            task_slots: &[],
+            post_slots: &[],
+            reg_windows: &[],
+            regions: std::boxed::Box::leak(regions.into_boxed_slice()),
+            capabilities: 0,
+            start: true,
+            vm_guest,
+        }))
+    }
+
+    /// A VM is its frontend and its guest: the frontend's query covers the
+    /// guest's DMA memory (and its own), the guest's covers only its own,
+    /// and a third task's memory is nobody else's.
+    #[test]
+    fn phys_owned_covers_the_vms_guest_ram() {
+        let tasks = [
+            Task::new(desc(
+                "vmm-frontend-a",
+                vec![region("own", 0x4100_0000, 0x2000, true)],
+                Some(1),
+            )),
+            Task::new(desc(
+                "guest-a",
+                vec![
+                    region("ram", 0x4200_0000, 0x10_0000, true),
+                    region("scratch", 0x4300_0000, 0x1000, false),
+                ],
+                None,
+            )),
+            Task::new(desc(
+                "guest-b",
+                vec![region("ram", 0x4400_0000, 0x10_0000, true)],
+                None,
+            )),
+        ];
+        // The frontend: its guest's RAM, whole or in part, and its own.
+        assert!(vm_owns(&tasks, 0, 0x4200_0000, 0x10_0000));
+        assert!(vm_owns(&tasks, 0, 0x4208_0000, 0x1000));
+        assert!(vm_owns(&tasks, 0, 0x4100_1000, 0x1000));
+        // Not past the end, not across two regions, not the guest's
+        // non-DMA memory, not another VM's RAM, not an empty range.
+        assert!(!vm_owns(&tasks, 0, 0x420f_f000, 0x2000));
+        assert!(!vm_owns(&tasks, 0, 0x4300_0000, 0x1000));
+        assert!(!vm_owns(&tasks, 0, 0x4400_0000, 0x1000));
+        assert!(!vm_owns(&tasks, 0, 0x4200_0000, 0));
+        assert!(!vm_owns(&tasks, 0, usize::MAX - 0xfff, 0x2000));
+        // The guest owns its RAM, not its frontend's memory.
+        assert!(vm_owns(&tasks, 1, 0x4200_0000, 0x1000));
+        assert!(!vm_owns(&tasks, 1, 0x4100_0000, 0x1000));
+        // Another guest: only its own.
+        assert!(!vm_owns(&tasks, 2, 0x4200_0000, 0x1000));
+        assert!(vm_owns(&tasks, 2, 0x4400_0000, 0x1000));
+    }
+
+    /// A guest index outside the table (never generated) grants nothing.
+    #[test]
+    fn phys_owned_ignores_a_missing_guest() {
+        let tasks = [Task::new(desc("f", vec![], Some(7)))];
+        assert!(!vm_owns(&tasks, 0, 0x4000_0000, 0x1000));
+    }
+}

@@ -309,6 +309,7 @@ impl World {
                 regions: Box::leak(regions.into_boxed_slice()),
                 capabilities: s.caps,
                 start: s.start,
+                vm_guest: None,
             });
             mem.push(b);
         }

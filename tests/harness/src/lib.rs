@@ -496,6 +496,7 @@ impl Harness {
                 regions: Box::leak(regions.into_boxed_slice()),
                 capabilities: t.capabilities,
                 start: t.start,
+                vm_guest: None,
             }));
             descs.push(desc);
         }

@@ -293,6 +293,14 @@ pub unsafe fn init(
                 mem | ap | xn | SH_INNER
             };
             let pa0 = region_pa(r);
+            // A fixed region in RAM (a VM's RAM carve-out) must not be the
+            // kernel image (which holds every other task's memory).
+            if matches!(r.phys, crate::config::PhysSource::Fixed(_))
+                && pa0 < img_end
+                && img_start < pa0 + r.size
+            {
+                return Err("a task's fixed memory overlaps the kernel image");
+            }
             let mut off = 0;
             while off < r.size {
                 let va = r.va + off;
