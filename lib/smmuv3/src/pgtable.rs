@@ -636,7 +636,7 @@ impl Table {
     }
 
     fn in_range(&self, iova: u64) -> bool {
-        iova % GRANULE_SIZE == 0 && (self.ia_bits >= 64 || iova >> self.ia_bits == 0)
+        iova.is_multiple_of(GRANULE_SIZE) && (self.ia_bits >= 64 || iova >> self.ia_bits == 0)
     }
 
     fn index(&self, iova: u64, level: u8) -> usize {
