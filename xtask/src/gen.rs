@@ -286,7 +286,7 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
              entry: {:#x},\n        stack_top: {:#x},\n        task_slots: &SLOTS_{i},\n        \
              post_slots: &POSTS_{i},\n        reg_windows: &WINDOWS_{i},\n        \
              regions: &REGIONS_{i},\n        capabilities: {},\n        start: {},\n        \
-             vm_guest: {},\n    }},",
+             vm_guest: {},{}\n    }},",
             lit(&t.name),
             t.priority,
             built[i].entry,
@@ -298,8 +298,15 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
             },
             t.start,
             match app.vms.iter().find(|v| v.frontend == i) {
-                Some(v) => format!("Some({}), // VM RAM: {}", v.guest, app.tasks[v.guest].name),
+                Some(v) => format!("Some({})", v.guest),
                 None => "None".to_string(),
+            },
+            match app.vms.iter().find(|v| v.frontend == i) {
+                Some(v) => format!(
+                    " // its guest's DMA memory is its VM's: {}",
+                    app.tasks[v.guest].name
+                ),
+                None => String::new(),
             }
         );
     }
@@ -346,7 +353,11 @@ mod tests {
     use std::path::PathBuf;
 
     fn demo() -> (App, Vec<BuiltTask>) {
-        let app = crate::config::parse("app.toml", include_str!("../../app.toml"), |_| {
+        built_from(include_str!("../../app.toml"))
+    }
+
+    fn built_from(src: &str) -> (App, Vec<BuiltTask>) {
+        let app = crate::config::parse("app.toml", src, |_| {
             Ok(Some((
                 "boards/qemu-virt.toml".into(),
                 include_str!("../../boards/qemu-virt.toml").into(),
@@ -408,6 +419,31 @@ mod tests {
         assert_eq!(page_table_pages(&app, &built), 3 + 4 + 5 + 6 + 14 + 4 + 4);
         assert!(src.contains("pub const PAGE_TABLE_PAGES: usize = 40;\n"));
         assert!(src.ends_with("pub const KERNEL_STACK_SIZE: usize = 0x4000;\n"));
+    }
+
+    /// A VM's guest RAM is a fixed region at its carve-out (no static in
+    /// the image), and its frontend's descriptor names the guest.
+    #[test]
+    fn vm_ram_is_fixed_and_the_frontend_names_its_guest() {
+        let (app, built) = built_from(
+            "name = \"t\"\nboard = \"qemu-virt\"\n\
+             [tasks.sup]\npriority = 0\nstack-size = 1024\ncaps = [\"task-control\"]\n\
+             [tasks.fe]\ncrate = \"vmm-frontend\"\npriority = 3\nstack-size = 1024\nvm = { guest = \"g\" }\n\
+             [tasks.g]\npriority = 5\nstack-size = 1024\ntask-slots = [\"fe\"]\n\
+             memory = [{ name = \"ram\", size = 0x100000, dma = true }, { name = \"own\", size = 0x1000 }]\n",
+        );
+        let src = kernel_config(&app, &built).unwrap();
+        for want in [
+            "name: \"ram\",\n        va: 0x2000400000,\n        size: 0x100000,\n        \
+             attributes: abi::REGION_READ | abi::REGION_WRITE | abi::REGION_DMA, // READ|WRITE|DMA\n        \
+             phys: kern::config::PhysSource::Fixed(0x4fe00000),",
+            "start: true,\n        vm_guest: Some(2), // its guest's DMA memory is its VM's: g\n    },",
+        ] {
+            assert!(src.contains(want), "missing {want:?} in\n{src}");
+        }
+        // Only the guest's other memory is a static of the image.
+        assert!(!src.contains("MEM_2_0: kern::config::PageAligned<[u8; 1048576]>"));
+        assert!(src.contains("// own"));
     }
 
     #[test]
