@@ -138,8 +138,9 @@ fn default_event_queue_depth() -> u16 {
 pub const VMM_FRONTEND_CRATE: &str = "vmm-frontend";
 /// The guest's DMA region that is the VM's RAM.
 pub const VM_RAM_REGION: &str = "ram";
-/// The most records a virtual event queue may hold.
-pub const MAX_EVENT_QUEUE_DEPTH: u16 = 256;
+/// The most records a virtual event queue may hold (vmm-frontend's
+/// `MAX_VEVENTQ`: its queue is a fixed array of that size).
+pub const MAX_EVENT_QUEUE_DEPTH: u16 = 64;
 
 fn yes() -> bool {
     true
@@ -2037,7 +2038,7 @@ mod tests {
         let e = err(&two_vms("").replace("event-queue-depth = 2", "event-queue-depth = 0"));
         assert_eq!(
             e,
-            "app.toml: tasks.a.vm.event-queue-depth: 0 is outside 1..=256"
+            "app.toml: tasks.a.vm.event-queue-depth: 0 is outside 1..=64"
         );
     }
 
