@@ -233,11 +233,6 @@ pub struct Peripheral {
     /// The register names a register window over it may use
     /// ([`REGISTER_SETS`]).
     pub register_set: Option<String>,
-    /// Set where the range is a part of another peripheral (one PCI
-    /// device's configuration space inside bus 0's ECAM): it may overlap
-    /// only that peripheral, must lie inside it, and no two tasks may be
-    /// given the part and the whole (nor one task both).
-    pub within: Option<String>,
 }
 
 impl Peripheral {
@@ -613,30 +608,9 @@ fn validate_board(file: &str, wanted: &str, b: &BoardToml) -> Result<(), String>
             }
         }
     }
-    for (name, p) in &b.peripherals {
-        if let Some(w) = &p.within {
-            let Some(parent) = b.peripherals.get(w).filter(|_| w != name) else {
-                return Err(format!(
-                    "{file}: peripherals.{name}.within: \"{w}\" is not another peripheral"
-                ));
-            };
-            if parent.within.is_some()
-                || p.base < parent.base
-                || p.base + p.size > parent.base + parent.size
-            {
-                return Err(format!(
-                    "{file}: peripherals.{name}.within: {} is not inside peripherals.{w} ({}), or that is a part itself",
-                    range_str(p.base, p.size),
-                    range_str(parent.base, parent.size)
-                ));
-            }
-        }
-    }
     for (i, (a_name, a)) in b.peripherals.iter().enumerate() {
         for (b_name, other) in b.peripherals.iter().take(i) {
-            let part_whole = a.within.as_deref() == Some(b_name.as_str())
-                || other.within.as_deref() == Some(a_name.as_str());
-            if !part_whole && a.base < other.base + other.size && other.base < a.base + a.size {
+            if a.base < other.base + other.size && other.base < a.base + a.size {
                 return Err(format!(
                     "{file}: peripherals.{a_name}: {} overlaps peripherals.{b_name} ({})",
                     range_str(a.base, a.size),
@@ -790,20 +764,6 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
                 return Err(format!(
                     "{}: peripheral \"{p}\" is already given to task \"{owner}\"",
                     at(".mmio")
-                ));
-            }
-            // A part and its whole reach the same registers: one owner, and
-            // not both (the whole's owner already has the part).
-            let related = board.peripherals.iter().find_map(|(other, q)| {
-                let rel = q.within.as_deref() == Some(p.as_str())
-                    || r.within.as_deref() == Some(other.as_str());
-                (rel && mmio_owner.contains_key(other.as_str())).then_some(other.as_str())
-            });
-            if let Some(other) = related {
-                return Err(format!(
-                    "{}: peripheral \"{p}\" overlaps \"{other}\" (a part of the other), already given to task \"{}\"",
-                    at(".mmio"),
-                    mmio_owner[other]
                 ));
             }
             region_names.insert(p);
@@ -2058,47 +2018,6 @@ mod tests {
             e,
             "app.toml: streams[0].vsid: stream 0x10 belongs to \"ga\", which is no VM's frontend (only a VM's streams have virtual StreamIDs)"
         );
-    }
-
-    #[test]
-    fn pci_device_parts_go_to_one_owner() {
-        // Two VMs' guests, each with its own edu's config space and BAR.
-        let a = check(&app(
-            "[tasks.x]\npriority = 3\nstack-size = 1024\nmmio = [\"pcie-ecam-dev2\", \"pcie-bar-a\"]\n\
-             [tasks.y]\npriority = 3\nstack-size = 1024\nmmio = [\"pcie-ecam-dev3\", \"pcie-bar-b\"]\n",
-        ))
-        .unwrap();
-        assert_eq!(a.tasks[1].regions[0].size, 0x8000);
-        // The whole and a part: refused, in either order.
-        let e = err(&app(
-            "[tasks.x]\npriority = 3\nstack-size = 1024\nmmio = [\"pcie-ecam-dev3\"]\n\
-             [tasks.y]\npriority = 3\nstack-size = 1024\nmmio = [\"pcie-ecam\"]\n",
-        ));
-        assert_eq!(
-            e,
-            "app.toml: tasks.y.mmio: peripheral \"pcie-ecam\" overlaps \"pcie-ecam-dev3\" (a part of the other), already given to task \"x\""
-        );
-        let e = err(&app(
-            "[tasks.x]\npriority = 3\nstack-size = 1024\nmmio = [\"pcie-ecam\", \"pcie-ecam-dev2\"]\n",
-        ));
-        assert_eq!(
-            e,
-            "app.toml: tasks.x.mmio: peripheral \"pcie-ecam-dev2\" overlaps \"pcie-ecam\" (a part of the other), already given to task \"x\""
-        );
-    }
-
-    #[test]
-    fn board_part_must_lie_inside_its_whole() {
-        let bad = BOARD.replace(
-            "base = 0x40_1001_8000\nsize = 0x8000\nwithin = \"pcie-ecam\"",
-            "base = 0x40_1010_0000\nsize = 0x8000\nwithin = \"pcie-ecam\"",
-        );
-        assert_ne!(bad, BOARD);
-        let e = check_board(&bad).unwrap_err();
-        assert!(e.starts_with("boards/qemu-virt.toml: peripherals.pcie-ecam-dev3.within: 0x4010100000..0x4010108000 is not inside peripherals.pcie-ecam"), "{e}");
-        let e =
-            check_board(&BOARD.replace("within = \"pcie-ecam\"", "within = \"nope\"")).unwrap_err();
-        assert_eq!(e, "boards/qemu-virt.toml: peripherals.pcie-ecam-dev2.within: \"nope\" is not another peripheral");
     }
 
     #[test]

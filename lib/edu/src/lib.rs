@@ -80,56 +80,31 @@ impl Edu {
     /// `ecam.va` must map bus 0's configuration space (1 MiB) and `bars.va`
     /// a PCI memory window (device memory) that nothing else uses.
     pub unsafe fn find(ecam: Window, bars: Window) -> Result<Edu, EduError> {
-        for dev in 0..32u8 {
-            let cfg = ecam.va + ((dev as usize) << 15);
-            if r32(cfg) == EDU_ID {
-                return Self::enable(cfg, dev, bars);
+        for dev in 0..32usize {
+            let cfg = ecam.va + (dev << 15);
+            if r32(cfg) != EDU_ID {
+                continue;
             }
+            // Decoding off while BAR0 is sized and placed.
+            w32(cfg + 0x04, 0);
+            w32(cfg + 0x10, 0xffff_ffff);
+            let size = (!(r32(cfg + 0x10) & !0xf)).wrapping_add(1) as usize;
+            if size == 0 || size > bars.size || !bars.pa.is_multiple_of(size) {
+                return Err(EduError::BarDoesNotFit);
+            }
+            w32(cfg + 0x10, bars.pa as u32);
+            // Memory space + bus master.
+            w32(cfg + 0x04, 0x6);
+            let edu = Edu {
+                regs: bars.va,
+                sid: (dev << 3) as u32,
+            };
+            if r32(edu.regs) != EDU_IDENT {
+                return Err(EduError::WrongIdentity);
+            }
+            return Ok(edu);
         }
         Err(EduError::NotFound)
-    }
-
-    /// The edu at bus 0 device `dev` (function 0), given only that
-    /// device's configuration space: how a VM that owns one of several edu
-    /// devices reaches its own (the board's `pcie-ecam-dev<N>`
-    /// peripherals). Places BAR0 at the start of `bars` and enables memory
-    /// decoding and bus mastering.
-    ///
-    /// # Safety
-    /// `cfg.va` must map device `dev`'s configuration space (at least its
-    /// function 0's 4 KiB) and `bars.va` a PCI memory window (device memory)
-    /// that nothing else uses.
-    pub unsafe fn at(cfg: Window, dev: u8, bars: Window) -> Result<Edu, EduError> {
-        if dev >= 32 || cfg.size < 0x1000 {
-            return Err(EduError::NotFound);
-        }
-        if r32(cfg.va) != EDU_ID {
-            return Err(EduError::NotFound);
-        }
-        Self::enable(cfg.va, dev, bars)
-    }
-
-    /// Sizes and places BAR0 of the edu whose function 0 configuration
-    /// space is at `cfg`, then enables it.
-    fn enable(cfg: usize, dev: u8, bars: Window) -> Result<Edu, EduError> {
-        // Decoding off while BAR0 is sized and placed.
-        w32(cfg + 0x04, 0);
-        w32(cfg + 0x10, 0xffff_ffff);
-        let size = (!(r32(cfg + 0x10) & !0xf)).wrapping_add(1) as usize;
-        if size == 0 || size > bars.size || !bars.pa.is_multiple_of(size) {
-            return Err(EduError::BarDoesNotFit);
-        }
-        w32(cfg + 0x10, bars.pa as u32);
-        // Memory space + bus master.
-        w32(cfg + 0x04, 0x6);
-        let edu = Edu {
-            regs: bars.va,
-            sid: (dev as u32) << 3,
-        };
-        if r32(edu.regs) != EDU_IDENT {
-            return Err(EduError::WrongIdentity);
-        }
-        Ok(edu)
     }
 
     fn w64(&self, off: usize, v: u64) {
