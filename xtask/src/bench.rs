@@ -224,7 +224,13 @@ pub fn bench(ws: &Workspace) -> Result<bool, String> {
                 name: "image_size".into(),
                 value: d.image_size.to_string(),
                 unit: "bytes".into(),
-                source: src,
+                source: src.clone(),
+            });
+            results.push(BenchResult {
+                name: "image_bin_size".into(),
+                value: d.image_bin_size.to_string(),
+                unit: "bytes".into(),
+                source: format!("{} (image.bin, the flat loadable image)", ws.show(&demo)),
             });
         }
         Err(e) => {

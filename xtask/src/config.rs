@@ -82,6 +82,11 @@ pub struct ExpectToml {
     pub cases: Vec<String>,
     #[serde(default)]
     pub bench: bool,
+    /// Boot the test image from its flat `image.bin` (QEMU's generic loader
+    /// at the load address, PC = entry) instead of the ELF: proves the
+    /// flashable form boots.
+    #[serde(default)]
+    pub boot_flat: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -396,6 +401,8 @@ pub struct App {
     pub streams: Vec<Stream>,
     pub cases: Vec<String>,
     pub bench: bool,
+    /// `[expect] boot-flat`: the runner boots `image.bin`, not the ELF.
+    pub boot_flat: bool,
     /// `[pasids]` (bits, quota); (0, 0) without it: an empty space.
     pub pasids: (u8, u32),
 }
@@ -1043,6 +1050,7 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
         streams,
         cases,
         bench: raw.expect.bench,
+        boot_flat: raw.expect.boot_flat,
         pasids,
     })
 }

@@ -233,6 +233,13 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
                 d.kernel_text_size,
                 d.app.tasks.len()
             );
+            println!(
+                "dist: {} ({} bytes, flat: load at {:#x}, entry {:#x})",
+                ws.show(&d.image_bin),
+                d.image_bin_size,
+                d.load_address,
+                d.entry
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run { app, timeout } => {
