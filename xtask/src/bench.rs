@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::dist::{dist, load_app};
+use crate::linux_peer;
 use crate::prereq;
 use crate::qemu::{self, Outcome};
 use crate::ws::{write_if_changed, Workspace};
@@ -42,6 +43,44 @@ pub const GOALS: [(&str, f64, &str); 10] = [
     ("prq_storm_round_trips_per_batch", 3.0, "round-trips"),
 ];
 
+/// With `--linux` (xtask/src/linux_peer.rs): (ratio name, project figure,
+/// Linux figure). A ratio is project / Linux, both the warm minimum over 24
+/// iterations on the same QEMU; the project's includes its IPC round trip,
+/// Linux's is the whole VFIO ioctl (system call, VFIO bookkeeping, page
+/// pinning, IOMMU core, SMMUv3 driver and io-pgtable).
+pub const LINUX_PAIRS: [(&str, &str, &str); 5] = [
+    ("map64_ratio", "smmu_map64_round_trip", "linux_map64_ioctl"),
+    (
+        "unmap64_ratio",
+        "smmu_unmap64_round_trip",
+        "linux_unmap64_ioctl",
+    ),
+    (
+        "attach_ratio",
+        "smmu_attach_round_trip",
+        "linux_attach_ioctls",
+    ),
+    (
+        "map512_ratio",
+        "smmu_map512_round_trip",
+        "linux_map512_ioctl",
+    ),
+    (
+        "unmap512_ratio",
+        "smmu_unmap512_round_trip",
+        "linux_unmap512_ioctl",
+    ),
+];
+
+/// Goals of the `--linux` ratios: the project costs no more than Linux.
+pub const LINUX_GOALS: [(&str, f64, &str); 5] = [
+    ("map64_ratio", 1.0, "ratio"),
+    ("unmap64_ratio", 1.0, "ratio"),
+    ("attach_ratio", 1.0, "ratio"),
+    ("map512_ratio", 1.0, "ratio"),
+    ("unmap512_ratio", 1.0, "ratio"),
+];
+
 /// Figures only the host harness can count (QEMU has no PRI): the storm
 /// of `harness_prq_storm` (1 000 groups from 4 devices on the SMMUv3
 /// model, real prq-server and iommu-server code), which prints `BENCH`
@@ -63,6 +102,7 @@ fn goal_for(name: &str) -> Option<(f64, &'static str)> {
     let norm = name.replace('-', "_");
     GOALS
         .iter()
+        .chain(LINUX_GOALS.iter())
         .find(|(g, _, _)| norm == *g || norm.strip_prefix(g).is_some_and(|r| r.starts_with('_')))
         .map(|&(_, v, u)| (v, u))
 }
@@ -123,7 +163,9 @@ pub fn to_json(results: &[BenchResult], failures: &[String]) -> String {
 }
 
 /// Returns whether every benchmark image ran to a clean exit.
-pub fn bench(ws: &Workspace) -> Result<bool, String> {
+pub fn bench(ws: &Workspace, linux: bool) -> Result<bool, String> {
+    let started = std::time::Instant::now();
+    let mut qemu_binary = None;
     let mut results = Vec::new();
     let mut failures = Vec::new();
     // (app file, kernel .text) of the last benchmark image, in case the demo
@@ -143,6 +185,7 @@ pub fn bench(ws: &Workspace) -> Result<bool, String> {
             continue;
         }
         prereq::ensure_qemu(&app.board.qemu)?;
+        qemu_binary.get_or_insert_with(|| app.board.qemu.binary.clone());
         println!("bench: {shown}: building image {:?}", app.name);
         let d = match dist(ws, &path) {
             Ok(d) => d,
@@ -243,6 +286,51 @@ pub fn bench(ws: &Workspace) -> Result<bool, String> {
         }
     }
 
+    let mut linux_time = None;
+    if linux {
+        let bin = qemu_binary.unwrap_or_else(|| "qemu-system-aarch64".into());
+        match linux_peer::run(ws, &bin) {
+            Ok(run) => {
+                linux_time = Some((run.prepare, run.boot));
+                let source = format!(
+                    "linux-peer (Debian {}, VFIO type1, test/linux-peer/init.c)",
+                    linux_peer::KVER
+                );
+                for f in run.figures {
+                    results.push(BenchResult {
+                        name: f.name,
+                        value: f.value.to_string(),
+                        unit: "instructions".into(),
+                        source: source.clone(),
+                    });
+                }
+                let num = |n: &str| {
+                    results
+                        .iter()
+                        .find(|r| r.name == n)
+                        .and_then(|r| r.value.parse::<f64>().ok())
+                };
+                let mut ratios = Vec::new();
+                for (ratio, ours, theirs) in LINUX_PAIRS {
+                    match (num(ours), num(theirs)) {
+                        (Some(a), Some(b)) if b > 0.0 => ratios.push(BenchResult {
+                            name: ratio.into(),
+                            value: format!("{:.3}", a / b),
+                            unit: "ratio".into(),
+                            source: format!("{ours} / {theirs}"),
+                        }),
+                        _ => failures.push(format!("{ratio}: {ours} or {theirs} not measured")),
+                    }
+                }
+                results.extend(ratios);
+            }
+            Err(e) => {
+                println!("bench: linux peer: {e}");
+                failures.push(format!("linux peer: {e}"));
+            }
+        }
+    }
+
     println!();
     println!(
         "{:<34} {:>12} {:<14} {:>10}  status",
@@ -265,7 +353,8 @@ pub fn bench(ws: &Workspace) -> Result<bool, String> {
             r.name, r.value, r.unit, goal, status
         );
     }
-    for (g, v, u) in GOALS {
+    let linux_goals: &[(&str, f64, &str)] = if linux { &LINUX_GOALS } else { &[] };
+    for &(g, v, u) in GOALS.iter().chain(linux_goals) {
         if !results
             .iter()
             .any(|r| goal_for(&r.name).is_some_and(|(gv, gu)| gv == v && gu == u))
@@ -273,14 +362,61 @@ pub fn bench(ws: &Workspace) -> Result<bool, String> {
             println!("{g:<34} {:>12} {u:<14} {v:>10}  not measured", "-");
         }
     }
+    if linux {
+        side_by_side(&results);
+    }
     for f in &failures {
         println!("failed: {f}");
+    }
+    if let Some((prepare, boot)) = linux_time {
+        println!(
+            "\nlinux peer: {:.1} s to prepare (tools, kernel, initramfs), {:.1} s to boot and measure; \
+             whole bench {:.1} s",
+            prepare.as_secs_f64(),
+            boot.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
     }
 
     let out = ws.target.join("bench/results.json");
     write_if_changed(&out, to_json(&results, &failures).as_bytes())?;
     println!("\nwrote {}", out.display());
     Ok(failures.is_empty())
+}
+
+/// The `--linux` table: both sides and the ratio per operation.
+fn side_by_side(results: &[BenchResult]) {
+    let get = |n: &str| {
+        results
+            .iter()
+            .find(|r| r.name == n)
+            .map_or("-".to_string(), |r| r.value.clone())
+    };
+    println!();
+    println!(
+        "{:<22} {:>16} {:>18} {:>8}",
+        "operation", "project (IPC rt)", "Linux (VFIO ioctl)", "ratio"
+    );
+    let ops = [
+        "map 256 KiB",
+        "unmap 256 KiB",
+        "attach",
+        "map 2 MiB",
+        "unmap 2 MiB",
+    ];
+    for (op, (ratio, ours, theirs)) in ops.iter().zip(LINUX_PAIRS) {
+        println!(
+            "{op:<22} {:>16} {:>18} {:>8}",
+            get(ours),
+            get(theirs),
+            get(ratio)
+        );
+    }
+    println!(
+        "(minimum of 24 warm iterations each; Linux: Debian {} with iommu.strict=1, whole \
+         ioctl incl. page pinning; attach = GROUP_SET_CONTAINER + SET_IOMMU)",
+        linux_peer::KVER
+    );
 }
 
 #[cfg(test)]

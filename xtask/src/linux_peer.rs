@@ -1,0 +1,481 @@
+//! `cargo xtask bench --linux`: Linux's own SMMUv3 driver as a peer, on the
+//! same QEMU machine with the same clock (issue 14).
+//!
+//! Debian's arm64 kernel (bookworm-backports, `ARM_SMMU_V3=y`, VFIO type1;
+//! no iommufd in that build) boots an initramfs whose PID 1 is the
+//! project's own `test/linux-peer/init.c`. It hands QEMU's edu device to
+//! vfio-pci and measures, with CNTVCT under `-icount shift=0,sleep=off`
+//! (one tick = one guest instruction), the VFIO calls that do the same work
+//! as the project's bench: map 256 KiB (64 pages) in one call, unmap it in
+//! one call, attach (GROUP_SET_CONTAINER + SET_IOMMU), and 512 pages. Each
+//! figure is the minimum over 24 iterations, like the project's side.
+//!
+//! What it needs, all under `target/linux-peer/` except the tools: the
+//! kernel package (`apt-get download`, ~100 MB, unpacked with `dpkg-deb -x`
+//! and deleted once the kernel image and the VFIO modules are taken out of
+//! it: ~40 MB stay), and a cross C compiler for the static init. As root on
+//! Debian it installs them itself, printing each step; otherwise it stops
+//! with the exact commands.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::prereq;
+use crate::qemu::{self, euid, Outcome};
+use crate::ws::{run_status, Workspace};
+
+/// The kernel the reference figures (issue 14) were taken with.
+pub const KVER: &str = "6.12.95+deb12-arm64";
+const CC: &str = "aarch64-linux-gnu-gcc";
+/// The cross C library's copy of the kernel's VFIO header (from
+/// linux-libc-dev-arm64-cross, which libc6-dev-arm64-cross pulls in).
+const VFIO_H: &str = "/usr/aarch64-linux-gnu/include/linux/vfio.h";
+const TOOL_PACKAGES: [&str; 3] = ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "xz-utils"];
+/// The modules the init loads; their dependencies come from modules.dep.
+const TOP_MODULES: [&str; 2] = ["vfio_iommu_type1", "vfio-pci"];
+/// Boot + module load + 24 rounds of everything take ~10 s of host time;
+/// the slack is for a loaded machine.
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The QEMU flags of the reference measurement (the project's own bench
+/// boots `-M virt,virtualization=on,iommu=smmuv3,gic-version=3 -cpu max`
+/// too). `-no-reboot` only makes a failed boot (panic=-1) end QEMU at once.
+pub fn qemu_args(dir: &Path) -> Vec<String> {
+    let s = |x: &str| x.to_string();
+    vec![
+        s("-M"),
+        s("virt,virtualization=on,iommu=smmuv3,gic-version=3"),
+        s("-cpu"),
+        s("max"),
+        s("-smp"),
+        s("1"),
+        s("-m"),
+        s("1G"),
+        s("-nographic"),
+        s("-nic"),
+        s("none"),
+        s("-no-reboot"),
+        s("-icount"),
+        s(qemu::ICOUNT_BENCH),
+        s("-device"),
+        s("edu"),
+        s("-kernel"),
+        dir.join("Image").display().to_string(),
+        s("-initrd"),
+        dir.join("initramfs.cpio").display().to_string(),
+        s("-append"),
+        s("console=ttyAMA0 quiet iommu.strict=1 rdinit=/init panic=-1"),
+    ]
+}
+
+/// One measured figure of the peer.
+pub struct Figure {
+    pub name: String,
+    pub value: u64,
+}
+
+/// The peer's figures and how long each part took.
+pub struct PeerRun {
+    pub figures: Vec<Figure>,
+    pub prepare: Duration,
+    pub boot: Duration,
+}
+
+fn have_tools() -> bool {
+    Command::new(CC)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && Path::new(VFIO_H).exists()
+        && Command::new("xz")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+fn is_debian_root() -> bool {
+    Path::new("/etc/debian_version").exists() && euid() == 0
+}
+
+/// The commands to run by hand when we may not.
+fn manual(what: &str) -> String {
+    let pkgs = TOOL_PACKAGES.join(" ");
+    format!(
+        "{what}.\nOn Debian, as root (or with sudo):\n  \
+         dpkg --add-architecture arm64\n  \
+         apt-get update\n  \
+         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {pkgs}\n  \
+         (cd target/linux-peer && apt-get download linux-image-{KVER}-unsigned:arm64)\n\
+         (the kernel package comes from bookworm-backports; see `cargo xtask bench` for that source)"
+    )
+}
+
+fn step(cmd: &mut Command, what: &str) -> Result<(), String> {
+    println!("+ {}", qemu::show(cmd));
+    run_status(cmd, what)
+}
+
+fn ensure_tools() -> Result<(), String> {
+    if have_tools() {
+        return Ok(());
+    }
+    if !is_debian_root() {
+        return Err(manual(&format!(
+            "the cross compiler `{CC}` (with the arm64 C library and its {VFIO_H}) or xz is missing"
+        )));
+    }
+    step(Command::new("apt-get").arg("update"), "apt-get update")?;
+    step(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(TOOL_PACKAGES),
+        "apt-get install (cross compiler)",
+    )?;
+    if have_tools() {
+        Ok(())
+    } else {
+        Err(format!(
+            "after installing {TOOL_PACKAGES:?}: still no {CC} / {VFIO_H} / xz"
+        ))
+    }
+}
+
+/// The downloaded kernel package in `dir`, if any.
+fn find_deb(dir: &Path) -> Option<PathBuf> {
+    let prefix = format!("linux-image-{KVER}-unsigned_");
+    std::fs::read_dir(dir).ok()?.find_map(|e| {
+        let p = e.ok()?.path();
+        let n = p.file_name()?.to_str()?.to_string();
+        (n.starts_with(&prefix) && n.ends_with("_arm64.deb")).then_some(p)
+    })
+}
+
+fn download_kernel(dir: &Path) -> Result<PathBuf, String> {
+    if let Some(d) = find_deb(dir) {
+        return Ok(d);
+    }
+    if !is_debian_root() {
+        return Err(manual(&format!(
+            "the kernel package linux-image-{KVER}-unsigned (arm64) is not in {}",
+            dir.display()
+        )));
+    }
+    let foreign = Command::new("dpkg")
+        .arg("--print-foreign-architectures")
+        .output()
+        .map_err(|e| format!("dpkg: {e}"))?;
+    let mut need_update = false;
+    if !String::from_utf8_lossy(&foreign.stdout)
+        .lines()
+        .any(|l| l.trim() == "arm64")
+    {
+        // apt only knows other architectures' packages once dpkg lists
+        // them; nothing arm64 is installed, only downloaded.
+        step(
+            Command::new("dpkg").args(["--add-architecture", "arm64"]),
+            "dpkg --add-architecture arm64",
+        )?;
+        need_update = true;
+    }
+    if !prereq::has_backports_source() {
+        println!("+ write {}", prereq::BACKPORTS_FILE);
+        std::fs::write(prereq::BACKPORTS_FILE, prereq::BACKPORTS_SOURCE)
+            .map_err(|e| format!("cannot write {}: {e}", prereq::BACKPORTS_FILE))?;
+        need_update = true;
+    }
+    if need_update {
+        step(Command::new("apt-get").arg("update"), "apt-get update")?;
+    }
+    step(
+        Command::new("apt-get")
+            .current_dir(dir)
+            .arg("download")
+            .arg(format!("linux-image-{KVER}-unsigned:arm64")),
+        "apt-get download (kernel)",
+    )?;
+    find_deb(dir).ok_or_else(|| format!("apt-get download left no package in {}", dir.display()))
+}
+
+/// `modules.dep` → the load order (dependencies first) of `top`, as paths
+/// relative to the modules folder.
+pub fn load_order(modules_dep: &str, top: &[&str]) -> Result<Vec<String>, String> {
+    let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in modules_dep.lines() {
+        let Some((m, rest)) = line.split_once(':') else {
+            continue;
+        };
+        deps.insert(
+            m.trim().to_string(),
+            rest.split_whitespace().map(String::from).collect(),
+        );
+    }
+    // A module's name is its file name without `.ko[.xz|.gz|.zst]`.
+    let by_name = |name: &str| {
+        deps.keys()
+            .find(|p| {
+                let f = p.rsplit('/').next().unwrap_or(p);
+                f.split(".ko").next() == Some(name)
+            })
+            .cloned()
+    };
+    fn visit(
+        m: &str,
+        deps: &BTreeMap<String, Vec<String>>,
+        out: &mut Vec<String>,
+        depth: usize,
+    ) -> Result<(), String> {
+        if depth > 64 {
+            return Err(format!("modules.dep: dependency loop at {m}"));
+        }
+        if out.iter().any(|o| o == m) {
+            return Ok(());
+        }
+        let list = deps
+            .get(m)
+            .ok_or_else(|| format!("modules.dep does not list {m}"))?;
+        for d in list {
+            visit(d, deps, out, depth + 1)?;
+        }
+        out.push(m.to_string());
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for t in top {
+        let p = by_name(t).ok_or_else(|| format!("modules.dep has no module {t}"))?;
+        visit(&p, &deps, &mut out, 0)?;
+    }
+    Ok(out)
+}
+
+/// Kernel image and modules under `dir` (Image, mods/*.ko, mods/order),
+/// taken out of the package once.
+fn prepare_kernel(dir: &Path) -> Result<(), String> {
+    let mods = dir.join("mods");
+    if dir.join("Image").exists() && mods.join("order").exists() {
+        return Ok(());
+    }
+    let deb = download_kernel(dir)?;
+    let kroot = dir.join("kroot");
+    let _ = std::fs::remove_dir_all(&kroot);
+    step(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&kroot),
+        "dpkg-deb -x",
+    )?;
+    let boot = kroot.join("boot");
+    let config = std::fs::read_to_string(boot.join(format!("config-{KVER}")))
+        .map_err(|e| format!("kernel package: no config: {e}"))?;
+    for want in ["CONFIG_ARM_SMMU_V3=y", "CONFIG_VFIO_IOMMU_TYPE1=m"] {
+        if !config.lines().any(|l| l == want) {
+            return Err(format!("kernel {KVER}: config lacks {want}"));
+        }
+    }
+    // The symbols stay for per-function attribution (they match the
+    // running kernel under `nokaslr`).
+    for (from, to) in [
+        (format!("vmlinuz-{KVER}"), "Image".to_string()),
+        (format!("System.map-{KVER}"), "System.map".to_string()),
+        (format!("config-{KVER}"), "config".to_string()),
+    ] {
+        std::fs::copy(boot.join(&from), dir.join(&to)).map_err(|e| format!("copy {from}: {e}"))?;
+    }
+    let mdir = kroot.join(format!("lib/modules/{KVER}"));
+    let dep = std::fs::read_to_string(mdir.join("modules.dep"))
+        .map_err(|e| format!("modules.dep: {e}"))?;
+    let order = load_order(&dep, &TOP_MODULES)?;
+    let _ = std::fs::remove_dir_all(&mods);
+    std::fs::create_dir_all(&mods).map_err(|e| format!("{}: {e}", mods.display()))?;
+    let mut names = Vec::new();
+    for rel in &order {
+        let file = rel.rsplit('/').next().unwrap_or(rel);
+        let plain = file.split(".ko").next().unwrap_or(file).to_string() + ".ko";
+        let src = mdir.join(rel);
+        let out = std::fs::File::create(mods.join(&plain)).map_err(|e| format!("{plain}: {e}"))?;
+        if file.ends_with(".xz") {
+            run_status(
+                Command::new("xz").arg("-dc").arg(&src).stdout(out),
+                "xz -dc",
+            )?;
+        } else if file.ends_with(".ko") {
+            std::fs::copy(&src, mods.join(&plain)).map_err(|e| format!("{rel}: {e}"))?;
+        } else {
+            return Err(format!("{rel}: compression not handled"));
+        }
+        names.push(plain);
+    }
+    std::fs::write(mods.join("order"), names.join("\n") + "\n")
+        .map_err(|e| format!("mods/order: {e}"))?;
+    println!("linux-peer: modules {}", names.join(" "));
+    // Only the image, the modules and the symbols are needed from here on.
+    std::fs::remove_dir_all(&kroot).map_err(|e| format!("rm {}: {e}", kroot.display()))?;
+    std::fs::remove_file(&deb).map_err(|e| format!("rm {}: {e}", deb.display()))?;
+    Ok(())
+}
+
+/// A `newc` cpio archive (what the kernel unpacks as its initramfs).
+/// Entries: (path, mode, contents); directories have mode 0o040xxx.
+pub fn cpio_newc(entries: &[(String, u32, Vec<u8>)]) -> Vec<u8> {
+    fn pad4(o: &mut Vec<u8>) {
+        while o.len() % 4 != 0 {
+            o.push(0);
+        }
+    }
+    let mut o = Vec::new();
+    let mut put = |ino: u32, name: &str, mode: u32, data: &[u8]| {
+        let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
+        // magic, ino, mode, uid, gid, nlink, mtime, filesize, devmajor,
+        // devminor, rdevmajor, rdevminor, namesize, check
+        let fields = [
+            ino,
+            mode,
+            0,
+            0,
+            nlink,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        o.extend_from_slice(b"070701");
+        for f in fields {
+            o.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        o.extend_from_slice(name.as_bytes());
+        o.push(0);
+        pad4(&mut o);
+        o.extend_from_slice(data);
+        pad4(&mut o);
+    };
+    for (i, (name, mode, data)) in entries.iter().enumerate() {
+        put(i as u32 + 1, name, *mode, data);
+    }
+    put(0, "TRAILER!!!", 0, &[]);
+    o
+}
+
+fn build_initramfs(ws: &Workspace, dir: &Path) -> Result<(), String> {
+    let src = ws.root.join("test/linux-peer/init.c");
+    let init = dir.join("init");
+    step(
+        Command::new(CC)
+            .args(["-O2", "-static", "-Wall", "-Werror", "-o"])
+            .arg(&init)
+            .arg(&src),
+        "compile test/linux-peer/init.c",
+    )?;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut entries = vec![
+        ("init".to_string(), 0o100755, read(&init)?),
+        ("dev".into(), 0o040755, vec![]),
+        ("proc".into(), 0o040755, vec![]),
+        ("sys".into(), 0o040755, vec![]),
+        ("mods".into(), 0o040755, vec![]),
+    ];
+    let order =
+        std::fs::read_to_string(dir.join("mods/order")).map_err(|e| format!("mods/order: {e}"))?;
+    entries.push(("mods/order".into(), 0o100644, order.clone().into_bytes()));
+    for m in order.lines().filter(|l| !l.is_empty()) {
+        entries.push((
+            format!("mods/{m}"),
+            0o100644,
+            read(&dir.join("mods").join(m))?,
+        ));
+    }
+    let out = dir.join("initramfs.cpio");
+    std::fs::write(&out, cpio_newc(&entries)).map_err(|e| format!("{}: {e}", out.display()))
+}
+
+/// Prepares everything (installing or downloading what is missing) and
+/// boots the peer once with `qemu_binary`.
+pub fn run(ws: &Workspace, qemu_binary: &str) -> Result<PeerRun, String> {
+    let start = Instant::now();
+    let dir = ws.target.join("linux-peer");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    ensure_tools()?;
+    prepare_kernel(&dir)?;
+    build_initramfs(ws, &dir)?;
+    let prepare = start.elapsed();
+
+    let mut cmd = Command::new(qemu_binary);
+    cmd.args(qemu_args(&dir));
+    println!("linux-peer: {}", qemu::show(&cmd));
+    let boot_start = Instant::now();
+    let r = qemu::run_watch(cmd, Some(TIMEOUT), false, &mut |l| {
+        (l.contains("PEER-FAIL") || l.contains("Kernel panic")).then(|| l.to_string())
+    })?;
+    let boot = boot_start.elapsed();
+    let mut figures = Vec::new();
+    let mut done = false;
+    for l in &r.console {
+        done |= l.contains("PEER-DONE");
+        if let Some((n, v, _)) = qemu::bench_marker(l) {
+            if let Ok(value) = v.parse::<u64>() {
+                figures.push(Figure {
+                    name: n.to_string(),
+                    value,
+                });
+            }
+        }
+    }
+    if r.outcome != Outcome::Exited(0) || !done {
+        let tail: Vec<String> = r.tail(25).iter().map(|l| format!("  {l}")).collect();
+        return Err(format!(
+            "linux peer run {} without finishing:\n{}",
+            r.outcome,
+            tail.join("\n")
+        ));
+    }
+    Ok(PeerRun {
+        figures,
+        prepare,
+        boot,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_order_puts_dependencies_first() {
+        let dep = "kernel/drivers/vfio/vfio.ko.xz: kernel/virt/lib/irqbypass.ko.xz\n\
+                   kernel/drivers/vfio/vfio_iommu_type1.ko.xz: kernel/drivers/vfio/vfio.ko.xz kernel/virt/lib/irqbypass.ko.xz\n\
+                   kernel/virt/lib/irqbypass.ko.xz:\n\
+                   kernel/drivers/vfio/pci/vfio-pci.ko.xz: kernel/drivers/vfio/pci/vfio-pci-core.ko.xz kernel/drivers/vfio/vfio.ko.xz\n\
+                   kernel/drivers/vfio/pci/vfio-pci-core.ko.xz: kernel/drivers/vfio/vfio.ko.xz\n";
+        let o = load_order(dep, &TOP_MODULES).unwrap();
+        let f: Vec<&str> = o.iter().map(|p| p.rsplit('/').next().unwrap()).collect();
+        assert_eq!(
+            f,
+            [
+                "irqbypass.ko.xz",
+                "vfio.ko.xz",
+                "vfio_iommu_type1.ko.xz",
+                "vfio-pci-core.ko.xz",
+                "vfio-pci.ko.xz"
+            ]
+        );
+        assert!(load_order(dep, &["nope"]).is_err());
+        assert!(load_order("a.ko: b.ko\nb.ko: a.ko\n", &["a"]).is_err());
+    }
+
+    #[test]
+    fn cpio_layout() {
+        let a = cpio_newc(&[("init".into(), 0o100755, b"abc".to_vec())]);
+        // header (110) + "init\0" (5) padded to 116, data 3 padded to 120,
+        // then the trailer: 110 + 11 ("TRAILER!!!\0") padded to 124.
+        assert_eq!(a.len(), 120 + 124);
+        assert!(a.starts_with(b"070701"));
+        assert_eq!(&a[6 + 8..6 + 16], b"000081ed");
+        assert_eq!(&a[110..115], b"init\0");
+        assert_eq!(&a[116..119], b"abc");
+        assert_eq!(&a[120..126], b"070701");
+        assert_eq!(&a[230..241], b"TRAILER!!!\0");
+    }
+}
