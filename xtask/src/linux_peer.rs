@@ -199,55 +199,72 @@ fn download_kernel(dir: &Path) -> Result<PathBuf, String> {
     find_deb(dir).ok_or_else(|| format!("apt-get download left no package in {}", dir.display()))
 }
 
-/// `modules.dep` → the load order (dependencies first) of `top`, as paths
-/// relative to the modules folder.
-pub fn load_order(modules_dep: &str, top: &[&str]) -> Result<Vec<String>, String> {
-    let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for line in modules_dep.lines() {
-        let Some((m, rest)) = line.split_once(':') else {
-            continue;
-        };
-        deps.insert(
-            m.trim().to_string(),
-            rest.split_whitespace().map(String::from).collect(),
-        );
-    }
-    // A module's name is its file name without `.ko[.xz|.gz|.zst]`.
-    let by_name = |name: &str| {
-        deps.keys()
-            .find(|p| {
-                let f = p.rsplit('/').next().unwrap_or(p);
-                f.split(".ko").next() == Some(name)
-            })
-            .cloned()
+/// A module's name as the kernel compares them (`-` and `_` are equal).
+fn norm(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// The `depends=` list of a module's `.modinfo` (a plain `.ko`'s bytes).
+pub fn modinfo_depends(ko: &[u8]) -> Vec<String> {
+    let key = b"\0depends=";
+    let Some(at) = ko.windows(key.len()).position(|w| w == key) else {
+        return Vec::new();
     };
+    let rest = &ko[at + key.len()..];
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end])
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(norm)
+        .collect()
+}
+
+/// The load order (dependencies first) of `top`, given each module's
+/// dependencies.
+pub fn load_order(
+    top: &[&str],
+    depends: &mut dyn FnMut(&str) -> Result<Vec<String>, String>,
+) -> Result<Vec<String>, String> {
     fn visit(
         m: &str,
-        deps: &BTreeMap<String, Vec<String>>,
+        depends: &mut dyn FnMut(&str) -> Result<Vec<String>, String>,
         out: &mut Vec<String>,
         depth: usize,
     ) -> Result<(), String> {
-        if depth > 64 {
-            return Err(format!("modules.dep: dependency loop at {m}"));
+        if depth > 32 {
+            return Err(format!("module dependency loop at {m}"));
         }
         if out.iter().any(|o| o == m) {
             return Ok(());
         }
-        let list = deps
-            .get(m)
-            .ok_or_else(|| format!("modules.dep does not list {m}"))?;
-        for d in list {
-            visit(d, deps, out, depth + 1)?;
+        for d in depends(m)? {
+            visit(&d, depends, out, depth + 1)?;
         }
         out.push(m.to_string());
         Ok(())
     }
     let mut out = Vec::new();
     for t in top {
-        let p = by_name(t).ok_or_else(|| format!("modules.dep has no module {t}"))?;
-        visit(&p, &deps, &mut out, 0)?;
+        visit(&norm(t), depends, &mut out, 0)?;
     }
     Ok(out)
+}
+
+/// Every module file under `dir`, by module name.
+fn module_files(dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            module_files(&p, out);
+        } else if let Some(f) = p.file_name().and_then(|f| f.to_str()) {
+            if let Some((stem, _)) = f.split_once(".ko") {
+                out.insert(norm(stem), p.clone());
+            }
+        }
+    }
 }
 
 /// Kernel image and modules under `dir` (Image, mods/*.ko, mods/order),
@@ -272,39 +289,44 @@ fn prepare_kernel(dir: &Path) -> Result<(), String> {
             return Err(format!("kernel {KVER}: config lacks {want}"));
         }
     }
-    // The symbols stay for per-function attribution (they match the
-    // running kernel under `nokaslr`).
+    // (The package's System.map is a placeholder: symbols come from the
+    // guest's /proc/kallsyms.)
     for (from, to) in [
         (format!("vmlinuz-{KVER}"), "Image".to_string()),
-        (format!("System.map-{KVER}"), "System.map".to_string()),
         (format!("config-{KVER}"), "config".to_string()),
     ] {
         std::fs::copy(boot.join(&from), dir.join(&to)).map_err(|e| format!("copy {from}: {e}"))?;
     }
-    let mdir = kroot.join(format!("lib/modules/{KVER}"));
-    let dep = std::fs::read_to_string(mdir.join("modules.dep"))
-        .map_err(|e| format!("modules.dep: {e}"))?;
-    let order = load_order(&dep, &TOP_MODULES)?;
+    // The package has no modules.dep (depmod makes it when installing):
+    // the dependencies come from each module's own `depends=`.
+    let mut files = BTreeMap::new();
+    module_files(
+        &kroot.join(format!("lib/modules/{KVER}/kernel")),
+        &mut files,
+    );
     let _ = std::fs::remove_dir_all(&mods);
     std::fs::create_dir_all(&mods).map_err(|e| format!("{}: {e}", mods.display()))?;
-    let mut names = Vec::new();
-    for rel in &order {
-        let file = rel.rsplit('/').next().unwrap_or(rel);
-        let plain = file.split(".ko").next().unwrap_or(file).to_string() + ".ko";
-        let src = mdir.join(rel);
-        let out = std::fs::File::create(mods.join(&plain)).map_err(|e| format!("{plain}: {e}"))?;
-        if file.ends_with(".xz") {
-            run_status(
-                Command::new("xz").arg("-dc").arg(&src).stdout(out),
-                "xz -dc",
-            )?;
-        } else if file.ends_with(".ko") {
-            std::fs::copy(&src, mods.join(&plain)).map_err(|e| format!("{rel}: {e}"))?;
+    let mut unpack = |name: &str| -> Result<Vec<String>, String> {
+        let src = files
+            .get(name)
+            .ok_or_else(|| format!("kernel {KVER} has no module {name}"))?;
+        let plain = mods.join(format!("{name}.ko"));
+        if src.to_string_lossy().ends_with(".ko.xz") {
+            let out =
+                std::fs::File::create(&plain).map_err(|e| format!("{}: {e}", plain.display()))?;
+            run_status(Command::new("xz").arg("-dc").arg(src).stdout(out), "xz -dc")?;
+        } else if src.to_string_lossy().ends_with(".ko") {
+            std::fs::copy(src, &plain).map_err(|e| format!("{}: {e}", src.display()))?;
         } else {
-            return Err(format!("{rel}: compression not handled"));
+            return Err(format!("{}: compression not handled", src.display()));
         }
-        names.push(plain);
-    }
+        let bytes = std::fs::read(&plain).map_err(|e| format!("{}: {e}", plain.display()))?;
+        Ok(modinfo_depends(&bytes))
+    };
+    let names: Vec<String> = load_order(&TOP_MODULES, &mut unpack)?
+        .into_iter()
+        .map(|m| m + ".ko")
+        .collect();
     std::fs::write(mods.join("order"), names.join("\n") + "\n")
         .map_err(|e| format!("mods/order: {e}"))?;
     println!("linux-peer: modules {}", names.join(" "));
@@ -444,25 +466,41 @@ mod tests {
 
     #[test]
     fn module_order_puts_dependencies_first() {
-        let dep = "kernel/drivers/vfio/vfio.ko.xz: kernel/virt/lib/irqbypass.ko.xz\n\
-                   kernel/drivers/vfio/vfio_iommu_type1.ko.xz: kernel/drivers/vfio/vfio.ko.xz kernel/virt/lib/irqbypass.ko.xz\n\
-                   kernel/virt/lib/irqbypass.ko.xz:\n\
-                   kernel/drivers/vfio/pci/vfio-pci.ko.xz: kernel/drivers/vfio/pci/vfio-pci-core.ko.xz kernel/drivers/vfio/vfio.ko.xz\n\
-                   kernel/drivers/vfio/pci/vfio-pci-core.ko.xz: kernel/drivers/vfio/vfio.ko.xz\n";
-        let o = load_order(dep, &TOP_MODULES).unwrap();
-        let f: Vec<&str> = o.iter().map(|p| p.rsplit('/').next().unwrap()).collect();
+        let deps: BTreeMap<&str, &str> = [
+            ("vfio", "irqbypass"),
+            ("vfio_iommu_type1", "vfio,irqbypass"),
+            ("irqbypass", ""),
+            ("vfio_pci", "vfio-pci-core,vfio"),
+            ("vfio_pci_core", "vfio"),
+            ("a", "b"),
+            ("b", "a"),
+        ]
+        .into_iter()
+        .collect();
+        let mut seen = Vec::new();
+        let mut dep = |m: &str| {
+            seen.push(m.to_string());
+            let ko = format!(
+                "\0name={m}\0depends={}\0",
+                deps.get(m).ok_or("no such module")?
+            );
+            Ok(modinfo_depends(ko.as_bytes()))
+        };
+        let o = load_order(&TOP_MODULES, &mut dep).unwrap();
         assert_eq!(
-            f,
+            o,
             [
-                "irqbypass.ko.xz",
-                "vfio.ko.xz",
-                "vfio_iommu_type1.ko.xz",
-                "vfio-pci-core.ko.xz",
-                "vfio-pci.ko.xz"
+                "irqbypass",
+                "vfio",
+                "vfio_iommu_type1",
+                "vfio_pci_core",
+                "vfio_pci"
             ]
         );
-        assert!(load_order(dep, &["nope"]).is_err());
-        assert!(load_order("a.ko: b.ko\nb.ko: a.ko\n", &["a"]).is_err());
+        assert!(load_order(&["nope"], &mut dep).is_err());
+        assert!(load_order(&["a"], &mut dep).is_err());
+        assert_eq!(modinfo_depends(b"\0depends=\0"), Vec::<String>::new());
+        assert_eq!(modinfo_depends(b"no modinfo"), Vec::<String>::new());
     }
 
     #[test]
