@@ -81,6 +81,7 @@ pub struct PeerRun {
     pub figures: Vec<Figure>,
     pub prepare: Duration,
     pub boot: Duration,
+    pub profile: Duration,
 }
 
 fn have_tools() -> bool {
@@ -291,6 +292,8 @@ fn prepare_kernel(dir: &Path) -> Result<(), String> {
     }
     // (The package's System.map is a placeholder: symbols come from the
     // guest's /proc/kallsyms.)
+    // A new kernel image: the cached symbols are stale.
+    let _ = std::fs::remove_file(dir.join("kallsyms"));
     for (from, to) in [
         (format!("vmlinuz-{KVER}"), "Image".to_string()),
         (format!("config-{KVER}"), "config".to_string()),
@@ -453,11 +456,226 @@ pub fn run(ws: &Workspace, qemu_binary: &str) -> Result<PeerRun, String> {
             tail.join("\n")
         ));
     }
+    let profile_start = Instant::now();
+    figures.extend(profile(ws, &dir, qemu_binary)?);
     Ok(PeerRun {
         figures,
         prepare,
         boot,
+        profile: profile_start.elapsed(),
     })
+}
+
+/// Boots the peer once more under `xtask/profile/insnprof.c` (with
+/// `nokaslr`, so the kernel's addresses are those of the cached symbol
+/// list) and splits each marked operation into [`Part`]s: figures
+/// `linux_<op>_driver` (SMMUv3 driver + io-pgtable, the iova_to_phys
+/// walks excluded), `linux_<op>_driver_core` (with the IOMMU core) and
+/// `linux_<op>_profiled` (everything in the phase, to check against the
+/// CNTVCT figure). The per-function listing goes to
+/// `target/linux-peer/profile.txt`.
+fn profile(ws: &Workspace, dir: &Path, qemu_binary: &str) -> Result<Vec<Figure>, String> {
+    let so = dir.join("insnprof.so");
+    step(
+        Command::new("cc")
+            .args(["-O2", "-shared", "-fPIC", "-o"])
+            .arg(&so)
+            .arg(ws.root.join("xtask/profile/insnprof.c")),
+        "compile xtask/profile/insnprof.c",
+    )?;
+    let ksyms = dir.join("kallsyms");
+    let have_syms = ksyms.exists();
+    let out = dir.join("profile.out");
+    let _ = std::fs::remove_file(&out);
+    let mut args = qemu_args(dir);
+    let append = args
+        .last_mut()
+        .expect("qemu_args ends with -append's value");
+    append.push_str(" nokaslr");
+    if !have_syms {
+        append.push_str(" peer.kallsyms");
+    }
+    let mut cmd = Command::new(qemu_binary);
+    cmd.args(args)
+        .arg("-plugin")
+        .arg(format!("{},out={}", so.display(), out.display()));
+    println!("linux-peer: {}", qemu::show(&cmd));
+    let r = qemu::run_watch(cmd, Some(TIMEOUT), false, &mut |l| {
+        (l.contains("PEER-FAIL") || l.contains("Kernel panic")).then(|| l.to_string())
+    })?;
+    if r.outcome != Outcome::Exited(0) || !r.console.iter().any(|l| l.contains("PEER-DONE")) {
+        let tail: Vec<String> = r.tail(25).iter().map(|l| format!("  {l}")).collect();
+        return Err(format!(
+            "linux peer profile run {} without finishing:\n{}",
+            r.outcome,
+            tail.join("\n")
+        ));
+    }
+    if !have_syms {
+        let lines: Vec<&str> = r
+            .console
+            .iter()
+            .filter(|l| l.contains("KSYM "))
+            .map(|l| l.as_str())
+            .collect();
+        std::fs::write(&ksyms, lines.join("\n") + "\n")
+            .map_err(|e| format!("{}: {e}", ksyms.display()))?;
+    }
+    let syms = text_symbols(
+        &std::fs::read_to_string(&ksyms).map_err(|e| format!("{}: {e}", ksyms.display()))?,
+    );
+    if syms.len() < 1000 {
+        return Err(format!(
+            "{}: only {} kernel symbols (kallsyms hidden?)",
+            ksyms.display(),
+            syms.len()
+        ));
+    }
+    let prof = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let phases = attribute(&prof, &syms);
+    let mut figures = Vec::new();
+    let mut text = String::from(
+        "# Linux peer: instructions per function in the last (warm) iteration of each\n\
+         # operation (self counts; xtask/profile/insnprof.c, cargo xtask bench --linux)\n",
+    );
+    for (k, op) in PHASES {
+        let Some(b) = phases.get(&k) else {
+            return Err(format!("profile: phase {k} ({op}) has no instructions"));
+        };
+        let part = |p: Part| b.parts.get(&p).copied().unwrap_or(0);
+        let driver = part(Part::Driver);
+        for (name, value) in [
+            (format!("linux_{op}_driver"), driver),
+            (format!("linux_{op}_driver_core"), driver + part(Part::Core)),
+            (format!("linux_{op}_profiled"), b.total),
+        ] {
+            figures.push(Figure { name, value });
+        }
+        use std::fmt::Write as _;
+        let _ = writeln!(text, "\n## {op}: {} instructions", b.total);
+        for (p, n) in &b.parts {
+            let _ = writeln!(text, "  {p:?}: {n}");
+        }
+        let mut f: Vec<(&String, &u64)> = b.functions.iter().collect();
+        f.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (name, n) in f.iter().take(40) {
+            let _ = writeln!(text, "  {n:>8}  {name}  [{:?}]", b.kinds[*name]);
+        }
+    }
+    let listing = dir.join("profile.txt");
+    std::fs::write(&listing, text).map_err(|e| format!("{}: {e}", listing.display()))?;
+    println!("linux-peer: per-function profile in {}", listing.display());
+    Ok(figures)
+}
+
+/// Profile phases the init marks (`hint #0x71`..`#0x75`) around the last
+/// (warm) iteration of each operation, and the name of its figures.
+pub const PHASES: [(u32, &str); 5] = [
+    (1, "map64"),
+    (2, "unmap64"),
+    (3, "attach"),
+    (4, "map512"),
+    (5, "unmap512"),
+];
+
+/// Which part of Linux a kernel function belongs to, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    /// drivers/iommu/arm/arm-smmu-v3 and io-pgtable(-arm).
+    Driver,
+    /// The IOMMU core (iommu.c, dma-iommu.c).
+    Core,
+    /// `*iova_to_phys*` (core, driver and io-pgtable): the walks VFIO does
+    /// before unmapping to find the pages to unpin, not unmap work.
+    Lookup,
+    /// Everything else in the kernel image (system call entry, VFIO's
+    /// pinning through mm, scheduling, interrupts).
+    Kernel,
+    /// Loaded modules (VFIO itself): not in System.map.
+    Module,
+    /// The init's own user-space instructions.
+    User,
+}
+
+pub fn part_of(name: &str) -> Part {
+    const DRIVER: [&str; 7] = [
+        "arm_smmu_",
+        "__arm_smmu_",
+        "arm_lpae_",
+        "__arm_lpae_",
+        "io_pgtable_",
+        "__io_pgtable_",
+        "iopte_",
+    ];
+    if name.contains("iova_to_phys") {
+        Part::Lookup
+    } else if DRIVER.iter().any(|p| name.starts_with(p)) {
+        Part::Driver
+    } else if name.starts_with("iommu_") || name.starts_with("__iommu_") {
+        Part::Core
+    } else {
+        Part::Kernel
+    }
+}
+
+/// The init's `KSYM <addr> <name>` lines (kernel text symbols), sorted.
+pub fn text_symbols(lines: &str) -> Vec<(u64, String)> {
+    let mut v: Vec<(u64, String)> = lines
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().skip_while(|w| *w != "KSYM").skip(1);
+            let a = u64::from_str_radix(w.next()?, 16).ok()?;
+            Some((a, w.next()?.to_string()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// One phase's instructions: per part, and per kernel function.
+#[derive(Default)]
+pub struct Breakdown {
+    pub total: u64,
+    pub parts: BTreeMap<Part, u64>,
+    pub functions: BTreeMap<String, u64>,
+    pub kinds: BTreeMap<String, Part>,
+}
+
+/// insnprof output ("<phase> <vaddr hex> <count>" lines) → per phase.
+/// Kernel text runs from `_stext` to `_etext`; other kernel addresses are
+/// modules (VFIO), lower ones user space.
+pub fn attribute(profile: &str, syms: &[(u64, String)]) -> BTreeMap<u32, Breakdown> {
+    let find = |n: &str| syms.iter().find(|(_, s)| s == n).map(|(a, _)| *a);
+    let (text, etext) = (find("_stext").unwrap_or(0), find("_etext").unwrap_or(0));
+    let mut out: BTreeMap<u32, Breakdown> = BTreeMap::new();
+    for l in profile.lines() {
+        let mut w = l.split_whitespace();
+        let (Some(p), Some(a), Some(n)) = (w.next(), w.next(), w.next()) else {
+            continue;
+        };
+        let (Ok(p), Ok(a), Ok(n)) = (
+            p.parse::<u32>(),
+            u64::from_str_radix(a, 16),
+            n.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        let b = out.entry(p).or_default();
+        b.total += n;
+        let (part, func) = if a >= text && a < etext {
+            let i = syms.partition_point(|(s, _)| *s <= a);
+            let name = if i == 0 { "?" } else { syms[i - 1].1.as_str() };
+            (part_of(name), name.to_string())
+        } else if a >= 0xffff_0000_0000_0000 {
+            (Part::Module, "(modules: VFIO)".to_string())
+        } else {
+            (Part::User, "(user: init)".to_string())
+        };
+        *b.parts.entry(part).or_default() += n;
+        *b.functions.entry(func.clone()).or_default() += n;
+        b.kinds.insert(func, part);
+    }
+    out
 }
 
 #[cfg(test)]
