@@ -210,9 +210,6 @@ pub fn bench(ws: &Workspace, linux: bool) -> Result<bool, String> {
     let mut bench_kernel: Option<(String, u64)> = None;
 
     for path in ws.test_apps()? {
-        if std::env::var("DEVHACK_ONLY_LINUX").is_ok() {
-            break;
-        }
         let shown = ws.show(&path);
         let app = match load_app(ws, &path) {
             Ok(a) => a,
@@ -264,9 +261,6 @@ pub fn bench(ws: &Workspace, linux: bool) -> Result<bool, String> {
     }
 
     for (pkg, test, name) in HARNESS_BENCHES {
-        if std::env::var("DEVHACK_ONLY_LINUX").is_ok() {
-            break;
-        }
         let source = format!("tests/{pkg}/tests/{test}.rs ({name})");
         println!("bench: {source}");
         let out = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
