@@ -66,7 +66,9 @@ pub fn qemu_args(dir: &Path) -> Vec<String> {
         s("-initrd"),
         dir.join("initramfs.cpio").display().to_string(),
         s("-append"),
-        s("console=ttyAMA0 quiet iommu.strict=1 rdinit=/init panic=-1"),
+        // nokaslr: the profile boot's addresses are those of the symbols
+        // the measuring boot printed.
+        s("console=ttyAMA0 quiet iommu.strict=1 rdinit=/init panic=-1 nokaslr"),
     ]
 }
 
@@ -343,7 +345,7 @@ fn prepare_kernel(dir: &Path) -> Result<(), String> {
 /// Entries: (path, mode, contents); directories have mode 0o040xxx.
 pub fn cpio_newc(entries: &[(String, u32, Vec<u8>)]) -> Vec<u8> {
     fn pad4(o: &mut Vec<u8>) {
-        while o.len() % 4 != 0 {
+        while !o.len().is_multiple_of(4) {
             o.push(0);
         }
     }
@@ -427,18 +429,34 @@ pub fn run(ws: &Workspace, qemu_binary: &str) -> Result<PeerRun, String> {
     build_initramfs(ws, &dir)?;
     let prepare = start.elapsed();
 
+    // The kernel's text symbols, printed once after the measurements of
+    // a plain boot (fast there: under the plugin every instruction is a
+    // callback) and kept until the kernel image changes.
+    let ksyms = dir.join("kallsyms");
+    let have_syms = ksyms.exists();
+    let mut args = qemu_args(&dir);
+    if !have_syms {
+        args.last_mut()
+            .expect("qemu_args ends with -append's value")
+            .push_str(" peer.kallsyms");
+    }
     let mut cmd = Command::new(qemu_binary);
-    cmd.args(qemu_args(&dir));
-    println!("linux-peer: {}", qemu::show(&cmd));
+    cmd.args(args);
     let boot_start = Instant::now();
-    let r = qemu::run_watch(cmd, Some(TIMEOUT), false, &mut |l| {
-        (l.contains("PEER-FAIL") || l.contains("Kernel panic")).then(|| l.to_string())
-    })?;
+    let r = boot(cmd, "run")?;
     let boot = boot_start.elapsed();
+    if !have_syms {
+        let lines: Vec<&str> = r
+            .console
+            .iter()
+            .filter(|l| l.contains("KSYM "))
+            .map(|l| l.as_str())
+            .collect();
+        std::fs::write(&ksyms, lines.join("\n") + "\n")
+            .map_err(|e| format!("{}: {e}", ksyms.display()))?;
+    }
     let mut figures = Vec::new();
-    let mut done = false;
     for l in &r.console {
-        done |= l.contains("PEER-DONE");
         if let Some((n, v, _)) = qemu::bench_marker(l) {
             if let Ok(value) = v.parse::<u64>() {
                 figures.push(Figure {
@@ -448,14 +466,6 @@ pub fn run(ws: &Workspace, qemu_binary: &str) -> Result<PeerRun, String> {
             }
         }
     }
-    if r.outcome != Outcome::Exited(0) || !done {
-        let tail: Vec<String> = r.tail(25).iter().map(|l| format!("  {l}")).collect();
-        return Err(format!(
-            "linux peer run {} without finishing:\n{}",
-            r.outcome,
-            tail.join("\n")
-        ));
-    }
     let profile_start = Instant::now();
     figures.extend(profile(ws, &dir, qemu_binary)?);
     Ok(PeerRun {
@@ -464,6 +474,24 @@ pub fn run(ws: &Workspace, qemu_binary: &str) -> Result<PeerRun, String> {
         boot,
         profile: profile_start.elapsed(),
     })
+}
+
+/// Boots the peer; Err unless the init finished (`PEER-DONE`) and QEMU
+/// exited cleanly.
+fn boot(cmd: Command, what: &str) -> Result<qemu::Run, String> {
+    println!("linux-peer: {}", qemu::show(&cmd));
+    let r = qemu::run_watch(cmd, Some(TIMEOUT), false, &mut |l| {
+        (l.contains("PEER-FAIL") || l.contains("Kernel panic")).then(|| l.to_string())
+    })?;
+    if r.outcome != Outcome::Exited(0) || !r.console.iter().any(|l| l.contains("PEER-DONE")) {
+        let tail: Vec<String> = r.tail(25).iter().map(|l| format!("  {l}")).collect();
+        return Err(format!(
+            "linux peer {what} {} without finishing:\n{}",
+            r.outcome,
+            tail.join("\n")
+        ));
+    }
+    Ok(r)
 }
 
 /// Boots the peer once more under `xtask/profile/insnprof.c` (with
@@ -484,43 +512,13 @@ fn profile(ws: &Workspace, dir: &Path, qemu_binary: &str) -> Result<Vec<Figure>,
         "compile xtask/profile/insnprof.c",
     )?;
     let ksyms = dir.join("kallsyms");
-    let have_syms = ksyms.exists();
     let out = dir.join("profile.out");
     let _ = std::fs::remove_file(&out);
-    let mut args = qemu_args(dir);
-    let append = args
-        .last_mut()
-        .expect("qemu_args ends with -append's value");
-    append.push_str(" nokaslr");
-    if !have_syms {
-        append.push_str(" peer.kallsyms");
-    }
     let mut cmd = Command::new(qemu_binary);
-    cmd.args(args)
+    cmd.args(qemu_args(dir))
         .arg("-plugin")
         .arg(format!("{},out={}", so.display(), out.display()));
-    println!("linux-peer: {}", qemu::show(&cmd));
-    let r = qemu::run_watch(cmd, Some(TIMEOUT), false, &mut |l| {
-        (l.contains("PEER-FAIL") || l.contains("Kernel panic")).then(|| l.to_string())
-    })?;
-    if r.outcome != Outcome::Exited(0) || !r.console.iter().any(|l| l.contains("PEER-DONE")) {
-        let tail: Vec<String> = r.tail(25).iter().map(|l| format!("  {l}")).collect();
-        return Err(format!(
-            "linux peer profile run {} without finishing:\n{}",
-            r.outcome,
-            tail.join("\n")
-        ));
-    }
-    if !have_syms {
-        let lines: Vec<&str> = r
-            .console
-            .iter()
-            .filter(|l| l.contains("KSYM "))
-            .map(|l| l.as_str())
-            .collect();
-        std::fs::write(&ksyms, lines.join("\n") + "\n")
-            .map_err(|e| format!("{}: {e}", ksyms.display()))?;
-    }
+    boot(cmd, "profile run")?;
     let syms = text_symbols(
         &std::fs::read_to_string(&ksyms).map_err(|e| format!("{}: {e}", ksyms.display()))?,
     );
