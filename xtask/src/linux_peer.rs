@@ -720,6 +720,54 @@ mod tests {
     }
 
     #[test]
+    fn manual_steps_name_the_packages() {
+        let m = manual("no cross compiler");
+        assert!(m.starts_with("no cross compiler.\n"), "{m}");
+        assert!(m.contains("dpkg --add-architecture arm64"));
+        assert!(m.contains(
+            "apt-get install -y --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross xz-utils"
+        ));
+        assert!(m.contains("apt-get download linux-image-6.12.95+deb12-arm64-unsigned:arm64"));
+    }
+
+    #[test]
+    fn profile_attribution() {
+        let syms = text_symbols(
+            "KSYM ffff800080010000 _stext\n\
+             KSYM ffff800080010000 el0t_64_sync\n\
+             KSYM ffff800080020000 arm_lpae_map_pages\n\
+             KSYM ffff800080020100 iommu_map\n\
+             KSYM ffff800080020200 arm_lpae_iova_to_phys\n\
+             KSYM ffff800080030000 _etext\n",
+        );
+        let prof = "1 ffff800080010004 5\n\
+                    1 ffff800080020010 7\n\
+                    1 ffff800080020010 1\n\
+                    1 ffff800080020104 3\n\
+                    1 ffff800080020204 4\n\
+                    1 ffff800000001000 6\n\
+                    1 400000 2\n\
+                    2 ffff800080020010 9\n";
+        let b = attribute(prof, &syms);
+        let p1 = &b[&1];
+        assert_eq!(p1.total, 28);
+        let part = |p| p1.parts.get(&p).copied().unwrap_or(0);
+        assert_eq!(
+            [
+                part(Part::Driver),
+                part(Part::Core),
+                part(Part::Lookup),
+                part(Part::Kernel),
+                part(Part::Module),
+                part(Part::User)
+            ],
+            [8, 3, 4, 5, 6, 2]
+        );
+        assert_eq!(p1.functions["arm_lpae_map_pages"], 8);
+        assert_eq!(b[&2].total, 9);
+    }
+
+    #[test]
     fn cpio_layout() {
         let a = cpio_newc(&[("init".into(), 0o100755, b"abc".to_vec())]);
         // header (110) + "init\0" (5) padded to 116, data 3 padded to 120,
