@@ -1,7 +1,9 @@
 //! `bench`: boots every `test/apps/*.toml` with `[expect] bench = true` under
 //! instruction counting, collects `BENCH <name> <value> <unit>` console lines,
 //! adds the demo image's kernel `.text` and file sizes, prints them against
-//! the goals and writes `target/bench/results.json`.
+//! the goals and writes `target/bench/results.json`. With `--linux` it then
+//! runs Linux's own SMMUv3 driver on the same QEMU (`linux_peer`) and adds
+//! `linux_*` figures, `*_ratio` entries and a side-by-side table.
 //!
 //! Clock: `-icount shift=0,sleep=off` with `-cpu max` (CNTFRQ = 1 GHz) makes
 //! one CNTVCT tick exactly one guest instruction, the same on every run — so
