@@ -10,8 +10,8 @@ use crate::config::{parse_version, Qemu};
 use crate::qemu::euid;
 use crate::ws::run_status;
 
-const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
-const BACKPORTS_SOURCE: &str = "Types: deb
+pub const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
+pub const BACKPORTS_SOURCE: &str = "Types: deb
 URIs: http://deb.debian.org/debian
 Suites: bookworm-backports
 Components: main
@@ -61,7 +61,7 @@ fn os_release_codename() -> Option<String> {
 }
 
 /// Whether any apt source already names bookworm-backports.
-fn has_backports_source() -> bool {
+pub fn has_backports_source() -> bool {
     let mut files = vec![Path::new("/etc/apt/sources.list").to_path_buf()];
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
         files.extend(
