@@ -139,7 +139,12 @@ impl Task {
     /// Finds a region of this task that wholly contains `[va, va + len)`
     /// with all of `attrs`, and returns the address the kernel uses to reach
     /// `va` (physical = kernel address, identity-mapped). Device memory is
-    /// never a valid IPC buffer.
+    /// never a valid IPC buffer, nor is a region the task maps
+    /// non-cacheable (`cache = "nc"`): the kernel reaches memory through
+    /// its cacheable identity map, and copying through that alias would
+    /// leave the bytes in a cache the task's non-cacheable view never
+    /// reads (a mismatched-attribute alias). Such memory is for devices;
+    /// IPC uses other buffers.
     #[inline(always)]
     pub fn translate(&self, va: usize, len: usize, attrs: u32) -> Option<usize> {
         let end = va.checked_add(len)?;
@@ -155,7 +160,7 @@ impl Task {
             if va >= r.va
                 && end <= r_end
                 && r.attributes & attrs == attrs
-                && r.attributes & REGION_DEVICE == 0
+                && r.attributes & (REGION_DEVICE | abi::REGION_UNCACHED) == 0
             {
                 Some(region_pa(r) + (va - r.va))
             } else {
