@@ -390,6 +390,7 @@ pub struct PrqRig {
     pasid_state: PasidState,
     vms: Vec<VmDef>,
     coherent: bool,
+    cpu_hook: Option<fn(&CpuCache)>,
     pub bus: Bus,
     pub log: Log,
 }
@@ -513,8 +514,16 @@ impl PrqRig {
             pasid_state: PasidState::default(),
             vms: Vec::new(),
             coherent: true,
+            cpu_hook: None,
             log: Log::default(),
         }
+    }
+
+    /// Runs `f` on the machine's CPU cache before the run (a test hook:
+    /// `CpuCache::drop_invalidates`, ...).
+    pub fn with_cpu(mut self, f: fn(&CpuCache)) -> Self {
+        self.cpu_hook = Some(f);
+        self
     }
 
     /// A non-coherent machine (`false`): prq-server reads its queues
@@ -615,6 +624,9 @@ impl PrqRig {
             self.vms.iter().flat_map(|v| v.sids.clone()).collect(),
             self.coherent,
         );
+        if let Some(f) = self.cpu_hook {
+            f(&bus.cpu);
+        }
         let log = self.log.clone();
         let mut names = vec!["supervisor".to_string(), "prq-server".to_string()];
         if self.pasids.is_some() {

@@ -8,7 +8,7 @@
 //! removed: the SMMU keeps using a stale STE), and prq-server's queue
 //! reads (it must invalidate before reading what the SMMU wrote).
 
-use harness::prq::PrqRig;
+use harness::prq::{PrqRig, PRQ_PA};
 use harness::prq_scenarios as ps;
 use harness::smmu::{rw, IommuRig, Steps, Vm, IOVA, SID_A, TABLES_PA, TABLES_SIZE};
 use iommu_server_api::{DomainId, StreamId};
@@ -151,4 +151,23 @@ fn harness_noncoherent_prq_events() {
 #[test]
 fn harness_noncoherent_prq_restart() {
     noncoherent(ps::restart);
+}
+
+/// The mode bites for readers too: with prq-server's invalidates of the
+/// PRI queue dropped (the model's hook), it reads lines it cached before
+/// the SMMU wrote them — the fault path breaks (a run panics or ends with
+/// its invariants broken) on some seed.
+#[test]
+fn harness_noncoherent_removed_pri_invalidate_is_caught() {
+    let caught = (0..10).any(|seed| {
+        std::panic::catch_unwind(|| {
+            ps::fault_respond()
+                .coherent(false)
+                .with_cpu(|c| c.drop_invalidates(PRQ_PA + prq_server::mem::PRIQ_OFF as u64, 0x1000))
+                .run(seed)
+                .invariants()
+        })
+        .map_or(true, |r| r.is_err())
+    });
+    assert!(caught, "a missing PRI-queue invalidate went unnoticed");
 }

@@ -53,6 +53,9 @@ struct State {
     /// Test hook: cleans of lines in `[start, end)` are dropped (as if the
     /// driver had not issued them), at most `left` more times.
     drop_cleans: Option<(u64, u64, u32)>,
+    /// Test hook: clean-and-invalidates of lines in `[start, end)` are
+    /// dropped (a reader that forgot to invalidate).
+    drop_invalidates: Option<(u64, u64)>,
 }
 
 /// The CPU's data cache in front of `mem`. Cloning gives another handle to
@@ -84,6 +87,7 @@ impl CpuCache {
                 lines: BTreeMap::new(),
                 stats: CacheStats::default(),
                 drop_cleans: None,
+                drop_invalidates: None,
             })),
         }
     }
@@ -212,6 +216,9 @@ impl CpuCache {
             return;
         }
         let base = Self::line_of(pa);
+        if matches!(st.drop_invalidates, Some((s, e)) if base + LINE > s && base < e) {
+            return;
+        }
         self.writeback(&mut st, base);
         st.lines.remove(&base);
     }
@@ -235,6 +242,12 @@ impl CpuCache {
     /// `[pa, pa + len)` do nothing (a driver path that forgot its clean).
     pub fn drop_cleans(&self, pa: u64, len: u64, count: u32) {
         self.lock().drop_cleans = Some((pa, pa + len, count));
+    }
+
+    /// Test hook: every DC CIVAC of a line overlapping `[pa, pa + len)`
+    /// does nothing (a queue reader that forgot to invalidate).
+    pub fn drop_invalidates(&self, pa: u64, len: u64) {
+        self.lock().drop_invalidates = Some((pa, pa + len));
     }
 
     /// Removes the [`CpuCache::drop_cleans`] hook.
