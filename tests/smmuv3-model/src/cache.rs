@@ -112,14 +112,14 @@ impl CpuCache {
 
     /// The cached line at `base`, filled from memory if absent.
     fn fill<'a>(&self, st: &'a mut State, base: u64) -> Result<&'a mut Line, MemError> {
-        if !st.lines.contains_key(&base) {
-            let mut data = [0u8; LINE as usize];
-            self.mem.read(base, &mut data)?;
-            st.lines.insert(base, Line { data, dirty: false });
+        match st.lines.entry(base) {
+            std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let mut data = [0u8; LINE as usize];
+                self.mem.read(base, &mut data)?;
+                Ok(e.insert(Line { data, dirty: false }))
+            }
         }
-        st.lines
-            .get_mut(&base)
-            .ok_or(MemError::Unmapped { pa: base })
     }
 
     /// A CPU load of `buf.len()` bytes at `pa` (within one line when not
