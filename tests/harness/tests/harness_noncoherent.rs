@@ -171,3 +171,67 @@ fn harness_noncoherent_removed_pri_invalidate_is_caught() {
     });
     assert!(caught, "a missing PRI-queue invalidate went unnoticed");
 }
+
+/// The PA of the stage 2 leaf descriptor of `iova` for `sid`, walked in
+/// memory (the SMMU's view): 4 KiB granule, walk from level 1.
+fn s2_leaf_pa(bus: &harness::smmu::Bus, sid: u32, iova: u64) -> Option<u64> {
+    const ADDR: u64 = 0x0000_ffff_ffff_f000;
+    let mut table = bus.ste(sid)?.s2ttb();
+    for level in 1..3 {
+        let idx = (iova >> (12 + 9 * (3 - level))) & 0x1ff;
+        let desc = bus.mem.read_u64(table + idx * 8).ok()?;
+        if desc & 3 != 3 {
+            return None;
+        }
+        table = desc & ADDR;
+    }
+    Some(table + ((iova >> 12) & 0x1ff) * 8)
+}
+
+/// The mode bites on unmap, the fail-open direction: with the cleans of
+/// the leaf descriptor's line removed, the unmap succeeds and its TLBI +
+/// SYNC complete, but the SMMU re-walks memory that still holds the valid
+/// descriptor — the device keeps writing to the page the VM unmapped.
+/// (`harness_noncoherent_unmap_invalidate` is the same unmap with the
+/// cleans in place: the DMA faults.)
+#[test]
+fn harness_noncoherent_removed_pte_clean_keeps_an_unmapped_page_reachable() {
+    let steps = Steps::new();
+    let s = steps.clone();
+    let mut rig =
+        IommuRig::new(SmmuConfig::new())
+            .coherent(false)
+            .vm("vm", 3, &[SID_A], move |vm: Vm| {
+                let (c, b) = (&vm.iommu, &vm.bus);
+                let d = c.create_s2_domain(false).unwrap_or(DomainId(0));
+                let _ = c.map(d, IOVA, vm.ram.page(1), 0x1000, rw());
+                let _ = c.attach(StreamId(SID_A), d);
+                s.record(b, "dma mapped", || vm.dma.write(SID_A, None, IOVA, b"m"));
+                let pte = s2_leaf_pa(b, SID_A, IOVA).expect("IOVA is mapped");
+                b.cpu.drop_cleans(pte, 8, u32::MAX);
+                s.record(b, "pte", || pte);
+                s.record(b, "unmap", || c.unmap(d, IOVA, 0x1000));
+                s.record(b, "dma unmapped", || vm.dma.write(SID_A, None, IOVA, b"u"));
+                sys_shutdown(0);
+            });
+    let bus = rig.bus();
+    rig.harness(5).run().expect_shutdown(0);
+    let landed = format!("{:?}", Ok::<u64, DmaError>(page(1)));
+    assert_eq!(steps.get("dma mapped").result, landed);
+    assert_eq!(steps.get("unmap").result, "Ok(4096)");
+    let unmap_cmds = steps.get("unmap").commands();
+    assert!(
+        unmap_cmds
+            .iter()
+            .any(|k| matches!(k, smmuv3::CommandKind::Sync { .. })),
+        "{unmap_cmds:?}"
+    );
+    let pte: u64 = steps.get("pte").result.parse().unwrap();
+    assert_eq!(bus.cpu.read_u64(pte).unwrap(), 0, "the server cleared it");
+    assert_ne!(bus.mem.read_u64(pte).unwrap(), 0, "memory still maps it");
+    assert_eq!(
+        steps.get("dma unmapped").result,
+        landed,
+        "the SMMU walked the stale descriptor"
+    );
+}
