@@ -12,8 +12,10 @@
 //! can only clean or invalidate its own memory, and neither operation
 //! changes what any observer reads from it.
 //!
-//! On the host (the harness) these are no-ops: the harness's memory model
-//! implements the DMA traits itself.
+//! On the host (the harness) they only record what they were asked to do
+//! (this thread's [`host_log`]), so a host test can check that an image's
+//! DMA-memory type maintains every line it stores to; the harness's memory
+//! model implements the DMA traits itself.
 
 /// CTR_EL0.DminLine in bytes: the smallest data cache line of every cache
 /// level, so stepping by it reaches every line of a range.
@@ -45,7 +47,7 @@ pub fn clean(va: usize) {
         core::arch::asm!("dc cvac, {}", in(reg) va, options(nostack, preserves_flags))
     };
     #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
-    let _ = va;
+    host::record(host::Op::Clean, va);
 }
 
 /// DC CIVAC: cleans the line holding `va` to the point of coherency, then
@@ -59,7 +61,7 @@ pub fn clean_invalidate(va: usize) {
         core::arch::asm!("dc civac, {}", in(reg) va, options(nostack, preserves_flags))
     };
     #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
-    let _ = va;
+    host::record(host::Op::CleanInvalidate, va);
 }
 
 /// Cleans every line of `[va, va + len)`, stepping by `line` (a power of
@@ -82,3 +84,33 @@ pub fn clean_invalidate_range(va: usize, len: usize, line: usize) {
         a += line;
     }
 }
+
+/// The host's record of maintenance operations, per thread.
+#[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+pub mod host {
+    use std::cell::RefCell;
+
+    /// A maintenance operation.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Op {
+        Clean,
+        CleanInvalidate,
+    }
+
+    thread_local! {
+        static LOG: RefCell<Vec<(Op, usize)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn record(op: Op, va: usize) {
+        LOG.with(|l| l.borrow_mut().push((op, va)));
+    }
+
+    /// Takes this thread's record so far (oldest first).
+    pub fn take() -> Vec<(Op, usize)> {
+        LOG.with(|l| core::mem::take(&mut *l.borrow_mut()))
+    }
+}
+
+/// This thread's recorded operations (host only): see [`host`].
+#[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+pub use host::take as host_log;

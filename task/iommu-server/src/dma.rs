@@ -342,3 +342,86 @@ pub fn barrier() {
     #[cfg(not(target_arch = "aarch64"))]
     core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+    use userlib::cache::host::Op;
+
+    /// Lines (VA, 64-byte aligned) of `[va, va + len)`.
+    fn lines(va: usize, len: usize) -> Vec<usize> {
+        (va & !63..va + len).step_by(64).collect()
+    }
+
+    fn cleaned(log: &[(Op, usize)]) -> Vec<usize> {
+        let mut v: Vec<usize> = log
+            .iter()
+            .filter(|(op, _)| *op == Op::Clean)
+            .map(|(_, va)| va & !63)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The image's non-coherent DMA memory cleans every line it stores
+    /// to, through every store operation the driver has; the coherent one
+    /// none; `refresh` clean-invalidates exactly the lines asked for.
+    #[test]
+    fn non_coherent_dmaptr_cleans_every_line_it_stores_to() {
+        let mut buf = vec![0u64; 1024];
+        let va = buf.as_mut_ptr() as usize;
+        // SAFETY: `buf` is 8 KiB, 8-byte aligned, outlives `m`, and is only
+        // accessed through `m` below.
+        let m = unsafe { DmaPtr::new(va, 0x4000_0000, 8192) }.non_coherent();
+        assert!(!m.coherent());
+        let _ = userlib::cache::host_log();
+
+        m.write64(0x48, 1);
+        assert_eq!(cleaned(&userlib::cache::host_log()), lines(va + 0x48, 8));
+        m.write_run(0x100, 20, 0x1000, 0x1000);
+        assert_eq!(cleaned(&userlib::cache::host_log()), lines(va + 0x100, 160));
+        m.zero(0x400, 0x100);
+        assert_eq!(
+            cleaned(&userlib::cache::host_log()),
+            lines(va + 0x400, 0x100)
+        );
+        // clear_set: only the span of cleared words.
+        m.write_run(0x800, 32, 1, 0);
+        let _ = userlib::cache::host_log();
+        m.write64(0x800, 0);
+        m.write64(0x808, 0);
+        let _ = userlib::cache::host_log();
+        assert_eq!(m.clear_set(0x800, 32, 1), (30, 2, 31));
+        assert_eq!(
+            cleaned(&userlib::cache::host_log()),
+            lines(va + 0x810, 30 * 8)
+        );
+        // A store outside the region stores and cleans nothing.
+        m.write64(8192, 1);
+        assert!(userlib::cache::host_log().is_empty());
+        // Reads clean nothing; refresh clean-invalidates its lines.
+        let _ = m.read64(0x48);
+        assert!(userlib::cache::host_log().is_empty());
+        m.refresh(0x1000, 32);
+        assert_eq!(
+            userlib::cache::host_log(),
+            lines(va + 0x1000, 32)
+                .into_iter()
+                .map(|a| (Op::CleanInvalidate, a))
+                .collect::<Vec<_>>()
+        );
+
+        // SAFETY: as above.
+        let c = unsafe { DmaPtr::new(va, 0x4000_0000, 8192) };
+        assert!(c.coherent());
+        c.write64(0x48, 2);
+        c.write_run(0x100, 20, 0, 0);
+        c.zero(0x400, 0x100);
+        c.refresh(0x1000, 32);
+        assert!(userlib::cache::host_log().is_empty());
+        drop(buf);
+    }
+}

@@ -142,3 +142,33 @@ fn dsb() {
     #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
     core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+    use userlib::cache::host::Op;
+
+    /// Non-coherent: `refresh` clean-invalidates exactly the entry's
+    /// lines; stores (journal, routes) maintain nothing. Coherent: nothing.
+    #[test]
+    fn non_coherent_refresh_invalidates_the_entry_lines() {
+        let mut buf = vec![0u64; REGION_SIZE / 8];
+        let va = buf.as_mut_ptr() as usize;
+        // SAFETY: `buf` is REGION_SIZE bytes, 8-byte aligned, outlives `m`
+        // and `c`, and is only accessed through them.
+        let m = unsafe { DmaPtr::new(va, 0x5000_0000, REGION_SIZE) }.non_coherent();
+        // SAFETY: as above.
+        let c = unsafe { DmaPtr::new(va, 0x5000_0000, REGION_SIZE) };
+        let _ = userlib::cache::host_log();
+        m.refresh(PRIQ_OFF + 0x30, 16);
+        let want: Vec<(Op, usize)> = vec![(Op::CleanInvalidate, (va + PRIQ_OFF + 0x30) & !63)];
+        assert_eq!(userlib::cache::host_log(), want);
+        m.refresh(REGION_SIZE - 8, 16); // out of the region: nothing
+        m.write64(JOURNAL_OFF, 1);
+        c.refresh(PRIQ_OFF, 16);
+        assert!(userlib::cache::host_log().is_empty());
+        drop(buf);
+    }
+}
