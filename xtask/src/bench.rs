@@ -242,8 +242,16 @@ pub fn bench(ws: &Workspace, linux: bool) -> Result<bool, String> {
         let before = results.len();
         for line in &run.console {
             if let Some((name, value, unit)) = qemu::bench_marker(line) {
+                // The same benchmark with the SMMU tasks forced into their
+                // non-coherent mode (test/apps/bench-smmu-noncoherent.toml):
+                // its own names, no goal of its own.
+                let name = if app.smmu_forced_non_coherent {
+                    format!("noncoherent_{name}")
+                } else {
+                    name.to_string()
+                };
                 results.push(BenchResult {
-                    name: name.into(),
+                    name,
                     value: value.into(),
                     unit: unit.into(),
                     source: shown.clone(),

@@ -46,6 +46,21 @@ pub struct AppToml {
     pub streams: Vec<StreamToml>,
     /// The host PASID space served by the pasid-alloc task.
     pub pasids: Option<PasidsToml>,
+    /// `[smmu]`: per-app overrides of the board's SMMU facts.
+    #[serde(default)]
+    pub smmu: SmmuToml,
+}
+
+/// `[smmu]`: `force-non-coherent = true` runs the SMMU tasks in their
+/// non-coherent mode on a coherent board (cleaning is correct there too,
+/// only slower): the QEMU proof that the mode's attributes and cache
+/// maintenance are legal. The opposite override does not exist — on a
+/// non-coherent SMMU it would be unsafe.
+#[derive(Deserialize, Debug, Default, Clone, Copy)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SmmuToml {
+    #[serde(default)]
+    pub force_non_coherent: bool,
 }
 
 /// `[pasids]`: PASIDs `1 .. 2^bits` (0 is reserved), `quota` per VM.
@@ -181,6 +196,14 @@ pub struct BoardToml {
     /// An app whose tasks use the SMMU may not size its PASID space above it.
     #[serde(default)]
     pub smmu_ssid_bits: u8,
+    /// Whether the SMMU's table walks, structure fetches and queue
+    /// accesses snoop the CPU's caches (the firmware's `dma-coherent`):
+    /// `false` makes iommu-server and prq-server clean what they write and
+    /// invalidate what they read (docs/porting.md). No default: an app
+    /// whose tasks drive the SMMU refuses to build on a board that does
+    /// not say.
+    #[serde(default)]
+    pub smmu_coherent: Option<bool>,
     pub qemu: Qemu,
 }
 
@@ -405,6 +428,13 @@ pub struct App {
     pub boot_flat: bool,
     /// `[pasids]` (bits, quota); (0, 0) without it: an empty space.
     pub pasids: (u8, u32),
+    /// The mode the SMMU tasks run in: the board's `smmu-coherent`, unless
+    /// `[smmu] force-non-coherent`; `false` for an app that does not drive
+    /// the SMMU (the safe mode; nothing uses it).
+    pub smmu_coherent: bool,
+    /// `[smmu] force-non-coherent` was given (the bench names its figures
+    /// `noncoherent_*`).
+    pub smmu_forced_non_coherent: bool,
 }
 
 /// The widest PASID space (PCIe and SMMUv3: 20 bits).
@@ -986,6 +1016,23 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
         streams.push(Stream { sid: s.sid, vm });
     }
 
+    // Coherency is a board fact the SMMU's driver cannot learn safely by
+    // itself (IDR0.COHACC describes the SMMU, not the integration):
+    // refuse to build an SMMU-driving app on a board that does not say.
+    let drives_smmu = raw
+        .tasks
+        .values()
+        .any(|t| t.mmio.iter().any(|m| m == "smmu-page0"));
+    let smmu_coherent = match (drives_smmu, board.smmu_coherent) {
+        (false, _) => false,
+        (true, Some(c)) => c && !raw.smmu.force_non_coherent,
+        (true, None) => {
+            return Err(format!(
+                "{board_file}: smmu-coherent: not stated, and {file} drives the SMMU: say `smmu-coherent = true` if the SMMU's table walks and queue accesses snoop the CPU caches (the firmware's dma-coherent), else false (docs/porting.md)"
+            ))
+        }
+    };
+
     let pasids = match raw.pasids {
         None => (0, 0),
         Some(p) => {
@@ -1052,6 +1099,8 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
         bench: raw.expect.bench,
         boot_flat: raw.expect.boot_flat,
         pasids,
+        smmu_coherent,
+        smmu_forced_non_coherent: raw.smmu.force_non_coherent,
     })
 }
 
@@ -1484,6 +1533,86 @@ mod tests {
             e,
             "boards/qemu-virt.toml: peripherals.smmu-page1: 0x9058000..0x9068000 overlaps peripherals.smmu-page0 (0x9050000..0x9060000)"
         );
+    }
+
+    #[test]
+    fn smmu_coherency_is_a_board_fact() {
+        let smmu = "[tasks.iommu]\npriority = 2\nstack-size = 1024\nmmio = [\"smmu-page0\"]\n";
+        // QEMU's board says coherent.
+        let a = check(&app(smmu)).unwrap();
+        assert!(a.smmu_coherent && !a.smmu_forced_non_coherent);
+        // An app may force the non-coherent mode (the QEMU proof).
+        let a = check(&app(&format!("{smmu}[smmu]\nforce-non-coherent = true\n"))).unwrap();
+        assert!(!a.smmu_coherent && a.smmu_forced_non_coherent);
+        let src = dist_source(&a);
+        assert!(
+            src.contains("pub const SMMU_COHERENT: bool = false;"),
+            "{src}"
+        );
+        // A board that does not say: an SMMU-driving app refuses to build;
+        // an app without the SMMU does not care.
+        let board = BOARD.replace("smmu-coherent = true", "");
+        let parse_with = |app_src: &str| {
+            parse("app.toml", app_src, |_| {
+                Ok(Some(("boards/qemu-virt.toml".to_string(), board.clone())))
+            })
+        };
+        let e = parse_with(&app(smmu)).unwrap_err();
+        assert!(
+            e.starts_with(
+                "boards/qemu-virt.toml: smmu-coherent: not stated, and app.toml drives the SMMU"
+            ),
+            "{e}"
+        );
+        assert!(!parse_with(&app("")).unwrap().smmu_coherent);
+    }
+
+    /// The non-coherent test apps are their originals with another name
+    /// and `[smmu] force-non-coherent = true`: no drift.
+    #[test]
+    fn noncoherent_apps_mirror_their_originals() {
+        let pairs = [
+            (
+                include_str!("../../test/apps/smmu.toml"),
+                include_str!("../../test/apps/smmu-noncoherent.toml"),
+                "test-smmu",
+            ),
+            (
+                include_str!("../../app.toml"),
+                include_str!("../../test/apps/demo-noncoherent.toml"),
+                "demo",
+            ),
+            (
+                include_str!("../../test/apps/bench-smmu.toml"),
+                include_str!("../../test/apps/bench-smmu-noncoherent.toml"),
+                "bench-smmu",
+            ),
+        ];
+        // Both without their opening comment block.
+        let body = |t: &str| -> String {
+            t.lines()
+                .skip_while(|l| l.starts_with('#'))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        for (orig, mirror, name) in pairs {
+            let want = body(orig).replacen(
+                &format!("name = \"{name}\"\n"),
+                &format!("name = \"{name}-noncoherent\"\n"),
+                1,
+            ) + "\n[smmu]\nforce-non-coherent = true\n";
+            assert_eq!(
+                body(mirror),
+                want,
+                "{name}: regenerate its -noncoherent mirror"
+            );
+            let a = check(mirror).unwrap();
+            assert!(!a.smmu_coherent && a.smmu_forced_non_coherent, "{name}");
+        }
+    }
+
+    fn dist_source(a: &App) -> String {
+        crate::dist::app_config_source(a)
     }
 
     #[test]

@@ -222,5 +222,11 @@ pub fn app_config_source(app: &App) -> String {
         "pub const PASID_BITS: u8 = {};\npub const PASID_QUOTA: u32 = {};\n",
         app.pasids.0, app.pasids.1
     ));
+    // The SMMU's coherency (board `smmu-coherent`, `[smmu]` override):
+    // iommu-server and prq-server clean / invalidate when false.
+    s.push_str(&format!(
+        "pub const SMMU_COHERENT: bool = {};\n",
+        app.smmu_coherent
+    ));
     s
 }
