@@ -1103,10 +1103,11 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
         }
     }
     // The ECAM belongs to pci-server alone and the BAR window to nobody
-    // (each BAR is mapped into its owner) once the image has a device
-    // table.
-    let pci_ecam = match (&board.pci, devices.is_empty()) {
-        (Some(pci), false) => {
+    // (each assigned BAR is mapped into its owner): a task holding either
+    // could re-program or reach every function on the bus.
+    let pci_ecam = match &board.pci {
+        None => None,
+        Some(pci) => {
             let holders: Vec<&Task> = tasks
                 .iter()
                 .filter(|t| {
@@ -1116,29 +1117,29 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
                 })
                 .collect();
             match holders.as_slice() {
-                [t] if t.crate_name == "pci-server" => {}
-                [t] => {
-                    return Err(format!(
-                        "{file}: tasks.{}.mmio: \"{}\" (the ECAM) belongs to pci-server when the image has [[devices]]",
-                        t.name, pci.ecam
-                    ))
-                }
-                _ => {
+                [] if !devices.is_empty() => {
                     return Err(format!(
                         "{file}: devices: no task runs pci-server with mmio = [\"{}\"] to own the configuration space",
                         pci.ecam
                     ))
                 }
+                [] => {}
+                [t] if t.crate_name == "pci-server" => {}
+                [t, ..] => {
+                    return Err(format!(
+                        "{file}: tasks.{}.mmio: \"{}\" (the ECAM) belongs to pci-server only (docs/devices.md)",
+                        t.name, pci.ecam
+                    ))
+                }
             }
             if let Some(owner) = mmio_owner.get(pci.bar_window.as_str()) {
                 return Err(format!(
-                    "{file}: tasks.{owner}.mmio: \"{}\" (the whole BAR window) may not be mapped when the image has [[devices]]: each owner gets its functions' BARs",
+                    "{file}: tasks.{owner}.mmio: \"{}\" (the whole BAR window) may not be mapped: each owner gets its functions' BARs through [[devices]] (docs/devices.md)",
                     pci.bar_window
                 ));
             }
-            Some(pci.ecam.clone())
+            (!devices.is_empty()).then(|| pci.ecam.clone())
         }
-        _ => None,
     };
 
     let pasids = match raw.pasids {
