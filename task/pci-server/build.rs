@@ -27,7 +27,8 @@ fn main() {
         text += "pub const TASK_NAMES: &[&str] = &[];\n";
     }
     if !text.contains("PCI_DEVICES") {
-        text += "pub const PCI_DEVICES: &[(u16, u16, u32, u32, [(u32, u32); 6])] = &[];\n\
+        text += "pub type PciDevice = (u16, u16, u32, u32, [(u32, u32); 6]);\n\
+                 pub const PCI_DEVICES: &[PciDevice] = &[];\n\
                  pub const PCI_ECAM: &str = \"pcie-ecam\";\n";
     }
     if fs::read_to_string(&out).ok().as_deref() != Some(text.as_str()) {

@@ -226,7 +226,8 @@ pub fn app_config_source(app: &App) -> String {
     // owner task index, StreamID, vendor | device << 16, BARs (base, size)).
     s.push_str(
         "// (bdf, owner task index, StreamID, id, [(BAR base, BAR size); 6]):\n\
-         pub const PCI_DEVICES: &[(u16, u16, u32, u32, [(u32, u32); 6])] = &[",
+         pub type PciDevice = (u16, u16, u32, u32, [(u32, u32); 6]);\n\
+         pub const PCI_DEVICES: &[PciDevice] = &[",
     );
     for (i, d) in app.devices.iter().enumerate() {
         if i > 0 {

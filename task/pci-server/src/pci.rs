@@ -116,7 +116,7 @@ pub struct Pci<C: ConfigSpace> {
 /// inside the function's 4 KiB.
 pub fn check_access(offset: u16, size: u8) -> Result<(), E> {
     if !matches!(size, 1 | 2 | 4)
-        || offset % u16::from(size) != 0
+        || !offset.is_multiple_of(u16::from(size))
         || u32::from(offset) + u32::from(size) > u32::from(off::SPACE)
     {
         return Err(E::Invalid);
