@@ -1176,6 +1176,16 @@ mod cases {
     const VM2_PCI_FOREIGN: u16 = 3;
     const VM2_TOUCH_FOREIGN_BAR: u16 = 4;
     const VM2_PCI_STATUS: u16 = 5;
+    const VM2_OWN_EDU_DMA: u16 = 6;
+
+    /// pci_second_edu_stream_0x18: vm2 drives its own edu (00:03.0) with
+    /// bus mastering from pci-server, through a domain attached to
+    /// StreamID 0x18 only: the DMA lands, so that function's requests
+    /// carry StreamID 0x18 (its requester id).
+    fn pci_second_edu_stream_0x18(x: &mut Ctx) -> Outcome {
+        let (rc, _) = sys_send(x.vm2, VM2_OWN_EDU_DMA, &[], &mut [], &[]);
+        ensure(rc == 0, "vm2's edu DMA through StreamID 0x18 failed")
+    }
 
     fn pci_err(e: PciError) -> &'static str {
         match e {
@@ -1385,7 +1395,7 @@ mod cases {
             s1: None,
             nested_a: None,
         };
-        let cases: [Case; 32] = [
+        let cases: [Case; 33] = [
             ("smmu_probe_idr", probe_idr),
             (
                 "smmu_cmdq_illegal_command_recovered",
@@ -1447,6 +1457,7 @@ mod cases {
                 "pci_foreign_bus_master_refused_dma_continues",
                 pci_foreign_bus_master_refused_dma_continues,
             ),
+            ("pci_second_edu_stream_0x18", pci_second_edu_stream_0x18),
             ("pci_foreign_bar_faults", pci_foreign_bar_faults),
             (
                 "pci_dead_owner_bus_master_off",
