@@ -228,5 +228,34 @@ pub fn app_config_source(app: &App) -> String {
         "pub const SMMU_COHERENT: bool = {};\n",
         app.smmu_coherent
     ));
+    // pci-server's device table (app.toml `[[devices]]`): (routing id,
+    // owner task index, StreamID, vendor | device << 16, BARs (base, size)).
+    s.push_str(
+        "// (bdf, owner task index, StreamID, id, [(BAR base, BAR size); 6]):\n\
+         pub type PciDevice = (u16, u16, u32, u32, [(u32, u32); 6]);\n\
+         pub const PCI_DEVICES: &[PciDevice] = &[",
+    );
+    for (i, d) in app.devices.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let bars: Vec<String> = d
+            .bars
+            .iter()
+            .map(|(b, z)| format!("({b:#x}, {z:#x})"))
+            .collect();
+        s.push_str(&format!(
+            "({:#x}, {}, {:#x}, {:#x}, [{}])",
+            d.bdf,
+            d.owner,
+            d.sid,
+            d.id,
+            bars.join(", ")
+        ));
+    }
+    s.push_str(&format!(
+        "];\npub const PCI_ECAM: &str = {:?};\n",
+        app.pci_ecam.as_deref().unwrap_or("")
+    ));
     s
 }

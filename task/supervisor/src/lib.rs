@@ -90,7 +90,7 @@ pub const DEATH_LOG: usize = 16;
 
 /// Tasks told about deaths, by name, if the supervisor may post them (its
 /// app.toml `posts`; a name it may not post is simply not a watcher).
-pub const WATCHERS: [&str; 1] = ["iommu-server"];
+pub const WATCHERS: [&str; 2] = ["iommu-server", "pci-server"];
 
 /// The notification bit a watcher is posted when a death was logged (the
 /// same bit in every watcher: iommu-server's `server::DEATH_BIT`; its
@@ -234,7 +234,8 @@ impl api::SupervisorServer for Supervisor {
 
     fn check_caller(&mut self, caller: TaskId, allowed: &'static [api::SupervisorCaller]) -> bool {
         allowed.iter().any(|a| match a {
-            api::SupervisorCaller::IommuServer => self
+            // Every watcher may pull the log (each keeps its own cursor).
+            api::SupervisorCaller::IommuServer | api::SupervisorCaller::PciServer => self
                 .watchers
                 .iter()
                 .flatten()
