@@ -89,8 +89,19 @@ impl Policy {
 pub const DEATH_LOG: usize = 16;
 
 /// Tasks told about deaths, by name, if the supervisor may post them (its
-/// app.toml `posts`; a name it may not post is simply not a watcher).
-pub const WATCHERS: [&str; 1] = ["iommu-server"];
+/// app.toml `posts`; a name it may not post is simply not a watcher):
+/// iommu-server, and the VM frontends (each reclaims its guest's state
+/// when the guest dies; docs/vmm-frontend.md). The supervisor has no task
+/// names, so the frontends it looks for are these names.
+pub const WATCHERS: [&str; 7] = [
+    "iommu-server",
+    "vmm-frontend",
+    "vmm-frontend-a",
+    "vmm-frontend-b",
+    "vmm-frontend-c",
+    "vmm-frontend-d",
+    "vmm-frontend-e",
+];
 
 /// The notification bit a watcher is posted when a death was logged (the
 /// same bit in every watcher: iommu-server's `server::DEATH_BIT`; its
@@ -234,7 +245,7 @@ impl api::SupervisorServer for Supervisor {
 
     fn check_caller(&mut self, caller: TaskId, allowed: &'static [api::SupervisorCaller]) -> bool {
         allowed.iter().any(|a| match a {
-            api::SupervisorCaller::IommuServer => self
+            api::SupervisorCaller::IommuServer | api::SupervisorCaller::VmmFrontend => self
                 .watchers
                 .iter()
                 .flatten()
