@@ -519,6 +519,12 @@ impl Frontend {
                 if cd_max_bits > self.pasid_bits() {
                     return Err(E::Invalid);
                 }
+                let table = CD_BYTES << cd_max_bits;
+                if cd_table_ipa != 0
+                    && (cd_table_ipa % CD_BYTES != 0 || !self.in_ram(cd_table_ipa, table))
+                {
+                    return Err(E::Invalid);
+                }
                 if has_binds {
                     return Err(E::Busy);
                 }
@@ -539,10 +545,6 @@ impl Frontend {
                         },
                     );
                     return Ok(());
-                }
-                let table = CD_BYTES << cd_max_bits;
-                if cd_table_ipa % CD_BYTES != 0 || !self.in_ram(cd_table_ipa, table) {
-                    return Err(E::Invalid);
                 }
                 let vste = iapi::NestedSte {
                     cd_table_ipa,

@@ -39,6 +39,7 @@ pub mod scenarios;
 pub mod smmu;
 mod svg;
 pub mod trace;
+pub mod vmm;
 
 pub use abi::{FaultKind, TaskId};
 pub use kern::config::{CAP_MEMORY_QUERY, CAP_SHUTDOWN, CAP_TASK_CONTROL};
