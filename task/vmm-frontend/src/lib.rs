@@ -167,6 +167,8 @@ pub struct Frontend {
     pub caching_mode: bool,
     pub caps: Option<iapi::IommuCaps>,
     pub s2: Option<iapi::DomainId>,
+    /// iommu-server knows every vSID (guest commands name them).
+    pub vsids_set: bool,
     pub streams: [Option<Stream>; MAX_STREAMS],
     pub pasids: [Option<PasidMap>; MAX_PASIDS],
     pub binds: [Option<Bind>; MAX_BINDS],
@@ -229,6 +231,7 @@ impl Frontend {
             caching_mode: cfg.caching_mode,
             caps: None,
             s2: None,
+            vsids_set: false,
             streams,
             pasids: [None; MAX_PASIDS],
             binds: [None; MAX_BINDS],
@@ -258,15 +261,13 @@ impl Frontend {
         self.peers.0.pasids.map(PasidAllocClient::new)
     }
 
-    /// Start-up: tells iommu-server the vSIDs, learns the SMMU's
-    /// capabilities, creates the stage-2 domain and maps the RAM window,
-    /// and puts every stream to abort (a restarted frontend finds its
-    /// streams already reclaimed). Failures are retried by [`Self::ready`].
+    /// Start-up: skips the deaths logged before this incarnation, learns
+    /// its guest's incarnation, then (`ready`) tells iommu-server the
+    /// vSIDs, learns the SMMU's capabilities, creates the stage-2 domain and
+    /// maps the RAM window. Streams start at abort (a restarted frontend
+    /// finds them reclaimed by iommu-server). Failures are retried by
+    /// [`Self::ready`] at the next request.
     pub fn start(&mut self) {
-        let iommu = self.iommu();
-        for s in self.streams.iter().flatten() {
-            let _ = iommu.set_vsid(iapi::StreamId(s.psid), s.vsid);
-        }
         if let Some(sup) = self.peers.0.supervisor.map(SupervisorClient::new) {
             // Deaths before this incarnation are not ours to reclaim.
             while let Ok(r) = sup.next_death(self.deaths_seen) {
@@ -280,10 +281,19 @@ impl Frontend {
         let _ = self.ready();
     }
 
-    /// The stage-2 domain with the RAM window mapped, made now if start-up
-    /// could not.
+    /// The stage-2 domain with the RAM window mapped (and iommu-server
+    /// told the vSIDs, the capabilities known), made now if start-up could
+    /// not.
     fn ready(&mut self) -> Result<iapi::DomainId, E> {
         let iommu = self.iommu();
+        if !self.vsids_set {
+            for s in self.streams.iter().flatten() {
+                iommu
+                    .set_vsid(iapi::StreamId(s.psid), s.vsid)
+                    .map_err(iommu_err)?;
+            }
+            self.vsids_set = true;
+        }
         if self.caps.is_none() {
             self.caps = Some(iommu.hw_info().map_err(iommu_err)?);
         }
@@ -708,14 +718,15 @@ impl Frontend {
                 ranged(Command::tlbi_nh_vaa(0, scope.addr, scope.leaf), &scope)
             }
             CommandKind::CfgiCd { sid, ssid, leaf } => {
-                // SSec (word 0 bit 10) is the Secure stream: never a VM's.
-                if words[0] & (1 << 10) != 0 {
+                // SSec names the Secure stream table: never a VM's (and
+                // ILLEGAL on a Non-secure queue, IHI 0070 §4.1.6).
+                if c.ssec() {
                     return Err(R::Field);
                 }
                 Command::cfgi_cd(sid, ssid_of(sid, ssid)?, leaf)
             }
             CommandKind::CfgiCdAll { sid } => {
-                if words[0] & (1 << 10) != 0 {
+                if c.ssec() {
                     return Err(R::Field);
                 }
                 stream(sid)?;
@@ -1347,6 +1358,9 @@ pub fn vm_streams(
     }
     n
 }
+
+#[cfg(test)]
+mod tests;
 
 /// The app's static facts (`build.rs`).
 #[allow(dead_code)]
