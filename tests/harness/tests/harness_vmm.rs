@@ -660,3 +660,163 @@ fn harness_vmm_frontend_death_is_reclaimed_by_the_servers() {
         );
     }
 }
+
+/// A stalled transaction in guest names: the device's DMA to a guest VA
+/// its stage 1 does not map stalls; the guest gets a Stall record with
+/// its vSID and guest PASID, maps the page in its own table, invalidates
+/// (caching mode) and answers Success: the RESUME retries the transaction
+/// and it lands in the page the guest chose.
+#[test]
+fn harness_vmm_stall_round_trip_in_guest_names_50_seeds() {
+    use smmuv3::pgtable::{S1Ap, S1Desc};
+    use smmuv3_model::{DmaError, StallModel, StallOutcome, StallState};
+    for seed in 0..50 {
+        let mut cfg = SmmuConfig::new();
+        cfg.stall_model = StallModel::StallForced;
+        VmmRig::new(cfg)
+            .pasid_first(&[17])
+            .vm("a", &streams_a(), 4, |g: Guest| {
+                let host = bring_up(&g, 2, 4);
+                let va2 = VA + 0x1000;
+                let r = g.dev.dma_write(PSID_A, host, va2, 8);
+                let Err(DmaError::Stalled { stag }) = r else {
+                    g.that("stalls", false, r);
+                    g.finish()
+                };
+                let mut recs = Vec::new();
+                for _ in 0..50 {
+                    if let Ok((r, _)) = g.fetch_faults() {
+                        recs.extend(r);
+                    }
+                    if !recs.is_empty() {
+                        break;
+                    }
+                    g.wait_posted(5);
+                }
+                g.that(
+                    "one Stall record: vSID, guest PASID, STAG, VA",
+                    recs.len() == 1
+                        && recs[0].kind == prq_server_api::FaultKind::Stall
+                        && recs[0].vsid == V(VSID)
+                        && recs[0].pasid == GP(2)
+                        && recs[0].group == stag
+                        && recs[0].addr == va2,
+                    &recs,
+                );
+                // The guest maps the page in its own stage 1 and, caching
+                // mode, invalidates before answering.
+                let l3 = g.ram.page(L1 + 2) + ((va2 >> 12) & 511) * 8;
+                g.ram.write(
+                    l3,
+                    &S1Desc::page(g.ipa(TARGET + 2), S1Ap::RwAny, 0)
+                        .raw()
+                        .to_le_bytes(),
+                );
+                let inv = g.invalidate(&[Command::tlbi_nh_va(0, 4, va2, true)]);
+                g.that("invalidate", matches!(inv, Ok(o) if o.done == 1), inv);
+                if let Some(c) = recs.first().map(|r| r.cookie) {
+                    let a = g.respond(&[(c, FaultResponse::Success)]);
+                    g.that("answer Success", matches!(a, Ok(o) if o.done == 1), a);
+                }
+                g.wait_until(100, || {
+                    g.dev.stall_state(PSID_A, stag) != Some(StallState::Pending)
+                });
+                let s = g.dev.stall_state(PSID_A, stag);
+                g.that(
+                    "RESUME Retry: lands in the page the guest mapped",
+                    s == Some(StallState::Resolved(StallOutcome::Retried(Ok(g
+                        .ram
+                        .page(TARGET + 2))))),
+                    s,
+                );
+                g.finish()
+            })
+            .run(seed)
+            .check(&[streams_a()]);
+    }
+}
+
+/// The guest's own CD table (Nested with `cd_table_ipa`): the guest writes
+/// its CD at its own index in its RAM; the SubstreamID the device sends
+/// is that index (IHI 0070 §4.3.7: "SubstreamID is the same in guest and
+/// host"); CFGI_CD keeps it, checked against the table's size.
+#[test]
+fn harness_vmm_guest_cd_table_nested() {
+    use smmuv3::{AddrSize, Cacheability, Cd, Shareability, Tg0};
+    for seed in 0..8 {
+        VmmRig::new(SmmuConfig::new())
+            .vm("a", &streams_a(), 4, |g: Guest| {
+                let caps = g.fe.caps();
+                g.that("caps", caps.is_ok(), caps);
+                g.ram.stage1(L1, VA, g.ipa(TARGET), |i| g.ipa(i));
+                let table = 5;
+                let mut cd = Cd::zeroed();
+                cd.set_t0sz(25)
+                    .set_tg0(Tg0::Granule4K)
+                    .set_ir0(Cacheability::WriteBackAlloc)
+                    .set_or0(Cacheability::WriteBackAlloc)
+                    .set_sh0(Shareability::InnerShareable)
+                    .set_epd1(true)
+                    .set_ips(AddrSize::Bits40)
+                    .set_aa64(true)
+                    .set_a(true)
+                    .set_asid(3)
+                    .set_ttb0(g.ipa(L1))
+                    .set_mair(0xff)
+                    .set_v(true);
+                g.ram.write(g.ram.page(table), &[0u8; 0x1000]);
+                let bytes: Vec<u8> = cd.words().iter().flat_map(|w| w.to_le_bytes()).collect();
+                g.ram.write(g.ram.page(table) + 2 * 64, &bytes);
+                let s = g.fe.set_ste(
+                    V(VSID),
+                    GuestSteMode::Nested {
+                        fault_capable: false,
+                        cd_max_bits: 2,
+                        cd_table_ipa: g.ipa(table),
+                    },
+                );
+                g.that("set_ste with the guest's CD table", s.is_ok(), s);
+                let mark = g.bus.mark();
+                let inv =
+                    g.invalidate(&[Command::cfgi_cd(VSID, 2, true), Command::tlbi_nh_asid(0, 3)]);
+                g.that("invalidate", matches!(inv, Ok(o) if o.done == 2), inv);
+                let cmds = g.bus.commands_since(mark);
+                g.that(
+                    "CFGI_CD: pSID, the guest's own index",
+                    cmds.contains(&CommandKind::CfgiCd {
+                        sid: PSID_A,
+                        ssid: 2,
+                        leaf: true,
+                    }),
+                    &cmds,
+                );
+                let pa = g.dma.write(PSID_A, Some(2), VA, b"own table");
+                g.that(
+                    "DMA through the guest's CD",
+                    pa == Ok(g.ram.page(TARGET)),
+                    pa,
+                );
+                let inv = g.invalidate(&[Command::cfgi_cd(VSID, 4, true)]);
+                g.that(
+                    "beyond the table: refused",
+                    matches!(inv, Ok(o) if o.done == 0 && o.refusal == InvalidateRefusal::Pasid),
+                    inv,
+                );
+                let a = g.fe.alloc_pasid(GP(1));
+                g.that("alloc", a.is_ok(), a);
+                let b = g.fe.bind(V(VSID), GP(1), guest_cd(g.ipa(L1), 3), false);
+                g.that(
+                    "bind on a guest-table stream: refused",
+                    b == Err(E::Invalid),
+                    b,
+                );
+                let s = g.fe.set_ste(V(VSID), GuestSteMode::Abort);
+                g.that("abort", s.is_ok(), s);
+                let d = g.dma.write(PSID_A, Some(2), VA, b"x");
+                g.that("aborted", d.is_err(), d);
+                g.finish()
+            })
+            .run(seed)
+            .check(&[streams_a()]);
+    }
+}
