@@ -6,6 +6,9 @@
 
 use harness::smmu::{guest_cd, ram_pa, RAM_SIZE, TABLES_PA, TABLES_SIZE};
 use harness::vmm::{Guest, VmmRig, VmmRun, GUEST_RAM_IPA};
+use harness::vmm_scenarios::{
+    bring_up, streams_a, streams_b, INVALID, L1, PSID_A, PSID_B, SUCCESS, TARGET, VA, VSID,
+};
 use harness::Action;
 use iommu_server_api::UnbindOutcome;
 use prq_server_api::{FaultFlags, FaultResponse, RespondStatus};
@@ -16,68 +19,6 @@ use std::sync::Arc;
 use vmm_frontend_api::{
     GuestPasid as GP, GuestSteMode, InvalidateRefusal, VirtStreamId as V, VmmFrontendError as E,
 };
-
-/// Physical StreamIDs of VM a and b; both guests call theirs vSID 1.
-const PSID_A: u32 = 0x10;
-const PSID_B: u32 = 0x08;
-const VSID: u32 = 1;
-/// The guest VA its device uses, and the RAM pages of its tables.
-const VA: u64 = 0x40_0000;
-const L1: u64 = 10;
-const TARGET: u64 = 50;
-const SUCCESS: u64 = 0b10;
-const INVALID: u64 = 0b01;
-
-fn streams_a() -> Vec<(u32, u32)> {
-    vec![(PSID_A, VSID)]
-}
-fn streams_b() -> Vec<(u32, u32)> {
-    vec![(PSID_B, VSID)]
-}
-
-fn nested_binds() -> GuestSteMode {
-    GuestSteMode::Nested {
-        fault_capable: true,
-        cd_max_bits: 8,
-        cd_table_ipa: 0,
-    }
-}
-
-/// The guest driver's usual start: caps, RAM, PASID `g`, nested stream,
-/// its stage 1 (VA → page TARGET) in its RAM, bind, and the invalidation
-/// caching mode asks for. Returns the host PASID the device is given.
-fn bring_up(g: &Guest, pasid: u32, asid: u16) -> Option<u32> {
-    let caps = g.fe.caps();
-    g.that(
-        "caps: caching mode, PRI, PASIDs",
-        matches!(caps, Ok(c) if c.caching_mode && c.pri && c.pasid_bits > 0),
-        caps,
-    );
-    let ram = g.fe.ram();
-    g.that(
-        "ram: the IPA window",
-        matches!(ram, Ok(r) if r.ipa == GUEST_RAM_IPA && r.size == RAM_SIZE as u64),
-        ram,
-    );
-    let a = g.fe.alloc_pasid(GP(pasid));
-    g.that("alloc_pasid", a.is_ok(), a);
-    let s = g.fe.set_ste(V(VSID), nested_binds());
-    g.that("set_ste nested", s.is_ok(), s);
-    g.ram.stage1(L1, VA, g.ipa(TARGET), |i| g.ipa(i));
-    let b =
-        g.fe.bind(V(VSID), GP(pasid), guest_cd(g.ipa(L1), asid), true);
-    g.that("bind", b == Ok(1), b);
-    let inv = g.invalidate(&[
-        Command::cfgi_cd(VSID, pasid, true),
-        Command::tlbi_nh_asid(0, asid),
-    ]);
-    g.that(
-        "invalidate after bind",
-        matches!(inv, Ok(o) if o.done == 2),
-        inv,
-    );
-    g.device_pasid(pasid)
-}
 
 #[test]
 fn harness_vmm_pasid_map_is_not_the_identity() {
