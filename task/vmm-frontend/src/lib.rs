@@ -139,6 +139,16 @@ pub struct Bind {
     pub users: u32,
 }
 
+/// A fault group delivered to the guest and not answered yet: its cookie
+/// and attachment (a drain of the attachment answers and revokes it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    pub cookie: papi::Cookie,
+    pub psid: u32,
+    /// Host PASID (0: none).
+    pub pasid: u32,
+}
+
 /// One event in the virtual event queue, already in guest names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VEvent {
@@ -172,7 +182,7 @@ pub struct Frontend {
     pub streams: [Option<Stream>; MAX_STREAMS],
     pub pasids: [Option<PasidMap>; MAX_PASIDS],
     pub binds: [Option<Bind>; MAX_BINDS],
-    pub delivered: [Option<papi::Cookie>; MAX_DELIVERED],
+    pub delivered: [Option<Delivered>; MAX_DELIVERED],
     pub events: [VEvent; MAX_VEVENTQ],
     pub ev_head: usize,
     pub ev_len: usize,
@@ -387,7 +397,18 @@ impl Frontend {
             }
         }
         self.binds[bi] = None;
+        self.forget_drained(s.psid, Some(host.0));
         Ok(())
+    }
+
+    /// The drain of (psid, PASID) — every PASID with None — answered and
+    /// revoked the groups delivered from it: forget their cookies.
+    fn forget_drained(&mut self, psid: u32, pasid: Option<u32>) {
+        for d in self.delivered.iter_mut() {
+            if matches!(d, Some(x) if x.psid == psid && pasid.is_none_or(|p| p == x.pasid)) {
+                *d = None;
+            }
+        }
     }
 
     /// Takes stream `i` off whatever it was attached to (binds dropped
@@ -406,6 +427,7 @@ impl Frontend {
                 *b = None;
             }
         }
+        self.forget_drained(s.psid, None);
         if let Mode::GuestTable { domain, .. } = s.mode {
             let _ = iommu.destroy_domain(domain);
         }
@@ -420,12 +442,15 @@ impl Frontend {
         let s = self.stream(i);
         let iommu = self.iommu();
         let sid = iapi::StreamId(s.psid);
-        let r = if s.mode == Mode::Abort {
-            iommu.attach(sid, domain)
+        if s.mode == Mode::Abort {
+            iommu.attach(sid, domain).map_err(iommu_err)?;
         } else {
-            iommu.replace(sid, domain)
-        };
-        r.map(|_| ()).map_err(iommu_err)
+            iommu.replace(sid, domain).map_err(iommu_err)?;
+            // A replace answers the old domain's groups of the stream
+            // (prq-server revokes their cookies).
+            self.forget_drained(s.psid, Some(0));
+        }
+        Ok(())
     }
 
     // ---- operations -------------------------------------------------------
@@ -490,6 +515,13 @@ impl Frontend {
                 // (then NotBound); a failure leaves it to that drain.
                 let _ = self.unbind_all(bi);
                 self.binds[bi] = None;
+            }
+        }
+        // Every bind of it is drained (here or by iommu-server's defunct
+        // drain): its delivered groups were answered there.
+        for i in 0..MAX_STREAMS {
+            if let Some(st) = self.streams[i] {
+                self.forget_drained(st.psid, Some(host.pasid.0));
             }
         }
         self.pasids[pi] = None;
@@ -670,7 +702,10 @@ impl Frontend {
                     b.users = b.users.saturating_sub(1);
                 }
             }
-            _ => self.binds[bi] = None,
+            _ => {
+                self.binds[bi] = None;
+                self.forget_drained(self.stream(i).psid, Some(host.pasid.0));
+            }
         }
         Ok(out)
     }
@@ -861,11 +896,11 @@ impl Frontend {
                     if out.write(count, &g).is_err() {
                         // The guest went away mid-call: its delivered
                         // faults are answered by the death reclaim.
-                        self.note_delivered(r.cookie);
+                        self.note_delivered(&r);
                         continue;
                     }
                     count += 1;
-                    self.note_delivered(r.cookie);
+                    self.note_delivered(&r);
                 }
                 None => {
                     if !refuse.contains(&Some(r.cookie)) {
@@ -891,13 +926,26 @@ impl Frontend {
         })
     }
 
-    fn note_delivered(&mut self, c: papi::Cookie) {
-        if self.delivered.contains(&Some(c)) {
+    fn note_delivered(&mut self, r: &papi::FaultRecord) {
+        if self.is_delivered(r.cookie) {
             return;
         }
+        let pasid = if r.flags.contains(papi::FaultFlags::PASID_VALID) {
+            r.pasid.0
+        } else {
+            0
+        };
         if let Some(s) = self.delivered.iter_mut().find(|d| d.is_none()) {
-            *s = Some(c);
+            *s = Some(Delivered {
+                cookie: r.cookie,
+                psid: r.sid.0,
+                pasid,
+            });
         }
+    }
+
+    fn is_delivered(&self, c: papi::Cookie) -> bool {
+        self.delivered.iter().flatten().any(|d| d.cookie == c)
     }
 
     pub fn respond(
@@ -923,7 +971,7 @@ impl Frontend {
                 stop = papi::RespondStatus::NotAllowed;
                 break;
             }
-            if !self.delivered.contains(&Some(r.cookie)) {
+            if !self.is_delivered(r.cookie) {
                 stop = papi::RespondStatus::UnknownCookie;
                 break;
             }
@@ -937,7 +985,13 @@ impl Frontend {
             });
         }
         let o = prq.respond(&wires[..k]).map_err(|_| E::Again)?;
-        for w in &wires[..(o.done as usize).min(k)] {
+        // Answered ones are done; one prq-server no longer knows (revoked
+        // by a drain meanwhile: answered Invalid there) is done too.
+        let gone = match o.status {
+            papi::RespondStatus::UnknownCookie => (o.done as usize + 1).min(k),
+            _ => (o.done as usize).min(k),
+        };
+        for w in &wires[..gone] {
             if let Some(r) = <papi::ResponseEntry as idl_runtime::Fixed>::from_wire(w) {
                 self.forget_delivered(r.cookie);
             }
@@ -955,7 +1009,7 @@ impl Frontend {
 
     fn forget_delivered(&mut self, c: papi::Cookie) {
         for d in self.delivered.iter_mut() {
-            if *d == Some(c) {
+            if matches!(d, Some(x) if x.cookie == c) {
                 *d = None;
             }
         }
@@ -1113,7 +1167,7 @@ impl Frontend {
     pub fn reset_guest(&mut self) {
         if let Some(prq) = self.prq() {
             for c in self.delivered.iter_mut() {
-                if let Some(cookie) = c.take() {
+                if let Some(Delivered { cookie, .. }) = c.take() {
                     let e = idl_runtime::Fixed::to_wire(&papi::ResponseEntry {
                         cookie,
                         response: papi::FaultResponse::Invalid,

@@ -309,8 +309,24 @@ fn round_trip(g: Guest) {
     let (r4, r5) = (g.responses(PSID_A, host, 4), g.responses(PSID_A, host, 5));
     g.that("Success at the device", r4 == [SUCCESS], r4);
     g.that("Invalid at the device", r5 == [INVALID], r5);
+    // A group delivered and never answered: the unbind's drain answers it
+    // Invalid at the device and the frontend forgets its cookie.
+    g.page_requests(PSID_A, host, 6, 1);
+    let mut n = 0;
+    for _ in 0..50 {
+        n += g.fetch_faults().map(|(r, _)| r.len()).unwrap_or(0);
+        if n > 0 {
+            break;
+        }
+        g.wait_posted(5);
+    }
+    g.that("group 6 delivered", n == 1, n);
     let u = g.fe.unbind(V(VSID), GP(3), false);
     g.that("unbind drained", u == Ok(UnbindOutcome::Drained), u);
+    let r6 = g.responses(PSID_A, host, 6);
+    g.that("the drain answered group 6 Invalid", r6 == [INVALID], r6);
+    let d = g.state.get().dump;
+    g.that("no delivered cookie left", !d.contains("Some(Delivered"), d);
     let f = g.fe.free_pasid(GP(3));
     g.that("free", f.is_ok(), f);
     g.finish()
