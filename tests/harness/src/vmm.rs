@@ -440,6 +440,12 @@ impl VmmRig {
         self
     }
 
+    /// pasid-alloc's space: PASIDs `1 .. 2^bits` (8 unless set).
+    pub fn pasid_space_bits(mut self, bits: u8) -> Self {
+        self.pasid_bits = bits;
+        self
+    }
+
     /// pasid-alloc's quota per VM.
     pub fn pasid_quota(mut self, q: u32) -> Self {
         self.pasid_quota = q;

@@ -777,3 +777,62 @@ fn harness_vmm_guest_cd_table_nested() {
             .check(&[streams_a()]);
     }
 }
+
+/// `free_pasid` with the PASID still bound and a group delivered: the
+/// free returns after the bind was unbound and drained (the group answered
+/// Invalid at the device), and the host PASID — the only one in the space
+/// — is handed out again (next generation) only after iommu-server
+/// reported it drained (pasid-alloc's I3 end check on the trace).
+#[test]
+fn harness_vmm_free_pasid_unbinds_and_drains_before_reuse() {
+    for seed in 0..20 {
+        let rig = VmmRig::new(SmmuConfig::new()).pasid_space_bits(1);
+        let state = rig.pasid_state();
+        let run = rig.vm("a", &streams_a(), 4, |g: Guest| {
+            let host = bring_up(&g, 5, 2);
+            g.page_requests(PSID_A, host, 1, 1);
+            let mut n = 0;
+            for _ in 0..50 {
+                n += g.fetch_faults().map(|(r, _)| r.len()).unwrap_or(0);
+                if n > 0 {
+                    break;
+                }
+                g.wait_posted(5);
+            }
+            g.that("delivered", n == 1, n);
+            let f = g.fe.free_pasid(GP(5));
+            g.that("free", f.is_ok(), f);
+            let r = g.responses(PSID_A, host, 1);
+            g.that(
+                "answered Invalid by the time free returned",
+                r == [INVALID],
+                r,
+            );
+            let st = g.state.get();
+            g.that(
+                "no PASID, bind or cookie left",
+                st.pasids.is_empty()
+                    && !st.dump.contains("Some(Bind")
+                    && !st.dump.contains("Some(Delivered"),
+                &st.dump,
+            );
+            // The space's only PASID comes back once drained.
+            let again = g.wait_until(200, || g.fe.alloc_pasid(GP(6)).is_ok());
+            g.that("the host PASID is reused after the drain", again, ());
+            g.that(
+                "same host PASID",
+                g.device_pasid(6) == host,
+                (g.device_pasid(6), host),
+            );
+            let u = g.fe.unbind(V(VSID), GP(5), false);
+            g.that("the freed guest PASID is unknown", u == Err(E::NotFound), u);
+            g.finish()
+        });
+        run.run(seed).check(&[streams_a()]);
+        let hist = state.history();
+        assert!(
+            hist.iter().any(|d| d.contains("0x1: Defunct")),
+            "seed {seed}: never defunct"
+        );
+    }
+}
