@@ -836,3 +836,51 @@ fn harness_vmm_free_pasid_unbinds_and_drains_before_reuse() {
         );
     }
 }
+
+/// A's DMA to an address outside its RAM raises an event that reaches A's
+/// guest with A's vSID; B, whose guest uses the same vSID number, sees
+/// nothing.
+#[test]
+fn harness_vmm_event_reaches_only_its_vm() {
+    for seed in 0..10 {
+        let a = |g: Guest| {
+            let s = g.fe.set_ste(V(VSID), GuestSteMode::S2Only);
+            g.that("S2Only", s.is_ok(), s);
+            s2_fault(&g, 3);
+            let mut got = Vec::new();
+            for _ in 0..50 {
+                if let Ok((e, _)) = g.fetch_events() {
+                    got.extend(e);
+                }
+                if !got.is_empty() {
+                    break;
+                }
+                g.wait_posted(5);
+            }
+            g.that(
+                "A got its event with its vSID",
+                got.len() == 1 && got[0].vsid == V(VSID) && (got[0].words[0] >> 32) as u32 == VSID,
+                &got,
+            );
+            g.finish()
+        };
+        let b = |g: Guest| {
+            let s = g.fe.set_ste(V(VSID), GuestSteMode::S2Only);
+            g.that("S2Only", s.is_ok(), s);
+            // Until A is done, B looks and must see nothing.
+            for _ in 0..30 {
+                let e = g.fetch_events();
+                g.that("B sees nothing", matches!(&e, Ok((v, 0)) if v.is_empty()), &e);
+                g.wait_posted(2);
+            }
+            g.finish()
+        };
+        let run = VmmRig::new(SmmuConfig::new())
+            .vm("a", &streams_a(), 4, a)
+            .vm("b", &streams_b(), 4, b)
+            .run(seed);
+        run.check(&[streams_a(), streams_b()]);
+        let l = run.log.lock();
+        assert!(l.events.iter().all(|(k, _)| *k == 0), "seed {seed}: {:?}", l.events);
+    }
+}
