@@ -1123,6 +1123,56 @@ impl Frontend {
         })
     }
 
+    // ---- server restarts ---------------------------------------------------
+
+    /// After a request failed with `Again`: learns whether a server behind
+    /// the frontend restarted (its generation changed) and drops what the
+    /// old incarnation held. A restarted iommu-server starts fail-closed
+    /// (every STE abort, no domain): the stage-2 domain is made again at
+    /// the next request, the streams are at abort, binds and guest-table
+    /// domains are gone. A restarted pasid-alloc starts empty and
+    /// iommu-server removes every PASID bind when it sees it: the guest
+    /// PASIDs and binds are gone. For the guest it is a reset of what that
+    /// server held: its next requests get NotFound / a stream at abort.
+    pub fn refresh_peers(&mut self) {
+        let p = self.peers.0;
+        let now = userlib::sys_refresh_task_id(p.iommu);
+        if now != p.iommu {
+            self.iommu_lost(now);
+        }
+        if let Some(a) = p.pasids {
+            let now = userlib::sys_refresh_task_id(a);
+            if now != a {
+                self.pasid_alloc_lost(now);
+            }
+        }
+        if let Some(q) = p.prq {
+            // prq-server recovers its queues from its journal: cookies
+            // stay valid; only its id changes.
+            self.peers.0.prq = Some(userlib::sys_refresh_task_id(q));
+        }
+    }
+
+    /// iommu-server's incarnation the frontend knew is gone; `next` is the
+    /// one to talk to.
+    fn iommu_lost(&mut self, next: TaskId) {
+        self.peers.0.iommu = next;
+        self.s2 = None;
+        self.vsids_set = false;
+        self.caps = None;
+        self.binds = [None; MAX_BINDS];
+        for st in self.streams.iter_mut().flatten() {
+            st.mode = Mode::Abort;
+        }
+    }
+
+    /// pasid-alloc's incarnation the frontend knew is gone.
+    fn pasid_alloc_lost(&mut self, next: TaskId) {
+        self.peers.0.pasids = Some(next);
+        self.pasids = [None; MAX_PASIDS];
+        self.binds = [None; MAX_BINDS];
+    }
+
     // ---- guest death ------------------------------------------------------
 
     /// Pulls the supervisor's death log; when the guest died (or the log
@@ -1138,10 +1188,17 @@ impl Frontend {
             match r.kind {
                 DeathKind::None => return,
                 DeathKind::Died => {
-                    if r.task.index() == self.guest.index()
-                        && r.task.generation() == self.guest.generation()
-                    {
+                    if r.task == self.guest {
                         self.reset_guest();
+                    }
+                    // A server behind the frontend died: what it held is
+                    // gone (see `refresh_peers`); its next incarnation is
+                    // the one to talk to.
+                    if r.task == self.peers.0.iommu {
+                        self.iommu_lost(next_incarnation(r.task));
+                    }
+                    if Some(r.task) == self.peers.0.pasids {
+                        self.pasid_alloc_lost(next_incarnation(r.task));
                     }
                 }
                 DeathKind::Overflowed => {
@@ -1199,10 +1256,7 @@ impl Frontend {
         self.ev_len = 0;
         self.ev_lost = 0;
         // The next incarnation: a request from it no longer resets.
-        self.guest = TaskId::new(
-            self.guest.index(),
-            userlib::Generation(self.guest.generation().0.wrapping_add(1)),
-        );
+        self.guest = next_incarnation(self.guest);
     }
 
     /// A request from `caller`, the guest: a newer incarnation than the
@@ -1223,11 +1277,31 @@ impl Frontend {
     }
 }
 
+/// The incarnation the kernel gives `t` when it restarts.
+fn next_incarnation(t: TaskId) -> TaskId {
+    TaskId::new(
+        t.index(),
+        userlib::Generation(t.generation().0.wrapping_add(1)),
+    )
+}
+
 /// The generated server trait on a frontend, with a hook run after each
 /// message (the harness publishes state dumps with it).
 pub struct Server<'a, F: FnMut(&Frontend)> {
     pub fe: &'a mut Frontend,
     pub after: F,
+}
+
+impl<F: FnMut(&Frontend)> Server<'_, F> {
+    /// Publishes the state after a request; an `Again` first checks
+    /// whether a server restarted (see [`Frontend::refresh_peers`]).
+    fn done<T>(&mut self, r: Result<T, E>) -> Result<T, E> {
+        if matches!(r, Err(E::Again)) {
+            self.fe.refresh_peers();
+        }
+        (self.after)(self.fe);
+        r
+    }
 }
 
 impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
@@ -1255,8 +1329,7 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
 
     fn caps(&mut self, _caller: TaskId) -> Result<api::GuestCaps, E> {
         let r = self.fe.caps();
-        (self.after)(self.fe);
-        r
+        self.done(r)
     }
 
     fn ram(&mut self, _caller: TaskId) -> Result<api::GuestRam, E> {
@@ -1265,14 +1338,12 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
 
     fn alloc_pasid(&mut self, _caller: TaskId, pasid: api::GuestPasid) -> Result<(), E> {
         let r = self.fe.alloc_pasid(pasid.0);
-        (self.after)(self.fe);
-        r
+        self.done(r)
     }
 
     fn free_pasid(&mut self, _caller: TaskId, pasid: api::GuestPasid) -> Result<(), E> {
         let r = self.fe.free_pasid(pasid.0);
-        (self.after)(self.fe);
-        r
+        self.done(r)
     }
 
     fn set_ste(
@@ -1282,8 +1353,7 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         mode: api::GuestSteMode,
     ) -> Result<(), E> {
         let r = self.fe.set_ste(vsid.0, mode);
-        (self.after)(self.fe);
-        r
+        self.done(r)
     }
 
     fn bind(
@@ -1295,8 +1365,7 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         fault_capable: bool,
     ) -> Result<u32, E> {
         let r = self.fe.bind(vsid.0, pasid.0, cd, fault_capable);
-        (self.after)(self.fe);
-        r
+        self.done(r)
     }
 
     fn unbind(
@@ -1307,8 +1376,7 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         uses_stop_marker: bool,
     ) -> Result<iapi::UnbindOutcome, E> {
         let r = self.fe.unbind(vsid.0, pasid.0, uses_stop_marker);
-        (self.after)(self.fe);
-        r
+        self.done(r)
     }
 
     fn invalidate(
@@ -1317,8 +1385,7 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         cmds: Leased<Read, api::GuestCmd>,
     ) -> Result<api::GuestInvalidateOutcome, E> {
         let r = self.fe.invalidate(&cmds);
-        (self.after)(self.fe);
-        r
+        self.done(r)
     }
 
     fn fetch_faults(
@@ -1327,8 +1394,7 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         out: Leased<Write, api::GuestFault>,
     ) -> Result<papi::FetchOutcome, E> {
         let r = self.fe.fetch_faults(&out);
-        (self.after)(self.fe);
-        r
+        self.done(r)
     }
 
     fn respond(
@@ -1337,8 +1403,7 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         responses: Leased<Read, papi::ResponseEntry>,
     ) -> Result<papi::RespondOutcome, E> {
         let r = self.fe.respond(&responses);
-        (self.after)(self.fe);
-        r
+        self.done(r)
     }
 
     fn fetch_events(
@@ -1347,8 +1412,7 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         out: Leased<Write, api::GuestEvent>,
     ) -> Result<papi::FetchOutcome, E> {
         let r = self.fe.fetch_events(&out);
-        (self.after)(self.fe);
-        r
+        self.done(r)
     }
 }
 

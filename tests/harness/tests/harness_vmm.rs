@@ -870,7 +870,11 @@ fn harness_vmm_event_reaches_only_its_vm() {
             // Until A is done, B looks and must see nothing.
             for _ in 0..30 {
                 let e = g.fetch_events();
-                g.that("B sees nothing", matches!(&e, Ok((v, 0)) if v.is_empty()), &e);
+                g.that(
+                    "B sees nothing",
+                    matches!(&e, Ok((v, 0)) if v.is_empty()),
+                    &e,
+                );
                 g.wait_posted(2);
             }
             g.finish()
@@ -881,6 +885,56 @@ fn harness_vmm_event_reaches_only_its_vm() {
             .run(seed);
         run.check(&[streams_a(), streams_b()]);
         let l = run.log.lock();
-        assert!(l.events.iter().all(|(k, _)| *k == 0), "seed {seed}: {:?}", l.events);
+        assert!(
+            l.events.iter().all(|(k, _)| *k == 0),
+            "seed {seed}: {:?}",
+            l.events
+        );
+    }
+}
+
+/// iommu-server dies and restarts fail-closed (every STE abort, no
+/// domain): the frontend's next request learns it (`Again`, then the new
+/// incarnation), makes its stage 2 again; the guest finds its stream at
+/// abort, configures it again and DMA works; its PASIDs (pasid-alloc's)
+/// are still its own.
+#[test]
+fn harness_vmm_iommu_server_restart_is_a_stream_reset_for_the_guest() {
+    for seed in 0..10 {
+        VmmRig::new(SmmuConfig::new())
+            .pasid_first(&[9])
+            .vm("a", &streams_a(), 4, |g: Guest| {
+                let host = bring_up(&g, 1, 5);
+                let pa = g.dma.write(PSID_A, host, VA, b"before");
+                g.that("DMA before", pa == Ok(g.ram.page(TARGET)), pa);
+                let gone = g.wait_until(3000, || g.dma.probe(PSID_A, host, VA).is_err());
+                g.that("the restarted iommu-server aborts the stream", gone, ());
+                let mut caps = g.fe.caps();
+                for _ in 0..3 {
+                    if caps != Err(E::Again) {
+                        break;
+                    }
+                    caps = g.fe.caps();
+                }
+                g.that("caps after the restart", caps.is_ok(), caps);
+                let a = g.fe.alloc_pasid(GP(1));
+                g.that("guest PASID 1 still held", a == Err(E::AlreadyExists), a);
+                let s = g.fe.set_ste(
+                    V(VSID),
+                    GuestSteMode::Nested {
+                        fault_capable: true,
+                        cd_max_bits: 8,
+                        cd_table_ipa: 0,
+                    },
+                );
+                g.that("set_ste again", s.is_ok(), s);
+                let b = g.fe.bind(V(VSID), GP(1), guest_cd(g.ipa(L1), 5), true);
+                g.that("bind again", b == Ok(1), b);
+                let pa = g.dma.write(PSID_A, host, VA, b"after");
+                g.that("DMA after", pa == Ok(g.ram.page(TARGET)), pa);
+                g.finish()
+            })
+            .run_with(seed, |h| h.at_step(3000, Action::kill("iommu-server")))
+            .check(&[streams_a()]);
     }
 }
