@@ -538,7 +538,8 @@ pub enum VmmFrontendOp {
     Bind = 6,
     /// `unbind`: Unbinds; returns only after the drain, so a successful return means the guest
     Unbind = 7,
-    /// `invalidate`: Validates guest commands (only TLBI_NH_*, CFGI_CD*, ATC_INV; ASID/VMID forced;
+    /// `invalidate`: Validates guest commands (only TLBI_NH_*, CFGI_CD*, ATC_INV; the VM's VMID
+    /// forced;
     Invalidate = 8,
     /// `fetch_faults`: Page requests and stalls for the guest.
     FetchFaults = 9,
@@ -1148,8 +1149,9 @@ pub trait VmmFrontendServer {
         pasid: GuestPasid,
         uses_stop_marker: bool,
     ) -> Result<::iommu_server_api::UnbindOutcome, VmmFrontendError>;
-    /// Validates guest commands (only TLBI_NH_*, CFGI_CD*, ATC_INV; ASID/VMID forced;
-    /// virtual to physical StreamIDs) and issues them as one batch.
+    /// Validates guest commands (only TLBI_NH_*, CFGI_CD*, ATC_INV; the VM's VMID forced;
+    /// virtual to physical StreamIDs; guest to host PASIDs) and issues them as one batch,
+    /// stopping at the first refused command (`refusal` says why).
     ///
     /// Lease `cmds` (Read, 1..=64 entries)
     ///
@@ -1417,8 +1419,9 @@ impl VmmFrontendClient {
             false,
         )
     }
-    /// Validates guest commands (only TLBI_NH_*, CFGI_CD*, ATC_INV; ASID/VMID forced;
-    /// virtual to physical StreamIDs) and issues them as one batch.
+    /// Validates guest commands (only TLBI_NH_*, CFGI_CD*, ATC_INV; the VM's VMID forced;
+    /// virtual to physical StreamIDs; guest to host PASIDs) and issues them as one batch,
+    /// stopping at the first refused command (`refusal` says why).
     ///
     /// Lease `cmds` (Read, 1..=64 entries)
     ///
