@@ -174,6 +174,7 @@ impl ::idl_runtime::IdlError for SupervisorError {
 pub enum SupervisorCaller {
     IommuServer,
     PciServer,
+    VmmFrontend,
 }
 
 impl SupervisorCaller {
@@ -182,6 +183,7 @@ impl SupervisorCaller {
         match self {
             SupervisorCaller::IommuServer => "iommu-server",
             SupervisorCaller::PciServer => "pci-server",
+            SupervisorCaller::VmmFrontend => "vmm-frontend",
         }
     }
 }
@@ -235,10 +237,18 @@ impl SupervisorOp {
     pub const fn allowed_callers(self) -> &'static [SupervisorCaller] {
         match self {
             SupervisorOp::NextDeath => {
-                &[SupervisorCaller::IommuServer, SupervisorCaller::PciServer]
+                &[
+                    SupervisorCaller::IommuServer,
+                    SupervisorCaller::PciServer,
+                    SupervisorCaller::VmmFrontend,
+                ]
             }
             SupervisorOp::CurrentTask => {
-                &[SupervisorCaller::IommuServer, SupervisorCaller::PciServer]
+                &[
+                    SupervisorCaller::IommuServer,
+                    SupervisorCaller::PciServer,
+                    SupervisorCaller::VmmFrontend,
+                ]
             }
         }
     }
@@ -389,7 +399,7 @@ pub trait SupervisorServer {
     /// The death with sequence number `since` (the first one the watcher has not seen),
     /// or None when there is none yet, or Overflowed when the bounded log no longer holds it.
     ///
-    /// Operation 1; callers: iommu-server, pci-server; idempotent.
+    /// Operation 1; callers: iommu-server, pci-server, vmm-frontend; idempotent.
     fn next_death(
         &mut self,
         caller: TaskId,
@@ -399,7 +409,7 @@ pub trait SupervisorServer {
     /// after Overflowed: a watcher may not ask the kernel about tasks outside its slots.
     /// Invalid for an index beyond the image's tasks.
     ///
-    /// Operation 2; callers: iommu-server, pci-server; idempotent.
+    /// Operation 2; callers: iommu-server, pci-server, vmm-frontend; idempotent.
     fn current_task(
         &mut self,
         caller: TaskId,
@@ -469,7 +479,7 @@ impl SupervisorClient {
     /// The death with sequence number `since` (the first one the watcher has not seen),
     /// or None when there is none yet, or Overflowed when the bounded log no longer holds it.
     ///
-    /// Operation 1; callers: iommu-server, pci-server; idempotent.
+    /// Operation 1; callers: iommu-server, pci-server, vmm-frontend; idempotent.
     pub fn next_death(&self, since: u32) -> Result<DeathRecord, SupervisorError> {
         let args = NextDeathArgs { since };
         ::idl_runtime::call_fixed(
@@ -484,7 +494,7 @@ impl SupervisorClient {
     /// after Overflowed: a watcher may not ask the kernel about tasks outside its slots.
     /// Invalid for an index beyond the image's tasks.
     ///
-    /// Operation 2; callers: iommu-server, pci-server; idempotent.
+    /// Operation 2; callers: iommu-server, pci-server, vmm-frontend; idempotent.
     pub fn current_task(&self, index: u16) -> Result<TaskId, SupervisorError> {
         let args = CurrentTaskArgs { index };
         ::idl_runtime::call_fixed(

@@ -48,6 +48,14 @@ pub struct Page1Mmio {
 }
 
 impl Page1Mmio {
+    /// Page 1 of `smmu`; page-0 accesses are refused (logged nowhere).
+    pub fn new(smmu: Arc<Smmu>) -> Self {
+        Page1Mmio {
+            smmu,
+            log: Log::default(),
+        }
+    }
+
     fn ok(&self, off: usize) -> bool {
         if (PAGE1..2 * PAGE1).contains(&off) {
             return true;
@@ -90,6 +98,13 @@ pub struct ModelQueues {
     mem: CpuCache,
     pa: u64,
     size: usize,
+}
+
+impl ModelQueues {
+    /// `[pa, pa + size)` of the model's memory.
+    pub fn new(mem: PhysMem, pa: u64, size: usize) -> Self {
+        ModelQueues { mem, pa, size }
+    }
 }
 
 impl QueueMemory for ModelQueues {

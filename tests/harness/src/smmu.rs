@@ -1213,6 +1213,11 @@ pub struct GuestRam {
 }
 
 impl GuestRam {
+    /// `[pa, pa + size)` of the model's memory (a rig's VM RAM).
+    pub fn new(pa: u64, size: usize, mem: PhysMem) -> Self {
+        GuestRam { pa, size, mem }
+    }
+
     /// PA of page `i`.
     pub fn page(&self, i: u64) -> u64 {
         self.pa + i * 0x1000
