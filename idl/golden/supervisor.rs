@@ -173,6 +173,8 @@ impl ::idl_runtime::IdlError for SupervisorError {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SupervisorCaller {
     IommuServer,
+    PciServer,
+    VmmFrontend,
 }
 
 impl SupervisorCaller {
@@ -180,6 +182,8 @@ impl SupervisorCaller {
     pub const fn task_name(self) -> &'static str {
         match self {
             SupervisorCaller::IommuServer => "iommu-server",
+            SupervisorCaller::PciServer => "pci-server",
+            SupervisorCaller::VmmFrontend => "vmm-frontend",
         }
     }
 }
@@ -232,8 +236,20 @@ impl SupervisorOp {
     /// Tasks allowed to call (empty: any task with a task-slot for the server).
     pub const fn allowed_callers(self) -> &'static [SupervisorCaller] {
         match self {
-            SupervisorOp::NextDeath => &[SupervisorCaller::IommuServer],
-            SupervisorOp::CurrentTask => &[SupervisorCaller::IommuServer],
+            SupervisorOp::NextDeath => {
+                &[
+                    SupervisorCaller::IommuServer,
+                    SupervisorCaller::PciServer,
+                    SupervisorCaller::VmmFrontend,
+                ]
+            }
+            SupervisorOp::CurrentTask => {
+                &[
+                    SupervisorCaller::IommuServer,
+                    SupervisorCaller::PciServer,
+                    SupervisorCaller::VmmFrontend,
+                ]
+            }
         }
     }
     pub const fn lease_count(self) -> usize {
@@ -383,7 +399,7 @@ pub trait SupervisorServer {
     /// The death with sequence number `since` (the first one the watcher has not seen),
     /// or None when there is none yet, or Overflowed when the bounded log no longer holds it.
     ///
-    /// Operation 1; callers: iommu-server; idempotent.
+    /// Operation 1; callers: iommu-server, pci-server, vmm-frontend; idempotent.
     fn next_death(
         &mut self,
         caller: TaskId,
@@ -393,7 +409,7 @@ pub trait SupervisorServer {
     /// after Overflowed: a watcher may not ask the kernel about tasks outside its slots.
     /// Invalid for an index beyond the image's tasks.
     ///
-    /// Operation 2; callers: iommu-server; idempotent.
+    /// Operation 2; callers: iommu-server, pci-server, vmm-frontend; idempotent.
     fn current_task(
         &mut self,
         caller: TaskId,
@@ -463,7 +479,7 @@ impl SupervisorClient {
     /// The death with sequence number `since` (the first one the watcher has not seen),
     /// or None when there is none yet, or Overflowed when the bounded log no longer holds it.
     ///
-    /// Operation 1; callers: iommu-server; idempotent.
+    /// Operation 1; callers: iommu-server, pci-server, vmm-frontend; idempotent.
     pub fn next_death(&self, since: u32) -> Result<DeathRecord, SupervisorError> {
         let args = NextDeathArgs { since };
         ::idl_runtime::call_fixed(
@@ -478,7 +494,7 @@ impl SupervisorClient {
     /// after Overflowed: a watcher may not ask the kernel about tasks outside its slots.
     /// Invalid for an index beyond the image's tasks.
     ///
-    /// Operation 2; callers: iommu-server; idempotent.
+    /// Operation 2; callers: iommu-server, pci-server, vmm-frontend; idempotent.
     pub fn current_task(&self, index: u16) -> Result<TaskId, SupervisorError> {
         let args = CurrentTaskArgs { index };
         ::idl_runtime::call_fixed(

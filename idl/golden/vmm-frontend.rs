@@ -53,14 +53,19 @@ impl PostcardMax for VirtStreamId {
 pub enum GuestSteMode {
     Abort,
     S2Only,
-    Nested { fault_capable: bool, cd_max_bits: u8 },
+    Nested { fault_capable: bool, cd_max_bits: u8, cd_table_ipa: u64 },
 }
 
 impl PostcardMax for GuestSteMode {
     /// Variant index (one byte: fewer than 128 variants) plus the largest variant.
     const MAX_SIZE: usize = 1
         + ::idl_runtime::max_of(
-            &[0, 0, <bool as PostcardMax>::MAX_SIZE + <u8 as PostcardMax>::MAX_SIZE],
+            &[
+                0,
+                0,
+                <bool as PostcardMax>::MAX_SIZE + <u8 as PostcardMax>::MAX_SIZE
+                    + <u64 as PostcardMax>::MAX_SIZE,
+            ],
         );
 }
 
@@ -211,6 +216,128 @@ impl PostcardMax for GuestFault {
         + <u16 as PostcardMax>::MAX_SIZE + <u64 as PostcardMax>::MAX_SIZE
         + <::prq_server_api::FaultPerm as PostcardMax>::MAX_SIZE
         + <::prq_server_api::FaultFlags as PostcardMax>::MAX_SIZE;
+}
+
+/// Why the command at index `done` of a guest invalidation batch was refused.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum InvalidateRefusal {
+    /// Nothing was refused (the batch completed, or the SMMU stopped it).
+    None = 0,
+    /// Not TLBI_NH_ALL/ASID/VA/VAA, CFGI_CD/CD_ALL or ATC_INV.
+    Opcode = 1,
+    /// The virtual StreamID is not one of this VM's.
+    Stream = 2,
+    /// The SubstreamID is not an allocated guest PASID (or beyond the stream's CDs).
+    Pasid = 3,
+    /// A field the vIOMMU does not offer (a range without range invalidation, SSec).
+    Field = 4,
+    /// ATC_INV without ATS.
+    Unsupported = 5,
+    /// iommu-server refused it after the frontend's own checks.
+    Server = 6,
+}
+
+impl InvalidateRefusal {
+    pub const ALL: [InvalidateRefusal; 7] = [
+        InvalidateRefusal::None,
+        InvalidateRefusal::Opcode,
+        InvalidateRefusal::Stream,
+        InvalidateRefusal::Pasid,
+        InvalidateRefusal::Field,
+        InvalidateRefusal::Unsupported,
+        InvalidateRefusal::Server,
+    ];
+}
+
+impl ::idl_runtime::Repr for InvalidateRefusal {
+    type Int = u8;
+    fn to_repr(self) -> u8 {
+        self as u8
+    }
+    fn from_repr(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(InvalidateRefusal::None),
+            1 => Some(InvalidateRefusal::Opcode),
+            2 => Some(InvalidateRefusal::Stream),
+            3 => Some(InvalidateRefusal::Pasid),
+            4 => Some(InvalidateRefusal::Field),
+            5 => Some(InvalidateRefusal::Unsupported),
+            6 => Some(InvalidateRefusal::Server),
+            _ => None,
+        }
+    }
+}
+
+/// The integer value on the wire (both encodings); unknown values are refused.
+impl Serialize for InvalidateRefusal {
+    fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ::idl_runtime::serialize_repr(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for InvalidateRefusal {
+    fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ::idl_runtime::deserialize_repr(d)
+    }
+}
+
+impl Fixed for InvalidateRefusal {
+    type Wire = WireOf<u8>;
+    fn to_wire(&self) -> Self::Wire {
+        Fixed::to_wire(&(*self as u8))
+    }
+    fn from_wire(wire: &Self::Wire) -> Option<Self> {
+        <Self as ::idl_runtime::Repr>::from_repr(Fixed::from_wire(wire)?)
+    }
+}
+
+impl PostcardMax for InvalidateRefusal {
+    const MAX_SIZE: usize = <u8 as PostcardMax>::MAX_SIZE;
+}
+
+/// Result of a guest invalidation batch: how many commands were issued and synced,
+/// why it stopped, and (status Rejected) why the next command was refused.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize)]
+pub struct GuestInvalidateOutcome {
+    /// Commands issued and synced, from the first.
+    pub done: u32,
+    pub status: ::iommu_server_api::InvalidateStatus,
+    pub refusal: InvalidateRefusal,
+}
+
+/// Wire form of [`GuestInvalidateOutcome`]: little-endian, no padding.
+#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct GuestInvalidateOutcomeWire {
+    pub done: WireOf<u32>,
+    pub status: WireOf<::iommu_server_api::InvalidateStatus>,
+    pub refusal: WireOf<InvalidateRefusal>,
+}
+
+impl Fixed for GuestInvalidateOutcome {
+    type Wire = GuestInvalidateOutcomeWire;
+    fn to_wire(&self) -> GuestInvalidateOutcomeWire {
+        GuestInvalidateOutcomeWire {
+            done: Fixed::to_wire(&self.done),
+            status: Fixed::to_wire(&self.status),
+            refusal: Fixed::to_wire(&self.refusal),
+        }
+    }
+    fn from_wire(wire: &GuestInvalidateOutcomeWire) -> Option<Self> {
+        Some(GuestInvalidateOutcome {
+            done: Fixed::from_wire(&wire.done)?,
+            status: Fixed::from_wire(&wire.status)?,
+            refusal: Fixed::from_wire(&wire.refusal)?,
+        })
+    }
+}
+
+impl PostcardMax for GuestInvalidateOutcome {
+    const MAX_SIZE: usize = <u32 as PostcardMax>::MAX_SIZE
+        + <::iommu_server_api::InvalidateStatus as PostcardMax>::MAX_SIZE
+        + <InvalidateRefusal as PostcardMax>::MAX_SIZE;
 }
 
 /// The VM's RAM as the vIOMMU's stage 2 maps it: the guest addresses (IPAs) its CD
@@ -411,7 +538,8 @@ pub enum VmmFrontendOp {
     Bind = 6,
     /// `unbind`: Unbinds; returns only after the drain, so a successful return means the guest
     Unbind = 7,
-    /// `invalidate`: Validates guest commands (only TLBI_NH_*, CFGI_CD*, ATC_INV; ASID/VMID forced;
+    /// `invalidate`: Validates guest commands (only TLBI_NH_*, CFGI_CD*, ATC_INV; the VM's VMID
+    /// forced;
     Invalidate = 8,
     /// `fetch_faults`: Page requests and stalls for the guest.
     FetchFaults = 9,
@@ -575,7 +703,7 @@ impl VmmFrontendOp {
                 ::idl_runtime::wire_size::<::iommu_server_api::UnbindOutcome>()
             }
             VmmFrontendOp::Invalidate => {
-                ::idl_runtime::wire_size::<::iommu_server_api::InvalidateOutcome>()
+                ::idl_runtime::wire_size::<GuestInvalidateOutcome>()
             }
             VmmFrontendOp::FetchFaults => {
                 ::idl_runtime::wire_size::<::prq_server_api::FetchOutcome>()
@@ -1021,8 +1149,9 @@ pub trait VmmFrontendServer {
         pasid: GuestPasid,
         uses_stop_marker: bool,
     ) -> Result<::iommu_server_api::UnbindOutcome, VmmFrontendError>;
-    /// Validates guest commands (only TLBI_NH_*, CFGI_CD*, ATC_INV; ASID/VMID forced;
-    /// virtual to physical StreamIDs) and issues them as one batch.
+    /// Validates guest commands (only TLBI_NH_*, CFGI_CD*, ATC_INV; the VM's VMID forced;
+    /// virtual to physical StreamIDs; guest to host PASIDs) and issues them as one batch,
+    /// stopping at the first refused command (`refusal` says why).
     ///
     /// Lease `cmds` (Read, 1..=64 entries)
     ///
@@ -1031,7 +1160,7 @@ pub trait VmmFrontendServer {
         &mut self,
         caller: TaskId,
         cmds: Leased<::idl_runtime::Read, GuestCmd>,
-    ) -> Result<::iommu_server_api::InvalidateOutcome, VmmFrontendError>;
+    ) -> Result<GuestInvalidateOutcome, VmmFrontendError>;
     /// Page requests and stalls for the guest.
     ///
     /// Lease `out` (Write, 1..=64 entries)
@@ -1290,8 +1419,9 @@ impl VmmFrontendClient {
             false,
         )
     }
-    /// Validates guest commands (only TLBI_NH_*, CFGI_CD*, ATC_INV; ASID/VMID forced;
-    /// virtual to physical StreamIDs) and issues them as one batch.
+    /// Validates guest commands (only TLBI_NH_*, CFGI_CD*, ATC_INV; the VM's VMID forced;
+    /// virtual to physical StreamIDs; guest to host PASIDs) and issues them as one batch,
+    /// stopping at the first refused command (`refusal` says why).
     ///
     /// Lease `cmds` (Read, 1..=64 entries)
     ///
@@ -1299,7 +1429,7 @@ impl VmmFrontendClient {
     pub fn invalidate(
         &self,
         cmds: &[WireOf<GuestCmd>],
-    ) -> Result<::iommu_server_api::InvalidateOutcome, VmmFrontendError> {
+    ) -> Result<GuestInvalidateOutcome, VmmFrontendError> {
         let args = InvalidateArgs {};
         ::idl_runtime::call_fixed(
             &self.task,

@@ -42,8 +42,9 @@ fn strategy_virt_stream_id() -> BoxedStrategy<VirtStreamId> {
 fn strategy_guest_ste_mode() -> BoxedStrategy<GuestSteMode> {
     prop_oneof![
         Just(GuestSteMode::Abort), Just(GuestSteMode::S2Only), (any:: < bool > (), any::
-        < u8 > (),).prop_map(| (fault_capable, cd_max_bits,) | GuestSteMode::Nested {
-        fault_capable, cd_max_bits })
+        < u8 > (), any:: < u64 > (),).prop_map(| (fault_capable, cd_max_bits,
+        cd_table_ipa,) | GuestSteMode::Nested { fault_capable, cd_max_bits, cd_table_ipa
+        })
     ]
         .boxed()
 }
@@ -88,6 +89,24 @@ fn strategy_guest_fault() -> BoxedStrategy<GuestFault> {
         .boxed()
 }
 
+fn strategy_invalidate_refusal() -> BoxedStrategy<InvalidateRefusal> {
+    ::proptest::sample::select(InvalidateRefusal::ALL.to_vec()).boxed()
+}
+
+fn strategy_guest_invalidate_outcome() -> BoxedStrategy<GuestInvalidateOutcome> {
+    (
+        any::<u32>(),
+        strategy_iommu_server_api_invalidate_status(),
+        strategy_invalidate_refusal(),
+    )
+        .prop_map(|(done, status, refusal)| GuestInvalidateOutcome {
+            done,
+            status,
+            refusal,
+        })
+        .boxed()
+}
+
 fn strategy_guest_ram() -> BoxedStrategy<GuestRam> {
     (any::<u64>(), any::<u64>()).prop_map(|(ipa, size)| GuestRam { ipa, size }).boxed()
 }
@@ -109,17 +128,6 @@ fn strategy_iommu_server_api_cd_config() -> BoxedStrategy<::iommu_server_api::Cd
             tcr,
             mair,
             asid,
-        })
-        .boxed()
-}
-
-fn strategy_iommu_server_api_invalidate_outcome() -> BoxedStrategy<
-    ::iommu_server_api::InvalidateOutcome,
-> {
-    (any::<u32>(), strategy_iommu_server_api_invalidate_status())
-        .prop_map(|(done, status)| ::iommu_server_api::InvalidateOutcome {
-            done,
-            status,
         })
         .boxed()
 }
@@ -321,6 +329,30 @@ fn idl_vmm_frontend_type_guest_caps_round_trip() {
 fn idl_vmm_frontend_type_guest_fault_round_trip() {
     check(
         strategy_guest_fault(),
+        |value| {
+            assert_fixed_round_trip(&value);
+            assert_postcard_round_trip(&value);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_vmm_frontend_type_invalidate_refusal_round_trip() {
+    check(
+        strategy_invalidate_refusal(),
+        |value| {
+            assert_fixed_round_trip(&value);
+            assert_postcard_round_trip(&value);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn idl_vmm_frontend_type_guest_invalidate_outcome_round_trip() {
+    check(
+        strategy_guest_invalidate_outcome(),
         |value| {
             assert_fixed_round_trip(&value);
             assert_postcard_round_trip(&value);
@@ -1100,20 +1132,16 @@ fn idl_vmm_frontend_invalidate_args_round_trip() {
 #[test]
 fn idl_vmm_frontend_invalidate_reply_round_trip() {
     check(
-        strategy_iommu_server_api_invalidate_outcome(),
+        strategy_guest_invalidate_outcome(),
         |value| {
             let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
-            let result: Result<
-                ::iommu_server_api::InvalidateOutcome,
-                VmmFrontendError,
-            > = Ok(value);
+            let result: Result<GuestInvalidateOutcome, VmmFrontendError> = Ok(value);
             let (code, len) = ::idl_runtime::encode_fixed_reply(&result, &mut buf);
             prop_assert_eq!(code, 0);
             prop_assert!(len <= VmmFrontendOp::Invalidate.reply_max());
             prop_assert_eq!(
-                ::idl_runtime::decode_fixed_reply:: <
-                ::iommu_server_api::InvalidateOutcome, VmmFrontendError > (code, &
-                buf[..len]), result
+                ::idl_runtime::decode_fixed_reply:: < GuestInvalidateOutcome,
+                VmmFrontendError > (code, & buf[..len]), result
             );
             Ok(())
         },

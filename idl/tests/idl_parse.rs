@@ -16,6 +16,7 @@ fn idl_parse_every_interface_file() {
         [
             "iommu-server",
             "pasid-alloc",
+            "pci-server",
             "prq-server",
             "supervisor",
             "vmm-frontend"

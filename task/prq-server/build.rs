@@ -30,6 +30,14 @@ fn main() {
     } else {
         text + "pub const TASK_NAMES: &[&str] = &[];\n"
     };
+    // The board's SMMU coherency (boards/*.toml `smmu-coherent`). Without
+    // an app (a host build) the safe mode: cleaning is correct on a
+    // coherent SMMU too, only slower.
+    let text = if text.contains("SMMU_COHERENT") {
+        text
+    } else {
+        text + "pub const SMMU_COHERENT: bool = false;\n"
+    };
     // Only rewrite on change, so an unchanged map does not rebuild the task.
     if fs::read_to_string(&out).ok().as_deref() != Some(text.as_str()) {
         fs::write(&out, text).expect("cannot write app_config.rs");

@@ -1,7 +1,9 @@
 //! `bench`: boots every `test/apps/*.toml` with `[expect] bench = true` under
 //! instruction counting, collects `BENCH <name> <value> <unit>` console lines,
 //! adds the demo image's kernel `.text` and file sizes, prints them against
-//! the goals and writes `target/bench/results.json`.
+//! the goals and writes `target/bench/results.json`. With `--linux` it then
+//! runs Linux's own SMMUv3 driver on the same QEMU (`linux_peer`) and adds
+//! `linux_*` figures, `*_ratio` entries and a side-by-side table.
 //!
 //! Clock: `-icount shift=0,sleep=off` with `-cpu max` (CNTFRQ = 1 GHz) makes
 //! one CNTVCT tick exactly one guest instruction, the same on every run — so
@@ -12,6 +14,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::dist::{dist, load_app};
+use crate::linux_peer;
 use crate::prereq;
 use crate::qemu::{self, Outcome};
 use crate::ws::{write_if_changed, Workspace};
@@ -26,9 +29,11 @@ const BENCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// "Cost"): map 256 KiB with the IOMMU core, unmap 256 KiB with its one
 /// range TLBI + SYNC, `arm_smmu_attach_dev`; and flat per page: 512 pages
 /// cost at most 8.5 x 64 pages (the ratio is reported in hundredths).
-pub const GOALS: [(&str, f64, &str); 10] = [
+pub const GOALS: [(&str, f64, &str); 11] = [
     ("ipc_one_way", 300.0, "instructions"),
     ("kernel_text", 65536.0, "bytes"),
+    // The demo's flat image.bin (loadable bytes only).
+    ("image_bin_size", 262144.0, "bytes"),
     ("smmu_map64_round_trip", 4556.0, "instructions"),
     ("smmu_unmap64_round_trip", 7098.0, "instructions"),
     ("smmu_attach_round_trip", 5786.0, "instructions"),
@@ -40,6 +45,81 @@ pub const GOALS: [(&str, f64, &str); 10] = [
     ("pasid_server_op", 300.0, "instructions"),
     // Issue 7: IPC round trips per batch of up to 64 fault groups.
     ("prq_storm_round_trips_per_batch", 3.0, "round-trips"),
+];
+
+/// With `--linux` (xtask/src/linux_peer.rs): (ratio name, project figure,
+/// Linux figure). A ratio is project / Linux, both the warm minimum over 24
+/// iterations on the same QEMU; the project's includes its IPC round trip,
+/// Linux's is the whole VFIO ioctl (system call, VFIO bookkeeping, page
+/// pinning, IOMMU core, SMMUv3 driver and io-pgtable).
+pub const LINUX_PAIRS: [(&str, &str, &str); 5] = [
+    ("map64_ratio", "smmu_map64_round_trip", "linux_map64_ioctl"),
+    (
+        "unmap64_ratio",
+        "smmu_unmap64_round_trip",
+        "linux_unmap64_ioctl",
+    ),
+    (
+        "attach_ratio",
+        "smmu_attach_round_trip",
+        "linux_attach_ioctls",
+    ),
+    (
+        "map512_ratio",
+        "smmu_map512_round_trip",
+        "linux_map512_ioctl",
+    ),
+    (
+        "unmap512_ratio",
+        "smmu_unmap512_round_trip",
+        "linux_unmap512_ioctl",
+    ),
+];
+
+/// With `--linux`, against Linux's SMMUv3 driver + io-pgtable + IOMMU core
+/// alone (from the peer's profile boot: the same iteration's instructions
+/// in those functions, VFIO's iova_to_phys walks excluded) — the
+/// comparison issue 14's goals are about.
+pub const LINUX_DRIVER_PAIRS: [(&str, &str, &str); 5] = [
+    (
+        "map64_driver_ratio",
+        "smmu_map64_round_trip",
+        "linux_map64_driver_core",
+    ),
+    (
+        "unmap64_driver_ratio",
+        "smmu_unmap64_round_trip",
+        "linux_unmap64_driver_core",
+    ),
+    (
+        "attach_driver_ratio",
+        "smmu_attach_round_trip",
+        "linux_attach_driver_core",
+    ),
+    (
+        "map512_driver_ratio",
+        "smmu_map512_round_trip",
+        "linux_map512_driver_core",
+    ),
+    (
+        "unmap512_driver_ratio",
+        "smmu_unmap512_round_trip",
+        "linux_unmap512_driver_core",
+    ),
+];
+
+/// Goals of the `--linux` ratios: the project costs no more than Linux.
+pub const LINUX_GOALS: [(&str, f64, &str); 10] = [
+    ("map64_ratio", 1.0, "ratio"),
+    ("unmap64_ratio", 1.0, "ratio"),
+    ("attach_ratio", 1.0, "ratio"),
+    ("map512_ratio", 1.0, "ratio"),
+    ("unmap512_ratio", 1.0, "ratio"),
+    ("map64_driver_ratio", 1.0, "ratio"),
+    ("unmap64_driver_ratio", 1.0, "ratio"),
+    ("attach_driver_ratio", 1.0, "ratio"),
+    ("map512_driver_ratio", 1.0, "ratio"),
+    ("unmap512_driver_ratio", 1.0, "ratio"),
 ];
 
 /// Figures only the host harness can count (QEMU has no PRI): the storm
@@ -63,6 +143,7 @@ fn goal_for(name: &str) -> Option<(f64, &'static str)> {
     let norm = name.replace('-', "_");
     GOALS
         .iter()
+        .chain(LINUX_GOALS.iter())
         .find(|(g, _, _)| norm == *g || norm.strip_prefix(g).is_some_and(|r| r.starts_with('_')))
         .map(|&(_, v, u)| (v, u))
 }
@@ -123,7 +204,9 @@ pub fn to_json(results: &[BenchResult], failures: &[String]) -> String {
 }
 
 /// Returns whether every benchmark image ran to a clean exit.
-pub fn bench(ws: &Workspace) -> Result<bool, String> {
+pub fn bench(ws: &Workspace, linux: bool) -> Result<bool, String> {
+    let started = std::time::Instant::now();
+    let mut qemu_binary = None;
     let mut results = Vec::new();
     let mut failures = Vec::new();
     // (app file, kernel .text) of the last benchmark image, in case the demo
@@ -143,6 +226,7 @@ pub fn bench(ws: &Workspace) -> Result<bool, String> {
             continue;
         }
         prereq::ensure_qemu(&app.board.qemu)?;
+        qemu_binary.get_or_insert_with(|| app.board.qemu.binary.clone());
         println!("bench: {shown}: building image {:?}", app.name);
         let d = match dist(ws, &path) {
             Ok(d) => d,
@@ -158,8 +242,16 @@ pub fn bench(ws: &Workspace) -> Result<bool, String> {
         let before = results.len();
         for line in &run.console {
             if let Some((name, value, unit)) = qemu::bench_marker(line) {
+                // The same benchmark with the SMMU tasks forced into their
+                // non-coherent mode (test/apps/bench-smmu-noncoherent.toml):
+                // its own names, no goal of its own.
+                let name = if app.smmu_forced_non_coherent {
+                    format!("noncoherent_{name}")
+                } else {
+                    name.to_string()
+                };
                 results.push(BenchResult {
-                    name: name.into(),
+                    name,
                     value: value.into(),
                     unit: unit.into(),
                     source: shown.clone(),
@@ -224,7 +316,13 @@ pub fn bench(ws: &Workspace) -> Result<bool, String> {
                 name: "image_size".into(),
                 value: d.image_size.to_string(),
                 unit: "bytes".into(),
-                source: src,
+                source: src.clone(),
+            });
+            results.push(BenchResult {
+                name: "image_bin_size".into(),
+                value: d.image_bin_size.to_string(),
+                unit: "bytes".into(),
+                source: format!("{} (image.bin, the flat loadable image)", ws.show(&demo)),
             });
         }
         Err(e) => {
@@ -239,6 +337,35 @@ pub fn bench(ws: &Workspace) -> Result<bool, String> {
                     unit: "bytes".into(),
                     source: format!("{file} (kernel image; app.toml did not build)"),
                 });
+            }
+        }
+    }
+
+    let mut linux_time = None;
+    if linux {
+        let bin = qemu_binary.unwrap_or_else(|| "qemu-system-aarch64".into());
+        match linux_peer::run(ws, &bin) {
+            Ok(run) => {
+                linux_time = Some((run.prepare, run.boot, run.profile));
+                let source = format!(
+                    "linux-peer (Debian {}, VFIO type1, test/linux-peer/init.c)",
+                    linux_peer::KVER
+                );
+                for f in run.figures {
+                    results.push(BenchResult {
+                        name: f.name,
+                        value: f.value.to_string(),
+                        unit: "instructions".into(),
+                        source: source.clone(),
+                    });
+                }
+                let (ratios, missing) = linux_ratios(&results);
+                results.extend(ratios);
+                failures.extend(missing);
+            }
+            Err(e) => {
+                println!("bench: linux peer: {e}");
+                failures.push(format!("linux peer: {e}"));
             }
         }
     }
@@ -265,22 +392,108 @@ pub fn bench(ws: &Workspace) -> Result<bool, String> {
             r.name, r.value, r.unit, goal, status
         );
     }
-    for (g, v, u) in GOALS {
-        if !results
-            .iter()
-            .any(|r| goal_for(&r.name).is_some_and(|(gv, gu)| gv == v && gu == u))
-        {
+    let linux_goals: &[(&str, f64, &str)] = if linux { &LINUX_GOALS } else { &[] };
+    for &(g, v, u) in GOALS.iter().chain(linux_goals) {
+        // By name (a goal also covers the names that extend it): the
+        // --linux ratios share one value and unit.
+        let covers = |n: &str| {
+            let n = n.replace('-', "_");
+            n == g || n.strip_prefix(g).is_some_and(|r| r.starts_with('_'))
+        };
+        if !results.iter().any(|r| covers(&r.name)) {
             println!("{g:<34} {:>12} {u:<14} {v:>10}  not measured", "-");
         }
     }
+    if linux {
+        side_by_side(&results);
+    }
     for f in &failures {
         println!("failed: {f}");
+    }
+    if let Some((prepare, boot, profile)) = linux_time {
+        println!(
+            "\nlinux peer: {:.1} s to prepare (tools, kernel, initramfs), {:.1} s to boot and measure, \
+             {:.1} s to profile; whole bench {:.1} s",
+            prepare.as_secs_f64(),
+            boot.as_secs_f64(),
+            profile.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
     }
 
     let out = ws.target.join("bench/results.json");
     write_if_changed(&out, to_json(&results, &failures).as_bytes())?;
     println!("\nwrote {}", out.display());
     Ok(failures.is_empty())
+}
+
+/// The `--linux` ratios (project / Linux) of [`LINUX_PAIRS`] and
+/// [`LINUX_DRIVER_PAIRS`], and a failure for each pair not measured.
+pub fn linux_ratios(results: &[BenchResult]) -> (Vec<BenchResult>, Vec<String>) {
+    let num = |n: &str| {
+        results
+            .iter()
+            .find(|r| r.name == n)
+            .and_then(|r| r.value.parse::<f64>().ok())
+    };
+    let (mut ratios, mut missing) = (Vec::new(), Vec::new());
+    for (ratio, ours, theirs) in LINUX_PAIRS.into_iter().chain(LINUX_DRIVER_PAIRS) {
+        match (num(ours), num(theirs)) {
+            (Some(a), Some(b)) if b > 0.0 => ratios.push(BenchResult {
+                name: ratio.into(),
+                value: format!("{:.3}", a / b),
+                unit: "ratio".into(),
+                source: format!("{ours} / {theirs}"),
+            }),
+            _ => missing.push(format!("{ratio}: {ours} or {theirs} not measured")),
+        }
+    }
+    (ratios, missing)
+}
+
+/// The `--linux` table: both sides and the ratio per operation.
+fn side_by_side(results: &[BenchResult]) {
+    let get = |n: &str| {
+        results
+            .iter()
+            .find(|r| r.name == n)
+            .map_or("-".to_string(), |r| r.value.clone())
+    };
+    println!();
+    println!(
+        "{:<14} {:>8} {:>12} {:>7} {:>15} {:>7} {:>9}",
+        "operation", "project", "Linux ioctl", "ratio", "Linux drv+core", "ratio", "drv only"
+    );
+    let ops = [
+        "map 256 KiB",
+        "unmap 256 KiB",
+        "attach",
+        "map 2 MiB",
+        "unmap 2 MiB",
+    ];
+    for (i, op) in ops.iter().enumerate() {
+        let (ratio, ours, theirs) = LINUX_PAIRS[i];
+        let (dratio, _, dtheirs) = LINUX_DRIVER_PAIRS[i];
+        let donly = dtheirs.replace("_driver_core", "_driver");
+        println!(
+            "{op:<14} {:>8} {:>12} {:>7} {:>15} {:>7} {:>9}",
+            get(ours),
+            get(theirs),
+            get(ratio),
+            get(dtheirs),
+            get(dratio),
+            get(&donly)
+        );
+    }
+    println!(
+        "project: the client's round trip, IPC included. Linux: Debian {} (iommu.strict=1):\n  \
+         ioctl = the whole VFIO ioctl by CNTVCT (system call, VFIO, page pinning, IOMMU core,\n  \
+         driver); drv+core = SMMUv3 driver + io-pgtable + IOMMU core instructions in the same\n  \
+         operation (profile boot), VFIO's iova_to_phys walks excluded; drv only = without the\n  \
+         core. attach = GROUP_SET_CONTAINER + SET_IOMMU. Minimum of 24 iterations (profile:\n  \
+         the last, warm one).",
+        linux_peer::KVER
+    );
 }
 
 #[cfg(test)]
@@ -311,5 +524,43 @@ mod tests {
         assert_eq!(goal_for("ipc_one_way_send"), Some((300.0, "instructions")));
         assert_eq!(goal_for("ipc_one_wayward"), None);
         assert_eq!(goal_for("ipc_round_trip"), None);
+    }
+
+    #[test]
+    fn linux_ratio_entries() {
+        let r = |name: &str, value: &str| BenchResult {
+            name: name.into(),
+            value: value.into(),
+            unit: "instructions".into(),
+            source: "s".into(),
+        };
+        let results = vec![
+            r("smmu_map64_round_trip", "3000"),
+            r("linux_map64_ioctl", "60000"),
+            r("linux_map64_driver_core", "4000"),
+            r("smmu_unmap64_round_trip", "3500"),
+            r("linux_unmap64_ioctl", "0"),
+        ];
+        let (ratios, missing) = linux_ratios(&results);
+        let got: Vec<(&str, &str)> = ratios
+            .iter()
+            .map(|x| (x.name.as_str(), x.value.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("map64_ratio", "0.050"), ("map64_driver_ratio", "0.750")]
+        );
+        assert_eq!(missing.len(), 8);
+        assert!(missing[0].starts_with("unmap64_ratio:"), "{missing:?}");
+        // The ratios are held to <= 1 and keep clear of the smmu_* goals.
+        assert_eq!(goal_for("map64_driver_ratio"), Some((1.0, "ratio")));
+        assert_eq!(goal_for("attach_ratio"), Some((1.0, "ratio")));
+        assert_eq!(
+            goal_for("smmu_map64_round_trip"),
+            Some((4556.0, "instructions"))
+        );
+        assert!(to_json(&ratios, &[]).contains(
+            "{\"name\": \"map64_ratio\", \"value\": 0.050, \"unit\": \"ratio\", \"source\": \"smmu_map64_round_trip / linux_map64_ioctl\", \"goal_max\": 1, \"met\": true}"
+        ));
     }
 }

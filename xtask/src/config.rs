@@ -44,8 +44,26 @@ pub struct AppToml {
     pub tasks: IndexMap<String, TaskToml>,
     #[serde(default)]
     pub streams: Vec<StreamToml>,
+    /// The device table: PCI functions assigned to VMs (docs/devices.md).
+    #[serde(default)]
+    pub devices: Vec<DeviceToml>,
     /// The host PASID space served by the pasid-alloc task.
     pub pasids: Option<PasidsToml>,
+    /// `[smmu]`: per-app overrides of the board's SMMU facts.
+    #[serde(default)]
+    pub smmu: SmmuToml,
+}
+
+/// `[smmu]`: `force-non-coherent = true` runs the SMMU tasks in their
+/// non-coherent mode on a coherent board (cleaning is correct there too,
+/// only slower): the QEMU proof that the mode's attributes and cache
+/// maintenance are legal. The opposite override does not exist — on a
+/// non-coherent SMMU it would be unsafe.
+#[derive(Deserialize, Debug, Default, Clone, Copy)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SmmuToml {
+    #[serde(default)]
+    pub force_non_coherent: bool,
 }
 
 /// `[pasids]`: PASIDs `1 .. 2^bits` (0 is reserved), `quota` per VM.
@@ -82,6 +100,11 @@ pub struct ExpectToml {
     pub cases: Vec<String>,
     #[serde(default)]
     pub bench: bool,
+    /// Boot the test image from its flat `image.bin` (QEMU's generic loader
+    /// at the load address, PC = entry) instead of the ELF: proves the
+    /// flashable form boots.
+    #[serde(default)]
+    pub boot_flat: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -188,6 +211,34 @@ pub struct StreamToml {
     pub vsid: Option<u32>,
 }
 
+/// `[[devices]]`: one PCI function assigned to a VM.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeviceToml {
+    /// "bb:dd.f" (hex bus and device, function 0-7).
+    pub function: String,
+    /// The task that drives it: its BARs are mapped into that task only.
+    pub owner: String,
+    /// "vvvv:dddd": the vendor and device id pci-server checks at boot.
+    pub id: Option<String>,
+    /// Size of each memory BAR from BAR0 (0: not implemented); pci-server
+    /// checks the probed sizes at boot.
+    #[serde(default)]
+    pub bars: Vec<u64>,
+}
+
+/// `[pci]` of a board: the PCIe host bridge's windows. StreamID =
+/// requester id (bus << 8 | device << 3 | function) — the `virt` rule
+/// (its iommu-map is the identity).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PciToml {
+    /// The ECAM peripheral (1 MiB per bus from bus 0).
+    pub ecam: String,
+    /// The peripheral BARs are placed in.
+    pub bar_window: String,
+}
+
 /// `boards/<board>.toml` as written.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -207,6 +258,16 @@ pub struct BoardToml {
     /// An app whose tasks use the SMMU may not size its PASID space above it.
     #[serde(default)]
     pub smmu_ssid_bits: u8,
+    /// Whether the SMMU's table walks, structure fetches and queue
+    /// accesses snoop the CPU's caches (the firmware's `dma-coherent`):
+    /// `false` makes iommu-server and prq-server clean what they write and
+    /// invalidate what they read (docs/porting.md). No default: an app
+    /// whose tasks drive the SMMU refuses to build on a board that does
+    /// not say.
+    #[serde(default)]
+    pub smmu_coherent: Option<bool>,
+    /// The PCIe host bridge, if the board has one a device table can use.
+    pub pci: Option<PciToml>,
     pub qemu: Qemu,
 }
 
@@ -432,6 +493,31 @@ pub struct Vm {
     pub event_queue_depth: u16,
 }
 
+/// A validated `[[devices]]` entry, its BARs placed.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// bus << 8 | device << 3 | function.
+    pub bdf: u16,
+    pub owner: usize,
+    pub sid: u32,
+    /// vendor | device << 16; 0: not checked.
+    pub id: u32,
+    /// (bus address, size) per BAR; size 0 = none.
+    pub bars: [(u64, u64); 6],
+}
+
+impl Device {
+    /// The owner's region name of BAR `i`: `pci-bb-dd-f-bar<i>`.
+    pub fn bar_region(&self, i: usize) -> String {
+        format!(
+            "pci-{:02x}-{:02x}-{}-bar{i}",
+            self.bdf >> 8,
+            (self.bdf >> 3) & 0x1f,
+            self.bdf & 7
+        )
+    }
+}
+
 /// A validated image description.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -445,10 +531,23 @@ pub struct App {
     pub streams: Vec<Stream>,
     /// VMs in frontend declaration order.
     pub vms: Vec<Vm>,
+    /// `[[devices]]`, in declaration order.
+    pub devices: Vec<Device>,
+    /// The ECAM peripheral's name when the image has a device table.
+    pub pci_ecam: Option<String>,
     pub cases: Vec<String>,
     pub bench: bool,
+    /// `[expect] boot-flat`: the runner boots `image.bin`, not the ELF.
+    pub boot_flat: bool,
     /// `[pasids]` (bits, quota); (0, 0) without it: an empty space.
     pub pasids: (u8, u32),
+    /// The mode the SMMU tasks run in: the board's `smmu-coherent`, unless
+    /// `[smmu] force-non-coherent`; `false` for an app that does not drive
+    /// the SMMU (the safe mode; nothing uses it).
+    pub smmu_coherent: bool,
+    /// `[smmu] force-non-coherent` was given (the bench names its figures
+    /// `noncoherent_*`).
+    pub smmu_forced_non_coherent: bool,
 }
 
 /// The widest PASID space (PCIe and SMMUv3: 20 bits).
@@ -720,6 +819,8 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
         ));
     }
 
+    let devices = validate_devices(file, &raw, &board, &board_file)?;
+
     let mut tasks = Vec::new();
     let mut mmio_owner: BTreeMap<&str, &str> = BTreeMap::new();
     let mut irq_owner: BTreeMap<&str, &str> = BTreeMap::new();
@@ -817,6 +918,36 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
                 backing: Backing::Memory,
             });
         }
+        // The BAR windows of its assigned PCI functions (exactly those
+        // pages; nobody else maps them).
+        for d in devices.iter().filter(|d| d.owner == index) {
+            for (b, &(base, size)) in d.bars.iter().enumerate() {
+                if size == 0 {
+                    continue;
+                }
+                let name = d.bar_region(b);
+                if regions.iter().any(|r| r.name == name) {
+                    return Err(format!(
+                        "{}: region \"{name}\" is defined twice in this task",
+                        at("")
+                    ));
+                }
+                regions.push(Region {
+                    name,
+                    va: 0,
+                    size,
+                    attributes: abi::REGION_READ | abi::REGION_WRITE | abi::REGION_DEVICE,
+                    backing: Backing::Mmio {
+                        peripheral: board
+                            .pci
+                            .as_ref()
+                            .map(|p| p.bar_window.clone())
+                            .unwrap_or_default(),
+                        base,
+                    },
+                });
+            }
+        }
         // Virtual addresses: each region at the next 2 MiB boundary.
         let mut cursor = TASK_REGIONS;
         for (i, r) in regions.iter_mut().enumerate() {
@@ -825,8 +956,10 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
             if end > TASK_END {
                 let field = if i < t.mmio.len() {
                     ".mmio".to_string()
-                } else {
+                } else if i < t.mmio.len() + t.memory.len() {
                     format!(".memory[{}]", i - t.mmio.len())
+                } else {
+                    " (a device BAR)".to_string()
                 };
                 return Err(format!(
                     "{}: region \"{}\" would end at {end:#x}, past the task window's end {TASK_END:#x}",
@@ -1033,6 +1166,84 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
             vsid: s.vsid,
         });
     }
+    // A function and its stream belong to the same VM: the stream is
+    // derived from the device table when `[[streams]]` does not name it,
+    // and checked when it does.
+    for (i, d) in devices.iter().enumerate() {
+        match streams.iter().find(|s| s.sid == d.sid) {
+            None => streams.push(Stream {
+                sid: d.sid,
+                vm: d.owner,
+                vsid: None,
+            }),
+            Some(s) if same_vm(&raw, s.vm, d.owner) => {}
+            Some(s) => {
+                return Err(format!(
+                    "{file}: devices[{i}].owner: \"{}\" owns function {}, but its stream {:#x} is assigned to \"{}\" in [[streams]] (a function and its stream have the same VM)",
+                    raw.tasks.get_index(d.owner).map(|(n, _)| n.as_str()).unwrap_or("?"),
+                    raw.devices[i].function,
+                    d.sid,
+                    raw.tasks.get_index(s.vm).map(|(n, _)| n.as_str()).unwrap_or("?"),
+                ));
+            }
+        }
+    }
+    // The ECAM belongs to pci-server alone and the BAR window to nobody
+    // (each assigned BAR is mapped into its owner): a task holding either
+    // could re-program or reach every function on the bus.
+    let pci_ecam = match &board.pci {
+        None => None,
+        Some(pci) => {
+            let holders: Vec<&Task> = tasks
+                .iter()
+                .filter(|t| {
+                    t.regions
+                        .iter()
+                        .any(|r| matches!(&r.backing, Backing::Mmio { .. }) && r.name == pci.ecam)
+                })
+                .collect();
+            match holders.as_slice() {
+                [] if !devices.is_empty() => {
+                    return Err(format!(
+                        "{file}: devices: no task runs pci-server with mmio = [\"{}\"] to own the configuration space",
+                        pci.ecam
+                    ))
+                }
+                [] => {}
+                [t] if t.crate_name == "pci-server" => {}
+                [t, ..] => {
+                    return Err(format!(
+                        "{file}: tasks.{}.mmio: \"{}\" (the ECAM) belongs to pci-server only (docs/devices.md)",
+                        t.name, pci.ecam
+                    ))
+                }
+            }
+            if let Some(owner) = mmio_owner.get(pci.bar_window.as_str()) {
+                return Err(format!(
+                    "{file}: tasks.{owner}.mmio: \"{}\" (the whole BAR window) may not be mapped: each owner gets its functions' BARs through [[devices]] (docs/devices.md)",
+                    pci.bar_window
+                ));
+            }
+            (!devices.is_empty()).then(|| pci.ecam.clone())
+        }
+    };
+
+    // Coherency is a board fact the SMMU's driver cannot learn safely by
+    // itself (IDR0.COHACC describes the SMMU, not the integration):
+    // refuse to build an SMMU-driving app on a board that does not say.
+    let drives_smmu = raw
+        .tasks
+        .values()
+        .any(|t| t.mmio.iter().any(|m| m == "smmu-page0"));
+    let smmu_coherent = match (drives_smmu, board.smmu_coherent) {
+        (false, _) => false,
+        (true, Some(c)) => c && !raw.smmu.force_non_coherent,
+        (true, None) => {
+            return Err(format!(
+                "{board_file}: smmu-coherent: not stated, and {file} drives the SMMU: say `smmu-coherent = true` if the SMMU's table walks and queue accesses snoop the CPU caches (the firmware's dma-coherent), else false (docs/porting.md)"
+            ))
+        }
+    };
 
     let vms = validate_vms(file, &raw, &mut tasks, &streams, &board)?;
 
@@ -1099,9 +1310,14 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
         tasks,
         streams,
         vms,
+        devices,
+        pci_ecam,
         cases,
         bench: raw.expect.bench,
+        boot_flat: raw.expect.boot_flat,
         pasids,
+        smmu_coherent,
+        smmu_forced_non_coherent: raw.smmu.force_non_coherent,
     })
 }
 
@@ -1234,6 +1450,162 @@ fn validate_vms(
     Ok(vms)
 }
 
+/// Whether stream VM `vm` and device owner `owner` are the same VM: the
+/// same task, or the frontend `vmm-frontend-<x>` and its guest
+/// `guest-<x>` (the guest drives the device, the frontend owns its
+/// stream).
+fn same_vm(raw: &AppToml, vm: usize, owner: usize) -> bool {
+    if vm == owner {
+        return true;
+    }
+    let name = |i: usize| raw.tasks.get_index(i).map(|(n, _)| n.as_str());
+    // A frontend's `vm` table names its guest.
+    let guest_of_vm = raw
+        .tasks
+        .get_index(vm)
+        .and_then(|(_, t)| t.vm.as_ref())
+        .is_some_and(|v| Some(v.guest.as_str()) == name(owner));
+    if guest_of_vm {
+        return true;
+    }
+    match (name(vm), name(owner)) {
+        (Some(v), Some(o)) => v
+            .strip_prefix("vmm-frontend-")
+            .is_some_and(|x| o.strip_prefix("guest-") == Some(x)),
+        _ => false,
+    }
+}
+
+/// Parses "bb:dd.f" (two hex digits, two hex digits, one digit).
+fn parse_bdf(s: &str) -> Option<u16> {
+    let (bus, rest) = s.split_once(':')?;
+    let (dev, func) = rest.split_once('.')?;
+    if bus.len() != 2 || dev.len() != 2 || func.len() != 1 {
+        return None;
+    }
+    let bus = u16::from_str_radix(bus, 16).ok()?;
+    let dev = u16::from_str_radix(dev, 16).ok()?;
+    let func: u16 = func.parse().ok()?;
+    (dev < 32 && func < 8).then_some(bus << 8 | dev << 3 | func)
+}
+
+/// `[[devices]]`: functions, owners, ids; BARs placed in the board's BAR
+/// window in table order, each naturally aligned.
+fn validate_devices(
+    file: &str,
+    raw: &AppToml,
+    board: &BoardToml,
+    board_file: &str,
+) -> Result<Vec<Device>, String> {
+    if raw.devices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(pci) = &board.pci else {
+        return Err(format!(
+            "{file}: devices: board {board_file} has no [pci] host bridge"
+        ));
+    };
+    let (Some(ecam), Some(window)) = (
+        board.peripherals.get(&pci.ecam),
+        board.peripherals.get(&pci.bar_window),
+    ) else {
+        return Err(format!(
+            "{board_file}: pci: ecam \"{}\" and bar-window \"{}\" must be peripherals",
+            pci.ecam, pci.bar_window
+        ));
+    };
+    let buses = ecam.size >> 20;
+    let mut cursor = window.base;
+    let mut out: Vec<Device> = Vec::new();
+    for (i, d) in raw.devices.iter().enumerate() {
+        let at = |f: &str| format!("{file}: devices[{i}].{f}");
+        let Some(bdf) = parse_bdf(&d.function) else {
+            return Err(format!(
+                "{}: \"{}\" is not a function \"bb:dd.f\" (hex bus, device < 0x20, function < 8)",
+                at("function"),
+                d.function
+            ));
+        };
+        if u64::from(bdf >> 8) >= buses {
+            return Err(format!(
+                "{}: bus {:#x} is outside the ECAM window ({} bus(es) in {board_file})",
+                at("function"),
+                bdf >> 8,
+                buses
+            ));
+        }
+        if out.iter().any(|o| o.bdf == bdf) {
+            return Err(format!(
+                "{}: function {} is assigned twice",
+                at("function"),
+                d.function
+            ));
+        }
+        let Some(owner) = raw.tasks.get_index_of(&d.owner) else {
+            return Err(format!("{}: unknown task \"{}\"", at("owner"), d.owner));
+        };
+        let id = match &d.id {
+            None => 0,
+            Some(s) => {
+                let parsed = s.split_once(':').and_then(|(v, dv)| {
+                    (v.len() == 4 && dv.len() == 4)
+                        .then(|| {
+                            Some(
+                                u32::from_str_radix(v, 16).ok()?
+                                    | u32::from_str_radix(dv, 16).ok()? << 16,
+                            )
+                        })
+                        .flatten()
+                });
+                parsed.ok_or_else(|| {
+                    format!(
+                        "{}: \"{s}\" is not \"vvvv:dddd\" (hex vendor and device id)",
+                        at("id")
+                    )
+                })?
+            }
+        };
+        if d.bars.len() > 6 {
+            return Err(format!(
+                "{}: {} BARs, a function has at most 6",
+                at("bars"),
+                d.bars.len()
+            ));
+        }
+        let mut bars = [(0u64, 0u64); 6];
+        for (b, &size) in d.bars.iter().enumerate() {
+            if size == 0 {
+                continue;
+            }
+            if !size.is_power_of_two() || size < PAGE {
+                return Err(format!(
+                    "{}: BAR{b} size {size:#x} is not a power of two of at least 4 KiB (a BAR is mapped by whole pages into its owner only)",
+                    at("bars")
+                ));
+            }
+            let base = cursor.div_ceil(size) * size;
+            if base + size > window.base + window.size || base + size > 1 << 32 {
+                return Err(format!(
+                    "{}: BAR{b} ({size:#x} bytes) does not fit in {} ({}) after the BARs before it",
+                    at("bars"),
+                    pci.bar_window,
+                    range_str(window.base, window.size)
+                ));
+            }
+            bars[b] = (base, size);
+            cursor = base + size;
+        }
+        out.push(Device {
+            bdf,
+            owner,
+            sid: u32::from(bdf),
+            id,
+            bars,
+        });
+    }
+    Ok(out)
+}
+
 /// Human-readable region attributes ("READ|WRITE|DMA").
 pub fn attr_names(attributes: u32) -> String {
     let mut s = String::new();
@@ -1310,7 +1682,8 @@ mod tests {
                 "iommu-server",
                 "demo",
                 "idle",
-                "pasid-alloc"
+                "pasid-alloc",
+                "pci-server"
             ]
         );
         // prq-server: above iommu-server and the VM, posts to both, sends
@@ -1327,9 +1700,40 @@ mod tests {
             vec![1, 5, 0],
             "iommu-server asks prq-server, pasid-alloc and the supervisor (death log)"
         );
-        // The supervisor: no task-slots, posts iommu-server (death log).
+        // The supervisor: no task-slots, posts iommu-server and pci-server
+        // (death log).
         assert!(a.tasks[0].slots.is_empty());
-        assert_eq!(a.tasks[0].posts, vec![2]);
+        assert_eq!(a.tasks[0].posts, vec![2, 6]);
+        // The device table: edu 00:02.0 to demo, BAR0 at the window's
+        // start, mapped into demo only; the ECAM into pci-server only.
+        assert_eq!(a.devices.len(), 1);
+        assert_eq!(
+            (a.devices[0].bdf, a.devices[0].owner, a.devices[0].sid),
+            (0x10, 3, 0x10)
+        );
+        assert_eq!(a.devices[0].bars[0], (0x1000_0000, 0x10_0000));
+        assert_eq!(a.tasks[3].slots, vec![2, 6]);
+        let bar = a.tasks[3]
+            .regions
+            .iter()
+            .find(|r| r.name == "pci-00-02-0-bar0")
+            .unwrap();
+        assert_eq!(
+            (bar.size, bar.backing.clone()),
+            (
+                0x10_0000,
+                Backing::Mmio {
+                    peripheral: "pcie-mmio32".into(),
+                    base: 0x1000_0000
+                }
+            )
+        );
+        assert!(a
+            .tasks
+            .iter()
+            .all(|t| t.regions.iter().all(|r| r.name != "pcie-mmio32")));
+        assert_eq!(a.pci_ecam.as_deref(), Some("pcie-ecam"));
+        assert_eq!(a.tasks[6].regions[0].name, "pcie-ecam");
         // pasid-alloc: above iommu-server, posts to it only.
         assert_eq!(a.tasks[5].priority, 1);
         assert!(a.tasks[5].slots.is_empty());
@@ -1359,7 +1763,6 @@ mod tests {
         assert_eq!(iommu.irqs.len(), 2);
         assert_eq!((iommu.irqs[0].intid, iommu.irqs[0].notification), (108, 2));
         assert!(iommu.irqs[0].edge);
-        assert_eq!(a.tasks[3].slots, vec![2]);
         assert_eq!(a.tasks[0].caps, vec![Cap::TaskControl, Cap::Shutdown]);
         assert_eq!(a.tasks[3].crate_name, "demo");
         assert_eq!(a.tasks[4].priority, 15);
@@ -1666,6 +2069,86 @@ mod tests {
     }
 
     #[test]
+    fn smmu_coherency_is_a_board_fact() {
+        let smmu = "[tasks.iommu]\npriority = 2\nstack-size = 1024\nmmio = [\"smmu-page0\"]\n";
+        // QEMU's board says coherent.
+        let a = check(&app(smmu)).unwrap();
+        assert!(a.smmu_coherent && !a.smmu_forced_non_coherent);
+        // An app may force the non-coherent mode (the QEMU proof).
+        let a = check(&app(&format!("{smmu}[smmu]\nforce-non-coherent = true\n"))).unwrap();
+        assert!(!a.smmu_coherent && a.smmu_forced_non_coherent);
+        let src = dist_source(&a);
+        assert!(
+            src.contains("pub const SMMU_COHERENT: bool = false;"),
+            "{src}"
+        );
+        // A board that does not say: an SMMU-driving app refuses to build;
+        // an app without the SMMU does not care.
+        let board = BOARD.replace("smmu-coherent = true", "");
+        let parse_with = |app_src: &str| {
+            parse("app.toml", app_src, |_| {
+                Ok(Some(("boards/qemu-virt.toml".to_string(), board.clone())))
+            })
+        };
+        let e = parse_with(&app(smmu)).unwrap_err();
+        assert!(
+            e.starts_with(
+                "boards/qemu-virt.toml: smmu-coherent: not stated, and app.toml drives the SMMU"
+            ),
+            "{e}"
+        );
+        assert!(!parse_with(&app("")).unwrap().smmu_coherent);
+    }
+
+    /// The non-coherent test apps are their originals with another name
+    /// and `[smmu] force-non-coherent = true`: no drift.
+    #[test]
+    fn noncoherent_apps_mirror_their_originals() {
+        let pairs = [
+            (
+                include_str!("../../test/apps/smmu.toml"),
+                include_str!("../../test/apps/smmu-noncoherent.toml"),
+                "test-smmu",
+            ),
+            (
+                include_str!("../../app.toml"),
+                include_str!("../../test/apps/demo-noncoherent.toml"),
+                "demo",
+            ),
+            (
+                include_str!("../../test/apps/bench-smmu.toml"),
+                include_str!("../../test/apps/bench-smmu-noncoherent.toml"),
+                "bench-smmu",
+            ),
+        ];
+        // Both without their opening comment block.
+        let body = |t: &str| -> String {
+            t.lines()
+                .skip_while(|l| l.starts_with('#'))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        for (orig, mirror, name) in pairs {
+            let want = body(orig).replacen(
+                &format!("name = \"{name}\"\n"),
+                &format!("name = \"{name}-noncoherent\"\n"),
+                1,
+            ) + "\n[smmu]\nforce-non-coherent = true\n";
+            assert_eq!(
+                body(mirror),
+                want,
+                "{name}: regenerate its -noncoherent mirror"
+            );
+            let a = check(mirror).unwrap();
+            assert!(!a.smmu_coherent && a.smmu_forced_non_coherent, "{name}");
+        }
+    }
+
+    fn dist_source(a: &App) -> String {
+        crate::dist::app_config_source(a)
+    }
+
+    #[test]
     fn board_unknown_field() {
         let board = BOARD.replace("cpu = \"max\"", "cpu = \"max\"\nsmp = 2");
         let e = check_board(&board).unwrap_err();
@@ -1870,6 +2353,15 @@ mod tests {
         ))
     }
 
+    /// A pci-server owning the ECAM, two VMs, then `extra`.
+    fn pci_app(extra: &str) -> String {
+        app(&format!(
+            "[tasks.pci]\ncrate = \"pci-server\"\npriority = 1\nstack-size = 1024\nmmio = [\"pcie-ecam\"]\n\
+             [tasks.a]\npriority = 3\nstack-size = 1024\n\
+             [tasks.b]\npriority = 3\nstack-size = 1024\n{extra}"
+        ))
+    }
+
     #[test]
     fn vms_get_ram_at_the_top_and_their_constants() {
         let a = check(&two_vms(
@@ -2018,6 +2510,98 @@ mod tests {
             e,
             "app.toml: streams[0].vsid: stream 0x10 belongs to \"ga\", which is no VM's frontend (only a VM's streams have virtual StreamIDs)"
         );
+    }
+
+    #[test]
+    fn devices_place_bars_map_them_into_the_owner_and_derive_streams() {
+        let a = check(&pci_app(
+            "[[devices]]\nfunction = \"00:02.0\"\nowner = \"a\"\nid = \"1234:11e8\"\nbars = [0x10_0000]\n\
+             [[devices]]\nfunction = \"00:03.0\"\nowner = \"b\"\nbars = [0x1000, 0, 0x10_0000]\n",
+        ))
+        .unwrap();
+        assert_eq!(a.devices[0].id, 0x11e8_1234);
+        assert_eq!(a.devices[0].bars[0], (0x1000_0000, 0x10_0000));
+        // Natural alignment: b's 4 KiB BAR0 follows, its 1 MiB BAR2 is
+        // aligned up.
+        assert_eq!(a.devices[1].bars[0], (0x1010_0000, 0x1000));
+        assert_eq!(a.devices[1].bars[2], (0x1020_0000, 0x10_0000));
+        let names = |t: usize| -> Vec<String> {
+            a.tasks[t].regions.iter().map(|r| r.name.clone()).collect()
+        };
+        assert_eq!(names(2), ["pci-00-02-0-bar0"]);
+        assert_eq!(names(3), ["pci-00-03-0-bar0", "pci-00-03-0-bar2"]);
+        // Streams derived: the function's requester id, the owner's VM.
+        let s: Vec<(u32, usize)> = a.streams.iter().map(|s| (s.sid, s.vm)).collect();
+        assert_eq!(s, [(0x10, 2), (0x18, 3)]);
+    }
+
+    #[test]
+    fn devices_checked() {
+        let dev = |f: &str| format!("[[devices]]\n{f}\n");
+        let e = |x: &str| err(&pci_app(x));
+        assert!(e(&dev("function = \"0:2.0\"\nowner = \"a\"")).contains("is not a function"));
+        assert!(e(&dev("function = \"00:20.0\"\nowner = \"a\"")).contains("is not a function"));
+        assert!(e(&dev("function = \"00:02.8\"\nowner = \"a\"")).contains("is not a function"));
+        assert!(
+            e(&dev("function = \"01:02.0\"\nowner = \"a\"")).contains("outside the ECAM window")
+        );
+        assert!(e(&dev("function = \"00:02.0\"\nowner = \"z\"")).contains("unknown task \"z\""));
+        assert!(
+            e(&dev("function = \"00:02.0\"\nowner = \"a\"\nid = \"1234\"")).contains("vvvv:dddd")
+        );
+        assert!(e(&dev(
+            "function = \"00:02.0\"\nowner = \"a\"\nbars = [0x800]"
+        ))
+        .contains("power of two"));
+        assert!(e(&dev(
+            "function = \"00:02.0\"\nowner = \"a\"\nbars = [0x200_0000]"
+        ))
+        .contains("does not fit"));
+        assert!(e(&dev(
+            "function = \"00:02.0\"\nowner = \"a\"\nbars = [0, 0, 0, 0, 0, 0, 0x1000]"
+        ))
+        .contains("at most 6"));
+        let twice = format!(
+            "{}{}",
+            dev("function = \"00:02.0\"\nowner = \"a\""),
+            dev("function = \"00:02.0\"\nowner = \"b\"")
+        );
+        assert!(e(&twice).contains("assigned twice"));
+        // A function and its stream have the same VM.
+        let x = e(&format!(
+            "{}[[streams]]\nsid = 0x10\nvm = \"b\"\n",
+            dev("function = \"00:02.0\"\nowner = \"a\"")
+        ));
+        assert!(x.contains("its stream 0x10 is assigned to \"b\""), "{x}");
+        // Nobody else maps the ECAM or the whole BAR window.
+        let x = err(&app(
+            "[tasks.a]\npriority = 3\nstack-size = 1024\nmmio = [\"pcie-ecam\"]\n\
+             [[devices]]\nfunction = \"00:02.0\"\nowner = \"a\"\n",
+        ));
+        assert!(x.contains("belongs to pci-server"), "{x}");
+        let x = err(&app(
+            "[tasks.a]\npriority = 3\nstack-size = 1024\n[[devices]]\nfunction = \"00:02.0\"\nowner = \"a\"\n",
+        ));
+        assert!(x.contains("no task runs pci-server"), "{x}");
+        let x = e(&format!(
+            "[tasks.c]\npriority = 3\nstack-size = 1024\nmmio = [\"pcie-mmio32\"]\n{}",
+            dev("function = \"00:02.0\"\nowner = \"a\"")
+        ));
+        assert!(x.contains("the whole BAR window"), "{x}");
+    }
+
+    #[test]
+    fn a_guests_device_matches_its_frontends_stream() {
+        let a = check(&app(
+            "[tasks.pci]\ncrate = \"pci-server\"\npriority = 1\nstack-size = 1024\nmmio = [\"pcie-ecam\"]\n\
+             [tasks.vmm-frontend-x]\npriority = 3\nstack-size = 1024\n\
+             [tasks.guest-x]\npriority = 4\nstack-size = 1024\n\
+             [[devices]]\nfunction = \"00:02.0\"\nowner = \"guest-x\"\n\
+             [[streams]]\nsid = 0x10\nvm = \"vmm-frontend-x\"\n",
+        ))
+        .unwrap();
+        assert_eq!(a.streams.len(), 1);
+        assert_eq!(a.streams[0].vm, 2);
     }
 
     #[test]

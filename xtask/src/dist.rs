@@ -5,7 +5,9 @@
 //! 3. lay out each task ELF (text image, data size, entry);
 //! 4. generate `kernel_config.rs`;
 //! 5. build the kernel with `KERNEL_CONFIG` pointing at it;
-//! 6. copy the image and write `manifest.toml`.
+//! 6. copy the image, write its flat form `image.bin` (loadable bytes from
+//!    the load address: what a flash tool or boot loader copies) and
+//!    `manifest.toml` (which states the load address and entry).
 //!
 //! `test` and `bench` call [`dist`] once per app file.
 
@@ -42,6 +44,11 @@ pub struct Dist {
     pub tasks: Vec<BuiltTask>,
     pub kernel_text_size: u64,
     pub image_size: u64,
+    /// `image.bin`: the flat image (loadable bytes only).
+    pub image_bin: PathBuf,
+    pub image_bin_size: u64,
+    pub load_address: u64,
+    pub entry: u64,
 }
 
 /// Loads and validates an app file (and its board).
@@ -155,6 +162,10 @@ pub fn dist(ws: &Workspace, app_path: &Path) -> Result<Dist, String> {
     let kernel_elf = Elf::parse(&image_bytes).map_err(|e| format!("{}: {e}", ws.show(&image)))?;
     let kernel_text_size = kernel_elf.text_size();
     let image_size = image_bytes.len() as u64;
+    // The flashable form: loadable bytes only, from the load address.
+    let flat = elf::flat_image(&kernel_elf).map_err(|e| format!("{}: {e}", ws.show(&image)))?;
+    let image_bin = dir.join("image.bin");
+    write_if_changed(&image_bin, &flat.bytes)?;
 
     let manifest = dir.join("manifest.toml");
     let text = manifest::render(
@@ -162,6 +173,7 @@ pub fn dist(ws: &Workspace, app_path: &Path) -> Result<Dist, String> {
         &tasks,
         kernel_text_size,
         image_size,
+        &flat,
         gen::page_table_pages(&app, &tasks),
     );
     write_if_changed(&manifest, text.as_bytes())?;
@@ -175,6 +187,10 @@ pub fn dist(ws: &Workspace, app_path: &Path) -> Result<Dist, String> {
         tasks,
         kernel_text_size,
         image_size,
+        image_bin,
+        image_bin_size: flat.bytes.len() as u64,
+        load_address: flat.load,
+        entry: flat.entry,
     })
 }
 
@@ -233,6 +249,41 @@ pub fn app_config_source(app: &App) -> String {
     s.push_str(&format!(
         "pub const PASID_BITS: u8 = {};\npub const PASID_QUOTA: u32 = {};\n",
         app.pasids.0, app.pasids.1
+    ));
+    // The SMMU's coherency (board `smmu-coherent`, `[smmu]` override):
+    // iommu-server and prq-server clean / invalidate when false.
+    s.push_str(&format!(
+        "pub const SMMU_COHERENT: bool = {};\n",
+        app.smmu_coherent
+    ));
+    // pci-server's device table (app.toml `[[devices]]`): (routing id,
+    // owner task index, StreamID, vendor | device << 16, BARs (base, size)).
+    s.push_str(
+        "// (bdf, owner task index, StreamID, id, [(BAR base, BAR size); 6]):\n\
+         pub type PciDevice = (u16, u16, u32, u32, [(u32, u32); 6]);\n\
+         pub const PCI_DEVICES: &[PciDevice] = &[",
+    );
+    for (i, d) in app.devices.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let bars: Vec<String> = d
+            .bars
+            .iter()
+            .map(|(b, z)| format!("({b:#x}, {z:#x})"))
+            .collect();
+        s.push_str(&format!(
+            "({:#x}, {}, {:#x}, {:#x}, [{}])",
+            d.bdf,
+            d.owner,
+            d.sid,
+            d.id,
+            bars.join(", ")
+        ));
+    }
+    s.push_str(&format!(
+        "];\npub const PCI_ECAM: &str = {:?};\n",
+        app.pci_ecam.as_deref().unwrap_or("")
     ));
     s
 }

@@ -180,6 +180,69 @@ impl<'a> Elf<'a> {
     }
 }
 
+/// A flat, loadable image: the file bytes of every loadable segment at its
+/// offset from the lowest load (physical) address, gaps zero-filled. What a
+/// boot loader or flash tool copies to `load` and jumps to `entry`. Memory
+/// past a segment's file size (`.bss`, stacks) is not in it: the kernel's
+/// start-up zeroes `.bss` itself, so nothing depends on a loader doing so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlatImage {
+    pub load: u64,
+    pub entry: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Largest flat image accepted: a gap this large between segments is a
+/// link-script mistake, not something to write out as zeros.
+pub const FLAT_IMAGE_MAX: u64 = 64 << 20;
+
+/// The flat image of `elf` (see [`FlatImage`]). Errors when there is no
+/// loadable byte, when segments overlap, when the entry point lies outside
+/// the loaded bytes, or when the image would exceed [`FLAT_IMAGE_MAX`].
+pub fn flat_image(elf: &Elf) -> Result<FlatImage, String> {
+    let mut segs: Vec<&ProgramHeader> = elf.loads().filter(|p| p.filesz > 0).collect();
+    segs.sort_by_key(|p| p.paddr);
+    let (Some(first), Some(last)) = (segs.first(), segs.last()) else {
+        return Err("no loadable bytes (no PT_LOAD segment with file contents)".into());
+    };
+    let load = first.paddr;
+    let end = last
+        .paddr
+        .checked_add(last.filesz)
+        .ok_or("a segment's end overflows")?;
+    let size = end - load;
+    if size > FLAT_IMAGE_MAX {
+        return Err(format!(
+            "the loadable bytes span {size:#x} bytes from {load:#x} (more than {FLAT_IMAGE_MAX:#x})"
+        ));
+    }
+    let mut bytes = vec![0u8; size as usize];
+    let mut covered = load;
+    for p in &segs {
+        if p.paddr < covered {
+            return Err(format!(
+                "segment at {:#x} overlaps the one before it (ends at {covered:#x})",
+                p.paddr
+            ));
+        }
+        let data = slice(elf.data, p.offset, p.filesz)?;
+        let at = (p.paddr - load) as usize;
+        bytes[at..at + data.len()].copy_from_slice(data);
+        covered = p.paddr + p.filesz;
+    }
+    if !(load..end).contains(&elf.entry) {
+        return Err(format!(
+            "entry {:#x} is outside the loaded bytes [{load:#x}, {end:#x})",
+            elf.entry
+        ));
+    }
+    Ok(FlatImage {
+        load,
+        entry: elf.entry,
+        bytes,
+    })
+}
+
 fn slice(data: &[u8], offset: u64, size: u64) -> Result<&[u8], String> {
     let end = offset
         .checked_add(size)
@@ -379,6 +442,60 @@ pub mod tests {
         out[60..62].copy_from_slice(&3u16.to_le_bytes());
         out[62..64].copy_from_slice(&2u16.to_le_bytes());
         out
+    }
+
+    #[test]
+    fn flat_image_places_segments_at_their_load_addresses_and_skips_bss() {
+        let text = [0xAAu8; 0x10];
+        let data = [0xBBu8; 4];
+        // .text at 0x4020_0000, .data 0x100 further, with 0x1000 of .bss
+        // after it: the flat image ends at .data's last file byte.
+        let bytes = build(
+            0x4020_0004,
+            &[
+                (0x4020_0000, 0x4020_0000, &text, 0x10),
+                (0x4020_0100, 0x4020_0100, &data, 0x1000),
+            ],
+            0x10,
+        );
+        let flat = flat_image(&Elf::parse(&bytes).unwrap()).unwrap();
+        assert_eq!((flat.load, flat.entry), (0x4020_0000, 0x4020_0004));
+        assert_eq!(flat.bytes.len(), 0x104);
+        assert_eq!(&flat.bytes[..0x10], &text);
+        assert!(flat.bytes[0x10..0x100].iter().all(|&b| b == 0));
+        assert_eq!(&flat.bytes[0x100..], &data);
+    }
+
+    #[test]
+    fn flat_image_refuses_overlap_outside_entry_and_huge_gaps() {
+        let a = [1u8; 0x20];
+        let overlap = build(
+            0x1000,
+            &[(0x1000, 0x1000, &a, 0x20), (0x1010, 0x1010, &a, 0x20)],
+            0x20,
+        );
+        assert!(flat_image(&Elf::parse(&overlap).unwrap())
+            .unwrap_err()
+            .contains("overlaps"));
+        let outside = build(0x9000, &[(0x1000, 0x1000, &a, 0x20)], 0x20);
+        assert!(flat_image(&Elf::parse(&outside).unwrap())
+            .unwrap_err()
+            .contains("entry"));
+        let gap = build(
+            0x1000,
+            &[
+                (0x1000, 0x1000, &a, 0x20),
+                (0x1000 + (1 << 30), 0x1000 + (1 << 30), &a, 0x20),
+            ],
+            0x20,
+        );
+        assert!(flat_image(&Elf::parse(&gap).unwrap())
+            .unwrap_err()
+            .contains("span"));
+        let empty = build(0x1000, &[(0x1000, 0x1000, &[], 0x20)], 0x20);
+        assert!(flat_image(&Elf::parse(&empty).unwrap())
+            .unwrap_err()
+            .contains("no loadable"));
     }
 
     #[test]

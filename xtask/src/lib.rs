@@ -9,6 +9,7 @@ pub mod elf;
 pub mod explore;
 pub mod gdb;
 pub mod gen;
+pub mod linux_peer;
 pub mod manifest;
 pub mod mutants;
 pub mod prereq;

@@ -46,7 +46,13 @@ enum Cmd {
         list: bool,
     },
     /// Instruction-count benchmarks and image sizes → target/bench/results.json
-    Bench,
+    Bench {
+        /// Also boot Debian's arm64 Linux on the same QEMU and measure its
+        /// SMMUv3 driver through VFIO (side by side, with ratios); downloads
+        /// ~100 MB once (xtask/src/linux_peer.rs)
+        #[arg(long)]
+        linux: bool,
+    },
     /// Per-task and kernel sizes of an image
     Sizes {
         #[arg(long, default_value = "app.toml")]
@@ -233,6 +239,13 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
                 d.kernel_text_size,
                 d.app.tasks.len()
             );
+            println!(
+                "dist: {} ({} bytes, flat: load at {:#x}, entry {:#x})",
+                ws.show(&d.image_bin),
+                d.image_bin_size,
+                d.load_address,
+                d.entry
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run { app, timeout } => {
@@ -307,7 +320,7 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
             };
             explore::run(ws, &r).map(exit_code)
         }
-        Cmd::Bench => bench::bench(ws).map(exit_code),
+        Cmd::Bench { linux } => bench::bench(ws, linux).map(exit_code),
         Cmd::Sizes { app } => {
             let d = dist::dist(ws, &ws.app_path(&app))?;
             sizes::print(&manifest::read(&d.manifest)?);

@@ -19,6 +19,14 @@ pub struct Manifest {
     pub app: String,
     pub kernel_text_size: u64,
     pub image_size: u64,
+    /// image.bin's size, load address and entry (0 in a manifest written
+    /// before image.bin existed).
+    #[serde(default)]
+    pub image_bin_size: u64,
+    #[serde(default)]
+    pub load_address: u64,
+    #[serde(default)]
+    pub entry: u64,
     pub kernel_stack_size: u64,
     pub page_table_pages: u64,
     #[serde(default)]
@@ -95,6 +103,7 @@ pub fn render(
     built: &[BuiltTask],
     kernel_text_size: u64,
     image_size: u64,
+    flat: &crate::elf::FlatImage,
     page_table_pages: usize,
 ) -> String {
     let mut o = String::new();
@@ -104,6 +113,10 @@ pub fn render(
     let _ = writeln!(o, "app = {}", s(&app.file));
     let _ = writeln!(o, "kernel-text-size = {kernel_text_size}");
     let _ = writeln!(o, "image-size = {image_size}");
+    // image.bin: copy to load-address, jump to entry at EL2 (MMU off).
+    let _ = writeln!(o, "image-bin-size = {}", flat.bytes.len());
+    let _ = writeln!(o, "load-address = {:#x}", flat.load);
+    let _ = writeln!(o, "entry = {:#x}", flat.entry);
     let _ = writeln!(o, "kernel-stack-size = {}", app.kernel_stack_size);
     let _ = writeln!(o, "page-table-pages = {page_table_pages}");
     for (i, t) in app.tasks.iter().enumerate() {

@@ -10,8 +10,8 @@ use crate::config::{parse_version, Qemu};
 use crate::qemu::euid;
 use crate::ws::run_status;
 
-const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
-const BACKPORTS_SOURCE: &str = "Types: deb
+pub const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
+pub const BACKPORTS_SOURCE: &str = "Types: deb
 URIs: http://deb.debian.org/debian
 Suites: bookworm-backports
 Components: main
@@ -61,7 +61,7 @@ fn os_release_codename() -> Option<String> {
 }
 
 /// Whether any apt source already names bookworm-backports.
-fn has_backports_source() -> bool {
+pub fn has_backports_source() -> bool {
     let mut files = vec![Path::new("/etc/apt/sources.list").to_path_buf()];
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
         files.extend(
@@ -89,7 +89,7 @@ fn steps(sudo: &str, bookworm: bool, need_source: bool) -> Vec<String> {
     }
     s.push(format!("{sudo}apt-get update"));
     s.push(format!(
-        "{sudo}DEBIAN_FRONTEND=noninteractive apt-get install -y {}qemu-system-arm",
+        "{sudo}DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}qemu-system-arm",
         if bookworm {
             "-t bookworm-backports "
         } else {
@@ -142,18 +142,22 @@ pub fn ensure_qemu(q: &Qemu) -> Result<(), String> {
         std::fs::write(BACKPORTS_FILE, BACKPORTS_SOURCE)
             .map_err(|e| format!("cannot write {BACKPORTS_FILE}: {e}"))?;
     }
+    let started = std::time::Instant::now();
     println!("+ apt-get update");
     run_status(Command::new("apt-get").arg("update"), "apt-get update")?;
     let mut install = Command::new("apt-get");
     install
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y"]);
+        // Only what qemu-system-aarch64 needs: its recommended packages
+        // (GUI, GStreamer, Mesa, firmware: ~150 more on a fresh machine)
+        // are never used by a -nographic run that loads its own image.
+        .args(["install", "-y", "--no-install-recommends"]);
     if bookworm {
         install.args(["-t", "bookworm-backports"]);
     }
     install.arg("qemu-system-arm");
     println!(
-        "+ DEBIAN_FRONTEND=noninteractive apt-get install -y {}qemu-system-arm",
+        "+ DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}qemu-system-arm",
         if bookworm {
             "-t bookworm-backports "
         } else {
@@ -164,9 +168,10 @@ pub fn ensure_qemu(q: &Qemu) -> Result<(), String> {
     match problem(q) {
         None => {
             println!(
-                "prereq: {} {} installed",
+                "prereq: {} {} installed in {:.1} s",
                 q.binary,
-                qemu_version(&q.binary).unwrap_or_default()
+                qemu_version(&q.binary).unwrap_or_default(),
+                started.elapsed().as_secs_f64()
             );
             Ok(())
         }
@@ -214,7 +219,7 @@ mod tests {
             "`qemu-system-aarch64` is not installed (need ≥ 9.2).\n\
              Install QEMU ≥ 9.2 (on Debian bookworm, from bookworm-backports) with:\n  \
              sudo apt-get update\n  \
-             sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -t bookworm-backports qemu-system-arm"
+             sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-arm"
         );
     }
 
@@ -226,8 +231,8 @@ mod tests {
         assert!(s[0].ends_with(&format!("| sudo tee {BACKPORTS_FILE}")));
         assert_eq!(
             s[2],
-            "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -t bookworm-backports qemu-system-arm"
+            "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-arm"
         );
-        assert_eq!(steps("", true, false), ["apt-get update", "DEBIAN_FRONTEND=noninteractive apt-get install -y -t bookworm-backports qemu-system-arm"]);
+        assert_eq!(steps("", true, false), ["apt-get update", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-arm"]);
     }
 }

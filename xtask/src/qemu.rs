@@ -40,6 +40,39 @@ pub fn command(q: &Qemu, image: &Path, icount: &str, extra: &[&str]) -> Command 
     c
 }
 
+/// The QEMU command line that boots a flat image the way a boot loader
+/// would: the bytes at `load` (generic loader, raw) and CPU 0's PC at
+/// `entry`, at the highest EL the machine has (EL2 on `virtualization=on`).
+pub fn command_flat(
+    q: &Qemu,
+    bin: &Path,
+    load: u64,
+    entry: u64,
+    icount: &str,
+    extra: &[&str],
+) -> Command {
+    let mut c = Command::new(&q.binary);
+    c.args([
+        "-M",
+        &q.machine,
+        "-cpu",
+        &q.cpu,
+        "-m",
+        &q.memory,
+        "-nographic",
+        "-device",
+    ])
+    .arg(format!(
+        "loader,file={},addr={load:#x},force-raw=on",
+        bin.display()
+    ))
+    .args(["-device", &format!("loader,addr={entry:#x},cpu-num=0")])
+    .args(&q.args)
+    .args(["-icount", icount])
+    .args(extra);
+    c
+}
+
 /// The command as a shell line, for messages.
 pub fn show(c: &Command) -> String {
     std::iter::once(c.get_program())

@@ -230,7 +230,18 @@ fn qemu_run(ws: &Workspace, filter: Option<&str>) -> Result<Counts, String> {
                 continue;
             }
         };
-        let cmd = qemu::command(q, &d.image, qemu::ICOUNT_RUN, &[]);
+        let cmd = if app.boot_flat {
+            qemu::command_flat(
+                q,
+                &d.image_bin,
+                d.load_address,
+                d.entry,
+                qemu::ICOUNT_RUN,
+                &[],
+            )
+        } else {
+            qemu::command(q, &d.image, qemu::ICOUNT_RUN, &[])
+        };
         println!("qemu: {shown}: {}", qemu::show(&cmd));
         let mut watch = runner_fault_watch();
         let run = match qemu::run_watch(cmd, Some(QEMU_TIMEOUT), false, &mut watch) {

@@ -8,6 +8,10 @@ pub fn print(m: &Manifest) {
         m.name, m.board, m.app, m.image_size, m.kernel_text_size, m.kernel_stack_size, m.page_table_pages
     );
     println!(
+        "image.bin {} bytes: load at {:#x}, entry {:#x} (flat, loadable bytes only)",
+        m.image_bin_size, m.load_address, m.entry
+    );
+    println!(
         "{:>3}  {:<20} {:>4} {:>10} {:>10} {:>10} {:>12}",
         "#", "task", "prio", "text", "data", "stack", "other regions"
     );

@@ -107,6 +107,22 @@ impl Edu {
         Err(EduError::NotFound)
     }
 
+    /// edu whose BAR0 the platform has already placed, enabled and mapped
+    /// at `regs` (on an image with a device table pci-server does that:
+    /// docs/devices.md); `sid` is its StreamID. Checks the identification
+    /// register. Bus mastering is the caller's to turn on (through
+    /// pci-server).
+    ///
+    /// # Safety
+    /// `regs` must map edu's BAR0 (1 MiB of device memory) in this task.
+    pub unsafe fn at(regs: usize, sid: u32) -> Result<Edu, EduError> {
+        let edu = Edu { regs, sid };
+        if r32(edu.regs) != EDU_IDENT {
+            return Err(EduError::WrongIdentity);
+        }
+        Ok(edu)
+    }
+
     fn w64(&self, off: usize, v: u64) {
         // SAFETY: inside BAR0 (1 MiB), mapped per `find`'s contract; edu's
         // DMA registers take 64-bit writes.

@@ -139,7 +139,12 @@ impl Task {
     /// Finds a region of this task that wholly contains `[va, va + len)`
     /// with all of `attrs`, and returns the address the kernel uses to reach
     /// `va` (physical = kernel address, identity-mapped). Device memory is
-    /// never a valid IPC buffer.
+    /// never a valid IPC buffer, nor is a region the task maps
+    /// non-cacheable (`cache = "nc"`): the kernel reaches memory through
+    /// its cacheable identity map, and copying through that alias would
+    /// leave the bytes in a cache the task's non-cacheable view never
+    /// reads (a mismatched-attribute alias). Such memory is for devices;
+    /// IPC uses other buffers.
     #[inline(always)]
     pub fn translate(&self, va: usize, len: usize, attrs: u32) -> Option<usize> {
         let end = va.checked_add(len)?;
@@ -155,7 +160,7 @@ impl Task {
             if va >= r.va
                 && end <= r_end
                 && r.attributes & attrs == attrs
-                && r.attributes & REGION_DEVICE == 0
+                && r.attributes & (REGION_DEVICE | abi::REGION_UNCACHED) == 0
             {
                 Some(region_pa(r) + (va - r.va))
             } else {
@@ -187,5 +192,57 @@ pub fn region_pa(r: &RegionDesc) -> usize {
     match r.phys {
         PhysSource::Fixed(pa) => pa,
         PhysSource::Static(p) => p.0 as usize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel copies through its cacheable identity map: a region the
+    /// task maps non-cacheable (`cache = "nc"`) is never an IPC buffer,
+    /// like device memory; the same range cacheable is.
+    #[test]
+    fn kern_translate_refuses_uncached_and_device_regions() {
+        const RW: u32 = abi::REGION_READ | abi::REGION_WRITE;
+        let region = |name, va, attributes| RegionDesc {
+            name,
+            va,
+            size: 0x1000,
+            attributes,
+            phys: PhysSource::Fixed(0x4100_0000 + va),
+        };
+        let regions: &'static [RegionDesc] = Box::leak(Box::new([
+            region("text", 0x1000, abi::REGION_READ | abi::REGION_EXECUTE),
+            region("stack", 0x2000, RW),
+            region("data", 0x3000, RW),
+            region("nc", 0x20_0000, RW | abi::REGION_UNCACHED),
+            region("dev", 0x40_0000, RW | REGION_DEVICE),
+            region("wb", 0x60_0000, RW | abi::REGION_DMA),
+        ]));
+        let desc: &'static TaskDesc = Box::leak(Box::new(TaskDesc {
+            name: "t",
+            priority: 1,
+            entry: 0x1000,
+            stack_top: 0x3000,
+            task_slots: &[],
+            post_slots: &[],
+            reg_windows: &[],
+            regions,
+            capabilities: 0,
+            start: true,
+            vm_guest: None,
+        }));
+        let t = Task::new(desc);
+        assert_eq!(t.translate(0x20_0010, 8, abi::REGION_READ), None);
+        assert_eq!(t.translate(0x40_0010, 8, abi::REGION_READ), None);
+        assert_eq!(
+            t.translate(0x60_0010, 8, abi::REGION_READ),
+            Some(0x4100_0000 + 0x60_0010)
+        );
+        assert_eq!(
+            t.translate(0x2010, 8, abi::REGION_WRITE),
+            Some(0x4100_0000 + 0x2010)
+        );
     }
 }

@@ -24,6 +24,7 @@ pub use host::raw_syscall;
 
 pub use abi;
 
+pub mod cache;
 pub mod fmt;
 
 /// What `recv` returned.

@@ -1,5 +1,6 @@
 //! The demo scenario (`cargo xtask run`). This task plays a VM that owns
-//! edu's stream (app.toml `[[streams]]`). Through iommu-server's generated
+//! edu (app.toml `[[devices]]`: its BAR0 is mapped here, its config space
+//! is reached through pci-server) and edu's stream. Through iommu-server's generated
 //! client it builds a stage-2 domain over its own DMA memory, attaches the
 //! stream, and has edu move data through the SMMU. Then it shows:
 //! - an unmapped page stops DMA (after unmap + invalidation nothing lands);
@@ -11,8 +12,9 @@
 
 #[cfg(target_os = "none")]
 mod scenario {
-    use edu::{Edu, Window};
+    use edu::Edu;
     use iommu_server_api::{DomainId, IommuClient, IommuError, MapPerms, StreamId};
+    use pci_server_api::{Bdf, PciClient};
     use userlib::*;
 
     const TIMER_BIT: u32 = 1 << 31;
@@ -68,30 +70,44 @@ mod scenario {
     pub fn run() -> ! {
         log!("demo: a VM task drives edu's DMA through the SMMUv3 via iommu-server");
         let mut ok = true;
-        let (Some(ecam), Some(bars), Some(dma), Some(server)) = (
-            sys_region_info("pcie-ecam"),
-            sys_region_info("pcie-mmio32"),
+        let (Some(bar0), Some(dma), Some(server), Some(pci)) = (
+            sys_region_info("pci-00-02-0-bar0"),
             sys_region_info("dma-buf"),
             sys_lookup_slot("iommu-server"),
+            sys_lookup_slot("pci-server"),
         ) else {
-            log!("FAIL app.toml does not give the demo its regions and iommu-server slot");
+            log!("FAIL app.toml does not give the demo its regions and its iommu-server and pci-server slots");
             sys_shutdown(1)
         };
-        let win = |r: RegionInfo| Window {
-            va: r.va,
-            pa: r.pa,
-            size: r.size,
+        // edu is 00:02.0 (app.toml [[devices]]); pci-server placed its BAR0
+        // and turned memory decoding on; bus mastering is ours to ask for.
+        let pci = PciClient::new(pci);
+        let bdf = Bdf(0x10);
+        let info = match pci.function_info(bdf) {
+            Ok(i) => i,
+            Err(e) => {
+                log!("FAIL pci-server function_info: {:?}", e);
+                sys_shutdown(1)
+            }
         };
-        // SAFETY: app.toml maps bus 0's ECAM and the 32-bit PCI window into
-        // this task only.
-        let edu = match unsafe { Edu::find(win(ecam), win(bars)) } {
+        if let Err(e) = pci.config_write(bdf, 0x04, 2, 0x6) {
+            log!("FAIL pci-server: bus master on: {:?}", e);
+            sys_shutdown(1)
+        }
+        // SAFETY: region pci-00-02-0-bar0 is edu's BAR0, mapped into this
+        // task only (app.toml [[devices]]).
+        let edu = match unsafe { Edu::at(bar0.va, info.stream) } {
             Ok(e) => e,
             Err(e) => {
                 log!("FAIL edu: {:?}", e);
                 sys_shutdown(1)
             }
         };
-        log!("edu found: StreamID {:#x}", edu.sid);
+        log!(
+            "edu 00:02.0 assigned by pci-server: BAR0 at {:#x}, StreamID {:#x}",
+            bar0.pa,
+            edu.sid
+        );
         let iommu = IommuClient::new(server);
         match iommu.hw_info() {
             Ok(c) => log!(

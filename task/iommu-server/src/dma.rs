@@ -7,6 +7,28 @@
 //! physical memory. Everything the driver stores there goes through the
 //! [`DmaMemory`] trait as naturally aligned 64-bit accesses, which is also
 //! the single-copy atomicity the STE/CD update protocol relies on.
+//!
+//! # Coherency
+//!
+//! Whether the SMMU's table walks and queue accesses snoop the CPU's
+//! caches is a board fact (boards/*.toml `smmu-coherent`, checked against
+//! IDR0.COHACC at start). On a non-coherent SMMU (IHI 0070 §3.15) the
+//! region stays mapped Normal write-back in the task — so the kernel's own
+//! cacheable view of it never disagrees — and every implementation of
+//! [`DmaMemory`] keeps it correct in one place, its stores:
+//!
+//! - every store *cleans* the line it wrote to the point of coherency
+//!   (DC CVAC; runs clean each line once, after its last store), and
+//!   [`DmaMemory::publish`] — which the driver already calls before every
+//!   CMDQ_PROD write, so before each CFGI/TLBI/SYNC — is a DSB that waits
+//!   for those cleans. No driver path can store to SMMU-visible memory
+//!   without cleaning, because there is no other way to store;
+//! - before reading what the SMMU wrote (event records), the reader calls
+//!   [`DmaMemory::refresh`]: DC CIVAC over the entries (clean first, so a
+//!   dirty line can never be lost; EL0 cannot execute DC IVAC), then DSB.
+//!
+//! The SMMU is told to access the region Non-cacheable in that mode (CR1
+//! and the STE/CD walk attributes, [`DmaMemory::coherent`]).
 
 /// One DMA region: `size` bytes at physical address `base_pa`.
 ///
@@ -31,6 +53,14 @@ pub trait DmaMemory {
     fn acquire(&self) {
         self.publish()
     }
+    /// Whether the SMMU accesses this memory coherently with the CPU's
+    /// caches. When false, every store cleans its line (see the module
+    /// doc) and the driver programs Non-cacheable walk/queue attributes.
+    fn coherent(&self) -> bool;
+    /// Makes `len` bytes at `off` that the SMMU wrote visible to the CPU's
+    /// next loads: nothing when coherent, else clean-and-invalidate each
+    /// line (DC CIVAC) and wait (DSB). Call after [`DmaMemory::acquire`].
+    fn refresh(&self, off: usize, len: usize);
 
     /// Zeroes `len` bytes at `off` (both 8-byte multiples).
     fn zero(&self, off: usize, len: usize) {
@@ -112,6 +142,15 @@ impl<T: DmaMemory + ?Sized> DmaMemory for &T {
     fn acquire(&self) {
         (**self).acquire()
     }
+    fn coherent(&self) -> bool {
+        (**self).coherent()
+    }
+    fn refresh(&self, off: usize, len: usize) {
+        (**self).refresh(off, len)
+    }
+    fn zero(&self, off: usize, len: usize) {
+        (**self).zero(off, len)
+    }
     fn any_set(&self, off: usize, n: usize, mask: u64) -> bool {
         (**self).any_set(off, n, mask)
     }
@@ -130,6 +169,8 @@ pub struct DmaPtr {
     va: usize,
     pa: u64,
     size: usize,
+    /// The D-cache line to clean by, when the SMMU is not coherent.
+    line: Option<usize>,
 }
 
 impl DmaPtr {
@@ -141,7 +182,29 @@ impl DmaPtr {
     /// range `[pa, pa + size)`, is 8-byte aligned, and no Rust reference
     /// covers it (every access goes through this value's volatile accesses).
     pub const unsafe fn new(va: usize, pa: u64, size: usize) -> Self {
-        Self { va, pa, size }
+        Self {
+            va,
+            pa,
+            size,
+            line: None,
+        }
+    }
+
+    /// The same region for a non-coherent SMMU: every store cleans its
+    /// line, [`DmaMemory::refresh`] cleans and invalidates. The line size
+    /// is CTR_EL0.DminLine, the smallest data cache line of any cache
+    /// level, so a stride of it reaches every line.
+    pub fn non_coherent(mut self) -> Self {
+        self.line = Some(userlib::cache::dcache_line());
+        self
+    }
+
+    /// Cleans every line of `[off, off + len)` (inside the region).
+    #[inline]
+    fn clean(&self, off: usize, len: usize) {
+        if let Some(line) = self.line {
+            userlib::cache::clean_range(self.va + off, len, line);
+        }
     }
 
     fn ptr(&self, off: usize) -> Option<*mut u64> {
@@ -179,12 +242,42 @@ impl DmaMemory for DmaPtr {
         if let Some(p) = self.ptr(off) {
             // SAFETY: as in `read64`; the region is writable. Volatile: the
             // SMMU reads this memory behind the compiler.
-            unsafe { core::ptr::write_volatile(p, value.to_le()) }
+            unsafe { core::ptr::write_volatile(p, value.to_le()) };
+            self.clean(off, 8);
         }
     }
 
     fn publish(&self) {
+        // Also completes the cleans of earlier stores (DSB after DC CVAC).
         barrier();
+    }
+
+    fn coherent(&self) -> bool {
+        self.line.is_none()
+    }
+
+    fn refresh(&self, off: usize, len: usize) {
+        let Some(line) = self.line else {
+            return;
+        };
+        let Some(end) = off.checked_add(len).filter(|&e| e <= self.size) else {
+            return;
+        };
+        userlib::cache::clean_invalidate_range(self.va + off, end - off, line);
+        barrier();
+    }
+
+    fn zero(&self, off: usize, len: usize) {
+        let Some(p) = self.run(off, len / 8) else {
+            return;
+        };
+        for i in 0..len / 8 {
+            // SAFETY: `run` checked that all words lie inside the region,
+            // which `new`'s contract makes mapped, writable and
+            // reference-free.
+            unsafe { core::ptr::write_volatile(p.add(i), 0) };
+        }
+        self.clean(off, len);
     }
 
     // The run operations check the bounds once for the whole run (the
@@ -208,6 +301,7 @@ impl DmaMemory for DmaPtr {
             unsafe { core::ptr::write_volatile(p.add(i), v.to_le()) };
             v = v.wrapping_add(step);
         }
+        self.clean(off, 8 * n);
     }
 
     fn clear_set(&self, off: usize, n: usize, mask: u64) -> (usize, usize, usize) {
@@ -228,6 +322,9 @@ impl DmaMemory for DmaPtr {
                 count += 1;
             }
         }
+        if count > 0 {
+            self.clean(off + 8 * first, 8 * (last - first + 1));
+        }
         (count, first, last)
     }
 }
@@ -244,4 +341,87 @@ pub fn barrier() {
     };
     #[cfg(not(target_arch = "aarch64"))]
     core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+    use userlib::cache::host::Op;
+
+    /// Lines (VA, 64-byte aligned) of `[va, va + len)`.
+    fn lines(va: usize, len: usize) -> Vec<usize> {
+        (va & !63..va + len).step_by(64).collect()
+    }
+
+    fn cleaned(log: &[(Op, usize)]) -> Vec<usize> {
+        let mut v: Vec<usize> = log
+            .iter()
+            .filter(|(op, _)| *op == Op::Clean)
+            .map(|(_, va)| va & !63)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The image's non-coherent DMA memory cleans every line it stores
+    /// to, through every store operation the driver has; the coherent one
+    /// none; `refresh` clean-invalidates exactly the lines asked for.
+    #[test]
+    fn non_coherent_dmaptr_cleans_every_line_it_stores_to() {
+        let mut buf = vec![0u64; 1024];
+        let va = buf.as_mut_ptr() as usize;
+        // SAFETY: `buf` is 8 KiB, 8-byte aligned, outlives `m`, and is only
+        // accessed through `m` below.
+        let m = unsafe { DmaPtr::new(va, 0x4000_0000, 8192) }.non_coherent();
+        assert!(!m.coherent());
+        let _ = userlib::cache::host_log();
+
+        m.write64(0x48, 1);
+        assert_eq!(cleaned(&userlib::cache::host_log()), lines(va + 0x48, 8));
+        m.write_run(0x100, 20, 0x1000, 0x1000);
+        assert_eq!(cleaned(&userlib::cache::host_log()), lines(va + 0x100, 160));
+        m.zero(0x400, 0x100);
+        assert_eq!(
+            cleaned(&userlib::cache::host_log()),
+            lines(va + 0x400, 0x100)
+        );
+        // clear_set: only the span of cleared words.
+        m.write_run(0x800, 32, 1, 0);
+        let _ = userlib::cache::host_log();
+        m.write64(0x800, 0);
+        m.write64(0x808, 0);
+        let _ = userlib::cache::host_log();
+        assert_eq!(m.clear_set(0x800, 32, 1), (30, 2, 31));
+        assert_eq!(
+            cleaned(&userlib::cache::host_log()),
+            lines(va + 0x810, 30 * 8)
+        );
+        // A store outside the region stores and cleans nothing.
+        m.write64(8192, 1);
+        assert!(userlib::cache::host_log().is_empty());
+        // Reads clean nothing; refresh clean-invalidates its lines.
+        let _ = m.read64(0x48);
+        assert!(userlib::cache::host_log().is_empty());
+        m.refresh(0x1000, 32);
+        assert_eq!(
+            userlib::cache::host_log(),
+            lines(va + 0x1000, 32)
+                .into_iter()
+                .map(|a| (Op::CleanInvalidate, a))
+                .collect::<Vec<_>>()
+        );
+
+        // SAFETY: as above.
+        let c = unsafe { DmaPtr::new(va, 0x4000_0000, 8192) };
+        assert!(c.coherent());
+        c.write64(0x48, 2);
+        c.write_run(0x100, 20, 0, 0);
+        c.zero(0x400, 0x100);
+        c.refresh(0x1000, 32);
+        assert!(userlib::cache::host_log().is_empty());
+        drop(buf);
+    }
 }

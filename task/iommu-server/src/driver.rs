@@ -14,7 +14,7 @@ use crate::update::{
     cd_used, ste_update_safe, ste_used, write_entry, EntryWriter, UpdateKind, WORDS,
 };
 use smmuv3::regs::{offset, CR0, CR1, CR2, GBPA, GERROR, IDR0, IDR1, IDR3, IDR5, IRQ_CTRL};
-use smmuv3::{AddrSize, Cd, Command, Event, Mmio, Ste, SyncCs};
+use smmuv3::{AddrSize, Cacheability, Cd, Command, Event, Mmio, Shareability, Ste, SyncCs};
 use tock_registers::LocalRegisterCopy;
 
 /// What the SMMU can do, from IDR0/1/3/5.
@@ -112,6 +112,13 @@ impl Features {
         LocalRegisterCopy::<u32, IDR0::Register>::new(self.idr0).read(IDR0::STALL_MODEL) == 0
     }
 
+    /// IDR0.COHACC: the SMMU and system claim IO-coherent access to
+    /// structures, queues and walks (IHI 0070 §3.15). Only a claim: the
+    /// board file decides the mode, and a disagreement is logged.
+    pub fn cohacc(&self) -> bool {
+        LocalRegisterCopy::<u32, IDR0::Register>::new(self.idr0).read(IDR0::COHACC) != 0
+    }
+
     /// Nested translation (both stages).
     pub fn nested(&self) -> bool {
         self.s1 && self.s2
@@ -180,6 +187,43 @@ pub struct Smmu<M: Mmio, D: DmaMemory, W: Waiter> {
     pub gerror_events: u32,
     /// Counter ticks of the last [`Smmu::write_ste`] ([`crate::now`]).
     pub last_ste_update_instr: u64,
+}
+
+/// CR1 (table and queue access attributes) for the coherency mode: a
+/// coherent SMMU walks and queues write-back inner shareable, like the
+/// CPU's mapping; a non-coherent one Non-cacheable (its shareability is
+/// then IGNORED and behaves as Outer Shareable, IHI 0070 §6.3.11 — written
+/// so), reading the memory the driver cleaned to.
+pub fn cr1_value(coherent: bool) -> u32 {
+    if coherent {
+        (CR1::TABLE_SH::InnerShareable
+            + CR1::TABLE_OC::WriteBack
+            + CR1::TABLE_IC::WriteBack
+            + CR1::QUEUE_SH::InnerShareable
+            + CR1::QUEUE_OC::WriteBack
+            + CR1::QUEUE_IC::WriteBack)
+            .value
+    } else {
+        (CR1::TABLE_SH::OuterShareable
+            + CR1::TABLE_OC::NonCacheable
+            + CR1::TABLE_IC::NonCacheable
+            + CR1::QUEUE_SH::OuterShareable
+            + CR1::QUEUE_OC::NonCacheable
+            + CR1::QUEUE_IC::NonCacheable)
+            .value
+    }
+}
+
+/// Walk attributes for STEs (S1CIR/S1COR/S1CSH of CD fetches,
+/// S2IR0/S2OR0/S2SH0 of stage 2 walks) and CDs (IR0/OR0/SH0 of stage 1
+/// walks), matching [`cr1_value`]: write-back inner shareable when
+/// coherent, Non-cacheable (outer shareable) when not.
+pub fn walk_attrs(coherent: bool) -> (Cacheability, Shareability) {
+    if coherent {
+        (Cacheability::WriteBackAlloc, Shareability::InnerShareable)
+    } else {
+        (Cacheability::NonCacheable, Shareability::OuterShareable)
+    }
 }
 
 fn cr0_bits(smmuen: bool, evtqen: bool, cmdqen: bool) -> u32 {
@@ -260,16 +304,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> Smmu<M, D, W> {
         let g = mmio.read32(offset::GERROR);
         mmio.write32(offset::GERRORN, g);
 
-        mmio.write32(
-            offset::CR1,
-            (CR1::TABLE_SH::InnerShareable
-                + CR1::TABLE_OC::WriteBack
-                + CR1::TABLE_IC::WriteBack
-                + CR1::QUEUE_SH::InnerShareable
-                + CR1::QUEUE_OC::WriteBack
-                + CR1::QUEUE_IC::WriteBack)
-                .value,
-        );
+        mmio.write32(offset::CR1, cr1_value(mem.coherent()));
         mmio.write32(offset::CR2, (CR2::PTM::SET + CR2::RECINVSID::SET).value);
 
         let max_sid = cfg.sids.iter().copied().max().unwrap_or(0);

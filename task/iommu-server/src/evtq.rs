@@ -71,6 +71,8 @@ impl EventQueue {
         let mut n = 0;
         while !prod.is_empty(self.cons) && n < max.min(1 << self.log2size) {
             let off = self.pages.off + self.cons.entry_offset(EVENTQ_ENTRY_BYTES);
+            // A non-coherent SMMU wrote memory, not our cache.
+            mem.refresh(off, EVENTQ_ENTRY_BYTES);
             let e = Event::from_words(core::array::from_fn(|i| mem.read64(off + 8 * i)));
             sink(e);
             self.cons = self.cons.advance(1);

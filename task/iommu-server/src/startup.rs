@@ -64,6 +64,30 @@ pub fn config<'a>(
     }
 }
 
+/// Logs the non-coherent mode, and a disagreement between the board file
+/// (`coherent`, the mode the memory runs in) and IDR0.COHACC. The board
+/// wins either way (IHI 0070 §3.15: COHACC = 0 whenever the SMMU *or the
+/// system* cannot be coherent, and the integration is the board's fact):
+/// a board that says coherent on an SMMU reporting COHACC = 0 is most
+/// likely wrong — the log says so loudly; the reverse only costs cache
+/// maintenance.
+pub fn log_coherency(cohacc: bool, coherent: bool) {
+    match (coherent, cohacc) {
+        // The common case says nothing (and adds no system call to a
+        // start-up whose interleavings the harness's seeded tests pin).
+        (true, true) => {}
+        (false, false) => log!(
+            "iommu-server: SMMU non-coherent (board; IDR0.COHACC=0): cleaning tables and queues"
+        ),
+        (true, false) => log!(
+            "iommu-server: WARNING: board says the SMMU is coherent but IDR0.COHACC=0; following the board (check boards/*.toml smmu-coherent)"
+        ),
+        (false, true) => log!(
+            "iommu-server: board says the SMMU is not coherent, IDR0.COHACC=1; following the board: cleaning tables and queues"
+        ),
+    }
+}
+
 /// Without a usable SMMU the task still answers (every request gets
 /// `why`), so no client blocks forever.
 pub fn unavailable(why: Error) -> ! {
@@ -81,7 +105,9 @@ pub fn start<M: Mmio, D: DmaMemory, W: Waiter>(
     before_serve: impl FnOnce(&mut IommuServer<M, D, W>),
 ) -> ! {
     match driver::probe(&mmio) {
-        Ok(f) => log!(
+        Ok(f) => {
+            log_coherency(f.cohacc(), mem.coherent());
+            log!(
             "SMMU IDR0={:#010x} IDR1={:#010x} IDR3={:#010x} IDR5={:#010x}: S1P={} S2P={} SIDSIZE={} SSIDSIZE={} OAS={} bits",
             f.idr0,
             f.idr1,
@@ -92,7 +118,8 @@ pub fn start<M: Mmio, D: DmaMemory, W: Waiter>(
             f.sid_bits,
             f.ssid_bits,
             f.oas.bits()
-        ),
+            )
+        }
         Err(e) => {
             log!(
                 "SMMU IDR0={:#010x} IDR1={:#010x}: unusable",
@@ -173,6 +200,14 @@ pub fn run_image(
     // read/write at `va`, physically contiguous at `pa`, page aligned; only
     // this value accesses it.
     let mem = unsafe { DmaPtr::new(tables.va, tables.pa as u64, tables.size) };
+    // The board's coherency fact (boards/*.toml `smmu-coherent`, through
+    // the generated app config): a non-coherent SMMU gets clean-on-store
+    // memory and Non-cacheable walk/queue attributes.
+    let mem = if crate::app_config::SMMU_COHERENT {
+        mem
+    } else {
+        mem.non_coherent()
+    };
     // With prq-server in the image (a task-slot to it), the event and PRI
     // queues are its: this task serves the fault path and runs no event
     // reader of its own (docs/faults.md).

@@ -63,6 +63,10 @@ impl DmaMemory for HostMem {
         }
     }
     fn publish(&self) {}
+    fn coherent(&self) -> bool {
+        true
+    }
+    fn refresh(&self, _off: usize, _len: usize) {}
 }
 
 #[derive(Default)]

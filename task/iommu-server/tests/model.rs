@@ -65,6 +65,12 @@ impl DmaMemory for PhysDma {
         let _ = self.mem.write_u64(self.pa + off as u64, v);
     }
     fn publish(&self) {}
+    // The model's memory directly: a coherent SMMU (the non-coherent mode
+    // is the harness's, tests/harness/tests/harness_noncoherent.rs).
+    fn coherent(&self) -> bool {
+        true
+    }
+    fn refresh(&self, _off: usize, _len: usize) {}
 }
 
 struct Spin;

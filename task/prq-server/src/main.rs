@@ -110,6 +110,12 @@ mod image {
         // at `va`, contiguous at `pa`, page aligned; only this value
         // accesses it (and the SMMU).
         let mem = unsafe { DmaPtr::new(q.va, q.pa as u64, q.size) };
+        // The board's coherency fact (boards/*.toml `smmu-coherent`).
+        let mem = if app_config::SMMU_COHERENT {
+            mem
+        } else {
+            mem.non_coherent()
+        };
         let cfg = Config {
             streams: STREAMS,
             evtq_log2: 6,

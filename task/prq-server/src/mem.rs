@@ -22,6 +22,12 @@ pub trait QueueMemory {
     /// Orders the queue loads that follow after the PROD read before them
     /// (a barrier on hardware; nothing on the host).
     fn acquire(&self) {}
+    /// Makes the `len` bytes at `off` that the SMMU wrote (queue entries)
+    /// visible to the next loads: nothing on a coherent SMMU; on a
+    /// non-coherent one clean-and-invalidate each line (DC CIVAC), then
+    /// DSB. Called after [`QueueMemory::acquire`], before reading an
+    /// entry. The journal and routes are the CPU's alone and need none.
+    fn refresh(&self, off: usize, len: usize);
 }
 
 /// Event queue: up to 128 entries of 32 bytes.
@@ -51,6 +57,8 @@ pub struct DmaPtr {
     va: usize,
     pa: u64,
     size: usize,
+    /// The D-cache line to maintain by, when the SMMU is not coherent.
+    line: Option<usize>,
 }
 
 impl DmaPtr {
@@ -60,7 +68,22 @@ impl DmaPtr {
     /// no Rust reference covers it (the SMMU writes it behind the
     /// compiler's back, so every access here is volatile).
     pub const unsafe fn new(va: usize, pa: u64, size: usize) -> Self {
-        Self { va, pa, size }
+        Self {
+            va,
+            pa,
+            size,
+            line: None,
+        }
+    }
+
+    /// The same region for a non-coherent SMMU (boards/*.toml
+    /// `smmu-coherent = false`): [`QueueMemory::refresh`] invalidates.
+    /// This task never stores to a queue entry, and the kernel cleans the
+    /// zeros it writes at (re)start out of its cache (DMA regions), so no
+    /// dirty line of ours can ever overwrite an entry the SMMU wrote.
+    pub fn non_coherent(mut self) -> Self {
+        self.line = Some(userlib::cache::dcache_line());
+        self
     }
 
     fn ok(&self, off: usize) -> bool {
@@ -95,5 +118,57 @@ impl QueueMemory for DmaPtr {
 
     fn acquire(&self) {
         core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+    }
+
+    fn refresh(&self, off: usize, len: usize) {
+        let Some(line) = self.line else {
+            return;
+        };
+        if off.checked_add(len).is_none_or(|e| e > self.size) {
+            return;
+        }
+        userlib::cache::clean_invalidate_range(self.va + off, len, line);
+        dsb();
+    }
+}
+
+/// DSB SY: the maintenance above completes before the loads that follow.
+fn dsb() {
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    // SAFETY: a barrier only orders memory accesses; allowed at EL0.
+    unsafe {
+        core::arch::asm!("dsb sy", options(nostack, preserves_flags))
+    };
+    #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+    use userlib::cache::host::Op;
+
+    /// Non-coherent: `refresh` clean-invalidates exactly the entry's
+    /// lines; stores (journal, routes) maintain nothing. Coherent: nothing.
+    #[test]
+    fn non_coherent_refresh_invalidates_the_entry_lines() {
+        let mut buf = vec![0u64; REGION_SIZE / 8];
+        let va = buf.as_mut_ptr() as usize;
+        // SAFETY: `buf` is REGION_SIZE bytes, 8-byte aligned, outlives `m`
+        // and `c`, and is only accessed through them.
+        let m = unsafe { DmaPtr::new(va, 0x5000_0000, REGION_SIZE) }.non_coherent();
+        // SAFETY: as above.
+        let c = unsafe { DmaPtr::new(va, 0x5000_0000, REGION_SIZE) };
+        let _ = userlib::cache::host_log();
+        m.refresh(PRIQ_OFF + 0x30, 16);
+        let want: Vec<(Op, usize)> = vec![(Op::CleanInvalidate, (va + PRIQ_OFF + 0x30) & !63)];
+        assert_eq!(userlib::cache::host_log(), want);
+        m.refresh(REGION_SIZE - 8, 16); // out of the region: nothing
+        m.write64(JOURNAL_OFF, 1);
+        c.refresh(PRIQ_OFF, 16);
+        assert!(userlib::cache::host_log().is_empty());
+        drop(buf);
     }
 }

@@ -758,6 +758,8 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
                 break;
             }
             let off = PRIQ_OFF + self.priq.cons.entry_offset(PRIQ_ENTRY_BYTES);
+            // A non-coherent SMMU wrote memory, not our cache.
+            self.mem.refresh(off, PRIQ_ENTRY_BYTES);
             let w = [self.mem.read64(off), self.mem.read64(off + 8)];
             self.pri_entry(&PriEntry::from_words(w));
             self.priq.cons = self.priq.cons.advance(1);
@@ -791,6 +793,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         let mut n = 0;
         while !prod.is_empty(self.evtq.cons) {
             let off = EVTQ_OFF + self.evtq.cons.entry_offset(EVENTQ_ENTRY_BYTES);
+            self.mem.refresh(off, EVENTQ_ENTRY_BYTES);
             let e = Event::from_words(core::array::from_fn(|k| self.mem.read64(off + 8 * k)));
             if e.stall() {
                 if self.free == 0 && !self.evict_partial() {

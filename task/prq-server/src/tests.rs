@@ -46,6 +46,8 @@ impl QueueMemory for Mem {
     fn write64(&self, off: usize, v: u64) {
         self.0.borrow_mut()[off / 8] = v;
     }
+    // Coherent host memory: nothing to invalidate.
+    fn refresh(&self, _: usize, _: usize) {}
 }
 
 const LOG2: u32 = 4;

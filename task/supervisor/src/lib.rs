@@ -89,8 +89,21 @@ impl Policy {
 pub const DEATH_LOG: usize = 16;
 
 /// Tasks told about deaths, by name, if the supervisor may post them (its
-/// app.toml `posts`; a name it may not post is simply not a watcher).
-pub const WATCHERS: [&str; 1] = ["iommu-server"];
+/// app.toml `posts`; a name it may not post is simply not a watcher):
+/// iommu-server, pci-server (bus mastering off on a dead owner's
+/// functions; docs/devices.md), and the VM frontends (each reclaims its
+/// guest's state when the guest dies; docs/vmm-frontend.md). The supervisor
+/// has no task names, so the frontends it looks for are these names.
+pub const WATCHERS: [&str; 8] = [
+    "iommu-server",
+    "pci-server",
+    "vmm-frontend",
+    "vmm-frontend-a",
+    "vmm-frontend-b",
+    "vmm-frontend-c",
+    "vmm-frontend-d",
+    "vmm-frontend-e",
+];
 
 /// The notification bit a watcher is posted when a death was logged (the
 /// same bit in every watcher: iommu-server's `server::DEATH_BIT`; its
@@ -157,26 +170,49 @@ pub struct Supervisor {
     pub policy: Policy,
     pub deaths: DeathLog,
     watchers: [Option<TaskId>; WATCHERS.len()],
+    /// Every name of `WATCHERS` was looked up.
+    all_watchers: bool,
     me: TaskId,
 }
 
 impl Supervisor {
     fn new() -> Self {
+        // iommu-server at boot; the frontends on first need (a death to
+        // post, or a call from one): a boot without them costs no lookups,
+        // so the schedules of apps without VMs stay as they were.
         let mut watchers = [None; WATCHERS.len()];
-        for (w, name) in watchers.iter_mut().zip(WATCHERS) {
-            *w = userlib::sys_lookup_slot(name);
-        }
+        watchers[0] = userlib::sys_lookup_slot(WATCHERS[0]);
         Supervisor {
             policy: Policy::default(),
             deaths: DeathLog::default(),
             watchers,
+            all_watchers: false,
             me: TaskId::new(0, userlib::Generation(0)),
         }
+    }
+
+    /// Looks up the watchers not looked up at boot (once).
+    fn look_up_watchers(&mut self) {
+        if self.all_watchers {
+            return;
+        }
+        for (w, name) in self.watchers.iter_mut().zip(WATCHERS).skip(1) {
+            *w = userlib::sys_lookup_slot(name);
+        }
+        self.all_watchers = true;
+    }
+
+    fn is_watcher(&self, caller: TaskId) -> bool {
+        self.watchers
+            .iter()
+            .flatten()
+            .any(|w| w.index() == caller.index())
     }
 
     /// Posts every watcher (post only: never blocks). A watcher that died
     /// meanwhile is posted under its new id.
     fn post_watchers(&mut self) {
+        self.look_up_watchers();
         for w in self.watchers.iter_mut().flatten() {
             if userlib::abi::is_dead_code(userlib::sys_post(*w, DEATH_BIT)).is_some() {
                 *w = userlib::sys_refresh_task_id(*w);
@@ -233,12 +269,14 @@ impl api::SupervisorServer for Supervisor {
     }
 
     fn check_caller(&mut self, caller: TaskId, allowed: &'static [api::SupervisorCaller]) -> bool {
+        if !self.is_watcher(caller) {
+            self.look_up_watchers();
+        }
         allowed.iter().any(|a| match a {
-            api::SupervisorCaller::IommuServer => self
-                .watchers
-                .iter()
-                .flatten()
-                .any(|w| w.index() == caller.index()),
+            // Every watcher may pull the log (each keeps its own cursor).
+            api::SupervisorCaller::IommuServer
+            | api::SupervisorCaller::PciServer
+            | api::SupervisorCaller::VmmFrontend => self.is_watcher(caller),
         })
     }
 

@@ -17,11 +17,12 @@ fn idl_postcard_vmm_frontend_set_ste() {
         mode: GuestSteMode::Nested {
             fault_capable: true,
             cd_max_bits: 5,
+            cd_table_ipa: 0x1_0040,
         },
     };
     let bytes = postcard_bytes(&args);
-    // vsid varint, variant index, bool, u8.
-    assert_eq!(bytes, vec![3, 2, 1, 5]);
+    // vsid varint, variant index, bool, u8, u64 varint.
+    assert_eq!(bytes, vec![3, 2, 1, 5, 0xc0, 0x80, 0x04]);
     assert_eq!(decode(&bytes), Ok(VmmFrontendRequest::SetSte(args)));
 
     let mut bad_tag = bytes.clone();
@@ -33,6 +34,7 @@ fn idl_postcard_vmm_frontend_set_ste() {
     assert_eq!(decode(&bad_bool), Err(ReplyFaultReason::BadMessageContents));
 
     assert_eq!(decode(&bytes[..3]), Err(ReplyFaultReason::BadMessageSize));
+    assert_eq!(decode(&bytes[..5]), Err(ReplyFaultReason::BadMessageSize));
     let mut trailing = bytes.clone();
     trailing.push(0);
     assert_eq!(decode(&trailing), Err(ReplyFaultReason::BadMessageSize));

@@ -4,8 +4,9 @@
 //! operation (the counter around the trait method: the table's work and,
 //! for `free`, the notification; decode and reply excluded). Under QEMU
 //! `-icount shift=0` one tick is one instruction. It logs `BENCH` lines
-//! when it serves `owner_died` (the supervisor's operation, which the
-//! bench never uses otherwise, so a client can ask for the report), plus
+//! when it serves `owner_died` (iommu-server's operation, which the bench
+//! never uses otherwise, so the iommu-server stand-in asks it for the
+//! report), plus
 //! the table's bytes per PASID at start.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -33,13 +34,7 @@ mod image {
             quota: PASID_QUOTA,
             first: &[],
         };
-        let mut roles = Roles::from_app(STREAMS, TASK_NAMES);
-        // The report trigger: the VM client may ask `owner_died` here (the
-        // operation is iommu-server's: the client plays that role for it).
-        roles.iommu_server = TASK_NAMES
-            .iter()
-            .position(|n| *n == "vmm-frontend")
-            .map(|i| i as u16);
+        let roles = Roles::from_app(STREAMS, TASK_NAMES);
         let Ok(mut table) = PasidTable::new(&mut storage, &cfg) else {
             userlib::sys_panic(b"bench-pasid-server: bad configuration")
         };

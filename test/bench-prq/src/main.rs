@@ -18,9 +18,10 @@
 
 #[cfg(target_os = "none")]
 mod bench {
-    use edu::{Edu, Window};
+    use edu::Edu;
     use idl_runtime::Fixed;
     use iommu_server_api::{IommuClient, StreamId};
+    use pci_server_api::{Bdf, PciClient};
     use prq_server_api::{EventRecord, PrqClient};
     use smmuv3::{Event, EventId};
     use userlib::*;
@@ -40,22 +41,23 @@ mod bench {
     }
 
     pub fn run() -> ! {
-        let (Some(iommu), Some(prq), Some(ecam), Some(bars)) = (
+        let (Some(iommu), Some(prq), Some(pci), Some(bar0)) = (
             sys_lookup_slot("iommu-server"),
             sys_lookup_slot("prq-server"),
-            sys_region_info("pcie-ecam"),
-            sys_region_info("pcie-mmio32"),
+            sys_lookup_slot("pci-server"),
+            sys_region_info("pci-00-02-0-bar0"),
         ) else {
             fail("missing slots or regions")
         };
-        let win = |r: RegionInfo| Window {
-            va: r.va,
-            pa: r.pa,
-            size: r.size,
-        };
-        // SAFETY: app.toml maps bus 0's ECAM and the 32-bit PCI window into
-        // this task only.
-        let edu = match unsafe { Edu::find(win(ecam), win(bars)) } {
+        // edu 00:02.0 is this task's (app.toml [[devices]]): pci-server
+        // placed BAR0; bus mastering is asked of it.
+        let pci = PciClient::new(pci);
+        if pci.config_write(Bdf(0x10), 0x04, 2, 0x6).is_err() {
+            fail("pci-server refused bus mastering");
+        }
+        // SAFETY: region pci-00-02-0-bar0 is edu's BAR0, mapped into this
+        // task only.
+        let edu = match unsafe { Edu::at(bar0.va, 0x10) } {
             Ok(e) => e,
             Err(_) => fail("edu not found"),
         };

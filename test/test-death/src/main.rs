@@ -5,12 +5,15 @@
 //! and mappings (docs/pasids.md "Owner death"). The restarted VM (its
 //! writable regions zeroed, edu still holding the pattern in its buffer)
 //! proves the old IOVA no longer reaches memory, then creates a domain,
-//! attaches the same stream (not Busy) and DMA lands again.
+//! attaches the same stream (not Busy) and DMA lands again. edu is this
+//! VM's through pci-server (docs/devices.md): the restarted VM finds its
+//! bus mastering off (pci-server quieted it on the death) and asks again.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
 mod cases {
     use iommu_server_api::{DomainId, IommuClient, IommuError, MapPerms, StreamId};
+    use pci_server_api::{Bdf, PciClient};
     use test_support::{case, ensure, finish, Outcome, TIMER_BIT};
     use userlib::*;
 
@@ -20,6 +23,7 @@ mod cases {
     /// id, which tells it its incarnation.
     const SELF_INDEX: usize = 2;
     const EDU: StreamId = StreamId(0x10);
+    const EDU_BDF: Bdf = Bdf(0x10);
     const SRC_IOVA: u64 = 0x10_0000;
     const T_IOVA: u64 = 0x20_0000;
     const PATTERN_LEN: usize = 256;
@@ -66,7 +70,7 @@ mod cases {
 
     impl Edu {
         fn r32(&self, off: usize) -> u32 {
-            // SAFETY: edu's BAR0 (1 MiB), mapped through `pcie-mmio32`.
+            // SAFETY: edu's BAR0 (1 MiB), region `pci-00-02-0-bar0`.
             unsafe { core::ptr::read_volatile((self.regs + off) as *const u32) }
         }
         fn w64(&self, off: usize, v: u64) {
@@ -93,39 +97,25 @@ mod cases {
         }
     }
 
-    fn cfg_r32(a: usize) -> u32 {
-        // SAFETY: inside `pcie-ecam` (bus 0's configuration space).
-        unsafe { core::ptr::read_volatile(a as *const u32) }
-    }
-    fn cfg_w32(a: usize, v: u32) {
-        // SAFETY: as in `cfg_r32`.
-        unsafe { core::ptr::write_volatile(a as *mut u32, v) }
-    }
-
-    /// Finds edu (1234:11e8) on bus 0 at 00:02.0 (StreamID 0x10), puts
-    /// BAR0 at the start of `pcie-mmio32`, enables memory and bus master.
-    fn find_edu() -> Result<Edu, &'static str> {
-        let ecam = sys_region_info("pcie-ecam").ok_or("no pcie-ecam region")?;
-        let win = sys_region_info("pcie-mmio32").ok_or("no pcie-mmio32 region")?;
-        for dev in 0..32usize {
-            let cfg = ecam.va + (dev << 15);
-            if cfg_r32(cfg) != 0x11e8_1234 {
-                continue;
-            }
-            ensure((dev << 3) as u32 == EDU.0, "edu is not StreamID 0x10")?;
-            cfg_w32(cfg + 0x04, 0);
-            cfg_w32(cfg + 0x10, 0xffff_ffff);
-            let size = (!(cfg_r32(cfg + 0x10) & !0xf)).wrapping_add(1) as usize;
-            if size == 0 || size > win.size || win.pa % size != 0 {
-                return Err("edu BAR0 does not fit pcie-mmio32");
-            }
-            cfg_w32(cfg + 0x10, win.pa as u32);
-            cfg_w32(cfg + 0x04, 0x6);
-            let edu = Edu { regs: win.va };
-            ensure(edu.r32(0) == 0x0100_00ed, "edu identification wrong")?;
-            return Ok(edu);
-        }
-        Err("edu not found on bus 0")
+    /// edu 00:02.0 is this VM's (test/apps/death.toml [[devices]]):
+    /// pci-server placed BAR0 (mapped here as `pci-00-02-0-bar0`). Returns
+    /// edu and the command register as this incarnation found it, then
+    /// asks pci-server for memory + bus master.
+    fn find_edu() -> Result<(Edu, u32), &'static str> {
+        let bar = sys_region_info("pci-00-02-0-bar0").ok_or("no pci-00-02-0-bar0 region")?;
+        let pci = PciClient::new(sys_lookup_slot("pci-server").ok_or("no pci-server slot")?);
+        let info = pci
+            .function_info(EDU_BDF)
+            .map_err(|_| "pci-server: function_info refused")?;
+        ensure(info.stream == EDU.0, "edu is not StreamID 0x10")?;
+        let found = pci
+            .config_read(EDU_BDF, 0x04, 2)
+            .map_err(|_| "pci-server: command read refused")?;
+        pci.config_write(EDU_BDF, 0x04, 2, 0x6)
+            .map_err(|_| "pci-server: bus master refused")?;
+        let edu = Edu { regs: bar.va };
+        ensure(edu.r32(0) == 0x0100_00ed, "edu identification wrong")?;
+        Ok((edu, found))
     }
 
     fn err(e: IommuError) -> &'static str {
@@ -175,7 +165,13 @@ mod cases {
 
     /// Second incarnation: the old mapping must not reach memory, the
     /// dead VM's domain is gone, the stream attaches again and DMA lands.
-    fn second(api: &IommuClient, mem: &Mem, edu: &Edu) -> Outcome {
+    fn second(api: &IommuClient, mem: &Mem, edu: &Edu, found: u32) -> Outcome {
+        // pci-server turned the dead incarnation's bus mastering off
+        // (docs/devices.md "Owner death") before this one ran.
+        ensure(
+            found & 0x7 == 0x2,
+            "edu's bus mastering survived its owner's death",
+        )?;
         // The restart zeroed `death-dma`; edu's buffer still holds the
         // pattern. Were the old STE or mapping alive, this lands on page 1.
         ensure(mem.untouched(1), "restart did not zero the DMA region")?;
@@ -204,7 +200,7 @@ mod cases {
             va: region.va,
             pa: region.pa as u64,
         };
-        let edu = match find_edu() {
+        let (edu, found) = match find_edu() {
             Ok(e) => e,
             Err(why) => {
                 log!("test-death: {}", why);
@@ -217,7 +213,7 @@ mod cases {
                 let ok = case(NAME, || first(&api, &mem, &edu));
                 finish(ok)
             }
-            1 => finish(case(NAME, || second(&api, &mem, &edu))),
+            1 => finish(case(NAME, || second(&api, &mem, &edu, found))),
             _ => {
                 log!("TEST {} FAIL restarted more than once", NAME);
                 finish(false)

@@ -21,8 +21,9 @@ mod runner {
         judge, loader, loader_strtab, observe, pattern, prepare, prepare_with, Phys, CASES,
         LOADER_PAGE, REGION_SIZE, SID,
     };
-    use edu::{Edu, Window};
+    use edu::Edu;
     use iommu_server::frame::SmmuFrame;
+    use pci_server_api::{Bdf, PciClient};
     use userlib::*;
 
     const TIMER_BIT: u32 = 1 << 31;
@@ -125,14 +126,14 @@ mod runner {
     }
 
     pub fn run() -> ! {
-        let (Some(p0), Some(p1), Some(ecam), Some(bars), Some(m)) = (
+        let (Some(p0), Some(p1), Some(bar0), Some(pci), Some(m)) = (
             sys_region_info("smmu-page0"),
             sys_region_info("smmu-page1"),
-            sys_region_info("pcie-ecam"),
-            sys_region_info("pcie-mmio32"),
+            sys_region_info("pci-00-02-0-bar0"),
+            sys_lookup_slot("pci-server"),
             sys_region_info("diff-mem"),
         ) else {
-            log!("test-differential: app.toml lacks a region");
+            log!("test-differential: app.toml lacks a region or the pci-server slot");
             sys_shutdown(1)
         };
         if m.size < REGION_SIZE {
@@ -143,19 +144,19 @@ mod runner {
         // device memory, 64 KiB each and 64 KiB aligned; no references are
         // made into them.
         let frame = unsafe { SmmuFrame::new(p0.va, Some(p1.va)) };
-        let win = |r: RegionInfo| Window {
-            va: r.va,
-            pa: r.pa,
-            size: r.size,
-        };
-        // SAFETY: app.toml maps bus 0's ECAM and the 32-bit PCI window into
-        // this task only.
-        let edu = match unsafe { Edu::find(win(ecam), win(bars)) } {
-            Ok(e) if e.sid == SID => e,
-            Ok(_) => {
-                log!("test-differential: edu is not at StreamID {:#x}", SID);
-                sys_shutdown(1)
-            }
+        // edu 00:02.0 is this task's (app.toml [[devices]]): pci-server
+        // placed BAR0; bus mastering is asked of it.
+        if PciClient::new(pci)
+            .config_write(Bdf(SID as u16), 0x04, 2, 0x6)
+            .is_err()
+        {
+            log!("test-differential: pci-server refused bus mastering");
+            sys_shutdown(1)
+        }
+        // SAFETY: region pci-00-02-0-bar0 is edu's BAR0, mapped into this
+        // task only.
+        let edu = match unsafe { Edu::at(bar0.va, SID) } {
+            Ok(e) => e,
             Err(e) => {
                 log!("test-differential: edu: {:?}", e);
                 sys_shutdown(1)

@@ -15,6 +15,22 @@ pub mod ops {
     pub const PROBE: u16 = 1;
     /// Reply code: how many event records the server hands this VM.
     pub const FETCH_EVENTS: u16 = 2;
+    /// Reply code 0: every config request on the runner's edu (00:02.0)
+    /// and on the unassigned NIC was NotPermitted; else the number of the
+    /// first that was not.
+    pub const PCI_FOREIGN: u16 = 3;
+    /// Turns its own edu's (00:03.0) bus mastering on, then reads where
+    /// the runner's BAR0 would be if it mapped the whole BAR window: it
+    /// faults (no reply).
+    pub const TOUCH_FOREIGN_BAR: u16 = 4;
+    /// Reply code 0x1_0000 | its edu's command register (read through
+    /// pci-server), or 0 when the read was refused.
+    pub const PCI_STATUS: u16 = 5;
+    /// Reply code 0: its own edu (00:03.0), bus mastering on through
+    /// pci-server, copied 64 bytes inside `vm2-dma` through an S2 domain
+    /// attached to StreamID 0x18 only — the second edu's requester id is
+    /// that StreamID; else the number of the step that failed.
+    pub const OWN_EDU_DMA: u16 = 6;
 }
 
 #[cfg(target_os = "none")]
@@ -25,6 +41,7 @@ mod image {
         SmmuEvent, StreamId, SubstreamDefault,
     };
     use pasid_alloc_api::{Pasid, PasidGen, PasidHandle};
+    use pci_server_api::{Bdf, PciClient, PciError};
     use smmuv3::{tcr, AddrSize, Command};
     use userlib::*;
 
@@ -186,6 +203,81 @@ mod image {
         )
     }
 
+    const RUNNER_EDU: Bdf = Bdf(0x10);
+    const OWN_EDU: Bdf = Bdf(0x18);
+    const NIC: Bdf = Bdf(0x08);
+    /// Where pci-server placed the runner's BAR0: the first BAR of the
+    /// table, at the start of the board's BAR window.
+    const RUNNER_BAR0_PA: usize = 0x1000_0000;
+
+    /// The second edu's stream: its requester id 00:03.0.
+    const OWN_EDU_SID: StreamId = StreamId(0x18);
+
+    fn own_edu_dma(c: &IommuClient, p: &PciClient) -> Result<(), u32> {
+        let mem = sys_region_info("vm2-dma").ok_or(1u32)?;
+        let bar = sys_region_info("pci-00-03-0-bar0").ok_or(2u32)?;
+        p.config_write(OWN_EDU, 0x04, 2, 0x6).map_err(|_| 3u32)?;
+        // SAFETY: region pci-00-03-0-bar0 is this VM's edu's BAR0, mapped
+        // into this task only.
+        let edu = unsafe { edu::Edu::at(bar.va, OWN_EDU_SID.0) }.map_err(|_| 4u32)?;
+        let d = c.create_s2_domain(false).map_err(|_| 5u32)?;
+        let iova = 0x10_0000u64;
+        let r = (|| {
+            c.map(d, iova, mem.pa as u64, PAGE, RW).map_err(|_| 6u32)?;
+            c.attach(OWN_EDU_SID, d).map_err(|_| 7u32)?;
+            let at = |i: usize| (mem.va + i) as *mut u8;
+            for i in 0..64 {
+                // SAFETY: `vm2-dma` is this task's one-page DMA region;
+                // volatile because edu reads and writes it.
+                unsafe {
+                    core::ptr::write_volatile(at(i), (i as u8) ^ 0xa5);
+                    core::ptr::write_volatile(at(0x800 + i), 0);
+                }
+            }
+            let wait = || {
+                sleep_for(20, 1 << 31);
+                true
+            };
+            edu.dma(iova, 64, false, wait).map_err(|_| 8u32)?;
+            edu.dma(iova + 0x800, 64, true, wait).map_err(|_| 9u32)?;
+            // SAFETY: as above.
+            let landed = (0..64)
+                .all(|i| unsafe { core::ptr::read_volatile(at(0x800 + i)) } == (i as u8) ^ 0xa5);
+            check(
+                20,
+                landed,
+                "own edu's DMA through StreamID 0x18 did not land",
+            )
+        })();
+        let _ = c.detach(OWN_EDU_SID);
+        let _ = c.destroy_domain(d);
+        let _ = p.config_write(OWN_EDU, 0x04, 2, 0x2);
+        r
+    }
+
+    fn pci_foreign(p: &PciClient) -> u32 {
+        let no = |r: Result<(), PciError>| r == Err(PciError::NotPermitted);
+        let tries = [
+            no(p.config_read(RUNNER_EDU, 0, 4).map(|_| ())),
+            no(p.config_read(RUNNER_EDU, 0x04, 2).map(|_| ())),
+            // Bus master off; decoding off; a BAR0 move.
+            no(p.config_write(RUNNER_EDU, 0x04, 2, 0x2)),
+            no(p.config_write(RUNNER_EDU, 0x04, 2, 0x0)),
+            no(p.config_write(RUNNER_EDU, 0x10, 4, 0x1080_0000)),
+            no(p.function_info(RUNNER_EDU).map(|_| ())),
+            // The unassigned NIC.
+            no(p.config_read(NIC, 0, 4).map(|_| ())),
+            no(p.config_write(NIC, 0x04, 2, 0x6)),
+        ];
+        match tries.iter().position(|ok| !ok) {
+            None => 0,
+            Some(i) => {
+                log!("pci check {} failed: not NotPermitted", i + 1);
+                i as u32 + 1
+            }
+        }
+    }
+
     pub fn run() -> ! {
         loop {
             let m = sys_recv_open(&mut [], 0);
@@ -197,7 +289,44 @@ mod image {
                 continue;
             };
             let c = IommuClient::new(server);
+            let pci = sys_lookup_slot("pci-server").map(PciClient::new);
             match m.operation as u16 {
+                super::ops::PCI_FOREIGN => {
+                    let code = pci.as_ref().map_or(100, pci_foreign);
+                    sys_reply(m.sender, code, &[]);
+                }
+                super::ops::TOUCH_FOREIGN_BAR => {
+                    let own = sys_region_info("pci-00-03-0-bar0");
+                    let on = pci.as_ref().map(|p| p.config_write(OWN_EDU, 0x04, 2, 0x6));
+                    let (Some(own), Some(Ok(()))) = (own, on) else {
+                        sys_reply(m.sender, 1, &[]);
+                        continue;
+                    };
+                    let at = own.va.wrapping_sub(own.pa - RUNNER_BAR0_PA);
+                    log!("touching {:#x}, where the runner's BAR0 would be", at);
+                    // SAFETY: the read is meant to fault: nothing is mapped
+                    // at `at` in this task (its only BAR region is its own
+                    // edu's), so the MMU stops it before any value exists
+                    // and the kernel ends this incarnation; no Rust object
+                    // lives there.
+                    let v = unsafe { core::ptr::read_volatile(at as *const u32) };
+                    sys_reply(m.sender, 2 + (v & 0), &[]);
+                }
+                super::ops::OWN_EDU_DMA => {
+                    let code = pci
+                        .as_ref()
+                        .map_or(Err(100), |p| own_edu_dma(&c, p))
+                        .err()
+                        .unwrap_or(0);
+                    sys_reply(m.sender, code, &[]);
+                }
+                super::ops::PCI_STATUS => {
+                    let code = pci
+                        .as_ref()
+                        .and_then(|p| p.config_read(OWN_EDU, 0x04, 2).ok())
+                        .map_or(0, |c| 0x1_0000 | c);
+                    sys_reply(m.sender, code, &[]);
+                }
                 super::ops::PROBE => {
                     let code = probe(&c).err().unwrap_or(0);
                     sys_reply(m.sender, code, &[]);

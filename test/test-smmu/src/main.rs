@@ -15,6 +15,7 @@ mod cases {
         SubstreamDefault, UnbindOutcome,
     };
     use pasid_alloc_api::{Pasid, PasidGen, PasidHandle};
+    use pci_server_api::{Bdf, PciClient, PciError};
     use prq_server_api::{EventRecord, PrqClient};
     use smmuv3::pgtable::{S1Ap, S1Desc};
     use smmuv3::{AddrSize, Cd, Command, Event, EventClass, EventId, S1Context, Tg0};
@@ -27,8 +28,13 @@ mod cases {
     const EDU_SID: u32 = 0x10;
     /// The NIC's stream, assigned to test-smmu-vm2 in app.toml.
     const VM2_SID: u32 = 0x08;
-    /// A stream assigned to nobody.
-    const NOBODY_SID: u32 = 0x18;
+    /// A stream assigned to nobody (0x18 is the second edu, test-smmu-vm2's).
+    const NOBODY_SID: u32 = 0x20;
+    /// edu's function, and test-smmu-vm2's edu (app.toml [[devices]]).
+    const EDU_BDF: Bdf = Bdf(0x10);
+    const VM2_EDU_BDF: Bdf = Bdf(0x18);
+    /// The unassigned NIC.
+    const NIC_BDF: Bdf = Bdf(0x08);
 
     /// Pages of `smmu-dma` (32 pages).
     const SRC: usize = 0; // the pattern edu loads into its buffer
@@ -180,41 +186,22 @@ mod cases {
         }
     }
 
-    fn cfg_r32(a: usize) -> u32 {
-        // SAFETY: inside `pcie-ecam` (bus 0's 1 MiB of configuration space).
-        unsafe { core::ptr::read_volatile(a as *const u32) }
-    }
-    fn cfg_w32(a: usize, v: u32) {
-        // SAFETY: as in `cfg_r32`.
-        unsafe { core::ptr::write_volatile(a as *mut u32, v) }
-    }
-
-    /// Scans bus 0 for edu (1234:11e8), puts BAR0 at the start of
-    /// `pcie-mmio32`, enables memory decoding and bus mastering. Returns
-    /// edu and its StreamID (its requester id: bus << 8 | dev << 3 | fn).
-    fn find_edu() -> Result<(Edu, u32), &'static str> {
-        let ecam = sys_region_info("pcie-ecam").ok_or("no pcie-ecam region")?;
-        let win = sys_region_info("pcie-mmio32").ok_or("no pcie-mmio32 region")?;
-        for dev in 0..32usize {
-            let cfg = ecam.va + (dev << 15);
-            if cfg_r32(cfg) != 0x11e8_1234 {
-                continue;
-            }
-            cfg_w32(cfg + 0x04, 0);
-            cfg_w32(cfg + 0x10, 0xffff_ffff);
-            let size = (!(cfg_r32(cfg + 0x10) & !0xf)).wrapping_add(1) as usize;
-            if size == 0 || size > win.size || win.pa % size != 0 {
-                return Err("edu BAR0 does not fit pcie-mmio32");
-            }
-            cfg_w32(cfg + 0x10, win.pa as u32);
-            cfg_w32(cfg + 0x04, 0x6); // memory space + bus master
-            let edu = Edu { regs: win.va };
-            if edu.r32(0) != 0x0100_00ed {
-                return Err("edu identification register wrong");
-            }
-            return Ok((edu, (dev << 3) as u32));
+    /// edu 00:02.0 is this VM's (app.toml [[devices]]): pci-server placed
+    /// its BAR0, mapped here as `pci-00-02-0-bar0`; bus mastering is asked
+    /// of pci-server. Returns edu, its StreamID and BAR0's bus address.
+    fn find_edu(pci: &PciClient) -> Result<(Edu, u32, usize), &'static str> {
+        let bar = sys_region_info("pci-00-02-0-bar0").ok_or("no pci-00-02-0-bar0 region")?;
+        let info = pci
+            .function_info(EDU_BDF)
+            .map_err(|_| "pci-server: function_info of our edu refused")?;
+        ensure(info.id == 0x11e8_1234, "00:02.0 is not edu")?;
+        pci.config_write(EDU_BDF, 0x04, 2, 0x6)
+            .map_err(|_| "pci-server: memory + bus master refused")?;
+        let edu = Edu { regs: bar.va };
+        if edu.r32(0) != 0x0100_00ed {
+            return Err("edu identification register wrong");
         }
-        Err("edu not found on bus 0")
+        Ok((edu, info.stream, bar.pa))
     }
 
     // ---------------------------------------------------------------- context
@@ -225,6 +212,9 @@ mod cases {
         /// a VM's events come from its `fetch_events`.
         prq: Option<PrqClient>,
         edu: Edu,
+        pci: PciClient,
+        /// edu's BAR0 bus address (pci-server placed it).
+        bar0: usize,
         mem: Mem,
         /// `smmu-dma`'s size in bytes.
         mem_size: u64,
@@ -1178,6 +1168,185 @@ mod cases {
         ensure(i.domains == 0 && i.contexts == 0, "objects left behind")
     }
 
+    // ------------------------------------------------------------ pci_*
+
+    const VM2_PCI_FOREIGN: u16 = 3;
+    const VM2_TOUCH_FOREIGN_BAR: u16 = 4;
+    const VM2_PCI_STATUS: u16 = 5;
+    const VM2_OWN_EDU_DMA: u16 = 6;
+
+    /// pci_second_edu_stream_0x18: vm2 drives its own edu (00:03.0) with
+    /// bus mastering from pci-server, through a domain attached to
+    /// StreamID 0x18 only: the DMA lands, so that function's requests
+    /// carry StreamID 0x18 (its requester id).
+    fn pci_second_edu_stream_0x18(x: &mut Ctx) -> Outcome {
+        let (rc, _) = sys_send(x.vm2, VM2_OWN_EDU_DMA, &[], &mut [], &[]);
+        ensure(rc == 0, "vm2's edu DMA through StreamID 0x18 failed")
+    }
+
+    fn pci_err(e: PciError) -> &'static str {
+        match e {
+            PciError::NotPermitted => "pci-server: NotPermitted",
+            PciError::Invalid => "pci-server: Invalid",
+            PciError::Range => "pci-server: Range",
+            PciError::Unsupported => "pci-server: Unsupported",
+            PciError::NoDevice => "pci-server: NoDevice",
+            PciError::ServerDied => "pci-server: ServerDied",
+            PciError::Protocol => "pci-server: Protocol",
+        }
+    }
+
+    /// Our command register and BAR0, read through pci-server.
+    fn own_state(x: &Ctx) -> Result<(u32, u32), &'static str> {
+        let c = x.pci.config_read(EDU_BDF, 0x04, 2).map_err(pci_err)?;
+        let b = x.pci.config_read(EDU_BDF, 0x10, 4).map_err(pci_err)?;
+        Ok((c, b))
+    }
+
+    /// pci_own_config_filtered: the owner reads its function, BAR0 reads
+    /// the table's address; a BAR move, the ROM, I/O space, the MSI
+    /// capability and malformed accesses are refused with their errors,
+    /// and the device still has what it had.
+    fn pci_own_config_filtered(x: &mut Ctx) -> Outcome {
+        let p = &x.pci;
+        ensure(p.config_read(EDU_BDF, 0, 4) == Ok(0x11e8_1234), "id read")?;
+        let (cmd, bar) = own_state(x)?;
+        ensure(cmd & 0x7 == 0x6, "command is not memory + bus master")?;
+        ensure(
+            bar as usize & !0xf == x.bar0,
+            "BAR0 is not the table's address",
+        )?;
+        ensure(
+            p.config_write(EDU_BDF, 0x10, 4, 0x1080_0000) == Err(PciError::Range),
+            "BAR0 move not refused",
+        )?;
+        ensure(
+            p.config_write(EDU_BDF, 0x10, 4, u32::MAX) == Err(PciError::Range),
+            "BAR0 sizing write not refused",
+        )?;
+        ensure(
+            p.config_write(EDU_BDF, 0x30, 4, 0x1000_0001) == Err(PciError::Range),
+            "ROM write not refused",
+        )?;
+        ensure(
+            p.config_write(EDU_BDF, 0x04, 2, 0x7) == Err(PciError::Range),
+            "I/O space enable not refused",
+        )?;
+        // edu's first capability is MSI (QEMU edu.c: msi_init).
+        let cap = p.config_read(EDU_BDF, 0x34, 1).map_err(pci_err)?;
+        let id = p.config_read(EDU_BDF, cap as u16, 1).map_err(pci_err)?;
+        ensure(id == 0x05, "edu's first capability is not MSI")?;
+        ensure(
+            p.config_write(EDU_BDF, cap as u16 + 2, 2, 1) == Err(PciError::Unsupported),
+            "MSI enable not refused as Unsupported",
+        )?;
+        for (off, size) in [(0x04, 3), (0x05, 2), (0x06, 4), (0x1000, 1), (0xffe, 4)] {
+            ensure(
+                p.config_read(EDU_BDF, off, size) == Err(PciError::Invalid),
+                "malformed read not Invalid",
+            )?;
+            ensure(
+                p.config_write(EDU_BDF, off, size, 0) == Err(PciError::Invalid),
+                "malformed write not Invalid",
+            )?;
+        }
+        ensure(
+            own_state(x)? == (cmd, bar),
+            "a refused write changed the device",
+        )?;
+        ensure(
+            p.config_read(EDU_BDF, cap as u16 + 2, 2).map_err(pci_err)? & 1 == 0,
+            "MSI got enabled",
+        )?;
+        // vm2's edu and the unassigned NIC are not ours.
+        ensure(
+            p.config_read(VM2_EDU_BDF, 0, 4) == Err(PciError::NotPermitted),
+            "read vm2's edu",
+        )?;
+        ensure(
+            p.config_write(VM2_EDU_BDF, 0x04, 2, 0) == Err(PciError::NotPermitted),
+            "wrote vm2's edu's command register",
+        )?;
+        ensure(
+            p.config_read(NIC_BDF, 0, 4) == Err(PciError::NotPermitted),
+            "read the unassigned NIC",
+        )
+    }
+
+    /// pci_foreign_config_refused: vm2 reads and writes our function's
+    /// config space (command, BAR0) and asks its info: NotPermitted each
+    /// time, and our device still reads what it did.
+    fn pci_foreign_config_refused(x: &mut Ctx) -> Outcome {
+        let before = own_state(x)?;
+        let (rc, _) = sys_send(x.vm2, VM2_PCI_FOREIGN, &[], &mut [], &[]);
+        ensure(
+            rc == 0,
+            "vm2: a request on our function was not NotPermitted",
+        )?;
+        ensure(
+            own_state(x)? == before,
+            "vm2's refused requests changed our device",
+        )
+    }
+
+    /// pci_foreign_bus_master_refused_dma_continues: vm2 tries to turn our
+    /// bus mastering (and decoding) off — refused — and our DMA through
+    /// the S2 domain still lands.
+    fn pci_foreign_bus_master_refused_dma_continues(x: &mut Ctx) -> Outcome {
+        // A fresh S2 domain (the earlier cases' domains are gone) mapping
+        // one target page, edu's stream on it.
+        let d = x.api.create_s2_domain(false).map_err(err)?;
+        map(x, d, T_IOVA, x.mem.pa(T[1]), 1, RW)?;
+        attach(x, d)?;
+        x.mem.zero_targets();
+        x.edu.write(T_IOVA)?;
+        ensure(
+            x.mem.landed(T[1]),
+            "our DMA did not land before vm2's attempt",
+        )?;
+        let (rc, _) = sys_send(x.vm2, VM2_PCI_FOREIGN, &[], &mut [], &[]);
+        ensure(rc == 0, "vm2 switched our bus mastering off")?;
+        ensure(own_state(x)?.0 & 0x4 != 0, "bus mastering is off")?;
+        x.mem.zero_targets();
+        x.edu.write(T_IOVA)?;
+        ensure(
+            x.mem.landed(T[1]),
+            "our DMA did not land after vm2's attempt",
+        )
+    }
+
+    /// pci_foreign_bar_faults: vm2 turns its own edu's bus mastering on,
+    /// then touches the address where our BAR0 would be if it mapped the
+    /// whole BAR window: it has no such page, so it faults (its reply is
+    /// the kernel's dead code), and our edu still answers.
+    fn pci_foreign_bar_faults(x: &mut Ctx) -> Outcome {
+        let (rc, _) = sys_send(x.vm2, VM2_TOUCH_FOREIGN_BAR, &[], &mut [], &[]);
+        ensure(is_dead_code(rc).is_some(), "vm2 survived touching our BAR")?;
+        ensure(x.edu.r32(0) == 0x0100_00ed, "our edu stopped answering")
+    }
+
+    /// pci_dead_owner_bus_master_off: vm2 died with its edu's bus mastering
+    /// on; its restarted incarnation reads its command register (the
+    /// device's): memory decode on, bus mastering off.
+    fn pci_dead_owner_bus_master_off(x: &mut Ctx) -> Outcome {
+        for _ in 0..50 {
+            x.vm2 = sys_refresh_task_id(x.vm2);
+            let (rc, _) = sys_send(x.vm2, VM2_PCI_STATUS, &[], &mut [], &[]);
+            if is_dead_code(rc).is_none() {
+                ensure(
+                    rc & 0x1_0000 != 0,
+                    "vm2 could not read its command register",
+                )?;
+                return ensure(
+                    rc & 0x7 == 0x2,
+                    "vm2's edu: bus mastering not off (or decoding off) after its death",
+                );
+            }
+            sleep_for(10, TIMER_BIT);
+        }
+        Err("vm2 never came back")
+    }
+
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
 
     pub fn run() -> ! {
@@ -1188,7 +1357,11 @@ mod cases {
             log!("test-smmu: missing slots or the smmu-dma region");
             finish(false)
         };
-        let (edu, sid) = match find_edu() {
+        let Some(pci) = sys_lookup_slot("pci-server").map(PciClient::new) else {
+            log!("test-smmu: no pci-server slot");
+            finish(false)
+        };
+        let (edu, sid, bar0) = match find_edu(&pci) {
             Ok(e) => e,
             Err(why) => {
                 log!("test-smmu: {}", why);
@@ -1207,6 +1380,8 @@ mod cases {
             api: IommuClient::new(server),
             prq: sys_lookup_slot("prq-server").map(PrqClient::new),
             edu,
+            pci,
+            bar0,
             mem: Mem {
                 va: region.va,
                 pa: region.pa as u64,
@@ -1217,7 +1392,7 @@ mod cases {
             s1: None,
             nested_a: None,
         };
-        let cases: [Case; 27] = [
+        let cases: [Case; 33] = [
             ("smmu_probe_idr", probe_idr),
             (
                 "smmu_cmdq_illegal_command_recovered",
@@ -1272,6 +1447,19 @@ mod cases {
             ("smmu_nested_guest_cd_dma", nested_guest_cd_dma),
             ("smmu_invalidate_guest_batch", invalidate_guest_batch),
             ("smmu_replace_nested_hitless", replace_nested_hitless),
+            // Device assignment (docs/devices.md); the last two kill vm2.
+            ("pci_own_config_filtered", pci_own_config_filtered),
+            ("pci_foreign_config_refused", pci_foreign_config_refused),
+            (
+                "pci_foreign_bus_master_refused_dma_continues",
+                pci_foreign_bus_master_refused_dma_continues,
+            ),
+            ("pci_second_edu_stream_0x18", pci_second_edu_stream_0x18),
+            ("pci_foreign_bar_faults", pci_foreign_bar_faults),
+            (
+                "pci_dead_owner_bus_master_off",
+                pci_dead_owner_bus_master_off,
+            ),
         ];
         let mut ok = true;
         for (name, f) in cases {

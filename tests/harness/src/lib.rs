@@ -39,6 +39,8 @@ pub mod scenarios;
 pub mod smmu;
 mod svg;
 pub mod trace;
+pub mod vmm;
+pub mod vmm_scenarios;
 
 pub use abi::{FaultKind, TaskId};
 pub use kern::config::{CAP_MEMORY_QUERY, CAP_SHUTDOWN, CAP_TASK_CONTROL};

@@ -29,7 +29,9 @@ use prq_server::{Config, Prq, QueueMemory, Roles, REGION_SIZE};
 use prq_server_api::{self as papi, PrqClient};
 use smmuv3::regs::offset::PAGE1;
 use smmuv3::{Mmio, PriEntry};
-use smmuv3_model::{CmdOutcome, Device, PhysMem, PriGroup, PriOutcome, Smmu, SmmuConfig};
+use smmuv3_model::{
+    CmdOutcome, CpuCache, Device, PriGroup, PriOutcome, Smmu, SmmuConfig, CACHE_LINE,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use userlib::{sys_lookup_slot, sys_region_info, TaskId};
@@ -46,6 +48,14 @@ pub struct Page1Mmio {
 }
 
 impl Page1Mmio {
+    /// Page 1 of `smmu`; page-0 accesses are refused (logged nowhere).
+    pub fn new(smmu: Arc<Smmu>) -> Self {
+        Page1Mmio {
+            smmu,
+            log: Log::default(),
+        }
+    }
+
     fn ok(&self, off: usize) -> bool {
         if (PAGE1..2 * PAGE1).contains(&off) {
             return true;
@@ -84,9 +94,23 @@ impl Mmio for Page1Mmio {
 
 /// prq-server's region in model memory.
 pub struct ModelQueues {
-    mem: PhysMem,
+    /// The CPU's view (through its cache on a non-coherent machine).
+    mem: CpuCache,
     pa: u64,
     size: usize,
+}
+
+impl ModelQueues {
+    /// `[pa, pa + size)` of the model's memory.
+    /// On a coherent machine (the VmmRig's): the CPU's view is the
+    /// memory itself.
+    pub fn new(mem: smmuv3_model::PhysMem, pa: u64, size: usize) -> Self {
+        ModelQueues {
+            mem: CpuCache::new(mem, true),
+            pa,
+            size,
+        }
+    }
 }
 
 impl QueueMemory for ModelQueues {
@@ -105,6 +129,17 @@ impl QueueMemory for ModelQueues {
     fn write64(&self, off: usize, value: u64) {
         if off.is_multiple_of(8) && off + 8 <= self.size {
             let _ = self.mem.write_u64(self.pa + off as u64, value);
+        }
+    }
+    // As the image's `DmaPtr::refresh`: DC CIVAC over the lines.
+    fn refresh(&self, off: usize, len: usize) {
+        if self.mem.coherent() || off.checked_add(len).is_none_or(|e| e > self.size) {
+            return;
+        }
+        let mut a = (self.pa + off as u64) & !(CACHE_LINE - 1);
+        while a < self.pa + (off + len) as u64 {
+            self.mem.clean_invalidate(a);
+            a += CACHE_LINE;
         }
     }
 }
@@ -375,6 +410,8 @@ pub struct PrqRig {
     pasid_bits: u8,
     pasid_state: PasidState,
     vms: Vec<VmDef>,
+    coherent: bool,
+    cpu_hook: Option<fn(&CpuCache)>,
     pub bus: Bus,
     pub log: Log,
 }
@@ -497,8 +534,26 @@ impl PrqRig {
             pasid_bits: 8,
             pasid_state: PasidState::default(),
             vms: Vec::new(),
+            coherent: true,
+            cpu_hook: None,
             log: Log::default(),
         }
+    }
+
+    /// Runs `f` on the machine's CPU cache before the run (a test hook:
+    /// `CpuCache::drop_invalidates`, ...).
+    pub fn with_cpu(mut self, f: fn(&CpuCache)) -> Self {
+        self.cpu_hook = Some(f);
+        self
+    }
+
+    /// A non-coherent machine (`false`): prq-server reads its queues
+    /// through the CPU model's cache, which the SMMU does not update, and
+    /// iommu-server cleans its tables (see `Bus::with_coherency`).
+    pub fn coherent(mut self, on: bool) -> Self {
+        self.coherent = on;
+        self.cfg = self.cfg.cohacc(on);
+        self
     }
 
     /// prq-server's PRI queue size (log2 entries).
@@ -585,10 +640,14 @@ impl PrqRig {
     }
 
     fn parts(self, seed: u64) -> (Harness, Bus, Log) {
-        let bus = Bus::new(
+        let bus = Bus::with_coherency(
             self.cfg.clone(),
             self.vms.iter().flat_map(|v| v.sids.clone()).collect(),
+            self.coherent,
         );
+        if let Some(f) = self.cpu_hook {
+            f(&bus.cpu);
+        }
         let log = self.log.clone();
         let mut names = vec!["supervisor".to_string(), "prq-server".to_string()];
         if self.pasids.is_some() {
@@ -628,7 +687,7 @@ impl PrqRig {
         {
             let (smmu, mem, log2, elog2, streams, names) = (
                 bus.smmu.clone(),
-                bus.mem.clone(),
+                bus.cpu.clone(),
                 self.priq_log2,
                 self.evtq_log2,
                 streams.clone(),

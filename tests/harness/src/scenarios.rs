@@ -301,6 +301,25 @@ pub struct Scenario {
 }
 
 pub const SCENARIOS: &[Scenario] = &[
+    // VMs behind their frontends (`crate::vmm`, docs/vmm-frontend.md).
+    Scenario {
+        name: "vmm-bind-invalidate",
+        about: "a guest brings its vIOMMU up (guest PASID 1 = host PASID 7), DMAs through its stage 1, a batch stops at a refused command",
+        build: crate::vmm_scenarios::bind_and_invalidate,
+        status: 0,
+    },
+    Scenario {
+        name: "vmm-fault",
+        about: "a page request reaches the guest as (vSID, guest PASID); its Success reaches the device as PRI_RESP",
+        build: crate::vmm_scenarios::fault_round_trip,
+        status: 0,
+    },
+    Scenario {
+        name: "vmm-guest-death",
+        about: "a guest dies holding a delivered fault; its frontend answers it Invalid and resets; the new guest starts clean",
+        build: crate::vmm_scenarios::guest_death,
+        status: 0,
+    },
     Scenario {
         name: "demo",
         about: "client and echo server: a message, a read lease, a write lease",

@@ -59,7 +59,9 @@ use pasid_alloc_api::{
 use smmuv3::pgtable::{S1Ap, S1Desc};
 use smmuv3::regs::{offset, CR0, STRTAB_BASE_CFG};
 use smmuv3::{CommandKind, L1StreamDesc, Mmio, Ste, SyncCs};
-use smmuv3_model::{CmdOutcome, Device, DmaError, LoggedCommand, PhysMem, Smmu, SmmuConfig};
+use smmuv3_model::{
+    CmdOutcome, CpuCache, Device, DmaError, LoggedCommand, PhysMem, Smmu, SmmuConfig, CACHE_LINE,
+};
 use std::collections::BTreeMap;
 use std::fmt::{Debug, Write as _};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -171,7 +173,13 @@ type SteMap = ((u64, u32), Vec<(u32, u64)>);
 #[derive(Clone)]
 pub struct Bus {
     pub smmu: Arc<Smmu>,
+    /// Memory as the SMMU and the devices see it.
     pub mem: PhysMem,
+    /// The CPU's data cache in front of `mem`, through which the tasks'
+    /// DMA regions are reached: transparent on a coherent machine; on a
+    /// non-coherent one (IHI 0070 §3.15) a store the driver did not clean
+    /// never reaches `mem`.
+    pub cpu: CpuCache,
     sids: Arc<Vec<u32>>,
     completion: Arc<AtomicU8>,
     state: Arc<Mutex<BusState>>,
@@ -185,12 +193,20 @@ pub type StoreHook = Arc<dyn Fn(&Bus, u64, u64) + Send + Sync>;
 
 impl Bus {
     pub fn new(cfg: SmmuConfig, sids: Vec<u32>) -> Self {
+        Self::with_coherency(cfg, sids, true)
+    }
+
+    /// A machine whose SMMU is IO-coherent with the CPU (`coherent`) or
+    /// not: then the tasks reach their DMA memory through a [`CpuCache`]
+    /// that the SMMU does not snoop.
+    pub fn with_coherency(cfg: SmmuConfig, sids: Vec<u32>, coherent: bool) -> Self {
         let mem = PhysMem::new();
         let smmu = Arc::new(Smmu::new(mem.clone(), cfg));
         // Speculative fetches (strict modes) aim at the board's streams.
         smmu.note_streams(&sids);
         Bus {
             smmu,
+            cpu: CpuCache::new(mem.clone(), coherent),
             mem,
             sids: Arc::new(sids),
             completion: Arc::new(AtomicU8::new(0)),
@@ -465,20 +481,42 @@ impl DmaMemory for ModelDma {
         if !off.is_multiple_of(8) || off + 8 > self.size {
             return 0;
         }
-        self.bus.mem.read_u64(self.pa + off as u64).unwrap_or(0)
+        self.bus.cpu.read_u64(self.pa + off as u64).unwrap_or(0)
     }
 
+    // As the image's `DmaPtr`: on a non-coherent machine every store
+    // cleans its line (DC CVAC), in the CPU model's cache.
     fn write64(&self, off: usize, value: u64) {
         if !off.is_multiple_of(8) || off + 8 > self.size {
             return;
         }
         let pa = self.pa + off as u64;
-        if self.bus.mem.write_u64(pa, value).is_ok() {
+        if self.bus.cpu.write_u64(pa, value).is_ok() {
+            if !self.bus.cpu.coherent() {
+                self.bus.cpu.clean(pa);
+            }
             self.bus.on_store(pa, value);
         }
     }
 
+    // The DSB: the model's cleans complete at once.
     fn publish(&self) {}
+
+    fn coherent(&self) -> bool {
+        self.bus.cpu.coherent()
+    }
+
+    fn refresh(&self, off: usize, len: usize) {
+        if self.bus.cpu.coherent() || off.checked_add(len).is_none_or(|e| e > self.size) {
+            return;
+        }
+        let start = (self.pa + off as u64) & !(CACHE_LINE - 1);
+        let mut a = start;
+        while a < self.pa + (off + len) as u64 {
+            self.bus.cpu.clean_invalidate(a);
+            a += CACHE_LINE;
+        }
+    }
 }
 
 /// The image's waiter itself (`iommu_server::startup::WAITER`), with the
@@ -1175,6 +1213,11 @@ pub struct GuestRam {
 }
 
 impl GuestRam {
+    /// `[pa, pa + size)` of the model's memory (a rig's VM RAM).
+    pub fn new(pa: u64, size: usize, mem: PhysMem) -> Self {
+        GuestRam { pa, size, mem }
+    }
+
     /// PA of page `i`.
     pub fn page(&self, i: u64) -> u64 {
         self.pa + i * 0x1000
@@ -1266,6 +1309,7 @@ pub struct IommuRig {
     pasid_state: PasidState,
     event_queue: bool,
     completion: Completion,
+    coherent: bool,
     bus: Option<Bus>,
 }
 
@@ -1283,8 +1327,19 @@ impl IommuRig {
             pasid_state: PasidState::default(),
             event_queue: false,
             completion: Completion::AtDoorbell,
+            coherent: true,
             bus: None,
         }
+    }
+
+    /// A non-coherent machine (`false`): the SMMU reads and writes memory
+    /// only, the server reaches its tables through the CPU model's cache
+    /// (see [`Bus::with_coherency`]), and the model's IDR0.COHACC says 0.
+    pub fn coherent(mut self, on: bool) -> Self {
+        assert!(self.bus.is_none(), "IommuRig: choose before taking the bus");
+        self.coherent = on;
+        self.cfg = self.cfg.cohacc(on);
+        self
     }
 
     /// A VM task called `name` at `priority` (3 or lower) owning `sids`
@@ -1403,7 +1458,7 @@ impl IommuRig {
             } else {
                 self.cfg.clone()
             };
-            self.bus = Some(Bus::new(cfg, sids));
+            self.bus = Some(Bus::with_coherency(cfg, sids, self.coherent));
         }
         self.bus.clone().unwrap_or_else(|| unreachable!())
     }

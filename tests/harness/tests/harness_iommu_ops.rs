@@ -61,23 +61,39 @@ fn ok_attach(old: u32, update: SteUpdate) -> String {
 
 #[test]
 fn harness_iommu_attach_stores_words_then_word0_each_with_cfgi_ste_and_sync() {
+    attach_case(true)
+}
+
+/// The same on a non-coherent SMMU (the driver cleans every table and
+/// queue store; the model's SMMU sees memory only).
+#[test]
+fn harness_noncoherent_attach() {
+    attach_case(false)
+}
+
+fn attach_case(coherent: bool) {
     let steps = Steps::new();
     let s = steps.clone();
-    let mut rig = IommuRig::new(SmmuConfig::new()).vm("vm", 3, &[SID_A, SID_A2], move |vm: Vm| {
-        let (c, b) = (&vm.iommu, &vm.bus);
-        let d = s.run(b, "create", || c.create_s2_domain(false));
-        let d = d.unwrap_or(DomainId(0));
-        s.record(b, "map", || c.map(d, IOVA, vm.ram.page(1), 0x2000, rw()));
-        s.record(b, "dma unattached", || {
-            vm.dma.write(SID_A, None, IOVA, b"x")
-        });
-        s.record(b, "attach", || c.attach(StreamId(SID_A), d));
-        s.record(b, "dma", || {
-            vm.dma.write(SID_A, None, IOVA + 0x1010, b"hello")
-        });
-        s.record(b, "attach again", || c.attach(StreamId(SID_A), d));
-        sys_shutdown(0);
-    });
+    let mut rig = IommuRig::new(SmmuConfig::new()).coherent(coherent).vm(
+        "vm",
+        3,
+        &[SID_A, SID_A2],
+        move |vm: Vm| {
+            let (c, b) = (&vm.iommu, &vm.bus);
+            let d = s.run(b, "create", || c.create_s2_domain(false));
+            let d = d.unwrap_or(DomainId(0));
+            s.record(b, "map", || c.map(d, IOVA, vm.ram.page(1), 0x2000, rw()));
+            s.record(b, "dma unattached", || {
+                vm.dma.write(SID_A, None, IOVA, b"x")
+            });
+            s.record(b, "attach", || c.attach(StreamId(SID_A), d));
+            s.record(b, "dma", || {
+                vm.dma.write(SID_A, None, IOVA + 0x1010, b"hello")
+            });
+            s.record(b, "attach again", || c.attach(StreamId(SID_A), d));
+            sys_shutdown(0);
+        },
+    );
     let bus = rig.bus();
     rig.harness(7).run().expect_shutdown(0);
 
@@ -153,9 +169,21 @@ fn smmu_page(_k: usize, i: u64) -> u64 {
 
 #[test]
 fn harness_iommu_unmap_invalidates_in_one_batch_with_one_sync() {
+    unmap_case(true)
+}
+
+/// The same on a non-coherent SMMU (the driver cleans every table and
+/// queue store; the model's SMMU sees memory only).
+#[test]
+fn harness_noncoherent_unmap_invalidate() {
+    unmap_case(false)
+}
+
+fn unmap_case(coherent: bool) {
     let steps = Steps::new();
     let s = steps.clone();
     let mut rig = IommuRig::new(SmmuConfig::new())
+        .coherent(coherent)
         // One batch of 64 needs a queue of more than 64 entries.
         .small_cmdq(false)
         .vm("vm", 3, &[SID_A], move |vm: Vm| {
@@ -263,33 +291,49 @@ fn harness_iommu_unmap_invalidates_in_one_batch_with_one_sync() {
 
 #[test]
 fn harness_iommu_replace_s2_breaks_before_make_and_s1_is_hitless() {
+    replace_case(true)
+}
+
+/// The same on a non-coherent SMMU (the driver cleans every table and
+/// queue store; the model's SMMU sees memory only).
+#[test]
+fn harness_noncoherent_replace() {
+    replace_case(false)
+}
+
+fn replace_case(coherent: bool) {
     let steps = Steps::new();
     let s = steps.clone();
-    let mut rig = IommuRig::new(SmmuConfig::new()).vm("vm", 3, &[SID_A, SID_A2], move |vm: Vm| {
-        let (c, b) = (&vm.iommu, &vm.bus);
-        let d1 = c.create_s2_domain(false).unwrap_or(DomainId(0));
-        let d2 = c.create_s2_domain(false).unwrap_or(DomainId(0));
-        let _ = c.map(d1, IOVA, vm.ram.page(1), 0x1000, rw());
-        let _ = c.map(d2, IOVA, vm.ram.page(2), 0x1000, rw());
-        s.record(b, "attach", || c.attach(StreamId(SID_A), d1));
-        s.record(b, "dma d1", || vm.dma.write(SID_A, None, IOVA, b"1"));
-        s.record(b, "replace", || c.replace(StreamId(SID_A), d2));
-        s.record(b, "dma d2", || vm.dma.write(SID_A, None, IOVA, b"2"));
-        s.record(b, "replace unattached", || c.replace(StreamId(SID_A2), d1));
-        // Stage 1 domains of the server: S1 -> S1 changes one word.
-        let e1 = c.create_s1_domain(false).unwrap_or(DomainId(0));
-        let e2 = c.create_s1_domain(false).unwrap_or(DomainId(0));
-        let _ = c.map(e1, IOVA, vm.ram.page(3), 0x1000, rw());
-        let _ = c.map(e2, IOVA, vm.ram.page(4), 0x1000, rw());
-        s.record(b, "attach s1", || c.attach(StreamId(SID_A2), e1));
-        s.record(b, "dma e1", || vm.dma.write(SID_A2, None, IOVA, b"3"));
-        s.record(b, "replace s1", || c.replace(StreamId(SID_A2), e2));
-        s.record(b, "dma e2", || vm.dma.write(SID_A2, None, IOVA, b"4"));
-        s.record(b, "detach", || c.detach(StreamId(SID_A)));
-        s.record(b, "dma detached", || vm.dma.write(SID_A, None, IOVA, b"5"));
-        s.record(b, "destroy", || c.destroy_domain(d1));
-        sys_shutdown(0);
-    });
+    let mut rig = IommuRig::new(SmmuConfig::new()).coherent(coherent).vm(
+        "vm",
+        3,
+        &[SID_A, SID_A2],
+        move |vm: Vm| {
+            let (c, b) = (&vm.iommu, &vm.bus);
+            let d1 = c.create_s2_domain(false).unwrap_or(DomainId(0));
+            let d2 = c.create_s2_domain(false).unwrap_or(DomainId(0));
+            let _ = c.map(d1, IOVA, vm.ram.page(1), 0x1000, rw());
+            let _ = c.map(d2, IOVA, vm.ram.page(2), 0x1000, rw());
+            s.record(b, "attach", || c.attach(StreamId(SID_A), d1));
+            s.record(b, "dma d1", || vm.dma.write(SID_A, None, IOVA, b"1"));
+            s.record(b, "replace", || c.replace(StreamId(SID_A), d2));
+            s.record(b, "dma d2", || vm.dma.write(SID_A, None, IOVA, b"2"));
+            s.record(b, "replace unattached", || c.replace(StreamId(SID_A2), d1));
+            // Stage 1 domains of the server: S1 -> S1 changes one word.
+            let e1 = c.create_s1_domain(false).unwrap_or(DomainId(0));
+            let e2 = c.create_s1_domain(false).unwrap_or(DomainId(0));
+            let _ = c.map(e1, IOVA, vm.ram.page(3), 0x1000, rw());
+            let _ = c.map(e2, IOVA, vm.ram.page(4), 0x1000, rw());
+            s.record(b, "attach s1", || c.attach(StreamId(SID_A2), e1));
+            s.record(b, "dma e1", || vm.dma.write(SID_A2, None, IOVA, b"3"));
+            s.record(b, "replace s1", || c.replace(StreamId(SID_A2), e2));
+            s.record(b, "dma e2", || vm.dma.write(SID_A2, None, IOVA, b"4"));
+            s.record(b, "detach", || c.detach(StreamId(SID_A)));
+            s.record(b, "dma detached", || vm.dma.write(SID_A, None, IOVA, b"5"));
+            s.record(b, "destroy", || c.destroy_domain(d1));
+            sys_shutdown(0);
+        },
+    );
     let bus = rig.bus();
     rig.harness(5).run().expect_shutdown(0);
     let page = |i| format!("{:?}", Ok::<u64, DmaError>(smmu_page(0, i)));

@@ -81,25 +81,37 @@ fn attach_then_look(steps: Steps) -> impl Fn(Vm) + Send + Sync + 'static {
     }
 }
 
-fn attach_rig(steps: Steps) -> IommuRig {
+fn attach_rig(steps: Steps, coherent: bool) -> IommuRig {
     IommuRig::new(SmmuConfig::new())
+        .coherent(coherent)
         .completion(Completion::BetweenSteps)
         .vm("vm", 3, &[SID_A, SID_A2], attach_then_look(steps))
 }
 
 #[test]
 fn harness_iommu_server_killed_mid_attach_restarts_fail_closed() {
+    killed_mid_attach_case(true)
+}
+
+/// The same on a non-coherent SMMU: what the new incarnation writes at
+/// start (every STE abort) reaches memory before SMMUEN.
+#[test]
+fn harness_noncoherent_killed_mid_attach_restarts_fail_closed() {
+    killed_mid_attach_case(false)
+}
+
+fn killed_mid_attach_case(coherent: bool) {
     const ATTACH: u16 = iommu_server_api::IommuOp::Attach as u16;
     // A run without the kill shows where the attach is: the SMMU consumes
     // commands between steps, so its STE update spans several.
-    let dry = attach_rig(Steps::new()).harness(21).run();
+    let dry = attach_rig(Steps::new(), coherent).harness(21).run();
     dry.expect_shutdown(0);
     let (msg, rep) = request_window(&dry, ATTACH, 1);
     assert!(rep > msg + 4, "attach spans steps {msg}..{rep}");
     let kill = (msg + rep) / 2;
 
     let steps = Steps::new();
-    let mut rig = attach_rig(steps.clone());
+    let mut rig = attach_rig(steps.clone(), coherent);
     let bus = rig.bus();
     let r = rig
         .harness(21)

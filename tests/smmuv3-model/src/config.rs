@@ -38,6 +38,11 @@ pub struct SmmuConfig {
     pub sev: bool,
     /// IDR0.HYP: StreamWorld EL2 / EL2-E2H.
     pub hyp: bool,
+    /// IDR0.COHACC: the system gives the SMMU IO-coherent access to its
+    /// structures, queues and walks. Only the ID bit: whether the CPU side
+    /// is coherent is the harness's [`crate::CpuCache`] mode (a board may
+    /// disagree with IDR0, which the driver logs).
+    pub cohacc: bool,
     /// IDR0.STALL_MODEL.
     pub stall_model: StallModel,
     /// IDR0.ST_LEVEL: 2-level stream tables.
@@ -129,6 +134,7 @@ impl SmmuConfig {
             msi: false,
             sev: true,
             hyp: false,
+            cohacc: true,
             stall_model: StallModel::StallAndTerminate,
             two_level_strtab: true,
             two_level_cd: true,
@@ -301,6 +307,12 @@ impl SmmuConfig {
         self
     }
 
+    /// See [`SmmuConfig::cohacc`].
+    pub fn cohacc(mut self, on: bool) -> Self {
+        self.cohacc = on;
+        self
+    }
+
     /// See [`SmmuConfig::cfgi_ste_invalidates_cds`].
     pub fn cfgi_ste_invalidates_cds(mut self, on: bool) -> Self {
         self.cfgi_ste_invalidates_cds = on;
@@ -329,7 +341,7 @@ impl SmmuConfig {
         let v: FieldValue<u32, IDR0::Register> = flag(self.s2p, IDR0::S2P)
             + flag(self.s1p, IDR0::S1P)
             + IDR0::TTF::AArch64
-            + IDR0::COHACC::SET
+            + flag(self.cohacc, IDR0::COHACC)
             + flag(self.hyp, IDR0::HYP)
             + flag(self.ats, IDR0::ATS)
             + flag(self.asid16, IDR0::ASID16)

@@ -16,6 +16,10 @@
 //!   test programs it exactly as it programs hardware. Interrupts are
 //!   pending flags ([`Smmu::take_irqs`]); every consumed command is logged
 //!   and decoded ([`Smmu::commands`], [`Smmu::pri_responses`], ...).
+//! - [`CpuCache`]: the CPU's data cache in front of [`PhysMem`] for a
+//!   non-coherent system (IHI 0070 §3.15): the SMMU reads only memory, so
+//!   a store the driver did not clean is invisible to it, and a queue
+//!   entry it wrote is invisible to a CPU that did not invalidate.
 //! - [`Device`]: DMA (`dma_read`, `dma_write`, ...) and page requests
 //!   (`page_request`, `stop_marker`) through the SMMU.
 //!
@@ -57,6 +61,7 @@
 //! keeps CDs cached through the stream unless `cfgi_ste_invalidates_cds`
 //! (stricter than §4.3.1).
 
+mod cache;
 mod cmdq;
 mod config;
 mod device;
@@ -68,6 +73,7 @@ mod smmu;
 mod tlb;
 mod xlate;
 
+pub use cache::{CacheStats, CpuCache, LINE as CACHE_LINE};
 pub use config::{CmdqThrottle, SmmuConfig, StallModel};
 pub use device::{Access, Device, DmaError, StallOutcome, StallState};
 pub use log::{

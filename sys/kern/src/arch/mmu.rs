@@ -62,7 +62,14 @@ const TCR: u64 = 25
     | (2 << 32)
     | (1 << 36);
 /// SCTLR_EL2 (E2H+TGE layout): MMU, caches, SP alignment checks, EL0 may WFI
-/// (the idle task), read CTR/DC ZVA/counters; WXN (bit 19: writable means
+/// (the idle task), read CTR (UCT, bit 15)/DC ZVA/counters, and maintain
+/// caches by VA (UCI, bit 26: DC CVAC, DC CIVAC, DC CVAU, IC IVAU — with
+/// E2H = TGE = 1 these EL0 controls are SCTLR_EL2's, not SCTLR_EL1's).
+/// UCI is what a task driving a non-coherent SMMU needs
+/// (userlib::cache), and it is sound for every task: an EL0 maintenance
+/// operation checks the task's own read permission (it faults like a
+/// load), cleaning never changes what memory holds as seen by anyone, and
+/// DC IVAC — the one that could discard a store — stays EL1+ only. WXN (bit 19: writable means
 /// never executable); SPAN=0 (bit 23 clear: every exception taken to EL2
 /// sets PSTATE.PAN); TSCXT (bit 20: EL0 access to SCXTNUM_EL0 traps);
 /// EnTP2 (bit 60) clear: TPIDR2_EL0 traps at EL0. Other bits: RES1 or

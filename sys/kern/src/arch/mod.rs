@@ -466,9 +466,13 @@ impl Platform for Machine {
             // bytes, reachable at `pa` through the identity map, and the task
             // is not running while the kernel runs.
             unsafe { core::ptr::write_bytes(pa as *mut u8, 0, d.size) };
-            if d.attributes & abi::REGION_UNCACHED != 0 {
-                // The task (and its device) see this memory non-cacheable:
-                // push the zeros out of the kernel's cacheable view.
+            if d.attributes & (abi::REGION_UNCACHED | abi::REGION_DMA) != 0 {
+                // The task sees this memory non-cacheable, or a device may
+                // read and write it without snooping the caches (a
+                // non-coherent SMMU's tables and queues): push the zeros
+                // out of the kernel's cacheable view. Otherwise a dirty
+                // zero line could later be evicted over a queue entry
+                // the device wrote, or the device read stale memory.
                 clean_invalidate_dcache(pa, d.size);
             }
         }

@@ -6,12 +6,13 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     pub(super) fn s2_fields(&self, ste: &mut Ste, vmid: u16, pt: &PageTable) {
         let oas = self.smmu.features.oas.bits().min(48);
         let ps = AddrSize::from_bits(oas).unwrap_or(AddrSize::Bits40);
+        let (c, sh) = crate::driver::walk_attrs(self.smmu.mem.coherent());
         ste.set_s2vmid(vmid)
             .set_s2t0sz(TSZ)
             .set_s2sl0(s2sl0_for_level(START_LEVEL).unwrap_or(1))
-            .set_s2ir0(Cacheability::WriteBackAlloc)
-            .set_s2or0(Cacheability::WriteBackAlloc)
-            .set_s2sh0(Shareability::InnerShareable)
+            .set_s2ir0(c)
+            .set_s2or0(c)
+            .set_s2sh0(sh)
             .set_s2tg(Tg0::Granule4K)
             .set_s2ps(ps)
             // Never 0: QEMU asserts on AArch32 stage 2 tables.
@@ -21,14 +22,22 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             .set_s2ttb(pt.root.pa);
     }
 
-    pub(super) fn s1_fields(ste: &mut Ste, ctx_ptr: u64, s1cdmax: u8, fmt: S1Fmt, dss: S1Dss) {
+    pub(super) fn s1_fields(
+        ste: &mut Ste,
+        ctx_ptr: u64,
+        s1cdmax: u8,
+        fmt: S1Fmt,
+        dss: S1Dss,
+        coherent: bool,
+    ) {
+        let (c, sh) = crate::driver::walk_attrs(coherent);
         ste.set_s1fmt(fmt)
             .set_s1_context_ptr(ctx_ptr)
             .set_s1cdmax(s1cdmax)
             .set_s1dss(dss)
-            .set_s1cir(Cacheability::WriteBackAlloc)
-            .set_s1cor(Cacheability::WriteBackAlloc)
-            .set_s1csh(Shareability::InnerShareable)
+            .set_s1cir(c)
+            .set_s1cor(c)
+            .set_s1csh(sh)
             .set_strw(Strw::El1);
     }
 
@@ -62,7 +71,14 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             }
             Inner::S1 { cd, .. } => {
                 let mut s = Self::ste_base(StreamConfig::S1Trans);
-                Self::s1_fields(&mut s, cd.pa, 0, S1Fmt::Linear, S1Dss::Terminate);
+                Self::s1_fields(
+                    &mut s,
+                    cd.pa,
+                    0,
+                    S1Fmt::Linear,
+                    S1Dss::Terminate,
+                    self.smmu.mem.coherent(),
+                );
                 s.set_s2vmid(0);
                 self.stall_disable(&mut s, fc);
                 s
@@ -77,7 +93,14 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                 };
                 let mut s = Self::ste_base(StreamConfig::Nested);
                 self.s2_fields(&mut s, vmid, &pt);
-                Self::s1_fields(&mut s, cfg.cd_table_ipa, cfg.s1cdmax, cfg.s1fmt, cfg.s1dss);
+                Self::s1_fields(
+                    &mut s,
+                    cfg.cd_table_ipa,
+                    cfg.s1cdmax,
+                    cfg.s1fmt,
+                    cfg.s1dss,
+                    self.smmu.mem.coherent(),
+                );
                 self.stall_disable(&mut s, fc);
                 s
             }
@@ -106,7 +129,14 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         };
         let mut s = Self::ste_base(StreamConfig::Nested);
         self.s2_fields(&mut s, vmid, &pt);
-        Self::s1_fields(&mut s, table.context_ptr(), table.s1cdmax, table.fmt, dss);
+        Self::s1_fields(
+            &mut s,
+            table.context_ptr(),
+            table.s1cdmax,
+            table.fmt,
+            dss,
+            self.smmu.mem.coherent(),
+        );
         self.stall_disable(&mut s, fault_capable);
         Ok(s)
     }
@@ -133,7 +163,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     pub(super) fn build_cd(&self, c: &GuestContext) -> Cd {
         // The one CD builder (lib/smmuv3), as guests use it. Stall forced:
         // CD.S = 0 is ILLEGAL (§5.4 CdIllegal).
-        smmuv3::S1Context {
+        let mut cd = smmuv3::S1Context {
             ttb0: c.ttb0,
             t0sz: c.t0sz,
             tg0: c.tg0,
@@ -143,6 +173,11 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
             record_faults: c.record_faults,
             stall: self.smmu.features.stall_forced,
         }
-        .cd()
+        .cd();
+        // The guest's own tables are walked with the mode's attributes
+        // too: on a non-coherent SMMU the guest cleans them (docs).
+        let (wc, wsh) = crate::driver::walk_attrs(self.smmu.mem.coherent());
+        cd.set_ir0(wc).set_or0(wc).set_sh0(wsh);
+        cd
     }
 }

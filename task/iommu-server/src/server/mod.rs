@@ -53,8 +53,8 @@ use crate::update::UpdateKind;
 use smmuv3::pgtable::s2sl0_for_level;
 use smmuv3::regs::GERROR;
 use smmuv3::{
-    AddrSize, Cacheability, Cd, Command, CommandKind, Event, Mmio, PriResponse, ResumeAction,
-    S1Dss, S1Fmt, Shareability, Shcfg, Ste, StreamConfig, Strw, Tg0,
+    AddrSize, Cd, Command, CommandKind, Event, Mmio, PriResponse, ResumeAction, S1Dss, S1Fmt,
+    Shcfg, Ste, StreamConfig, Strw, Tg0,
 };
 use userlib::TaskId;
 
