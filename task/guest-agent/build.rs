@@ -1,6 +1,6 @@
 //! Links the task with the shared task linker script, and brings the app's
 //! VM tables (`cargo xtask` writes them to `APP_CONFIG_RS`: `VMS`, `STREAMS`,
-//! `TASK_NAMES`) into the crate: the guest reads them as a guest reads its
+//! `TASK_NAMES`, `PCI_DEVICES`) into the crate: the guest reads them as a guest reads its
 //! firmware tables — which VM it is, which stream its device has. Without
 //! the variable (a host build) every table is empty and the agent reports
 //! that it is in no VM.
@@ -29,6 +29,11 @@ fn main() {
             "pub const VMS: &[(u16, u16, u64, u64, u16)] = &[];\n",
         ),
         ("VSIDS", "pub const VSIDS: &[(u32, u32)] = &[];\n"),
+        ("SMMU_COHERENT", "pub const SMMU_COHERENT: bool = true;\n"),
+        (
+            "PCI_DEVICES",
+            "pub type PciDevice = (u16, u16, u32, u32, [(u32, u32); 6]);\npub const PCI_DEVICES: &[PciDevice] = &[];\n",
+        ),
     ] {
         if !text.contains(&format!("pub const {name}:")) {
             text.push_str(empty);

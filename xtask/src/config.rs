@@ -1680,64 +1680,83 @@ mod tests {
                 "supervisor",
                 "prq-server",
                 "iommu-server",
-                "demo",
+                "vmm-frontend-a",
+                "vmm-frontend-b",
+                "guest-a",
+                "guest-b",
                 "idle",
                 "pasid-alloc",
                 "pci-server"
             ]
         );
-        // prq-server: above iommu-server and the VM, posts to both, sends
-        // to nobody; page 1 only through its register window.
+        // prq-server: above iommu-server and the VMs' frontends, posts to
+        // them, sends to nobody; page 1 only through its register window.
         let prq = &a.tasks[1];
         assert!(prq.priority < a.tasks[2].priority && prq.priority < a.tasks[3].priority);
         assert!(prq.slots.is_empty());
-        assert_eq!(prq.posts, vec![2, 3]);
+        assert_eq!(prq.posts, vec![2, 3, 4]);
         assert!(prq.regions.iter().all(|r| r.name != "smmu-page1"));
         assert_eq!(prq.windows[0].name, "smmu-queues");
         assert_eq!(prq.windows[0].regs.len(), 4);
         assert_eq!(
             a.tasks[2].slots,
-            vec![1, 5, 0],
+            vec![1, 8, 0],
             "iommu-server asks prq-server, pasid-alloc and the supervisor (death log)"
         );
-        // The supervisor: no task-slots, posts iommu-server and pci-server
-        // (death log).
+        // The supervisor: no task-slots, posts the death watchers
+        // (iommu-server, pci-server, the frontends).
         assert!(a.tasks[0].slots.is_empty());
-        assert_eq!(a.tasks[0].posts, vec![2, 6]);
-        // The device table: edu 00:02.0 to demo, BAR0 at the window's
-        // start, mapped into demo only; the ECAM into pci-server only.
-        assert_eq!(a.devices.len(), 1);
-        assert_eq!(
-            (a.devices[0].bdf, a.devices[0].owner, a.devices[0].sid),
-            (0x10, 3, 0x10)
-        );
-        assert_eq!(a.devices[0].bars[0], (0x1000_0000, 0x10_0000));
-        assert_eq!(a.tasks[3].slots, vec![2, 6]);
-        let bar = a.tasks[3]
-            .regions
-            .iter()
-            .find(|r| r.name == "pci-00-02-0-bar0")
-            .unwrap();
-        assert_eq!(
-            (bar.size, bar.backing.clone()),
-            (
-                0x10_0000,
+        assert_eq!(a.tasks[0].posts, vec![2, 9, 3, 4]);
+        // Two VMs: frontend (crate vmm-frontend) + guest (guest-agent);
+        // each guest drives one edu (BAR0 mapped into it only, its stream
+        // the frontend's, vSID 1 in both VMs) and its RAM is carved from
+        // the top of board RAM.
+        for (k, (fe, guest, bdf, bar, ram)) in [
+            (3, 5, 0x10u16, 0x1000_0000u64, 0x4fe0_0000u64),
+            (4, 6, 0x18, 0x1010_0000, 0x4fc0_0000),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(a.tasks[fe].crate_name, "vmm-frontend");
+            assert_eq!(a.tasks[fe].slots, vec![2, 1, 8, 0]);
+            assert_eq!(a.tasks[fe].posts, vec![guest]);
+            assert_eq!(a.tasks[guest].crate_name, "guest-agent");
+            assert_eq!(a.tasks[guest].slots, vec![fe, 9]);
+            let d = &a.devices[k];
+            assert_eq!((d.bdf, d.owner, d.sid), (bdf, guest, u32::from(bdf)));
+            assert_eq!(d.bars[0], (bar, 0x10_0000));
+            let r = a.tasks[guest]
+                .regions
+                .iter()
+                .find(|r| r.name == d.bar_region(0))
+                .unwrap();
+            assert_eq!(
+                r.backing,
                 Backing::Mmio {
                     peripheral: "pcie-mmio32".into(),
-                    base: 0x1000_0000
+                    base: bar
                 }
-            )
-        );
+            );
+            let v = a.vms.iter().find(|v| v.frontend == fe).unwrap();
+            assert_eq!((v.guest, v.ram_base, v.ram_size), (guest, ram, 0x10_0000));
+            let st = a
+                .streams
+                .iter()
+                .find(|st| st.sid == u32::from(bdf))
+                .unwrap();
+            assert_eq!((st.vm, st.vsid), (fe, Some(1)));
+        }
         assert!(a
             .tasks
             .iter()
             .all(|t| t.regions.iter().all(|r| r.name != "pcie-mmio32")));
         assert_eq!(a.pci_ecam.as_deref(), Some("pcie-ecam"));
-        assert_eq!(a.tasks[6].regions[0].name, "pcie-ecam");
+        assert_eq!(a.tasks[9].regions[0].name, "pcie-ecam");
         // pasid-alloc: above iommu-server, posts to it only.
-        assert_eq!(a.tasks[5].priority, 1);
-        assert!(a.tasks[5].slots.is_empty());
-        assert_eq!(a.tasks[5].posts, vec![2]);
+        assert_eq!(a.tasks[8].priority, 1);
+        assert!(a.tasks[8].slots.is_empty());
+        assert_eq!(a.tasks[8].posts, vec![2]);
         assert_eq!(a.pasids, (0, 8), "QEMU: SSIDSIZE 0");
         let iommu = &a.tasks[2];
         assert_eq!(iommu.regions.len(), 2);
@@ -1764,8 +1783,7 @@ mod tests {
         assert_eq!((iommu.irqs[0].intid, iommu.irqs[0].notification), (108, 2));
         assert!(iommu.irqs[0].edge);
         assert_eq!(a.tasks[0].caps, vec![Cap::TaskControl, Cap::Shutdown]);
-        assert_eq!(a.tasks[3].crate_name, "demo");
-        assert_eq!(a.tasks[4].priority, 15);
+        assert_eq!(a.tasks[7].priority, 15);
         assert_eq!(a.kernel_stack_size, 16384);
     }
 

@@ -387,14 +387,20 @@ mod tests {
         for want in [
             "pub static BOARD: kern::config::Board = kern::config::Board {",
             "kernel_devices: &[(0x8000000, 0x200000), (0x9000000, 0x200000)],",
-            "pub static TASKS: [kern::config::TaskDesc; 7] = [",
+            "pub static TASKS: [kern::config::TaskDesc; 10] = [",
             "static TEXT_2: kern::config::PageAligned<[u8; 8192]> =\n    kern::config::PageAligned(*include_bytes!(\"/d/tasks/iommu-server.text.bin\"));",
             "static mut DATA_2: kern::config::PageAligned<[u8; 12288]> = kern::config::PageAligned([0; 12288]);",
             "static mut MEM_2_0: kern::config::PageAligned<[u8; 262144]> = kern::config::PageAligned([0; 262144]); // smmu-tables",
             "phys: kern::config::PhysSource::Fixed(0x9050000),",
             "attributes: abi::REGION_READ | abi::REGION_WRITE | abi::REGION_DMA, // READ|WRITE|DMA",
-            "static SLOTS_3: [u16; 2] = [2, 6]; // iommu-server, pci-server",
-            "static POSTS_1: [u16; 2] = [2, 3]; // post only: iommu-server, demo",
+            "static SLOTS_3: [u16; 4] = [2, 1, 8, 0]; // iommu-server, prq-server, pasid-alloc, supervisor",
+            "static SLOTS_5: [u16; 2] = [3, 9]; // vmm-frontend-a, pci-server",
+            "static POSTS_1: [u16; 3] = [2, 3, 4]; // post only: iommu-server, vmm-frontend-a, vmm-frontend-b",
+            "static POSTS_5: [u16; 1] = [6]; // post only: guest-b",
+            "phys: kern::config::PhysSource::Fixed(0x4fe00000),",
+            "phys: kern::config::PhysSource::Fixed(0x4fc00000),",
+            "vm_guest: Some(5), // its guest's DMA memory is its VM's: guest-a",
+            "vm_guest: Some(6), // its guest's DMA memory is its VM's: guest-b",
             "kern::config::RegWindow { name: \"smmu-queues\", base: 0x9060000, offsets: &[0xa8, 0xac, 0xc8, 0xcc] }",
             "post_slots: &POSTS_1,\n        reg_windows: &WINDOWS_1,",
             "capabilities: kern::config::CAP_TASK_CONTROL | kern::config::CAP_SHUTDOWN,",
@@ -413,14 +419,15 @@ mod tests {
             names,
             ["text", "stack", "data", "smmu-page0", "smmu-tables"]
         );
-        // supervisor/idle: text + data slots; iommu-server: + 2 regions;
-        // demo: + edu's BAR0 (1 MiB: 1 slot) and dma-buf (1); pasid-alloc:
-        // text + data slots; pci-server: + pcie-ecam (1).
+        // supervisor, frontends, idle, pasid-alloc: text + data slots;
+        // prq-server: + 1 region; iommu-server: + 2 regions; each guest: +
+        // its edu's BAR0 (1 MiB: 1 slot) and its RAM (1); pci-server: +
+        // pcie-ecam (1).
         assert_eq!(
             page_table_pages(&app, &built),
-            3 + 4 + 5 + 6 + 6 + 4 + 4 + 5
+            3 + 4 + 5 + 6 + 4 + 4 + 6 + 6 + 4 + 4 + 5
         );
-        assert!(src.contains("pub const PAGE_TABLE_PAGES: usize = 37;\n"));
+        assert!(src.contains("pub const PAGE_TABLE_PAGES: usize = 51;\n"));
         assert!(src.ends_with("pub const KERNEL_STACK_SIZE: usize = 0x4000;\n"));
     }
 

@@ -12,7 +12,8 @@
 //! - [`context`] / [`cd_config`]: the guest's stage-1 context, as the CD it
 //!   writes in its own CD table and as the fields `bind` carries;
 //! - [`REFUSED`] and [`allowed_batch`]: the invalidation validation table —
-//!   each command kind a guest may not issue, and the kinds it may.
+//!   each command kind a guest may not issue (with the refusal the vIOMMU
+//!   names), and the kinds it may.
 //!
 //! The image's story (`main.rs`) drives the vIOMMU with these.
 
@@ -20,7 +21,8 @@
 
 use iommu_server_api::CdConfig;
 use smmuv3::pgtable::{TableMemory, MAIR_DEFAULT};
-use smmuv3::{AddrSize, Cd, Command, PriResponse, S1Context, Tg0};
+use smmuv3::{AddrSize, Cd, Command, PriResponse, S1Context, SyncCs, Tg0};
+use vmm_frontend_api::InvalidateRefusal;
 
 /// Where things live in the guest's RAM (page indices from its start) and
 /// in its device's I/O address space (stage-1 input addresses).
@@ -72,6 +74,11 @@ pub struct Ram {
     pub ipa: u64,
     pub size: usize,
     next_table: usize,
+    /// Whether the SMMU and the devices snoop the CPU's caches
+    /// (app_config's `SMMU_COHERENT`). When not, every table the guest
+    /// writes is cleaned before the vIOMMU is told, and every page a device
+    /// wrote is cleaned and invalidated before it is read.
+    pub coherent: bool,
 }
 
 impl Ram {
@@ -84,6 +91,7 @@ impl Ram {
             ipa,
             size,
             next_table: layout::TABLES_FIRST,
+            coherent: true,
         }
     }
 
@@ -144,18 +152,39 @@ impl Ram {
 
     /// True if the first `len` bytes of `page` hold the pattern.
     pub fn holds_pattern(&self, page: usize, len: usize) -> bool {
+        self.refresh(page);
         (0..len).all(|i| self.r8(page, i) == pattern(i))
     }
 
     /// True if the first `len` bytes of `page` are zero.
     pub fn untouched(&self, page: usize, len: usize) -> bool {
+        self.refresh(page);
         (0..len).all(|i| self.r8(page, i) == 0)
     }
 
-    /// Orders every RAM write before what follows (telling the vIOMMU):
-    /// the SMMU walks these tables from memory.
+    /// Makes every write to the layout's pages visible to the SMMU and the
+    /// devices before what follows (telling the vIOMMU, starting a DMA):
+    /// the SMMU walks these tables from memory. Non-coherent: the pages
+    /// are cleaned to the point of coherency first.
     pub fn publish(&self) {
+        if !self.coherent {
+            let n = (layout::PAGES * PAGE).min(self.size);
+            userlib::cache::clean_range(self.va, n, userlib::cache::dcache_line());
+        }
         core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Before reading what a device wrote to `page`: non-coherent, its
+    /// lines are cleaned and invalidated (no stale line hides the DMA).
+    fn refresh(&self, page: usize) {
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        if !self.coherent {
+            userlib::cache::clean_invalidate_range(
+                self.va + page * PAGE,
+                PAGE,
+                userlib::cache::dcache_line(),
+            );
+        }
     }
 
     fn offset(&self, ipa: u64) -> Option<usize> {
@@ -217,84 +246,120 @@ pub fn cd_config(cd: &Cd) -> Option<CdConfig> {
 }
 
 /// One row of the invalidation validation table: a command a guest may
-/// not issue, why, and the QEMU case that shows the vIOMMU refuses it.
+/// not issue, why, the refusal the vIOMMU names, and the QEMU case that
+/// shows it.
 pub struct Refused {
     pub case: &'static str,
     pub why: &'static str,
+    pub expect: InvalidateRefusal,
     /// The command, given the guest's own vSID and one that is not its.
     pub cmd: fn(own: u32, foreign: u32) -> Command,
 }
 
-/// The invalidation validation table: each kind a guest must not issue.
-/// Only TLBI_NH_ALL/ASID/VA/VAA, CFGI_CD/CD_ALL and ATC_INV of the VM's
-/// own streams and PASIDs are a guest's.
+/// The invalidation validation table (docs/vmm-frontend.md): each kind a
+/// guest must not issue. Only TLBI_NH_ALL/ASID/VA/VAA, CFGI_CD/CD_ALL and
+/// (with ATS) ATC_INV of the VM's own streams and contexts are a guest's.
 pub const REFUSED: &[Refused] = &[
     Refused {
         case: "vmm_inv_refuses_cfgi_ste",
         why: "CFGI_STE: stream configuration is the vIOMMU's (set_ste)",
+        expect: InvalidateRefusal::Opcode,
         cmd: |own, _| Command::cfgi_ste(own, true),
     },
     Refused {
         case: "vmm_inv_refuses_cfgi_all",
-        why: "CFGI_ALL: invalidates every stream of the SMMU",
+        why: "CFGI_ALL: every stream of the SMMU",
+        expect: InvalidateRefusal::Opcode,
         cmd: |_, _| Command::cfgi_all(),
     },
     Refused {
         case: "vmm_inv_refuses_tlbi_s12_vmall",
         why: "TLBI_S12_VMALL: stage 2 is the host's",
+        expect: InvalidateRefusal::Opcode,
         cmd: |_, _| Command::tlbi_s12_vmall(0),
     },
     Refused {
         case: "vmm_inv_refuses_tlbi_s2_ipa",
         why: "TLBI_S2_IPA: stage 2 is the host's",
+        expect: InvalidateRefusal::Opcode,
         cmd: |_, _| Command::tlbi_s2_ipa(0, 0x1000, true),
     },
     Refused {
         case: "vmm_inv_refuses_tlbi_nsnh_all",
         why: "TLBI_NSNH_ALL: every VM's translations",
+        expect: InvalidateRefusal::Opcode,
         cmd: |_, _| Command::tlbi_nsnh_all(),
     },
     Refused {
         case: "vmm_inv_refuses_tlbi_el2_all",
         why: "TLBI_EL2_ALL: the hypervisor's translations",
+        expect: InvalidateRefusal::Opcode,
         cmd: |_, _| Command::tlbi_el2_all(),
     },
     Refused {
         case: "vmm_inv_refuses_prefetch_config",
         why: "PREFETCH_CONFIG: not an invalidation",
+        expect: InvalidateRefusal::Opcode,
         cmd: |own, _| Command::prefetch_config(own, None),
     },
     Refused {
         case: "vmm_inv_refuses_pri_resp",
         why: "PRI_RESP: page responses go through respond",
+        expect: InvalidateRefusal::Opcode,
         cmd: |own, _| Command::pri_resp(own, None, 1, PriResponse::Success),
+    },
+    Refused {
+        case: "vmm_inv_refuses_cmd_sync",
+        why: "CMD_SYNC: the vIOMMU adds its own",
+        expect: InvalidateRefusal::Opcode,
+        cmd: |_, _| Command::sync(SyncCs::None),
     },
     Refused {
         case: "vmm_inv_refuses_reserved_opcode",
         why: "a reserved opcode",
+        expect: InvalidateRefusal::Opcode,
         cmd: |_, _| Command::from_words([0xff, 0]),
     },
     Refused {
         case: "vmm_inv_refuses_foreign_stream_cfgi_cd",
         why: "CFGI_CD naming a stream that is not the VM's",
+        expect: InvalidateRefusal::Stream,
         cmd: |_, foreign| Command::cfgi_cd(foreign, 0, true),
     },
     Refused {
-        case: "vmm_inv_refuses_foreign_stream_atc_inv",
-        why: "ATC_INV naming a stream that is not the VM's",
-        cmd: |_, foreign| Command::atc_inv(foreign, None, 0, 52, false),
+        case: "vmm_inv_refuses_foreign_stream_cfgi_cd_all",
+        why: "CFGI_CD_ALL naming a stream that is not the VM's",
+        expect: InvalidateRefusal::Stream,
+        cmd: |_, foreign| Command::cfgi_cd_all(foreign),
     },
     Refused {
-        case: "vmm_inv_refuses_unallocated_pasid",
-        why: "CFGI_CD of a guest PASID the VM did not allocate",
+        case: "vmm_inv_refuses_cd_beyond_the_table",
+        why: "CFGI_CD of a SubstreamID beyond the stream's CDs (no such guest PASID)",
+        expect: InvalidateRefusal::Pasid,
         cmd: |own, _| Command::cfgi_cd(own, 7, true),
+    },
+    Refused {
+        case: "vmm_inv_refuses_secure_stream",
+        why: "CFGI_CD with SSec: a Secure stream is never a VM's",
+        expect: InvalidateRefusal::Field,
+        cmd: |own, _| {
+            let mut c = Command::cfgi_cd(own, 0, true);
+            c.set_ssec(true);
+            c
+        },
+    },
+    Refused {
+        case: "vmm_inv_refuses_atc_inv_without_ats",
+        why: "ATC_INV: the vIOMMU has no ATS (QEMU's SMMUv3 has none)",
+        expect: InvalidateRefusal::Unsupported,
+        cmd: |own, _| Command::atc_inv(own, None, 0, 52, false),
     },
 ];
 
-/// One of every kind a guest may issue, on its own stream and context:
-/// TLBI_NH_ALL, TLBI_NH_ASID, TLBI_NH_VA, TLBI_NH_VAA, CFGI_CD,
-/// CFGI_CD_ALL, ATC_INV. (The VMID field is 0: the vIOMMU forces its own.)
-pub fn allowed_batch(own: u32, asid: u16, va: u64) -> [Command; 7] {
+/// One of every kind a guest may issue without ATS, on its own stream and
+/// context: TLBI_NH_ALL, TLBI_NH_ASID, TLBI_NH_VA, TLBI_NH_VAA, CFGI_CD,
+/// CFGI_CD_ALL. (The VMID field is 0: the vIOMMU forces its own.)
+pub fn allowed_batch(own: u32, asid: u16, va: u64) -> [Command; 6] {
     [
         Command::tlbi_nh_all(0),
         Command::tlbi_nh_asid(0, asid),
@@ -302,7 +367,6 @@ pub fn allowed_batch(own: u32, asid: u16, va: u64) -> [Command; 7] {
         Command::tlbi_nh_vaa(0, va, true),
         Command::cfgi_cd(own, 0, true),
         Command::cfgi_cd_all(own),
-        Command::atc_inv(own, None, 0, 52, false),
     ]
 }
 
@@ -357,6 +421,30 @@ mod tests {
     }
 
     #[test]
+    fn non_coherent_ram_cleans_what_the_smmu_reads() {
+        let mut mem = vec![0u64; layout::PAGES * PAGE / 8];
+        let mut r = ram(&mut mem);
+        r.coherent = false;
+        let _ = userlib::cache::host_log();
+        r.publish();
+        // Every line of the layout (one more when the host buffer is not
+        // line-aligned).
+        let lines = |bytes: usize| bytes / userlib::cache::dcache_line();
+        let n = userlib::cache::host_log().len();
+        let want = lines(layout::PAGES * PAGE);
+        assert!(n == want || n == want + 1, "{n} lines cleaned");
+        assert!(!r.holds_pattern(layout::T1, 4));
+        let n = userlib::cache::host_log().len();
+        assert!(
+            n == lines(PAGE) || n == lines(PAGE) + 1,
+            "the page is cleaned and invalidated before it is read"
+        );
+        r.coherent = true;
+        r.publish();
+        assert!(userlib::cache::host_log().is_empty());
+    }
+
+    #[test]
     fn validation_table_kinds() {
         let names: Vec<&str> = REFUSED.iter().map(|r| r.case).collect();
         let mut sorted = names.clone();
@@ -370,9 +458,12 @@ mod tests {
             let c = (r.cmd)(1, 0x10);
             match c.decode() {
                 Ok(CommandKind::CfgiCd { sid, ssid, .. }) => {
-                    assert!(sid == 0x10 || ssid != 0, "{}", r.case)
+                    assert!(sid == 0x10 || ssid != 0 || c.ssec(), "{}", r.case)
                 }
-                Ok(CommandKind::AtcInv { sid, .. }) => assert_eq!(sid, 0x10, "{}", r.case),
+                Ok(CommandKind::CfgiCdAll { sid }) => assert_eq!(sid, 0x10, "{}", r.case),
+                Ok(CommandKind::AtcInv { .. }) => {
+                    assert_eq!(r.expect, InvalidateRefusal::Unsupported, "{}", r.case)
+                }
                 Ok(k) => assert!(
                     !matches!(
                         k,
@@ -380,7 +471,6 @@ mod tests {
                             | CommandKind::TlbiNhAsid { .. }
                             | CommandKind::TlbiNhVa { .. }
                             | CommandKind::TlbiNhVaa { .. }
-                            | CommandKind::CfgiCdAll { .. }
                     ),
                     "{}",
                     r.case
@@ -400,8 +490,7 @@ mod tests {
                 Opcode::TlbiNhVa,
                 Opcode::TlbiNhVaa,
                 Opcode::CfgiCd,
-                Opcode::CfgiCdAll,
-                Opcode::AtcInv
+                Opcode::CfgiCdAll
             ]
         );
     }
