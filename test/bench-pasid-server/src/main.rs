@@ -33,13 +33,9 @@ mod image {
             quota: PASID_QUOTA,
             first: &[],
         };
-        let mut roles = Roles::from_app(STREAMS, TASK_NAMES);
-        // The report trigger: the VM client may ask `owner_died` here (the
-        // operation is iommu-server's: the client plays that role for it).
-        roles.iommu_server = TASK_NAMES
-            .iter()
-            .position(|n| *n == "vmm-frontend")
-            .map(|i| i as u16);
+        // The report trigger is `owner_died`, from the iommu-server
+        // stand-in (test/bench-pasid).
+        let roles = Roles::from_app(STREAMS, TASK_NAMES);
         let Ok(mut table) = PasidTable::new(&mut storage, &cfg) else {
             userlib::sys_panic(b"bench-pasid-server: bad configuration")
         };
