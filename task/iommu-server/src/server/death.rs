@@ -29,8 +29,11 @@
 //! 2. tells pasid-alloc, for every VM task, that every incarnation below it
 //!    died (`owner_died` of the generation just below covers all older
 //!    ones: generations never wrap). This reaches the PASIDs of a dead VM
-//!    that held no domain, which step 1 cannot find. A restarted iommu-server starts at cursor 0: old
-//! deaths replay harmlessly (a fresh server holds nothing of them).
+//!    that held no domain, which step 1 cannot find.
+//!
+//! A restarted iommu-server starts at cursor 0: old deaths replay
+//! harmlessly (a fresh server holds nothing of them; `owner_died` of a dead
+//! incarnation is idempotent).
 
 use super::*;
 use supervisor_api::{DeathKind, SupervisorClient};
