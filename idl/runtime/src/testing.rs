@@ -72,8 +72,9 @@ pub fn lease_info(access: Access, len: usize) -> LeaseInfo {
 
 /// Code the loopback kernel returns to a client whose message the server
 /// refused with reply-fault, or did not answer (the real kernel would fault
-/// the client, or leave it blocked).
-pub const FAULTED: u32 = 0xFFFF_FEFF;
+/// the client, or leave it blocked). Below the dead codes
+/// (`0xFC00_0000 | generation`), so it never reads as "server died".
+pub const FAULTED: u32 = 0xFBFF_FEFF;
 
 /// Index of the server task in the loopback kernel.
 pub const SERVER_INDEX: usize = 1;
