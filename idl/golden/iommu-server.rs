@@ -433,47 +433,6 @@ impl PostcardMax for IommuCaps {
         + <u16 as PostcardMax>::MAX_SIZE;
 }
 
-/// What owner_died took down.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-#[derive(Serialize, Deserialize)]
-pub struct ReclaimCounts {
-    pub streams: u32,
-    pub binds: u32,
-    pub domains: u32,
-}
-
-/// Wire form of [`ReclaimCounts`]: little-endian, no padding.
-#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
-#[repr(C)]
-pub struct ReclaimCountsWire {
-    pub streams: WireOf<u32>,
-    pub binds: WireOf<u32>,
-    pub domains: WireOf<u32>,
-}
-
-impl Fixed for ReclaimCounts {
-    type Wire = ReclaimCountsWire;
-    fn to_wire(&self) -> ReclaimCountsWire {
-        ReclaimCountsWire {
-            streams: Fixed::to_wire(&self.streams),
-            binds: Fixed::to_wire(&self.binds),
-            domains: Fixed::to_wire(&self.domains),
-        }
-    }
-    fn from_wire(wire: &ReclaimCountsWire) -> Option<Self> {
-        Some(ReclaimCounts {
-            streams: Fixed::from_wire(&wire.streams)?,
-            binds: Fixed::from_wire(&wire.binds)?,
-            domains: Fixed::from_wire(&wire.domains)?,
-        })
-    }
-}
-
-impl PostcardMax for ReclaimCounts {
-    const MAX_SIZE: usize = <u32 as PostcardMax>::MAX_SIZE
-        + <u32 as PostcardMax>::MAX_SIZE + <u32 as PostcardMax>::MAX_SIZE;
-}
-
 /// How an attach, replace or detach changed the stream's STE.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -1060,7 +1019,6 @@ impl ::idl_runtime::IdlError for IommuError {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum IommuCaller {
     VmmFrontend,
-    Supervisor,
 }
 
 impl IommuCaller {
@@ -1068,7 +1026,6 @@ impl IommuCaller {
     pub const fn task_name(self) -> &'static str {
         match self {
             IommuCaller::VmmFrontend => "vmm-frontend",
-            IommuCaller::Supervisor => "supervisor",
         }
     }
 }
@@ -1105,32 +1062,30 @@ pub enum IommuOp {
     /// `invalidate`: Issues a batch of guest invalidation commands (TLBI_NH_*, CFGI_CD*, ATC_INV
     /// only)
     Invalidate = 11,
-    /// `owner_died`: The VM task `vm` went away: its streams go abort, its binds are cleared and
-    OwnerDied = 12,
     /// `create_s1_domain`: Creates a stage-1 domain built by the server: its own page table, a
     /// fresh ASID
-    CreateS1Domain = 13,
+    CreateS1Domain = 12,
     /// `create_nested_domain`: Creates a nested domain: the guest's vSTE (its own CD table, at an
     /// IPA) over the
-    CreateNestedDomain = 14,
+    CreateNestedDomain = 13,
     /// `unmap_deferred`: Unmaps [iova, iova+len) without invalidating: the device may keep using
     /// stale
-    UnmapDeferred = 15,
+    UnmapDeferred = 14,
     /// `flush`: Completes deferred unmaps: invalidates the whole domain (TLBI_S12_VMALL or
-    Flush = 16,
+    Flush = 15,
     /// `set_vsid`: Sets the virtual StreamID the VM's guest uses for one of its streams (guest
-    SetVsid = 17,
+    SetVsid = 16,
     /// `bind_users`: The number of users of a bound (sid, PASID); NotFound if not bound.
-    BindUsers = 18,
+    BindUsers = 17,
     /// `fetch_events`: Moves event records of the caller's streams into the lease, oldest first
     /// (interim:
-    FetchEvents = 19,
+    FetchEvents = 18,
     /// `info`: Diagnostics: ID registers, control registers, table memory, command-queue
-    Info = 20,
+    Info = 19,
 }
 
 impl IommuOp {
-    pub const ALL: [IommuOp; 20] = [
+    pub const ALL: [IommuOp; 19] = [
         IommuOp::HwInfo,
         IommuOp::CreateS2Domain,
         IommuOp::DestroyDomain,
@@ -1142,7 +1097,6 @@ impl IommuOp {
         IommuOp::Bind,
         IommuOp::Unbind,
         IommuOp::Invalidate,
-        IommuOp::OwnerDied,
         IommuOp::CreateS1Domain,
         IommuOp::CreateNestedDomain,
         IommuOp::UnmapDeferred,
@@ -1166,7 +1120,6 @@ impl IommuOp {
             IommuOp::Bind.args_max(),
             IommuOp::Unbind.args_max(),
             IommuOp::Invalidate.args_max(),
-            IommuOp::OwnerDied.args_max(),
             IommuOp::CreateS1Domain.args_max(),
             IommuOp::CreateNestedDomain.args_max(),
             IommuOp::UnmapDeferred.args_max(),
@@ -1191,7 +1144,6 @@ impl IommuOp {
             IommuOp::Bind.reply_max(),
             IommuOp::Unbind.reply_max(),
             IommuOp::Invalidate.reply_max(),
-            IommuOp::OwnerDied.reply_max(),
             IommuOp::CreateS1Domain.reply_max(),
             IommuOp::CreateNestedDomain.reply_max(),
             IommuOp::UnmapDeferred.reply_max(),
@@ -1215,15 +1167,14 @@ impl IommuOp {
             9 => Some(IommuOp::Bind),
             10 => Some(IommuOp::Unbind),
             11 => Some(IommuOp::Invalidate),
-            12 => Some(IommuOp::OwnerDied),
-            13 => Some(IommuOp::CreateS1Domain),
-            14 => Some(IommuOp::CreateNestedDomain),
-            15 => Some(IommuOp::UnmapDeferred),
-            16 => Some(IommuOp::Flush),
-            17 => Some(IommuOp::SetVsid),
-            18 => Some(IommuOp::BindUsers),
-            19 => Some(IommuOp::FetchEvents),
-            20 => Some(IommuOp::Info),
+            12 => Some(IommuOp::CreateS1Domain),
+            13 => Some(IommuOp::CreateNestedDomain),
+            14 => Some(IommuOp::UnmapDeferred),
+            15 => Some(IommuOp::Flush),
+            16 => Some(IommuOp::SetVsid),
+            17 => Some(IommuOp::BindUsers),
+            18 => Some(IommuOp::FetchEvents),
+            19 => Some(IommuOp::Info),
             _ => None,
         }
     }
@@ -1240,7 +1191,6 @@ impl IommuOp {
             IommuOp::Bind => "bind",
             IommuOp::Unbind => "unbind",
             IommuOp::Invalidate => "invalidate",
-            IommuOp::OwnerDied => "owner_died",
             IommuOp::CreateS1Domain => "create_s1_domain",
             IommuOp::CreateNestedDomain => "create_nested_domain",
             IommuOp::UnmapDeferred => "unmap_deferred",
@@ -1265,7 +1215,6 @@ impl IommuOp {
             IommuOp::Bind => false,
             IommuOp::Unbind => false,
             IommuOp::Invalidate => false,
-            IommuOp::OwnerDied => true,
             IommuOp::CreateS1Domain => false,
             IommuOp::CreateNestedDomain => false,
             IommuOp::UnmapDeferred => false,
@@ -1290,7 +1239,6 @@ impl IommuOp {
             IommuOp::Bind => &[IommuCaller::VmmFrontend],
             IommuOp::Unbind => &[IommuCaller::VmmFrontend],
             IommuOp::Invalidate => &[IommuCaller::VmmFrontend],
-            IommuOp::OwnerDied => &[IommuCaller::Supervisor],
             IommuOp::CreateS1Domain => &[IommuCaller::VmmFrontend],
             IommuOp::CreateNestedDomain => &[IommuCaller::VmmFrontend],
             IommuOp::UnmapDeferred => &[IommuCaller::VmmFrontend],
@@ -1298,7 +1246,7 @@ impl IommuOp {
             IommuOp::SetVsid => &[IommuCaller::VmmFrontend],
             IommuOp::BindUsers => &[IommuCaller::VmmFrontend],
             IommuOp::FetchEvents => &[IommuCaller::VmmFrontend],
-            IommuOp::Info => &[IommuCaller::VmmFrontend, IommuCaller::Supervisor],
+            IommuOp::Info => &[IommuCaller::VmmFrontend],
         }
     }
     pub const fn lease_count(self) -> usize {
@@ -1314,7 +1262,6 @@ impl IommuOp {
             IommuOp::Bind => 0,
             IommuOp::Unbind => 0,
             IommuOp::Invalidate => 1,
-            IommuOp::OwnerDied => 0,
             IommuOp::CreateS1Domain => 0,
             IommuOp::CreateNestedDomain => 0,
             IommuOp::UnmapDeferred => 0,
@@ -1339,7 +1286,6 @@ impl IommuOp {
             IommuOp::Bind => ::idl_runtime::wire_size::<BindArgs>(),
             IommuOp::Unbind => ::idl_runtime::wire_size::<UnbindArgs>(),
             IommuOp::Invalidate => ::idl_runtime::wire_size::<InvalidateArgs>(),
-            IommuOp::OwnerDied => ::idl_runtime::wire_size::<OwnerDiedArgs>(),
             IommuOp::CreateS1Domain => ::idl_runtime::wire_size::<CreateS1DomainArgs>(),
             IommuOp::CreateNestedDomain => {
                 ::idl_runtime::wire_size::<CreateNestedDomainArgs>()
@@ -1366,7 +1312,6 @@ impl IommuOp {
             IommuOp::Bind => ::idl_runtime::wire_size::<u32>(),
             IommuOp::Unbind => ::idl_runtime::wire_size::<UnbindOutcome>(),
             IommuOp::Invalidate => ::idl_runtime::wire_size::<InvalidateOutcome>(),
-            IommuOp::OwnerDied => ::idl_runtime::wire_size::<ReclaimCounts>(),
             IommuOp::CreateS1Domain => ::idl_runtime::wire_size::<DomainId>(),
             IommuOp::CreateNestedDomain => ::idl_runtime::wire_size::<DomainId>(),
             IommuOp::UnmapDeferred => ::idl_runtime::wire_size::<u64>(),
@@ -1723,34 +1668,7 @@ pub struct InvalidateLeases {
     pub cmds: ::idl_runtime::LeaseSlot,
 }
 
-/// Arguments of [`IommuClient::owner_died`] (operation 12, Zerocopy).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub struct OwnerDiedArgs {
-    pub vm: TaskId,
-}
-
-/// Wire form of [`OwnerDiedArgs`]: little-endian, no padding.
-#[derive(Copy, Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
-#[repr(C)]
-pub struct OwnerDiedArgsWire {
-    pub vm: WireOf<TaskId>,
-}
-
-impl Fixed for OwnerDiedArgs {
-    type Wire = OwnerDiedArgsWire;
-    fn to_wire(&self) -> OwnerDiedArgsWire {
-        OwnerDiedArgsWire {
-            vm: Fixed::to_wire(&self.vm),
-        }
-    }
-    fn from_wire(wire: &OwnerDiedArgsWire) -> Option<Self> {
-        Some(OwnerDiedArgs {
-            vm: Fixed::from_wire(&wire.vm)?,
-        })
-    }
-}
-
-/// Arguments of [`IommuClient::create_s1_domain`] (operation 13, Zerocopy).
+/// Arguments of [`IommuClient::create_s1_domain`] (operation 12, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CreateS1DomainArgs {
     pub fault_capable: bool,
@@ -1777,7 +1695,7 @@ impl Fixed for CreateS1DomainArgs {
     }
 }
 
-/// Arguments of [`IommuClient::create_nested_domain`] (operation 14, Zerocopy).
+/// Arguments of [`IommuClient::create_nested_domain`] (operation 13, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CreateNestedDomainArgs {
     pub parent: DomainId,
@@ -1812,7 +1730,7 @@ impl Fixed for CreateNestedDomainArgs {
     }
 }
 
-/// Arguments of [`IommuClient::unmap_deferred`] (operation 15, Zerocopy).
+/// Arguments of [`IommuClient::unmap_deferred`] (operation 14, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct UnmapDeferredArgs {
     pub domain: DomainId,
@@ -1847,7 +1765,7 @@ impl Fixed for UnmapDeferredArgs {
     }
 }
 
-/// Arguments of [`IommuClient::flush`] (operation 16, Zerocopy).
+/// Arguments of [`IommuClient::flush`] (operation 15, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FlushArgs {
     pub domain: DomainId,
@@ -1874,7 +1792,7 @@ impl Fixed for FlushArgs {
     }
 }
 
-/// Arguments of [`IommuClient::set_vsid`] (operation 17, Zerocopy).
+/// Arguments of [`IommuClient::set_vsid`] (operation 16, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SetVsidArgs {
     pub sid: StreamId,
@@ -1905,7 +1823,7 @@ impl Fixed for SetVsidArgs {
     }
 }
 
-/// Arguments of [`IommuClient::bind_users`] (operation 18, Zerocopy).
+/// Arguments of [`IommuClient::bind_users`] (operation 17, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BindUsersArgs {
     pub sid: StreamId,
@@ -1936,7 +1854,7 @@ impl Fixed for BindUsersArgs {
     }
 }
 
-/// Arguments of [`IommuClient::fetch_events`] (operation 19, Zerocopy).
+/// Arguments of [`IommuClient::fetch_events`] (operation 18, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FetchEventsArgs {}
 impl Fixed for FetchEventsArgs {
@@ -1953,7 +1871,7 @@ pub struct FetchEventsLeases {
     pub out: ::idl_runtime::LeaseSlot,
 }
 
-/// Arguments of [`IommuClient::info`] (operation 20, Zerocopy).
+/// Arguments of [`IommuClient::info`] (operation 19, Zerocopy).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct InfoArgs {}
 impl Fixed for InfoArgs {
@@ -1978,7 +1896,6 @@ pub enum IommuRequest {
     Bind(BindArgs),
     Unbind(UnbindArgs),
     Invalidate(InvalidateArgs, InvalidateLeases),
-    OwnerDied(OwnerDiedArgs),
     CreateS1Domain(CreateS1DomainArgs),
     CreateNestedDomain(CreateNestedDomainArgs),
     UnmapDeferred(UnmapDeferredArgs),
@@ -2003,7 +1920,6 @@ impl IommuRequest {
             IommuRequest::Bind(..) => IommuOp::Bind,
             IommuRequest::Unbind(..) => IommuOp::Unbind,
             IommuRequest::Invalidate(..) => IommuOp::Invalidate,
-            IommuRequest::OwnerDied(..) => IommuOp::OwnerDied,
             IommuRequest::CreateS1Domain(..) => IommuOp::CreateS1Domain,
             IommuRequest::CreateNestedDomain(..) => IommuOp::CreateNestedDomain,
             IommuRequest::UnmapDeferred(..) => IommuOp::UnmapDeferred,
@@ -2087,11 +2003,6 @@ pub fn dispatch_decode(
                 SmmuCmd,
             >(leases, 0, ::idl_runtime::Access::Read, 1, 64)?;
             IommuRequest::Invalidate(args, InvalidateLeases { cmds })
-        }
-        IommuOp::OwnerDied => {
-            let args = ::idl_runtime::decode_fixed(bytes)?;
-            ::idl_runtime::expect_leases(leases, 0)?;
-            IommuRequest::OwnerDied(args)
         }
         IommuOp::CreateS1Domain => {
             let args = ::idl_runtime::decode_fixed(bytes)?;
@@ -2273,20 +2184,11 @@ pub trait IommuServer {
         domain: DomainId,
         cmds: Leased<::idl_runtime::Read, SmmuCmd>,
     ) -> Result<InvalidateOutcome, IommuError>;
-    /// The VM task `vm` went away: its streams go abort, its binds are cleared and
-    /// drained (faults answered INVALID), its domains destroyed.
-    ///
-    /// Operation 12; callers: supervisor; idempotent.
-    fn owner_died(
-        &mut self,
-        caller: TaskId,
-        vm: TaskId,
-    ) -> Result<ReclaimCounts, IommuError>;
     /// Creates a stage-1 domain built by the server: its own page table, a fresh ASID
     /// (VMID 0) and a one-CD table written at creation. For devices the host translates
     /// itself, without a VM's stage 2.
     ///
-    /// Operation 13; callers: vmm-frontend.
+    /// Operation 12; callers: vmm-frontend.
     fn create_s1_domain(
         &mut self,
         caller: TaskId,
@@ -2297,7 +2199,7 @@ pub trait IommuServer {
     /// CFGI_CD through `invalidate`. Unsupported without both stages (or with S1CDMax > 0
     /// and no substreams).
     ///
-    /// Operation 14; callers: vmm-frontend.
+    /// Operation 13; callers: vmm-frontend.
     fn create_nested_domain(
         &mut self,
         caller: TaskId,
@@ -2308,7 +2210,7 @@ pub trait IommuServer {
     /// Unmaps [iova, iova+len) without invalidating: the device may keep using stale
     /// translations until `flush` (Linux's lazy mode). Returns the bytes that were mapped.
     ///
-    /// Operation 15; callers: vmm-frontend.
+    /// Operation 14; callers: vmm-frontend.
     fn unmap_deferred(
         &mut self,
         caller: TaskId,
@@ -2319,13 +2221,13 @@ pub trait IommuServer {
     /// Completes deferred unmaps: invalidates the whole domain (TLBI_S12_VMALL or
     /// TLBI_NH_ASID) + SYNC.
     ///
-    /// Operation 16; callers: vmm-frontend; idempotent.
+    /// Operation 15; callers: vmm-frontend; idempotent.
     fn flush(&mut self, caller: TaskId, domain: DomainId) -> Result<(), IommuError>;
     /// Sets the virtual StreamID the VM's guest uses for one of its streams (guest
     /// CFGI_CD / ATC_INV name vSIDs; default vSID = pSID). AlreadyExists if another of
     /// the VM's streams has that vSID.
     ///
-    /// Operation 17; callers: vmm-frontend; idempotent.
+    /// Operation 16; callers: vmm-frontend; idempotent.
     fn set_vsid(
         &mut self,
         caller: TaskId,
@@ -2334,7 +2236,7 @@ pub trait IommuServer {
     ) -> Result<(), IommuError>;
     /// The number of users of a bound (sid, PASID); NotFound if not bound.
     ///
-    /// Operation 18; callers: vmm-frontend; idempotent.
+    /// Operation 17; callers: vmm-frontend; idempotent.
     fn bind_users(
         &mut self,
         caller: TaskId,
@@ -2346,7 +2248,7 @@ pub trait IommuServer {
     ///
     /// Lease `out` (Write, 1..=16 entries): records, oldest first
     ///
-    /// Operation 19; callers: vmm-frontend.
+    /// Operation 18; callers: vmm-frontend.
     fn fetch_events(
         &mut self,
         caller: TaskId,
@@ -2355,7 +2257,7 @@ pub trait IommuServer {
     /// Diagnostics: ID registers, control registers, table memory, command-queue
     /// counters and the instruction cost of the last STE update and attach.
     ///
-    /// Operation 20; callers: vmm-frontend, supervisor; idempotent.
+    /// Operation 19; callers: vmm-frontend; idempotent.
     fn info(&mut self, caller: TaskId) -> Result<IommuInfo, IommuError>;
 }
 
@@ -2427,10 +2329,6 @@ pub fn dispatch<S: IommuServer>(
         IommuRequest::Invalidate(args, leases) => {
             let cmds = Leased::new(caller, leases.cmds);
             let result = server.invalidate(caller, args.domain, cmds);
-            ::idl_runtime::reply_fixed(caller, result);
-        }
-        IommuRequest::OwnerDied(args) => {
-            let result = server.owner_died(caller, args.vm);
             ::idl_runtime::reply_fixed(caller, result);
         }
         IommuRequest::CreateS1Domain(args) => {
@@ -2669,25 +2567,11 @@ impl IommuClient {
             false,
         )
     }
-    /// The VM task `vm` went away: its streams go abort, its binds are cleared and
-    /// drained (faults answered INVALID), its domains destroyed.
-    ///
-    /// Operation 12; callers: supervisor; idempotent.
-    pub fn owner_died(&self, vm: TaskId) -> Result<ReclaimCounts, IommuError> {
-        let args = OwnerDiedArgs { vm };
-        ::idl_runtime::call_fixed(
-            &self.task,
-            IommuOp::OwnerDied as u16,
-            &args,
-            &[],
-            true,
-        )
-    }
     /// Creates a stage-1 domain built by the server: its own page table, a fresh ASID
     /// (VMID 0) and a one-CD table written at creation. For devices the host translates
     /// itself, without a VM's stage 2.
     ///
-    /// Operation 13; callers: vmm-frontend.
+    /// Operation 12; callers: vmm-frontend.
     pub fn create_s1_domain(&self, fault_capable: bool) -> Result<DomainId, IommuError> {
         let args = CreateS1DomainArgs {
             fault_capable,
@@ -2705,7 +2589,7 @@ impl IommuClient {
     /// CFGI_CD through `invalidate`. Unsupported without both stages (or with S1CDMax > 0
     /// and no substreams).
     ///
-    /// Operation 14; callers: vmm-frontend.
+    /// Operation 13; callers: vmm-frontend.
     pub fn create_nested_domain(
         &self,
         parent: DomainId,
@@ -2728,7 +2612,7 @@ impl IommuClient {
     /// Unmaps [iova, iova+len) without invalidating: the device may keep using stale
     /// translations until `flush` (Linux's lazy mode). Returns the bytes that were mapped.
     ///
-    /// Operation 15; callers: vmm-frontend.
+    /// Operation 14; callers: vmm-frontend.
     pub fn unmap_deferred(
         &self,
         domain: DomainId,
@@ -2751,7 +2635,7 @@ impl IommuClient {
     /// Completes deferred unmaps: invalidates the whole domain (TLBI_S12_VMALL or
     /// TLBI_NH_ASID) + SYNC.
     ///
-    /// Operation 16; callers: vmm-frontend; idempotent.
+    /// Operation 15; callers: vmm-frontend; idempotent.
     pub fn flush(&self, domain: DomainId) -> Result<(), IommuError> {
         let args = FlushArgs { domain };
         ::idl_runtime::call_fixed(&self.task, IommuOp::Flush as u16, &args, &[], true)
@@ -2760,14 +2644,14 @@ impl IommuClient {
     /// CFGI_CD / ATC_INV name vSIDs; default vSID = pSID). AlreadyExists if another of
     /// the VM's streams has that vSID.
     ///
-    /// Operation 17; callers: vmm-frontend; idempotent.
+    /// Operation 16; callers: vmm-frontend; idempotent.
     pub fn set_vsid(&self, sid: StreamId, vsid: u32) -> Result<(), IommuError> {
         let args = SetVsidArgs { sid, vsid };
         ::idl_runtime::call_fixed(&self.task, IommuOp::SetVsid as u16, &args, &[], true)
     }
     /// The number of users of a bound (sid, PASID); NotFound if not bound.
     ///
-    /// Operation 18; callers: vmm-frontend; idempotent.
+    /// Operation 17; callers: vmm-frontend; idempotent.
     pub fn bind_users(
         &self,
         sid: StreamId,
@@ -2787,7 +2671,7 @@ impl IommuClient {
     ///
     /// Lease `out` (Write, 1..=16 entries): records, oldest first
     ///
-    /// Operation 19; callers: vmm-frontend.
+    /// Operation 18; callers: vmm-frontend.
     pub fn fetch_events(
         &self,
         out: &mut [WireOf<SmmuEvent>],
@@ -2804,7 +2688,7 @@ impl IommuClient {
     /// Diagnostics: ID registers, control registers, table memory, command-queue
     /// counters and the instruction cost of the last STE update and attach.
     ///
-    /// Operation 20; callers: vmm-frontend, supervisor; idempotent.
+    /// Operation 19; callers: vmm-frontend; idempotent.
     pub fn info(&self) -> Result<IommuInfo, IommuError> {
         let args = InfoArgs {};
         ::idl_runtime::call_fixed(&self.task, IommuOp::Info as u16, &args, &[], true)

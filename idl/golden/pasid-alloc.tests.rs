@@ -30,9 +30,9 @@ fn strategy_pasid_handle() -> BoxedStrategy<PasidHandle> {
 
 fn strategy_pasid_owner() -> BoxedStrategy<PasidOwner> {
     prop_oneof![
-        Just(PasidOwner::Free), (any:: < u16 > ().prop_map(TaskId),
+        Just(PasidOwner::Free), (any:: < u32 > ().prop_map(TaskId),
         strategy_pasid_gen(),).prop_map(| (owner, generation,) | PasidOwner::Allocated {
-        owner, generation }), (any:: < u16 > ().prop_map(TaskId), strategy_pasid_gen(),)
+        owner, generation }), (any:: < u32 > ().prop_map(TaskId), strategy_pasid_gen(),)
         .prop_map(| (owner, generation,) | PasidOwner::Defunct { owner, generation })
     ]
         .boxed()
@@ -73,7 +73,7 @@ fn strategy_mark_drained_args() -> BoxedStrategy<MarkDrainedArgs> {
 }
 
 fn strategy_owner_died_args() -> BoxedStrategy<OwnerDiedArgs> {
-    (any::<u16>().prop_map(TaskId),).prop_map(|(vm,)| OwnerDiedArgs { vm }).boxed()
+    (any::<u32>().prop_map(TaskId),).prop_map(|(vm,)| OwnerDiedArgs { vm }).boxed()
 }
 
 /// Runs `test` on 48 cases of `strategy` (proptest, shrinking on failure).

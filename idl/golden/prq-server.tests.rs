@@ -202,7 +202,7 @@ fn strategy_fetch_events_args() -> BoxedStrategy<FetchEventsArgs> {
 }
 
 fn strategy_set_route_args() -> BoxedStrategy<SetRouteArgs> {
-    (strategy_attachment(), any::<u16>().prop_map(TaskId), any::<bool>())
+    (strategy_attachment(), any::<u32>().prop_map(TaskId), any::<bool>())
         .prop_map(|(att, owner, fault_capable)| SetRouteArgs {
             att,
             owner,
@@ -230,7 +230,7 @@ fn strategy_event_records_lost_args() -> BoxedStrategy<EventRecordsLostArgs> {
 }
 
 fn strategy_owner_died_args() -> BoxedStrategy<OwnerDiedArgs> {
-    (any::<u16>().prop_map(TaskId),).prop_map(|(vm,)| OwnerDiedArgs { vm }).boxed()
+    (any::<u32>().prop_map(TaskId),).prop_map(|(vm,)| OwnerDiedArgs { vm }).boxed()
 }
 
 fn strategy_queue_layout_args() -> BoxedStrategy<QueueLayoutArgs> {
@@ -998,7 +998,7 @@ fn idl_prq_set_route_rejects_bad_tag() {
         |args| {
             let mut bytes = fixed_bytes(&args);
             let bad: u64 = 2;
-            bytes[10..11].copy_from_slice(&bad.to_le_bytes()[..1]);
+            bytes[12..13].copy_from_slice(&bad.to_le_bytes()[..1]);
             let leases = vec![];
             let got = reason(
                 dispatch_decode(

@@ -195,7 +195,7 @@ pub enum SupervisorOp {
     /// `next_death`: The death with sequence number `since` (the first one the watcher has not
     /// seen),
     NextDeath = 1,
-    /// `current_task`: The current incarnation (index and generation) of task `index`, for the
+    /// `current_task`: The oldest incarnation of task `index` that may still be alive, for the
     /// resync
     CurrentTask = 2,
 }
@@ -405,9 +405,11 @@ pub trait SupervisorServer {
         caller: TaskId,
         since: u32,
     ) -> Result<DeathRecord, SupervisorError>;
-    /// The current incarnation (index and generation) of task `index`, for the resync
-    /// after Overflowed: a watcher may not ask the kernel about tasks outside its slots.
-    /// Invalid for an index beyond the image's tasks.
+    /// The oldest incarnation of task `index` that may still be alive, for the resync
+    /// after Overflowed (a watcher may not ask the kernel about tasks outside its slots):
+    /// the running one, or the next generation while the task is faulted. Every
+    /// incarnation of a lower generation is dead. Invalid for an index beyond the image's
+    /// tasks.
     ///
     /// Operation 2; callers: iommu-server, pci-server, vmm-frontend; idempotent.
     fn current_task(
@@ -490,9 +492,11 @@ impl SupervisorClient {
             true,
         )
     }
-    /// The current incarnation (index and generation) of task `index`, for the resync
-    /// after Overflowed: a watcher may not ask the kernel about tasks outside its slots.
-    /// Invalid for an index beyond the image's tasks.
+    /// The oldest incarnation of task `index` that may still be alive, for the resync
+    /// after Overflowed (a watcher may not ask the kernel about tasks outside its slots):
+    /// the running one, or the next generation while the task is faulted. Every
+    /// incarnation of a lower generation is dead. Invalid for an index beyond the image's
+    /// tasks.
     ///
     /// Operation 2; callers: iommu-server, pci-server, vmm-frontend; idempotent.
     pub fn current_task(&self, index: u16) -> Result<TaskId, SupervisorError> {

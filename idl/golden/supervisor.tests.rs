@@ -19,7 +19,7 @@ fn strategy_death_kind() -> BoxedStrategy<DeathKind> {
 }
 
 fn strategy_death_record() -> BoxedStrategy<DeathRecord> {
-    (strategy_death_kind(), any::<u32>(), any::<u16>().prop_map(TaskId), any::<u32>())
+    (strategy_death_kind(), any::<u32>(), any::<u32>().prop_map(TaskId), any::<u32>())
         .prop_map(|(kind, seq, task, next)| DeathRecord {
             kind,
             seq,
@@ -201,7 +201,7 @@ fn idl_supervisor_current_task_args_round_trip() {
 #[test]
 fn idl_supervisor_current_task_reply_round_trip() {
     check(
-        any::<u16>().prop_map(TaskId),
+        any::<u32>().prop_map(TaskId),
         |value| {
             let mut buf = [0u8; ::idl_runtime::MAX_MESSAGE];
             let result: Result<TaskId, SupervisorError> = Ok(value);

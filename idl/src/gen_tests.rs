@@ -28,7 +28,7 @@ fn strat(m: &Model, t: &Ty) -> TokenStream {
             quote!(any::<#p>())
         }
         Ty::Unit => quote!(Just(())),
-        Ty::TaskId => quote!(any::<u16>().prop_map(TaskId)),
+        Ty::TaskId => quote!(any::<u32>().prop_map(TaskId)),
         Ty::Array(p, n) => {
             let p = ident(p.name());
             let n = Literal::usize_unsuffixed(*n);

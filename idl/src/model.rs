@@ -881,7 +881,7 @@ fn fixed_size(table: &BTreeMap<TypeKey, TypeDef>, t: &Ty) -> usize {
     match t {
         Ty::Prim(p) => p.size(),
         Ty::Unit => 0,
-        Ty::TaskId => 2,
+        Ty::TaskId => 4,
         Ty::Array(p, n) => p.size() * n,
         Ty::Option(_) => 0,
         Ty::Named(k) => match &table[k].kind {

@@ -121,11 +121,11 @@ impl Fixed for () {
 }
 
 impl Fixed for TaskId {
-    type Wire = le::U16;
-    fn to_wire(&self) -> le::U16 {
-        le::U16::new(self.0)
+    type Wire = le::U32;
+    fn to_wire(&self) -> le::U32 {
+        le::U32::new(self.0)
     }
-    fn from_wire(wire: &le::U16) -> Option<TaskId> {
+    fn from_wire(wire: &le::U32) -> Option<TaskId> {
         Some(TaskId(wire.get()))
     }
 }
@@ -165,7 +165,7 @@ postcard_max! {
     i32 => 5,
     u64 => 10,
     i64 => 10,
-    TaskId => 3,
+    TaskId => 5,
 }
 
 impl<T: PostcardMax> PostcardMax for Option<T> {
@@ -216,11 +216,11 @@ pub mod task_id_serde {
     use super::TaskId;
 
     pub fn serialize<S: serde::Serializer>(v: &TaskId, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u16(v.0)
+        s.serialize_u32(v.0)
     }
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TaskId, D::Error> {
-        <u16 as serde::Deserialize>::deserialize(d).map(TaskId)
+        <u32 as serde::Deserialize>::deserialize(d).map(TaskId)
     }
 }
 
@@ -811,7 +811,10 @@ mod tests {
         assert_eq!(decode_fixed::<bool>(&[2]), Err(Reject::BAD_CONTENTS));
         assert_eq!(decode_fixed::<()>(&[]), Ok(()));
         assert_eq!(decode_fixed::<[u16; 2]>(&[1, 0, 2, 0]), Ok([1, 2]));
-        assert_eq!(decode_fixed::<TaskId>(&[0x34, 0x12]), Ok(TaskId(0x1234)));
+        assert_eq!(
+            decode_fixed::<TaskId>(&[0x78, 0x56, 0x34, 0x12]),
+            Ok(TaskId(0x1234_5678))
+        );
     }
 
     #[test]

@@ -9,32 +9,44 @@
 /// Identity of a task: an index into the static task table plus a generation
 /// that the kernel bumps every time the task is restarted.
 ///
-/// Layout (16 bits): index in the low `INDEX_BITS`, generation above. A
-/// message addressed to an old generation is answered with
+/// Layout (32 bits): index in the low `INDEX_BITS` (6: [`MAX_TASKS`] = 64,
+/// the width of the kernel's slot masks), generation in the 26 bits above.
+/// A message addressed to an old generation is answered with
 /// [`dead_code`]`(current generation)` so the sender learns the server
 /// restarted and can refresh its id.
+///
+/// Generations never wrap: the kernel refuses to restart a task whose
+/// generation is [`Generation::LAST`] ([`RC_GENERATIONS_EXHAUSTED`]), so a
+/// `TaskId` names one incarnation for the life of the machine
+/// (docs/kernel.md, "Generations").
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(transparent)]
-pub struct TaskId(pub u16);
+pub struct TaskId(pub u32);
 
 impl TaskId {
-    pub const INDEX_BITS: u32 = 10;
-    pub const INDEX_MASK: u16 = (1 << Self::INDEX_BITS) - 1;
-    pub const GEN_MASK: u16 = !Self::INDEX_MASK >> Self::INDEX_BITS;
+    pub const INDEX_BITS: u32 = 6;
+    pub const INDEX_MASK: u32 = (1 << Self::INDEX_BITS) - 1;
+    pub const GEN_BITS: u32 = 32 - Self::INDEX_BITS;
+    pub const GEN_MASK: u32 = (1 << Self::GEN_BITS) - 1;
     /// The sender id reported by `recv` when a notification, not a message,
-    /// woke the receiver.
-    pub const KERNEL: TaskId = TaskId(0xFFFF);
+    /// woke the receiver. (Index 63 with an all-ones generation: above
+    /// [`Generation::LAST`], so no incarnation ever has this id.)
+    pub const KERNEL: TaskId = TaskId(0xFFFF_FFFF);
     /// `recv` with this as the only allowed sender is an open receive.
-    pub const ANY: TaskId = TaskId(0xFFFE);
+    /// (Index 62, all-ones generation: never an incarnation either.)
+    pub const ANY: TaskId = TaskId(0xFFFF_FFFE);
 
     pub const fn new(index: usize, generation: Generation) -> Self {
-        TaskId((index as u16 & Self::INDEX_MASK) | ((generation.0 as u16) << Self::INDEX_BITS))
+        TaskId(
+            (index as u32 & Self::INDEX_MASK)
+                | ((generation.0 & Self::GEN_MASK) << Self::INDEX_BITS),
+        )
     }
     pub const fn index(self) -> usize {
         (self.0 & Self::INDEX_MASK) as usize
     }
     pub const fn generation(self) -> Generation {
-        Generation(((self.0 >> Self::INDEX_BITS) & Self::GEN_MASK) as u8)
+        Generation(self.0 >> Self::INDEX_BITS)
     }
     /// Same task, other generation.
     pub const fn with_generation(self, g: Generation) -> Self {
@@ -42,34 +54,49 @@ impl TaskId {
     }
 }
 
-/// Restart count of a task, modulo 2^6.
+/// Restart count of a task: 0 for the first incarnation, never wrapping
+/// (26 bits; the last one, [`Generation::LAST`], is not restarted again).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct Generation(pub u8);
+pub struct Generation(pub u32);
 
 impl Generation {
-    pub const fn next(self) -> Self {
-        Generation((self.0 + 1) & (TaskId::GEN_MASK as u8))
+    /// The last generation a task can have. One below the all-ones value,
+    /// which the sentinel ids [`TaskId::KERNEL`] and [`TaskId::ANY`] use.
+    pub const LAST: Generation = Generation(TaskId::GEN_MASK - 1);
+
+    /// The next generation, or `None` when the space is exhausted: a
+    /// generation is never reused, so a stale id never names a newer
+    /// incarnation.
+    pub const fn next(self) -> Option<Self> {
+        if self.0 >= Self::LAST.0 {
+            None
+        } else {
+            Some(Generation(self.0 + 1))
+        }
     }
 }
 
-/// Maximum number of tasks in one image (fits `TaskId::INDEX_BITS`).
+/// Maximum number of tasks in one image (fits `TaskId::INDEX_BITS`, and the
+/// kernel's 64-bit slot masks).
 pub const MAX_TASKS: usize = 64;
 
 /// Response codes with special meaning. A server's own error codes are small
 /// numbers (generated from `idl/`); the kernel reserves the top of the range.
 ///
-/// `0xFFFF_FF00 | generation`: the peer died; its current generation is in
-/// the low byte.
-pub const DEAD_CODE_BASE: u32 = 0xFFFF_FF00;
+/// `0xFC00_0000 | generation` (the top 6 bits set, the whole 26-bit
+/// generation below): the peer died; its current generation is in the low
+/// 26 bits.
+pub const DEAD_CODE_BASE: u32 = 0xFC00_0000;
+const DEAD_CODE_MASK: u32 = !TaskId::GEN_MASK;
 
 pub const fn dead_code(g: Generation) -> u32 {
-    DEAD_CODE_BASE | g.0 as u32
+    DEAD_CODE_BASE | (g.0 & TaskId::GEN_MASK)
 }
 
 /// Returns the peer's new generation if `code` is a dead code.
 pub const fn is_dead_code(code: u32) -> Option<Generation> {
-    if code & 0xFFFF_FF00 == DEAD_CODE_BASE {
-        Some(Generation(code as u8))
+    if code & DEAD_CODE_MASK == DEAD_CODE_BASE {
+        Some(Generation(code & TaskId::GEN_MASK))
     } else {
         None
     }
@@ -79,19 +106,23 @@ pub const fn is_dead_code(code: u32) -> Option<Generation> {
 pub const RC_OK: u32 = 0;
 
 /// `borrow_*` on a lease index the lender did not provide, or past its end.
-pub const RC_BAD_LEASE: u32 = 0xFFFF_FE01;
+pub const RC_BAD_LEASE: u32 = 0xFBFF_FE01;
 /// Caller asked for something its capabilities do not allow (task control,
 /// shutdown, interrupts it does not own) — returned, not faulted, only for
 /// queries; mutating misuse faults the caller.
-pub const RC_NOT_PERMITTED: u32 = 0xFFFF_FE02;
+pub const RC_NOT_PERMITTED: u32 = 0xFBFF_FE02;
 /// A region name or task index that does not exist.
-pub const RC_NO_SUCH: u32 = 0xFFFF_FE03;
+pub const RC_NO_SUCH: u32 = 0xFBFF_FE03;
+/// `TaskControl::Restart` of a task whose generation is
+/// [`Generation::LAST`]: it stays faulted for good (its ids are never
+/// reused).
+pub const RC_GENERATIONS_EXHAUSTED: u32 = 0xFBFF_FE04;
 
 /// System call numbers, passed in x8. Arguments in x0..x7, results in x0..x7.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Sysnum {
-    /// x0 = target TaskId | operation << 16, x1/x2 = message ptr/len,
+    /// x0 = target TaskId | operation << 32, x1/x2 = message ptr/len,
     /// x3/x4 = reply ptr/len, x5/x6 = lease table ptr/count.
     /// → x0 = response code, x1 = reply length.
     Send = 0,
@@ -208,7 +239,9 @@ pub enum TaskControl {
     /// → x1 = state ([`TaskStateCode`]), x2 = generation, x3 = fault kind
     /// ([`FaultKind`] as u32, 0 when not faulted), x4 = fault detail.
     Status = 0,
-    /// Restart the task: new generation, fresh data, entry point.
+    /// Restart the task: new generation, fresh data, entry point. A task
+    /// in [`Generation::LAST`] is not restarted: code
+    /// [`RC_GENERATIONS_EXHAUSTED`], the task stays as it is.
     Restart = 1,
     /// → x1 = index of the next faulted task at or after x1, or code NO_SUCH.
     NextFaulted = 2,
@@ -375,20 +408,55 @@ mod tests {
     #[test]
     fn task_id_round_trip() {
         for idx in [0usize, 1, 17, 63] {
-            for g in 0..64u8 {
+            for g in [
+                0u32,
+                1,
+                63,
+                64,
+                65,
+                1 << 20,
+                Generation::LAST.0 - 1,
+                Generation::LAST.0,
+            ] {
                 let id = TaskId::new(idx, Generation(g));
                 assert_eq!(id.index(), idx);
                 assert_eq!(id.generation(), Generation(g));
+                assert_ne!(id, TaskId::KERNEL);
+                assert_ne!(id, TaskId::ANY);
             }
         }
-        assert_eq!(Generation(63).next(), Generation(0));
-        assert_ne!(TaskId::new(MAX_TASKS - 1, Generation(63)), TaskId::KERNEL);
-        assert_ne!(TaskId::new(MAX_TASKS - 1, Generation(63)), TaskId::ANY);
+        // 64 restarts no longer come back to the same id (the old 6-bit wrap).
+        assert_ne!(
+            TaskId::new(5, Generation(64)),
+            TaskId::new(5, Generation(0))
+        );
+    }
+
+    #[test]
+    fn generations_never_wrap() {
+        assert_eq!(Generation(0).next(), Some(Generation(1)));
+        assert_eq!(Generation(63).next(), Some(Generation(64)));
+        assert_eq!(
+            Generation(Generation::LAST.0 - 1).next(),
+            Some(Generation::LAST)
+        );
+        assert_eq!(Generation::LAST.next(), None);
+        assert_eq!(Generation(TaskId::GEN_MASK).next(), None);
     }
 
     #[test]
     fn dead_codes() {
-        assert_eq!(is_dead_code(dead_code(Generation(5))), Some(Generation(5)));
+        for g in [0, 5, 255, 256, 1 << 20, Generation::LAST.0] {
+            assert_eq!(is_dead_code(dead_code(Generation(g))), Some(Generation(g)));
+        }
+        for rc in [
+            RC_BAD_LEASE,
+            RC_NOT_PERMITTED,
+            RC_NO_SUCH,
+            RC_GENERATIONS_EXHAUSTED,
+        ] {
+            assert_eq!(is_dead_code(rc), None);
+        }
         assert_eq!(is_dead_code(0), None);
         assert_eq!(is_dead_code(RC_BAD_LEASE), None);
         for n in 0..Sysnum::COUNT {

@@ -166,7 +166,7 @@ impl<'t> Kernel<'t> {
             Sysnum::Recv => self.recv(c),
             Sysnum::Reply => self.reply(p, c),
             Sysnum::ReplyFault => {
-                let target = TaskId(a(self, 0) as u16);
+                let target = TaskId(a(self, 0) as u32);
                 let reason = a(self, 1);
                 if abi::ReplyFaultReason::from_u32(reason as u32).is_none() {
                     return Err(Fault(FaultKind::BadSyscallArgs, reason));
@@ -182,7 +182,7 @@ impl<'t> Kernel<'t> {
             }
             Sysnum::BorrowRead | Sysnum::BorrowWrite | Sysnum::BorrowInfo => self.borrow(p, c, s),
             Sysnum::Post => {
-                let target = TaskId(a(self, 0) as u16);
+                let target = TaskId(a(self, 0) as u32);
                 let bits = a(self, 1) as u32;
                 self.check_post(c, target)?;
                 // Bits the kernel delivers to the target (its interrupts,
@@ -249,7 +249,7 @@ impl<'t> Kernel<'t> {
                 Err(Fault(FaultKind::Panic, 0))
             }
             Sysnum::RefreshTaskId => {
-                let id = TaskId(a(self, 0) as u16);
+                let id = TaskId(a(self, 0) as u32);
                 if id.index() >= self.tasks.len() {
                     return Err(Fault(FaultKind::BadSyscallArgs, id.0 as usize));
                 }
@@ -319,7 +319,7 @@ impl<'t> Kernel<'t> {
                 if self.tasks[c].desc.capabilities & CAP_MEMORY_QUERY == 0 {
                     return Err(Fault(FaultKind::NotPermitted, s as usize));
                 }
-                let (id, pa, len) = (TaskId(a(self, 0) as u16), a(self, 1), a(self, 2));
+                let (id, pa, len) = (TaskId(a(self, 0) as u32), a(self, 1), a(self, 2));
                 let owned = match self.live_index(id)? {
                     Some(t) => vm_owns(&self.tasks, t, pa, len),
                     None => false,
@@ -496,7 +496,7 @@ impl<'t> Kernel<'t> {
     #[inline(always)]
     fn send(&mut self, c: usize) -> Result<(), Fault> {
         let s = &self.tasks[c].save;
-        let target = TaskId(s.arg(0) as u16);
+        let target = TaskId(s.arg(0) as u32);
         let (msg, msg_len, rep, rep_len, leases, nleases) =
             (s.arg(1), s.arg(2), s.arg(3), s.arg(4), s.arg(5), s.arg(6));
         self.check_slot(c, target)?;
@@ -551,7 +551,7 @@ impl<'t> Kernel<'t> {
         let (msg, msg_len, op, rep_cap, nleases) = (
             ss.arg(1),
             ss.arg(2),
-            (ss.arg(0) >> 16) as u16,
+            (ss.arg(0) >> 32) as u16,
             ss.arg(4),
             ss.arg(6),
         );
@@ -584,7 +584,7 @@ impl<'t> Kernel<'t> {
     fn recv(&mut self, c: usize) -> Result<(), Fault> {
         let s = &self.tasks[c].save;
         let (buf, buf_len, mask, from) =
-            (s.arg(0), s.arg(1), s.arg(2) as u32, TaskId(s.arg(3) as u16));
+            (s.arg(0), s.arg(1), s.arg(2) as u32, TaskId(s.arg(3) as u32));
         let Some(buf_pa) = self.user(c, buf, buf_len, REGION_READ | REGION_WRITE) else {
             return Err(Fault(FaultKind::BadSyscallArgs, buf));
         };
@@ -678,7 +678,7 @@ impl<'t> Kernel<'t> {
 
     fn reply<P: Platform>(&mut self, p: &mut P, c: usize) -> Result<(), Fault> {
         let s = &self.tasks[c].save;
-        let (target, code, ptr, len) = (TaskId(s.arg(0) as u16), s.arg(1), s.arg(2), s.arg(3));
+        let (target, code, ptr, len) = (TaskId(s.arg(0) as u32), s.arg(1), s.arg(2), s.arg(3));
         if len > abi::MAX_MESSAGE {
             return Err(Fault(FaultKind::BadSyscallArgs, ptr));
         }
@@ -722,7 +722,7 @@ impl<'t> Kernel<'t> {
     fn borrow<P: Platform>(&mut self, p: &mut P, c: usize, s: Sysnum) -> Result<(), Fault> {
         let sv = &self.tasks[c].save;
         let (lender, index, offset, buf, len) = (
-            TaskId(sv.arg(0) as u16),
+            TaskId(sv.arg(0) as u32),
             sv.arg(1),
             sv.arg(2),
             sv.arg(3),
@@ -827,8 +827,11 @@ impl<'t> Kernel<'t> {
                     self.tasks[c].save.set_ret(0, RC_NO_SUCH as usize);
                     return Ok(());
                 }
-                self.restart(p, idx);
-                self.tasks[c].save.set_ret(0, RC_OK as usize);
+                let rc = match self.restart(p, idx) {
+                    Ok(()) => RC_OK,
+                    Err(GenerationsExhausted) => abi::RC_GENERATIONS_EXHAUSTED,
+                };
+                self.tasks[c].save.set_ret(0, rc as usize);
             }
             x if x == TaskControl::NextFaulted as u32 => {
                 let found =
@@ -849,9 +852,20 @@ impl<'t> Kernel<'t> {
 
     /// Restarts task `t` with a new generation. Everyone blocked on it learns
     /// through a dead code carrying the new generation.
-    pub fn restart<P: Platform>(&mut self, p: &mut P, t: usize) {
-        self.tasks[t].generation = self.tasks[t].generation.next();
-        let g = self.tasks[t].generation;
+    ///
+    /// A task in its last generation is not restarted (it is left exactly
+    /// as it is, normally faulted): generations are never reused, so no
+    /// `TaskId` ever names two incarnations (docs/kernel.md, "Generations").
+    pub fn restart<P: Platform>(
+        &mut self,
+        p: &mut P,
+        t: usize,
+    ) -> Result<(), GenerationsExhausted> {
+        let g = self.tasks[t]
+            .generation
+            .next()
+            .ok_or(GenerationsExhausted)?;
+        self.tasks[t].generation = g;
         for irq in self.irqs.iter().filter(|i| i.task as usize == t) {
             p.irq_enable(irq.intid, false);
         }
@@ -871,6 +885,7 @@ impl<'t> Kernel<'t> {
             }
         }
         self.timer_tick(p);
+        Ok(())
     }
 
     /// Stops task `t` and tells the supervisor.
@@ -1200,3 +1215,8 @@ mod tests {
         assert!(!vm_owns(&tasks, 0, 0x4000_0000, 0x1000));
     }
 }
+/// [`Kernel::restart`] of a task in [`abi::Generation::LAST`]: refused, the
+/// task stays as it is (`TaskControl::Restart` answers
+/// [`abi::RC_GENERATIONS_EXHAUSTED`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct GenerationsExhausted;

@@ -111,7 +111,7 @@ pub fn sys_send(
     let r = raw_syscall(
         Sysnum::Send,
         [
-            target.0 as usize | (operation as usize) << 16,
+            target.0 as usize | (operation as usize) << 32,
             message.as_ptr() as usize,
             message.len(),
             reply.as_mut_ptr() as usize,
@@ -143,7 +143,7 @@ pub fn sys_recv(buf: &mut [u8], notification_mask: u32, from: TaskId) -> Result<
         return Err(r[0] as u32);
     }
     Ok(RecvMessage {
-        sender: TaskId(r[1] as u16),
+        sender: TaskId(r[1] as u32),
         operation: r[2] as u32,
         message_len: r[3],
         reply_capacity: r[4],
@@ -338,7 +338,7 @@ pub fn sys_panic(msg: &[u8]) -> ! {
 /// The same task with its current generation. `id` must be this task or
 /// one in its task-slots (anything else faults this task).
 pub fn sys_refresh_task_id(id: TaskId) -> TaskId {
-    TaskId(raw_syscall(Sysnum::RefreshTaskId, [id.0 as usize, 0, 0, 0, 0, 0, 0])[0] as u16)
+    TaskId(raw_syscall(Sysnum::RefreshTaskId, [id.0 as usize, 0, 0, 0, 0, 0, 0])[0] as u32)
 }
 
 /// Writes `text` to the console; the kernel prefixes the task's name. At
@@ -387,7 +387,7 @@ pub fn sys_lookup_slot(name: &str) -> Option<TaskId> {
         Sysnum::LookupSlot,
         [name.as_ptr() as usize, name.len(), 0, 0, 0, 0, 0],
     );
-    (r[0] as u32 == RC_OK).then_some(TaskId(r[1] as u16))
+    (r[0] as u32 == RC_OK).then_some(TaskId(r[1] as u32))
 }
 
 /// A register window of this task (app.toml `registers`): its index and
@@ -443,18 +443,36 @@ pub fn sys_task_status(index: usize) -> Result<TaskStatus, u32> {
     }
     Ok(TaskStatus {
         state: r[1] as u32,
-        generation: Generation(r[2] as u8),
+        generation: Generation(r[2] as u32),
         fault: FaultKind::from_u32(r[3] as u32).unwrap_or(FaultKind::None),
         detail: r[4],
     })
 }
 
+/// Why the kernel did not restart a task.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RestartRefused {
+    /// The task is in `Generation::LAST`: it is never restarted again, so
+    /// no generation (no `TaskId`) is ever reused.
+    GenerationsExhausted,
+    /// No such task, or the supervisor itself.
+    NoSuchTask,
+    /// Any other code (not one the kernel gives today).
+    Other(u32),
+}
+
 /// Restarts task `index` with a new generation.
-pub fn sys_task_restart(index: usize) -> u32 {
-    raw_syscall(
+pub fn sys_task_restart(index: usize) -> Result<(), RestartRefused> {
+    let rc = raw_syscall(
         Sysnum::TaskControl,
         [abi::TaskControl::Restart as usize, index, 0, 0, 0, 0, 0],
-    )[0] as u32
+    )[0] as u32;
+    match rc {
+        RC_OK => Ok(()),
+        abi::RC_GENERATIONS_EXHAUSTED => Err(RestartRefused::GenerationsExhausted),
+        abi::RC_NO_SUCH => Err(RestartRefused::NoSuchTask),
+        other => Err(RestartRefused::Other(other)),
+    }
 }
 
 /// Index of the first faulted task at or after `start`.

@@ -228,7 +228,9 @@ pub fn own_incarnation(task_names: &[&str]) -> u16 {
     match task_names.iter().position(|n| *n == "iommu-server") {
         Some(i) => {
             let me = userlib::sys_refresh_task_id(TaskId::new(i, userlib::Generation(0)));
-            me.generation().0 as u16 + 1
+            // Handles carry 16 bits of incarnation: after 65 535 restarts
+            // of this server they repeat (docs/kernel.md, "Generations").
+            (me.generation().0 as u16).wrapping_add(1).max(1)
         }
         None => 0,
     }
@@ -335,7 +337,6 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
         let role = self.server.role(caller);
         allowed.iter().any(|a| match a {
             api::IommuCaller::VmmFrontend => role.vm,
-            api::IommuCaller::Supervisor => role.supervisor,
         })
     }
 
@@ -517,21 +518,6 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> api::IommuServer for IdlServer<'_, M, D, 
             Err(_) => api::InvalidateStatus::Rejected,
         };
         Ok(api::InvalidateOutcome { done, status })
-    }
-
-    fn owner_died(
-        &mut self,
-        caller: TaskId,
-        vm: TaskId,
-    ) -> Result<api::ReclaimCounts, api::IommuError> {
-        self.server
-            .reclaim(caller, vm)
-            .map(|r| api::ReclaimCounts {
-                streams: r.streams,
-                binds: r.binds,
-                domains: r.domains,
-            })
-            .map_err(api_error)
     }
 
     fn create_s1_domain(

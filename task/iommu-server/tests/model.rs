@@ -540,11 +540,6 @@ fn refused_requests_change_nothing() {
         np,
         "only prq-server"
     );
-    assert_eq!(
-        r.s.reclaim(vm_a(), vm_b()).map(|_| ()),
-        np,
-        "only the supervisor"
-    );
     // A restarted VM A (new generation) does not own the old one's domain.
     let a_restarted = vm_a().with_generation(Generation(1));
     assert_eq!(r.s.destroy_domain(a_restarted, da), np);
@@ -593,7 +588,7 @@ fn reclaim_takes_down_a_dead_vm() {
     // generation's domain must survive the reclaim of the old one.
     let a_next = vm_a().with_generation(Generation(1));
     let fresh = r.s.alloc_s2_domain(a_next, false).unwrap();
-    let got = r.s.reclaim(supervisor(), vm_a()).unwrap();
+    let got = r.s.reclaim_dead(vm_a());
     assert_eq!((got.streams, got.binds, got.domains), (1, 1, 2));
     assert_eq!(r.s.ste(SID_A).unwrap().config(), Ok(StreamConfig::Abort));
     assert_eq!(
@@ -1050,7 +1045,7 @@ fn the_generated_interface_on_the_server() {
         TaskId::new(7, Generation(0)),
         &[api::IommuCaller::VmmFrontend]
     ));
-    assert!(idl.check_caller(supervisor(), &[api::IommuCaller::Supervisor]));
+    assert!(!idl.check_caller(supervisor(), &[api::IommuCaller::VmmFrontend]));
     let caps = idl.hw_info(vm_a()).unwrap();
     assert!(caps.nesting && caps.ssid_bits == 0 && !caps.pri);
     let d = idl.create_s2_domain(vm_a(), false).unwrap();
@@ -1121,7 +1116,7 @@ fn the_generated_interface_on_the_server() {
     assert_eq!(idl.unmap(vm_a(), d, GUEST_IPA, 2 * 4096), Ok(2 * 4096));
     assert_eq!(idl.destroy_domain(vm_a(), d), Err(api::IommuError::Busy));
     idl.detach(vm_a(), api::StreamId(SID_A)).unwrap();
-    let counts = idl.owner_died(supervisor(), vm_a()).unwrap();
+    let counts = r.s.reclaim_dead(vm_a());
     assert_eq!((counts.streams, counts.binds, counts.domains), (0, 0, 1));
 }
 
@@ -1213,15 +1208,7 @@ fn callers_by_name_and_by_index() {
     let vm = &[api::IommuCaller::VmmFrontend];
     assert!(idl.check_caller(vm_a(), vm) && idl.check_caller(vm_b(), vm));
     assert!(!idl.check_caller(supervisor(), vm) && !idl.check_caller(prq(), vm));
-    assert!(idl.check_caller(supervisor(), &[api::IommuCaller::Supervisor]));
-    assert!(!idl.check_caller(
-        TaskId::new(5, Generation(0)),
-        &[api::IommuCaller::Supervisor]
-    ));
-    assert_eq!(
-        idl.owner_died(supervisor(), vm_a()).map(|c| c.domains),
-        Ok(0)
-    );
+    assert_eq!(r.s.reclaim_dead(vm_a()).domains, 0);
     assert!(r.s.is_prq_server(prq()));
     assert_eq!(r.s.page_response(prq(), &[]), Ok(0));
     assert_eq!(r.s.page_response(vm_a(), &[]), Err(Error::NotPermitted));
@@ -1368,17 +1355,11 @@ fn every_operation_through_the_generated_client() {
     );
     assert_eq!(c.unbind(sid, p0, false), Ok(api::UnbindOutcome::Drained));
 
-    // Detach reports the old domain; only the supervisor reclaims.
+    // Detach reports the old domain.
     let a = c.detach(sid).unwrap();
     assert_eq!((a.old, a.fault_duty), (s2, true));
     assert!(dma(0x10_0000).is_err());
     assert!(k.faults().is_empty());
-    assert_eq!(c.owner_died(vm_a()), Err(api::IommuError::Protocol));
-    assert_eq!(
-        k.faults(),
-        vec![userlib::ReplyFaultReason::AccessViolation],
-        "not the supervisor: the caller is faulted"
-    );
     c.destroy_domain(s2).unwrap();
     let info = c.info().unwrap();
     assert_eq!((info.domains, info.contexts), (0, 0));

@@ -31,7 +31,7 @@ impl PasidAllocServer for FakeAlloc {
             0 => Err(PasidAllocError::Invalid),
             1 => Ok(PasidOwner::Free),
             n => Ok(PasidOwner::Defunct {
-                owner: TaskId(n as u16),
+                owner: TaskId(n as u32),
                 generation: PasidGen(n),
             }),
         }
@@ -79,7 +79,7 @@ fn idl_postcard_pasid_alloc_loopback() {
     assert_eq!(
         client.owner_of(Pasid(0x1_2345)),
         Ok(PasidOwner::Defunct {
-            owner: TaskId(0x2345),
+            owner: TaskId(0x1_2345),
             generation: PasidGen(0x1_2345)
         })
     );

@@ -22,8 +22,8 @@ use userlib::TaskId;
 pub const MAX_BITS: u8 = 20;
 /// Tasks the per-VM counters cover (the kernel's limit).
 pub const MAX_TASKS: usize = 64;
-/// Generations are stored in 26 bits (the rest of the word is state, link
-/// and owner) and wrap after 2^26 reuses of one PASID. Because `alloc`
+/// Generations are stored in 26 bits (with state and link in the word)
+/// and wrap after 2^26 reuses of one PASID. Because `alloc`
 /// takes the least recently freed PASID, that is at least 2^26 × (space − 1)
 /// allocations: a stale handle cannot meet its own number and generation
 /// again within any realistic uptime.
@@ -36,42 +36,48 @@ const ALLOCATED: u64 = 1;
 const DEFUNCT: u64 = 2;
 const LINK_SHIFT: u32 = 2;
 const LINK_MASK: u64 = (1 << MAX_BITS) - 1;
-const OWNER_SHIFT: u32 = 22;
-const GEN_SHIFT: u32 = 38;
+const GEN_SHIFT: u32 = 22;
 /// The end of a list. PASID 0 is reserved and never on a list, so 0 can
 /// mean "none".
 const NIL: u32 = 0;
 
-/// One PASID: `[1:0]` state, `[21:2]` next on its list (free or defunct),
-/// `[37:22]` owner (the raw TaskId, index and generation), `[63:38]`
-/// generation.
+/// One PASID: a word with `[1:0]` state, `[21:2]` next on its list (free
+/// or defunct), `[47:22]` generation; and the owner (the raw 32-bit TaskId,
+/// index and generation, exact: a TaskId never names two incarnations).
+/// Packed to 12 bytes (align 4).
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
-#[repr(transparent)]
-pub struct Entry(u64);
+#[repr(C, packed(4))]
+pub struct Entry {
+    word: u64,
+    owner: u32,
+}
 
 impl Entry {
     fn new(state: u64, link: u32, owner: TaskId, gen: u32) -> Self {
-        Entry(
-            state
+        Entry {
+            word: state
                 | (link as u64 & LINK_MASK) << LINK_SHIFT
-                | (owner.0 as u64) << OWNER_SHIFT
                 | ((gen & GEN_MASK) as u64) << GEN_SHIFT,
-        )
+            owner: owner.0,
+        }
     }
     fn state(self) -> u64 {
-        self.0 & STATE_MASK
+        self.word & STATE_MASK
     }
     fn link(self) -> u32 {
-        ((self.0 >> LINK_SHIFT) & LINK_MASK) as u32
+        ((self.word >> LINK_SHIFT) & LINK_MASK) as u32
     }
     fn owner(self) -> TaskId {
-        TaskId((self.0 >> OWNER_SHIFT) as u16)
+        TaskId(self.owner)
     }
     fn gen(self) -> u32 {
-        (self.0 >> GEN_SHIFT) as u32 & GEN_MASK
+        (self.word >> GEN_SHIFT) as u32 & GEN_MASK
     }
     fn with_link(self, link: u32) -> Self {
-        Entry(self.0 & !(LINK_MASK << LINK_SHIFT) | (link as u64 & LINK_MASK) << LINK_SHIFT)
+        Entry {
+            word: self.word & !(LINK_MASK << LINK_SHIFT) | (link as u64 & LINK_MASK) << LINK_SHIFT,
+            owner: self.owner,
+        }
     }
 }
 
@@ -109,7 +115,7 @@ pub struct List {
 /// the new one's quota).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VmCount {
-    pub id: u16,
+    pub id: u32,
     pub allocated: u32,
     pub defunct: u32,
 }
@@ -377,20 +383,28 @@ impl<'t> PasidTable<'t> {
         Ok(())
     }
 
-    /// The task `vm` (that incarnation) went away: every PASID it holds
-    /// becomes defunct, in ascending order. Returns how many (already
-    /// defunct ones are not counted again).
+    /// The task `vm` (that incarnation) went away — and with it every
+    /// older incarnation of the same task: every PASID they hold becomes
+    /// defunct, in ascending order. Returns how many (already defunct ones
+    /// are not counted again).
+    ///
+    /// "Older" is sound because generations never wrap (docs/kernel.md,
+    /// "Generations"): a lower generation of the same index is an earlier
+    /// incarnation, dead once a later one exists. It lets iommu-server's
+    /// resync after a death-log overflow name deaths it never saw
+    /// (docs/pasids.md, "Owner death").
     pub fn owner_died(&mut self, vm: TaskId) -> (u32, Notify) {
+        let gone = |o: TaskId| o.index() == vm.index() && o.generation() <= vm.generation();
         let mut n = 0;
         for p in 1..self.table.len() as u32 {
             let e = self.table[p as usize];
-            if e.state() == ALLOCATED && e.owner() == vm {
+            if e.state() == ALLOCATED && gone(e.owner()) {
                 self.make_defunct(p, e);
                 n += 1;
             }
         }
         let v = &mut self.vms[vm.index() % MAX_TASKS];
-        if v.id == vm.0 {
+        if v.id != 0 && gone(TaskId(v.id)) {
             // The incarnation is gone: its defunct PASIDs still drain, but
             // nothing counts against a next incarnation.
             *v = VmCount::default();

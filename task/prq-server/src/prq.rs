@@ -415,14 +415,15 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         let off = JOURNAL_SLOTS_OFF + i * JOURNAL_WORDS * 8;
         let w1 = s.key.sid as u64 | (s.key.ssid.unwrap_or(0) as u64) << 32;
         self.mem.write64(off + 8, w1);
-        self.mem.write64(off + 16, s.seq as u64);
+        // Word 2: the sequence number and the owner's 32-bit TaskId.
+        self.mem
+            .write64(off + 16, s.seq as u64 | (s.owner.0 as u64) << 32);
         let w0 = s.state.raw()
             | (s.key.stall as u64) << 3
             | (s.key.ssid.is_some() as u64) << 4
             | s.resp.raw() << 5
             | (s.key.tag as u64) << 8
-            | (s.owner.0 as u64) << 24
-            | ((s.gen & 0xff_ffff) as u64) << 40;
+            | ((s.gen & 0xff_ffff) as u64) << 24;
         self.mem.write64(off, w0);
     }
 
@@ -464,7 +465,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             self.routes[k] = (w0 & 1 != 0).then_some(Route {
                 sid: w1 as u32,
                 pasid: (w1 >> 32) as u32,
-                owner: TaskId((w0 >> 16) as u16),
+                owner: TaskId((w0 >> 16) as u32),
                 fault_capable: w0 & 2 != 0,
             });
         }
@@ -487,8 +488,8 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
                 tag: (w0 >> 8) as u16,
             };
             s.resp = Resp::from_raw(w0 >> 5 & 3);
-            s.owner = TaskId((w0 >> 24) as u16);
-            s.gen = ((w0 >> 40) as u32 & 0xff_ffff).max(1);
+            s.owner = TaskId((w2 >> 32) as u32);
+            s.gen = ((w0 >> 24) as u32 & 0xff_ffff).max(1);
             s.seq = w2 as u32;
             match s.state {
                 State::Free => self.free += 1,

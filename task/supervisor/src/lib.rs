@@ -36,24 +36,50 @@ pub const MAX_TASKS: usize = 64;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Record {
     pub last_restart: Option<u64>,
-    pub holdoff: u64,
+    /// Current hold-off in ms (u32: with `retired` the record stays 40
+    /// bytes; the supervisor's stack holds 64 of them).
+    pub holdoff: u32,
     /// Restart due at this time (held off).
     pub due: Option<u64>,
+    /// The kernel refused to restart it (its generations are exhausted):
+    /// it stays faulted for good and is neither logged nor retried again.
+    pub retired: bool,
+}
+
+/// First hold-off after a quick re-fault, and the cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holdoff {
+    pub min_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Holdoff {
+    /// Every real image's policy ([`MIN_HOLDOFF_MS`], [`MAX_HOLDOFF_MS`]).
+    pub const IMAGE: Holdoff = Holdoff {
+        min_ms: MIN_HOLDOFF_MS,
+        max_ms: MAX_HOLDOFF_MS,
+    };
 }
 
 pub struct Policy {
     pub records: [Record; MAX_TASKS],
+    pub holdoff: Holdoff,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy {
-            records: [Record::default(); MAX_TASKS],
-        }
+        Policy::with_holdoff(Holdoff::IMAGE)
     }
 }
 
 impl Policy {
+    pub fn with_holdoff(holdoff: Holdoff) -> Self {
+        Policy {
+            records: [Record::default(); MAX_TASKS],
+            holdoff,
+        }
+    }
+
     /// A fault of task `i` was seen at `now`: when should it restart?
     pub fn on_fault(&mut self, i: usize, now: u64) -> u64 {
         let r = &mut self.records[i];
@@ -62,13 +88,23 @@ impl Policy {
         }
         let quick = matches!(r.last_restart, Some(t) if now.saturating_sub(t) < STABLE_MS);
         r.holdoff = if quick {
-            (r.holdoff * 2).clamp(MIN_HOLDOFF_MS, MAX_HOLDOFF_MS)
+            (r.holdoff as u64 * 2)
+                .clamp(self.holdoff.min_ms, self.holdoff.max_ms)
+                .min(u32::MAX as u64) as u32
         } else {
             0
         };
-        let due = now + r.holdoff;
+        let due = now + r.holdoff as u64;
         r.due = Some(due);
         due
+    }
+
+    /// The kernel refused to restart task `i` (generations exhausted):
+    /// nothing is due for it any more.
+    pub fn retired(&mut self, i: usize) {
+        let r = &mut self.records[i];
+        r.due = None;
+        r.retired = true;
     }
 
     /// Task `i` was restarted at `now`.
@@ -176,14 +212,14 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    fn new() -> Self {
+    fn new(holdoff: Holdoff) -> Self {
         // iommu-server at boot; the frontends on first need (a death to
         // post, or a call from one): a boot without them costs no lookups,
         // so the schedules of apps without VMs stay as they were.
         let mut watchers = [None; WATCHERS.len()];
         watchers[0] = userlib::sys_lookup_slot(WATCHERS[0]);
         Supervisor {
-            policy: Policy::default(),
+            policy: Policy::with_holdoff(holdoff),
             deaths: DeathLog::default(),
             watchers,
             all_watchers: false,
@@ -228,7 +264,8 @@ impl Supervisor {
         let mut i = 0;
         let mut died = false;
         while let Some(f) = userlib::sys_next_faulted(i) {
-            if self.policy.records[f].due.is_none() {
+            let r = self.policy.records[f];
+            if r.due.is_none() && !r.retired {
                 if let Ok(st) = userlib::sys_task_status(f) {
                     let due = self.policy.on_fault(f, now);
                     self.deaths.push(TaskId::new(f, st.generation));
@@ -251,8 +288,16 @@ impl Supervisor {
         // Restart whatever is due.
         for f in 0..MAX_TASKS {
             if matches!(self.policy.records[f].due, Some(d) if d <= now) {
-                userlib::sys_task_restart(f);
-                self.policy.restarted(f, now);
+                match userlib::sys_task_restart(f) {
+                    Ok(()) => self.policy.restarted(f, now),
+                    Err(why) => {
+                        // Generations exhausted: restarting it again would
+                        // reuse a TaskId, so it stays faulted (docs/kernel.md,
+                        // "Generations"). Its death was logged when it faulted.
+                        self.policy.retired(f);
+                        log!("task {} not restarted: {:?}; it stays faulted", f, why);
+                    }
+                }
             }
         }
         userlib::sys_set_timer(self.policy.next_due(), TIMER_BIT);
@@ -295,16 +340,39 @@ impl api::SupervisorServer for Supervisor {
     ) -> Result<TaskId, api::SupervisorError> {
         let i = index as usize;
         match userlib::sys_task_status(i) {
-            Ok(st) if i < MAX_TASKS => Ok(TaskId::new(i, st.generation)),
+            Ok(st) if i < MAX_TASKS => Ok(TaskId::new(i, oldest_alive(st))),
             _ => Err(api::SupervisorError::Invalid),
         }
+    }
+}
+
+/// The oldest generation of a task that may still be alive (the answer of
+/// `current_task`): its generation while it runs; the next one while it is
+/// faulted (dead, its restart pending or refused). Every incarnation below
+/// the answer is dead — what a watcher's resync after `Overflowed` needs,
+/// including a death whose log entry it lost while the task is not yet
+/// restarted. Generations never wrap, so "below" is exact; after the last
+/// generation the answer is the all-ones one no incarnation ever has.
+pub fn oldest_alive(st: userlib::TaskStatus) -> userlib::Generation {
+    if st.state == userlib::abi::TaskStateCode::Faulted as u32 {
+        userlib::Generation(st.generation.0 + 1)
+    } else {
+        st.generation
     }
 }
 
 /// The supervisor's loop: notifications (faults, the restart timer) and
 /// `next_death` calls, which it only replies to.
 pub fn run() -> ! {
-    let mut s = Supervisor::new();
+    run_with(Holdoff::IMAGE)
+}
+
+/// [`run`] with another restart hold-off. Only tests use it: the
+/// generations image (test/apps/generations.toml) restarts a task 130 times
+/// and cannot wait out the real hold-off; the harness's death-log overflow
+/// keeps iommu-server down with a long one.
+pub fn run_with(holdoff: Holdoff) -> ! {
+    let mut s = Supervisor::new(holdoff);
     api::run_server(&mut s)
 }
 
@@ -338,7 +406,21 @@ mod tests {
         assert_eq!(p.on_fault(1, now), now);
     }
 
-    fn t(i: usize, g: u8) -> TaskId {
+    /// A task the kernel refused to restart (generations exhausted) is
+    /// retired: nothing is due for it, and a later notification does not
+    /// log its death again (`on_notification` skips retired records).
+    #[test]
+    fn supervisor_retired_task_is_not_restarted_again() {
+        let mut p = Policy::default();
+        let due = p.on_fault(7, 100);
+        assert_eq!(p.next_due(), Some(due));
+        p.retired(7);
+        assert_eq!(p.next_due(), None);
+        assert!(p.records[7].retired);
+        assert_eq!(p.records[7].due, None);
+    }
+
+    fn t(i: usize, g: u32) -> TaskId {
         TaskId::new(i, userlib::Generation(g))
     }
 
@@ -363,13 +445,13 @@ mod tests {
         let me = t(0, 0);
         let mut l = DeathLog::default();
         for k in 0..(DEATH_LOG as u32 + 3) {
-            l.push(t(3, (k % 60) as u8));
+            l.push(t(3, k));
         }
         let o = l.at(0, me).unwrap();
         assert_eq!((o.kind, o.next), (api::DeathKind::Overflowed, 3));
         let d = l.at(3, me).unwrap();
         assert_eq!((d.kind, d.task, d.next), (api::DeathKind::Died, t(3, 3), 4));
         let last = l.at(DEATH_LOG as u32 + 2, me).unwrap();
-        assert_eq!(last.task, t(3, (DEATH_LOG as u32 + 2) as u8));
+        assert_eq!(last.task, t(3, DEATH_LOG as u32 + 2));
     }
 }

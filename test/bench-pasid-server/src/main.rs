@@ -4,9 +4,8 @@
 //! operation (the counter around the trait method: the table's work and,
 //! for `free`, the notification; decode and reply excluded). Under QEMU
 //! `-icount shift=0` one tick is one instruction. It logs `BENCH` lines
-//! when it serves `owner_died` (iommu-server's operation, which the bench
-//! never uses otherwise, so the iommu-server stand-in asks it for the
-//! report), plus
+//! when it serves `owner_died` (the supervisor's operation, which the
+//! bench never uses otherwise, so a client can ask for the report), plus
 //! the table's bytes per PASID at start.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -34,6 +33,8 @@ mod image {
             quota: PASID_QUOTA,
             first: &[],
         };
+        // The report trigger is `owner_died`, from the iommu-server
+        // stand-in (test/bench-pasid).
         let roles = Roles::from_app(STREAMS, TASK_NAMES);
         let Ok(mut table) = PasidTable::new(&mut storage, &cfg) else {
             userlib::sys_panic(b"bench-pasid-server: bad configuration")

@@ -123,8 +123,8 @@ fn run() -> ! {
                 let v = unsafe { core::ptr::read_volatile(addr as *const u32) };
                 sys_reply(m.sender, 0, &v.to_le_bytes());
             }
-            SEND_TO if n >= 2 => {
-                let target = TaskId(u16::from_le_bytes([buf[0], buf[1]]));
+            SEND_TO if n >= 4 => {
+                let target = TaskId(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]));
                 let (rc, _) = sys_send(target, ECHO, b"x", &mut [], &[]);
                 sys_reply(m.sender, 0, &rc.to_le_bytes());
             }
@@ -234,9 +234,9 @@ fn run() -> ! {
                 let depth = recurse(core::hint::black_box(1));
                 sys_reply(m.sender, 0, &depth.to_le_bytes());
             }
-            POST_TO if n >= 6 => {
-                let target = TaskId(u16::from_le_bytes([buf[0], buf[1]]));
-                let bits = u32::from_le_bytes([buf[2], buf[3], buf[4], buf[5]]);
+            POST_TO if n >= 8 => {
+                let target = TaskId(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]));
+                let bits = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
                 let rc = sys_post(target, bits);
                 sys_reply(m.sender, 0, &rc.to_le_bytes());
             }
@@ -258,8 +258,10 @@ fn run() -> ! {
                 sys_reg_write(buf[0] as usize, buf[1] as usize, v);
                 sys_reply(m.sender, 0, &[]);
             }
-            REFRESH if n >= 2 => {
-                let id = sys_refresh_task_id(TaskId(u16::from_le_bytes([buf[0], buf[1]])));
+            REFRESH if n >= 4 => {
+                let id = sys_refresh_task_id(TaskId(u32::from_le_bytes([
+                    buf[0], buf[1], buf[2], buf[3],
+                ])));
                 sys_reply(m.sender, 0, &id.0.to_le_bytes());
             }
             IRQ_ENABLE if n >= 4 => {
@@ -282,13 +284,13 @@ fn run() -> ! {
                 };
                 sys_reply(m.sender, 0, &r);
             }
-            LEND_RAW if n >= 18 => {
-                let target = TaskId(u16::from_le_bytes([buf[0], buf[1]]));
+            LEND_RAW if n >= 20 => {
+                let target = TaskId(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]));
                 let mut w = [0u8; 8];
-                w.copy_from_slice(&buf[2..10]);
+                w.copy_from_slice(&buf[4..12]);
                 let base = u64::from_le_bytes(w) as usize;
                 let mut off = [0u8; 8];
-                off.copy_from_slice(&buf[10..18]);
+                off.copy_from_slice(&buf[12..20]);
                 let lease = [Lease::from_raw(abi::LEASE_READ, base, 64)];
                 let (rc, _) = sys_send(
                     target,

@@ -150,7 +150,7 @@ mod cases {
         let echo = echo();
         let mut out = [0u64; 32];
         let base: u64 = 0x5EED_0000_0000_0000;
-        let mut rc: usize = echo.0 as usize | (FP_CLOBBER as usize) << 16;
+        let mut rc: usize = echo.0 as usize | (FP_CLOBBER as usize) << 32;
         // SAFETY: fills d0..d31, makes a send system call with an empty
         // message and reply (x1..x6), then stores d0..d31 into `out` (32
         // words, x10). All FP/SIMD registers and x9/x10 are declared

@@ -18,7 +18,7 @@ mod cases {
         let (rc, _) = sys_send(rogue, op, arg, &mut [0u8; 4], &[]);
         let g = is_dead_code(rc).ok_or("the rogue was not faulted")?;
         ensure(
-            g == rogue.generation().next(),
+            Some(g) == rogue.generation().next(),
             "restarted with an unexpected generation",
         )?;
         let fresh = sys_refresh_task_id(rogue);
@@ -106,10 +106,10 @@ mod cases {
             let stack = sys_region_info("stack").ok_or("no stack region")?;
             let me = TaskId::ANY; // the owner reads it as "the sender"
             let ask = |task: TaskId, pa: usize, len: usize| -> Result<bool, &'static str> {
-                let mut m = [0u8; 18];
-                m[..2].copy_from_slice(&task.0.to_le_bytes());
-                m[2..10].copy_from_slice(&(pa as u64).to_le_bytes());
-                m[10..].copy_from_slice(&(len as u64).to_le_bytes());
+                let mut m = [0u8; 20];
+                m[..4].copy_from_slice(&task.0.to_le_bytes());
+                m[4..12].copy_from_slice(&(pa as u64).to_le_bytes());
+                m[12..].copy_from_slice(&(len as u64).to_le_bytes());
                 let mut r = [0u8; 1];
                 let (rc, n) = sys_send(owner, 2, &m, &mut r, &[]);
                 ensure(rc == 0 && n == 1, "owner did not answer the query")?;
@@ -154,10 +154,10 @@ mod cases {
             // offset 32: base + offset wraps. The lender named memory it
             // does not own: it is faulted; the owner goes on serving.
             let owner = sys_lookup_slot("test-smmu-owner").ok_or("no owner slot")?;
-            let mut m = [0u8; 18];
-            m[..2].copy_from_slice(&owner.0.to_le_bytes());
-            m[2..10].copy_from_slice(&(u64::MAX - 15).to_le_bytes());
-            m[10..].copy_from_slice(&32u64.to_le_bytes());
+            let mut m = [0u8; 20];
+            m[..4].copy_from_slice(&owner.0.to_le_bytes());
+            m[4..12].copy_from_slice(&(u64::MAX - 15).to_le_bytes());
+            m[12..].copy_from_slice(&32u64.to_le_bytes());
             rogue_faults(LEND_RAW, &m)?;
             let (idr0, _) = owner_idr0()?;
             ensure(idr0 & 0b11 == 0b11, "the owner stopped serving")
@@ -182,10 +182,10 @@ mod cases {
         ok &= case("isolation_refresh_outside_slots", || {
             let owner = sys_lookup_slot("test-smmu-owner").ok_or("no owner slot")?;
             let rogue = sys_lookup_slot("test-echo").ok_or("no rogue slot")?;
-            let mut r = [0u8; 2];
+            let mut r = [0u8; 4];
             let (rc, n) = sys_send(rogue, REFRESH, &owner.0.to_le_bytes(), &mut r, &[]);
             ensure(
-                rc == 0 && n == 2 && TaskId(u16::from_le_bytes(r)) == owner,
+                rc == 0 && n == 4 && TaskId(u32::from_le_bytes(r)) == owner,
                 "refresh of a task in the slots failed",
             )?;
             rogue_faults(REFRESH, &SUPERVISOR.0.to_le_bytes())
@@ -194,9 +194,9 @@ mod cases {
             let owner = sys_lookup_slot("test-smmu-owner").ok_or("no owner slot")?;
             let rogue = sys_lookup_slot("test-echo").ok_or("no rogue slot")?;
             let post = |bits: u32| {
-                let mut m = [0u8; 6];
-                m[..2].copy_from_slice(&owner.0.to_le_bytes());
-                m[2..].copy_from_slice(&bits.to_le_bytes());
+                let mut m = [0u8; 8];
+                m[..4].copy_from_slice(&owner.0.to_le_bytes());
+                m[4..].copy_from_slice(&bits.to_le_bytes());
                 m
             };
             let mut r = [0u8; 4];
@@ -216,9 +216,9 @@ mod cases {
         // this runner (lower priority, its `posts`) but not send to it.
         ok &= case("isolation_post_only_allows_post", || {
             let rogue = sys_lookup_slot("test-echo").ok_or("no rogue slot")?;
-            let mut m = [0u8; 6];
-            m[..2].copy_from_slice(&own_id().0.to_le_bytes());
-            m[2..].copy_from_slice(&POSTED_BIT.to_le_bytes());
+            let mut m = [0u8; 8];
+            m[..4].copy_from_slice(&own_id().0.to_le_bytes());
+            m[4..].copy_from_slice(&POSTED_BIT.to_le_bytes());
             let mut r = [0u8; 4];
             let (rc, n) = sys_send(rogue, POST_TO, &m, &mut r, &[]);
             ensure(
@@ -236,9 +236,9 @@ mod cases {
         ok &= case("isolation_post_outside_lists", || {
             // The supervisor is in neither the rogue's task-slots nor its
             // posts.
-            let mut m = [0u8; 6];
-            m[..2].copy_from_slice(&SUPERVISOR.0.to_le_bytes());
-            m[2..].copy_from_slice(&0x100u32.to_le_bytes());
+            let mut m = [0u8; 8];
+            m[..4].copy_from_slice(&SUPERVISOR.0.to_le_bytes());
+            m[4..].copy_from_slice(&0x100u32.to_le_bytes());
             rogue_faults(POST_TO, &m)
         });
         // Register windows: the rogue holds the window prq-server has on

@@ -45,14 +45,14 @@ fn run() -> ! {
                 out[4..].copy_from_slice(&strtab.to_le_bytes());
                 sys_reply(m.sender, 0, &out);
             }
-            (2, _) if !m.is_notification() && m.message_len == 18 => {
+            (2, _) if !m.is_notification() && m.message_len == 20 => {
                 // TaskId::ANY stands for the sender itself.
-                let task = match TaskId(u16::from_le_bytes([buf[0], buf[1]])) {
+                let task = match TaskId(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])) {
                     TaskId::ANY => m.sender,
                     t => t,
                 };
-                let pa = u64::from_le_bytes(buf[2..10].try_into().unwrap_or([0; 8])) as usize;
-                let len = u64::from_le_bytes(buf[10..18].try_into().unwrap_or([0; 8])) as usize;
+                let pa = u64::from_le_bytes(buf[4..12].try_into().unwrap_or([0; 8])) as usize;
+                let len = u64::from_le_bytes(buf[12..20].try_into().unwrap_or([0; 8])) as usize;
                 sys_reply(m.sender, 0, &[sys_phys_owned(task, pa, len) as u8]);
             }
             (op, _)

@@ -387,6 +387,9 @@ struct FuzzPlatform {
     enabled: Vec<bool>,
     /// (Re)starts seen per task.
     resets: Vec<u64>,
+    /// Generation each task had at boot (0, unless a test starts a task
+    /// near the end of the generation space).
+    gen_base: Vec<u32>,
     descs: &'static [TaskDesc],
     /// Console bytes since the last event began.
     console: usize,
@@ -494,6 +497,7 @@ fn run_machine(world: &World, topology: usize, r: &mut Rng, rep: &mut Report, ca
         irqs: world.irqs,
         enabled: vec![false; world.irqs.len()],
         resets: vec![0; world.descs.len()],
+        gen_base: vec![0; world.descs.len()],
         descs: world.descs,
         console: 0,
         tail: Vec::new(),
@@ -743,7 +747,7 @@ impl Event {
         let Event::Syscall(n, a) = *self else {
             return 0;
         };
-        let named = |id: usize| 1u64 << (TaskId(id as u16).index() % 64);
+        let named = |id: usize| 1u64 << (TaskId(id as u32).index() % 64);
         let extra = match Sysnum::from_u32(n) {
             Some(Sysnum::Send | Sysnum::Reply | Sysnum::BorrowWrite) => named(a[0]),
             Some(Sysnum::TaskControl) if a[0] == TaskControl::Restart as usize => 1 << (a[1] % 64),
@@ -863,15 +867,23 @@ fn task_id(k: &Kernel, r: &mut Rng) -> usize {
         0 => TaskId::KERNEL.0 as usize,
         1 => TaskId::ANY.0 as usize,
         2 => r.next_u64() as usize,
-        3 => TaskId::new(r.below(64) as usize, abi::Generation(r.below(64) as u8)).0 as usize,
+        3 => TaskId::new(r.below(64) as usize, generation(r)).0 as usize,
         4 => {
             let i = r.below(n as u64) as usize;
-            k.id_of(i)
-                .with_generation(abi::Generation(r.below(64) as u8))
-                .0 as usize
+            k.id_of(i).with_generation(generation(r)).0 as usize
         }
         _ => k.id_of(r.below(n as u64) as usize).0 as usize,
     }
+}
+
+/// A generation: mostly small (near the ones tasks have), some at the
+/// 6-bit boundary the old ABI wrapped at, some at the top of the space.
+fn generation(r: &mut Rng) -> abi::Generation {
+    abi::Generation(match r.below(4) {
+        0 => 64 + r.below(64) as u32,
+        1 => abi::Generation::LAST.0 - r.below(2) as u32,
+        _ => r.below(64) as u32,
+    })
 }
 
 /// A peer the caller has business with: a task waiting for its reply (for
@@ -1074,7 +1086,7 @@ fn random_call(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
     };
     match s {
         Sysnum::Send => {
-            a[0] = tid(r) | (r.below(1 << 16) as usize) << 16;
+            a[0] = tid(r) | (r.below(1 << 16) as usize) << 32;
             (a[1], a[2]) = rg(r);
             (a[3], a[4]) = rg(r);
             let nl = r.below(MAX_LEASES as u64 + 3) as usize;
@@ -1283,7 +1295,7 @@ fn check(k: &Kernel, p: &FuzzPlatform) -> Result<(), String> {
         // Generation = restarts: a start at boot does not bump it, every
         // start by the supervisor does.
         let starts = p.resets[i];
-        let want = (starts.saturating_sub(t.desc.start as u64) % 64) as u8;
+        let want = p.gen_base[i] + starts.saturating_sub(t.desc.start as u64) as u32;
         if t.generation.0 != want {
             return Err(format!(
                 "{} has generation {} after {} starts",
@@ -1353,6 +1365,7 @@ mod tests {
             irqs: world.irqs,
             enabled: vec![false; world.irqs.len()],
             resets: vec![0; world.descs.len()],
+            gen_base: vec![0; world.descs.len()],
             descs: world.descs,
             console: 0,
             tail: Vec::new(),
@@ -1698,6 +1711,92 @@ mod tests {
             let r = catch_unwind(AssertUnwindSafe(|| Event::SError(0xbf00_0000).apply(k, p)));
             assert!(r.is_err_and(|e| e.is::<ShutdownSignal>()));
             assert!(console(p).contains("kern: SError while task client-b ran"));
+        });
+    }
+
+    /// Restart `t` as the supervisor does; the code it gets.
+    fn restart(k: &mut Kernel, p: &mut FuzzPlatform, t: usize) -> u32 {
+        call(
+            k,
+            p,
+            0,
+            Sysnum::TaskControl,
+            &[TaskControl::Restart as usize, t],
+        )[0] as u32
+    }
+
+    /// Issue 8 item 5: a task restarted 100 times (more than the old 6-bit
+    /// generation held) keeps distinct ids, and a send to its first
+    /// incarnation's id is refused with the current generation every time.
+    #[test]
+    fn kern_generations_past_64_restarts_stay_distinct() {
+        machine(|_, k, p| {
+            let first = k.id_of(SERVER);
+            let mut seen = std::collections::HashSet::from([first]);
+            for n in 1..=130u32 {
+                assert_eq!(restart(k, p, SERVER), RC_OK);
+                let now = k.id_of(SERVER);
+                assert_eq!(now.generation(), abi::Generation(n));
+                assert!(seen.insert(now), "id {now:?} came back after {n} restarts");
+                let r = call(
+                    k,
+                    p,
+                    CLIENT,
+                    Sysnum::Send,
+                    &[first.0 as usize, STACK_VA, 0, STACK_VA, 0, STACK_VA, 0],
+                );
+                assert_eq!(abi::is_dead_code(r[0] as u32), Some(now.generation()));
+                assert!(fault_of(k, CLIENT).is_none());
+            }
+        });
+    }
+
+    /// The exhaustion rule: a task in `Generation::LAST` that faults is not
+    /// restarted (`RC_GENERATIONS_EXHAUSTED`): it stays faulted with its
+    /// generation, nothing of it is reset, and every id it ever had stays
+    /// refused — no generation is ever reused.
+    #[test]
+    fn kern_restart_after_the_last_generation_is_refused() {
+        machine(|_, k, p| {
+            let base = abi::Generation::LAST.0 - 1;
+            k.tasks[SERVER].generation = abi::Generation(base);
+            p.gen_base[SERVER] = base;
+            let old = k.id_of(SERVER);
+            assert_eq!(restart(k, p, SERVER), RC_OK);
+            let last = k.id_of(SERVER);
+            assert_eq!(last.generation(), abi::Generation::LAST);
+            assert_ne!(last, TaskId::KERNEL);
+            assert_ne!(last, TaskId::ANY);
+            // The last incarnation faults; the supervisor's restart is refused.
+            call(k, p, SERVER, Sysnum::Panic, &[0, 0]);
+            assert_eq!(fault_of(k, SERVER), Some(FaultKind::Panic));
+            let resets = p.resets[SERVER];
+            assert_eq!(restart(k, p, SERVER), abi::RC_GENERATIONS_EXHAUSTED);
+            assert_eq!(restart(k, p, SERVER), abi::RC_GENERATIONS_EXHAUSTED);
+            assert_eq!(p.resets[SERVER], resets, "a refused restart reset the task");
+            assert_eq!(fault_of(k, SERVER), Some(FaultKind::Panic));
+            assert_eq!(k.id_of(SERVER), last);
+            // Status still reports the last generation and the fault.
+            let st = call(
+                k,
+                p,
+                0,
+                Sysnum::TaskControl,
+                &[TaskControl::Status as usize, SERVER],
+            );
+            assert_eq!(st[0] as u32, RC_OK);
+            assert_eq!(st[2] as u32, abi::Generation::LAST.0);
+            assert_eq!(st[3] as u32, FaultKind::Panic as u32);
+            // An older id is refused with the (unchanged) last generation.
+            let r = call(
+                k,
+                p,
+                CLIENT,
+                Sysnum::Send,
+                &[old.0 as usize, STACK_VA, 0, STACK_VA, 0, STACK_VA, 0],
+            );
+            assert_eq!(abi::is_dead_code(r[0] as u32), Some(abi::Generation::LAST));
+            assert!(fault_of(k, CLIENT).is_none());
         });
     }
 

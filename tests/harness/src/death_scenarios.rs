@@ -164,3 +164,133 @@ pub fn vm_with_pasid_dies() -> PrqRig {
             panic!("vm1 dies holding a bound PASID");
         })
 }
+
+/// PASIDs in the space (`pasid_space_bits(3)`): 1..=7. vm1 dies holding
+/// them all, one per incarnation.
+const OVERFLOW_SPACE: u32 = 7;
+/// vm2's deaths after vm1's last one, while iommu-server is down: more
+/// than the supervisor's death log holds (16), so no record of vm1 is left.
+const OVERFLOW_DEATHS: u32 = 17;
+/// A VM timer bit (the rig uses 1 << 31 for its own waits).
+const VM_TIMER_BIT: u32 = 1 << 30;
+/// How long the supervisor holds iommu-server down after its quick
+/// re-fault (virtual ms): longer than all the VMs' deaths take.
+pub const OVERFLOW_HOLDOFF_MS: u64 = 60_000;
+
+/// Sleeps until virtual time `t` ms.
+fn sleep_until(t: u64) {
+    let now = userlib::sys_get_timer();
+    if now < t {
+        userlib::sleep_for(t - now, VM_TIMER_BIT);
+    }
+}
+
+/// The death log overflows and iommu-server resyncs (docs/pasids.md "Owner
+/// death"). iommu-server is killed at boot and again within a second of
+/// its restart (`Action::kill`), so the supervisor — the real code with a
+/// long hold-off (`Harness::supervisor_holdoff`) — keeps it down for
+/// [`OVERFLOW_HOLDOFF_MS`]. Meanwhile vm1, which never creates a domain,
+/// dies seven times, each incarnation holding one PASID (the whole space);
+/// its eighth incarnation lives, and finds the space full (`NoSpace`:
+/// nothing was reclaimed — the proof that iommu-server was down). Then vm2
+/// dies [`OVERFLOW_DEATHS`] times, pushing every record of vm1 out of the
+/// log. After iommu-server is back, vm2 dies once more; iommu-server pulls
+/// from cursor 0, which the log no longer holds (`Overflowed`), and no
+/// record it can still read names vm1. Its resync must still tell
+/// pasid-alloc that every vm1 incarnation below the live one died
+/// (`current_task`, then `owner_died`), so the live vm1 can allocate the
+/// whole space again — after the drain (the end check I3). Before the fix
+/// the resync only reclaimed domain owners: vm1 held none, its dead
+/// incarnations' PASIDs stayed allocated, and the final `alloc` was
+/// `NoSpace`.
+pub fn death_log_overflow_resync(seed: u64) -> crate::prq::PrqRun {
+    use pasid_alloc_api::PasidAllocError;
+    let runs1 = Arc::new(AtomicU32::new(0));
+    let runs2 = Arc::new(AtomicU32::new(0));
+    PrqRig::new(SmmuConfig::new())
+        .pasid_alloc(&[])
+        .pasid_space_bits(3)
+        .vm("vm1", &[SID_A], move |vm: PrqVm| {
+            let n = runs1.fetch_add(1, Ordering::SeqCst);
+            let Some(alloc) = vm.pasids.as_ref() else {
+                log!("FAILED no pasid-alloc slot");
+                userlib::sys_shutdown(1)
+            };
+            if n < OVERFLOW_SPACE {
+                let h = alloc.alloc();
+                if h.is_err() {
+                    log!("FAILED vm1 incarnation {n}: alloc {h:?}");
+                    userlib::sys_shutdown(1)
+                }
+                // Die after more than the supervisor's 1 s "quick" window:
+                // restarted at once, not held off.
+                userlib::sleep_for(1_100, VM_TIMER_BIT);
+                panic!("vm1 incarnation {n} dies holding a PASID");
+            }
+            let h = alloc.alloc();
+            if h != Err(PasidAllocError::NoSpace) {
+                log!("FAILED vm1: {h:?} before the resync (iommu-server not held down?)");
+                userlib::sys_shutdown(1)
+            }
+            // After iommu-server's return and vm2's last death, the whole
+            // space is free again (the drain may still be running).
+            sleep_until(OVERFLOW_HOLDOFF_MS + 6_000);
+            let mut got = 0;
+            for _ in 0..100 {
+                match alloc.alloc() {
+                    Ok(_) => got += 1,
+                    Err(PasidAllocError::NoSpace) => userlib::sleep_for(10, VM_TIMER_BIT),
+                    Err(e) => {
+                        log!("FAILED alloc after the resync: {e:?}");
+                        userlib::sys_shutdown(1)
+                    }
+                }
+                if got == OVERFLOW_SPACE {
+                    break;
+                }
+            }
+            if got != OVERFLOW_SPACE {
+                log!(
+                    "FAILED only {got} of {OVERFLOW_SPACE} PASIDs after the resync: the dead incarnations' PASIDs were not reclaimed"
+                );
+                userlib::sys_shutdown(1)
+            }
+            userlib::sys_shutdown(0)
+        })
+        .vm("vm2", &[SID_B], move |vm: PrqVm| {
+            let n = runs2.fetch_add(1, Ordering::SeqCst);
+            if n == 0 {
+                // After vm1's last death.
+                sleep_until(1_100 * (OVERFLOW_SPACE as u64 + 1));
+            }
+            if n < OVERFLOW_DEATHS {
+                userlib::sleep_for(1_100, VM_TIMER_BIT);
+                panic!("vm2 incarnation {n} dies");
+            }
+            if n == OVERFLOW_DEATHS {
+                // iommu-server is back: one more death makes the
+                // supervisor post it; it pulls from cursor 0.
+                sleep_until(OVERFLOW_HOLDOFF_MS + 5_000);
+                let info = vm.iommu.info();
+                if info.is_err() {
+                    log!("FAILED iommu-server not back: {info:?}");
+                    userlib::sys_shutdown(1)
+                }
+                panic!("vm2 dies after iommu-server came back");
+            }
+            loop {
+                userlib::sys_recv_notification(0);
+            }
+        })
+        .run_with(seed, |h| {
+            h.supervisor_holdoff(OVERFLOW_HOLDOFF_MS, OVERFLOW_HOLDOFF_MS)
+                .max_steps(600_000)
+                // The first kill restarts it at once; a later one lands
+                // within a second of that restart (a kill of the task
+                // while it is still faulted changes nothing), so it is
+                // held down.
+                .at_step(20, crate::Action::kill("iommu-server"))
+                .at_step(30, crate::Action::kill("iommu-server"))
+                .at_step(40, crate::Action::kill("iommu-server"))
+        })
+}

@@ -308,6 +308,18 @@ impl Harness {
         self
     }
 
+    /// The built-in supervisor (the real code, `supervisor::run_with`) with
+    /// another restart hold-off: a quick re-fault waits `min_ms`, doubling
+    /// up to `max_ms`. For a test that must keep a task down for a while
+    /// (the death-log overflow); every other run uses the image's policy.
+    pub fn supervisor_holdoff(mut self, min_ms: u64, max_ms: u64) -> Self {
+        if let Some(t) = self.tasks.first_mut().filter(|t| t.name == "supervisor") {
+            t.entry =
+                Arc::new(move || supervisor::run_with(supervisor::Holdoff { min_ms, max_ms }));
+        }
+        self
+    }
+
     pub fn task(mut self, spec: TaskSpec) -> Self {
         self.tasks.push(spec);
         self

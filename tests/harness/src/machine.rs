@@ -776,7 +776,11 @@ impl State {
         let before = self.snapshot();
         match a {
             Act::Fault(t, kind, detail) => self.with_kernel(|k, p| k.fault(p, t, kind, detail)),
-            Act::Restart(t) => self.with_kernel(|k, p| k.restart(p, t)),
+            Act::Restart(t) => self.with_kernel(|k, p| {
+                // A refused restart (generations exhausted) leaves the task
+                // as it is; the snapshot diff shows that.
+                let _ = k.restart(p, t);
+            }),
             Act::Irq(intid) => self.raise(intid),
             Act::Post(t, bits) => self.with_kernel(|k, _| k.post(t, bits)),
         }
@@ -936,7 +940,7 @@ impl State {
         match num {
             Sysnum::Send if state == TaskState::Runnable => {
                 // Answered at once: only a dead code does that.
-                let target = TaskId(args[0] as u16);
+                let target = TaskId(args[0] as u32);
                 if let Some(g) = is_dead_code(x(self, 0) as u32) {
                     self.plat.push(What::DeadCode {
                         task: me,
@@ -948,20 +952,20 @@ impl State {
             Sysnum::Recv if state == TaskState::Runnable => {
                 let code = x(self, 0) as u32;
                 if let Some(g) = is_dead_code(code) {
-                    let peer = TaskId(args[3] as u16).with_generation(g);
+                    let peer = TaskId(args[3] as u32).with_generation(g);
                     self.plat.push(What::DeadCode {
                         task: me,
                         peer,
                         call: num,
                     });
-                } else if TaskId(x(self, 1) as u16) == TaskId::KERNEL {
+                } else if TaskId(x(self, 1) as u32) == TaskId::KERNEL {
                     let bits = x(self, 2) as u32;
                     self.plat.push(What::Notification { task: me, bits });
                 }
                 // A message taken at once shows up as its sender's change.
             }
             Sysnum::Reply => {
-                let to = TaskId(args[0] as u16);
+                let to = TaskId(args[0] as u32);
                 let delivered = to.index() < self.k.tasks.len()
                     && before[to.index()].state == TaskState::InReply(me)
                     && self.k.tasks[to.index()].state != TaskState::InReply(me);
@@ -982,7 +986,7 @@ impl State {
                 } else {
                     Ok(x(self, 1))
                 };
-                let lender = TaskId(args[0] as u16);
+                let lender = TaskId(args[0] as u32);
                 self.plat.push(What::Borrow {
                     server: me,
                     lender,
@@ -996,7 +1000,7 @@ impl State {
                 let code = x(self, 0) as u32;
                 self.plat.push(What::Post {
                     from: me,
-                    to: TaskId(args[0] as u16),
+                    to: TaskId(args[0] as u32),
                     bits: args[1] as u32,
                     code,
                 });
@@ -1023,7 +1027,7 @@ impl State {
             Sysnum::RefreshTaskId => {
                 self.plat.push(What::Refresh {
                     task: me,
-                    peer: TaskId(x(self, 0) as u16),
+                    peer: TaskId(x(self, 0) as u32),
                 });
             }
             _ => {}
@@ -1117,7 +1121,7 @@ impl State {
                 }
                 (TaskState::InRecv(from), TaskState::Runnable) => {
                     let code = save.arg(0) as u32;
-                    if TaskId(save.arg(1) as u16) == TaskId::KERNEL && code == RC_OK {
+                    if TaskId(save.arg(1) as u32) == TaskId::KERNEL && code == RC_OK {
                         let bits = save.arg(2) as u32;
                         self.plat.push(What::Notification { task: me, bits });
                     } else if let (Some(g), Some(f)) = (is_dead_code(code), from) {
@@ -1129,7 +1133,7 @@ impl State {
                     }
                 }
                 (prev, TaskState::InReply(to)) if prev != TaskState::InReply(to) => {
-                    let (op, ptr, len) = ((save.arg(0) >> 16) as u16, save.arg(1), save.arg(2));
+                    let (op, ptr, len) = ((save.arg(0) >> 32) as u16, save.arg(1), save.arg(2));
                     let bytes = self.read(t, ptr, len);
                     let leases = self.leases(t);
                     self.last_op[t] = op;

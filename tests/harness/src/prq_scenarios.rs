@@ -438,7 +438,7 @@ pub fn restart() -> PrqRig {
             let r = vm.respond(&[(c1, FaultResponse::Success)]);
             ok.that("answer group 1", r.status == RespondStatus::Complete, r);
             let rc = userlib::sys_task_restart(PrqRig::PRQ_INDEX);
-            ok.that("restart prq-server", rc == 0, rc);
+            ok.that("restart prq-server", rc.is_ok(), rc);
             let g1 = vm.wait_answer(SID_A, None, 1, 1);
             let g2 = vm.wait_answer(SID_A, None, 2, 1);
             let g3 = vm.wait_answer(SID_A, None, 3, 1);
@@ -629,7 +629,7 @@ pub fn owner_died() -> PrqRig {
             let mut ok = Checks(true);
             vm.wait_until(|| ready2.load(Ordering::SeqCst) == 1);
             let rc = userlib::sys_task_restart(3);
-            ok.that("restart vm1", rc == 0, rc);
+            ok.that("restart vm1", rc.is_ok(), rc);
             // Any request to prq-server lets it notice.
             let s = vm.prq.stats();
             ok.that("stats", s.is_ok(), s);

@@ -75,8 +75,8 @@ pub fn echo_server() {
                 let out = [0x5Au8; 256];
                 sys_reply(m.sender, 0, &out[..k]);
             }
-            echo::SEND_TO if n >= 2 => {
-                let target = TaskId(u16::from_le_bytes([buf[0], buf[1]]));
+            echo::SEND_TO if n >= 4 => {
+                let target = TaskId(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]));
                 let (rc, _) = sys_send(target, echo::ECHO, b"x", &mut [], &[]);
                 sys_reply(m.sender, 0, &rc.to_le_bytes());
             }

@@ -824,7 +824,11 @@ pub fn check_i3(trace: &crate::Trace) -> Result<(), String> {
                 }
             }
             R::OwnerDied(a) => {
-                for e in held.values_mut().filter(|e| e.0 == a.vm) {
+                // That incarnation and every older one of the task
+                // (generations never wrap: pasid-alloc's rule).
+                let gone =
+                    |o: &TaskId| o.index() == a.vm.index() && o.generation() <= a.vm.generation();
+                for e in held.values_mut().filter(|e| gone(&e.0)) {
                     e.2 = true;
                 }
             }
@@ -1033,7 +1037,6 @@ impl Decoder for IommuDecoder {
             IommuOp::Bind | IommuOp::BindUsers => fixed_reply::<u32, E>(code, bytes),
             IommuOp::Unbind => fixed_reply::<api::UnbindOutcome, E>(code, bytes),
             IommuOp::Invalidate => fixed_reply::<api::InvalidateOutcome, E>(code, bytes),
-            IommuOp::OwnerDied => fixed_reply::<api::ReclaimCounts, E>(code, bytes),
             IommuOp::FetchEvents => fixed_reply::<api::EventsFetched, E>(code, bytes),
             IommuOp::Info => fixed_reply::<api::IommuInfo, E>(code, bytes),
             IommuOp::DestroyDomain | IommuOp::Map | IommuOp::Flush | IommuOp::SetVsid => {

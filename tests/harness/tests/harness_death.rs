@@ -18,3 +18,10 @@ fn harness_death_vm_with_pasid_reused_after_drain() {
         s::vm_with_pasid_dies().run(seed).check();
     }
 }
+
+#[test]
+fn harness_death_log_overflow_resync_reclaims_lost_deaths_pasids() {
+    for seed in 0..8 {
+        s::death_log_overflow_resync(seed).check();
+    }
+}

@@ -20,12 +20,20 @@
 //!    only this server calls after its own unbind + drain).
 //!
 //! Overflow: when the cursor is older than the log holds, the answer is
-//! `Overflowed`; the server then resyncs — every domain owner whose id is
-//! no longer current (the supervisor's `current_task` names a newer
-//! generation; the kernel's `refresh_task_id` would fault this server for a
-//! task outside its slots) is reclaimed, and pasid-alloc told — and continues from the
-//! log's oldest entry. A restarted iommu-server starts at cursor 0: old
-//! deaths replay harmlessly (a fresh server holds nothing of them).
+//! `Overflowed`; the server then resyncs and continues from the log's
+//! oldest entry. The supervisor's `current_task(index)` names the oldest
+//! incarnation of a task that may still be alive (every lower generation is
+//! dead; the kernel's `refresh_task_id` would fault this server for a task
+//! outside its slots). The resync
+//! 1. reclaims every domain owner below that, as for a logged death;
+//! 2. tells pasid-alloc, for every VM task, that every incarnation below it
+//!    died (`owner_died` of the generation just below covers all older
+//!    ones: generations never wrap). This reaches the PASIDs of a dead VM
+//!    that held no domain, which step 1 cannot find.
+//!
+//! A restarted iommu-server starts at cursor 0: old deaths replay
+//! harmlessly (a fresh server holds nothing of them; `owner_died` of a dead
+//! incarnation is idempotent).
 
 use super::*;
 use supervisor_api::{DeathKind, SupervisorClient};
@@ -65,9 +73,40 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         let mut n = 0;
         for i in 0..MAX_DOMAINS {
             let Some(d) = self.dom(i) else { continue };
-            if current(d.owner) != d.owner && !out[..n].contains(&d.owner) {
+            let dead = current(d.owner).generation() > d.owner.generation();
+            if dead && !out[..n].contains(&d.owner) {
                 out[n] = d.owner;
                 n += 1;
+            }
+        }
+        n
+    }
+
+    /// The PASID half of the resync: for every VM task, pasid-alloc learns
+    /// that every incarnation below the oldest one that may be alive died
+    /// (`owner_died` of the generation just below; pasid-alloc takes it
+    /// for all older ones too). Their binds were reclaimed first (the
+    /// domain owners in `pull_deaths`), and a bind needs a domain, so
+    /// nothing of theirs is still bound. Returns the PASIDs made defunct.
+    fn resync_pasids(
+        &self,
+        alloc: &pasid_alloc_api::PasidAllocClient,
+        current: &impl Fn(TaskId) -> TaskId,
+    ) -> u32 {
+        let mut n = 0;
+        for i in 0..MAX_TASKS {
+            let first = TaskId::new(i, userlib::Generation(0));
+            if !self.is_vm(first) {
+                continue;
+            }
+            let g = current(first).generation().0;
+            if g == 0 {
+                continue;
+            }
+            // Failure (pasid-alloc restarting): the restarted one has
+            // forgotten every PASID anyway.
+            if let Ok(k) = alloc.owner_died(first.with_generation(userlib::Generation(g - 1))) {
+                n += k;
             }
         }
         n
@@ -125,6 +164,9 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                     let n = self.stale_owners(&current, &mut stale);
                     for &vm in &stale[..n] {
                         self.reclaim_death(vm, pasids, &mut p);
+                    }
+                    if let Some(a) = pasids {
+                        p.pasids += self.resync_pasids(a, &current);
                     }
                 }
             }

@@ -4,19 +4,12 @@ use super::*;
 
 impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     /// Reclaims everything a dead VM owned: its contexts are unbound, its
-    /// streams go abort, its domains are destroyed. Only the supervisor may
-    /// ask. `vm` names the generation that died: objects the VM's next
-    /// generation already created (it may have restarted before this
-    /// request arrived) are not touched.
-    pub fn reclaim(&mut self, caller: TaskId, vm: TaskId) -> Result<Reclaimed> {
-        if !self.role(caller).supervisor {
-            return Err(Error::NotPermitted);
-        }
-        Ok(self.reclaim_dead(vm))
-    }
-
-    /// [`Self::reclaim`] without the caller check: the death watch
-    /// (`death.rs`) runs it for each death the supervisor logged.
+    /// streams go abort, its domains are destroyed. `vm` names the
+    /// generation that died: objects the VM's next generation already
+    /// created (it may have restarted before the death was pulled) are not
+    /// touched. No client can ask for it (it is not an operation): the
+    /// death watch (`death.rs`) runs it for each death the supervisor
+    /// logged, and for the resync after the log overflowed.
     pub fn reclaim_dead(&mut self, vm: TaskId) -> Reclaimed {
         let mut r = Reclaimed::default();
         for si in 0..MAX_STREAMS {
