@@ -11,12 +11,5 @@
 
 fn main() {
     build_util::task_link();
-    build_util::app_config(&[
-        ("STREAMS", "pub const STREAMS: &[(u32, u16)] = &[];\n"),
-        ("TASK_NAMES", "pub const TASK_NAMES: &[&str] = &[];\n"),
-        // The board's SMMU coherency (boards/*.toml `smmu-coherent`). Without
-        // an app (a host build) the safe mode: cleaning is correct on a
-        // coherent SMMU too, only slower.
-        ("SMMU_COHERENT", "pub const SMMU_COHERENT: bool = false;\n"),
-    ]);
+    build_util::app_config(build_util::SMMU_TASK_DEFAULTS);
 }

@@ -10,8 +10,8 @@
 fn main() {
     build_util::task_link();
     build_util::app_config(&[
-        ("STREAMS", "pub const STREAMS: &[(u32, u16)] = &[];\n"),
-        ("TASK_NAMES", "pub const TASK_NAMES: &[&str] = &[];\n"),
+        build_util::NO_STREAMS,
+        build_util::NO_TASK_NAMES,
         (
             "PASID_BITS",
             "pub const PASID_BITS: u8 = 0;\npub const PASID_QUOTA: u32 = 0;\n",

@@ -10,7 +10,7 @@
 fn main() {
     build_util::task_link();
     build_util::app_config(&[
-        ("TASK_NAMES", "pub const TASK_NAMES: &[&str] = &[];\n"),
+        build_util::NO_TASK_NAMES,
         (
             "PCI_DEVICES",
             "pub type PciDevice = (u16, u16, u32, u32, [(u32, u32); 6]);\n\

@@ -9,8 +9,8 @@
 fn main() {
     build_util::task_link();
     build_util::app_config(&[
-        ("STREAMS", "pub const STREAMS: &[(u32, u16)] = &[];\n"),
-        ("TASK_NAMES", "pub const TASK_NAMES: &[&str] = &[];\n"),
+        build_util::NO_STREAMS,
+        build_util::NO_TASK_NAMES,
         (
             "pub const VMS",
             "pub const VMS: &[(u16, u16, u64, u64, u16)] = &[];\n",

@@ -16,6 +16,25 @@ pub fn task_link() {
     }
 }
 
+/// The default most tasks state for `STREAMS` (StreamID, task index of its
+/// VM): no stream.
+pub const NO_STREAMS: (&str, &str) = ("STREAMS", "pub const STREAMS: &[(u32, u16)] = &[];\n");
+
+/// The default most tasks state for `TASK_NAMES` (task names by index):
+/// no names, so no caller is recognised by name.
+pub const NO_TASK_NAMES: (&str, &str) = ("TASK_NAMES", "pub const TASK_NAMES: &[&str] = &[];\n");
+
+/// The default for `SMMU_COHERENT` (the board's `smmu-coherent`) in a task
+/// that maintains the SMMU's tables: without an app (a host build) the safe
+/// mode, non-coherent: cleaning is correct on a coherent SMMU too, only
+/// slower.
+pub const SMMU_COHERENT_SAFE: (&str, &str) =
+    ("SMMU_COHERENT", "pub const SMMU_COHERENT: bool = false;\n");
+
+/// The defaults of the tasks that drive the SMMU (iommu-server,
+/// prq-server): no stream, no task names, the safe coherency.
+pub const SMMU_TASK_DEFAULTS: &[(&str, &str)] = &[NO_STREAMS, NO_TASK_NAMES, SMMU_COHERENT_SAFE];
+
 /// Writes `$OUT_DIR/app_config.rs` for `include!`: the file `cargo xtask`
 /// names in `APP_CONFIG_RS` (generated from app.toml and the board), or
 /// nothing without it (a host build). Then, for each `(needle, text)` of
