@@ -5,8 +5,9 @@
 //! `task/<server>-api`: types with zerocopy and postcard encodings, an error
 //! enum, a client stub, a server trait, a pure `dispatch_decode`, a thin
 //! `dispatch` and `run_server`; plus a file of `idl_*` property tests the API
-//! crate runs. Both outputs are compared against `idl/golden/` by this
-//! crate's tests so that generated code stays reviewed.
+//! crate runs. This crate's tests keep generated code reviewed: a sample
+//! interface's whole output, and a summary of every real interface, are
+//! compared against `idl/golden/`.
 //!
 //! Host-only: used from `build.rs` and tests, never linked into a task.
 

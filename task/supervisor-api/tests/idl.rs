@@ -1,5 +1,5 @@
-//! The generated `idl_*` tests of the supervisor interface (reviewed copy:
-//! `idl/golden/supervisor.tests.rs`): round trips of every type, argument set, reply and
-//! error code; malformed messages per operation; `dispatch_decode` never panics.
+//! The generated `idl_*` tests of the supervisor interface: round trips
+//! of every type, argument set, reply and error code; malformed messages per
+//! operation; `dispatch_decode` never panics.
 
 include!(concat!(env!("OUT_DIR"), "/idl_tests.rs"));
