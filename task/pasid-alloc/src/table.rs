@@ -70,7 +70,7 @@ const _: () = assert!(LOW_SHIFT == INDEX_SHIFT + TaskId::INDEX_BITS);
 /// | state     | `[37:28]`          | `[27:22]`   | `[21:2]` |
 /// |-----------|--------------------|-------------|----------|
 /// | Free      | 0                  | 0           | next free|
-/// | Allocated | owner (32-bit TaskId, exact, `[33:2]`)     |||
+/// | Allocated | `[37:34]` 0; `[33:2]` owner: the 32-bit TaskId, exact |||
 /// | Defunct   | owner gen, low 10  | owner index | next     |
 ///
 /// Free and defunct PASIDs are on a list and have no owner; allocated
