@@ -1274,9 +1274,9 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
                     p.bits, board.smmu_ssid_bits
                 ));
             }
-            // The table (12 bytes per PASID: pasid_alloc::BYTES_PER_PASID)
+            // The table (8 bytes per PASID: pasid_alloc::BYTES_PER_PASID)
             // lives on the task's stack.
-            let need = (12u64 << p.bits) + 4096;
+            let need = (8u64 << p.bits) + 4096;
             if alloc.stack_size < need {
                 return Err(format!(
                     "{file}: tasks.{}.stack-size: {} cannot hold the 2^{} PASID table ({need} bytes needed)",

@@ -22,13 +22,26 @@ use userlib::TaskId;
 pub const MAX_BITS: u8 = 20;
 /// Tasks the per-VM counters cover (the kernel's limit).
 pub const MAX_TASKS: usize = 64;
-/// Generations are stored in 26 bits (with state and link in the word)
-/// and wrap after 2^26 reuses of one PASID. Because `alloc`
-/// takes the least recently freed PASID, that is at least 2^26 × (space − 1)
-/// allocations: a stale handle cannot meet its own number and generation
-/// again within any realistic uptime.
+/// PASID generations are 26 bits (the top of every entry) and wrap after
+/// 2^26 drains of one PASID. Because `alloc` takes the least recently
+/// freed PASID, that is 2^26 × (free PASIDs) allocations; even a PASID
+/// cycled alone (every other PASID held) needs 2^26 alloc + free + drain
+/// rounds, each a CMD_SYNC-completed drain in iommu-server: at a very fast
+/// 10 µs per round that is over 11 minutes of nothing but cycling one
+/// PASID, and a stale handle aliases only if its holder keeps it unused
+/// that whole time and then is given the same PASID again.
 pub const GEN_BITS: u32 = 26;
 pub const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
+/// A defunct entry keeps the owner's task index and the low
+/// `OWNER_LOW_BITS` of its generation; the rest is recovered from
+/// the newest generation of that index seen by `alloc`
+/// ([`PasidTable::owner`]). Exact while every PASID held (allocated or
+/// defunct) by any incarnation of an index is within `OWNER_WINDOW`
+/// generations of the newest: `alloc` refuses (NoSpace) a caller that
+/// would break that, until the old incarnations' PASIDs are drained — so
+/// the recovered owner is always the exact incarnation, never a stale one.
+pub const OWNER_LOW_BITS: u32 = 10;
+pub const OWNER_WINDOW: u32 = 1 << OWNER_LOW_BITS;
 
 const STATE_MASK: u64 = 0b11;
 const FREE: u64 = 0;
@@ -36,67 +49,120 @@ const ALLOCATED: u64 = 1;
 const DEFUNCT: u64 = 2;
 const LINK_SHIFT: u32 = 2;
 const LINK_MASK: u64 = (1 << MAX_BITS) - 1;
-const GEN_SHIFT: u32 = 22;
+const OWNER_SHIFT: u32 = 2;
+const INDEX_SHIFT: u32 = 22;
+const INDEX_MASK: u64 = (1 << TaskId::INDEX_BITS) - 1;
+const LOW_SHIFT: u32 = 28;
+const LOW_MASK: u64 = (OWNER_WINDOW - 1) as u64;
+const GEN_SHIFT: u32 = 64 - GEN_BITS;
 /// The end of a list. PASID 0 is reserved and never on a list, so 0 can
 /// mean "none".
 const NIL: u32 = 0;
 
-/// One PASID: a word with `[1:0]` state, `[21:2]` next on its list (free
-/// or defunct), `[47:22]` generation; and the owner (the raw 32-bit TaskId,
-/// index and generation, exact: a TaskId never names two incarnations).
-/// Packed to 12 bytes (align 4).
+const _: () = assert!(LOW_SHIFT + OWNER_LOW_BITS == GEN_SHIFT);
+const _: () = assert!(OWNER_SHIFT + 32 <= GEN_SHIFT);
+const _: () = assert!(INDEX_SHIFT == LINK_SHIFT + MAX_BITS as u32);
+const _: () = assert!(LOW_SHIFT == INDEX_SHIFT + TaskId::INDEX_BITS);
+
+/// One PASID in one 64-bit word, a union by state (`[1:0]`), the
+/// generation always in `[63:38]`:
+///
+/// | state     | `[37:28]`          | `[27:22]`   | `[21:2]` |
+/// |-----------|--------------------|-------------|----------|
+/// | Free      | 0                  | 0           | next free|
+/// | Allocated | `[37:34]` 0; `[33:2]` owner: the 32-bit TaskId, exact |||
+/// | Defunct   | owner gen, low 10  | owner index | next     |
+///
+/// Free and defunct PASIDs are on a list and have no owner; allocated
+/// ones have the owner and no list; defunct ones need both, and keep the
+/// owner as index + low generation bits (see [`OWNER_LOW_BITS`]).
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
-#[repr(C, packed(4))]
-pub struct Entry {
-    word: u64,
-    owner: u32,
-}
+#[repr(transparent)]
+pub struct Entry(u64);
 
 impl Entry {
-    fn new(state: u64, link: u32, owner: TaskId, gen: u32) -> Self {
-        Entry {
-            word: state
+    fn free(link: u32, gen: u32) -> Self {
+        Entry(FREE | (link as u64 & LINK_MASK) << LINK_SHIFT | Self::g(gen))
+    }
+    fn allocated(owner: TaskId, gen: u32) -> Self {
+        Entry(ALLOCATED | (owner.0 as u64) << OWNER_SHIFT | Self::g(gen))
+    }
+    fn defunct(link: u32, owner: TaskId, gen: u32) -> Self {
+        Entry(
+            DEFUNCT
                 | (link as u64 & LINK_MASK) << LINK_SHIFT
-                | ((gen & GEN_MASK) as u64) << GEN_SHIFT,
-            owner: owner.0,
-        }
+                | (owner.index() as u64 & INDEX_MASK) << INDEX_SHIFT
+                | (owner.generation().0 as u64 & LOW_MASK) << LOW_SHIFT
+                | Self::g(gen),
+        )
+    }
+    fn g(gen: u32) -> u64 {
+        ((gen & GEN_MASK) as u64) << GEN_SHIFT
     }
     fn state(self) -> u64 {
-        self.word & STATE_MASK
+        self.0 & STATE_MASK
     }
+    /// Next on its list (free or defunct; 0 when allocated).
     fn link(self) -> u32 {
-        ((self.word >> LINK_SHIFT) & LINK_MASK) as u32
-    }
-    fn owner(self) -> TaskId {
-        TaskId(self.owner)
+        match self.state() {
+            ALLOCATED => NIL,
+            _ => ((self.0 >> LINK_SHIFT) & LINK_MASK) as u32,
+        }
     }
     fn gen(self) -> u32 {
-        (self.word >> GEN_SHIFT) as u32 & GEN_MASK
+        (self.0 >> GEN_SHIFT) as u32 & GEN_MASK
     }
     fn with_link(self, link: u32) -> Self {
-        Entry {
-            word: self.word & !(LINK_MASK << LINK_SHIFT) | (link as u64 & LINK_MASK) << LINK_SHIFT,
-            owner: self.owner,
+        Entry(self.0 & !(LINK_MASK << LINK_SHIFT) | (link as u64 & LINK_MASK) << LINK_SHIFT)
+    }
+    /// The owner's index and low generation bits (defunct), or its exact
+    /// id (allocated).
+    fn owner_exact(self) -> TaskId {
+        TaskId((self.0 >> OWNER_SHIFT) as u32)
+    }
+    fn owner_index(self) -> usize {
+        match self.state() {
+            ALLOCATED => self.owner_exact().index(),
+            _ => ((self.0 >> INDEX_SHIFT) & INDEX_MASK) as usize,
         }
+    }
+    fn owner_low(self) -> u32 {
+        ((self.0 >> LOW_SHIFT) & LOW_MASK) as u32
     }
 }
 
 impl core::fmt::Debug for Entry {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let s = match self.state() {
-            FREE => "Free",
-            ALLOCATED => "Allocated",
-            DEFUNCT => "Defunct",
-            _ => "?",
-        };
-        write!(
-            f,
-            "{s}(owner {:#x}, gen {}, next {})",
-            self.owner().0,
-            self.gen(),
-            self.link()
-        )
+        match self.state() {
+            FREE => write!(f, "Free(gen {}, next {})", self.gen(), self.link()),
+            ALLOCATED => write!(
+                f,
+                "Allocated(owner {:#x}, gen {})",
+                self.owner_exact().0,
+                self.gen()
+            ),
+            DEFUNCT => write!(
+                f,
+                "Defunct(owner index {} gen low {}, gen {}, next {})",
+                self.owner_index(),
+                self.owner_low(),
+                self.gen(),
+                self.link()
+            ),
+            _ => write!(f, "?({:#x})", self.0),
+        }
     }
+}
+
+/// Every PASID held (allocated or defunct) by any incarnation of one task
+/// index: how many, and the lowest owner generation among them since the
+/// count was last zero (a lower bound, which is all the window needs).
+/// `newest` is the newest generation of the index `alloc` has seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lineage {
+    pub newest: u32,
+    pub held: u32,
+    pub floor: u32,
 }
 
 /// Bytes of state per PASID (the table's word).
@@ -155,6 +221,7 @@ pub struct PasidTable<'t> {
     defunct: List,
     quota: u32,
     vms: [VmCount; MAX_TASKS],
+    lineage: [Lineage; MAX_TASKS],
 }
 
 /// What [`PasidTable::free`] / [`PasidTable::owner_died`] ask the interface
@@ -192,6 +259,7 @@ impl<'t> PasidTable<'t> {
             defunct: List::default(),
             quota: cfg.quota,
             vms: [VmCount::default(); MAX_TASKS],
+            lineage: [Lineage::default(); MAX_TASKS],
         };
         // A PASID is marked (state DEFUNCT, transiently) once placed, so a
         // repeat in `first` is seen and the ascending pass skips it.
@@ -199,7 +267,7 @@ impl<'t> PasidTable<'t> {
             if p == 0 || p as usize >= n || t.table[p as usize].state() != FREE {
                 return Err(ConfigError::BadFirst);
             }
-            t.table[p as usize] = Entry::new(DEFUNCT, 0, TaskId(0), 0);
+            t.table[p as usize] = Entry::defunct(NIL, TaskId(0), 0);
             t.push_free(p);
         }
         for p in 1..n as u32 {
@@ -210,7 +278,7 @@ impl<'t> PasidTable<'t> {
         // Every entry placed from `first` carries the transient mark: clear it.
         for &p in cfg.first {
             let e = t.table[p as usize];
-            t.table[p as usize] = Entry::new(FREE, e.link(), TaskId(0), 0);
+            t.table[p as usize] = Entry::free(e.link(), 0);
         }
         Ok(t)
     }
@@ -292,6 +360,21 @@ impl<'t> PasidTable<'t> {
     /// quota (allocated and defunct PASIDs both count: a freed PASID stops
     /// counting only once drained).
     pub fn alloc(&mut self, caller: TaskId) -> Result<PasidHandle, E> {
+        // Every PASID any incarnation of this index holds stays within
+        // OWNER_WINDOW generations of the newest, so a defunct entry's
+        // owner is recovered exactly. Breaking that takes OWNER_WINDOW
+        // restarts of one task while an old incarnation's PASID waits for
+        // its drain: the newcomer waits too (NoSpace) until it is drained.
+        let g = caller.generation().0;
+        let l = self.lineage[caller.index() % MAX_TASKS];
+        let (newest, floor) = if l.held == 0 {
+            (l.newest.max(g), g)
+        } else {
+            (l.newest.max(g), l.floor.min(g))
+        };
+        if newest - floor >= OWNER_WINDOW {
+            return Err(E::NoSpace);
+        }
         let quota = self.quota;
         let v = self.vm(caller);
         if v.allocated + v.defunct >= quota {
@@ -299,8 +382,13 @@ impl<'t> PasidTable<'t> {
         }
         let p = Self::pop(&mut self.free, self.table).ok_or(E::NoSpace)?;
         let gen = self.table[p as usize].gen();
-        self.table[p as usize] = Entry::new(ALLOCATED, NIL, caller, gen);
+        self.table[p as usize] = Entry::allocated(caller, gen);
         self.vm(caller).allocated += 1;
+        self.lineage[caller.index() % MAX_TASKS] = Lineage {
+            newest,
+            held: l.held + 1,
+            floor,
+        };
         Ok(Self::handle(p, gen))
     }
 
@@ -314,7 +402,7 @@ impl<'t> PasidTable<'t> {
         if e.state() != ALLOCATED || e.gen() != h.generation.0 {
             return Err(E::NotFound);
         }
-        if e.owner() != caller {
+        if e.owner_exact() != caller {
             return Err(E::NotPermitted);
         }
         self.make_defunct(h.pasid.0, e);
@@ -322,8 +410,8 @@ impl<'t> PasidTable<'t> {
     }
 
     fn make_defunct(&mut self, p: u32, e: Entry) {
-        let owner = e.owner();
-        self.table[p as usize] = Entry::new(DEFUNCT, NIL, owner, e.gen());
+        let owner = e.owner_exact();
+        self.table[p as usize] = Entry::defunct(NIL, owner, e.gen());
         Self::push(&mut self.defunct, self.table, p);
         if let Some(v) = self.vm_if_current(owner) {
             v.allocated -= 1;
@@ -331,10 +419,28 @@ impl<'t> PasidTable<'t> {
         }
     }
 
+    /// The exact owner of an allocated or defunct entry (TaskId(0) for a
+    /// free one). A defunct entry keeps the index and low generation bits;
+    /// the owner is the incarnation with those low bits at most
+    /// OWNER_WINDOW − 1 below the newest generation of the index, and
+    /// `alloc` keeps every held PASID's owner within that window.
+    pub fn owner(&self, e: Entry) -> TaskId {
+        match e.state() {
+            ALLOCATED => e.owner_exact(),
+            DEFUNCT => {
+                let i = e.owner_index();
+                let newest = self.lineage[i % MAX_TASKS].newest;
+                let back = newest.wrapping_sub(e.owner_low()) & (OWNER_WINDOW - 1);
+                TaskId::new(i, userlib::Generation(newest - back))
+            }
+            _ => TaskId(0),
+        }
+    }
+
     /// Who holds `pasid` now.
     pub fn owner_of(&self, pasid: u32) -> Result<PasidOwner, E> {
         let e = self.table[self.index(pasid)?];
-        let (owner, generation) = (e.owner(), PasidGen(e.gen()));
+        let (owner, generation) = (self.owner(e), PasidGen(e.gen()));
         Ok(match e.state() {
             ALLOCATED => PasidOwner::Allocated { owner, generation },
             DEFUNCT => PasidOwner::Defunct { owner, generation },
@@ -375,10 +481,13 @@ impl<'t> PasidTable<'t> {
             return Err(E::Invalid);
         }
         Self::pop(&mut self.defunct, self.table);
-        if let Some(v) = self.vm_if_current(e.owner()) {
+        let owner = self.owner(e);
+        if let Some(v) = self.vm_if_current(owner) {
             v.defunct -= 1;
         }
-        self.table[i] = Entry::new(FREE, NIL, TaskId(0), e.gen().wrapping_add(1));
+        let l = &mut self.lineage[owner.index() % MAX_TASKS];
+        l.held -= 1;
+        self.table[i] = Entry::free(NIL, e.gen().wrapping_add(1));
         Self::push(&mut self.free, self.table, h.pasid.0);
         Ok(())
     }
@@ -398,7 +507,7 @@ impl<'t> PasidTable<'t> {
         let mut n = 0;
         for p in 1..self.table.len() as u32 {
             let e = self.table[p as usize];
-            if e.state() == ALLOCATED && gone(e.owner()) {
+            if e.state() == ALLOCATED && gone(e.owner_exact()) {
                 self.make_defunct(p, e);
                 n += 1;
             }
@@ -484,11 +593,27 @@ impl<'t> PasidTable<'t> {
         if self.table.first().is_some_and(|e| *e != Entry::default()) {
             return Err("PASID 0 changed");
         }
+        for (i, l) in self.lineage.iter().enumerate() {
+            let mut held = 0;
+            for e in self.table.iter().skip(1) {
+                if e.state() == FREE || e.owner_index() != i {
+                    continue;
+                }
+                held += 1;
+                let g = self.owner(*e).generation().0;
+                if e.state() == ALLOCATED && (g < l.floor || l.newest - g >= OWNER_WINDOW) {
+                    return Err("an owner outside its index's generation window");
+                }
+            }
+            if held != l.held {
+                return Err("a task index's held count disagrees with the table");
+            }
+        }
         for v in self.vms.iter().filter(|v| v.id != 0) {
             let mine = |s| {
                 self.table
                     .iter()
-                    .filter(|e| e.state() == s && e.owner().0 == v.id)
+                    .filter(|e| e.state() == s && self.owner(**e).0 == v.id)
                     .count() as u32
             };
             if mine(ALLOCATED) != v.allocated || mine(DEFUNCT) != v.defunct {
@@ -515,7 +640,16 @@ impl core::fmt::Debug for Dump<'_> {
             writeln!(f, "vm {i}: {v:?}")?;
         }
         for (p, e) in t.table.iter().enumerate() {
-            if *e != Entry::default() {
+            if e.state() == DEFUNCT && p != 0 {
+                // The owner as recovered (exact: see `PasidTable::owner`).
+                writeln!(
+                    f,
+                    "{p:#x}: Defunct(owner {:#x}, gen {}, next {})",
+                    t.owner(*e).0,
+                    e.gen(),
+                    e.link()
+                )?;
+            } else if *e != Entry::default() {
                 writeln!(f, "{p:#x}: {e:?}")?;
             }
         }

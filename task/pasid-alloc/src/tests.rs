@@ -2,7 +2,7 @@
 //! nothing, the least-recently-freed order, quotas, generations, and a
 //! random-operation property against a plain model.
 
-use crate::table::{Config, ConfigError, Entry, Notify, PasidTable, BYTES_PER_PASID};
+use crate::table::{Config, ConfigError, Entry, Notify, PasidTable, BYTES_PER_PASID, OWNER_WINDOW};
 use pasid_alloc_api::{Pasid, PasidAllocError as E, PasidGen, PasidHandle, PasidOwner};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, VecDeque};
@@ -34,9 +34,58 @@ fn dump(t: &PasidTable<'_>) -> String {
 }
 
 #[test]
-fn twelve_bytes_per_pasid() {
-    // A 64-bit word (state, link, generation) and the owner's 32-bit TaskId.
-    assert_eq!(BYTES_PER_PASID, 12);
+fn eight_bytes_per_pasid() {
+    // One 64-bit word: a union by state (table.rs, `Entry`).
+    assert_eq!(BYTES_PER_PASID, 8);
+}
+
+#[test]
+fn defunct_owner_is_the_exact_incarnation_across_restarts() {
+    let mut s = Vec::new();
+    let mut t = table(&mut s, 4, 8, &[]);
+    let g = |n| TaskId::new(3, Generation(n));
+    let old = t.alloc(g(7)).unwrap();
+    t.free(g(7), old).unwrap();
+    // Newer incarnations whose low generation bits equal and neighbour 7's.
+    for n in [8, OWNER_WINDOW + 6, OWNER_WINDOW + 7 - 1] {
+        let h = t.alloc(g(n)).unwrap();
+        assert!(matches!(
+            t.owner_of(old.pasid.0),
+            Ok(PasidOwner::Defunct { owner, .. }) if owner == g(7)
+        ));
+        assert!(matches!(
+            t.owner_of(h.pasid.0),
+            Ok(PasidOwner::Allocated { owner, .. }) if owner == g(n)
+        ));
+        t.check().unwrap();
+    }
+}
+
+#[test]
+fn a_newcomer_out_of_the_owner_window_waits_for_the_drain() {
+    let mut s = Vec::new();
+    let mut t = table(&mut s, 4, 8, &[]);
+    let g = |n| TaskId::new(3, Generation(n));
+    let old = t.alloc(g(1)).unwrap();
+    assert_eq!(t.owner_died(g(1)).0, 1);
+    // Its low generation bits would read as the newcomer's: refused until
+    // the old PASID is drained, and nothing changed.
+    let before = dump(&t);
+    assert_eq!(t.alloc(g(1 + OWNER_WINDOW)), Err(E::NoSpace));
+    assert_eq!(dump(&t), before);
+    assert!(matches!(
+        t.owner_of(old.pasid.0),
+        Ok(PasidOwner::Defunct { owner, .. }) if owner == g(1)
+    ));
+    // Within the window it may allocate at once.
+    let near = TaskId::new(3, Generation(OWNER_WINDOW));
+    t.alloc(near).unwrap();
+    t.owner_died(near);
+    while let Some(h) = t.next_defunct() {
+        t.mark_drained(h).unwrap();
+    }
+    t.alloc(g(1 + OWNER_WINDOW)).unwrap();
+    t.check().unwrap();
 }
 
 #[test]

@@ -6,7 +6,12 @@
 //! `-icount shift=0` one tick is one instruction. It logs `BENCH` lines
 //! when it serves `owner_died` (the supervisor's operation, which the
 //! bench never uses otherwise, so a client can ask for the report), plus
-//! the table's bytes per PASID at start.
+//! the table's bytes per PASID at start. The first report is the phase with
+//! at most one PASID allocated (`pasid_server_op_<op>`); the client then
+//! allocates `PREFILL` (2^16) PASIDs and the second report is the same
+//! operations with those held (`pasid_server_op_<op>_at_65536`), followed
+//! by the flatness ratio: the largest of alloc / free / owner_of at 2^16
+//! over at 1, in hundredths.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -45,16 +50,35 @@ mod image {
             BYTES_PER_PASID * table.space() as usize
         );
         let mut min = [u64::MAX; 8];
+        // The first phase's minima, kept for the flatness ratio.
+        let mut at_1: Option<[u64; 8]> = None;
         serve_with(&mut table, roles, move |s| {
             let Some(op) = s.last_op else { return };
             if op == Op::OwnerDied {
+                let suffix = if at_1.is_some() { "_at_65536" } else { "" };
                 for o in OPS {
                     log!(
-                        "BENCH pasid_server_op_{} {} instructions",
+                        "BENCH pasid_server_op_{}{} {} instructions",
                         o.name(),
+                        suffix,
                         min[o as usize]
                     );
                 }
+                match at_1 {
+                    None => at_1 = Some(min),
+                    Some(first) => {
+                        let worst = [Op::Alloc, Op::Free, Op::OwnerOf]
+                            .iter()
+                            .map(|&o| min[o as usize] * 100 / first[o as usize].max(1))
+                            .max()
+                            .unwrap_or(0);
+                        log!(
+                            "BENCH pasid_server_op_at_65536_per_at_1_x100 {} ratio",
+                            worst
+                        );
+                    }
+                }
+                min = [u64::MAX; 8];
                 return;
             }
             let m = &mut min[op as usize];

@@ -2,7 +2,8 @@
 //! `test/apps/bench-pasid.toml`). One crate, two tasks:
 //! - `vmm-frontend` (a VM): alloc / free / usage round trips, measured with
 //!   the counter around each call, then asks `iommu-server` to do its part
-//!   after each free, and at the end asks it to trigger pasid-alloc's report;
+//!   after each free, and asks it to trigger pasid-alloc's report; then
+//!   allocates 2^16 PASIDs and does it all again (`*_at_65536`);
 //! - `iommu-server` (a stand-in with that name, so pasid-alloc grants it
 //!   iommu-server's operations): on each request from the VM (operation 1)
 //!   it asks `owner_of`, `next_defunct` and `mark_drained` — the drain of a
@@ -22,6 +23,8 @@ mod image {
     use userlib::*;
 
     const ITER: usize = 32;
+    /// PASIDs held during the second phase (app: bits 17, quota above it).
+    const PREFILL: usize = 1 << 16;
 
     fn ok<T>(what: &str, r: Result<T, PasidAllocError>) -> T {
         match r {
@@ -77,6 +80,23 @@ mod image {
         let b = counter();
         let overhead = b - a;
         let rt = |t0: u64, t1: u64| t1.wrapping_sub(t0).saturating_sub(overhead);
+        phase(&alloc, drain, rt, "");
+        // pasid-alloc's first report: the operations with at most one
+        // PASID allocated.
+        let _ = sys_send(drain, 2, &[], &mut [], &[]);
+        for _ in 0..PREFILL {
+            ok("prefill alloc", alloc.alloc());
+        }
+        phase(&alloc, drain, rt, "_at_65536");
+        // The second report: the same with 2^16 PASIDs held (and the
+        // flatness ratio).
+        let _ = sys_send(drain, 2, &[], &mut [], &[]);
+        sys_shutdown(0)
+    }
+
+    /// `ITER` rounds of alloc, free, usage and a drain; logs the minimum
+    /// round trip of each.
+    fn phase(alloc: &PasidAllocClient, drain: TaskId, rt: impl Fn(u64, u64) -> u64, suffix: &str) {
         let (mut ta, mut tf, mut tu) = (u64::MAX, u64::MAX, u64::MAX);
         for _ in 0..ITER {
             let t0 = counter();
@@ -100,13 +120,9 @@ mod image {
                 sys_shutdown(1);
             }
         }
-        log!("BENCH pasid_alloc_round_trip {} instructions", ta);
-        log!("BENCH pasid_free_round_trip {} instructions", tf);
-        log!("BENCH pasid_usage_round_trip {} instructions", tu);
-        // pasid-alloc's report (its per-operation minima), through the
-        // stand-in: `owner_died` is iommu-server's operation.
-        let _ = sys_send(drain, 2, &[], &mut [], &[]);
-        sys_shutdown(0)
+        log!("BENCH pasid_alloc_round_trip{} {} instructions", suffix, ta);
+        log!("BENCH pasid_free_round_trip{} {} instructions", suffix, tf);
+        log!("BENCH pasid_usage_round_trip{} {} instructions", suffix, tu);
     }
 }
 
