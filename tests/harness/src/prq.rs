@@ -716,32 +716,10 @@ impl PrqRig {
                     prq.incarnation,
                     prq.stats.recovered
                 );
-                let n: Vec<&str> = names.iter().map(String::as_str).collect();
-                prq_server::serve(
-                    &mut prq,
-                    Roles {
-                        task_names: &n,
-                        streams: &streams,
-                        priq_bit: prq_server::PRIQ_BIT,
-                        evtq_bit: prq_server::EVTQ_BIT,
-                        owner_bit: prq_server::OWNER_BIT,
-                        iommu_bit: prq_server::IOMMU_BIT,
-                    },
-                )
+                serve_prq(&mut prq, &names, &streams)
             };
             h = h
-                .task(
-                    TaskSpec::new("prq-server", PRQ_PRIORITY, entry)
-                        .model_region(
-                            "prq-queues",
-                            PRQ_PA,
-                            REGION_SIZE,
-                            abi::REGION_READ | abi::REGION_WRITE | abi::REGION_DMA,
-                        )
-                        .posts(&post_names)
-                        .irq(INTID_PRIQ, prq_server::PRIQ_BIT)
-                        .irq(INTID_EVENTQ, prq_server::EVTQ_BIT),
-                )
+                .task(prq_server_task(entry, &post_names))
                 .decoder("prq-server", PrqDecoder);
         }
         let mut vm_slots = vec!["iommu-server".to_string(), "prq-server".to_string()];
@@ -880,4 +858,43 @@ impl crate::Decoder for PrqDecoder {
 /// Task index of a VM in a rig (for tests that name tasks).
 pub fn task(index: usize) -> TaskId {
     TaskId::new(index, userlib::Generation(0))
+}
+
+/// prq-server's task in a rig: its queue region at [`PRQ_PA`], its two
+/// interrupts, posting `posts` (iommu-server and the VMs).
+pub(crate) fn prq_server_task(
+    entry: impl Fn() + Send + Sync + 'static,
+    posts: &[&str],
+) -> TaskSpec {
+    TaskSpec::new("prq-server", PRQ_PRIORITY, entry)
+        .model_region(
+            "prq-queues",
+            PRQ_PA,
+            REGION_SIZE,
+            abi::REGION_READ | abi::REGION_WRITE | abi::REGION_DMA,
+        )
+        .posts(posts)
+        .irq(INTID_PRIQ, prq_server::PRIQ_BIT)
+        .irq(INTID_EVENTQ, prq_server::EVTQ_BIT)
+}
+
+/// Serves `prq` with the image's notification bits and the rig's names
+/// and streams (the real prq-server loop).
+pub(crate) fn serve_prq<M: Mmio, Q: QueueMemory>(
+    prq: &mut Prq<M, Q>,
+    names: &[String],
+    streams: &[(u32, u16)],
+) -> ! {
+    let n: Vec<&str> = names.iter().map(String::as_str).collect();
+    prq_server::serve(
+        prq,
+        Roles {
+            task_names: &n,
+            streams,
+            priq_bit: prq_server::PRIQ_BIT,
+            evtq_bit: prq_server::EVTQ_BIT,
+            owner_bit: prq_server::OWNER_BIT,
+            iommu_bit: prq_server::IOMMU_BIT,
+        },
+    )
 }

@@ -19,16 +19,16 @@
 //! and event a guest fetched names one of its own vSIDs and, with a PASID,
 //! one of its guest PASIDs — never a pSID or a host PASID).
 
-use crate::prq::{ModelQueues, Page1Mmio, PrqDecoder, PRQ_PA, PRQ_PRIORITY};
+use crate::prq::{prq_server_task, serve_prq, ModelQueues, Page1Mmio, PrqDecoder, PRQ_PA};
 use crate::smmu::{
     args_of, compact, fixed_reply, iommu_server_task, lease_infos, ram_pa, with_pasid_alloc, Bus,
     Dma, GuestRam, IommuDecoder, PasidSetup, PasidState, ServerSetup, CMD_SYNC_BIT,
-    DEFAULT_PASID_QUOTA, GERROR_BIT, INTID_CMD_SYNC, INTID_EVENTQ, INTID_GERROR, INTID_PRIQ,
-    IOMMU_PRIORITY, RAM_SIZE, TABLES_PA, TABLES_SIZE,
+    DEFAULT_PASID_QUOTA, GERROR_BIT, INTID_CMD_SYNC, INTID_GERROR, IOMMU_PRIORITY, RAM_SIZE,
+    TABLES_PA, TABLES_SIZE,
 };
 use crate::trace::LeaseSummary;
 use crate::{Harness, Report, TaskSpec, CAP_MEMORY_QUERY, CAP_SHUTDOWN};
-use prq_server::{Config as PrqConfig, Prq, Roles, REGION_SIZE};
+use prq_server::{Config as PrqConfig, Prq, REGION_SIZE};
 use prq_server_api as papi;
 use smmuv3::PriEntry;
 use smmuv3_model::{Device, PriGroup, PriOutcome, SmmuConfig};
@@ -545,32 +545,10 @@ impl VmmRig {
                     priq_log2: 6,
                 };
                 let mut prq = Box::new(Prq::new(mmio, qm, &cfg));
-                let n: Vec<&str> = names.iter().map(String::as_str).collect();
-                prq_server::serve(
-                    &mut prq,
-                    Roles {
-                        task_names: &n,
-                        streams: &streams,
-                        priq_bit: prq_server::PRIQ_BIT,
-                        evtq_bit: prq_server::EVTQ_BIT,
-                        owner_bit: prq_server::OWNER_BIT,
-                        iommu_bit: prq_server::IOMMU_BIT,
-                    },
-                )
+                serve_prq(&mut prq, &names, &streams)
             };
             h = h
-                .task(
-                    TaskSpec::new("prq-server", PRQ_PRIORITY, entry)
-                        .model_region(
-                            "prq-queues",
-                            PRQ_PA,
-                            REGION_SIZE,
-                            abi::REGION_READ | abi::REGION_WRITE | abi::REGION_DMA,
-                        )
-                        .posts(&watchers)
-                        .irq(INTID_PRIQ, prq_server::PRIQ_BIT)
-                        .irq(INTID_EVENTQ, prq_server::EVTQ_BIT),
-                )
+                .task(prq_server_task(entry, &watchers))
                 .decoder("prq-server", PrqDecoder);
         }
         h = with_pasid_alloc(
