@@ -25,6 +25,13 @@ pub struct BuiltTask {
     pub elf: PathBuf,
     /// `tasks/<task>.text.bin` (absolute).
     pub text_file: PathBuf,
+    /// Index of the first task whose text image is byte-identical to this
+    /// one's (this task's own index if none is): instances of one crate
+    /// share a single copy of their text in the image. Text is mapped
+    /// read-only and executable and never written (a task's `.data` load
+    /// image is copied into its own data region at start-up), so sharing
+    /// the physical pages is sound.
+    pub text_owner: usize,
     pub text_size: u64,
     pub data_size: u64,
     pub stack_size: u64,
@@ -103,7 +110,8 @@ pub fn dist(ws: &Workspace, app_path: &Path) -> Result<Dist, String> {
         ),
     )?;
 
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<BuiltTask> = Vec::new();
+    let mut texts: Vec<Vec<u8>> = Vec::new();
     for t in &app.tasks {
         let elf_path = ws.release_dir().join(&t.crate_name);
         let at = |e: String| {
@@ -119,15 +127,21 @@ pub fn dist(ws: &Workspace, app_path: &Path) -> Result<Dist, String> {
         let image = elf::task_image(&parsed, t.stack_size).map_err(at)?;
         let text_file = dir.join("tasks").join(format!("{}.text.bin", t.name));
         write_if_changed(&text_file, &image.text)?;
+        let text_owner = texts
+            .iter()
+            .position(|x| *x == image.text)
+            .unwrap_or(texts.len());
         tasks.push(BuiltTask {
             elf: elf_path,
             text_file,
+            text_owner,
             text_size: image.text.len() as u64,
             data_size: image.data_size,
             stack_size: image.stack_size,
             entry: image.entry,
             stack_top: image.stack_top,
         });
+        texts.push(image.text);
     }
 
     let kernel_config = dir.join("kernel_config.rs");

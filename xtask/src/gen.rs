@@ -149,13 +149,35 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
             .to_str()
             .ok_or_else(|| format!("{}: path is not UTF-8", bt.text_file.display()))?;
         let _ = writeln!(o, "// Task {i}: {} (crate {}).", t.name, t.crate_name);
-        let _ = writeln!(
-            o,
-            "static TEXT_{i}: kern::config::PageAligned<[u8; {n}]> =\n    \
-             kern::config::PageAligned(*include_bytes!({path}));",
-            n = bt.text_size,
-            path = lit(text_path)
-        );
+        // Instances of one crate have byte-identical text (dist checks the
+        // bytes): the image holds it once and every instance maps it. Text
+        // is read-only and executable in every task, so no instance can
+        // change what another runs.
+        let owner = bt.text_owner;
+        if owner == i {
+            let _ = writeln!(
+                o,
+                "static TEXT_{i}: kern::config::PageAligned<[u8; {n}]> =\n    \
+                 kern::config::PageAligned(*include_bytes!({path}));",
+                n = bt.text_size,
+                path = lit(text_path)
+            );
+        } else {
+            let ob = built
+                .get(owner)
+                .filter(|ob| owner < i && ob.text_owner == owner && ob.text_size == bt.text_size)
+                .ok_or_else(|| {
+                    format!(
+                        "tasks.{}: text shared with task {owner}, which has no text of its size",
+                        t.name
+                    )
+                })?;
+            let _ = writeln!(
+                o,
+                "// Text shared with task {owner} ({}): identical bytes ({} of them).",
+                app.tasks[owner].name, ob.text_size
+            );
+        }
         let _ = writeln!(
             o,
             "static mut STACK_{i}: kern::config::PageAligned<[u8; {n}]> = kern::config::PageAligned([0; {n}]);",
@@ -172,7 +194,7 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
             let phys = match (j, m.fixed) {
                 (_, Some(pa)) => format!("kern::config::PhysSource::Fixed({pa:#x})"),
                 (0, None) => format!(
-                    "kern::config::PhysSource::Static(kern::config::StaticPtr(&raw const TEXT_{i} as *const u8))"
+                    "kern::config::PhysSource::Static(kern::config::StaticPtr(&raw const TEXT_{owner} as *const u8))"
                 ),
                 (1, None) => format!(
                     "kern::config::PhysSource::Static(kern::config::StaticPtr(&raw const STACK_{i} as *const u8))"
@@ -370,6 +392,11 @@ mod tests {
             .map(|t| BuiltTask {
                 elf: PathBuf::from(format!("/t/{}", t.crate_name)),
                 text_file: PathBuf::from(format!("/d/tasks/{}.text.bin", t.name)),
+                text_owner: app
+                    .tasks
+                    .iter()
+                    .position(|u| u.crate_name == t.crate_name)
+                    .unwrap(),
                 text_size: 0x2000,
                 data_size: 0x3000,
                 stack_size: 0x1000,
@@ -454,6 +481,37 @@ mod tests {
         // Only the guest's other memory is a static of the image.
         assert!(!src.contains("MEM_2_0: kern::config::PageAligned<[u8; 1048576]>"));
         assert!(src.contains("// own"));
+    }
+
+    /// Two instances of one crate (the demo's frontends and guests) hold
+    /// their text once: the second instance's text region points at the
+    /// first's static, and its stack and data stay its own.
+    #[test]
+    fn instances_of_one_crate_share_their_text() {
+        let (app, built) = demo();
+        let src = kernel_config(&app, &built).unwrap();
+        for (first, second) in [(3, 4), (5, 6)] {
+            assert!(src.contains(&format!("static TEXT_{first}: ")));
+            assert!(!src.contains(&format!("static TEXT_{second}: ")));
+            assert!(src.contains(&format!("// Text shared with task {first} (")));
+            let regions = src
+                .split(&format!("static REGIONS_{second}: "))
+                .nth(1)
+                .unwrap();
+            let regions = &regions[..regions.find("];").unwrap()];
+            assert!(regions.contains(&format!("&raw const TEXT_{first} as")));
+            assert!(regions.contains(&format!("&raw const STACK_{second} as")));
+            assert!(regions.contains(&format!("&raw const DATA_{second} as")));
+        }
+        // Every other task has its own text.
+        for i in [0, 1, 2, 7, 8, 9] {
+            assert!(src.contains(&format!("static TEXT_{i}: ")));
+        }
+        // A task that names an owner with other text is refused, not
+        // silently mapped onto the wrong bytes.
+        let mut bad = built.clone();
+        bad[4].text_size = 0x4000;
+        assert!(kernel_config(&app, &bad).is_err());
     }
 
     #[test]

@@ -564,8 +564,12 @@ impl<'t> Kernel<'t> {
         };
         if let Some(src) = src {
             // SAFETY: both ranges lie in regions of their tasks that the
-            // kernel reaches at these addresses, and distinct tasks' regions
-            // never overlap (the build allocates them).
+            // kernel reaches at these addresses. The destination was checked
+            // writable (recv), and distinct tasks' writable regions never
+            // share memory (the build gives each its own static or
+            // carve-out); the only memory tasks share is the text of
+            // instances of one crate, which is never writable. So the
+            // ranges do not overlap.
             unsafe { copy_bytes(src, self.tasks[r].recv_buf, n) };
         }
         let sid = self.id_of(s);
@@ -791,8 +795,12 @@ impl<'t> Kernel<'t> {
             } else {
                 (mine, theirs)
             };
-            // SAFETY: both ranges were checked against their tasks' regions,
-            // which never overlap.
+            // SAFETY: both ranges were checked against their tasks' regions.
+            // The destination is writable (`need_mine` / `need_lender`
+            // include REGION_WRITE for the side written), and distinct
+            // tasks' writable regions never share memory; the only shared
+            // memory (one crate's text, mapped by each instance) is never
+            // writable. So the ranges do not overlap.
             unsafe { copy_bytes(src, dst, n) };
         }
         let t = &mut self.tasks[c].save;

@@ -187,6 +187,31 @@ pub fn zeroed_on_restart(r: &RegionDesc) -> bool {
     r.attributes & abi::REGION_WRITE != 0 && r.attributes & REGION_DEVICE == 0
 }
 
+/// Whether some task's writable memory region shares physical memory with
+/// any other region (of any task, itself included). The build never does
+/// this: the only memory tasks share is the text of instances of one crate,
+/// which is read-only. The kernel's copies between tasks rely on it (a
+/// destination is writable, so it never overlaps the source), and so does
+/// isolation; boot refuses a table that breaks it. Device regions are the
+/// device's, not memory, and are not checked.
+pub fn writable_memory_shared(descs: &[TaskDesc]) -> bool {
+    let memory = |r: &RegionDesc| r.attributes & REGION_DEVICE == 0 && r.size > 0;
+    descs.iter().enumerate().any(|(i, d)| {
+        d.regions.iter().enumerate().any(|(j, w)| {
+            memory(w)
+                && w.attributes & abi::REGION_WRITE != 0
+                && descs.iter().enumerate().any(|(k, e)| {
+                    e.regions.iter().enumerate().any(|(l, r)| {
+                        (k, l) != (i, j)
+                            && memory(r)
+                            && region_pa(r) < region_pa(w) + w.size
+                            && region_pa(w) < region_pa(r) + r.size
+                    })
+                })
+        })
+    })
+}
+
 /// Physical (= kernel-reachable) address of a region's start.
 pub fn region_pa(r: &RegionDesc) -> usize {
     match r.phys {
@@ -198,6 +223,75 @@ pub fn region_pa(r: &RegionDesc) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two instances sharing read-only text are fine; a writable region
+    /// shared with anything (text made writable, or two tasks' data on the
+    /// same memory) is refused.
+    #[test]
+    fn only_read_only_memory_is_shared() {
+        const RW: u32 = abi::REGION_READ | abi::REGION_WRITE;
+        const RX: u32 = abi::REGION_READ | abi::REGION_EXECUTE;
+        let region = |name, pa, attributes| RegionDesc {
+            name,
+            va: 0x1000,
+            size: 0x2000,
+            attributes,
+            phys: PhysSource::Fixed(pa),
+        };
+        let task = |regions: &'static [RegionDesc]| TaskDesc {
+            name: "t",
+            priority: 1,
+            entry: 0x1000,
+            stack_top: 0x3000,
+            task_slots: &[],
+            post_slots: &[],
+            reg_windows: &[],
+            regions,
+            capabilities: 0,
+            start: true,
+            vm_guest: None,
+        };
+        let leak =
+            |r: Vec<RegionDesc>| -> &'static [RegionDesc] { Box::leak(r.into_boxed_slice()) };
+        let shared_text = [
+            task(leak(vec![
+                region("text", 0x10_0000, RX),
+                region("data", 0x20_0000, RW),
+            ])),
+            task(leak(vec![
+                region("text", 0x10_0000, RX),
+                region("data", 0x30_0000, RW),
+            ])),
+        ];
+        assert!(!writable_memory_shared(&shared_text));
+        let writable_text = [
+            task(leak(vec![region(
+                "text",
+                0x10_0000,
+                RX | abi::REGION_WRITE,
+            )])),
+            task(leak(vec![region("text", 0x10_0000, RX)])),
+        ];
+        assert!(writable_memory_shared(&writable_text));
+        // Overlapping by one page, across tasks.
+        let data = [
+            task(leak(vec![region("data", 0x20_0000, RW)])),
+            task(leak(vec![region("data", 0x20_1000, RW)])),
+        ];
+        assert!(writable_memory_shared(&data));
+        // Within one task too.
+        let own = [task(leak(vec![
+            region("a", 0x20_0000, RW),
+            region("b", 0x20_1000, RX),
+        ]))];
+        assert!(writable_memory_shared(&own));
+        // A device window two tasks both map is the device's, not memory.
+        let dev = [
+            task(leak(vec![region("d", 0x900_0000, RW | REGION_DEVICE)])),
+            task(leak(vec![region("d", 0x900_0000, RW | REGION_DEVICE)])),
+        ];
+        assert!(!writable_memory_shared(&dev));
+    }
 
     /// The kernel copies through its cacheable identity map: a region the
     /// task maps non-cacheable (`cache = "nc"`) is never an IPC buffer,

@@ -265,6 +265,11 @@ pub unsafe fn init(
     pool.set(kl1, 0, pool.pa(dev_l2) | VALID | TABLE_OR_PAGE);
     pool.set(kl1, ram_gib, pool.pa(ram_l2) | VALID | TABLE_OR_PAGE);
 
+    // Tasks may share only read-only memory (one crate's text); the
+    // kernel's copies between tasks and isolation rely on it.
+    if crate::task::writable_memory_shared(descs) {
+        return Err("a task's writable memory is shared with another region");
+    }
     for (i, (t, d)) in tasks.iter_mut().zip(descs.iter()).enumerate() {
         let l1 = pool.alloc()?;
         pool.set(l1, 0, pool.get(kl1, 0));
