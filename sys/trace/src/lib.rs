@@ -66,6 +66,12 @@ impl Ring {
         let _ = self.rb.push_overwrite(Entry { code, seq, a, b });
     }
 
+    fn for_each(&self, mut f: impl FnMut(&Entry)) {
+        for e in self.rb.iter() {
+            f(e);
+        }
+    }
+
     fn copy_out(&self, out: &mut [Entry]) -> usize {
         let mut n = 0;
         for (slot, e) in out.iter_mut().zip(self.rb.iter()) {
@@ -128,6 +134,13 @@ pub fn record(code: u16, a: u32, b: u32) {
 /// entries were copied (at most `CAPACITY` and `out.len()`).
 pub fn snapshot(out: &mut [Entry]) -> usize {
     store::with(|r| r.copy_out(out))
+}
+
+/// Calls `f` on each entry of this task's ring, oldest first, in place (no
+/// copy: the panic handler prints the ring on a small stack). `f` must not
+/// record events itself.
+pub fn for_each(f: impl FnMut(&Entry)) {
+    store::with(|r| r.for_each(f))
 }
 
 /// Records `event` (a `#[repr(u16)]` enum value or a `u16`) with up to two
@@ -223,5 +236,140 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(other, 0);
+    }
+}
+
+/// Declares a task's event codes: a `#[repr(u16)]` enum (code 0 is kept
+/// for "no entry") and `name(code)` for decoders.
+#[macro_export]
+macro_rules! events {
+    ($(#[$m:meta])* $vis:vis enum $name:ident { $($(#[$vm:meta])* $v:ident = $c:literal,)* }) => {
+        $(#[$m])*
+        #[repr(u16)]
+        #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+        $vis enum $name { $($(#[$vm])* $v = $c,)* }
+        impl $name {
+            /// The event's name, for decoders; `None` for an unknown code.
+            pub fn name(code: u16) -> Option<&'static str> {
+                match code { $($c => Some(stringify!($v)),)* _ => None }
+            }
+        }
+    };
+}
+
+/// Every task's event codes in one place, so a decoder (`cargo xtask
+/// dump`, a test) names them without the task's code. Arguments `a, b`
+/// are given per event.
+pub mod events {
+    events! {
+        /// prq-server.
+        pub enum Prq {
+            /// A PRI group completed (Last seen): a = StreamID, b = SubstreamID
+            /// (or u32::MAX without one).
+            GroupComplete = 1,
+            /// The group was queued for its owner: a = slot, b = owner task index.
+            GroupQueued = 2,
+            /// A slot was answered (by its owner, a refusal or a drain): a =
+            /// slot, b = response code (PRI_RESP: 0 success, 1 invalid, 0xf failure).
+            Answered = 3,
+            /// A cookie went to an owner in fetch_faults: a = low 32 bits,
+            /// b = high 32 bits.
+            CookieIssued = 4,
+            /// A respond entry refused: a = cookie low 32 bits, b = 1 unknown
+            /// cookie, 2 response not allowed.
+            RespondRefused = 5,
+            /// Drain started: a = StreamID, b = PASID.
+            DrainStart = 6,
+            /// Drain step done: a = responses handed over, b = cookies revoked
+            /// | complete << 31.
+            DrainDone = 7,
+            /// Responses handed to iommu-server: a = count, b = hand-over seq.
+            ResponsesTaken = 8,
+            /// An owner died: a = task index, b = groups answered.
+            OwnerDied = 9,
+        }
+    }
+
+    events! {
+        /// iommu-server.
+        pub enum Iommu {
+            /// Attach or replace done: a = StreamID, b = update kind
+            /// (0 no change, 1 hitless, 2 break-before-make) | replaced << 8.
+            Attach = 1,
+            /// Attach refused: a = StreamID, b = error (Error as u32).
+            AttachRefused = 2,
+            /// Detach done: a = StreamID.
+            Detach = 3,
+            /// Bind done: a = StreamID, b = PASID.
+            Bind = 4,
+            /// Bind refused: a = StreamID, b = error.
+            BindRefused = 5,
+            /// A context left the hardware (last unbind): a = StreamID, b = PASID.
+            Unbind = 6,
+            /// prq-server drain asked: a = StreamID, b = PASID.
+            Drain = 7,
+            /// Drain failed: a = StreamID, b = error.
+            DrainFailed = 8,
+            /// A new pasid-alloc incarnation seen: a = its task id (raw),
+            /// b = binds removed.
+            PasidAllocRestart = 9,
+            /// A death from the supervisor's log reclaimed: a = task id (raw).
+            DeathSeen = 10,
+            /// A new prq-server incarnation seen by a drain: a = its task id (raw).
+            PrqRestart = 11,
+        }
+    }
+
+    events! {
+        /// vmm-frontend.
+        pub enum Vmm {
+            /// Guest set an STE: a = virtual StreamID, b = mode (0 abort, 1 S2 only, 2 nested).
+            SetSte = 1,
+            /// Guest bind: a = virtual StreamID, b = guest PASID.
+            Bind = 2,
+            /// Guest unbind: a = virtual StreamID, b = guest PASID.
+            Unbind = 3,
+            /// Guest invalidation batch: a = commands in the lease.
+            Invalidate = 4,
+            /// Guest page responses: a = entries in the lease.
+            Respond = 5,
+            /// Guest fault fetch: a = room in the lease.
+            FetchFaults = 6,
+            /// Guest PASID allocation: a = guest PASID.
+            AllocPasid = 7,
+            /// Guest PASID free: a = guest PASID.
+            FreePasid = 8,
+            /// The guest operation just recorded was refused: a = its code
+            /// (this enum), b = error (VmmFrontendError as u32).
+            Refused = 9,
+            /// iommu-server restart seen: a = its new task id (raw).
+            IommuRestart = 10,
+            /// Guest capability query (recorded only when refused).
+            Caps = 11,
+            /// Guest event fetch (recorded only when refused).
+            FetchEvents = 12,
+        }
+    }
+
+    events! {
+        /// test-dump (the `dump_*` QEMU case).
+        pub enum TestDump {
+            /// One step: a = step number, b = a ^ 0x5a5a.
+            Step = 1,
+            /// About to panic on purpose: a = steps recorded.
+            Panicking = 2,
+        }
+    }
+
+    /// The event name of `code` in task `task`'s ring, for the tasks that
+    /// record events; `None` for another task or an unknown code.
+    pub fn name(task: &str, code: u16) -> Option<&'static str> {
+        match task {
+            "prq-server" => Prq::name(code),
+            "iommu-server" => Iommu::name(code),
+            "vmm-frontend" => Vmm::name(code),
+            "test-dump" => TestDump::name(code),
+            _ => None,
+        }
     }
 }
