@@ -5,7 +5,7 @@
 //! `ringbuf` crate's single-threaded ring (`LocalRb`) over a fixed array:
 //! static storage, no heap.
 //!
-//! **Overflow rule: the oldest entry is overwritten** (`push_overwrite`), so
+//! **Overflow rule: the oldest entry is overwritten** (the read index skips it), so
 //! the ring always holds the last [`CAPACITY`] events, which is what one
 //! wants after a fault. [`Entry::seq`] is a per-task counter (wrapping at
 //! 2^16) so a reader that sees only the raw storage can still order the
@@ -22,7 +22,11 @@
 
 #![cfg_attr(target_os = "none", no_std)]
 
-use ringbuf::{storage::Array, traits::Consumer, traits::RingBuffer, LocalRb};
+use ringbuf::{
+    storage::Array,
+    traits::{Consumer, Observer, Producer},
+    LocalRb,
+};
 
 /// How many entries each task's ring keeps.
 pub const CAPACITY: usize = 64;
@@ -61,9 +65,17 @@ impl Ring {
     fn record(&mut self, code: u16, a: u32, b: u32) {
         let seq = self.seq;
         self.seq = seq.wrapping_add(1);
-        // Overflow rule: the oldest entry is overwritten (it is returned and
-        // dropped here).
-        let _ = self.rb.push_overwrite(Entry { code, seq, a, b });
+        // Overflow rule: the oldest entry is overwritten. (Not ringbuf's
+        // `push_overwrite`: it pops the oldest through `occupied_slices`,
+        // which doubled the cost of an event once the ring is full.)
+        if self.rb.is_full() {
+            // SAFETY: skipping the oldest item without moving it out is
+            // sound because `Entry` is `Copy` (it has no drop to miss), and
+            // the ring is full, so there is an item to skip.
+            unsafe { self.rb.advance_read_index(1) };
+        }
+        // Cannot fail: there is room now.
+        let _ = self.rb.try_push(Entry { code, seq, a, b });
     }
 
     fn for_each(&self, mut f: impl FnMut(&Entry)) {
