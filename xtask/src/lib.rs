@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod config;
 pub mod dist;
+pub mod dump;
 pub mod elf;
 pub mod explore;
 pub mod gdb;

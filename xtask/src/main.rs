@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use xtask::qemu::{self, Outcome};
 use xtask::ws::Workspace;
-use xtask::{bench, dist, explore, gdb, manifest, mutants, prereq, runner, sizes};
+use xtask::{bench, dist, dump, explore, gdb, manifest, mutants, prereq, runner, sizes};
 
 #[derive(Parser)]
 #[command(
@@ -126,6 +126,19 @@ enum Cmd {
         /// Check the explorer catches each deliberately broken prq-server
         #[arg(long)]
         mutants: bool,
+    },
+    /// Decode the trace rings tasks printed when they panicked
+    /// (docs/tracing.md): from a saved console log, or by booting the app
+    /// in QEMU until it exits or times out
+    Dump {
+        #[arg(long, default_value = "app.toml")]
+        app: PathBuf,
+        /// Only this task's ring
+        #[arg(long)]
+        task: Option<String>,
+        /// Decode this saved console log instead of booting the app
+        #[arg(long)]
+        log: Option<PathBuf>,
     },
     /// Boot halted with a gdb stub on :1234 and write a gdb script
     Gdb {
@@ -324,6 +337,28 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
         Cmd::Sizes { app } => {
             let d = dist::dist(ws, &ws.app_path(&app))?;
             sizes::print(&manifest::read(&d.manifest)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Dump { app, task, log } => {
+            let console: Vec<String> = match log {
+                Some(p) => std::fs::read_to_string(&p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?
+                    .lines()
+                    .map(str::to_string)
+                    .collect(),
+                None => {
+                    let path = ws.app_path(&app);
+                    let a = dist::load_app(ws, &path)?;
+                    prereq::ensure_qemu(&a.board.qemu)?;
+                    let d = dist::dist(ws, &path)?;
+                    let cmd = qemu::command(&a.board.qemu, &d.image, qemu::ICOUNT_RUN, &[]);
+                    eprintln!("dump: {}", qemu::show(&cmd));
+                    let run = qemu::run(cmd, Some(runner::QEMU_TIMEOUT), false)?;
+                    eprintln!("dump: image {}", run.outcome);
+                    run.console
+                }
+            };
+            print!("{}", dump::render_console(&console, task.as_deref())?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Gdb { app, task } => {

@@ -30,6 +30,7 @@ use iommu_server_api as api;
 use prq_server_api::{self as prq, PrqClient};
 use smmuv3::regs::{offset, CR0, IRQ_CTRL};
 use smmuv3::{Mmio, PriResponse, ResumeAction};
+use trace::{events::Iommu, trace};
 use userlib::TaskId;
 
 /// The notification prq-server posts when responses wait.
@@ -260,7 +261,14 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         let Some(p) = self.fault.prq.map(PrqClient::new) else {
             return Ok(());
         };
+        trace!(Iommu::Drain, sid, pasid);
         let r = self.drain_with(&p, sid, pasid, stop_marker);
+        if let Err(e) = r {
+            trace!(Iommu::DrainFailed, sid, e as u32);
+        }
+        if self.fault.prq != Some(p.task_id()) {
+            trace!(Iommu::PrqRestart, p.task_id().0);
+        }
         self.fault.prq = Some(p.task_id());
         r
     }

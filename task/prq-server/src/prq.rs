@@ -9,6 +9,7 @@ use crate::mem::{
 };
 use smmuv3::regs::{self, offset};
 use smmuv3::{Event, Mmio, PriEntry, QueuePtr, EVENTQ_ENTRY_BYTES, PRIQ_ENTRY_BYTES};
+use trace::{events::Prq as Ev, trace};
 use userlib::TaskId;
 
 /// Outstanding fault groups (partial, queued, delivered, answered, handed
@@ -588,6 +589,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         self.persist(i);
         self.push_resp(i);
         self.notify_iommu = true;
+        trace!(Ev::Answered, i, resp.raw());
     }
 
     // ------------------------------------------------------------ owners
@@ -655,6 +657,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         self.slots[i].state = State::Queued;
         self.persist(i);
         self.notify_owners |= 1 << (task % 64);
+        trace!(Ev::GroupQueued, i, task);
     }
 
     /// Isolation between owners: while fewer than a quarter of the group
@@ -739,6 +742,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         };
         self.add_page(i, page);
         if e.last() {
+            trace!(Ev::GroupComplete, key.sid, key.ssid.unwrap_or(u32::MAX));
             self.complete(i);
         }
     }
@@ -947,6 +951,8 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
                 };
             }
             w += n;
+            let cookie = cookie_of(i, s.gen, inc);
+            trace!(Ev::CookieIssued, cookie, cookie >> 32);
             self.pop_owner(k);
             self.slots[i].state = State::Delivered;
             self.persist(i);
@@ -981,9 +987,11 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
     pub fn respond(&mut self, caller: TaskId, entries: &[(u64, Resp)]) -> (u32, RespondStop) {
         for (n, &(cookie, resp)) in entries.iter().enumerate() {
             if resp == Resp::Failure {
+                trace!(Ev::RespondRefused, cookie, 2);
                 return (n as u32, RespondStop::NotAllowed);
             }
             let Some(i) = self.slot_of_cookie(caller, cookie) else {
+                trace!(Ev::RespondRefused, cookie, 1);
                 return (n as u32, RespondStop::UnknownCookie);
             };
             self.answer(i, resp);
@@ -1108,6 +1116,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         issued: u32,
         out: &mut [ResponseOut],
     ) -> (usize, u32, bool, u32) {
+        trace!(Ev::DrainStart, sid, pasid);
         self.acknowledge(issued);
         for k in 0..MAX_ROUTES {
             if matches!(self.routes[k], Some(r) if r.sid == sid && r.pasid == pasid) {
@@ -1188,6 +1197,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             && !self.resp_ring[..m]
                 .iter()
                 .any(|&i| Self::att_of(&self.slots[i as usize].key) == (sid, pasid));
+        trace!(Ev::DrainDone, w, revoked | (complete as u32) << 31);
         (w, revoked, complete, seq)
     }
 
@@ -1217,6 +1227,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             self.persist(i);
             w += 1;
         }
+        trace!(Ev::ResponsesTaken, w, seq);
         (w, self.rlen > 0, seq)
     }
 
@@ -1305,6 +1316,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         if let Some(k) = self.owners.iter().position(|o| o.task == Some(task)) {
             self.owners[k] = Owner::EMPTY;
         }
+        trace!(Ev::OwnerDied, task, n);
         n
     }
 

@@ -36,6 +36,7 @@ impl Frontend {
     /// iommu-server's incarnation the frontend knew is gone; `next` is the
     /// one to talk to.
     pub(crate) fn iommu_lost(&mut self, next: TaskId) {
+        trace!(Vmm::IommuRestart, next.0);
         self.peers.0.iommu = next;
         self.s2 = None;
         self.vsids_set = false;

@@ -48,6 +48,7 @@ use pasid_alloc_api::{self as aapi, PasidAllocClient, PasidAllocError, PasidHand
 use prq_server_api::{self as papi, PrqClient};
 use smmuv3::{Command, CommandKind, Event};
 use supervisor_api::{DeathKind, SupervisorClient};
+use trace::{events::Vmm, trace};
 use userlib::TaskId;
 use vmm_frontend_api::{self as api, VmmFrontendError as E};
 
@@ -424,7 +425,10 @@ pub struct Server<'a, F: FnMut(&Frontend)> {
 impl<F: FnMut(&Frontend)> Server<'_, F> {
     /// Publishes the state after a request; an `Again` first checks
     /// whether a server restarted (see [`Frontend::refresh_peers`]).
-    fn done<T>(&mut self, r: Result<T, E>) -> Result<T, E> {
+    fn done<T>(&mut self, op: Vmm, r: Result<T, E>) -> Result<T, E> {
+        if let Err(e) = &r {
+            trace!(Vmm::Refused, op, *e as u32);
+        }
         if matches!(r, Err(E::Again)) {
             self.fe.refresh_peers();
         }
@@ -458,7 +462,7 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
 
     fn caps(&mut self, _caller: TaskId) -> Result<api::GuestCaps, E> {
         let r = self.fe.caps();
-        self.done(r)
+        self.done(Vmm::Caps, r)
     }
 
     fn ram(&mut self, _caller: TaskId) -> Result<api::GuestRam, E> {
@@ -466,13 +470,15 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
     }
 
     fn alloc_pasid(&mut self, _caller: TaskId, pasid: api::GuestPasid) -> Result<(), E> {
+        trace!(Vmm::AllocPasid, pasid.0);
         let r = self.fe.alloc_pasid(pasid.0);
-        self.done(r)
+        self.done(Vmm::AllocPasid, r)
     }
 
     fn free_pasid(&mut self, _caller: TaskId, pasid: api::GuestPasid) -> Result<(), E> {
+        trace!(Vmm::FreePasid, pasid.0);
         let r = self.fe.free_pasid(pasid.0);
-        self.done(r)
+        self.done(Vmm::FreePasid, r)
     }
 
     fn set_ste(
@@ -481,8 +487,14 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         vsid: api::VirtStreamId,
         mode: api::GuestSteMode,
     ) -> Result<(), E> {
+        let code = match mode {
+            api::GuestSteMode::Abort => 0,
+            api::GuestSteMode::S2Only => 1,
+            api::GuestSteMode::Nested { .. } => 2,
+        };
+        trace!(Vmm::SetSte, vsid.0, code);
         let r = self.fe.set_ste(vsid.0, mode);
-        self.done(r)
+        self.done(Vmm::SetSte, r)
     }
 
     fn bind(
@@ -493,8 +505,9 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         cd: iapi::CdConfig,
         fault_capable: bool,
     ) -> Result<u32, E> {
+        trace!(Vmm::Bind, vsid.0, pasid.0);
         let r = self.fe.bind(vsid.0, pasid.0, cd, fault_capable);
-        self.done(r)
+        self.done(Vmm::Bind, r)
     }
 
     fn unbind(
@@ -504,8 +517,9 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         pasid: api::GuestPasid,
         uses_stop_marker: bool,
     ) -> Result<iapi::UnbindOutcome, E> {
+        trace!(Vmm::Unbind, vsid.0, pasid.0);
         let r = self.fe.unbind(vsid.0, pasid.0, uses_stop_marker);
-        self.done(r)
+        self.done(Vmm::Unbind, r)
     }
 
     fn invalidate(
@@ -513,8 +527,9 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         _caller: TaskId,
         cmds: Leased<Read, api::GuestCmd>,
     ) -> Result<api::GuestInvalidateOutcome, E> {
+        trace!(Vmm::Invalidate, cmds.len());
         let r = self.fe.invalidate(&cmds);
-        self.done(r)
+        self.done(Vmm::Invalidate, r)
     }
 
     fn fetch_faults(
@@ -522,8 +537,9 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         _caller: TaskId,
         out: Leased<Write, api::GuestFault>,
     ) -> Result<papi::FetchOutcome, E> {
+        trace!(Vmm::FetchFaults, out.len());
         let r = self.fe.fetch_faults(&out);
-        self.done(r)
+        self.done(Vmm::FetchFaults, r)
     }
 
     fn respond(
@@ -531,8 +547,9 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         _caller: TaskId,
         responses: Leased<Read, papi::ResponseEntry>,
     ) -> Result<papi::RespondOutcome, E> {
+        trace!(Vmm::Respond, responses.len());
         let r = self.fe.respond(&responses);
-        self.done(r)
+        self.done(Vmm::Respond, r)
     }
 
     fn fetch_events(
@@ -541,7 +558,7 @@ impl<F: FnMut(&Frontend)> api::VmmFrontendServer for Server<'_, F> {
         out: Leased<Write, api::GuestEvent>,
     ) -> Result<papi::FetchOutcome, E> {
         let r = self.fe.fetch_events(&out);
-        self.done(r)
+        self.done(Vmm::FetchEvents, r)
     }
 }
 

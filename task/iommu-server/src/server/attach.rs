@@ -10,6 +10,19 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     /// replace changes VMID and S2TTB and is break-before-make, reported
     /// in [`AttachResult::update`]). Busy while PASID contexts are bound.
     pub fn attach(&mut self, caller: TaskId, sid: u32, id: DomainId) -> Result<AttachResult> {
+        let r = self.attach_inner(caller, sid, id);
+        match &r {
+            Ok(a) => trace!(
+                Iommu::Attach,
+                sid,
+                a.update as u32 | (a.old.is_some() as u32) << 8
+            ),
+            Err(e) => trace!(Iommu::AttachRefused, sid, *e as u32),
+        }
+        r
+    }
+
+    fn attach_inner(&mut self, caller: TaskId, sid: u32, id: DomainId) -> Result<AttachResult> {
         let si = self.stream_idx(caller, sid)?;
         let di = self.domain_idx(caller, id)?;
         let st = *self.stream(si);
@@ -69,6 +82,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         }
         let r = self.release_old(st.attached, sid, update);
         self.fault_aborted(sid);
+        trace!(Iommu::Detach, sid);
         Ok(r)
     }
 

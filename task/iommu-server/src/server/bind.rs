@@ -11,6 +11,21 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
     /// AlreadyExists. Returns the users count. PASID ≠ 0 on an SMMU without
     /// substreams is Unsupported.
     pub fn bind(&mut self, caller: TaskId, sid: u32, pasid: u32, ctx: GuestContext) -> Result<u16> {
+        let r = self.bind_inner(caller, sid, pasid, ctx);
+        match &r {
+            Ok(_) => trace!(Iommu::Bind, sid, pasid),
+            Err(e) => trace!(Iommu::BindRefused, sid, *e as u32),
+        }
+        r
+    }
+
+    fn bind_inner(
+        &mut self,
+        caller: TaskId,
+        sid: u32,
+        pasid: u32,
+        ctx: GuestContext,
+    ) -> Result<u16> {
         let si = self.stream_idx(caller, sid)?;
         if !self.smmu.features.nested() {
             return Err(Error::Unsupported);
@@ -189,6 +204,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         }
         let st = *self.stream(c.stream);
         let sid = st.sid;
+        trace!(Iommu::Unbind, sid, c.pasid);
         let table = st.ctx.ok_or(Error::NotFound)?;
         let di = st.attached.ok_or(Error::NotFound)?;
         let vmid = self.vmid_of(di).unwrap_or(0);

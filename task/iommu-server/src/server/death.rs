@@ -120,6 +120,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         pasids: Option<&pasid_alloc_api::PasidAllocClient>,
         p: &mut DeathPull,
     ) {
+        trace!(Iommu::DeathSeen, vm.0);
         let r = self.reclaim_dead(vm);
         p.reclaimed.streams += r.streams;
         p.reclaimed.binds += r.binds;

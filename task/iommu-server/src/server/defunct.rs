@@ -79,6 +79,7 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
         if !changed {
             return 0;
         }
+        trace!(Iommu::PasidAllocRestart, id.0);
         let mut n = 0;
         for ci in 0..MAX_CONTEXTS {
             if matches!(self.contexts[ci], Some(c) if c.pasid != 0) {

@@ -56,6 +56,7 @@ use smmuv3::{
     AddrSize, Cd, Command, CommandKind, Event, Mmio, PriResponse, ResumeAction, S1Dss, S1Fmt,
     Shcfg, Ste, StreamConfig, Strw, Tg0,
 };
+use trace::{events::Iommu, trace};
 use userlib::TaskId;
 
 /// Streams in the static map.
