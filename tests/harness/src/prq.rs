@@ -322,23 +322,7 @@ impl PrqVm {
     /// (0b00 ResponseFailure, 0b01 InvalidRequest, 0b10 Success), commands
     /// and the SMMU's automatic ones.
     pub fn responses(&self, sid: u32, ssid: Option<u32>, prgi: u16) -> Vec<u64> {
-        let g = PriGroup { sid, ssid, prgi };
-        let mut v: Vec<u64> = self
-            .bus
-            .smmu
-            .pri_responses(g)
-            .iter()
-            .map(|r| r.raw())
-            .collect();
-        v.extend(
-            self.bus
-                .smmu
-                .auto_pri_responses()
-                .iter()
-                .filter(|a| a.group == g)
-                .map(|a| a.resp.raw()),
-        );
-        v
+        device_responses(&self.bus.smmu, PriGroup { sid, ssid, prgi })
     }
 
     /// Waits (1 ms timer steps, at most 200) until `cond` holds; the other
@@ -897,4 +881,17 @@ pub(crate) fn serve_prq<M: Mmio, Q: QueueMemory>(
             iommu_bit: prq_server::IOMMU_BIT,
         },
     )
+}
+
+/// The raw Resp codes the device received for group `g`: the responses
+/// commanded through the queue, then the SMMU's automatic ones.
+pub(crate) fn device_responses(smmu: &Smmu, g: PriGroup) -> Vec<u64> {
+    let mut v: Vec<u64> = smmu.pri_responses(g).iter().map(|r| r.raw()).collect();
+    v.extend(
+        smmu.auto_pri_responses()
+            .iter()
+            .filter(|a| a.group == g)
+            .map(|a| a.resp.raw()),
+    );
+    v
 }

@@ -19,7 +19,9 @@
 //! and event a guest fetched names one of its own vSIDs and, with a PASID,
 //! one of its guest PASIDs — never a pSID or a host PASID).
 
-use crate::prq::{prq_server_task, serve_prq, ModelQueues, Page1Mmio, PrqDecoder, PRQ_PA};
+use crate::prq::{
+    device_responses, prq_server_task, serve_prq, ModelQueues, Page1Mmio, PrqDecoder, PRQ_PA,
+};
 use crate::smmu::{
     args_of, compact, fixed_reply, iommu_server_task, lease_infos, ram_pa, with_pasid_alloc, Bus,
     Dma, GuestRam, IommuDecoder, PasidSetup, PasidState, ServerSetup, CMD_SYNC_BIT,
@@ -200,27 +202,14 @@ impl Guest {
     /// Raw Resp codes the device received for a group (commands and the
     /// SMMU's automatic ones): 0b00 failure, 0b01 invalid, 0b10 success.
     pub fn responses(&self, psid: u32, ssid: Option<u32>, prgi: u16) -> Vec<u64> {
-        let g = PriGroup {
-            sid: psid,
-            ssid,
-            prgi,
-        };
-        let mut v: Vec<u64> = self
-            .bus
-            .smmu
-            .pri_responses(g)
-            .iter()
-            .map(|r| r.raw())
-            .collect();
-        v.extend(
-            self.bus
-                .smmu
-                .auto_pri_responses()
-                .iter()
-                .filter(|a| a.group == g)
-                .map(|a| a.resp.raw()),
-        );
-        v
+        device_responses(
+            &self.bus.smmu,
+            PriGroup {
+                sid: psid,
+                ssid,
+                prgi,
+            },
+        )
     }
 
     /// Fetches faults (logged for the guest-name check).
