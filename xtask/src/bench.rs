@@ -1,4 +1,4 @@
-//! `bench`: boots every `test/apps/*.toml` with `[expect] bench = true` under
+//! `bench`: boots every `qemu/apps/*.toml` with `[expect] bench = true` under
 //! instruction counting, collects `BENCH <name> <value> <unit>` console lines,
 //! adds the demo image's kernel `.text` and file sizes, prints them against
 //! the goals and writes `target/bench/results.json`. With `--linux` it then
@@ -39,7 +39,7 @@ pub const GOALS: [(&str, f64, &str); 12] = [
     ("smmu_attach_round_trip", 5786.0, "instructions"),
     ("smmu_map512_per_map64_x100", 850.0, "ratio"),
     ("smmu_unmap512_per_unmap64_x100", 850.0, "ratio"),
-    // pasid-alloc (test/apps/bench-pasid.toml): its table's word, and the
+    // pasid-alloc (qemu/apps/bench-pasid.toml): its table's word, and the
     // work of each operation in the server (`pasid_server_op_<op>`).
     ("pasid_bytes_per_pasid", 8.0, "bytes"),
     // Flat: alloc / free / owner_of with 2^16 PASIDs held cost at most
@@ -247,7 +247,7 @@ pub fn bench(ws: &Workspace, linux: bool) -> Result<bool, String> {
         for line in &run.console {
             if let Some((name, value, unit)) = qemu::bench_marker(line) {
                 // The same benchmark with the SMMU tasks forced into their
-                // non-coherent mode (test/apps/bench-smmu-noncoherent.toml):
+                // non-coherent mode (qemu/apps/bench-smmu-noncoherent.toml):
                 // its own names, no goal of its own.
                 let name = if app.smmu_forced_non_coherent {
                     format!("noncoherent_{name}")
@@ -277,7 +277,7 @@ pub fn bench(ws: &Workspace, linux: bool) -> Result<bool, String> {
     }
 
     for (pkg, test, name) in HARNESS_BENCHES {
-        let source = format!("tests/{pkg}/tests/{test}.rs ({name})");
+        let source = format!("host/{pkg}/tests/{test}.rs ({name})");
         println!("bench: {source}");
         let out = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
             .current_dir(&ws.root)
@@ -352,7 +352,7 @@ pub fn bench(ws: &Workspace, linux: bool) -> Result<bool, String> {
             Ok(run) => {
                 linux_time = Some((run.prepare, run.boot, run.profile));
                 let source = format!(
-                    "linux-peer (Debian {}, VFIO type1, test/linux-peer/init.c)",
+                    "linux-peer (Debian {}, VFIO type1, qemu/linux-peer/init.c)",
                     linux_peer::KVER
                 );
                 for f in run.figures {
@@ -511,7 +511,7 @@ mod tests {
                 name: "ipc_one_way".into(),
                 value: "250".into(),
                 unit: "instructions".into(),
-                source: "test/apps/bench.toml".into(),
+                source: "qemu/apps/bench.toml".into(),
             },
             BenchResult {
                 name: "weird".into(),
@@ -521,7 +521,7 @@ mod tests {
             },
         ];
         let j = to_json(&r, &["boom".into()]);
-        assert!(j.contains("{\"name\": \"ipc_one_way\", \"value\": 250, \"unit\": \"instructions\", \"source\": \"test/apps/bench.toml\", \"goal_max\": 300, \"met\": true},"));
+        assert!(j.contains("{\"name\": \"ipc_one_way\", \"value\": 250, \"unit\": \"instructions\", \"source\": \"qemu/apps/bench.toml\", \"goal_max\": 300, \"met\": true},"));
         assert!(j.contains("\"value\": \"x\\\"y\""));
         assert!(j.contains("\"failures\": [\"boom\"]"));
         assert_eq!(goal_for("ipc-one-way"), Some((300.0, "instructions")));

@@ -3,7 +3,7 @@
 //!
 //! Debian's arm64 kernel (bookworm-backports, `ARM_SMMU_V3=y`, VFIO type1;
 //! no iommufd in that build) boots an initramfs whose PID 1 is the
-//! project's own `test/linux-peer/init.c`. It hands QEMU's edu device to
+//! project's own `qemu/linux-peer/init.c`. It hands QEMU's edu device to
 //! vfio-pci and measures, with CNTVCT under `-icount shift=0,sleep=off`
 //! (one tick = one guest instruction), the VFIO calls that do the same work
 //! as the project's bench: map 256 KiB (64 pages) in one call, unmap it in
@@ -387,14 +387,14 @@ pub fn cpio_newc(entries: &[(String, u32, Vec<u8>)]) -> Vec<u8> {
 }
 
 fn build_initramfs(ws: &Workspace, dir: &Path) -> Result<(), String> {
-    let src = ws.root.join("test/linux-peer/init.c");
+    let src = ws.root.join("qemu/linux-peer/init.c");
     let init = dir.join("init");
     step(
         Command::new(CC)
             .args(["-O2", "-static", "-Wall", "-Werror", "-o"])
             .arg(&init)
             .arg(&src),
-        "compile test/linux-peer/init.c",
+        "compile qemu/linux-peer/init.c",
     )?;
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let mut entries = vec![

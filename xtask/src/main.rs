@@ -37,7 +37,7 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
-    /// Host tests and QEMU image tests (test/apps/*.toml)
+    /// Host tests and QEMU image tests (qemu/apps/*.toml)
     Test {
         /// Run only tests whose name contains this (QEMU cases are `qemu::<case>`)
         filter: Option<String>,

@@ -1,5 +1,5 @@
 //! `test`: host tests (libtest, every workspace library) and QEMU image tests
-//! (`test/apps/*.toml`) in one run, one filter, one closing line
+//! (`qemu/apps/*.toml`) in one run, one filter, one closing line
 //! `N passed, M failed`.
 //!
 //! A QEMU case passes iff a console line says `TEST <case> ok` and none says

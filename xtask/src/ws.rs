@@ -75,7 +75,7 @@ impl Workspace {
 
     /// Test and benchmark images: the demo image `app.toml` (its `[expect]`
     /// names the demo scenario, so `cargo xtask test` boots exactly what
-    /// `cargo xtask run` boots), then `test/apps/*.toml`, sorted.
+    /// `cargo xtask run` boots), then `qemu/apps/*.toml`, sorted.
     pub fn test_apps(&self) -> Result<Vec<PathBuf>, String> {
         let mut apps = vec![self.root.join("app.toml")];
         apps.retain(|p| p.exists());
@@ -84,7 +84,7 @@ impl Workspace {
     }
 
     fn test_app_files(&self) -> Result<Vec<PathBuf>, String> {
-        let dir = self.root.join("test/apps");
+        let dir = self.root.join("qemu/apps");
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

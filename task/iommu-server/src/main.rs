@@ -11,7 +11,7 @@ mod image {
     pub fn run() -> ! {
         // Production issues no command to test the SMMU: an illegal one
         // would raise a global error on real hardware at every boot. The
-        // test image's server (test/test-iommu-server) proves recovery.
+        // test image's server (qemu/test-iommu-server) proves recovery.
         iommu_server::startup::run_image(STREAMS, TASK_NAMES, |_| {})
     }
 }

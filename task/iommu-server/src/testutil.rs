@@ -1,7 +1,7 @@
 //! Host test doubles: DMA memory in a vector, and a small fake SMMU that
 //! executes the command queue and logs every command (the driver's unit
 //! tests check exact command sequences against it). The spec-level model
-//! lives in `tests/smmuv3-model`; this fake only knows what the driver's
+//! lives in `host/smmuv3-model`; this fake only knows what the driver's
 //! own tests need.
 
 extern crate std;

@@ -1,5 +1,5 @@
 //! The iommu-server library against the project's SMMUv3 model
-//! (`tests/smmuv3-model`): the same code as in the image, on an SMMU with
+//! (`host/smmuv3-model`): the same code as in the image, on an SMMU with
 //! what QEMU lacks (substreams, 2-level CD tables, PRI), checked through
 //! DMA from a modelled device and through the model's command log.
 
@@ -66,7 +66,7 @@ impl DmaMemory for PhysDma {
     }
     fn publish(&self) {}
     // The model's memory directly: a coherent SMMU (the non-coherent mode
-    // is the harness's, tests/harness/tests/harness_noncoherent.rs).
+    // is the harness's, host/harness/host/harness_noncoherent.rs).
     fn coherent(&self) -> bool {
         true
     }

@@ -368,7 +368,7 @@ pub fn run() -> ! {
 }
 
 /// [`run`] with another restart hold-off. Only tests use it: the
-/// generations image (test/apps/generations.toml) restarts a task 130 times
+/// generations image (qemu/apps/generations.toml) restarts a task 130 times
 /// and cannot wait out the real hold-off; the harness's death-log overflow
 /// keeps iommu-server down with a long one.
 pub fn run_with(holdoff: Holdoff) -> ! {

@@ -490,18 +490,18 @@ fn smmu_coherency_is_a_board_fact() {
 fn noncoherent_apps_mirror_their_originals() {
     let pairs = [
         (
-            include_str!("../../../test/apps/smmu.toml"),
-            include_str!("../../../test/apps/smmu-noncoherent.toml"),
+            include_str!("../../../qemu/apps/smmu.toml"),
+            include_str!("../../../qemu/apps/smmu-noncoherent.toml"),
             "test-smmu",
         ),
         (
             include_str!("../../../app.toml"),
-            include_str!("../../../test/apps/demo-noncoherent.toml"),
+            include_str!("../../../qemu/apps/demo-noncoherent.toml"),
             "demo",
         ),
         (
-            include_str!("../../../test/apps/bench-smmu.toml"),
-            include_str!("../../../test/apps/bench-smmu-noncoherent.toml"),
+            include_str!("../../../qemu/apps/bench-smmu.toml"),
+            include_str!("../../../qemu/apps/bench-smmu-noncoherent.toml"),
             "bench-smmu",
         ),
     ];

@@ -11,7 +11,7 @@
 //! anything, so they run on every boot, and a kernel whose protection is
 //! missing refuses to start. Each result is one console line carrying the
 //! `TEST <case> ok|FAIL` marker the QEMU test runner matches
-//! (test/apps/isolation.toml lists the cases).
+//! (qemu/apps/isolation.toml lists the cases).
 
 use super::mmu::ImageLayout;
 use super::sysreg::{self, Readable};
