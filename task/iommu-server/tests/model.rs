@@ -66,7 +66,7 @@ impl DmaMemory for PhysDma {
     }
     fn publish(&self) {}
     // The model's memory directly: a coherent SMMU (the non-coherent mode
-    // is the harness's, host/harness/host/harness_noncoherent.rs).
+    // is the harness's, host/harness/tests/harness_noncoherent.rs).
     fn coherent(&self) -> bool {
         true
     }

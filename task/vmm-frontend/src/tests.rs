@@ -1,7 +1,7 @@
 //! The frontend's pure checks and rewrites (no server involved): the
 //! invalidation validation table, and faults and events in guest names.
 //! The whole task, with the real servers, is tested in the harness
-//! (host/harness/host/harness_vmm.rs).
+//! (host/harness/tests/harness_vmm.rs).
 
 use super::*;
 use api::InvalidateRefusal as R;
