@@ -231,6 +231,17 @@ pub fn app_config_source(app: &App) -> String {
         s.push_str(&format!("{:?}", t.name));
     }
     s.push_str("];\n");
+    // The supervisor's death watchers: every task its `posts` name (it
+    // posts nobody else), so a frontend of any name is told of deaths.
+    s.push_str("// Death watchers (the supervisor's posts), by name:\npub const DEATH_WATCHERS: &[&str] = &[");
+    let watchers: Vec<String> = app.tasks.first().map_or(Vec::new(), |sup| {
+        sup.posts
+            .iter()
+            .map(|&i| format!("{:?}", app.tasks[i].name))
+            .collect()
+    });
+    s.push_str(&watchers.join(", "));
+    s.push_str("];\n");
     // VMs (app.toml `vm` tables): a frontend serves its guest's virtual
     // SMMU; the guest's `ram` region is the VM's RAM.
     s.push_str(

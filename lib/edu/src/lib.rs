@@ -123,6 +123,12 @@ impl Edu {
         Ok(edu)
     }
 
+    /// Reads the identification register (BAR0 + 0): `EDU_IDENT` while edu
+    /// answers at `regs`.
+    pub fn ident(&self) -> u32 {
+        r32(self.regs)
+    }
+
     fn w64(&self, off: usize, v: u64) {
         // SAFETY: inside BAR0 (1 MiB), mapped per `find`'s contract; edu's
         // DMA registers take 64-bit writes.

@@ -12,9 +12,10 @@
 
 #[cfg(target_os = "none")]
 mod cases {
+    use edu::Edu;
     use iommu_server_api::{DomainId, IommuClient, IommuError, MapPerms, StreamId};
     use pci_server_api::{Bdf, PciClient};
-    use test_support::{case, ensure, finish, Outcome, TIMER_BIT};
+    use test_support::{case, edu_dma, ensure, finish, Outcome};
     use userlib::*;
 
     const NAME: &str = "death_vm_fault_reclaims_and_restart_reattaches";
@@ -64,37 +65,9 @@ mod cases {
         }
     }
 
-    struct Edu {
-        regs: usize,
-    }
-
-    impl Edu {
-        fn r32(&self, off: usize) -> u32 {
-            // SAFETY: edu's BAR0 (1 MiB), region `pci-00-02-0-bar0`.
-            unsafe { core::ptr::read_volatile((self.regs + off) as *const u32) }
-        }
-        fn w64(&self, off: usize, v: u64) {
-            // SAFETY: as in `r32`; edu's DMA registers take 64-bit writes.
-            unsafe { core::ptr::write_volatile((self.regs + off) as *mut u64, v) }
-        }
-        /// One DMA between edu's buffer (device address 0x40000) and
-        /// `iova`; edu finishes 100 ms of virtual time later.
-        fn dma(&self, iova: u64, to_ram: bool) -> Outcome {
-            const BUF: u64 = 0x4_0000;
-            let (src, dst) = if to_ram { (BUF, iova) } else { (iova, BUF) };
-            self.w64(0x80, src);
-            self.w64(0x88, dst);
-            self.w64(0x90, PATTERN_LEN as u64);
-            self.w64(0x98, 1 | (to_ram as u64) << 1);
-            sleep_for(100, TIMER_BIT);
-            for _ in 0..50 {
-                if self.r32(0x98) & 1 == 0 {
-                    return Ok(());
-                }
-                sleep_for(10, TIMER_BIT);
-            }
-            Err("edu DMA never completed")
-        }
+    /// One DMA of a pattern's length between edu's buffer and `iova`.
+    fn dma(edu: &Edu, iova: u64, to_ram: bool) -> Outcome {
+        edu_dma(edu, iova, PATTERN_LEN, to_ram)
     }
 
     /// edu 00:02.0 is this VM's (qemu/apps/death.toml [[devices]]):
@@ -113,8 +86,9 @@ mod cases {
             .map_err(|_| "pci-server: command read refused")?;
         pci.config_write(EDU_BDF, 0x04, 2, 0x6)
             .map_err(|_| "pci-server: bus master refused")?;
-        let edu = Edu { regs: bar.va };
-        ensure(edu.r32(0) == 0x0100_00ed, "edu identification wrong")?;
+        // SAFETY: `pci-00-02-0-bar0` is edu's BAR0, mapped in this task
+        // (1 MiB of device memory) by the image.
+        let edu = unsafe { Edu::at(bar.va, EDU.0) }.map_err(|_| "edu identification wrong")?;
         Ok((edu, found))
     }
 
@@ -145,8 +119,8 @@ mod cases {
         )
         .map_err(err)?;
         api.attach(EDU, d).map_err(err)?;
-        edu.dma(SRC_IOVA, false)?;
-        edu.dma(T_IOVA, true)?;
+        dma(edu, SRC_IOVA, false)?;
+        dma(edu, T_IOVA, true)?;
         ensure(
             mem.landed(1),
             "DMA through the attached domain did not land",
@@ -175,7 +149,7 @@ mod cases {
         // The restart zeroed `death-dma`; edu's buffer still holds the
         // pattern. Were the old STE or mapping alive, this lands on page 1.
         ensure(mem.untouched(1), "restart did not zero the DMA region")?;
-        edu.dma(T_IOVA, true)?;
+        dma(edu, T_IOVA, true)?;
         ensure(
             mem.untouched(1),
             "DMA to the dead incarnation's IOVA still reached memory",

@@ -8,6 +8,7 @@
 
 #[cfg(target_os = "none")]
 mod cases {
+    use edu::Edu;
     use idl_runtime::{Fixed, WireOf};
     use iommu_server_api::{
         AttachOutcome, CdConfig, CdTableFormat, DomainId, InvalidateStatus, IommuClient,
@@ -19,7 +20,7 @@ mod cases {
     use prq_server_api::{EventRecord, PrqClient};
     use smmuv3::pgtable::{S1Ap, S1Desc};
     use smmuv3::{AddrSize, Cd, Command, Event, EventClass, EventId, S1Context, Tg0};
-    use test_support::{case, ensure, finish, Outcome, TIMER_BIT};
+    use test_support::{case, edu_dma, ensure, finish, Outcome, TIMER_BIT};
     use userlib::*;
 
     // ---------------------------------------------------------------- layout
@@ -140,49 +141,20 @@ mod cases {
 
     // ---------------------------------------------------------------- edu
 
-    struct Edu {
-        regs: usize,
+    /// The two DMAs the cases issue, on the shared edu driver.
+    trait EduCases {
+        /// edu writes PATTERN_LEN bytes of its buffer at `iova`.
+        fn write(&self, iova: u64) -> Outcome;
+        /// A 4-byte write: one event record if it faults.
+        fn poke(&self, iova: u64) -> Outcome;
     }
 
-    impl Edu {
-        fn r32(&self, off: usize) -> u32 {
-            // SAFETY: edu's BAR0 (1 MiB), mapped through `pcie-mmio32`.
-            unsafe { core::ptr::read_volatile((self.regs + off) as *const u32) }
-        }
-        fn w64(&self, off: usize, v: u64) {
-            // SAFETY: as in `r32`; edu's DMA registers take 64-bit writes.
-            unsafe { core::ptr::write_volatile((self.regs + off) as *mut u64, v) }
-        }
-
-        /// One DMA; `to_ram`: from edu's buffer (device address 0x40000) to
-        /// `iova`, else from `iova` into the buffer. edu finishes 100 ms of
-        /// virtual time later: sleep (under -icount sleep=off that costs no
-        /// wall time) rather than poll.
-        fn dma(&self, iova: u64, len: usize, to_ram: bool) -> Outcome {
-            const BUF: u64 = 0x4_0000;
-            let (src, dst) = if to_ram { (BUF, iova) } else { (iova, BUF) };
-            self.w64(0x80, src);
-            self.w64(0x88, dst);
-            self.w64(0x90, len as u64);
-            self.w64(0x98, 1 | (to_ram as u64) << 1);
-            sleep_for(100, TIMER_BIT);
-            for _ in 0..50 {
-                if self.r32(0x98) & 1 == 0 {
-                    return Ok(());
-                }
-                sleep_for(10, TIMER_BIT);
-            }
-            Err("edu DMA never completed")
-        }
-
-        /// edu writes PATTERN_LEN bytes of its buffer at `iova`.
+    impl EduCases for Edu {
         fn write(&self, iova: u64) -> Outcome {
-            self.dma(iova, PATTERN_LEN, true)
+            edu_dma(self, iova, PATTERN_LEN, true)
         }
-
-        /// A 4-byte write: one event record if it faults.
         fn poke(&self, iova: u64) -> Outcome {
-            self.dma(iova, 4, true)
+            edu_dma(self, iova, 4, true)
         }
     }
 
@@ -197,10 +169,10 @@ mod cases {
         ensure(info.id == 0x11e8_1234, "00:02.0 is not edu")?;
         pci.config_write(EDU_BDF, 0x04, 2, 0x6)
             .map_err(|_| "pci-server: memory + bus master refused")?;
-        let edu = Edu { regs: bar.va };
-        if edu.r32(0) != 0x0100_00ed {
-            return Err("edu identification register wrong");
-        }
+        // SAFETY: `pci-00-02-0-bar0` is edu's BAR0, mapped in this task
+        // (1 MiB of device memory) by the image.
+        let edu = unsafe { Edu::at(bar.va, info.stream) }
+            .map_err(|_| "edu identification register wrong")?;
         Ok((edu, info.stream, bar.pa))
     }
 
@@ -516,7 +488,7 @@ mod cases {
         )?;
         // edu's buffer gets the pattern through the SMMU (a read), then
         // writes it back out (a write).
-        x.edu.dma(SRC_IOVA, PATTERN_LEN, false)?;
+        edu_dma(&x.edu, SRC_IOVA, PATTERN_LEN, false)?;
         m.zero_targets();
         x.edu.write(T_IOVA)?;
         no_events(x)?;
@@ -666,7 +638,7 @@ mod cases {
         const EVTQ_ENTRIES: usize = 1 << 6;
         const LEN: usize = 4096;
         ensure(x.prq.is_some(), "no prq-server slot")?;
-        x.edu.dma(UNMAPPED_IOVA, LEN, true)?;
+        edu_dma(&x.edu, UNMAPPED_IOVA, LEN, true)?;
         let mut ev = [Event::zeroed(); 16];
         let (mut got, mut lost) = (0usize, 0usize);
         let mut prev: Option<u64> = None;
@@ -1322,7 +1294,7 @@ mod cases {
     fn pci_foreign_bar_faults(x: &mut Ctx) -> Outcome {
         let (rc, _) = sys_send(x.vm2, VM2_TOUCH_FOREIGN_BAR, &[], &mut [], &[]);
         ensure(is_dead_code(rc).is_some(), "vm2 survived touching our BAR")?;
-        ensure(x.edu.r32(0) == 0x0100_00ed, "our edu stopped answering")
+        ensure(x.edu.ident() == edu::EDU_IDENT, "our edu stopped answering")
     }
 
     /// pci_dead_owner_bus_master_off: vm2 died with its edu's bus mastering

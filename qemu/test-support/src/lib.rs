@@ -45,6 +45,23 @@ pub fn finish(all_passed: bool) -> ! {
 /// Notification bit the test tasks use for their timer.
 pub const TIMER_BIT: u32 = 1 << 31;
 
+/// One edu DMA of `len` bytes between its buffer and `iova` (`to_ram`:
+/// buffer → `iova`). edu finishes 100 ms of virtual time after the start:
+/// the task sleeps that long (under `-icount sleep=off` sleeping costs no
+/// wall time), then polls every 10 ms, half a second at most.
+pub fn edu_dma(edu: &edu::Edu, iova: u64, len: usize, to_ram: bool) -> Outcome {
+    let mut polls = 0u32;
+    edu.dma(iova, len, to_ram, || {
+        polls += 1;
+        userlib::sleep_for(if polls == 1 { 100 } else { 10 }, TIMER_BIT);
+        polls <= 51
+    })
+    .map_err(|e| match e {
+        edu::EduError::TooLong => "edu DMA longer than its buffer",
+        _ => "edu DMA never completed",
+    })
+}
+
 /// Operations of the `test-echo` server.
 pub mod echo {
     // EL0-visible system registers (kernel arch isolation tests; numbered

@@ -1048,3 +1048,19 @@ fn versions() {
     assert_eq!(parse_version("x"), None);
     assert_eq!(parse_version("1.2.3.4"), None);
 }
+
+#[test]
+fn death_watchers_are_the_supervisors_posts_by_name() {
+    // The demo: the supervisor posts iommu-server, pci-server and both
+    // frontends; the generated list names exactly those, in that order.
+    let a = check(include_str!("../../../app.toml")).unwrap();
+    let src = dist_source(&a);
+    assert!(
+        src.contains("pub const DEATH_WATCHERS: &[&str] = &[\"iommu-server\", \"pci-server\", \"vmm-frontend-a\", \"vmm-frontend-b\"];"),
+        "{src}"
+    );
+    // A frontend of any name is a watcher when the supervisor may post it.
+    let renamed = include_str!("../../../app.toml").replace("vmm-frontend-a", "vm0-viommu");
+    let a = check(&renamed).unwrap();
+    assert!(dist_source(&a).contains("\"vm0-viommu\""));
+}
