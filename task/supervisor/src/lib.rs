@@ -216,8 +216,8 @@ impl Supervisor {
         // post, or a call from one): a boot without them costs no lookups,
         // so the schedules of apps without VMs stay as they were.
         let mut watchers = [None; WATCHERS.len()];
-        if let Some(first) = WATCHERS.first() {
-            watchers[0] = userlib::sys_lookup_slot(first);
+        if let (Some(slot), Some(first)) = (watchers.first_mut(), WATCHERS.first()) {
+            *slot = userlib::sys_lookup_slot(first);
         }
         Supervisor {
             policy: Policy::with_holdoff(holdoff),
