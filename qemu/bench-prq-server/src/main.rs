@@ -155,6 +155,8 @@ mod image {
     struct Cost {
         best: u64,
         worst: u64,
+        /// Which measured fault was the worst.
+        worst_at: usize,
         accesses: u32,
     }
 
@@ -242,6 +244,7 @@ mod image {
         let mut cost = Cost {
             best: u64::MAX,
             worst: 0,
+            worst_at: 0,
             accesses: 0,
         };
         for r in 0..REPS {
@@ -288,7 +291,10 @@ mod image {
             }
             let t = t1.wrapping_sub(t0).saturating_sub(overhead);
             cost.best = cost.best.min(t);
-            cost.worst = cost.worst.max(t);
+            if t > cost.worst {
+                cost.worst = t;
+                cost.worst_at = r;
+            }
             cost.accesses = cost.accesses.max(accesses);
         }
         if prq.stats().delivered_groups != pending as u32 {
@@ -339,11 +345,13 @@ mod image {
             for pending in PENDING {
                 let c = check("measure", measure::<G, R, O>(&q, vms, pending, overhead));
                 log!(
-                    "bench-prq-server: {} VMs, {} pending: best {} worst {} instructions",
+                    "bench-prq-server: {} VMs, {} pending: best {} worst {} instructions (fault {} of {})",
                     vms,
                     pending,
                     c.best,
-                    c.worst
+                    c.worst,
+                    c.worst_at,
+                    REPS
                 );
                 log!(
                     "BENCH prq_fault_path_vms{}_pending{} {} instructions",
