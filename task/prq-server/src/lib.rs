@@ -26,7 +26,7 @@ pub mod prq;
 mod tests;
 
 pub use idl::{serve, Roles};
-pub use mem::{DmaPtr, QueueMemory, REGION_SIZE};
+pub use mem::{region_size, DmaPtr, QueueMemory, REGION_SIZE};
 pub use prq::{Config, Prq, Resp, Stats};
 
 /// Notification bits app.toml gives this task's interrupts.

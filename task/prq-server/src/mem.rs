@@ -40,10 +40,26 @@ pub const JOURNAL_OFF: usize = 0x2000;
 pub const JOURNAL_SLOTS_OFF: usize = JOURNAL_OFF + 0x10;
 pub const JOURNAL_WORDS: usize = 3;
 /// Routes: one record of two words per route slot (valid, fault-capable,
-/// owner; sid, pasid).
-pub const ROUTES_OFF: usize = 0x3000;
-/// The region size the task needs.
-pub const REGION_SIZE: usize = 0x4000;
+/// owner; sid, pasid), from the first page after the group records.
+pub const fn routes_off(groups: usize) -> usize {
+    page_up(JOURNAL_SLOTS_OFF + groups * JOURNAL_WORDS * 8)
+}
+
+/// The region size a server with `groups` slots and `routes` routes needs.
+pub const fn region_size(groups: usize, routes: usize) -> usize {
+    routes_off(groups) + page_up(routes * 16)
+}
+
+const fn page_up(x: usize) -> usize {
+    (x + 0xfff) & !0xfff
+}
+
+/// The production server's (`Prq`'s default sizes) route records.
+pub const ROUTES_OFF: usize = routes_off(crate::prq::MAX_GROUPS);
+/// The region size the production task needs (app.toml's `prq-queues`).
+pub const REGION_SIZE: usize = region_size(crate::prq::MAX_GROUPS, crate::prq::MAX_ROUTES);
+// The layout app.toml and journals of earlier builds were made for.
+const _: () = assert!(ROUTES_OFF == 0x3000 && REGION_SIZE == 0x4000);
 /// Marks a journal that a previous incarnation initialised ("PRQJRNL1").
 pub const JOURNAL_MAGIC: u64 = 0x314c_4e52_4a51_5250;
 

@@ -2,15 +2,31 @@
 //! per-owner bounded queues, cookies, responses, drain, owner death and
 //! restart recovery. No heap: every table has a fixed size and every
 //! queue an overflow rule (listed on [`Prq`]).
+//!
+//! The table sizes are [`Prq`]'s const parameters (group slots, routes,
+//! owners), defaulting to the production values below; the benchmark
+//! image (`qemu/bench-prq-server`) builds larger ones. Every step a fault
+//! takes from intake to its response is O(1) in those sizes and in what
+//! the tables hold (docs/faults.md, "Figures"): a free-slot stack, a
+//! hash of partial groups by key, a hash of routes by (stream, PASID),
+//! owner entries by task index, per-task held counts (the owners'
+//! shares) and a list of the slots handed to iommu-server. Scans over
+//! the whole table remain only on control paths (route changes, drain,
+//! owner death, overflow recovery, a full table, restart, `stats`).
 
 use crate::mem::{
     QueueMemory, EVTQ_OFF, JOURNAL_MAGIC, JOURNAL_OFF, JOURNAL_SLOTS_OFF, JOURNAL_WORDS,
-    MAX_EVTQ_LOG2, MAX_PRIQ_LOG2, PRIQ_OFF, ROUTES_OFF,
+    MAX_EVTQ_LOG2, MAX_PRIQ_LOG2, PRIQ_OFF,
 };
 use smmuv3::regs::{self, offset};
 use smmuv3::{Event, Mmio, PriEntry, QueuePtr, EVENTQ_ENTRY_BYTES, PRIQ_ENTRY_BYTES};
 use trace::{events::Prq as Ev, trace};
 use userlib::TaskId;
+
+/// Task indices an owner can have (the kernel's task table).
+const TASKS: usize = userlib::abi::MAX_TASKS;
+/// "No slot / no route" in the index links below.
+const NONE: u16 = u16::MAX;
 
 /// Outstanding fault groups (partial, queued, delivered, answered, handed
 /// to iommu-server and not yet acknowledged). When every slot is taken, a
@@ -218,7 +234,8 @@ pub struct FaultOut {
     pub last: bool,
 }
 
-/// The route or owner table is full ([`MAX_ROUTES`], [`MAX_OWNERS`]).
+/// The route or owner table is full ([`MAX_ROUTES`], [`MAX_OWNERS`], or
+/// the instance's own sizes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TablesFull;
 
@@ -284,7 +301,17 @@ struct HwQueue {
 /// - owner event ring: drop newest + `lost` ([`OWNER_EVENTS`]);
 /// - response queue: a ring over slot numbers, so it cannot overflow
 ///   (each slot is in it at most once).
-pub struct Prq<M: Mmio, Q: QueueMemory> {
+///
+/// Sizes: `G` group slots (at most 65 535: a cookie names a slot in 16
+/// bits), `R` routes, `O` owners (fewer than 255); the queue region must
+/// hold [`crate::mem::region_size`]`(G, R)` bytes.
+pub struct Prq<
+    M: Mmio,
+    Q: QueueMemory,
+    const G: usize = MAX_GROUPS,
+    const R: usize = MAX_ROUTES,
+    const O: usize = MAX_OWNERS,
+> {
     pub mmio: M,
     pub mem: Q,
     streams_buf: [(u32, u16); MAX_ROUTES],
@@ -293,11 +320,29 @@ pub struct Prq<M: Mmio, Q: QueueMemory> {
     priq_log2: u32,
     priq: HwQueue,
     evtq: HwQueue,
-    pub slots: [Slot; MAX_GROUPS],
+    pub slots: [Slot; G],
+    /// Free slots: `free_list[..free]`, a stack.
     free: usize,
-    routes: [Option<Route>; MAX_ROUTES],
-    owners: [Owner; MAX_OWNERS],
-    resp_ring: [u16; MAX_GROUPS],
+    free_list: [u16; G],
+    /// Partial groups by key: bucket heads (hash of the key) and each
+    /// slot's next slot in its bucket.
+    pbucket: [u16; G],
+    pnext: [u16; G],
+    routes: [Option<Route>; R],
+    /// Routes by (stream, PASID): bucket heads and next route.
+    rbucket: [u16; R],
+    rnext: [u16; R],
+    owners: [Owner; O],
+    /// Owner entry + 1 of each task index (0: none), and entries in use.
+    owner_at: [u8; TASKS],
+    nowners: usize,
+    /// Queued or delivered groups per task index (any generation): the
+    /// owners' shares (`over_share`).
+    held: [u32; TASKS],
+    /// Slots in state Handed, in hand-over order.
+    handed: [u16; G],
+    nhanded: usize,
+    resp_ring: [u16; G],
     rhead: usize,
     rlen: usize,
     take_seq: u32,
@@ -327,53 +372,198 @@ fn cookie_of(slot: usize, gen: u32, inc: u16) -> u64 {
     slot as u64 | ((gen as u64 & 0xff_ffff) << 16) | ((inc as u64) << 40)
 }
 
+/// A multiplicative hash of a group's key (Fibonacci hashing: the high
+/// bits of the product).
+fn key_hash(key: &Key) -> u64 {
+    let x = key.sid as u64
+        ^ (key.ssid.map_or(0, |p| p as u64 + 1) << 20)
+        ^ ((key.tag as u64) << 41)
+        ^ ((key.stall as u64) << 58);
+    x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32
+}
+
+/// The same for a route's (stream, PASID).
+fn att_hash(sid: u32, pasid: u32) -> u64 {
+    (sid as u64 ^ (pasid as u64) << 32).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32
+}
+
 impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
+    /// The production server (the default sizes); see [`Prq::sized`].
+    pub fn new(mmio: M, mem: Q, cfg: &Config<'_>) -> Self {
+        Self::sized(mmio, mem, cfg)
+    }
+}
+
+impl<M: Mmio, Q: QueueMemory, const G: usize, const R: usize, const O: usize> Prq<M, Q, G, R, O> {
+    /// The sizes this instance can work with, checked at build time.
+    const SIZES_OK: () = assert!(
+        G > 0 && G < NONE as usize && R > 0 && R < NONE as usize && O > 0 && O < 255,
+        "prq-server: table sizes out of range"
+    );
+    /// Where this instance's route records start in the region.
+    const ROUTES_OFF: usize = crate::mem::routes_off(G);
+
     /// Builds the state. With a journal a previous incarnation left, it
     /// recovers (see [`Prq::recover`]); otherwise it initialises the
     /// journal and the queues' PROD/CONS (the queues are off until
-    /// iommu-server enables them after `queue_layout`).
-    pub fn new(mmio: M, mem: Q, cfg: &Config<'_>) -> Self {
-        let mut s = Prq {
-            mmio,
-            mem,
-            streams_buf: [(0, 0); MAX_ROUTES],
-            nstreams: cfg.streams.len().min(MAX_ROUTES),
-            evtq_log2: cfg.evtq_log2.clamp(1, MAX_EVTQ_LOG2),
-            priq_log2: cfg.priq_log2.clamp(1, MAX_PRIQ_LOG2),
-            priq: HwQueue {
-                cons: QueuePtr::new(1),
-            },
-            evtq: HwQueue {
-                cons: QueuePtr::new(1),
-            },
-            slots: [Slot::EMPTY; MAX_GROUPS],
-            free: MAX_GROUPS,
-            routes: [None; MAX_ROUTES],
-            owners: [Owner::EMPTY; MAX_OWNERS],
-            resp_ring: [0; MAX_GROUPS],
-            rhead: 0,
-            rlen: 0,
-            take_seq: 0,
-            incarnation: 1,
-            stats: Stats::default(),
-            notify_owners: 0,
-            notify_iommu: false,
-            drain_marker: None,
-            marker_seen: false,
-            markers: [None; MARKERS],
-            next_marker: 0,
-            pri_reached: true,
-        };
-        s.streams_buf[..s.nstreams].copy_from_slice(&cfg.streams[..s.nstreams]);
-        s.priq.cons = QueuePtr::new(s.priq_log2);
-        s.evtq.cons = QueuePtr::new(s.evtq_log2);
+    /// iommu-server enables them after `queue_layout`). The sizes are the
+    /// type's (`Prq::<M, Q, G, R, O>::sized`); [`Prq::new`] is the
+    /// production one.
+    pub fn sized(mmio: M, mem: Q, cfg: &Config<'_>) -> Self {
+        let mut s = core::mem::MaybeUninit::<Self>::uninit();
+        // SAFETY: `s` is valid for writes and aligned; `init_at` writes
+        // every field (its exhaustiveness check says so).
+        unsafe {
+            Self::init_at(s.as_mut_ptr(), mmio, mem, cfg);
+            s.assume_init()
+        }
+    }
+
+    /// [`Prq::sized`] in place at `p`, for instances too large to pass
+    /// through a stack frame by value (the benchmark's 6 144 slots): the
+    /// tables are written element by element, so no temporary of their
+    /// size is made.
+    ///
+    /// # Safety
+    /// `p` is valid for writes of `Self` and aligned. Afterwards `*p` is
+    /// initialised (whatever it held before is overwritten, not dropped).
+    pub unsafe fn init_at(p: *mut Self, mmio: M, mem: Q, cfg: &Config<'_>) {
+        use core::ptr::addr_of_mut;
+        #[allow(clippy::let_unit_value)]
+        let () = Self::SIZES_OK;
+        /// Writes `n` copies of `v` from `at`.
+        ///
+        /// # Safety
+        /// `at..at + n` is valid for writes.
+        unsafe fn fill<T: Copy>(at: *mut T, n: usize, v: impl Fn(usize) -> T) {
+            for k in 0..n {
+                // SAFETY: the caller's range.
+                unsafe { at.add(k).write(v(k)) };
+            }
+        }
+        let nstreams = cfg.streams.len().min(MAX_ROUTES);
+        let evtq_log2 = cfg.evtq_log2.clamp(1, MAX_EVTQ_LOG2);
+        let priq_log2 = cfg.priq_log2.clamp(1, MAX_PRIQ_LOG2);
+        // SAFETY: every pointer below is a field of `*p` (valid for writes
+        // by the caller's contract) and each array is written over its
+        // whole length.
+        unsafe {
+            addr_of_mut!((*p).mmio).write(mmio);
+            addr_of_mut!((*p).mem).write(mem);
+            let streams = addr_of_mut!((*p).streams_buf) as *mut (u32, u16);
+            fill(streams, MAX_ROUTES, |k| {
+                if k < nstreams {
+                    cfg.streams[k]
+                } else {
+                    (0, 0)
+                }
+            });
+            addr_of_mut!((*p).nstreams).write(nstreams);
+            addr_of_mut!((*p).evtq_log2).write(evtq_log2);
+            addr_of_mut!((*p).priq_log2).write(priq_log2);
+            addr_of_mut!((*p).priq).write(HwQueue {
+                cons: QueuePtr::new(priq_log2),
+            });
+            addr_of_mut!((*p).evtq).write(HwQueue {
+                cons: QueuePtr::new(evtq_log2),
+            });
+            fill(addr_of_mut!((*p).slots) as *mut Slot, G, |_| Slot::EMPTY);
+            addr_of_mut!((*p).free).write(G);
+            // Popped from the end: the lowest slot first.
+            fill(addr_of_mut!((*p).free_list) as *mut u16, G, |k| {
+                (G - 1 - k) as u16
+            });
+            fill(addr_of_mut!((*p).pbucket) as *mut u16, G, |_| NONE);
+            fill(addr_of_mut!((*p).pnext) as *mut u16, G, |_| NONE);
+            fill(addr_of_mut!((*p).routes) as *mut Option<Route>, R, |_| None);
+            fill(addr_of_mut!((*p).rbucket) as *mut u16, R, |_| NONE);
+            fill(addr_of_mut!((*p).rnext) as *mut u16, R, |_| NONE);
+            fill(addr_of_mut!((*p).owners) as *mut Owner, O, |_| Owner::EMPTY);
+            addr_of_mut!((*p).owner_at).write([0; TASKS]);
+            addr_of_mut!((*p).nowners).write(0);
+            addr_of_mut!((*p).held).write([0; TASKS]);
+            fill(addr_of_mut!((*p).handed) as *mut u16, G, |_| 0);
+            addr_of_mut!((*p).nhanded).write(0);
+            fill(addr_of_mut!((*p).resp_ring) as *mut u16, G, |_| 0);
+            addr_of_mut!((*p).rhead).write(0);
+            addr_of_mut!((*p).rlen).write(0);
+            addr_of_mut!((*p).take_seq).write(0);
+            addr_of_mut!((*p).incarnation).write(1);
+            addr_of_mut!((*p).stats).write(Stats::default());
+            addr_of_mut!((*p).notify_owners).write(0);
+            addr_of_mut!((*p).notify_iommu).write(false);
+            addr_of_mut!((*p).drain_marker).write(None);
+            addr_of_mut!((*p).marker_seen).write(false);
+            addr_of_mut!((*p).markers).write([None; MARKERS]);
+            addr_of_mut!((*p).next_marker).write(0);
+            addr_of_mut!((*p).pri_reached).write(true);
+        }
+        // Exhaustiveness: this pattern names every field, so a field added
+        // to `Prq` fails to compile here until it is written above.
+        #[allow(dead_code)]
+        fn every_field_written<
+            M: Mmio,
+            Q: QueueMemory,
+            const G: usize,
+            const R: usize,
+            const O: usize,
+        >(
+            s: &Prq<M, Q, G, R, O>,
+        ) {
+            let Prq {
+                mmio: _,
+                mem: _,
+                streams_buf: _,
+                nstreams: _,
+                evtq_log2: _,
+                priq_log2: _,
+                priq: _,
+                evtq: _,
+                slots: _,
+                free: _,
+                free_list: _,
+                pbucket: _,
+                pnext: _,
+                routes: _,
+                rbucket: _,
+                rnext: _,
+                owners: _,
+                owner_at: _,
+                nowners: _,
+                held: _,
+                handed: _,
+                nhanded: _,
+                resp_ring: _,
+                rhead: _,
+                rlen: _,
+                take_seq: _,
+                incarnation: _,
+                stats: _,
+                notify_owners: _,
+                notify_iommu: _,
+                drain_marker: _,
+                marker_seen: _,
+                markers: _,
+                next_marker: _,
+                pri_reached: _,
+            } = s;
+        }
+        // SAFETY: every field is initialised above.
+        let s = unsafe { &mut *p };
+        s.start();
+    }
+
+    /// The journal: recovered when a previous incarnation left one, else
+    /// initialised with the queues' PROD/CONS.
+    fn start(&mut self) {
+        let s = self;
         if s.mem.read64(JOURNAL_OFF) == JOURNAL_MAGIC {
             s.recover();
         } else {
-            for i in 0..MAX_GROUPS {
+            for i in 0..G {
                 s.persist(i);
             }
-            for k in 0..MAX_ROUTES {
+            for k in 0..R {
                 s.persist_route(k);
             }
             s.persist_header();
@@ -387,7 +577,6 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
                 s.mmio.write32(r, 0);
             }
         }
-        s
     }
 
     /// The EVENTQ_BASE / PRIQ_BASE values for the page-0 owner.
@@ -430,7 +619,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
 
     /// Writes route slot `k`'s record (word 1 first, the valid word last).
     fn persist_route(&self, k: usize) {
-        let off = ROUTES_OFF + k * 16;
+        let off = Self::ROUTES_OFF + k * 16;
         match self.routes[k] {
             Some(r) => {
                 self.mem
@@ -459,8 +648,8 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
     /// set them again). The hardware queues go on from their CONS
     /// registers.
     fn recover(&mut self) {
-        for k in 0..MAX_ROUTES {
-            let off = ROUTES_OFF + k * 16;
+        for k in 0..R {
+            let off = Self::ROUTES_OFF + k * 16;
             let w0 = self.mem.read64(off);
             let w1 = self.mem.read64(off + 8);
             self.routes[k] = (w0 & 1 != 0).then_some(Route {
@@ -469,13 +658,16 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
                 owner: TaskId((w0 >> 16) as u32),
                 fault_capable: w0 & 2 != 0,
             });
+            if let Some(r) = self.routes[k] {
+                self.route_link(k, r.sid, r.pasid);
+            }
         }
         let h = self.mem.read64(JOURNAL_OFF + 8);
         self.take_seq = h as u32;
         self.incarnation = ((h >> 32) as u16).wrapping_add(1).max(1);
         self.persist_header();
         self.free = 0;
-        for i in 0..MAX_GROUPS {
+        for i in 0..G {
             let off = JOURNAL_SLOTS_OFF + i * JOURNAL_WORDS * 8;
             let w0 = self.mem.read64(off);
             let w1 = self.mem.read64(off + 8);
@@ -493,7 +685,10 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             s.gen = ((w0 >> 24) as u32 & 0xff_ffff).max(1);
             s.seq = w2 as u32;
             match s.state {
-                State::Free => self.free += 1,
+                State::Free => {
+                    self.free_list[self.free] = i as u16;
+                    self.free += 1;
+                }
                 State::Partial => {
                     self.stats.recovered += 1;
                     self.release(i);
@@ -501,6 +696,8 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
                 State::Queued | State::Delivered => {
                     self.stats.recovered += 1;
                     let owner = self.slots[i].owner;
+                    // Held until `answer` below lets go of it.
+                    self.held[owner.index()] += 1;
                     if let Some(o) = self.owner_mut(owner.index(), true) {
                         o.lost_faults += 1;
                         self.notify_owners |= 1 << (owner.index() % 64);
@@ -512,7 +709,11 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
                     self.push_resp(i);
                     self.notify_iommu = true;
                 }
-                State::Handed => self.stats.recovered += 1,
+                State::Handed => {
+                    self.stats.recovered += 1;
+                    self.handed[self.nhanded] = i as u16;
+                    self.nhanded += 1;
+                }
             }
         }
         let p = self.mmio.read32(offset::PRIQ_CONS);
@@ -524,7 +725,11 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
     // ------------------------------------------------------------ slots
 
     fn alloc(&mut self, key: Key, owner: TaskId) -> Option<usize> {
-        let i = self.slots.iter().position(|s| s.state == State::Free)?;
+        if self.free == 0 {
+            return None;
+        }
+        self.free -= 1;
+        let i = self.free_list[self.free] as usize;
         let s = &mut self.slots[i];
         s.state = State::Partial;
         s.key = key;
@@ -534,9 +739,109 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         s.orphan = false;
         s.truncated = false;
         s.n = 0;
-        self.free -= 1;
         self.persist(i);
+        self.partial_link(i);
         Some(i)
+    }
+
+    // ------------------------------------------------------------ indices
+
+    fn bucket_of(key: &Key) -> usize {
+        (key_hash(key) % G as u64) as usize
+    }
+
+    /// Enters partial slot `i` in the partial-group index.
+    fn partial_link(&mut self, i: usize) {
+        let b = Self::bucket_of(&self.slots[i].key);
+        self.pnext[i] = self.pbucket[b];
+        self.pbucket[b] = i as u16;
+    }
+
+    /// Takes slot `i` out of the partial-group index (when it is there).
+    fn partial_unlink(&mut self, i: usize) {
+        let b = Self::bucket_of(&self.slots[i].key);
+        let mut at = self.pbucket[b];
+        let mut prev = NONE;
+        while at != NONE {
+            if at as usize == i {
+                let next = self.pnext[i];
+                if prev == NONE {
+                    self.pbucket[b] = next;
+                } else {
+                    self.pnext[prev as usize] = next;
+                }
+                self.pnext[i] = NONE;
+                return;
+            }
+            prev = at;
+            at = self.pnext[at as usize];
+        }
+    }
+
+    /// The partial group of `key`, if any.
+    fn partial_of(&self, key: &Key) -> Option<usize> {
+        let mut at = self.pbucket[Self::bucket_of(key)];
+        while at != NONE {
+            let s = &self.slots[at as usize];
+            if s.state == State::Partial && s.key == *key {
+                return Some(at as usize);
+            }
+            at = self.pnext[at as usize];
+        }
+        None
+    }
+
+    fn route_bucket(sid: u32, pasid: u32) -> usize {
+        (att_hash(sid, pasid) % R as u64) as usize
+    }
+
+    fn route_link(&mut self, k: usize, sid: u32, pasid: u32) {
+        let b = Self::route_bucket(sid, pasid);
+        self.rnext[k] = self.rbucket[b];
+        self.rbucket[b] = k as u16;
+    }
+
+    /// Removes route `k` (table, index and journal).
+    fn route_remove(&mut self, k: usize) {
+        let Some(r) = self.routes[k] else { return };
+        let b = Self::route_bucket(r.sid, r.pasid);
+        let mut at = self.rbucket[b];
+        let mut prev = NONE;
+        while at != NONE {
+            if at as usize == k {
+                if prev == NONE {
+                    self.rbucket[b] = self.rnext[k];
+                } else {
+                    self.rnext[prev as usize] = self.rnext[k];
+                }
+                break;
+            }
+            prev = at;
+            at = self.rnext[at as usize];
+        }
+        self.rnext[k] = NONE;
+        self.routes[k] = None;
+        self.persist_route(k);
+    }
+
+    /// The route slot of (sid, pasid).
+    fn route_index(&self, sid: u32, pasid: u32) -> Option<usize> {
+        let mut at = self.rbucket[Self::route_bucket(sid, pasid)];
+        while at != NONE {
+            if matches!(self.routes[at as usize], Some(r) if r.sid == sid && r.pasid == pasid) {
+                return Some(at as usize);
+            }
+            at = self.rnext[at as usize];
+        }
+        None
+    }
+
+    /// The owner entry of task index `task`.
+    fn owner_index(&self, task: usize) -> Option<usize> {
+        match self.owner_at.get(task) {
+            Some(&k) if k != 0 => Some(k as usize - 1),
+            _ => None,
+        }
     }
 
     /// The group table is full: forgets one partial group, if any, so
@@ -557,28 +862,36 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
 
     /// Frees slot `i` (no answer) and retires its generation.
     fn release(&mut self, i: usize) {
-        let s = &mut self.slots[i];
-        if s.state == State::Free {
-            return;
+        match self.slots[i].state {
+            State::Free => return,
+            State::Partial => self.partial_unlink(i),
+            _ => {}
         }
+        let s = &mut self.slots[i];
         s.state = State::Free;
         s.gen = (s.gen + 1) & 0xff_ffff;
         if s.gen == 0 {
             s.gen = 1;
         }
+        self.free_list[self.free] = i as u16;
         self.free += 1;
         self.persist(i);
     }
 
     fn push_resp(&mut self, i: usize) {
         // Cannot overflow: a slot is in the ring at most once.
-        let at = (self.rhead + self.rlen) % MAX_GROUPS;
+        let at = (self.rhead + self.rlen) % G;
         self.resp_ring[at] = i as u16;
         self.rlen += 1;
     }
 
     /// Decides slot `i`'s answer and queues it for iommu-server.
     fn answer(&mut self, i: usize, resp: Resp) {
+        let s = &mut self.slots[i];
+        if matches!(s.state, State::Queued | State::Delivered) {
+            let t = s.owner.index();
+            self.held[t] = self.held[t].saturating_sub(1);
+        }
         let s = &mut self.slots[i];
         s.state = State::Answered;
         s.resp = resp;
@@ -595,15 +908,19 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
     // ------------------------------------------------------------ owners
 
     fn owner_mut(&mut self, task: usize, create: bool) -> Option<&mut Owner> {
-        if let Some(k) = self.owners.iter().position(|o| o.task == Some(task)) {
+        if let Some(k) = self.owner_index(task) {
             return Some(&mut self.owners[k]);
         }
-        if !create {
+        // Only a task index can own (the map has one entry per index).
+        if !create || task >= TASKS {
             return None;
         }
+        // Creating an entry is the one scan (once per owner).
         let k = self.owners.iter().position(|o| o.task.is_none())?;
         self.owners[k] = Owner::EMPTY;
         self.owners[k].task = Some(task);
+        self.owner_at[task] = k as u8 + 1;
+        self.nowners += 1;
         Some(&mut self.owners[k])
     }
 
@@ -615,13 +932,17 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             Some(0) => return None,
             Some(p) => p,
         };
-        self.routes
-            .iter()
-            .flatten()
+        if cfg!(feature = "explore-mutant-i2") {
             // Test-only mutant (explore-mutant-i2): the stream ignored, so
             // a group may reach another stream's owner.
-            .find(|r| (cfg!(feature = "explore-mutant-i2") || r.sid == sid) && r.pasid == pasid)
-            .copied()
+            return self
+                .routes
+                .iter()
+                .flatten()
+                .find(|r| r.pasid == pasid)
+                .copied();
+        }
+        self.route_index(sid, pasid).and_then(|k| self.routes[k])
     }
 
     fn att_of(key: &Key) -> (u32, u32) {
@@ -630,6 +951,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
 
     /// A complete group (Last seen, or a stall): route it.
     fn complete(&mut self, i: usize) {
+        self.partial_unlink(i);
         let s = self.slots[i];
         if s.orphan || s.truncated {
             return self.answer(i, Resp::Invalid);
@@ -655,6 +977,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         o.len += 1;
         self.slots[i].owner = r.owner;
         self.slots[i].state = State::Queued;
+        self.held[task] += 1;
         self.persist(i);
         self.notify_owners |= 1 << (task % 64);
         trace!(Ev::GroupQueued, i, task);
@@ -667,23 +990,11 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
     /// owner that neither fetches nor answers thus cannot stop intake for
     /// the others.
     fn over_share(&self, task: usize) -> bool {
-        if self.free >= MAX_GROUPS / 4 {
+        if self.free >= G / 4 {
             return false;
         }
-        let owners = self
-            .owners
-            .iter()
-            .filter(|o| o.task.is_some())
-            .count()
-            .max(1);
-        let held = self
-            .slots
-            .iter()
-            .filter(|s| {
-                s.owner.index() == task && matches!(s.state, State::Queued | State::Delivered)
-            })
-            .count();
-        held >= MAX_GROUPS / (2 * owners)
+        let owners = self.nowners.max(1);
+        self.held.get(task).copied().unwrap_or(0) as usize >= G / (2 * owners)
     }
 
     fn add_page(&mut self, i: usize, page: Page) {
@@ -728,11 +1039,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
                 | (e.exec() as u8) << 2
                 | (e.privileged() as u8) << 3,
         };
-        let i = match self
-            .slots
-            .iter()
-            .position(|s| s.state == State::Partial && s.key == key)
-        {
+        let i = match self.partial_of(&key) {
             Some(i) => i,
             None => match self.alloc(key, TaskId(0)) {
                 Some(i) => i,
@@ -774,7 +1081,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         self.pri_reached = reached;
         if overflow && reached {
             self.stats.hw_overflows += 1;
-            for i in 0..MAX_GROUPS {
+            for i in 0..G {
                 if self.slots[i].state == State::Partial && !self.slots[i].key.stall {
                     self.stats.overflow_discards += 1;
                     self.release(i);
@@ -916,11 +1223,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
     pub fn fetch_faults(&mut self, caller: TaskId, out: &mut [FaultOut]) -> (usize, u32) {
         self.intake();
         let inc = self.incarnation;
-        let Some(k) = self
-            .owners
-            .iter()
-            .position(|o| o.task == Some(caller.index()))
-        else {
+        let Some(k) = self.owner_index(caller.index()) else {
             return (0, 0);
         };
         let mut w = 0;
@@ -1022,7 +1325,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
     /// Last is answered INVALID on arrival). Returns groups answered.
     fn answer_attachment(&mut self, sid: u32, pasid: u32, forget_partials: bool) -> u32 {
         let mut n = 0;
-        for i in 0..MAX_GROUPS {
+        for i in 0..G {
             let s = self.slots[i];
             if Self::att_of(&s.key) != (sid, pasid) {
                 continue;
@@ -1074,10 +1377,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         fault_capable: bool,
     ) -> Result<(), TablesFull> {
         self.intake();
-        let existing = self
-            .routes
-            .iter()
-            .position(|r| matches!(r, Some(r) if r.sid == sid && r.pasid == pasid));
+        let existing = self.route_index(sid, pasid);
         if existing.is_some() {
             self.answer_attachment(sid, pasid, false);
         } else if fault_capable && self.owner_mut(owner.index(), true).is_none() {
@@ -1097,6 +1397,9 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             owner,
             fault_capable,
         });
+        if existing.is_none() {
+            self.route_link(slot, sid, pasid);
+        }
         self.persist_route(slot);
         Ok(())
     }
@@ -1118,11 +1421,8 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
     ) -> (usize, u32, bool, u32) {
         trace!(Ev::DrainStart, sid, pasid);
         self.acknowledge(issued);
-        for k in 0..MAX_ROUTES {
-            if matches!(self.routes[k], Some(r) if r.sid == sid && r.pasid == pasid) {
-                self.routes[k] = None;
-                self.persist_route(k);
-            }
+        while let Some(k) = self.route_index(sid, pasid) {
+            self.route_remove(k);
         }
         self.drain_marker = uses_stop_marker.then_some((sid, pasid));
         self.marker_seen = false;
@@ -1155,10 +1455,10 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         self.answer_attachment(sid, pasid, marker);
         // Move the attachment's answers to `out`; keep the others queued.
         let mut w = 0;
-        let mut kept = [0u16; MAX_GROUPS];
+        let mut kept = [0u16; G];
         let mut m = 0;
         let has_any = (0..self.rlen).any(|j| {
-            let i = self.resp_ring[(self.rhead + j) % MAX_GROUPS] as usize;
+            let i = self.resp_ring[(self.rhead + j) % G] as usize;
             Self::att_of(&self.slots[i].key) == (sid, pasid)
         });
         // The lease is a hand-over like take_responses': kept until
@@ -1169,7 +1469,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             0
         };
         for j in 0..self.rlen {
-            let i = self.resp_ring[(self.rhead + j) % MAX_GROUPS] as usize;
+            let i = self.resp_ring[(self.rhead + j) % G] as usize;
             let s = self.slots[i];
             if w < out.len() && Self::att_of(&s.key) == (sid, pasid) {
                 out[w] = ResponseOut {
@@ -1181,6 +1481,8 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
                 sl.state = State::Handed;
                 sl.seq = seq;
                 self.persist(i);
+                self.handed[self.nhanded] = i as u16;
+                self.nhanded += 1;
             } else {
                 kept[m] = i as u16;
                 m += 1;
@@ -1215,7 +1517,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         let mut w = 0;
         while self.rlen > 0 && w < out.len() {
             let i = self.resp_ring[self.rhead] as usize;
-            self.rhead = (self.rhead + 1) % MAX_GROUPS;
+            self.rhead = (self.rhead + 1) % G;
             self.rlen -= 1;
             let s = &mut self.slots[i];
             out[w] = ResponseOut {
@@ -1225,6 +1527,8 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
             s.state = State::Handed;
             s.seq = seq;
             self.persist(i);
+            self.handed[self.nhanded] = i as u16;
+            self.nhanded += 1;
             w += 1;
         }
         trace!(Ev::ResponsesTaken, w, seq);
@@ -1253,8 +1557,13 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
     /// iommu-server issued every hand-over up to `issued`: those slots are
     /// freed; later hand-overs never reached it (a previous incarnation
     /// died before its reply) and are queued again.
+    ///
+    /// Walks the handed slots only (in hand-over order), so its cost is
+    /// that of the last hand-overs, not of the table.
     fn acknowledge(&mut self, issued: u32) {
-        for i in 0..MAX_GROUPS {
+        let n = core::mem::take(&mut self.nhanded);
+        for j in 0..n {
+            let i = self.handed[j] as usize;
             if self.slots[i].state == State::Handed {
                 if self.slots[i].seq <= issued {
                     self.release(i);
@@ -1285,15 +1594,14 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         }
         self.intake();
         let task = vm.index();
-        let mut atts = [(0u32, 0u32); MAX_ROUTES];
+        let mut atts = [(0u32, 0u32); R];
         let mut na = 0;
-        for k in 0..MAX_ROUTES {
+        for k in 0..R {
             if let Some(x) = self.routes[k] {
                 if x.owner == vm {
                     atts[na] = (x.sid, x.pasid);
                     na += 1;
-                    self.routes[k] = None;
-                    self.persist_route(k);
+                    self.route_remove(k);
                 }
             }
         }
@@ -1303,7 +1611,7 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
         }
         // Groups of the VM not under a current route (queued under an old
         // route of a stream since re-routed): by owner.
-        for i in 0..MAX_GROUPS {
+        for i in 0..G {
             let s = self.slots[i];
             if s.owner == vm && matches!(s.state, State::Queued | State::Delivered) {
                 if s.state == State::Queued {
@@ -1313,8 +1621,10 @@ impl<M: Mmio, Q: QueueMemory> Prq<M, Q> {
                 n += 1;
             }
         }
-        if let Some(k) = self.owners.iter().position(|o| o.task == Some(task)) {
+        if let Some(k) = self.owner_index(task) {
             self.owners[k] = Owner::EMPTY;
+            self.owner_at[task] = 0;
+            self.nowners -= 1;
         }
         trace!(Ev::OwnerDied, task, n);
         n

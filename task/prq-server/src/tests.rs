@@ -360,3 +360,102 @@ fn an_event_queue_abort_reports_lost_to_every_stream_owner_once() {
     let other = TaskId::new(6, Generation(0));
     assert_eq!(p.fetch_events(other, &mut out), (0, 0));
 }
+
+/// A benchmark-sized instance (`Prq::init_at`, const sizes 6 144 / 64 /
+/// 64): groups of 64 streams arriving interleaved are kept apart by the
+/// partial-group index, each owner (found by task index) gets its own,
+/// 2 048 more are delivered, and every group is answered exactly once
+/// through the handed list, leaving every slot free again.
+#[test]
+fn a_large_instance_keeps_interleaved_groups_apart_and_answers_each_once() {
+    use crate::mem::region_size;
+    use crate::prq::State;
+    use std::boxed::Box;
+    const G: usize = 6144;
+    const N: usize = 64;
+    const Q: u32 = 8;
+    let regs = Regs::default();
+    let mem = Mem(Rc::new(RefCell::new(vec![0; region_size(G, N) / 8])));
+    let mut place = Box::<Prq<Regs, Mem, G, N, N>>::new_uninit();
+    let cfg = Config {
+        streams: &[],
+        evtq_log2: 3,
+        priq_log2: Q,
+    };
+    // SAFETY: the box is valid for writes and aligned; `init_at`
+    // initialises it.
+    let mut p = unsafe {
+        Prq::init_at(place.as_mut_ptr(), regs.clone(), mem.clone(), &cfg);
+        place.assume_init()
+    };
+    let raise = |sid: u32, prgi: u16, addr: u64, last: bool| {
+        let prod = QueuePtr::from_raw(Q, regs.read32(offset::PRIQ_PROD));
+        let mut e = PriEntry::new(sid, None, prgi, addr);
+        e.set_read(true).set_last(last);
+        let off = PRIQ_OFF + prod.entry_offset(PRIQ_ENTRY_BYTES);
+        mem.write64(off, e.word(0));
+        mem.write64(off + 8, e.word(1));
+        regs.write32(offset::PRIQ_PROD, prod.advance(1).raw());
+    };
+    let vm = |k: usize| TaskId::new(k, Generation(0));
+    for k in 0..N {
+        p.set_route(0x10 + k as u32, 0, vm(k), true).unwrap();
+    }
+    // Two pages per group, the streams interleaved.
+    for k in 0..N {
+        raise(0x10 + k as u32, 3, 0x1000 * (k as u64 + 1), false);
+    }
+    for k in 0..N {
+        raise(0x10 + k as u32, 3, 0x10_0000 + 0x1000 * k as u64, true);
+    }
+    p.intake();
+    let mut out = empty_out();
+    let mut cookies = Vec::new();
+    for k in 0..N {
+        assert_eq!(p.fetch_faults(vm(k), &mut out), (2, 0), "owner {k}");
+        assert_eq!(out[0].key.sid, 0x10 + k as u32);
+        assert_eq!(out[0].page.addr, 0x1000 * (k as u64 + 1));
+        assert_eq!(out[1].page.addr, 0x10_0000 + 0x1000 * k as u64);
+        assert_eq!(out[0].cookie, out[1].cookie);
+        cookies.push((k, out[0].cookie));
+    }
+    // 2 048 more single-page groups, delivered.
+    for b in 0..32u16 {
+        for k in 0..N {
+            raise(0x10 + k as u32, 10 + b, 0x2000, true);
+        }
+        p.intake();
+        for k in 0..N {
+            assert_eq!(p.fetch_faults(vm(k), &mut out), (1, 0));
+            cookies.push((k, out[0].cookie));
+        }
+    }
+    assert_eq!(p.stats().delivered_groups, 64 + 2048);
+    // Answered in batches, each hand-over acknowledged by the next take.
+    let mut resp = empty_resp();
+    let mut issued = 0;
+    let mut answered = std::collections::HashSet::new();
+    for chunk in cookies.chunks(64) {
+        for &(k, c) in chunk {
+            assert_eq!(
+                p.respond(vm(k), &[(c, Resp::Success)]).1,
+                RespondStop::Complete
+            );
+        }
+        let (n, more, seq) = p.take_responses(issued, &mut resp);
+        assert_eq!((n, more), (64, false));
+        for r in &resp[..n] {
+            assert!(answered.insert((r.key.sid, r.key.tag)), "answered twice");
+        }
+        issued = seq;
+    }
+    assert_eq!(answered.len(), 64 + 2048);
+    assert_eq!(p.take_responses(issued, &mut resp).0, 0);
+    assert!(p.slots.iter().all(|s| s.state == State::Free));
+    // A cookie answered before is refused now.
+    let (k, c) = cookies[0];
+    assert_eq!(
+        p.respond(vm(k), &[(c, Resp::Success)]),
+        (0, RespondStop::UnknownCookie)
+    );
+}
