@@ -749,7 +749,9 @@ impl Event {
         };
         let named = |id: usize| 1u64 << (TaskId(id as u32).index() % 64);
         let extra = match Sysnum::from_u32(n) {
-            Some(Sysnum::Send | Sysnum::Reply | Sysnum::BorrowWrite) => named(a[0]),
+            Some(Sysnum::Send | Sysnum::Reply | Sysnum::ReplyRecv | Sysnum::BorrowWrite) => {
+                named(a[0])
+            }
             Some(Sysnum::TaskControl) if a[0] == TaskControl::Restart as usize => 1 << (a[1] % 64),
             _ => 0,
         };
@@ -1032,10 +1034,11 @@ fn random_call(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
     let serving = k.tasks.iter().any(|t| t.state == TaskState::InReply(me));
     // A task with clients waiting mostly serves them (reply, borrow), as a
     // server does: that is where copies between tasks happen.
-    const SERVE: [Sysnum; 7] = [
+    const SERVE: [Sysnum; 8] = [
         Sysnum::Reply,
         Sysnum::Reply,
         Sysnum::Reply,
+        Sysnum::ReplyRecv,
         Sysnum::BorrowRead,
         Sysnum::BorrowWrite,
         Sysnum::BorrowInfo,
@@ -1114,6 +1117,18 @@ fn random_call(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
             a[0] = partner(k, r);
             a[1] = r.next_u64() as usize;
             (a[2], a[3]) = rg(r);
+        }
+        // Reply's arguments packed (target | code << 32), then Recv's.
+        Sysnum::ReplyRecv => {
+            a[0] = partner(k, r) & 0xffff_ffff | (r.next_u64() as usize) << 32;
+            (a[1], a[2]) = rg(r);
+            (a[3], a[4]) = rg(r);
+            a[5] = bits(r, k.irqs) as usize;
+            a[6] = match r.below(4) {
+                0 | 1 => TaskId::ANY.0 as usize,
+                2 => TaskId::KERNEL.0 as usize,
+                _ => task_id(k, r),
+            };
         }
         Sysnum::ReplyFault => {
             a[0] = partner(k, r);

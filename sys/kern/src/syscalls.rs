@@ -143,6 +143,8 @@ impl<'t> Kernel<'t> {
         // table of `dispatch` on the path every message takes.
         let r = if num == Sysnum::Send as u32 {
             self.send(c)
+        } else if num == Sysnum::ReplyRecv as u32 {
+            self.reply_recv(p, c)
         } else if num == Sysnum::Recv as u32 {
             self.recv(c)
         } else if num == Sysnum::Reply as u32 {
@@ -165,6 +167,7 @@ impl<'t> Kernel<'t> {
             Sysnum::Send => self.send(c),
             Sysnum::Recv => self.recv(c),
             Sysnum::Reply => self.reply(p, c),
+            Sysnum::ReplyRecv => self.reply_recv(p, c),
             Sysnum::ReplyFault => {
                 let target = TaskId(a(self, 0) as u32);
                 let reason = a(self, 1);
@@ -555,7 +558,7 @@ impl<'t> Kernel<'t> {
             ss.arg(4),
             ss.arg(6),
         );
-        let n = msg_len.min(self.tasks[r].save.arg(1));
+        let n = msg_len.min(self.tasks[r].recv_len);
         // The sender's range was checked when it sent, the receiver's when
         // it called recv; regions are static, so both are still valid.
         let src = match msg_pa {
@@ -589,10 +592,38 @@ impl<'t> Kernel<'t> {
         let s = &self.tasks[c].save;
         let (buf, buf_len, mask, from) =
             (s.arg(0), s.arg(1), s.arg(2) as u32, TaskId(s.arg(3) as u32));
+        self.recv_from(c, buf, buf_len, mask, from)
+    }
+
+    /// `Reply` (x0..x3) then `Recv` (x4..x7) in one kernel entry: exactly
+    /// the two calls in turn, so every check of each still applies. A
+    /// reply the kernel refuses faults the caller before it receives; a
+    /// reply that is dropped (the client died or stopped waiting) does not
+    /// stop the receive, as with two calls.
+    fn reply_recv<P: Platform>(&mut self, p: &mut P, c: usize) -> Result<(), Fault> {
+        let s = &self.tasks[c].save;
+        let (target, code) = (TaskId(s.arg(0) as u32), s.arg(0) >> 32);
+        let (ptr, len) = (s.arg(1), s.arg(2));
+        let (buf, buf_len, mask, from) =
+            (s.arg(3), s.arg(4), s.arg(5) as u32, TaskId(s.arg(6) as u32));
+        self.reply_to(p, c, target, code, ptr, len)?;
+        self.recv_from(c, buf, buf_len, mask, from)
+    }
+
+    #[inline(always)]
+    fn recv_from(
+        &mut self,
+        c: usize,
+        buf: usize,
+        buf_len: usize,
+        mask: u32,
+        from: TaskId,
+    ) -> Result<(), Fault> {
         let Some(buf_pa) = self.user(c, buf, buf_len, REGION_READ | REGION_WRITE) else {
             return Err(Fault(FaultKind::BadSyscallArgs, buf));
         };
         self.tasks[c].recv_buf = buf_pa;
+        self.tasks[c].recv_len = buf_len;
         // Notifications first: a server that is flooded with messages still
         // sees its interrupts.
         let pending = self.tasks[c].notifications & mask;
@@ -683,6 +714,19 @@ impl<'t> Kernel<'t> {
     fn reply<P: Platform>(&mut self, p: &mut P, c: usize) -> Result<(), Fault> {
         let s = &self.tasks[c].save;
         let (target, code, ptr, len) = (TaskId(s.arg(0) as u32), s.arg(1), s.arg(2), s.arg(3));
+        self.reply_to(p, c, target, code, ptr, len)
+    }
+
+    #[inline(always)]
+    fn reply_to<P: Platform>(
+        &mut self,
+        p: &mut P,
+        c: usize,
+        target: TaskId,
+        code: usize,
+        ptr: usize,
+        len: usize,
+    ) -> Result<(), Fault> {
         if len > abi::MAX_MESSAGE {
             return Err(Fault(FaultKind::BadSyscallArgs, ptr));
         }

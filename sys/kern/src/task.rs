@@ -107,6 +107,9 @@ pub struct Task {
     /// Kernel address of the buffer of the `recv` this task waits in,
     /// checked when it called `recv` (the regions are static).
     pub recv_buf: usize,
+    /// Length of that buffer (`recv` takes it in x1, `reply_recv` in x4:
+    /// kept here so delivery does not depend on which call is waiting).
+    pub recv_len: usize,
     pub desc: &'static TaskDesc,
 }
 
@@ -124,6 +127,7 @@ impl Task {
             slot_mask: mask_of(desc.task_slots),
             post_mask: mask_of(desc.task_slots) | mask_of(desc.post_slots),
             recv_buf: 0,
+            recv_len: 0,
             desc,
         }
     }
