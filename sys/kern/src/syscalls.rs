@@ -1040,7 +1040,10 @@ impl<'t> Kernel<'t> {
     /// Sets `current` to the task to run next. Returns false if nothing can
     /// run. A running task keeps the CPU against equals: they take turns
     /// only when it blocks.
-    #[inline]
+    ///
+    /// The decisions that need no scan are made here, inline on the IPC
+    /// path; the rest is [`Kernel::schedule_scan`].
+    #[inline(always)]
     pub fn schedule<P: Platform>(&mut self, _p: &mut P) -> bool {
         let woken = core::mem::replace(&mut self.woken, Woken::None);
         let cur = self.current;
@@ -1064,6 +1067,12 @@ impl<'t> Kernel<'t> {
         } else if woken == Woken::None && cur_runs {
             return true;
         }
+        self.schedule_scan(cur_runs, cur_pri)
+    }
+
+    /// The rest of [`Kernel::schedule`]: a scan of the table.
+    #[inline(never)]
+    fn schedule_scan(&mut self, cur_runs: bool, cur_pri: u8) -> bool {
         match self.pick() {
             Some(b) => {
                 if !cur_runs || self.tasks[b].priority() < cur_pri {
