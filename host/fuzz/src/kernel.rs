@@ -1216,6 +1216,11 @@ fn check(k: &Kernel, p: &FuzzPlatform) -> Result<(), String> {
     if k.current >= n {
         return Err(format!("current task {} is out of range", k.current));
     }
+    // Each task's senders set (what an open receive visits) matches the
+    // task states.
+    if !k.state_sets_consistent() {
+        return Err("the tasks' senders sets disagree with the task states".into());
+    }
     let name = |i: usize| k.tasks[i].desc.name;
     let blocked_on = |i: usize, x: abi::TaskId| -> Result<usize, String> {
         let j = x.index();

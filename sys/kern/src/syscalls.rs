@@ -87,6 +87,9 @@ pub const LOG_TRUNCATED: &[u8] = b"(kern: log truncated)";
 pub const PANIC_MAX_BYTES: usize = 160;
 
 impl<'t> Kernel<'t> {
+    /// The kernel over a task table whose tasks are all `Stopped`, as
+    /// `Task::new` makes them (their `senders` sets start empty);
+    /// [`Kernel::boot`] starts them.
     pub fn new(tasks: &'t mut [Task], irqs: &'static [IrqDesc]) -> Self {
         Kernel {
             tasks,
@@ -94,6 +97,36 @@ impl<'t> Kernel<'t> {
             current: 0,
             woken: Woken::Many,
         }
+    }
+
+    /// Sets task `i`'s state, keeping the receivers' `senders` sets equal
+    /// to the states. Every state change
+    /// goes through here.
+    #[inline(always)]
+    fn set_state(&mut self, i: usize, state: TaskState) {
+        let bit = 1u64 << (i % abi::MAX_TASKS);
+        if let TaskState::InSend(r) = self.tasks[i].state {
+            self.tasks[r.index()].senders &= !bit;
+        }
+        if let TaskState::InSend(r) = state {
+            self.tasks[r.index()].senders |= bit;
+        }
+        self.tasks[i].state = state;
+    }
+
+    /// Whether every task's `senders` set matches the task states (the
+    /// fuzzer checks it after every event).
+    pub fn state_sets_consistent(&self) -> bool {
+        let n = self.tasks.len();
+        let senders_of = |r: usize| {
+            (0..n)
+                .filter(|&i| matches!(self.tasks[i].state, TaskState::InSend(x) if x.index() == r))
+                .fold(0u64, |m, i| m | 1 << i)
+        };
+        self.tasks
+            .iter()
+            .enumerate()
+            .all(|(i, t)| t.senders == senders_of(i))
     }
 
     /// Starts every task marked `start`.
@@ -125,8 +158,9 @@ impl<'t> Kernel<'t> {
     }
 
     /// Makes task `i` runnable and records it for the scheduler.
+    #[inline(always)]
     fn wake(&mut self, i: usize) {
-        self.tasks[i].state = TaskState::Runnable;
+        self.set_state(i, TaskState::Runnable);
         self.woken = match self.woken {
             Woken::None => Woken::One(i),
             Woken::One(j) if j == i => Woken::One(i),
@@ -540,7 +574,7 @@ impl<'t> Kernel<'t> {
         match self.tasks[t].state {
             TaskState::InRecv(None) => self.deliver(c, t, Some(msg_pa)),
             TaskState::InRecv(Some(from)) if from == me => self.deliver(c, t, Some(msg_pa)),
-            _ => self.tasks[c].state = TaskState::InSend(target),
+            _ => self.set_state(c, TaskState::InSend(target)),
         }
         Ok(())
     }
@@ -585,7 +619,13 @@ impl<'t> Kernel<'t> {
         rs.set_ret(5, nleases);
         self.wake(r);
         let rid = self.id_of(r);
-        self.tasks[s].state = TaskState::InReply(rid);
+        if msg_pa.is_some() {
+            // From `send`: the sender is the running task, in no receiver's
+            // `senders` set, so `set_state` has nothing to clear.
+            self.tasks[s].state = TaskState::InReply(rid);
+        } else {
+            self.set_state(s, TaskState::InReply(rid));
+        }
     }
 
     fn recv(&mut self, c: usize) -> Result<(), Fault> {
@@ -636,25 +676,27 @@ impl<'t> Kernel<'t> {
             // Notifications only.
         } else if from == TaskId::ANY {
             // Highest-priority waiting sender; ties go to the lowest index
-            // after the receiver, so equal senders are served in turn.
-            let n = self.tasks.len();
+            // after the receiver, so equal senders are served in turn. Only
+            // the tasks in `InSend` to this one are looked at (usually none).
+            let after = (u64::MAX << (c % abi::MAX_TASKS)) << 1;
             let mut best: Option<(usize, u8)> = None;
-            let mut i = c;
-            for _ in 0..n {
-                i += 1;
-                if i == n {
-                    i = 0;
-                }
-                let t = &self.tasks[i];
-                if matches!(t.state, TaskState::InSend(x) if x == me)
-                    && best.is_none_or(|(_, p)| t.desc.priority < p)
-                {
-                    best = Some((i, t.desc.priority));
+            let senders = self.tasks[c].senders;
+            for set in [senders & after, senders & !after] {
+                let mut m = set;
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    let t = &self.tasks[i];
+                    if matches!(t.state, TaskState::InSend(x) if x == me)
+                        && best.is_none_or(|(_, p)| t.priority() < p)
+                    {
+                        best = Some((i, t.priority()));
+                    }
                 }
             }
             let best = best.map(|(i, _)| i);
             if let Some(sdr) = best {
-                self.tasks[c].state = TaskState::InRecv(None);
+                self.set_state(c, TaskState::InRecv(None));
                 self.deliver(sdr, c, None);
                 return Ok(());
             }
@@ -667,20 +709,20 @@ impl<'t> Kernel<'t> {
                 }
                 Some(sdr) => {
                     if matches!(self.tasks[sdr].state, TaskState::InSend(x) if x == me) {
-                        self.tasks[c].state = TaskState::InRecv(Some(from));
+                        self.set_state(c, TaskState::InRecv(Some(from)));
                         self.deliver(sdr, c, None);
                         return Ok(());
                     }
                 }
             }
         }
-        let t = &mut self.tasks[c];
-        t.notification_mask = mask;
-        t.state = TaskState::InRecv(if from == TaskId::ANY {
+        self.tasks[c].notification_mask = mask;
+        let from = if from == TaskId::ANY {
             None
         } else {
             Some(from)
-        });
+        };
+        self.set_state(c, TaskState::InRecv(from));
         Ok(())
     }
 
@@ -952,7 +994,7 @@ impl<'t> Kernel<'t> {
     }
 
     fn fault_no_sched(&mut self, t: usize, kind: FaultKind, detail: usize) {
-        self.tasks[t].state = TaskState::Faulted { kind, detail };
+        self.set_state(t, TaskState::Faulted { kind, detail });
         self.tasks[t].timer_deadline = None;
         self.post(SUPERVISOR, SUPERVISOR_FAULT_BIT);
     }
@@ -1024,8 +1066,8 @@ impl<'t> Kernel<'t> {
         let (before, from_cur) = self.tasks.split_at(cur);
         let mut best: Option<(usize, u8)> = None;
         let mut consider = |i: usize, t: &Task| {
-            if t.is_runnable() && best.is_none_or(|(_, p)| t.desc.priority < p) {
-                best = Some((i, t.desc.priority));
+            if t.is_runnable() && best.is_none_or(|(_, p)| t.priority() < p) {
+                best = Some((i, t.priority()));
             }
         };
         for (i, t) in from_cur.iter().enumerate() {

@@ -110,6 +110,12 @@ pub struct Task {
     /// Length of that buffer (`recv` takes it in x1, `reply_recv` in x4:
     /// kept here so delivery does not depend on which call is waiting).
     pub recv_len: usize,
+    /// `desc.priority`, here so the scheduler reads it without following
+    /// `desc`.
+    pub priority: u8,
+    /// The tasks in `InSend` to this one, a bit per index: what an open
+    /// receive looks at (kept by `Kernel::set_state`).
+    pub senders: u64,
     pub desc: &'static TaskDesc,
 }
 
@@ -128,6 +134,8 @@ impl Task {
             post_mask: mask_of(desc.task_slots) | mask_of(desc.post_slots),
             recv_buf: 0,
             recv_len: 0,
+            priority: desc.priority,
+            senders: 0,
             desc,
         }
     }
@@ -137,7 +145,7 @@ impl Task {
     }
 
     pub fn priority(&self) -> u8 {
-        self.desc.priority
+        self.priority
     }
 
     /// Finds a region of this task that wholly contains `[va, va + len)`
