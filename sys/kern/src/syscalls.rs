@@ -433,12 +433,12 @@ impl<'t> Kernel<'t> {
         // branchless and ends in CSDB (`clamp_to_region`): under a
         // mispredicted check the address is 0, never one outside the
         // region, so no barrier is needed before the caller dereferences it.
-        if let Some(d) = task.desc.regions.get(1) {
-            if d.attributes & attrs == attrs {
-                let pa = crate::clamp_to_region(va, len, d.va, d.size, region_pa(d));
-                if pa != 0 {
-                    return Some(pa);
-                }
+        // Region 1 is read from its copy in the task record (`Task::r1`).
+        let d = &task.r1;
+        if d.attributes & attrs == attrs {
+            let pa = crate::clamp_to_region(va, len, d.va, d.size, d.pa);
+            if pa != 0 {
+                return Some(pa);
             }
         }
         // Any other region: the general lookup, then a full speculation
@@ -640,6 +640,7 @@ impl<'t> Kernel<'t> {
     /// reply the kernel refuses faults the caller before it receives; a
     /// reply that is dropped (the client died or stopped waiting) does not
     /// stop the receive, as with two calls.
+    #[inline(always)]
     fn reply_recv<P: Platform>(&mut self, p: &mut P, c: usize) -> Result<(), Fault> {
         let s = &self.tasks[c].save;
         let (target, code) = (TaskId(s.arg(0) as u32), s.arg(0) >> 32);

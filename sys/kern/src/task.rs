@@ -116,7 +116,31 @@ pub struct Task {
     /// The tasks in `InSend` to this one, a bit per index: what an open
     /// receive looks at (kept by `Kernel::set_state`).
     pub senders: u64,
+    /// Region 1 (the stack, where IPC buffers almost always are), copied
+    /// from `desc` so the IPC path's range check reads it from here
+    /// rather than through `desc` and its region slice. A task with fewer
+    /// regions gets an empty one (no range fits it).
+    pub r1: Region1,
     pub desc: &'static TaskDesc,
+}
+
+/// A copy of a task's region 1 (see [`Task::r1`]).
+#[derive(Copy, Clone, Debug)]
+pub struct Region1 {
+    pub va: usize,
+    pub size: usize,
+    /// The kernel address of `va`.
+    pub pa: usize,
+    pub attributes: u32,
+}
+
+impl Region1 {
+    const EMPTY: Region1 = Region1 {
+        va: 0,
+        size: 0,
+        pa: 0,
+        attributes: 0,
+    };
 }
 
 impl Task {
@@ -136,6 +160,12 @@ impl Task {
             recv_len: 0,
             priority: desc.priority,
             senders: 0,
+            r1: desc.regions.get(1).map_or(Region1::EMPTY, |d| Region1 {
+                va: d.va,
+                size: d.size,
+                pa: region_pa(d),
+                attributes: d.attributes,
+            }),
             desc,
         }
     }
