@@ -131,6 +131,13 @@ impl<'t> Kernel<'t> {
 
     /// Starts every task marked `start`.
     pub fn boot<P: Platform>(&mut self, p: &mut P) {
+        let n = self.tasks.len().min(abi::MAX_TASKS);
+        for i in 0..n {
+            let pri = self.tasks[i].priority();
+            self.tasks[i].rivals = (0..n)
+                .filter(|&j| j != i && self.tasks[j].priority() <= pri)
+                .fold(0, |m, j| m | 1 << j);
+        }
         for i in 0..self.tasks.len() {
             if self.tasks[i].desc.start {
                 self.reinit(p, i);
@@ -1103,6 +1110,24 @@ impl<'t> Kernel<'t> {
                     return true;
                 }
                 if t.priority() <= cur_pri {
+                    self.current = w;
+                    return true;
+                }
+                // The running task blocked and woke a lower-priority one
+                // (a server's reply to its client): that one is the best
+                // runnable task unless one of its rivals (the tasks of its
+                // priority or better) is runnable too; only then scan.
+                let mut m = t.rivals;
+                let mut contested = false;
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    if self.tasks[i].is_runnable() {
+                        contested = true;
+                        break;
+                    }
+                }
+                if !contested {
                     self.current = w;
                     return true;
                 }

@@ -121,6 +121,11 @@ pub struct Task {
     /// rather than through `desc` and its region slice. A task with fewer
     /// regions gets an empty one (no range fits it).
     pub r1: Region1,
+    /// The other tasks of this one's priority or better, a bit per index
+    /// (set by `Kernel::boot`): if none of them is runnable when this one
+    /// is woken and the running task blocks, this one is the scheduler's
+    /// choice without a scan of the table.
+    pub rivals: u64,
     pub desc: &'static TaskDesc,
 }
 
@@ -160,6 +165,7 @@ impl Task {
             recv_len: 0,
             priority: desc.priority,
             senders: 0,
+            rivals: 0,
             r1: desc.regions.get(1).map_or(Region1::EMPTY, |d| Region1 {
                 va: d.va,
                 size: d.size,
