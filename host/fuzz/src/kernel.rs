@@ -1460,6 +1460,73 @@ mod tests {
         });
     }
 
+    /// `ReplyRecv` is `Reply` then `Recv` in one call: the client gets its
+    /// reply, the server takes the next waiting message at once, into the
+    /// buffer and length it named in x3/x4 (not x0/x1 as `Recv`), cut to
+    /// that length. A reply from memory the server does not own faults it
+    /// before it receives anything.
+    #[test]
+    fn kern_reply_recv_is_reply_then_recv() {
+        machine(|w, k, p| {
+            let put = |t: usize, off: usize, b: &[u8]| {
+                w.mem[t][1].bytes()[GUARD + off..GUARD + off + b.len()].copy_from_slice(b);
+                STACK_VA + off
+            };
+            let get = |t: usize, off: usize, n: usize| {
+                w.mem[t][1].bytes()[GUARD + off..GUARD + off + n].to_vec()
+            };
+            let srv = k.id_of(SERVER).0 as usize;
+            let any = TaskId::ANY.0 as usize;
+            call(k, p, SERVER, Sysnum::Recv, &[STACK_VA, 16, 0, any]);
+            let m = put(CLIENT, 0, b"hello");
+            call(
+                k,
+                p,
+                CLIENT,
+                Sysnum::Send,
+                &[srv, m, 5, STACK_VA + 64, 8, 0, 0],
+            );
+            assert_eq!(get(SERVER, 0, 5), b"hello");
+            let m = put(CLIENT_B, 0, b"world!");
+            call(
+                k,
+                p,
+                CLIENT_B,
+                Sysnum::Send,
+                &[srv | 3 << 32, m, 6, STACK_VA + 64, 8, 0, 0],
+            );
+            assert_eq!(k.tasks[CLIENT_B].state, TaskState::InSend(k.id_of(SERVER)));
+            let me = k.id_of(CLIENT).0 as usize;
+            let rep = put(SERVER, 128, b"ok");
+            // Reply to CLIENT (code 5), then receive into 3 bytes at +32.
+            let r = call(
+                k,
+                p,
+                SERVER,
+                Sysnum::ReplyRecv,
+                &[me | 5 << 32, rep, 2, STACK_VA + 32, 3, 0, any],
+            );
+            assert_eq!(k.tasks[CLIENT].state, TaskState::Runnable);
+            assert_eq!(&k.tasks[CLIENT].save.x[..2], &[5, 2]);
+            assert_eq!(get(CLIENT, 64, 2), b"ok");
+            let b = k.id_of(CLIENT_B).0 as usize;
+            assert_eq!(r, [RC_OK as usize, b, 3, 6, 8, 0]);
+            assert_eq!(get(SERVER, 32, 4), b"wor\0");
+            assert_eq!(k.tasks[CLIENT_B].state, TaskState::InReply(k.id_of(SERVER)));
+            // A reply from memory the server does not own: it is faulted and
+            // receives nothing; its client still waits.
+            call(
+                k,
+                p,
+                SERVER,
+                Sysnum::ReplyRecv,
+                &[b, 0x10, 8, STACK_VA, 16, 0, any],
+            );
+            assert_eq!(fault_of(k, SERVER), Some(FaultKind::BadSyscallArgs));
+            assert_eq!(k.tasks[CLIENT_B].state, TaskState::InReply(k.id_of(SERVER)));
+        });
+    }
+
     /// Puts one lease in `t`'s stack; the table's address.
     fn lease_table(w: &World, t: usize, d: LeaseDesc) -> usize {
         let size = std::mem::size_of::<LeaseDesc>();
