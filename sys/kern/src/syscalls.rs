@@ -100,8 +100,7 @@ impl<'t> Kernel<'t> {
     }
 
     /// Sets task `i`'s state, keeping the receivers' `senders` sets equal
-    /// to the states. Every state change
-    /// goes through here.
+    /// to the states. Every state change goes through here.
     #[inline(always)]
     fn set_state(&mut self, i: usize, state: TaskState) {
         let bit = 1u64 << (i % abi::MAX_TASKS);
@@ -642,8 +641,9 @@ impl<'t> Kernel<'t> {
         self.recv_from(c, buf, buf_len, mask, from)
     }
 
-    /// `Reply` (x0..x3) then `Recv` (x4..x7) in one kernel entry: exactly
-    /// the two calls in turn, so every check of each still applies. A
+    /// `Reply` then `Recv` in one kernel entry (x0 = caller | code << 32,
+    /// x1/x2 the reply; x3..x6 `Recv`'s x0..x3): exactly the two calls in
+    /// turn, so every check of each still applies. A
     /// reply the kernel refuses faults the caller before it receives; a
     /// reply that is dropped (the client died or stopped waiting) does not
     /// stop the receive, as with two calls.
