@@ -749,7 +749,9 @@ impl Event {
         };
         let named = |id: usize| 1u64 << (TaskId(id as u32).index() % 64);
         let extra = match Sysnum::from_u32(n) {
-            Some(Sysnum::Send | Sysnum::Reply | Sysnum::BorrowWrite) => named(a[0]),
+            Some(Sysnum::Send | Sysnum::Reply | Sysnum::ReplyRecv | Sysnum::BorrowWrite) => {
+                named(a[0])
+            }
             Some(Sysnum::TaskControl) if a[0] == TaskControl::Restart as usize => 1 << (a[1] % 64),
             _ => 0,
         };
@@ -1032,10 +1034,11 @@ fn random_call(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
     let serving = k.tasks.iter().any(|t| t.state == TaskState::InReply(me));
     // A task with clients waiting mostly serves them (reply, borrow), as a
     // server does: that is where copies between tasks happen.
-    const SERVE: [Sysnum; 7] = [
+    const SERVE: [Sysnum; 8] = [
         Sysnum::Reply,
         Sysnum::Reply,
         Sysnum::Reply,
+        Sysnum::ReplyRecv,
         Sysnum::BorrowRead,
         Sysnum::BorrowWrite,
         Sysnum::BorrowInfo,
@@ -1114,6 +1117,18 @@ fn random_call(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
             a[0] = partner(k, r);
             a[1] = r.next_u64() as usize;
             (a[2], a[3]) = rg(r);
+        }
+        // Reply's arguments packed (target | code << 32), then Recv's.
+        Sysnum::ReplyRecv => {
+            a[0] = partner(k, r) & 0xffff_ffff | (r.next_u64() as usize) << 32;
+            (a[1], a[2]) = rg(r);
+            (a[3], a[4]) = rg(r);
+            a[5] = bits(r, k.irqs) as usize;
+            a[6] = match r.below(4) {
+                0 | 1 => TaskId::ANY.0 as usize,
+                2 => TaskId::KERNEL.0 as usize,
+                _ => task_id(k, r),
+            };
         }
         Sysnum::ReplyFault => {
             a[0] = partner(k, r);
@@ -1200,6 +1215,11 @@ fn check(k: &Kernel, p: &FuzzPlatform) -> Result<(), String> {
     let n = k.tasks.len();
     if k.current >= n {
         return Err(format!("current task {} is out of range", k.current));
+    }
+    // Each task's senders set (what an open receive visits) matches the
+    // task states.
+    if !k.state_sets_consistent() {
+        return Err("the tasks' senders sets disagree with the task states".into());
     }
     let name = |i: usize| k.tasks[i].desc.name;
     let blocked_on = |i: usize, x: abi::TaskId| -> Result<usize, String> {
@@ -1437,6 +1457,73 @@ mod tests {
             }
             call(k, p, CLIENT, Sysnum::Panic, &[0, 0]);
             assert_eq!(fault_of(k, CLIENT), Some(FaultKind::Panic));
+        });
+    }
+
+    /// `ReplyRecv` is `Reply` then `Recv` in one call: the client gets its
+    /// reply, the server takes the next waiting message at once, into the
+    /// buffer and length it named in x3/x4 (not x0/x1 as `Recv`), cut to
+    /// that length. A reply from memory the server does not own faults it
+    /// before it receives anything.
+    #[test]
+    fn kern_reply_recv_is_reply_then_recv() {
+        machine(|w, k, p| {
+            let put = |t: usize, off: usize, b: &[u8]| {
+                w.mem[t][1].bytes()[GUARD + off..GUARD + off + b.len()].copy_from_slice(b);
+                STACK_VA + off
+            };
+            let get = |t: usize, off: usize, n: usize| {
+                w.mem[t][1].bytes()[GUARD + off..GUARD + off + n].to_vec()
+            };
+            let srv = k.id_of(SERVER).0 as usize;
+            let any = TaskId::ANY.0 as usize;
+            call(k, p, SERVER, Sysnum::Recv, &[STACK_VA, 16, 0, any]);
+            let m = put(CLIENT, 0, b"hello");
+            call(
+                k,
+                p,
+                CLIENT,
+                Sysnum::Send,
+                &[srv, m, 5, STACK_VA + 64, 8, 0, 0],
+            );
+            assert_eq!(get(SERVER, 0, 5), b"hello");
+            let m = put(CLIENT_B, 0, b"world!");
+            call(
+                k,
+                p,
+                CLIENT_B,
+                Sysnum::Send,
+                &[srv | 3 << 32, m, 6, STACK_VA + 64, 8, 0, 0],
+            );
+            assert_eq!(k.tasks[CLIENT_B].state, TaskState::InSend(k.id_of(SERVER)));
+            let me = k.id_of(CLIENT).0 as usize;
+            let rep = put(SERVER, 128, b"ok");
+            // Reply to CLIENT (code 5), then receive into 3 bytes at +32.
+            let r = call(
+                k,
+                p,
+                SERVER,
+                Sysnum::ReplyRecv,
+                &[me | 5 << 32, rep, 2, STACK_VA + 32, 3, 0, any],
+            );
+            assert_eq!(k.tasks[CLIENT].state, TaskState::Runnable);
+            assert_eq!(&k.tasks[CLIENT].save.x[..2], &[5, 2]);
+            assert_eq!(get(CLIENT, 64, 2), b"ok");
+            let b = k.id_of(CLIENT_B).0 as usize;
+            assert_eq!(r, [RC_OK as usize, b, 3, 6, 8, 0]);
+            assert_eq!(get(SERVER, 32, 4), b"wor\0");
+            assert_eq!(k.tasks[CLIENT_B].state, TaskState::InReply(k.id_of(SERVER)));
+            // A reply from memory the server does not own: it is faulted and
+            // receives nothing; its client still waits.
+            call(
+                k,
+                p,
+                SERVER,
+                Sysnum::ReplyRecv,
+                &[b, 0x10, 8, STACK_VA, 16, 0, any],
+            );
+            assert_eq!(fault_of(k, SERVER), Some(FaultKind::BadSyscallArgs));
+            assert_eq!(k.tasks[CLIENT_B].state, TaskState::InReply(k.id_of(SERVER)));
         });
     }
 

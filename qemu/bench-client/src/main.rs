@@ -4,11 +4,13 @@
 //! client's counter read just before `svc` to the server's first read after
 //! its `recv` returns, crossing two address spaces (the server has higher
 //! priority, so the kernel switches to it directly). The reply figure runs
-//! from the server's last counter read before `reply` to the client's first
-//! after `send` returns: the server keeps the CPU after replying (it
-//! outranks the client) until its next `recv` blocks, so it is the reply
-//! plus that receive — two system calls, not a one-way cost. The cost of a counter
-//! read itself is measured and subtracted. Minimum of 64 warm iterations.
+//! from the server's last counter read before its `reply_recv` to the
+//! client's first after `send` returns: the server answers and waits for
+//! the next message in that one system call (it outranks the client, so
+//! the client runs only once the server's receive blocks). The round trip
+//! is send + reply_recv + return, the server's own work between its counter
+//! reads included. The cost of a counter read itself is measured and
+//! subtracted. Minimum of 64 warm iterations.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]

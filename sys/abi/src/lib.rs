@@ -198,10 +198,19 @@ pub enum Sysnum {
     /// nothing. The window's registers are never mapped into the task, so
     /// this is the only way it reaches them (docs/kernel.md).
     RegWrite = 21,
+    /// `Reply` then `Recv` in one kernel entry (the server loop's
+    /// "answer this caller, wait for the next", as seL4's ReplyRecv):
+    /// x0 = TaskId of the caller being answered | code << 32, x1/x2 =
+    /// reply ptr/len; x3/x4 = receive buffer ptr/len, x5 = notification
+    /// mask, x6 = allowed sender. Exactly `Reply` followed by `Recv` with
+    /// these arguments (same checks, same faults: a reply the kernel
+    /// refuses faults the caller before it receives); returns what `Recv`
+    /// returns.
+    ReplyRecv = 22,
 }
 
 impl Sysnum {
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 23;
     pub fn from_u32(v: u32) -> Option<Sysnum> {
         use Sysnum::*;
         Some(match v {
@@ -227,6 +236,7 @@ impl Sysnum {
             19 => RegLookup,
             20 => RegRead,
             21 => RegWrite,
+            22 => ReplyRecv,
             _ => return None,
         })
     }

@@ -87,6 +87,9 @@ pub const LOG_TRUNCATED: &[u8] = b"(kern: log truncated)";
 pub const PANIC_MAX_BYTES: usize = 160;
 
 impl<'t> Kernel<'t> {
+    /// The kernel over a task table whose tasks are all `Stopped`, as
+    /// `Task::new` makes them (their `senders` sets start empty);
+    /// [`Kernel::boot`] starts them.
     pub fn new(tasks: &'t mut [Task], irqs: &'static [IrqDesc]) -> Self {
         Kernel {
             tasks,
@@ -96,8 +99,44 @@ impl<'t> Kernel<'t> {
         }
     }
 
+    /// Sets task `i`'s state, keeping the receivers' `senders` sets equal
+    /// to the states. Every state change goes through here.
+    #[inline(always)]
+    fn set_state(&mut self, i: usize, state: TaskState) {
+        let bit = 1u64 << (i % abi::MAX_TASKS);
+        if let TaskState::InSend(r) = self.tasks[i].state {
+            self.tasks[r.index()].senders &= !bit;
+        }
+        if let TaskState::InSend(r) = state {
+            self.tasks[r.index()].senders |= bit;
+        }
+        self.tasks[i].state = state;
+    }
+
+    /// Whether every task's `senders` set matches the task states (the
+    /// fuzzer checks it after every event).
+    pub fn state_sets_consistent(&self) -> bool {
+        let n = self.tasks.len();
+        let senders_of = |r: usize| {
+            (0..n)
+                .filter(|&i| matches!(self.tasks[i].state, TaskState::InSend(x) if x.index() == r))
+                .fold(0u64, |m, i| m | 1 << i)
+        };
+        self.tasks
+            .iter()
+            .enumerate()
+            .all(|(i, t)| t.senders == senders_of(i))
+    }
+
     /// Starts every task marked `start`.
     pub fn boot<P: Platform>(&mut self, p: &mut P) {
+        let n = self.tasks.len().min(abi::MAX_TASKS);
+        for i in 0..n {
+            let pri = self.tasks[i].priority();
+            self.tasks[i].rivals = (0..n)
+                .filter(|&j| j != i && self.tasks[j].priority() <= pri)
+                .fold(0, |m, j| m | 1 << j);
+        }
         for i in 0..self.tasks.len() {
             if self.tasks[i].desc.start {
                 self.reinit(p, i);
@@ -125,8 +164,9 @@ impl<'t> Kernel<'t> {
     }
 
     /// Makes task `i` runnable and records it for the scheduler.
+    #[inline(always)]
     fn wake(&mut self, i: usize) {
-        self.tasks[i].state = TaskState::Runnable;
+        self.set_state(i, TaskState::Runnable);
         self.woken = match self.woken {
             Woken::None => Woken::One(i),
             Woken::One(j) if j == i => Woken::One(i),
@@ -143,6 +183,8 @@ impl<'t> Kernel<'t> {
         // table of `dispatch` on the path every message takes.
         let r = if num == Sysnum::Send as u32 {
             self.send(c)
+        } else if num == Sysnum::ReplyRecv as u32 {
+            self.reply_recv(p, c)
         } else if num == Sysnum::Recv as u32 {
             self.recv(c)
         } else if num == Sysnum::Reply as u32 {
@@ -165,6 +207,7 @@ impl<'t> Kernel<'t> {
             Sysnum::Send => self.send(c),
             Sysnum::Recv => self.recv(c),
             Sysnum::Reply => self.reply(p, c),
+            Sysnum::ReplyRecv => self.reply_recv(p, c),
             Sysnum::ReplyFault => {
                 let target = TaskId(a(self, 0) as u32);
                 let reason = a(self, 1);
@@ -396,12 +439,12 @@ impl<'t> Kernel<'t> {
         // branchless and ends in CSDB (`clamp_to_region`): under a
         // mispredicted check the address is 0, never one outside the
         // region, so no barrier is needed before the caller dereferences it.
-        if let Some(d) = task.desc.regions.get(1) {
-            if d.attributes & attrs == attrs {
-                let pa = crate::clamp_to_region(va, len, d.va, d.size, region_pa(d));
-                if pa != 0 {
-                    return Some(pa);
-                }
+        // Region 1 is read from its copy in the task record (`Task::r1`).
+        let d = &task.r1;
+        if d.attributes & attrs == attrs {
+            let pa = crate::clamp_to_region(va, len, d.va, d.size, d.pa);
+            if pa != 0 {
+                return Some(pa);
             }
         }
         // Any other region: the general lookup, then a full speculation
@@ -537,7 +580,7 @@ impl<'t> Kernel<'t> {
         match self.tasks[t].state {
             TaskState::InRecv(None) => self.deliver(c, t, Some(msg_pa)),
             TaskState::InRecv(Some(from)) if from == me => self.deliver(c, t, Some(msg_pa)),
-            _ => self.tasks[c].state = TaskState::InSend(target),
+            _ => self.set_state(c, TaskState::InSend(target)),
         }
         Ok(())
     }
@@ -555,7 +598,7 @@ impl<'t> Kernel<'t> {
             ss.arg(4),
             ss.arg(6),
         );
-        let n = msg_len.min(self.tasks[r].save.arg(1));
+        let n = msg_len.min(self.tasks[r].recv_len);
         // The sender's range was checked when it sent, the receiver's when
         // it called recv; regions are static, so both are still valid.
         let src = match msg_pa {
@@ -582,17 +625,53 @@ impl<'t> Kernel<'t> {
         rs.set_ret(5, nleases);
         self.wake(r);
         let rid = self.id_of(r);
-        self.tasks[s].state = TaskState::InReply(rid);
+        if msg_pa.is_some() {
+            // From `send`: the sender is the running task, in no receiver's
+            // `senders` set, so `set_state` has nothing to clear.
+            self.tasks[s].state = TaskState::InReply(rid);
+        } else {
+            self.set_state(s, TaskState::InReply(rid));
+        }
     }
 
     fn recv(&mut self, c: usize) -> Result<(), Fault> {
         let s = &self.tasks[c].save;
         let (buf, buf_len, mask, from) =
             (s.arg(0), s.arg(1), s.arg(2) as u32, TaskId(s.arg(3) as u32));
+        self.recv_from(c, buf, buf_len, mask, from)
+    }
+
+    /// `Reply` then `Recv` in one kernel entry (x0 = caller | code << 32,
+    /// x1/x2 the reply; x3..x6 `Recv`'s x0..x3): exactly the two calls in
+    /// turn, so every check of each still applies. A
+    /// reply the kernel refuses faults the caller before it receives; a
+    /// reply that is dropped (the client died or stopped waiting) does not
+    /// stop the receive, as with two calls.
+    #[inline(always)]
+    fn reply_recv<P: Platform>(&mut self, p: &mut P, c: usize) -> Result<(), Fault> {
+        let s = &self.tasks[c].save;
+        let (target, code) = (TaskId(s.arg(0) as u32), s.arg(0) >> 32);
+        let (ptr, len) = (s.arg(1), s.arg(2));
+        let (buf, buf_len, mask, from) =
+            (s.arg(3), s.arg(4), s.arg(5) as u32, TaskId(s.arg(6) as u32));
+        self.reply_to(p, c, target, code, ptr, len)?;
+        self.recv_from(c, buf, buf_len, mask, from)
+    }
+
+    #[inline(always)]
+    fn recv_from(
+        &mut self,
+        c: usize,
+        buf: usize,
+        buf_len: usize,
+        mask: u32,
+        from: TaskId,
+    ) -> Result<(), Fault> {
         let Some(buf_pa) = self.user(c, buf, buf_len, REGION_READ | REGION_WRITE) else {
             return Err(Fault(FaultKind::BadSyscallArgs, buf));
         };
         self.tasks[c].recv_buf = buf_pa;
+        self.tasks[c].recv_len = buf_len;
         // Notifications first: a server that is flooded with messages still
         // sees its interrupts.
         let pending = self.tasks[c].notifications & mask;
@@ -605,25 +684,27 @@ impl<'t> Kernel<'t> {
             // Notifications only.
         } else if from == TaskId::ANY {
             // Highest-priority waiting sender; ties go to the lowest index
-            // after the receiver, so equal senders are served in turn.
-            let n = self.tasks.len();
+            // after the receiver, so equal senders are served in turn. Only
+            // the tasks in `InSend` to this one are looked at (usually none).
+            let after = (u64::MAX << (c % abi::MAX_TASKS)) << 1;
             let mut best: Option<(usize, u8)> = None;
-            let mut i = c;
-            for _ in 0..n {
-                i += 1;
-                if i == n {
-                    i = 0;
-                }
-                let t = &self.tasks[i];
-                if matches!(t.state, TaskState::InSend(x) if x == me)
-                    && best.is_none_or(|(_, p)| t.desc.priority < p)
-                {
-                    best = Some((i, t.desc.priority));
+            let senders = self.tasks[c].senders;
+            for set in [senders & after, senders & !after] {
+                let mut m = set;
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    let t = &self.tasks[i];
+                    if matches!(t.state, TaskState::InSend(x) if x == me)
+                        && best.is_none_or(|(_, p)| t.priority() < p)
+                    {
+                        best = Some((i, t.priority()));
+                    }
                 }
             }
             let best = best.map(|(i, _)| i);
             if let Some(sdr) = best {
-                self.tasks[c].state = TaskState::InRecv(None);
+                self.set_state(c, TaskState::InRecv(None));
                 self.deliver(sdr, c, None);
                 return Ok(());
             }
@@ -636,20 +717,20 @@ impl<'t> Kernel<'t> {
                 }
                 Some(sdr) => {
                     if matches!(self.tasks[sdr].state, TaskState::InSend(x) if x == me) {
-                        self.tasks[c].state = TaskState::InRecv(Some(from));
+                        self.set_state(c, TaskState::InRecv(Some(from)));
                         self.deliver(sdr, c, None);
                         return Ok(());
                     }
                 }
             }
         }
-        let t = &mut self.tasks[c];
-        t.notification_mask = mask;
-        t.state = TaskState::InRecv(if from == TaskId::ANY {
+        self.tasks[c].notification_mask = mask;
+        let from = if from == TaskId::ANY {
             None
         } else {
             Some(from)
-        });
+        };
+        self.set_state(c, TaskState::InRecv(from));
         Ok(())
     }
 
@@ -683,6 +764,19 @@ impl<'t> Kernel<'t> {
     fn reply<P: Platform>(&mut self, p: &mut P, c: usize) -> Result<(), Fault> {
         let s = &self.tasks[c].save;
         let (target, code, ptr, len) = (TaskId(s.arg(0) as u32), s.arg(1), s.arg(2), s.arg(3));
+        self.reply_to(p, c, target, code, ptr, len)
+    }
+
+    #[inline(always)]
+    fn reply_to<P: Platform>(
+        &mut self,
+        p: &mut P,
+        c: usize,
+        target: TaskId,
+        code: usize,
+        ptr: usize,
+        len: usize,
+    ) -> Result<(), Fault> {
         if len > abi::MAX_MESSAGE {
             return Err(Fault(FaultKind::BadSyscallArgs, ptr));
         }
@@ -908,7 +1002,7 @@ impl<'t> Kernel<'t> {
     }
 
     fn fault_no_sched(&mut self, t: usize, kind: FaultKind, detail: usize) {
-        self.tasks[t].state = TaskState::Faulted { kind, detail };
+        self.set_state(t, TaskState::Faulted { kind, detail });
         self.tasks[t].timer_deadline = None;
         self.post(SUPERVISOR, SUPERVISOR_FAULT_BIT);
     }
@@ -980,8 +1074,8 @@ impl<'t> Kernel<'t> {
         let (before, from_cur) = self.tasks.split_at(cur);
         let mut best: Option<(usize, u8)> = None;
         let mut consider = |i: usize, t: &Task| {
-            if t.is_runnable() && best.is_none_or(|(_, p)| t.desc.priority < p) {
-                best = Some((i, t.desc.priority));
+            if t.is_runnable() && best.is_none_or(|(_, p)| t.priority() < p) {
+                best = Some((i, t.priority()));
             }
         };
         for (i, t) in from_cur.iter().enumerate() {
@@ -996,7 +1090,10 @@ impl<'t> Kernel<'t> {
     /// Sets `current` to the task to run next. Returns false if nothing can
     /// run. A running task keeps the CPU against equals: they take turns
     /// only when it blocks.
-    #[inline]
+    ///
+    /// The decisions that need no scan are made here, inline on the IPC
+    /// path; the rest is [`Kernel::schedule_scan`].
+    #[inline(always)]
     pub fn schedule<P: Platform>(&mut self, _p: &mut P) -> bool {
         let woken = core::mem::replace(&mut self.woken, Woken::None);
         let cur = self.current;
@@ -1016,10 +1113,34 @@ impl<'t> Kernel<'t> {
                     self.current = w;
                     return true;
                 }
+                // The running task blocked and woke a lower-priority one
+                // (a server's reply to its client): that one is the best
+                // runnable task unless one of its rivals (the tasks of its
+                // priority or better) is runnable too; only then scan.
+                let mut m = t.rivals;
+                let mut contested = false;
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    if self.tasks[i].is_runnable() {
+                        contested = true;
+                        break;
+                    }
+                }
+                if !contested {
+                    self.current = w;
+                    return true;
+                }
             }
         } else if woken == Woken::None && cur_runs {
             return true;
         }
+        self.schedule_scan(cur_runs, cur_pri)
+    }
+
+    /// The rest of [`Kernel::schedule`]: a scan of the table.
+    #[inline(never)]
+    fn schedule_scan(&mut self, cur_runs: bool, cur_pri: u8) -> bool {
         match self.pick() {
             Some(b) => {
                 if !cur_runs || self.tasks[b].priority() < cur_pri {

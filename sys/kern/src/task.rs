@@ -107,7 +107,45 @@ pub struct Task {
     /// Kernel address of the buffer of the `recv` this task waits in,
     /// checked when it called `recv` (the regions are static).
     pub recv_buf: usize,
+    /// Length of that buffer (`recv` takes it in x1, `reply_recv` in x4:
+    /// kept here so delivery does not depend on which call is waiting).
+    pub recv_len: usize,
+    /// `desc.priority`, here so the scheduler reads it without following
+    /// `desc`.
+    pub priority: u8,
+    /// The tasks in `InSend` to this one, a bit per index: what an open
+    /// receive looks at (kept by `Kernel::set_state`).
+    pub senders: u64,
+    /// Region 1 (the stack, where IPC buffers almost always are), copied
+    /// from `desc` so the IPC path's range check reads it from here
+    /// rather than through `desc` and its region slice. A task with fewer
+    /// regions gets an empty one (no range fits it).
+    pub r1: Region1,
+    /// The other tasks of this one's priority or better, a bit per index
+    /// (set by `Kernel::boot`): if none of them is runnable when this one
+    /// is woken and the running task blocks, this one is the scheduler's
+    /// choice without a scan of the table.
+    pub rivals: u64,
     pub desc: &'static TaskDesc,
+}
+
+/// A copy of a task's region 1 (see [`Task::r1`]).
+#[derive(Copy, Clone, Debug)]
+pub struct Region1 {
+    pub va: usize,
+    pub size: usize,
+    /// The kernel address of `va`.
+    pub pa: usize,
+    pub attributes: u32,
+}
+
+impl Region1 {
+    const EMPTY: Region1 = Region1 {
+        va: 0,
+        size: 0,
+        pa: 0,
+        attributes: 0,
+    };
 }
 
 impl Task {
@@ -124,6 +162,16 @@ impl Task {
             slot_mask: mask_of(desc.task_slots),
             post_mask: mask_of(desc.task_slots) | mask_of(desc.post_slots),
             recv_buf: 0,
+            recv_len: 0,
+            priority: desc.priority,
+            senders: 0,
+            rivals: 0,
+            r1: desc.regions.get(1).map_or(Region1::EMPTY, |d| Region1 {
+                va: d.va,
+                size: d.size,
+                pa: region_pa(d),
+                attributes: d.attributes,
+            }),
             desc,
         }
     }
@@ -133,7 +181,7 @@ impl Task {
     }
 
     pub fn priority(&self) -> u8 {
-        self.desc.priority
+        self.priority
     }
 
     /// Finds a region of this task that wholly contains `[va, va + len)`

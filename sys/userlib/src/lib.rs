@@ -139,6 +139,12 @@ pub fn sys_recv(buf: &mut [u8], notification_mask: u32, from: TaskId) -> Result<
             0,
         ],
     );
+    recv_result(r)
+}
+
+/// What `recv` (or `reply_recv`) returned in x0..x5.
+#[inline(always)]
+fn recv_result(r: [usize; 6]) -> Result<RecvMessage, u32> {
     if r[0] as u32 != RC_OK {
         return Err(r[0] as u32);
     }
@@ -192,6 +198,31 @@ pub fn sys_reply(sender: TaskId, code: u32, message: &[u8]) {
             0,
         ],
     );
+}
+
+/// Answers `sender` (as [`sys_reply`]) and receives the next message (as
+/// [`sys_recv`]) in one kernel entry: the server loop's fast path.
+pub fn sys_reply_recv(
+    sender: TaskId,
+    code: u32,
+    message: &[u8],
+    buf: &mut [u8],
+    notification_mask: u32,
+    from: TaskId,
+) -> Result<RecvMessage, u32> {
+    let r = raw_syscall(
+        Sysnum::ReplyRecv,
+        [
+            sender.0 as usize | (code as usize) << 32,
+            message.as_ptr() as usize,
+            message.len(),
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+            notification_mask as usize,
+            from.0 as usize,
+        ],
+    );
+    recv_result(r)
 }
 
 /// Refuses `sender`'s message outright: the kernel faults the sender.

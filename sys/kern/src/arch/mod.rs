@@ -520,7 +520,11 @@ pub fn shutdown(status: u32) -> ! {
     }
 }
 
-static mut KERNEL: Option<Kernel<'static>> = None;
+/// Written once at boot (`start`) before any exception from EL0 can be
+/// taken; only `globals` reads it, after that. Not an `Option`: the IPC
+/// path then knows the task table's length as a constant instead of
+/// testing the discriminant at every index check.
+static mut KERNEL: core::mem::MaybeUninit<Kernel<'static>> = core::mem::MaybeUninit::uninit();
 /// The kernel image's 4 KiB tables (see `mmu`).
 static mut KERNEL_L3: [mmu::Page; mmu::KERNEL_L3_PAGES] =
     [const { mmu::Page::ZERO }; mmu::KERNEL_L3_PAGES];
@@ -643,7 +647,7 @@ pub unsafe fn start(
     // kernel, which is not reentrant.
     unsafe {
         MACHINE = Some(m);
-        KERNEL = Some(Kernel::new(tasks, cfg.irqs));
+        (*core::ptr::addr_of_mut!(KERNEL)).write(Kernel::new(tasks, cfg.irqs));
     }
     // SAFETY: boot is single-threaded and these are the only references.
     let (k, m) = unsafe { globals() };
@@ -659,11 +663,11 @@ pub unsafe fn start(
 /// The kernel is single-threaded and not reentrant; the returned references
 /// must not outlive the current exception.
 unsafe fn globals() -> (&'static mut Kernel<'static>, &'static mut Machine) {
-    // SAFETY: per the function contract, no other reference exists.
+    // SAFETY: per the function contract, no other reference exists; both
+    // statics were written by `start` before the first exception from EL0
+    // (and before its own call).
     unsafe {
-        let k = (*core::ptr::addr_of_mut!(KERNEL))
-            .as_mut()
-            .unwrap_unchecked();
+        let k = (*core::ptr::addr_of_mut!(KERNEL)).assume_init_mut();
         let m = (*core::ptr::addr_of_mut!(MACHINE))
             .as_mut()
             .unwrap_unchecked();
@@ -674,15 +678,12 @@ unsafe fn globals() -> (&'static mut Kernel<'static>, &'static mut Machine) {
 /// Makes sure some task can run (waiting for interrupts if none can),
 /// installs its translation table and returns its SavedState pointer. The
 /// scheduling decision itself was made by whoever changed the runnable set.
+/// Inline: on the IPC path the task to run is runnable already, and what
+/// is left is the FP trap setting and the TTBR0 write.
+#[inline(always)]
 fn run_next(k: &mut Kernel<'static>, m: &mut Machine) -> *mut SavedState {
-    while !k.tasks[k.current].is_runnable() {
-        if !k.schedule(m) {
-            // Nothing runnable: wait with interrupts masked; WFI still wakes
-            // on a pending interrupt, which we then handle here.
-            // SAFETY: waiting has no effects.
-            unsafe { asm!("wfi", options(nostack)) };
-            handle_irqs(k, m);
-        }
+    if !k.tasks[k.current].is_runnable() {
+        wait_for_runnable(k, m);
     }
     let t = &mut k.tasks[k.current];
     let p = &mut t.save as *mut SavedState;
@@ -707,6 +708,21 @@ fn run_next(k: &mut Kernel<'static>, m: &mut Machine) -> *mut SavedState {
         sysreg::set_ttbr0_el2(t.ttbr0);
     }
     p
+}
+
+/// Until some task is runnable: schedule, and if nothing can run, wait
+/// for an interrupt and handle it.
+#[inline(never)]
+fn wait_for_runnable(k: &mut Kernel<'static>, m: &mut Machine) {
+    while !k.tasks[k.current].is_runnable() {
+        if !k.schedule(m) {
+            // Nothing runnable: wait with interrupts masked; WFI still wakes
+            // on a pending interrupt, which we then handle here.
+            // SAFETY: waiting has no effects.
+            unsafe { asm!("wfi", options(nostack)) };
+            handle_irqs(k, m);
+        }
+    }
 }
 
 /// The current task used FP/SIMD while another task's state was in the
