@@ -22,7 +22,7 @@ fn harness_explore_replay_string_reproduces_the_identical_trace() {
     for name in ["vm-killed", "unbind-drain", "iommu-restart-batch"] {
         let t = find(name).unwrap();
         for seed in [3, 11] {
-            let a = (t.run)(&Sched::Seed(seed));
+            let a = harness::explore::run_target(t, &Sched::Seed(seed));
             let line = replay_string(t, &a.report);
             assert!(!line.contains('\n'), "one line: {line}");
             let (_, b) = replay(&line).unwrap();
