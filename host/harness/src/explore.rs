@@ -522,25 +522,25 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "free-before-unbind",
         about: "a VM frees its bound PASID with a delivered and a queued group; a second VM gets the PASID only after the drain (I3 at the device)",
-        bound: (2, 100_000),
+        bound: (4, 100_000),
         run: free_before_unbind,
     },
     Target {
         name: "vm-fault-reclaims",
         about: "a VM faults holding an attached stream and delivered, queued and partial groups; its stream aborts (I4), every group answered once",
-        bound: (3, 100_000),
+        bound: (5, 100_000),
         run: |s| prq(ds::vm_fault_reclaims(), s),
     },
     Target {
         name: "vm-dies-with-pasid",
         about: "a VM faults holding its bound PASID with pending groups; its next incarnation gets the PASID back only after the drain (I3)",
-        bound: (3, 100_000),
+        bound: (5, 100_000),
         run: |s| prq(ds::vm_with_pasid_dies(), s),
     },
     Target {
         name: "pri-overflow",
         about: "a PRI queue overflow with a partial group; the partial is discarded, its PRG index reused by a new group (I6)",
-        bound: (4, 100_000),
+        bound: (6, 100_000),
         run: |s| prq(ps::overflow(), s),
     },
     Target {

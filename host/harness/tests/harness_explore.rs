@@ -71,3 +71,24 @@ fn harness_explore_random_slice_over_every_target() {
         assert_eq!(s.violating_schedules, 0, "{}: {:?}", t.name, s.violations);
     }
 }
+
+#[test]
+fn harness_explore_free_before_unbind_records_the_reuse_at_the_device() {
+    // The I3 verdict reads what the new owner saw when the PASID came
+    // back: it must have come back, with nothing of the old binding left.
+    use harness::pasid_scenarios::{free_before_unbind_faults, ReuseLog};
+    for seed in [1, 7] {
+        let reuses = ReuseLog::default();
+        free_before_unbind_faults(reuses.clone()).run(seed).check();
+        let l = reuses.lock().unwrap();
+        assert_eq!(l.len(), 1, "{l:?}");
+        let r = &l[0];
+        assert_eq!((r.pasid, r.generation), (1, 1));
+        assert!(r.pending.is_empty(), "{r:?}");
+        assert!(matches!(r.old_dma, Some(Err(_))), "{r:?}");
+        assert!(matches!(r.old_dma_later, Some(Err(_))), "{r:?}");
+        assert!(r.responses_after.is_empty(), "{r:?}");
+        drop(l);
+        assert!(harness::explore::i3_at_device(&reuses).is_empty());
+    }
+}
