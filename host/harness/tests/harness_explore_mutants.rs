@@ -32,7 +32,10 @@ fn caught(target: &str, k: u32, needle: &str) -> (u64, u64) {
         s.schedules
     );
     let f = &s.violations[0];
-    println!("{target}: caught: {}\n  replay: {}", f.what, f.replay);
+    println!(
+        "{target}: caught in {} of {} schedules: {}\nreplay: {}",
+        s.violating_schedules, s.schedules, f.what, f.replay
+    );
     assert!(f.what.contains(needle), "{}", f.what);
     assert!(!f.replay.contains('\n'), "one line: {}", f.replay);
     let (_, v) = replay(&f.replay).unwrap();
