@@ -327,12 +327,11 @@ fn prq(rig: PrqRig, s: &Sched) -> Verdict {
     prq_verdict(rig.run_with(s.seed(), |h| s.apply(h)), true)
 }
 
-fn prq_kill(rig: PrqRig, s: &Sched, task: &str, window: (u64, u64)) -> Verdict {
-    let task = task.to_string();
+/// `action` (a kill or a restart) at a chosen step in `window`.
+fn prq_kill(rig: PrqRig, s: &Sched, action: Action, window: (u64, u64)) -> Verdict {
     prq_verdict(
         rig.run_with(s.seed(), move |h| {
-            s.apply(h)
-                .at_some_step(window.0, window.1, Action::Kill(task))
+            s.apply(h).at_some_step(window.0, window.1, action)
         }),
         false,
     )
@@ -499,7 +498,13 @@ pub const TARGETS: &[Target] = &[
         name: "vm-killed",
         about: "a VM killed at a chosen step of its fault script (steps 1..=130); the rest stays exactly-once",
         bound: (3, 100_000),
-        run: |s| prq_kill(ps::fault_respond(), s, "vm", (1, 130)),
+        run: |s| prq_kill(ps::fault_respond(), s, Action::kill("vm"), (1, 130)),
+    },
+    Target {
+        name: "vm-restarted",
+        about: "a VM restarted directly (task control, no death log: only prq-server's pull sees it) at a chosen step 1..=130 of its fault script",
+        bound: (3, 100_000),
+        run: |s| prq_kill(ps::fault_respond(), s, Action::restart("vm"), (1, 130)),
     },
     Target {
         name: "prq-restart",

@@ -92,3 +92,64 @@ fn harness_explore_free_before_unbind_records_the_reuse_at_the_device() {
         assert!(harness::explore::i3_at_device(&reuses).is_empty());
     }
 }
+
+#[test]
+fn harness_explore_i4_and_i6_verdicts_catch_what_they_claim() {
+    use harness::explore::{i4_at_device, i6_partials_discarded};
+    use harness::prq::FaultLog;
+    use harness::smmu::{Bus, SID_A};
+    use iommu_server_api::StreamId;
+    use pasid_alloc_api::Pasid;
+    use prq_server_api::{Cookie, FaultFlags, FaultKind, FaultPerm, FaultRecord};
+    use smmuv3_model::{PriGroup, PriOutcome::*, SmmuConfig};
+
+    // I4: an SMMU out of reset (SMMUEN = 0, GBPA.ABORT = 0) passes
+    // transactions through: the probe sees PA = IOVA.
+    let bus = Bus::new(SmmuConfig::new(), vec![SID_A]);
+    let e = i4_at_device(&bus.smmu).join("\n");
+    assert!(e.contains("outside every VM's RAM (bypass)"), "{e}");
+    assert!(e.contains("GBPA.ABORT clear"), "{e}");
+
+    // I6: group 1's two pages were queued, its Last discarded by an
+    // overflow; a new group 1 then completed with one page.
+    let g = PriGroup {
+        sid: SID_A,
+        ssid: None,
+        prgi: 1,
+    };
+    let rec = |cookie: u64, addr: u64| {
+        (
+            "vm".to_string(),
+            FaultRecord {
+                cookie: Cookie(cookie),
+                sid: StreamId(SID_A),
+                pasid: Pasid(0),
+                kind: FaultKind::PageRequest,
+                group: 1,
+                addr,
+                perm: FaultPerm::READ,
+                flags: FaultFlags::empty(),
+            },
+        )
+    };
+    let mut l = FaultLog {
+        requests: vec![
+            (g, 0x1000, false, Queued),
+            (g, 0x2000, false, Queued),
+            (g, 0x5000, true, Overflow),
+            (g, 0x7000, true, Queued),
+        ],
+        ..FaultLog::default()
+    };
+    l.delivered = vec![rec(9, 0x7000)];
+    assert_eq!(i6_partials_discarded(&l), Vec::<String>::new());
+    l.delivered = vec![rec(9, 0x1000), rec(9, 0x2000), rec(9, 0x7000)];
+    let e = i6_partials_discarded(&l);
+    assert!(
+        e.len() == 1 && e[0].starts_with("I6: vm got group"),
+        "{e:?}"
+    );
+    // The dead group alone, too.
+    l.delivered = vec![rec(3, 0x1000)];
+    assert_eq!(i6_partials_discarded(&l).len(), 1);
+}
