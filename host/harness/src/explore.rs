@@ -17,6 +17,11 @@
 //! the last task blocked) are all explored. `depth` limits branching to
 //! the first N choice points; the clock-jitter points are left at 0 unless
 //! asked for (they multiply the tree without new orders of IPC).
+//!
+//! The verdict of a run: the scenario's own device-level checks, I1 and I2
+//! ([`PrqRun::invariants`]), I3 ([`i3_at_device`] and pasid-alloc's
+//! message check `smmu::check_i3`), I4 ([`i4_at_device`]) and I6
+//! ([`i6_partials_discarded`]); I5 is the two-VM targets' scripts.
 
 use crate::pasid_scenarios::ReuseLog;
 use crate::prq::{FaultLog, PrqRig, PrqRun};
@@ -80,11 +85,13 @@ pub fn i4_at_device(smmu: &Arc<Smmu>) -> Vec<String> {
     use crate::smmu::{GUEST_IPA, IOVA, SID_A, SID_B};
     /// No rig maps it, no RAM is there.
     const PROBE_IOVA: u64 = 0x7000_0000;
-    /// In every rig's stream table range, owned by nobody.
+    /// Owned by nobody in any rig (inside the stream table or not, it must
+    /// abort).
     const UNOWNED_SID: u32 = 0x11;
     let in_ram = |pa: u64| (0..8).any(|k| (ram_pa(k)..ram_pa(k) + RAM_SIZE as u64).contains(&pa));
     let dev = smmuv3_model::Device::new(smmu.clone());
     let mut errs = Vec::new();
+    // The rigs' streams (0x20: the storm's first device).
     for sid in [SID_A, SID_B, 0x20, UNOWNED_SID] {
         for iova in [IOVA, GUEST_IPA, 0x40_0000, PROBE_IOVA] {
             match dev.translate(sid, None, iova, Access::READ) {
