@@ -223,6 +223,10 @@ pub fn free_before_unbind_faults(reuses: ReuseLog) -> crate::prq::PrqRig {
             let (recs, _) = vm.fetch();
             ok.that("delivered", recs.len() == 1, &recs);
             vm.group(SID_A, pasid, 2, 1);
+            // From here the SMMU completes commands only between steps:
+            // iommu-server's drain waits on CMD_SYNC (asleep), so the VMs
+            // run while it drains.
+            vm.bus.set_completion(crate::smmu::Completion::BetweenSteps);
             let f = p.free(h);
             ok.that("free while bound", f.is_ok(), f);
             ph1.store(1, Ordering::SeqCst);
