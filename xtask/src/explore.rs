@@ -67,15 +67,11 @@ pub fn args(r: &Request, out: &str) -> Vec<String> {
 /// explorer caught every mutant).
 pub fn run(ws: &Workspace, r: &Request) -> Result<bool, String> {
     if r.mutants {
-        // Each mutant is a cargo feature of the harness (prq-server code
-        // under `cfg(feature)`), so it is its own build of the test.
+        // Each mutant is a cargo feature of the harness (task code under
+        // `cfg(feature)`), so it is its own build of the test.
         let mut ok = true;
-        for f in [
-            "explore-mutant-i1",
-            "explore-mutant-i2",
-            "explore-mutant-i5",
-        ] {
-            println!("explore: mutant {f}");
+        for &(f, what) in crate::mutants::EXPLORE_MUTANTS {
+            println!("explore: mutant {f} ({what})");
             let status = ws
                 .cargo()
                 .args([

@@ -123,7 +123,7 @@ enum Cmd {
         /// Rerun one schedule: `<target>:<choices>` as a violation printed it
         #[arg(long)]
         replay: Option<String>,
-        /// Check the explorer catches each deliberately broken prq-server
+        /// Check the explorer catches each deliberately broken task variant (I1-I6)
         #[arg(long)]
         mutants: bool,
     },

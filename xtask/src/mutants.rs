@@ -154,6 +154,37 @@ pub const MUTATIONS: &[Mutation] = &[
     },
 ];
 
+/// The explorer's mutants (`cargo xtask explore --mutants`,
+/// docs/exploration.md): cargo features of the harness, each forwarded to
+/// a `cfg`'d deliberate bug in one task crate, each caught by a test in
+/// `host/harness/tests/harness_explore_mutants.rs`.
+pub const EXPLORE_MUTANTS: &[(&str, &str)] = &[
+    (
+        "explore-mutant-i1",
+        "prq-server: a dead owner's groups never answered",
+    ),
+    (
+        "explore-mutant-i2",
+        "prq-server: a group routed by PASID alone",
+    ),
+    (
+        "explore-mutant-i3",
+        "pasid-alloc: a freed PASID reusable before its drain",
+    ),
+    (
+        "explore-mutant-i4",
+        "iommu-server: a dead owner's stream left in bypass",
+    ),
+    (
+        "explore-mutant-i5",
+        "prq-server: a cookie accepted from a non-owner",
+    ),
+    (
+        "explore-mutant-i6",
+        "prq-server: partial groups kept across a PRI overflow",
+    ),
+];
+
 /// Puts the file back when dropped (also on error or panic).
 struct Restore {
     path: PathBuf,

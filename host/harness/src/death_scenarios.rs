@@ -43,7 +43,11 @@ pub fn vm_fault_reclaims() -> PrqRig {
                 // Before the new incarnation attaches anything: the dead
                 // one's mapping no longer lands — the stream aborts.
                 let w = vm.device().dma_write(SID_A, None, IOVA, 8);
-                that("old mapping aborts", w == Err(DmaError::Aborted), &w);
+                that(
+                    "I4: the dead owner's stream aborts",
+                    w == Err(DmaError::Aborted),
+                    &w,
+                );
             }
             let d = vm.iommu.create_s2_domain(true);
             that("create domain", d.is_ok(), &d);

@@ -153,6 +153,10 @@ pub struct FaultLog {
     pub delivered: Vec<(String, papi::FaultRecord)>,
     /// Page-0 accesses prq-server attempted.
     pub refused: Vec<usize>,
+    /// Every page request the devices sent (stop markers excluded), in
+    /// order, with its page address, Last bit and what the PRI queue did
+    /// with it (the explorer's I6 check: `harness::explore`).
+    pub requests: Vec<(PriGroup, u64, bool, PriOutcome)>,
 }
 
 /// A shared handle on the log.
@@ -160,7 +164,7 @@ pub struct FaultLog {
 pub struct Log(Arc<Mutex<FaultLog>>);
 
 impl Log {
-    fn lock(&self) -> std::sync::MutexGuard<'_, FaultLog> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, FaultLog> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -222,6 +226,14 @@ impl PrqVm {
             e.set_read(r.read).set_write(r.write).set_last(r.last);
             let out = self.dev.page_request_entry(e);
             let marker = r.ssid.is_some() && e.is_stop_marker();
+            let g = PriGroup {
+                sid: r.sid,
+                ssid: r.ssid,
+                prgi: r.prgi,
+            };
+            if !marker {
+                self.log.lock().requests.push((g, r.addr, r.last, out));
+            }
             if r.last && !marker && out != PriOutcome::Unsupported {
                 *self
                     .log

@@ -406,6 +406,10 @@ impl<'t> PasidTable<'t> {
             return Err(E::NotPermitted);
         }
         self.make_defunct(h.pasid.0, e);
+        // Test-only mutant (explore-mutant-i3): back to the pool at once,
+        // without waiting for iommu-server's drain and `mark_drained`.
+        #[cfg(feature = "explore-mutant-i3")]
+        let _ = self.mark_drained(Self::handle(h.pasid.0, e.gen()));
         Ok(Notify::IommuServer)
     }
 

@@ -1082,7 +1082,9 @@ impl<M: Mmio, Q: QueueMemory, const G: usize, const R: usize, const O: usize> Pr
         if overflow && reached {
             self.stats.hw_overflows += 1;
             for i in 0..G {
-                if self.slots[i].state == State::Partial && !self.slots[i].key.stall {
+                // Test-only mutant (explore-mutant-i6): partials kept.
+                let keep = cfg!(feature = "explore-mutant-i6");
+                if self.slots[i].state == State::Partial && !self.slots[i].key.stall && !keep {
                     self.stats.overflow_discards += 1;
                     self.release(i);
                 }

@@ -24,11 +24,13 @@ impl<M: Mmio, D: DmaMemory, W: Waiter> IommuServer<M, D, W> {
                 continue;
             }
             r.binds += self.unbind_all(si).unwrap_or(0);
-            if self
-                .smmu
-                .write_ste(st.sid, &crate::strtab::abort_ste())
-                .is_err()
-            {
+            #[allow(unused_mut)]
+            let mut gone = crate::strtab::abort_ste();
+            // Test-only mutant (explore-mutant-i4): the dead owner's
+            // stream left in bypass.
+            #[cfg(feature = "explore-mutant-i4")]
+            gone.set_config(smmuv3::StreamConfig::Bypass);
+            if self.smmu.write_ste(st.sid, &gone).is_err() {
                 self.fail_closed(si);
             } else {
                 self.release_old(st.attached, st.sid, UpdateKind::NoChange);
