@@ -217,7 +217,14 @@ fn qemu_run(ws: &Workspace, filter: Option<&str>) -> Result<Counts, String> {
                 counts.failed += 1;
             }
         };
-        let q = &app.board.qemu;
+        let q = match app.board.qemu() {
+            Ok(q) => q,
+            Err(e) => {
+                println!("qemu: {shown}: {e}");
+                fail_all(&mut counts, "not a QEMU board");
+                continue;
+            }
+        };
         let prereq = ready
             .entry((q.binary.clone(), q.min_version.clone()))
             .or_insert_with(|| prereq::ensure_qemu(q));

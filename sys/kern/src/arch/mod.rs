@@ -13,6 +13,7 @@
 //! the task's region table, never through the task's own mapping.
 
 mod gic;
+mod lpuart;
 mod mmu;
 mod selfcheck;
 mod sysreg;
@@ -73,7 +74,7 @@ pub fn clamp_to_region(va: usize, len: usize, lo: usize, size: usize, base: usiz
     pa
 }
 
-// Boot: the loader enters at `_start` (link address 0x4020_0000) at EL2 with
+// Boot: the loader enters at `_start` (the board's load-address) at EL2 with
 // the MMU off, x0 = DTB. Set the stack, zero .bss (it holds task data and
 // page tables, which must start zeroed), then enter Rust.
 global_asm!(
@@ -410,7 +411,7 @@ const _: () = {
 
 /// The machine as the portable core sees it.
 pub struct Machine {
-    uart: uart::Pl011,
+    uart: uart::Console,
     gic: gic::Gic,
     timer_intid: u32,
     /// Counter ticks per millisecond.
@@ -498,11 +499,16 @@ fn clean_invalidate_dcache(pa: usize, len: usize) {
     unsafe { asm!("dsb sy", options(nostack)) };
 }
 
+/// Whether the board has a semihosting host (`kern::config::Board`), set
+/// first thing at boot. Without one `HLT #0xF000` is an undefined
+/// instruction, whose exception would call `shutdown` again.
+static SEMIHOSTING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Stops the machine. Status 0 uses PSCI SYSTEM_OFF (QEMU exits 0); any
 /// other status uses semihosting SYS_EXIT so the exit code reaches the host
-/// (QEMU runs with `-semihosting`), then PSCI as a fallback.
+/// (QEMU runs with `-semihosting`) on a board that has it, then PSCI.
 pub fn shutdown(status: u32) -> ! {
-    if status != 0 {
+    if status != 0 && SEMIHOSTING.load(core::sync::atomic::Ordering::Relaxed) {
         // ADP_Stopped_ApplicationExit with the status as subcode.
         let block: [u64; 2] = [0x20026, status as u64];
         // SAFETY: semihosting SYS_EXIT (0x18) reads the two-word block; it
@@ -537,8 +543,9 @@ pub unsafe fn start(
     pt_pool: &'static mut [mmu::Page],
 ) -> ! {
     let board = cfg.board;
+    SEMIHOSTING.store(board.semihosting, core::sync::atomic::Ordering::Relaxed);
     let mut m = Machine {
-        uart: uart::Pl011::new(board.uart_base),
+        uart: uart::Console::new(board.console),
         gic: gic::Gic::new(board.gicd_base, board.gicr_base),
         timer_intid: board.timer_intid,
         ticks_per_ms: (CNTFRQ_EL0.get() / 1000).max(1),
