@@ -322,6 +322,9 @@ pub fn test(ws: &Workspace, filter: Option<&str>, list: bool) -> Result<bool, St
         for name in host_list(ws, filter)? {
             println!("{name}: test");
         }
+        for name in crate::boards::list(ws, filter)? {
+            println!("{name}: test");
+        }
         for (path, app) in test_apps(ws)? {
             match app {
                 Ok(app) => {
@@ -339,6 +342,8 @@ pub fn test(ws: &Workspace, filter: Option<&str>, list: bool) -> Result<bool, St
     }
     ws.ensure_target()?;
     let mut counts = host_run(ws, filter)?;
+    // Every board file builds an image (`board::<name>`).
+    counts += crate::boards::run(ws, filter)?;
     counts += qemu_run(ws, filter)?;
     println!("{} passed, {} failed", counts.passed, counts.failed);
     Ok(counts.failed == 0)
