@@ -123,11 +123,9 @@ pub fn tokens(s: &str) -> Vec<&str> {
             i += 1;
             continue;
         }
-        if c.is_ascii_alphabetic() || c == b'_' {
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                i += 1;
-            }
-        } else if c.is_ascii_digit() {
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            // An identifier (with its digits) or a number (with its 0x
+            // prefix and hex digits).
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
                 i += 1;
             }
