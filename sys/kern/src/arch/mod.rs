@@ -76,14 +76,13 @@ pub fn clamp_to_region(va: usize, len: usize, lo: usize, size: usize, base: usiz
 
 // Boot: the loader enters at `_start` (the board's load-address) at EL2 with
 // the MMU off, x0 = DTB. Set the stack, zero .bss (it holds task data and
-// page tables, which must start zeroed), then enter Rust.
+// page tables, which must start zeroed), then enter Rust. Entered at another
+// exception level (a boot loader that dropped to EL1), `start` says so on
+// the console and parks: none of this touches an EL2 register.
 global_asm!(
     ".section .text.boot, \"ax\"",
     ".global _start",
     "_start:",
-    "    mrs  x9, CurrentEL",
-    "    cmp  x9, #(2 << 2)",
-    "    b.ne 9f",
     "    ldr  x9, =__kernel_stack_top",
     "    mov  sp, x9",
     "    ldr  x9, =__sbss",
@@ -552,6 +551,21 @@ pub unsafe fn start(
         fp_owner: core::ptr::null_mut(),
         cptr: CPTR_FP_TRAP_EL0,
     };
+    let el: u64;
+    // SAFETY: reading CurrentEL has no side effects at any EL.
+    unsafe { asm!("mrs {}, CurrentEL", out(reg) el, options(nomem, nostack)) };
+    let el = (el >> 2) & 3;
+    if el != 2 {
+        m.console(b"kern: entered at EL");
+        crate::print_dec(&mut m, el);
+        m.console(b" on ");
+        m.console(board.name.as_bytes());
+        m.console(b": this kernel runs at EL2 with VHE; boot it from a loader that stays at EL2 (docs/porting.md). Stopped.\n");
+        loop {
+            // SAFETY: parking this CPU has no effects.
+            unsafe { asm!("wfe", options(nostack)) };
+        }
+    }
     m.console(b"kern: booting on ");
     m.console(board.name.as_bytes());
     m.console(b", ");
