@@ -820,6 +820,30 @@ fn validate_board(file: &str, wanted: &str, b: &BoardToml) -> Result<(), String>
     for (i, r) in b.kernel_devices.iter().enumerate() {
         page_range(&format!("kernel-devices[{i}]"), r)?;
     }
+    // The kernel maps its devices with one 1 GiB table and RAM with
+    // another (sys/kern/src/arch/mmu.rs), both below the task window.
+    const GIB: u64 = 1 << 30;
+    let task_window_gib = abi::layout::TASK_TEXT as u64 / GIB;
+    let gib_of = |r: &Range| (r.base / GIB == (r.base + r.size - 1) / GIB).then_some(r.base / GIB);
+    let ram_gib = gib_of(&b.ram).filter(|g| *g < task_window_gib);
+    let Some(ram_gib) = ram_gib else {
+        return Err(format!(
+            "{file}: ram: {} must lie within one GiB below {:#x} (the kernel maps RAM with one 1 GiB table)",
+            range_str(b.ram.base, b.ram.size),
+            abi::layout::TASK_TEXT
+        ));
+    };
+    let dev_gib = b.kernel_devices.first().and_then(gib_of);
+    for (i, r) in b.kernel_devices.iter().enumerate() {
+        let g = gib_of(r);
+        if g.is_none() || g != dev_gib || g >= Some(task_window_gib) || g == Some(ram_gib) {
+            return Err(format!(
+                "{file}: kernel-devices[{i}]: {}: all kernel devices must lie in one GiB, below {:#x} and apart from RAM's (the kernel maps them with one 1 GiB table)",
+                range_str(r.base, r.size),
+                abi::layout::TASK_TEXT
+            ));
+        }
+    }
     // The kernel starts on a 2 MiB boundary (kernel.x: its L3 tables start
     // there) and runs from RAM it maps itself.
     const KERNEL_ALIGN: u64 = 0x20_0000;

@@ -1135,3 +1135,25 @@ fn a_board_without_qemu_cannot_run() {
         "board qemu-virt has no [qemu]: its image runs on hardware only (load image.bin at 0x40200000, docs/porting.md)"
     );
 }
+
+#[test]
+fn kernel_devices_share_one_gib_apart_from_ram() {
+    let e = check_board(&BOARD.replace(
+        "{ base = 0x0900_0000, size = 0x0020_0000 },",
+        "{ base = 0x0900_0000, size = 0x0020_0000 },\n    { base = 0x4800_0000, size = 0x0020_0000 },",
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "boards/qemu-virt.toml: kernel-devices[2]: 0x48000000..0x48200000: all kernel devices must lie in one GiB, below 0x2000000000 and apart from RAM's (the kernel maps them with one 1 GiB table)"
+    );
+    let e = check_board(&BOARD.replace(
+        "ram = { base = 0x4000_0000, size = 0x1000_0000 }",
+        "ram = { base = 0x3800_0000, size = 0x1000_0000 }",
+    ))
+    .unwrap_err();
+    assert!(
+        e.starts_with("boards/qemu-virt.toml: ram: 0x38000000..0x48000000 must lie within one GiB"),
+        "{e}"
+    );
+}
