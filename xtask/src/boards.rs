@@ -384,7 +384,7 @@ mod tests {
             Some(0x11),
             "mask 0x1ff drops bus bit 9"
         );
-        assert!(crate::gen::kernel_memory(&app).contains("ORIGIN = 0x90200000, LENGTH = 0xfe00000"));
+        assert!(crate::gen::kernel_memory(&app).contains("ORIGIN = 0x90400000, LENGTH = 0xfc00000"));
     }
 
     /// An app with PCIe functions refuses the i.MX95: its root complex is
