@@ -653,6 +653,18 @@ pub unsafe fn start(
     if ID_AA64PFR0_EL1.get() >> 60 == 0 {
         m.console(b"kern: warning: CPU does not report CSV3; kernel memory mapped in task tables may leak through speculation\n");
     }
+    // The board names the first redistributor frame; use this CPU's.
+    let gicr_limit = board
+        .kernel_devices
+        .iter()
+        .find(|&&(b, s)| (b..b + s).contains(&board.gicr_base))
+        .map_or(board.gicr_base, |&(b, s)| b + s);
+    if let Err(aff) = m.gic.find_redistributor(gicr_limit) {
+        m.console(b"kern: no GIC redistributor for this CPU (affinity ");
+        crate::print_hex(&mut m, aff);
+        m.console(b") from the board's gic.redistributor on: check the board file\n");
+        shutdown(crate::EXIT_BAD_CONFIG);
+    }
     m.gic.init();
     for irq in cfg.irqs {
         m.gic.configure(irq.intid, irq.edge);
