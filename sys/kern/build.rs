@@ -15,5 +15,17 @@ fn main() {
     // missing: `cargo xtask dist` sets it.
     if let Ok(cfg) = env::var("KERNEL_CONFIG") {
         println!("cargo:rerun-if-changed={cfg}");
+        // kernel.x INCLUDEs kernel_memory.x (the board's load address and
+        // RAM), which `cargo xtask dist` writes beside the configuration.
+        let dir = std::path::Path::new(&cfg)
+            .parent()
+            .expect("KERNEL_CONFIG names a file");
+        if bare_metal {
+            println!("cargo:rustc-link-arg-bins=-L{}", dir.display());
+        }
+        println!(
+            "cargo:rerun-if-changed={}",
+            dir.join("kernel_memory.x").display()
+        );
     }
 }

@@ -252,8 +252,9 @@ pub fn bench(ws: &Workspace, linux: bool) -> Result<bool, String> {
         if !app.bench {
             continue;
         }
-        prereq::ensure_qemu(&app.board.qemu)?;
-        qemu_binary.get_or_insert_with(|| app.board.qemu.binary.clone());
+        let q = app.board.qemu()?;
+        prereq::ensure_qemu(q)?;
+        qemu_binary.get_or_insert_with(|| q.binary.clone());
         println!("bench: {shown}: building image {:?}", app.name);
         let d = match dist(ws, &path) {
             Ok(d) => d,
@@ -263,7 +264,7 @@ pub fn bench(ws: &Workspace, linux: bool) -> Result<bool, String> {
             }
         };
         bench_kernel = Some((shown.clone(), d.kernel_text_size));
-        let cmd = qemu::command(&app.board.qemu, &d.image, qemu::ICOUNT_BENCH, &[]);
+        let cmd = qemu::command(q, &d.image, qemu::ICOUNT_BENCH, &[]);
         println!("bench: {shown}: {}", qemu::show(&cmd));
         let run = qemu::run(cmd, Some(BENCH_TIMEOUT), false)?;
         let before = results.len();

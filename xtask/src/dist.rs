@@ -63,9 +63,25 @@ pub fn load_app(ws: &Workspace, app_path: &Path) -> Result<App, String> {
     config::load(app_path, &ws.show(app_path), &ws.boards_dir())
 }
 
+/// The app `cargo xtask dist --board <name>` builds when no `--app` is
+/// given: the board-portable SMMU bring-up image.
+pub const BRINGUP_APP: &str = "boards/apps/bringup.toml";
+
 /// Builds the image described by `app_path`.
 pub fn dist(ws: &Workspace, app_path: &Path) -> Result<Dist, String> {
     let app = load_app(ws, app_path)?;
+    dist_app(ws, app)
+}
+
+/// Builds the image described by `app_path` for board `board` instead of
+/// the app's own (`boards/<board>.toml`); it is named `<app>-<board>`.
+pub fn dist_for_board(ws: &Workspace, app_path: &Path, board: &str) -> Result<Dist, String> {
+    let app = config::load_for_board(app_path, &ws.show(app_path), &ws.boards_dir(), Some(board))?;
+    dist_app(ws, app)
+}
+
+/// Builds the image of a loaded, validated app.
+pub fn dist_app(ws: &Workspace, app: App) -> Result<Dist, String> {
     ws.ensure_target()?;
     let dir = ws.dist_dir(&app.name);
     std::fs::create_dir_all(dir.join("tasks"))
@@ -147,6 +163,11 @@ pub fn dist(ws: &Workspace, app_path: &Path) -> Result<Dist, String> {
     let kernel_config = dir.join("kernel_config.rs");
     let source = gen::kernel_config(&app, &tasks)?;
     write_if_changed(&kernel_config, source.as_bytes())?;
+    // The link address and RAM (kernel.x INCLUDEs it from this directory).
+    write_if_changed(
+        &dir.join("kernel_memory.x"),
+        gen::kernel_memory(&app).as_bytes(),
+    )?;
 
     let mut cmd = ws.cargo();
     cmd.args([

@@ -3,6 +3,7 @@
 //! workspace's host tests). `main.rs` is only the command line.
 
 pub mod bench;
+pub mod boards;
 pub mod config;
 pub mod dist;
 pub mod dump;

@@ -25,9 +25,13 @@ struct Cli {
 enum Cmd {
     /// Build the image: tasks, kernel table, kernel → target/dist/<app>/
     Dist {
-        /// The app file
-        #[arg(long, default_value = "app.toml")]
-        app: PathBuf,
+        /// The app file (default app.toml; with --board alone, the
+        /// board-portable boards/apps/bringup.toml)
+        #[arg(long)]
+        app: Option<PathBuf>,
+        /// Build it for boards/<BOARD>.toml instead of the app's board
+        #[arg(long)]
+        board: Option<String>,
     },
     /// Build the image and boot it under QEMU, console on stdout
     Run {
@@ -243,8 +247,17 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
             // that a crash is reported with its input (Cargo.toml).
             cargo_run_bin_profile(ws, "fuzz", "fuzz", "fuzz", &args)
         }
-        Cmd::Dist { app } => {
-            let d = dist::dist(ws, &ws.app_path(&app))?;
+        Cmd::Dist { app, board } => {
+            let d = match board {
+                Some(b) => {
+                    let app = app.unwrap_or_else(|| PathBuf::from(dist::BRINGUP_APP));
+                    dist::dist_for_board(ws, &ws.app_path(&app), &b)?
+                }
+                None => {
+                    let app = app.unwrap_or_else(|| PathBuf::from("app.toml"));
+                    dist::dist(ws, &ws.app_path(&app))?
+                }
+            };
             println!(
                 "dist: {} ({} bytes; kernel .text {} bytes; {} tasks)",
                 ws.show(&d.image),
@@ -264,9 +277,9 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
         Cmd::Run { app, timeout } => {
             let path = ws.app_path(&app);
             let a = dist::load_app(ws, &path)?;
-            prereq::ensure_qemu(&a.board.qemu)?;
+            prereq::ensure_qemu(a.board.qemu()?)?;
             let d = dist::dist(ws, &path)?;
-            let cmd = qemu::command(&a.board.qemu, &d.image, qemu::ICOUNT_RUN, &[]);
+            let cmd = qemu::command(a.board.qemu()?, &d.image, qemu::ICOUNT_RUN, &[]);
             eprintln!("run: {}", qemu::show(&cmd));
             let r = qemu::run(cmd, Some(Duration::from_secs(timeout)), true)?;
             match r.outcome {
@@ -349,9 +362,9 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
                 None => {
                     let path = ws.app_path(&app);
                     let a = dist::load_app(ws, &path)?;
-                    prereq::ensure_qemu(&a.board.qemu)?;
+                    prereq::ensure_qemu(a.board.qemu()?)?;
                     let d = dist::dist(ws, &path)?;
-                    let cmd = qemu::command(&a.board.qemu, &d.image, qemu::ICOUNT_RUN, &[]);
+                    let cmd = qemu::command(a.board.qemu()?, &d.image, qemu::ICOUNT_RUN, &[]);
                     eprintln!("dump: {}", qemu::show(&cmd));
                     let run = qemu::run(cmd, Some(runner::QEMU_TIMEOUT), false)?;
                     eprintln!("dump: image {}", run.outcome);
@@ -369,12 +382,12 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
                     return Err(format!("--task: unknown task \"{t}\" in {}", a.file));
                 }
             }
-            prereq::ensure_qemu(&a.board.qemu)?;
+            prereq::ensure_qemu(a.board.qemu()?)?;
             let d = dist::dist(ws, &path)?;
             let script = gdb::write_script(&d, task.as_deref())?;
             let port = format!("tcp::{}", gdb::PORT);
             let cmd = qemu::command(
-                &a.board.qemu,
+                a.board.qemu()?,
                 &d.image,
                 qemu::ICOUNT_RUN,
                 &["-S", "-gdb", &port],

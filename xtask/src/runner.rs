@@ -217,7 +217,14 @@ fn qemu_run(ws: &Workspace, filter: Option<&str>) -> Result<Counts, String> {
                 counts.failed += 1;
             }
         };
-        let q = &app.board.qemu;
+        let q = match app.board.qemu() {
+            Ok(q) => q,
+            Err(e) => {
+                println!("qemu: {shown}: {e}");
+                fail_all(&mut counts, "not a QEMU board");
+                continue;
+            }
+        };
         let prereq = ready
             .entry((q.binary.clone(), q.min_version.clone()))
             .or_insert_with(|| prereq::ensure_qemu(q));
@@ -315,6 +322,9 @@ pub fn test(ws: &Workspace, filter: Option<&str>, list: bool) -> Result<bool, St
         for name in host_list(ws, filter)? {
             println!("{name}: test");
         }
+        for name in crate::boards::list(ws, filter)? {
+            println!("{name}: test");
+        }
         for (path, app) in test_apps(ws)? {
             match app {
                 Ok(app) => {
@@ -332,6 +342,8 @@ pub fn test(ws: &Workspace, filter: Option<&str>, list: bool) -> Result<bool, St
     }
     ws.ensure_target()?;
     let mut counts = host_run(ws, filter)?;
+    // Every board file builds an image (`board::<name>`).
+    counts += crate::boards::run(ws, filter)?;
     counts += qemu_run(ws, filter)?;
     println!("{} passed, {} failed", counts.passed, counts.failed);
     Ok(counts.failed == 0)

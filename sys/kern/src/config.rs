@@ -123,11 +123,34 @@ pub struct IrqDesc {
     pub edge: bool,
 }
 
+/// The kernel console's UART model (board file `console.kind`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ConsoleKind {
+    /// Arm PL011 (QEMU `virt`).
+    Pl011,
+    /// NXP i.MX LPUART with 32-bit registers after the 0x10-byte
+    /// VERID/PARAM/GLOBAL/PINCFG header (i.MX7ULP/8ULP/93/95).
+    Lpuart,
+}
+
+/// The kernel console: which UART, and where (board file `console`).
+#[derive(Copy, Clone, Debug)]
+pub struct Console {
+    pub kind: ConsoleKind,
+    /// Physical (= kernel, identity-mapped Device) base of its registers;
+    /// the build checks it lies in a `kernel-devices` range.
+    pub base: usize,
+}
+
 /// The board facts the kernel itself needs.
 #[derive(Copy, Clone, Debug)]
 pub struct Board {
     pub name: &'static str,
-    pub uart_base: usize,
+    pub console: Console,
+    /// Whether a semihosting host is attached (QEMU `-semihosting`): only
+    /// then does `shutdown` with a non-zero status use SYS_EXIT. On a board
+    /// without one the `HLT` would be an undefined instruction.
+    pub semihosting: bool,
     pub gicd_base: usize,
     pub gicr_base: usize,
     /// PPI of the EL2 physical timer (26 on virt).
@@ -135,7 +158,7 @@ pub struct Board {
     /// RAM range, mapped privileged-only for the kernel.
     pub ram_base: usize,
     pub ram_size: usize,
-    /// Device ranges the kernel maps privileged-only (UART, GIC).
+    /// Device ranges the kernel maps privileged-only (console UART, GIC).
     pub kernel_devices: &'static [(usize, usize)],
 }
 

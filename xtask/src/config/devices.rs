@@ -57,13 +57,21 @@ pub(super) fn validate_devices(
             "{file}: devices: board {board_file} has no [pci] host bridge"
         ));
     };
+    if pci.host_bridge != HostBridge::Ecam || pci.bar_window_pci_base.is_some() {
+        return Err(format!(
+            "{file}: devices: {board_file}'s PCIe root complex (host-bridge = \"{}\"{}) is not driven: pci-server only serves a generic ECAM host bridge whose BAR window is not translated (not built; docs/porting.md)",
+            pci.host_bridge.name(),
+            if pci.bar_window_pci_base.is_some() { ", translated BAR window" } else { "" }
+        ));
+    }
     let (Some(ecam), Some(window)) = (
-        board.peripherals.get(&pci.ecam),
+        board.peripherals.get(pci.config_space()),
         board.peripherals.get(&pci.bar_window),
     ) else {
         return Err(format!(
             "{board_file}: pci: ecam \"{}\" and bar-window \"{}\" must be peripherals",
-            pci.ecam, pci.bar_window
+            pci.config_space(),
+            pci.bar_window
         ));
     };
     let buses = ecam.size >> 20;
@@ -147,10 +155,17 @@ pub(super) fn validate_devices(
             bars[b] = (base, size);
             cursor = base + size;
         }
+        let Some(sid) = pci.stream_id(bdf) else {
+            return Err(format!(
+                "{}: function {} (RID {bdf:#06x}) has no StreamID in {board_file}'s pci.iommu-map",
+                at("function"),
+                d.function
+            ));
+        };
         out.push(Device {
             bdf,
             owner,
-            sid: u32::from(bdf),
+            sid,
             id,
             bars,
         });

@@ -233,16 +233,92 @@ pub struct DeviceToml {
     pub bars: Vec<u64>,
 }
 
-/// `[pci]` of a board: the PCIe host bridge's windows. StreamID =
-/// requester id (bus << 8 | device << 3 | function) — the `virt` rule
-/// (its iommu-map is the identity).
+/// `[pci]` of a board: the PCIe host bridge's windows and how requester
+/// ids become StreamIDs.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PciToml {
-    /// The ECAM peripheral (1 MiB per bus from bus 0).
-    pub ecam: String,
+    /// What kind of root complex it is. Only a generic ECAM host bridge
+    /// (QEMU's gpex) is driven by pci-server; any other kind is described
+    /// (so its facts live in the board file) but an app with `[[devices]]`
+    /// refuses to build on it.
+    #[serde(default)]
+    pub host_bridge: HostBridge,
+    /// The ECAM peripheral (1 MiB per bus from bus 0): `host-bridge = "ecam"`.
+    pub ecam: Option<String>,
+    /// The configuration window of a non-ECAM root complex (on the
+    /// DesignWare RC it is reached through the iATU, not by bus/device/
+    /// function offsets).
+    pub config: Option<String>,
     /// The peripheral BARs are placed in.
     pub bar_window: String,
+    /// The PCI (bus) address of the BAR window's first byte, where the
+    /// root complex translates (i.MX95: CPU 0x9_1000_0000 is PCI
+    /// 0x1000_0000). Absent: bus address = CPU address (QEMU virt).
+    pub bar_window_pci_base: Option<u64>,
+    /// The device tree's `iommu-map` of the root complex: requester id
+    /// (masked with `iommu-map-mask`) → StreamID. Empty: the identity
+    /// (QEMU virt has no iommu-map).
+    #[serde(default)]
+    pub iommu_map: Vec<IommuMapEntry>,
+    /// `iommu-map-mask`: RID bits that select the entry (all bits if absent).
+    pub iommu_map_mask: Option<u16>,
+}
+
+/// One `iommu-map` entry: RIDs `rid-base .. rid-base + length` map to
+/// StreamIDs `sid-base ..`.
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IommuMapEntry {
+    pub rid_base: u16,
+    pub sid_base: u32,
+    pub length: u32,
+}
+
+/// `[pci] host-bridge`.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostBridge {
+    /// Generic ECAM (PCI Firmware spec; QEMU gpex): pci-server drives it.
+    #[default]
+    Ecam,
+    /// Synopsys DesignWare root complex as integrated on i.MX95: needs its
+    /// DBI/iATU, PHY, clocks and link training set up and its RID→StreamID
+    /// LUT programmed before any config access. Not built.
+    Designware,
+}
+
+impl HostBridge {
+    pub fn name(self) -> &'static str {
+        match self {
+            HostBridge::Ecam => "ecam",
+            HostBridge::Designware => "designware",
+        }
+    }
+}
+
+impl PciToml {
+    /// The peripheral holding configuration space (the ECAM or the
+    /// non-ECAM config window): pci-server's alone.
+    pub fn config_space(&self) -> &str {
+        self.ecam
+            .as_deref()
+            .or(self.config.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// The StreamID of requester id `rid` (`iommu-map` semantics: the
+    /// masked RID selects the entry), `None` if no entry covers it.
+    pub fn stream_id(&self, rid: u16) -> Option<u32> {
+        if self.iommu_map.is_empty() {
+            return Some(u32::from(rid));
+        }
+        let masked = rid & self.iommu_map_mask.unwrap_or(0xffff);
+        self.iommu_map.iter().find_map(|e| {
+            let off = u32::from(masked).checked_sub(u32::from(e.rid_base))?;
+            (off < e.length).then_some(e.sid_base + off)
+        })
+    }
 }
 
 /// `boards/<board>.toml` as written.
@@ -253,7 +329,16 @@ pub struct BoardToml {
     pub ram: Range,
     #[serde(default)]
     pub kernel_devices: Vec<Range>,
-    pub uart: Uart,
+    /// Where the boot loader puts the image and jumps: the kernel's link
+    /// address (2 MiB aligned, inside `ram`).
+    pub load_address: u64,
+    /// The kernel's console UART.
+    pub console: Console,
+    /// A semihosting host is attached (QEMU `-semihosting`): a non-zero
+    /// exit status reaches it. No default meaning "yes": on hardware the
+    /// semihosting call would be an undefined instruction.
+    #[serde(default)]
+    pub semihosting: bool,
     pub gic: Gic,
     pub timer: Timer,
     #[serde(default)]
@@ -274,7 +359,20 @@ pub struct BoardToml {
     pub smmu_coherent: Option<bool>,
     /// The PCIe host bridge, if the board has one a device table can use.
     pub pci: Option<PciToml>,
-    pub qemu: Qemu,
+    /// How to run it under QEMU; absent for a board that is hardware only.
+    pub qemu: Option<Qemu>,
+}
+
+impl BoardToml {
+    /// How to run this board under QEMU, or why it cannot be.
+    pub fn qemu(&self) -> Result<&Qemu, String> {
+        self.qemu.as_ref().ok_or_else(|| {
+            format!(
+                "board {} has no [qemu]: its image runs on hardware only (load image.bin at {:#x}, docs/porting.md)",
+                self.name, self.load_address
+            )
+        })
+    }
 }
 
 #[derive(Deserialize, Debug, Clone, Copy)]
@@ -334,8 +432,29 @@ pub const MAX_WINDOW_REGS: usize = 16;
 
 #[derive(Deserialize, Debug, Clone, Copy)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Uart {
+pub struct Console {
+    pub kind: ConsoleKind,
     pub base: u64,
+}
+
+/// `console.kind`: the UART model (`kern::config::ConsoleKind`).
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsoleKind {
+    /// Arm PL011.
+    Pl011,
+    /// NXP i.MX LPUART (i.MX7ULP/8ULP/93/95 register layout).
+    Lpuart,
+}
+
+impl ConsoleKind {
+    /// The variant's path in the generated kernel table.
+    pub fn kern_const(self) -> &'static str {
+        match self {
+            ConsoleKind::Pl011 => "kern::config::ConsoleKind::Pl011",
+            ConsoleKind::Lpuart => "kern::config::ConsoleKind::Lpuart",
+        }
+    }
 }
 
 #[derive(Deserialize, Debug, Clone, Copy)]
@@ -571,9 +690,21 @@ impl App {
 /// Reads and validates an app file; its board is `<workspace>/boards/<board>.toml`.
 /// `display` is how the app file is named in messages.
 pub fn load(app_path: &Path, display: &str, boards_dir: &Path) -> Result<App, String> {
+    load_for_board(app_path, display, boards_dir, None)
+}
+
+/// [`load`], with the app's `board` replaced by `board` when given
+/// (`cargo xtask dist --board`). The image is then named
+/// `<app>-<board>`, so it is built beside the app's own.
+pub fn load_for_board(
+    app_path: &Path,
+    display: &str,
+    boards_dir: &Path,
+    board: Option<&str>,
+) -> Result<App, String> {
     let src = std::fs::read_to_string(app_path)
         .map_err(|e| format!("{display}: cannot read {}: {e}", app_path.display()))?;
-    parse(display, &src, |board| {
+    parse_for_board(display, &src, board, |board| {
         let path = boards_dir.join(format!("{board}.toml"));
         let shown = format!("boards/{board}.toml");
         match std::fs::read_to_string(&path) {
@@ -591,7 +722,22 @@ pub fn parse(
     src: &str,
     board_source: impl FnOnce(&str) -> Result<Option<(String, String)>, String>,
 ) -> Result<App, String> {
-    let raw: AppToml = toml::from_str(src).map_err(|e| toml_error(file, e))?;
+    parse_for_board(file, src, None, board_source)
+}
+
+/// [`parse`], with the app's `board` replaced by `board` when given; the
+/// image is then named `<app>-<board>`.
+pub fn parse_for_board(
+    file: &str,
+    src: &str,
+    board: Option<&str>,
+    board_source: impl FnOnce(&str) -> Result<Option<(String, String)>, String>,
+) -> Result<App, String> {
+    let mut raw: AppToml = toml::from_str(src).map_err(|e| toml_error(file, e))?;
+    if let Some(b) = board {
+        raw.name = format!("{}-{b}", raw.name);
+        raw.board = b.to_string();
+    }
     check_name(file, "name", &raw.name)?;
     check_name(file, "board", &raw.board)?;
     let Some((board_file, board_src)) = board_source(&raw.board)? else {
@@ -674,6 +820,65 @@ fn validate_board(file: &str, wanted: &str, b: &BoardToml) -> Result<(), String>
     for (i, r) in b.kernel_devices.iter().enumerate() {
         page_range(&format!("kernel-devices[{i}]"), r)?;
     }
+    // The kernel maps its devices with one 1 GiB table and RAM with
+    // another (sys/kern/src/arch/mmu.rs), both below the task window.
+    const GIB: u64 = 1 << 30;
+    let task_window_gib = abi::layout::TASK_TEXT as u64 / GIB;
+    let gib_of = |r: &Range| (r.base / GIB == (r.base + r.size - 1) / GIB).then_some(r.base / GIB);
+    let ram_gib = gib_of(&b.ram).filter(|g| *g < task_window_gib);
+    let Some(ram_gib) = ram_gib else {
+        return Err(format!(
+            "{file}: ram: {} must lie within one GiB below {:#x} (the kernel maps RAM with one 1 GiB table)",
+            range_str(b.ram.base, b.ram.size),
+            abi::layout::TASK_TEXT
+        ));
+    };
+    let dev_gib = b.kernel_devices.first().and_then(gib_of);
+    for (i, r) in b.kernel_devices.iter().enumerate() {
+        let g = gib_of(r);
+        if g.is_none() || g != dev_gib || g >= Some(task_window_gib) || g == Some(ram_gib) {
+            return Err(format!(
+                "{file}: kernel-devices[{i}]: {}: all kernel devices must lie in one GiB, below {:#x} and apart from RAM's (the kernel maps them with one 1 GiB table)",
+                range_str(r.base, r.size),
+                abi::layout::TASK_TEXT
+            ));
+        }
+    }
+    // The kernel starts on a 2 MiB boundary (kernel.x: its L3 tables start
+    // there) and runs from RAM it maps itself.
+    const KERNEL_ALIGN: u64 = 0x20_0000;
+    let ram_end = b.ram.base + b.ram.size;
+    if !b.load_address.is_multiple_of(KERNEL_ALIGN)
+        || b.load_address < b.ram.base
+        || b.load_address >= ram_end
+    {
+        return Err(format!(
+            "{file}: load-address: {:#x} must be 2 MiB aligned and inside ram ({})",
+            b.load_address,
+            range_str(b.ram.base, b.ram.size)
+        ));
+    }
+    let in_kernel_devices = |base: u64, size: u64| {
+        b.kernel_devices
+            .iter()
+            .any(|k| base >= k.base && base + size <= k.base + k.size)
+    };
+    if !in_kernel_devices(b.console.base, PAGE) {
+        return Err(format!(
+            "{file}: console.base: {:#x} lies in no kernel-devices range (the kernel maps its console there)",
+            b.console.base
+        ));
+    }
+    for (field, base) in [
+        ("gic.distributor", b.gic.distributor),
+        ("gic.redistributor", b.gic.redistributor),
+    ] {
+        if !in_kernel_devices(base, 0x2_0000) {
+            return Err(format!(
+                "{file}: {field}: {base:#x} (+128 KiB) lies in no kernel-devices range (the kernel maps the GIC there)"
+            ));
+        }
+    }
     if b.gic.version != 3 {
         return Err(format!(
             "{file}: gic.version: {} is not supported (only GICv3)",
@@ -746,11 +951,68 @@ fn validate_board(file: &str, wanted: &str, b: &BoardToml) -> Result<(), String>
             ));
         }
     }
-    if parse_version(&b.qemu.min_version).is_none() {
+    if let Some(q) = &b.qemu {
+        if parse_version(&q.min_version).is_none() {
+            return Err(format!(
+                "{file}: qemu.min-version: \"{}\" is not a version like \"9.2\"",
+                q.min_version
+            ));
+        }
+    }
+    if let Some(pci) = &b.pci {
+        validate_pci(file, b, pci)?;
+    }
+    Ok(())
+}
+
+/// `[pci]`: the windows name peripherals of the right kind, the
+/// `iommu-map` entries do not overlap.
+fn validate_pci(file: &str, b: &BoardToml, pci: &PciToml) -> Result<(), String> {
+    let (want, other) = match pci.host_bridge {
+        HostBridge::Ecam => (("ecam", &pci.ecam), ("config", &pci.config)),
+        HostBridge::Designware => (("config", &pci.config), ("ecam", &pci.ecam)),
+    };
+    let kind = pci.host_bridge.name();
+    let Some(name) = want.1 else {
         return Err(format!(
-            "{file}: qemu.min-version: \"{}\" is not a version like \"9.2\"",
-            b.qemu.min_version
+            "{file}: pci.{}: required with host-bridge = \"{kind}\"",
+            want.0
         ));
+    };
+    if other.1.is_some() {
+        return Err(format!(
+            "{file}: pci.{}: not used with host-bridge = \"{kind}\"",
+            other.0
+        ));
+    }
+    for (field, p) in [(want.0, name), ("bar-window", &pci.bar_window)] {
+        if !b.peripherals.contains_key(p) {
+            return Err(format!("{file}: pci.{field}: \"{p}\" is not a peripheral"));
+        }
+    }
+    let mask = pci.iommu_map_mask.unwrap_or(0xffff);
+    for (i, e) in pci.iommu_map.iter().enumerate() {
+        let end = u32::from(e.rid_base) + e.length;
+        if e.length == 0 || end > 0x1_0000 || e.sid_base.checked_add(e.length).is_none() {
+            return Err(format!(
+                "{file}: pci.iommu-map[{i}]: length {} does not fit the RID or StreamID space",
+                e.length
+            ));
+        }
+        if e.rid_base & !mask != 0 {
+            return Err(format!(
+                "{file}: pci.iommu-map[{i}]: rid-base {:#x} has bits outside iommu-map-mask {mask:#x}",
+                e.rid_base
+            ));
+        }
+        for (j, o) in pci.iommu_map.iter().enumerate().take(i) {
+            let o_end = u32::from(o.rid_base) + o.length;
+            if u32::from(e.rid_base) < o_end && u32::from(o.rid_base) < end {
+                return Err(format!(
+                    "{file}: pci.iommu-map[{i}]: RIDs overlap pci.iommu-map[{j}]"
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -1203,24 +1465,25 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
             let holders: Vec<&Task> = tasks
                 .iter()
                 .filter(|t| {
-                    t.regions
-                        .iter()
-                        .any(|r| matches!(&r.backing, Backing::Mmio { .. }) && r.name == pci.ecam)
+                    t.regions.iter().any(|r| {
+                        matches!(&r.backing, Backing::Mmio { .. }) && r.name == pci.config_space()
+                    })
                 })
                 .collect();
             match holders.as_slice() {
                 [] if !devices.is_empty() => {
                     return Err(format!(
                         "{file}: devices: no task runs pci-server with mmio = [\"{}\"] to own the configuration space",
-                        pci.ecam
+                        pci.config_space()
                     ))
                 }
                 [] => {}
                 [t] if t.crate_name == "pci-server" => {}
                 [t, ..] => {
                     return Err(format!(
-                        "{file}: tasks.{}.mmio: \"{}\" (the ECAM) belongs to pci-server only (docs/devices.md)",
-                        t.name, pci.ecam
+                        "{file}: tasks.{}.mmio: \"{}\" (the configuration space) belongs to pci-server only (docs/devices.md)",
+                        t.name,
+                        pci.config_space()
                     ))
                 }
             }
@@ -1230,7 +1493,7 @@ fn validate(file: &str, raw: AppToml, board: BoardToml, board_file: String) -> R
                     pci.bar_window
                 ));
             }
-            (!devices.is_empty()).then(|| pci.ecam.clone())
+            (!devices.is_empty()).then(|| pci.config_space().to_string())
         }
     };
 

@@ -1064,3 +1064,112 @@ fn death_watchers_are_the_supervisors_posts_by_name() {
     let a = check(&renamed).unwrap();
     assert!(dist_source(&a).contains("\"vm0-viommu\""));
 }
+
+#[test]
+fn load_address_is_checked() {
+    for (from, to) in [
+        ("load-address = 0x4020_0000", "load-address = 0x4021_0000"),
+        ("load-address = 0x4020_0000", "load-address = 0x3fe0_0000"),
+        ("load-address = 0x4020_0000", "load-address = 0x5000_0000"),
+    ] {
+        let e = check_board(&BOARD.replace(from, to)).unwrap_err();
+        assert!(
+            e.starts_with("boards/qemu-virt.toml: load-address: ")
+                && e.ends_with("must be 2 MiB aligned and inside ram (0x40000000..0x50000000)"),
+            "{to}: {e}"
+        );
+    }
+    let e = check_board(&BOARD.replace("load-address = 0x4020_0000\n", "")).unwrap_err();
+    assert!(e.contains("missing field `load-address`"), "{e}");
+}
+
+#[test]
+fn console_is_checked() {
+    let a = check_board(BOARD).unwrap();
+    assert_eq!(a.board.console.kind, ConsoleKind::Pl011);
+    assert!(a.board.semihosting);
+    let e = check_board(&BOARD.replace(
+        "base = 0x0900_0000 }    # PL011",
+        "base = 0x0a00_0000 }    # PL011",
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "boards/qemu-virt.toml: console.base: 0xa000000 lies in no kernel-devices range (the kernel maps its console there)"
+    );
+    let e = check_board(&BOARD.replace("kind = \"pl011\"", "kind = \"16550\"")).unwrap_err();
+    assert!(e.contains("unknown variant `16550`"), "{e}");
+    // The old key is gone, not silently ignored.
+    let e = check_board(&BOARD.replace("console = {", "uart = {")).unwrap_err();
+    assert!(e.contains("unknown field `uart`"), "{e}");
+}
+
+#[test]
+fn pci_host_bridge_and_iommu_map_are_checked() {
+    let e = check_board(&BOARD.replace("host-bridge = \"ecam\"", "host-bridge = \"designware\""))
+        .unwrap_err();
+    assert_eq!(
+        e,
+        "boards/qemu-virt.toml: pci.config: required with host-bridge = \"designware\""
+    );
+    let map = "bar-window = \"pcie-mmio32\"\niommu-map = [{ rid-base = 0x0, sid-base = 0x10, length = 0x10 }, { rid-base = 0x8, sid-base = 0x40, length = 1 }]\n";
+    let e = check_board(&BOARD.replace("bar-window = \"pcie-mmio32\"\n", map)).unwrap_err();
+    assert_eq!(
+        e,
+        "boards/qemu-virt.toml: pci.iommu-map[1]: RIDs overlap pci.iommu-map[0]"
+    );
+    // A map moves the devices' StreamIDs: the demo's edu 00:02.0 (RID 0x10)
+    // becomes StreamID 0x110 under a +0x100 map.
+    let map = "bar-window = \"pcie-mmio32\"\niommu-map = [{ rid-base = 0x0, sid-base = 0x100, length = 0x100 }]\n";
+    let board = BOARD.replace("bar-window = \"pcie-mmio32\"\n", map);
+    let a = parse("app.toml", include_str!("../../../app.toml"), |_| {
+        Ok(Some(("boards/qemu-virt.toml".to_string(), board.clone())))
+    })
+    .unwrap();
+    let sids: Vec<(u16, u32)> = a.devices.iter().map(|d| (d.bdf, d.sid)).collect();
+    assert_eq!(sids, [(0x10, 0x110), (0x18, 0x118)]);
+    // A RID the map does not cover has no StreamID: refused.
+    let map = "bar-window = \"pcie-mmio32\"\niommu-map = [{ rid-base = 0x0, sid-base = 0x100, length = 0x11 }]\n";
+    let board = BOARD.replace("bar-window = \"pcie-mmio32\"\n", map);
+    let e = parse("app.toml", include_str!("../../../app.toml"), |_| {
+        Ok(Some(("boards/qemu-virt.toml".to_string(), board.clone())))
+    })
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "app.toml: devices[1].function: function 00:03.0 (RID 0x0018) has no StreamID in boards/qemu-virt.toml's pci.iommu-map"
+    );
+}
+
+#[test]
+fn a_board_without_qemu_cannot_run() {
+    let start = BOARD.find("[qemu]").unwrap();
+    let a = check_board(&BOARD[..start]).unwrap();
+    let e = a.board.qemu().unwrap_err();
+    assert_eq!(
+        e,
+        "board qemu-virt has no [qemu]: its image runs on hardware only (load image.bin at 0x40200000, docs/porting.md)"
+    );
+}
+
+#[test]
+fn kernel_devices_share_one_gib_apart_from_ram() {
+    let e = check_board(&BOARD.replace(
+        "{ base = 0x0900_0000, size = 0x0020_0000 },",
+        "{ base = 0x0900_0000, size = 0x0020_0000 },\n    { base = 0x4800_0000, size = 0x0020_0000 },",
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "boards/qemu-virt.toml: kernel-devices[2]: 0x48000000..0x48200000: all kernel devices must lie in one GiB, below 0x2000000000 and apart from RAM's (the kernel maps them with one 1 GiB table)"
+    );
+    let e = check_board(&BOARD.replace(
+        "ram = { base = 0x4000_0000, size = 0x1000_0000 }",
+        "ram = { base = 0x3800_0000, size = 0x1000_0000 }",
+    ))
+    .unwrap_err();
+    assert!(
+        e.starts_with("boards/qemu-virt.toml: ram: 0x38000000..0x48000000 must lie within one GiB"),
+        "{e}"
+    );
+}

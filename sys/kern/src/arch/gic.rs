@@ -17,7 +17,11 @@ const GICD_ICENABLER: usize = 0x0180;
 const GICD_IPRIORITYR: usize = 0x0400;
 const GICD_ICFGR: usize = 0x0C00;
 const GICD_IROUTER: usize = 0x6000;
-// Redistributor: RD frame, then SGI frame at +64 KiB.
+// Redistributor: RD frame, then SGI frame at +64 KiB (then, with
+// GICR_TYPER.VLPIS, the VLPI and a reserved frame: 256 KiB in all).
+const GICR_TYPER: usize = 0x0008;
+const GICR_TYPER_VLPIS: u64 = 1 << 1;
+const GICR_TYPER_LAST: u64 = 1 << 4;
 const GICR_WAKER: usize = 0x0014;
 const SGI: usize = 0x1_0000;
 const GICR_IGROUPR0: usize = SGI + 0x0080;
@@ -41,6 +45,39 @@ impl Gic {
     fn wr(&self, a: usize, v: u32) {
         // SAFETY: as in `rd`.
         unsafe { core::ptr::write_volatile(a as *mut u32, v) }
+    }
+
+    /// Finds this CPU's redistributor: walks the frames from the board's
+    /// `gic.redistributor` (the first frame, as the device tree gives it)
+    /// until GICR_TYPER's affinity is this CPU's MPIDR affinity, up to the
+    /// last frame or `limit` (the end of the kernel's mapping). QEMU's
+    /// single CPU has the first frame; on the i.MX95 it is CPU 0's when the
+    /// boot loader left the kernel on CPU 0. Err: this CPU's affinity
+    /// (Aff3.Aff2.Aff1.Aff0), none found.
+    pub fn find_redistributor(&mut self, limit: usize) -> Result<(), u64> {
+        let mpidr: u64;
+        // SAFETY: reading MPIDR_EL1 has no side effects.
+        unsafe { core::arch::asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack)) };
+        let aff = (mpidr & 0xFF_FFFF) | ((mpidr >> 32) & 0xFF) << 24;
+        let mut frame = self.gicr;
+        while frame + 0x2_0000 <= limit {
+            // SAFETY: a redistributor RD frame inside the kernel's device
+            // mapping (`limit`); GICR_TYPER is a 64-bit read-only register.
+            let typer = unsafe { core::ptr::read_volatile((frame + GICR_TYPER) as *const u64) };
+            if typer >> 32 == aff {
+                self.gicr = frame;
+                return Ok(());
+            }
+            if typer & GICR_TYPER_LAST != 0 {
+                break;
+            }
+            frame += if typer & GICR_TYPER_VLPIS != 0 {
+                0x4_0000
+            } else {
+                0x2_0000
+            };
+        }
+        Err(aff)
     }
 
     pub fn init(&mut self) {

@@ -220,9 +220,16 @@ pub unsafe fn init(
     let kl1 = pool.alloc()?;
     let dev_l2 = pool.alloc()?;
     let ram_l2 = pool.alloc()?;
+    // The kernel's devices share one 1 GiB table: the first GiB on QEMU
+    // virt, the second on the i.MX95 (the build checks the board keeps to
+    // one GiB, below the task window and apart from RAM's).
+    let dev_gib = board.kernel_devices.first().map_or(0, |d| d.0 >> L1_SHIFT);
+    if dev_gib >= layout::TASK_TEXT >> L1_SHIFT {
+        return Err("kernel devices above the task window");
+    }
     for &(base, size) in board.kernel_devices {
-        if base + size > 1 << L1_SHIFT {
-            return Err("kernel device outside the first GiB");
+        if base >> L1_SHIFT != dev_gib || (base + size - 1) >> L1_SHIFT != dev_gib {
+            return Err("kernel devices not in one GiB");
         }
         let mut a = base & !(BLOCK_2M - 1);
         while a < base + size {
@@ -235,8 +242,11 @@ pub unsafe fn init(
         }
     }
     let ram_gib = board.ram_base >> L1_SHIFT;
-    if ram_gib == 0 || (board.ram_base + board.ram_size - 1) >> L1_SHIFT != ram_gib {
-        return Err("RAM must lie within one GiB above the first");
+    if ram_gib == dev_gib
+        || ram_gib >= layout::TASK_TEXT >> L1_SHIFT
+        || (board.ram_base + board.ram_size - 1) >> L1_SHIFT != ram_gib
+    {
+        return Err("RAM must lie within one GiB, not the devices' one");
     }
     let (img_start, img_end) = (image.text.0, image.rw.1);
     if img_start % BLOCK_2M != 0
@@ -262,7 +272,7 @@ pub unsafe fn init(
         pool.set(ram_l2, idx(a, L2_SHIFT), e);
         a += BLOCK_2M;
     }
-    pool.set(kl1, 0, pool.pa(dev_l2) | VALID | TABLE_OR_PAGE);
+    pool.set(kl1, dev_gib, pool.pa(dev_l2) | VALID | TABLE_OR_PAGE);
     pool.set(kl1, ram_gib, pool.pa(ram_l2) | VALID | TABLE_OR_PAGE);
 
     // Tasks may share only read-only memory (one crate's text); the
@@ -272,7 +282,7 @@ pub unsafe fn init(
     }
     for (i, (t, d)) in tasks.iter_mut().zip(descs.iter()).enumerate() {
         let l1 = pool.alloc()?;
-        pool.set(l1, 0, pool.get(kl1, 0));
+        pool.set(l1, dev_gib, pool.get(kl1, dev_gib));
         pool.set(l1, ram_gib, pool.get(kl1, ram_gib));
         let l2 = pool.alloc()?;
         pool.set(

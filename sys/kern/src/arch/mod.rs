@@ -13,6 +13,7 @@
 //! the task's region table, never through the task's own mapping.
 
 mod gic;
+mod lpuart;
 mod mmu;
 mod selfcheck;
 mod sysreg;
@@ -73,16 +74,15 @@ pub fn clamp_to_region(va: usize, len: usize, lo: usize, size: usize, base: usiz
     pa
 }
 
-// Boot: the loader enters at `_start` (link address 0x4020_0000) at EL2 with
+// Boot: the loader enters at `_start` (the board's load-address) at EL2 with
 // the MMU off, x0 = DTB. Set the stack, zero .bss (it holds task data and
-// page tables, which must start zeroed), then enter Rust.
+// page tables, which must start zeroed), then enter Rust. Entered at another
+// exception level (a boot loader that dropped to EL1), `start` says so on
+// the console and parks: none of this touches an EL2 register.
 global_asm!(
     ".section .text.boot, \"ax\"",
     ".global _start",
     "_start:",
-    "    mrs  x9, CurrentEL",
-    "    cmp  x9, #(2 << 2)",
-    "    b.ne 9f",
     "    ldr  x9, =__kernel_stack_top",
     "    mov  sp, x9",
     "    ldr  x9, =__sbss",
@@ -410,7 +410,7 @@ const _: () = {
 
 /// The machine as the portable core sees it.
 pub struct Machine {
-    uart: uart::Pl011,
+    uart: uart::Console,
     gic: gic::Gic,
     timer_intid: u32,
     /// Counter ticks per millisecond.
@@ -498,11 +498,16 @@ fn clean_invalidate_dcache(pa: usize, len: usize) {
     unsafe { asm!("dsb sy", options(nostack)) };
 }
 
+/// Whether the board has a semihosting host (`kern::config::Board`), set
+/// first thing at boot. Without one `HLT #0xF000` is an undefined
+/// instruction, whose exception would call `shutdown` again.
+static SEMIHOSTING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Stops the machine. Status 0 uses PSCI SYSTEM_OFF (QEMU exits 0); any
 /// other status uses semihosting SYS_EXIT so the exit code reaches the host
-/// (QEMU runs with `-semihosting`), then PSCI as a fallback.
+/// (QEMU runs with `-semihosting`) on a board that has it, then PSCI.
 pub fn shutdown(status: u32) -> ! {
-    if status != 0 {
+    if status != 0 && SEMIHOSTING.load(core::sync::atomic::Ordering::Relaxed) {
         // ADP_Stopped_ApplicationExit with the status as subcode.
         let block: [u64; 2] = [0x20026, status as u64];
         // SAFETY: semihosting SYS_EXIT (0x18) reads the two-word block; it
@@ -541,14 +546,30 @@ pub unsafe fn start(
     pt_pool: &'static mut [mmu::Page],
 ) -> ! {
     let board = cfg.board;
+    SEMIHOSTING.store(board.semihosting, core::sync::atomic::Ordering::Relaxed);
     let mut m = Machine {
-        uart: uart::Pl011::new(board.uart_base),
+        uart: uart::Console::new(board.console),
         gic: gic::Gic::new(board.gicd_base, board.gicr_base),
         timer_intid: board.timer_intid,
         ticks_per_ms: (CNTFRQ_EL0.get() / 1000).max(1),
         fp_owner: core::ptr::null_mut(),
         cptr: CPTR_FP_TRAP_EL0,
     };
+    let el: u64;
+    // SAFETY: reading CurrentEL has no side effects at any EL.
+    unsafe { asm!("mrs {}, CurrentEL", out(reg) el, options(nomem, nostack)) };
+    let el = (el >> 2) & 3;
+    if el != 2 {
+        m.console(b"kern: entered at EL");
+        crate::print_dec(&mut m, el);
+        m.console(b" on ");
+        m.console(board.name.as_bytes());
+        m.console(b": this kernel runs at EL2 with VHE; boot it from a loader that stays at EL2 (docs/porting.md). Stopped.\n");
+        loop {
+            // SAFETY: parking this CPU has no effects.
+            unsafe { asm!("wfe", options(nostack)) };
+        }
+    }
     m.console(b"kern: booting on ");
     m.console(board.name.as_bytes());
     m.console(b", ");
@@ -635,6 +656,18 @@ pub unsafe fn start(
     // privileged-only memory speculatively (ID_AA64PFR0_EL1.CSV3).
     if ID_AA64PFR0_EL1.get() >> 60 == 0 {
         m.console(b"kern: warning: CPU does not report CSV3; kernel memory mapped in task tables may leak through speculation\n");
+    }
+    // The board names the first redistributor frame; use this CPU's.
+    let gicr_limit = board
+        .kernel_devices
+        .iter()
+        .find(|&&(b, s)| (b..b + s).contains(&board.gicr_base))
+        .map_or(board.gicr_base, |&(b, s)| b + s);
+    if let Err(aff) = m.gic.find_redistributor(gicr_limit) {
+        m.console(b"kern: no GIC redistributor for this CPU (affinity ");
+        crate::print_hex(&mut m, aff);
+        m.console(b") from the board's gic.redistributor on: check the board file\n");
+        shutdown(crate::EXIT_BAD_CONFIG);
     }
     m.gic.init();
     for irq in cfg.irqs {
