@@ -183,9 +183,12 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
             "static mut STACK_{i}: kern::config::PageAligned<[u8; {n}]> = kern::config::PageAligned([0; {n}]);",
             n = bt.stack_size
         );
+        // Exported under a stable name: `cargo xtask dump` finds a running
+        // task's trace ring in physical memory from it (docs/tracing.md).
         let _ = writeln!(
             o,
-            "static mut DATA_{i}: kern::config::PageAligned<[u8; {n}]> = kern::config::PageAligned([0; {n}]);",
+            "#[export_name = \"__task_data_{i}\"]\n\
+             static mut DATA_{i}: kern::config::PageAligned<[u8; {n}]> = kern::config::PageAligned([0; {n}]);",
             n = bt.data_size
         );
         let mut mem_index = 0;
@@ -334,6 +337,27 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
     }
     let _ = writeln!(o, "];\n");
 
+    // Each task's trace ring (docs/tracing.md): where its `TRACE_RING`
+    // lies in its data region, which the kernel prints when it faults.
+    let rings: Vec<String> = app
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match built[i].trace_ring {
+            Some((va, size)) => format!(
+                "    Some(kern::config::TraceRing {{ va: {va:#x}, size: {size:#x} }}), // {}",
+                t.name
+            ),
+            None => format!("    None, // {}: links no trace ring", t.name),
+        })
+        .collect();
+    let _ = writeln!(
+        o,
+        "pub static TRACE_RINGS: [Option<kern::config::TraceRing>; {}] = [\n{}\n];\n",
+        rings.len(),
+        rings.join("\n")
+    );
+
     let irqs: Vec<String> = app
         .tasks
         .iter()
@@ -402,6 +426,7 @@ mod tests {
                 stack_size: 0x1000,
                 entry: TASK_TEXT + 8,
                 stack_top: TASK_DATA,
+                trace_ring: None,
             })
             .collect();
         (app, built)

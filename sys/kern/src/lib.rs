@@ -119,6 +119,67 @@ pub fn print_fault<P: Platform + ?Sized>(p: &mut P, name: &str, kind: FaultKind,
     p.console(b"\n");
 }
 
+/// Bytes per line of a printed trace ring.
+pub const TRACE_LINE_BYTES: usize = 48;
+
+/// Prints a task's trace ring (its raw `TRACE_RING` bytes,
+/// docs/tracing.md) for `cargo xtask dump` to decode:
+///
+/// ```text
+/// kern: trace <task> begin <size>
+/// kern: trace <task> <offset> <hex bytes, up to 48>
+/// kern: trace <task> end
+/// ```
+///
+/// Offsets are hex; a line whose bytes are all zero (slots never written)
+/// is left out, and the reader zero-fills it. Plain bytes, no decoding in
+/// the kernel: the event names are the task's, not the kernel's.
+pub fn print_trace_ring<P: Platform + ?Sized>(p: &mut P, name: &str, ring: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let head = |p: &mut P| {
+        p.console(b"kern: trace ");
+        p.console(name.as_bytes());
+        p.console(b" ");
+    };
+    head(p);
+    p.console(b"begin ");
+    print_dec(p, ring.len() as u64);
+    p.console(b"\n");
+    for (i, chunk) in ring.chunks(TRACE_LINE_BYTES).enumerate() {
+        if chunk.iter().all(|&b| b == 0) {
+            continue;
+        }
+        head(p);
+        let off = i * TRACE_LINE_BYTES;
+        let mut line = [0u8; 6 + 2 * TRACE_LINE_BYTES];
+        for (k, shift) in [12u32, 8, 4, 0].into_iter().enumerate() {
+            line[k] = HEX[(off >> shift) & 0xf];
+        }
+        line[4] = b' ';
+        for (k, &b) in chunk.iter().enumerate() {
+            line[5 + 2 * k] = HEX[(b >> 4) as usize];
+            line[6 + 2 * k] = HEX[(b & 0xf) as usize];
+        }
+        let n = 5 + 2 * chunk.len();
+        line[n] = b'\n';
+        p.console(&line[..=n]);
+    }
+    head(p);
+    p.console(b"end\n");
+}
+
+/// The kernel address of a task's trace ring: `[va, va + size)` must lie in
+/// one of the task's kernel-owned memory regions (its data region, by the
+/// build's check); `None` otherwise. Reads only the static task table.
+pub fn trace_ring_pa(desc: &config::TaskDesc, ring: &config::TraceRing) -> Option<usize> {
+    let end = ring.va.checked_add(ring.size)?;
+    desc.regions.iter().find_map(|r| {
+        let static_mem = matches!(r.phys, config::PhysSource::Static(_));
+        (static_mem && ring.va >= r.va && end <= r.va.checked_add(r.size)?)
+            .then(|| task::region_pa(r) + (ring.va - r.va))
+    })
+}
+
 pub fn fault_name(kind: FaultKind) -> &'static str {
     match kind {
         FaultKind::None => "none",

@@ -68,13 +68,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let mut buf = crate::fmt::Buf::<160>::new();
     use core::fmt::Write;
     let _ = write!(buf, "panic: {}", info);
-    // The task's trace ring, oldest first, before the task dies (its
-    // memory is reset by a restart): `cargo xtask dump` decodes these lines.
-    // Each line is one log call; the ring is read in place (small stacks).
-    crate::log!("trace: begin");
-    trace::for_each(|e| {
-        crate::log!("trace: {} {} {:#x} {:#x}", e.seq, e.code, e.a, e.b);
-    });
-    crate::log!("trace: end");
+    // The kernel prints this task's trace ring when it faults it
+    // (docs/tracing.md), so the ring is not printed here.
     crate::sys_panic(buf.as_bytes())
 }
