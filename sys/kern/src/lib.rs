@@ -81,8 +81,10 @@ pub mod arch_consts {
     pub const PSTATE_EL0: u64 = 0;
 }
 
-/// Writes `n` in hex to the console.
-pub fn print_hex<P: Platform + ?Sized>(p: &mut P, n: u64) {
+/// Writes `n` in hex to the console. (`dyn`: fault reporting is not a
+/// fast path, and a generic copy per caller with the UART loop inlined
+/// cost kernel text.)
+pub fn print_hex(p: &mut dyn Platform, n: u64) {
     let mut buf = [0u8; 18];
     buf[0] = b'0';
     buf[1] = b'x';
@@ -94,7 +96,7 @@ pub fn print_hex<P: Platform + ?Sized>(p: &mut P, n: u64) {
 }
 
 /// Writes `n` in decimal to the console.
-pub fn print_dec<P: Platform + ?Sized>(p: &mut P, mut n: u64) {
+pub fn print_dec(p: &mut dyn Platform, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -109,7 +111,7 @@ pub fn print_dec<P: Platform + ?Sized>(p: &mut P, mut n: u64) {
 }
 
 /// Reports a task fault on the console.
-pub fn print_fault<P: Platform + ?Sized>(p: &mut P, name: &str, kind: FaultKind, detail: usize) {
+pub fn print_fault(p: &mut dyn Platform, name: &str, kind: FaultKind, detail: usize) {
     p.console(b"kern: task ");
     p.console(name.as_bytes());
     p.console(b" faulted: ");
@@ -134,9 +136,14 @@ pub const TRACE_LINE_BYTES: usize = 48;
 /// Offsets are hex; a line whose bytes are all zero (slots never written)
 /// is left out, and the reader zero-fills it. Plain bytes, no decoding in
 /// the kernel: the event names are the task's, not the kernel's.
-pub fn print_trace_ring<P: Platform + ?Sized>(p: &mut P, name: &str, ring: &[u8]) {
+// Kept small rather than fast (the kernel is built at opt-level 3 and its
+// text should stay within one 32 KiB segment): never inlined, and the
+// console is a `dyn` call so its UART loop is not inlined at every call.
+// The other console helpers here take `dyn Platform` for the same reason.
+#[inline(never)]
+pub fn print_trace_ring(p: &mut dyn Platform, name: &str, ring: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let head = |p: &mut P| {
+    let head = |p: &mut dyn Platform| {
         p.console(b"kern: trace ");
         p.console(name.as_bytes());
         p.console(b" ");
@@ -145,24 +152,20 @@ pub fn print_trace_ring<P: Platform + ?Sized>(p: &mut P, name: &str, ring: &[u8]
     p.console(b"begin ");
     print_dec(p, ring.len() as u64);
     p.console(b"\n");
-    for (i, chunk) in ring.chunks(TRACE_LINE_BYTES).enumerate() {
-        if chunk.iter().all(|&b| b == 0) {
-            continue;
+    let mut off = 0;
+    for line in ring.chunks(TRACE_LINE_BYTES) {
+        if line.iter().any(|&b| b != 0) {
+            head(p);
+            for shift in [12, 8, 4, 0] {
+                p.console(&[HEX[(off >> shift) & 0xf]]);
+            }
+            p.console(b" ");
+            for &b in line {
+                p.console(&[HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+            }
+            p.console(b"\n");
         }
-        head(p);
-        let off = i * TRACE_LINE_BYTES;
-        let mut line = [0u8; 6 + 2 * TRACE_LINE_BYTES];
-        for (k, shift) in [12u32, 8, 4, 0].into_iter().enumerate() {
-            line[k] = HEX[(off >> shift) & 0xf];
-        }
-        line[4] = b' ';
-        for (k, &b) in chunk.iter().enumerate() {
-            line[5 + 2 * k] = HEX[(b >> 4) as usize];
-            line[6 + 2 * k] = HEX[(b & 0xf) as usize];
-        }
-        let n = 5 + 2 * chunk.len();
-        line[n] = b'\n';
-        p.console(&line[..=n]);
+        off += line.len();
     }
     head(p);
     p.console(b"end\n");
@@ -208,6 +211,44 @@ mod tests {
             Some(end) if va >= lo && end <= lo + size => base + (va - lo),
             _ => 0,
         }
+    }
+
+    /// A console that keeps what is written.
+    struct Console(Vec<u8>);
+
+    impl crate::syscalls::Platform for Console {
+        fn console(&mut self, bytes: &[u8]) {
+            self.0.extend_from_slice(bytes);
+        }
+        fn irq_enable(&mut self, _: u32, _: bool) {}
+        fn now_ms(&self) -> u64 {
+            0
+        }
+        fn set_deadline(&mut self, _: Option<u64>) {}
+        fn shutdown(&mut self, status: u32) -> ! {
+            panic!("shutdown {status}")
+        }
+        fn reset_task_memory(&mut self, _: &crate::task::Task) {}
+    }
+
+    #[test]
+    fn kern_trace_ring_printed_as_hex_lines_without_zero_lines() {
+        let mut ring = [0u8; 120];
+        ring[0] = 0x01;
+        ring[11] = 0xab;
+        // Bytes 48..96 stay zero: that line is left out.
+        ring[119] = 0xff;
+        let mut c = Console(Vec::new());
+        super::print_trace_ring(&mut c, "t", &ring);
+        let text = String::from_utf8(c.0).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[0], "kern: trace t begin 120");
+        let want0 = format!("kern: trace t 0000 01{}ab{}", "00".repeat(10), "00".repeat(36));
+        assert_eq!(lines[1], want0);
+        let want2 = format!("kern: trace t 0060 {}ff", "00".repeat(23));
+        assert_eq!(lines[2], want2);
+        assert_eq!(lines[3], "kern: trace t end");
     }
 
     #[test]

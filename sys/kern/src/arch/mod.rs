@@ -429,6 +429,7 @@ impl Machine {
     /// Prints task `index`'s trace ring (docs/tracing.md) if it has one.
     /// With `skip_empty`, a ring no event was ever recorded in is not
     /// printed (the kernel-stop dump lists only rings with events).
+    #[inline(never)]
     fn print_trace_ring(&mut self, index: usize, skip_empty: bool) {
         let (Some(desc), Some(Some(ring))) =
             (self.task_descs.get(index), self.trace_rings.get(index))
