@@ -81,24 +81,34 @@ pub mod arch_consts {
     pub const PSTATE_EL0: u64 = 0;
 }
 
-/// Writes `n` in hex to the console. (`dyn`: fault reporting is not a
-/// fast path, and a generic copy per caller with the UART loop inlined
-/// cost kernel text.)
+/// Writes `bytes` to the console, for the reporting helpers below. Fault
+/// reporting is not a fast path, and it is kept small: `black_box` keeps
+/// the compiler (opt-level 3, and LTO sees the one `Platform` of the
+/// image) from unrolling the UART's byte loop over each constant string,
+/// which cost 16 bytes of text per character printed.
+#[inline(never)]
+pub fn say(p: &mut dyn Platform, bytes: &[u8]) {
+    p.console(core::hint::black_box(bytes));
+}
+
+/// Writes `n` in hex to the console.
 pub fn print_hex(p: &mut dyn Platform, n: u64) {
     let mut buf = [0u8; 18];
     buf[0] = b'0';
     buf[1] = b'x';
-    for i in 0..16 {
+    // An opaque trip count: not unrolled (see `say`).
+    for i in 0..core::hint::black_box(16) {
         let d = ((n >> ((15 - i) * 4)) & 0xf) as u8;
         buf[2 + i] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
     }
-    p.console(&buf);
+    say(p, &buf);
 }
 
 /// Writes `n` in decimal to the console.
 pub fn print_dec(p: &mut dyn Platform, mut n: u64) {
     let mut buf = [0u8; 20];
-    let mut i = buf.len();
+    // An opaque start: the loop is not unrolled (see `say`).
+    let mut i = core::hint::black_box(buf.len());
     loop {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
@@ -107,18 +117,18 @@ pub fn print_dec(p: &mut dyn Platform, mut n: u64) {
             break;
         }
     }
-    p.console(&buf[i..]);
+    say(p, &buf[i..]);
 }
 
 /// Reports a task fault on the console.
 pub fn print_fault(p: &mut dyn Platform, name: &str, kind: FaultKind, detail: usize) {
-    p.console(b"kern: task ");
-    p.console(name.as_bytes());
-    p.console(b" faulted: ");
-    p.console(fault_name(kind).as_bytes());
-    p.console(b" ");
+    say(p, b"kern: task ");
+    say(p, name.as_bytes());
+    say(p, b" faulted: ");
+    say(p, fault_name(kind).as_bytes());
+    say(p, b" ");
     print_hex(p, detail as u64);
-    p.console(b"\n");
+    say(p, b"\n");
 }
 
 /// Bytes per line of a printed trace ring.
@@ -136,39 +146,36 @@ pub const TRACE_LINE_BYTES: usize = 48;
 /// Offsets are hex; a line whose bytes are all zero (slots never written)
 /// is left out, and the reader zero-fills it. Plain bytes, no decoding in
 /// the kernel: the event names are the task's, not the kernel's.
-// Kept small rather than fast (the kernel is built at opt-level 3 and its
-// text should stay within one 32 KiB segment): never inlined, and the
-// console is a `dyn` call so its UART loop is not inlined at every call.
-// The other console helpers here take `dyn Platform` for the same reason.
+// Kept small rather than fast, like the helpers above (`say`).
 #[inline(never)]
 pub fn print_trace_ring(p: &mut dyn Platform, name: &str, ring: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let head = |p: &mut dyn Platform| {
-        p.console(b"kern: trace ");
-        p.console(name.as_bytes());
-        p.console(b" ");
+        say(p, b"kern: trace ");
+        say(p, name.as_bytes());
+        say(p, b" ");
     };
     head(p);
-    p.console(b"begin ");
+    say(p, b"begin ");
     print_dec(p, ring.len() as u64);
-    p.console(b"\n");
+    say(p, b"\n");
     let mut off = 0;
     for line in ring.chunks(TRACE_LINE_BYTES) {
         if line.iter().any(|&b| b != 0) {
             head(p);
-            for shift in [12, 8, 4, 0] {
-                p.console(&[HEX[(off >> shift) & 0xf]]);
+            for k in (0..core::hint::black_box(4)).rev() {
+                say(p, &[HEX[(off >> (4 * k)) & 0xf]]);
             }
-            p.console(b" ");
+            say(p, b" ");
             for &b in line {
-                p.console(&[HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+                say(p, &[HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
             }
-            p.console(b"\n");
+            say(p, b"\n");
         }
         off += line.len();
     }
     head(p);
-    p.console(b"end\n");
+    say(p, b"end\n");
 }
 
 /// The kernel address of a task's trace ring: `[va, va + size)` must lie in
@@ -244,7 +251,11 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
         assert_eq!(lines[0], "kern: trace t begin 120");
-        let want0 = format!("kern: trace t 0000 01{}ab{}", "00".repeat(10), "00".repeat(36));
+        let want0 = format!(
+            "kern: trace t 0000 01{}ab{}",
+            "00".repeat(10),
+            "00".repeat(36)
+        );
         assert_eq!(lines[1], want0);
         let want2 = format!("kern: trace t 0060 {}ff", "00".repeat(23));
         assert_eq!(lines[2], want2);

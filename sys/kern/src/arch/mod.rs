@@ -837,17 +837,17 @@ extern "C" fn kernel_exception(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
     if let Some(m) = m {
         let guard = mmu::ImageLayout::of_image().guard as u64;
         if kind == 4 && (guard..guard + 4096).contains(&far) {
-            m.console(b"kern: KERNEL STACK OVERFLOW (guard page hit)\n");
+            crate::say(m, b"kern: KERNEL STACK OVERFLOW (guard page hit)\n");
         }
-        m.console(b"kern: KERNEL EXCEPTION kind=");
+        crate::say(m, b"kern: KERNEL EXCEPTION kind=");
         crate::print_dec(m, kind);
-        m.console(b" esr=");
+        crate::say(m, b" esr=");
         crate::print_hex(m, esr);
-        m.console(b" elr=");
+        crate::say(m, b" elr=");
         crate::print_hex(m, elr);
-        m.console(b" far=");
+        crate::say(m, b" far=");
         crate::print_hex(m, far);
-        m.console(b"\n");
+        crate::say(m, b"\n");
         m.print_all_trace_rings();
     }
     shutdown(crate::EXIT_KERNEL_FAULT)
@@ -859,7 +859,7 @@ pub use mmu::Page;
 pub fn kernel_panic() -> ! {
     // SAFETY: as in `kernel_exception`.
     if let Some(m) = unsafe { (*core::ptr::addr_of_mut!(MACHINE)).as_mut() } {
-        m.console(b"kern: KERNEL PANIC\n");
+        crate::say(m, b"kern: KERNEL PANIC\n");
         m.print_all_trace_rings();
     }
     shutdown(crate::EXIT_KERNEL_FAULT)
