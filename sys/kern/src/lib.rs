@@ -263,6 +263,56 @@ mod tests {
     }
 
     #[test]
+    fn kern_trace_ring_pa_only_inside_kernel_owned_memory() {
+        use crate::config::{PhysSource, RegionDesc, StaticPtr, TaskDesc, TraceRing};
+        static DATA: [u8; 0x2000] = [0; 0x2000];
+        let regions: &'static [RegionDesc] = Box::leak(Box::new([
+            RegionDesc {
+                name: "mmio",
+                va: 0x10_0000,
+                size: 0x1000,
+                attributes: abi::REGION_DEVICE,
+                phys: PhysSource::Fixed(0x900_0000),
+            },
+            RegionDesc {
+                name: "data",
+                va: 0x20_0000,
+                size: 0x2000,
+                attributes: abi::REGION_READ | abi::REGION_WRITE,
+                phys: PhysSource::Static(StaticPtr(DATA.as_ptr())),
+            },
+        ]));
+        let desc = TaskDesc {
+            name: "t",
+            priority: 1,
+            entry: 0,
+            stack_top: 0,
+            task_slots: &[],
+            post_slots: &[],
+            reg_windows: &[],
+            regions,
+            capabilities: 0,
+            start: true,
+            vm_guest: None,
+        };
+        let ring = |va, size| TraceRing { va, size };
+        let base = DATA.as_ptr() as usize;
+        assert_eq!(
+            super::trace_ring_pa(&desc, &ring(0x20_0100, 768)),
+            Some(base + 0x100)
+        );
+        assert_eq!(
+            super::trace_ring_pa(&desc, &ring(0x20_1d00, 768)),
+            Some(base + 0x1d00)
+        );
+        // One byte past the region, MMIO, nowhere, or wrapping: refused.
+        assert_eq!(super::trace_ring_pa(&desc, &ring(0x20_1d01, 768)), None);
+        assert_eq!(super::trace_ring_pa(&desc, &ring(0x10_0000, 16)), None);
+        assert_eq!(super::trace_ring_pa(&desc, &ring(0x30_0000, 16)), None);
+        assert_eq!(super::trace_ring_pa(&desc, &ring(usize::MAX, 2)), None);
+    }
+
+    #[test]
     fn kern_clamp_to_region_matches_range_check() {
         let (lo, size, base) = (0x20_0010_0000usize, 0x1000usize, 0x4100_0000usize);
         let vas = [
