@@ -433,6 +433,21 @@ mod tests {
     }
 
     #[test]
+    fn trace_rings_table_and_exported_data_regions() {
+        let (app, mut built) = demo();
+        built[1].trace_ring = Some((TASK_DATA + 0x40, 0x300));
+        let src = kernel_config(&app, &built).unwrap();
+        for want in [
+            "pub static TRACE_RINGS: [Option<kern::config::TraceRing>; 10] = [",
+            "    None, // supervisor: links no trace ring",
+            "    Some(kern::config::TraceRing { va: 0x2000200040, size: 0x300 }), // prq-server",
+            "#[export_name = \"__task_data_1\"]\nstatic mut DATA_1:",
+        ] {
+            assert!(src.contains(want), "missing {want:?} in:\n{src}");
+        }
+    }
+
+    #[test]
     fn demo_table() {
         let (app, built) = demo();
         let src = kernel_config(&app, &built).unwrap();
