@@ -263,6 +263,8 @@ mod tests {
                 stack_size: t.stack_size,
                 entry: 0x10_0008,
                 stack_top: 0x20_0000,
+                // A task-virtual address: the same on every board.
+                trace_ring: Some((crate::config::TASK_DATA + 0x40, 0x300)),
             })
             .collect()
     }

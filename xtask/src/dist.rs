@@ -37,6 +37,10 @@ pub struct BuiltTask {
     pub stack_size: u64,
     pub entry: u64,
     pub stack_top: u64,
+    /// The task's trace ring (`TRACE_RING` in its ELF, docs/tracing.md):
+    /// its virtual address, inside the data region, and its size. `None`
+    /// for a task that does not link `trace` (no ring to print).
+    pub trace_ring: Option<(u64, u64)>,
 }
 
 /// What `dist` produced.
@@ -141,6 +145,7 @@ pub fn dist_app(ws: &Workspace, app: App) -> Result<Dist, String> {
         let bytes = std::fs::read(&elf_path).map_err(|e| at(format!("cannot read: {e}")))?;
         let parsed = Elf::parse(&bytes).map_err(at)?;
         let image = elf::task_image(&parsed, t.stack_size).map_err(at)?;
+        let trace_ring = trace_ring(&parsed, image.data_size).map_err(at)?;
         let text_file = dir.join("tasks").join(format!("{}.text.bin", t.name));
         write_if_changed(&text_file, &image.text)?;
         let text_owner = texts
@@ -156,6 +161,7 @@ pub fn dist_app(ws: &Workspace, app: App) -> Result<Dist, String> {
             stack_size: image.stack_size,
             entry: image.entry,
             stack_top: image.stack_top,
+            trace_ring,
         });
         texts.push(image.text);
     }
@@ -227,6 +233,24 @@ pub fn dist_app(ws: &Workspace, app: App) -> Result<Dist, String> {
         load_address: flat.load,
         entry: flat.entry,
     })
+}
+
+/// The trace ring of a linked task: `TRACE_RING`'s address and size, which
+/// must lie in the task's data region (`data_size` bytes from `TASK_DATA`),
+/// the only place the kernel reads it from.
+pub fn trace_ring(elf: &Elf, data_size: u64) -> Result<Option<(u64, u64)>, String> {
+    let Some(sym) = elf.symbol("TRACE_RING")? else {
+        return Ok(None);
+    };
+    let data = config::TASK_DATA..config::TASK_DATA + data_size;
+    let end = sym.value.checked_add(sym.size);
+    if sym.size == 0 || !data.contains(&sym.value) || end.is_none_or(|e| e > data.end) {
+        return Err(format!(
+            "TRACE_RING ({:#x}, {} bytes) is not inside the data region {:#x}..{:#x}",
+            sym.value, sym.size, data.start, data.end
+        ));
+    }
+    Ok(Some((sym.value, sym.size)))
 }
 
 /// `pub const STREAMS: &[(u32, u16)]`: (StreamID, task index of its VM), and

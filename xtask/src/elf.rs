@@ -28,6 +28,15 @@ pub struct Section {
     pub addr: u64,
     pub offset: u64,
     pub size: u64,
+    /// `sh_link`: for a symbol table, the index of its string table.
+    pub link: u32,
+}
+
+/// A symbol's value (its address) and size, from `.symtab`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Symbol {
+    pub value: u64,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +136,7 @@ impl<'a> Elf<'a> {
                         addr: u64_at(data, b.saturating_add(16))?,
                         offset: u64_at(data, b.saturating_add(24))?,
                         size: u64_at(data, b.saturating_add(32))?,
+                        link: u32_at(data, b.saturating_add(40))?,
                     },
                 ));
             }
@@ -153,6 +163,37 @@ impl<'a> Elf<'a> {
             segments,
             sections,
         })
+    }
+
+    /// The symbol `name` of the symbol table (`.symtab`, SHT_SYMTAB):
+    /// Ok(None) when the file has no such symbol (or no symbol table).
+    pub fn symbol(&self, name: &str) -> Result<Option<Symbol>, String> {
+        const SHT_SYMTAB: u32 = 2;
+        const SYM_BYTES: u64 = 24;
+        let Some(tab) = self.sections.iter().find(|s| s.sh_type == SHT_SYMTAB) else {
+            return Ok(None);
+        };
+        let strtab = self
+            .sections
+            .get(tab.link as usize)
+            .ok_or_else(|| format!("symbol table links to no section ({})", tab.link))?;
+        let strings = slice(self.data, strtab.offset, strtab.size)?;
+        let syms = slice(self.data, tab.offset, tab.size)?;
+        for i in 0..tab.size / SYM_BYTES {
+            let b = i * SYM_BYTES;
+            let name_off = u32_at(syms, b)? as usize;
+            let Some(rest) = strings.get(name_off..) else {
+                continue;
+            };
+            let end = rest.iter().position(|&c| c == 0).unwrap_or(rest.len());
+            if &rest[..end] == name.as_bytes() {
+                return Ok(Some(Symbol {
+                    value: u64_at(syms, b + 8)?,
+                    size: u64_at(syms, b + 16)?,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     pub fn section(&self, name: &str) -> Option<&Section> {

@@ -200,9 +200,12 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
             "static mut STACK_{i}: kern::config::PageAligned<[u8; {n}]> = kern::config::PageAligned([0; {n}]);",
             n = bt.stack_size
         );
+        // Exported under a stable name: `cargo xtask dump` finds a running
+        // task's trace ring in physical memory from it (docs/tracing.md).
         let _ = writeln!(
             o,
-            "static mut DATA_{i}: kern::config::PageAligned<[u8; {n}]> = kern::config::PageAligned([0; {n}]);",
+            "#[export_name = \"__task_data_{i}\"]\n\
+             static mut DATA_{i}: kern::config::PageAligned<[u8; {n}]> = kern::config::PageAligned([0; {n}]);",
             n = bt.data_size
         );
         let mut mem_index = 0;
@@ -351,6 +354,27 @@ pub fn kernel_config(app: &App, built: &[BuiltTask]) -> Result<String, String> {
     }
     let _ = writeln!(o, "];\n");
 
+    // Each task's trace ring (docs/tracing.md): where its `TRACE_RING`
+    // lies in its data region, which the kernel prints when it faults.
+    let rings: Vec<String> = app
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match built[i].trace_ring {
+            Some((va, size)) => format!(
+                "    Some(kern::config::TraceRing {{ va: {va:#x}, size: {size:#x} }}), // {}",
+                t.name
+            ),
+            None => format!("    None, // {}: links no trace ring", t.name),
+        })
+        .collect();
+    let _ = writeln!(
+        o,
+        "pub static TRACE_RINGS: [Option<kern::config::TraceRing>; {}] = [\n{}\n];\n",
+        rings.len(),
+        rings.join("\n")
+    );
+
     let irqs: Vec<String> = app
         .tasks
         .iter()
@@ -419,9 +443,25 @@ mod tests {
                 stack_size: 0x1000,
                 entry: TASK_TEXT + 8,
                 stack_top: TASK_DATA,
+                trace_ring: None,
             })
             .collect();
         (app, built)
+    }
+
+    #[test]
+    fn trace_rings_table_and_exported_data_regions() {
+        let (app, mut built) = demo();
+        built[1].trace_ring = Some((TASK_DATA + 0x40, 0x300));
+        let src = kernel_config(&app, &built).unwrap();
+        for want in [
+            "pub static TRACE_RINGS: [Option<kern::config::TraceRing>; 10] = [",
+            "    None, // supervisor: links no trace ring",
+            "    Some(kern::config::TraceRing { va: 0x2000200040, size: 0x300 }), // prq-server",
+            "#[export_name = \"__task_data_1\"]\nstatic mut DATA_1:",
+        ] {
+            assert!(src.contains(want), "missing {want:?} in:\n{src}");
+        }
     }
 
     #[test]

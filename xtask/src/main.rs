@@ -131,9 +131,11 @@ enum Cmd {
         #[arg(long)]
         mutants: bool,
     },
-    /// Decode the trace rings tasks printed when they panicked
-    /// (docs/tracing.md): from a saved console log, or by booting the app
-    /// in QEMU until it exits or times out
+    /// Decode the per-task trace rings (docs/tracing.md): those the kernel
+    /// printed when a task faulted or it stopped (from a saved console
+    /// log, or by booting the app until it exits or times out), or those
+    /// of a running image read through QEMU's monitor (`--running`,
+    /// `--live-at`)
     Dump {
         #[arg(long, default_value = "app.toml")]
         app: PathBuf,
@@ -143,6 +145,15 @@ enum Cmd {
         /// Decode this saved console log instead of booting the app
         #[arg(long)]
         log: Option<PathBuf>,
+        /// Read the rings of the image `cargo xtask run --app APP` is
+        /// running now (through its monitor socket,
+        /// target/dist/<app>/monitor.sock); it keeps running
+        #[arg(long, conflicts_with = "log")]
+        running: bool,
+        /// Boot the app and read its running rings when a console line
+        /// contains this text, then stop it
+        #[arg(long, conflicts_with_all = ["log", "running"])]
+        live_at: Option<String>,
     },
     /// Boot halted with a gdb stub on :1234 and write a gdb script
     Gdb {
@@ -279,7 +290,17 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
             let a = dist::load_app(ws, &path)?;
             prereq::ensure_qemu(a.board.qemu()?)?;
             let d = dist::dist(ws, &path)?;
-            let cmd = qemu::command(a.board.qemu()?, &d.image, qemu::ICOUNT_RUN, &[]);
+            // The monitor on a socket: `cargo xtask dump --running` reads
+            // the trace rings of this running image through it.
+            let socket = d.dir.join("monitor.sock");
+            let _ = std::fs::remove_file(&socket);
+            let monitor = format!("unix:{},server=on,wait=off", socket.display());
+            let cmd = qemu::command(
+                a.board.qemu()?,
+                &d.image,
+                qemu::ICOUNT_RUN,
+                &["-monitor", &monitor],
+            );
             eprintln!("run: {}", qemu::show(&cmd));
             let r = qemu::run(cmd, Some(Duration::from_secs(timeout)), true)?;
             match r.outcome {
@@ -352,26 +373,83 @@ fn run(ws: &Workspace, cmd: Cmd) -> Result<ExitCode, String> {
             sizes::print(&manifest::read(&d.manifest)?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Dump { app, task, log } => {
-            let console: Vec<String> = match log {
-                Some(p) => std::fs::read_to_string(&p)
+        Cmd::Dump {
+            app,
+            task,
+            log,
+            running,
+            live_at,
+        } => {
+            if let Some(p) = log {
+                let console: Vec<String> = std::fs::read_to_string(&p)
                     .map_err(|e| format!("cannot read {}: {e}", p.display()))?
                     .lines()
                     .map(str::to_string)
-                    .collect(),
-                None => {
-                    let path = ws.app_path(&app);
-                    let a = dist::load_app(ws, &path)?;
-                    prereq::ensure_qemu(a.board.qemu()?)?;
-                    let d = dist::dist(ws, &path)?;
-                    let cmd = qemu::command(a.board.qemu()?, &d.image, qemu::ICOUNT_RUN, &[]);
-                    eprintln!("dump: {}", qemu::show(&cmd));
-                    let run = qemu::run(cmd, Some(runner::QEMU_TIMEOUT), false)?;
-                    eprintln!("dump: image {}", run.outcome);
-                    run.console
+                    .collect();
+                let what = format!("{} (did a task fault?)", p.display());
+                print!(
+                    "{}",
+                    dump::render_all(&dump::parse(&console), task.as_deref(), &what)?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let path = ws.app_path(&app);
+            let a = dist::load_app(ws, &path)?;
+            if let Some(t) = &task {
+                if a.task_index(t).is_none() {
+                    return Err(format!("--task: unknown task \"{t}\" in {}", a.file));
                 }
+            }
+            let d = dist::dist(ws, &path)?;
+            let socket = d.dir.join("monitor.sock");
+            if running {
+                let rings = dump::live_rings(&d)?;
+                let dumps = dump::read_live(&socket, &rings, &d.dir)?;
+                print!(
+                    "{}",
+                    dump::render_all(&dumps, task.as_deref(), "the running image")?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            prereq::ensure_qemu(a.board.qemu()?)?;
+            let _ = std::fs::remove_file(&socket);
+            let monitor = format!("unix:{},server=on,wait=off", socket.display());
+            let cmd = qemu::command(
+                a.board.qemu()?,
+                &d.image,
+                qemu::ICOUNT_RUN,
+                &["-monitor", &monitor],
+            );
+            eprintln!("dump: {}", qemu::show(&cmd));
+            let mut live = None;
+            let mut watch = |line: &str| {
+                let at = live_at.as_deref()?;
+                if live.is_some() || !line.contains(at) {
+                    return None;
+                }
+                live =
+                    Some(dump::live_rings(&d).and_then(|r| dump::read_live(&socket, &r, &d.dir)));
+                Some(format!(
+                    "read the running rings at {at:?}: stopping the image"
+                ))
             };
-            print!("{}", dump::render_console(&console, task.as_deref())?);
+            let run = qemu::run_watch(cmd, Some(runner::QEMU_TIMEOUT), false, &mut watch)?;
+            eprintln!("dump: image {}", run.outcome);
+            let printed = dump::parse(&run.console);
+            if !printed.is_empty() || live.is_none() {
+                println!("-- rings the kernel printed:");
+                match dump::render_all(&printed, task.as_deref(), "the console") {
+                    Ok(s) => print!("{s}"),
+                    Err(e) => println!("{e}"),
+                }
+            }
+            if let Some(l) = live {
+                println!("-- rings of the running image:");
+                print!(
+                    "{}",
+                    dump::render_all(&l?, task.as_deref(), "the running image")?
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Gdb { app, task } => {

@@ -154,10 +154,13 @@ fn test_apps(ws: &Workspace) -> Result<Vec<TestApp>, String> {
 }
 
 /// Judges one image's console: (case, Ok(()) or Err(reason)).
+/// `live`: the trace rings read from the running image (`dump_live_*`
+/// cases), if it was read.
 pub fn judge(
     cases: &[String],
     console: &[String],
     outcome: Outcome,
+    live: Option<&Result<Vec<crate::dump::Dump>, String>>,
 ) -> Vec<(String, Result<(), String>)> {
     let mut seen: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
     for line in console {
@@ -175,7 +178,7 @@ pub fn judge(
         .map(|c| {
             // A dump case is judged from the console by the runner: the
             // task that printed its ring is dead.
-            if let Some(r) = crate::dump::check_case(c, console) {
+            if let Some(r) = crate::dump::check_case(c, console, live) {
                 return (c.clone(), r);
             }
             let r = match seen.get(c.as_str()) {
@@ -242,6 +245,18 @@ fn qemu_run(ws: &Workspace, filter: Option<&str>) -> Result<Counts, String> {
                 continue;
             }
         };
+        // An image with a `dump_live_*` case runs with QEMU's monitor on a
+        // socket; its rings are read when a task says `live: ready`
+        // (whatever the filter selected: the image waits for that read).
+        let live_case = app.cases.iter().any(|c| c.starts_with("dump_live_"));
+        let socket = d.dir.join("monitor.sock");
+        let _ = std::fs::remove_file(&socket);
+        let monitor = format!("unix:{},server=on,wait=off", socket.display());
+        let extra: Vec<&str> = if live_case {
+            vec!["-monitor", &monitor]
+        } else {
+            vec![]
+        };
         let cmd = if app.boot_flat {
             qemu::command_flat(
                 q,
@@ -249,13 +264,24 @@ fn qemu_run(ws: &Workspace, filter: Option<&str>) -> Result<Counts, String> {
                 d.load_address,
                 d.entry,
                 qemu::ICOUNT_RUN,
-                &[],
+                &extra,
             )
         } else {
-            qemu::command(q, &d.image, qemu::ICOUNT_RUN, &[])
+            qemu::command(q, &d.image, qemu::ICOUNT_RUN, &extra)
         };
         println!("qemu: {shown}: {}", qemu::show(&cmd));
-        let mut watch = runner_fault_watch();
+        let mut live: Option<Result<Vec<crate::dump::Dump>, String>> = None;
+        let mut faults = runner_fault_watch();
+        let mut watch = |line: &str| {
+            if live_case && live.is_none() && line.ends_with(crate::dump::LIVE_READY) {
+                live = Some(
+                    crate::dump::live_rings(&d)
+                        .and_then(|rings| crate::dump::read_live(&socket, &rings, &d.dir)),
+                );
+                return Some("trace rings read from the running image: stopping it".into());
+            }
+            faults(line)
+        };
         let run = match qemu::run_watch(cmd, Some(QEMU_TIMEOUT), false, &mut watch) {
             Ok(r) => r,
             Err(e) => {
@@ -264,7 +290,7 @@ fn qemu_run(ws: &Workspace, filter: Option<&str>) -> Result<Counts, String> {
                 continue;
             }
         };
-        let verdicts = judge(&cases, &run.console, run.outcome);
+        let verdicts = judge(&cases, &run.console, run.outcome, live.as_ref());
         let mut any_failed = false;
         for (case, r) in &verdicts {
             match r {
@@ -389,18 +415,23 @@ mod tests {
         let console: Vec<String> = ["[t] TEST a ok", "TEST b ok", "TEST b FAIL", "noise TEST c"]
             .map(String::from)
             .to_vec();
-        let v = judge(&cases, &console, Outcome::Exited(0));
+        let v = judge(&cases, &console, Outcome::Exited(0), None);
         assert_eq!(v[0].1, Ok(()));
         assert_eq!(v[1].1, Err("reported FAIL".into()));
         assert_eq!(v[2].1, Err("not reported".into()));
         assert_eq!(v[3].1, Err("not reported".into()));
-        let v = judge(&cases, &console, Outcome::TimedOut(Duration::from_secs(60)));
+        let v = judge(
+            &cases,
+            &console,
+            Outcome::TimedOut(Duration::from_secs(60)),
+            None,
+        );
         assert_eq!(v[0].1, Ok(()));
         assert_eq!(
             v[3].1,
             Err("not reported; image timed out after 60 s".into())
         );
-        let v = judge(&cases, &console, Outcome::Exited(1));
+        let v = judge(&cases, &console, Outcome::Exited(1), None);
         assert_eq!(
             v[2].1,
             Err("not reported; image exited with status 1".into())

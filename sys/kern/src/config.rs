@@ -6,6 +6,7 @@
 //! pub static BOARD: kern::config::Board = ...;
 //! pub static TASKS: [kern::config::TaskDesc; N] = [...];
 //! pub static IRQS: [kern::config::IrqDesc; M] = [...];
+//! pub static TRACE_RINGS: [Option<kern::config::TraceRing>; N] = [...];
 //! pub const PAGE_TABLE_PAGES: usize = ...; // pages for all task tables
 //! pub const KERNEL_STACK_SIZE: usize = ...; // app.toml [kernel] stack-size
 //! ```
@@ -168,10 +169,23 @@ pub struct Board {
 #[repr(C, align(4096))]
 pub struct PageAligned<T>(pub T);
 
+/// Where a task's trace ring lies (docs/tracing.md): the `TRACE_RING`
+/// static of its ELF, which the build found inside the task's data region.
+/// The kernel prints its bytes when the task faults or the kernel stops.
+#[derive(Copy, Clone, Debug)]
+pub struct TraceRing {
+    /// Virtual address in the task.
+    pub va: usize,
+    /// Size in bytes.
+    pub size: usize,
+}
+
 /// The complete static configuration, as the kernel consumes it.
 #[derive(Copy, Clone)]
 pub struct Config {
     pub board: &'static Board,
     pub tasks: &'static [TaskDesc],
     pub irqs: &'static [IrqDesc],
+    /// Per task (same index as `tasks`): its trace ring, if it has one.
+    pub trace_rings: &'static [Option<TraceRing>],
 }

@@ -81,22 +81,34 @@ pub mod arch_consts {
     pub const PSTATE_EL0: u64 = 0;
 }
 
+/// Writes `bytes` to the console, for the reporting helpers below. Fault
+/// reporting is not a fast path, and it is kept small: `black_box` keeps
+/// the compiler (opt-level 3, and LTO sees the one `Platform` of the
+/// image) from unrolling the UART's byte loop over each constant string,
+/// which cost 16 bytes of text per character printed.
+#[inline(never)]
+pub fn say(p: &mut dyn Platform, bytes: &[u8]) {
+    p.console(core::hint::black_box(bytes));
+}
+
 /// Writes `n` in hex to the console.
-pub fn print_hex<P: Platform + ?Sized>(p: &mut P, n: u64) {
+pub fn print_hex(p: &mut dyn Platform, n: u64) {
     let mut buf = [0u8; 18];
     buf[0] = b'0';
     buf[1] = b'x';
-    for i in 0..16 {
+    // An opaque trip count: not unrolled (see `say`).
+    for i in 0..core::hint::black_box(16) {
         let d = ((n >> ((15 - i) * 4)) & 0xf) as u8;
         buf[2 + i] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
     }
-    p.console(&buf);
+    say(p, &buf);
 }
 
 /// Writes `n` in decimal to the console.
-pub fn print_dec<P: Platform + ?Sized>(p: &mut P, mut n: u64) {
+pub fn print_dec(p: &mut dyn Platform, mut n: u64) {
     let mut buf = [0u8; 20];
-    let mut i = buf.len();
+    // An opaque start: the loop is not unrolled (see `say`).
+    let mut i = core::hint::black_box(buf.len());
     loop {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
@@ -105,18 +117,77 @@ pub fn print_dec<P: Platform + ?Sized>(p: &mut P, mut n: u64) {
             break;
         }
     }
-    p.console(&buf[i..]);
+    say(p, &buf[i..]);
 }
 
 /// Reports a task fault on the console.
-pub fn print_fault<P: Platform + ?Sized>(p: &mut P, name: &str, kind: FaultKind, detail: usize) {
-    p.console(b"kern: task ");
-    p.console(name.as_bytes());
-    p.console(b" faulted: ");
-    p.console(fault_name(kind).as_bytes());
-    p.console(b" ");
+pub fn print_fault(p: &mut dyn Platform, name: &str, kind: FaultKind, detail: usize) {
+    say(p, b"kern: task ");
+    say(p, name.as_bytes());
+    say(p, b" faulted: ");
+    say(p, fault_name(kind).as_bytes());
+    say(p, b" ");
     print_hex(p, detail as u64);
-    p.console(b"\n");
+    say(p, b"\n");
+}
+
+/// Bytes per line of a printed trace ring.
+pub const TRACE_LINE_BYTES: usize = 48;
+
+/// Prints a task's trace ring (its raw `TRACE_RING` bytes,
+/// docs/tracing.md) for `cargo xtask dump` to decode:
+///
+/// ```text
+/// kern: trace <task> begin <size>
+/// kern: trace <task> <offset> <hex bytes, up to 48>
+/// kern: trace <task> end
+/// ```
+///
+/// Offsets are hex; a line whose bytes are all zero (slots never written)
+/// is left out, and the reader zero-fills it. Plain bytes, no decoding in
+/// the kernel: the event names are the task's, not the kernel's.
+// Kept small rather than fast, like the helpers above (`say`).
+#[inline(never)]
+pub fn print_trace_ring(p: &mut dyn Platform, name: &str, ring: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let head = |p: &mut dyn Platform| {
+        say(p, b"kern: trace ");
+        say(p, name.as_bytes());
+        say(p, b" ");
+    };
+    head(p);
+    say(p, b"begin ");
+    print_dec(p, ring.len() as u64);
+    say(p, b"\n");
+    let mut off = 0;
+    for line in ring.chunks(TRACE_LINE_BYTES) {
+        if line.iter().any(|&b| b != 0) {
+            head(p);
+            for k in (0..core::hint::black_box(4)).rev() {
+                say(p, &[HEX[(off >> (4 * k)) & 0xf]]);
+            }
+            say(p, b" ");
+            for &b in line {
+                say(p, &[HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+            }
+            say(p, b"\n");
+        }
+        off += line.len();
+    }
+    head(p);
+    say(p, b"end\n");
+}
+
+/// The kernel address of a task's trace ring: `[va, va + size)` must lie in
+/// one of the task's kernel-owned memory regions (its data region, by the
+/// build's check); `None` otherwise. Reads only the static task table.
+pub fn trace_ring_pa(desc: &config::TaskDesc, ring: &config::TraceRing) -> Option<usize> {
+    let end = ring.va.checked_add(ring.size)?;
+    desc.regions.iter().find_map(|r| {
+        let static_mem = matches!(r.phys, config::PhysSource::Static(_));
+        (static_mem && ring.va >= r.va && end <= r.va.checked_add(r.size)?)
+            .then(|| task::region_pa(r) + (ring.va - r.va))
+    })
 }
 
 pub fn fault_name(kind: FaultKind) -> &'static str {
@@ -147,6 +218,98 @@ mod tests {
             Some(end) if va >= lo && end <= lo + size => base + (va - lo),
             _ => 0,
         }
+    }
+
+    /// A console that keeps what is written.
+    struct Console(Vec<u8>);
+
+    impl crate::syscalls::Platform for Console {
+        fn console(&mut self, bytes: &[u8]) {
+            self.0.extend_from_slice(bytes);
+        }
+        fn irq_enable(&mut self, _: u32, _: bool) {}
+        fn now_ms(&self) -> u64 {
+            0
+        }
+        fn set_deadline(&mut self, _: Option<u64>) {}
+        fn shutdown(&mut self, status: u32) -> ! {
+            panic!("shutdown {status}")
+        }
+        fn reset_task_memory(&mut self, _: &crate::task::Task) {}
+    }
+
+    #[test]
+    fn kern_trace_ring_printed_as_hex_lines_without_zero_lines() {
+        let mut ring = [0u8; 120];
+        ring[0] = 0x01;
+        ring[11] = 0xab;
+        // Bytes 48..96 stay zero: that line is left out.
+        ring[119] = 0xff;
+        let mut c = Console(Vec::new());
+        super::print_trace_ring(&mut c, "t", &ring);
+        let text = String::from_utf8(c.0).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[0], "kern: trace t begin 120");
+        let want0 = format!(
+            "kern: trace t 0000 01{}ab{}",
+            "00".repeat(10),
+            "00".repeat(36)
+        );
+        assert_eq!(lines[1], want0);
+        let want2 = format!("kern: trace t 0060 {}ff", "00".repeat(23));
+        assert_eq!(lines[2], want2);
+        assert_eq!(lines[3], "kern: trace t end");
+    }
+
+    #[test]
+    fn kern_trace_ring_pa_only_inside_kernel_owned_memory() {
+        use crate::config::{PhysSource, RegionDesc, StaticPtr, TaskDesc, TraceRing};
+        static DATA: [u8; 0x2000] = [0; 0x2000];
+        let regions: &'static [RegionDesc] = Box::leak(Box::new([
+            RegionDesc {
+                name: "mmio",
+                va: 0x10_0000,
+                size: 0x1000,
+                attributes: abi::REGION_DEVICE,
+                phys: PhysSource::Fixed(0x900_0000),
+            },
+            RegionDesc {
+                name: "data",
+                va: 0x20_0000,
+                size: 0x2000,
+                attributes: abi::REGION_READ | abi::REGION_WRITE,
+                phys: PhysSource::Static(StaticPtr(DATA.as_ptr())),
+            },
+        ]));
+        let desc = TaskDesc {
+            name: "t",
+            priority: 1,
+            entry: 0,
+            stack_top: 0,
+            task_slots: &[],
+            post_slots: &[],
+            reg_windows: &[],
+            regions,
+            capabilities: 0,
+            start: true,
+            vm_guest: None,
+        };
+        let ring = |va, size| TraceRing { va, size };
+        let base = DATA.as_ptr() as usize;
+        assert_eq!(
+            super::trace_ring_pa(&desc, &ring(0x20_0100, 768)),
+            Some(base + 0x100)
+        );
+        assert_eq!(
+            super::trace_ring_pa(&desc, &ring(0x20_1d00, 768)),
+            Some(base + 0x1d00)
+        );
+        // One byte past the region, MMIO, nowhere, or wrapping: refused.
+        assert_eq!(super::trace_ring_pa(&desc, &ring(0x20_1d01, 768)), None);
+        assert_eq!(super::trace_ring_pa(&desc, &ring(0x10_0000, 16)), None);
+        assert_eq!(super::trace_ring_pa(&desc, &ring(0x30_0000, 16)), None);
+        assert_eq!(super::trace_ring_pa(&desc, &ring(usize::MAX, 2)), None);
     }
 
     #[test]

@@ -40,6 +40,7 @@ mod image {
                     board: &BOARD,
                     tasks: &TASKS,
                     irqs: &IRQS,
+                    trace_rings: &TRACE_RINGS,
                 },
                 tasks,
                 pages,

@@ -26,6 +26,10 @@ pub trait Platform {
     fn shutdown(&mut self, status: u32) -> !;
     /// Reinitialises a task's memory for a (re)start: zero its data region.
     fn reset_task_memory(&mut self, task: &Task);
+    /// Task `index` was just faulted (reported on the console, not yet
+    /// restarted): print what the platform keeps of it (the image prints
+    /// the task's trace ring, docs/tracing.md). Nothing by default.
+    fn task_faulted(&mut self, _index: usize) {}
     /// A 32-bit load from a register of a task's register window, at its
     /// kernel address (the build checked it is one of the window's
     /// registers; the kernel maps device ranges identity, privileged-only).
@@ -993,6 +997,7 @@ impl<'t> Kernel<'t> {
     /// Stops task `t` and tells the supervisor.
     pub fn fault<P: Platform>(&mut self, p: &mut P, t: usize, kind: FaultKind, detail: usize) {
         crate::print_fault(p, self.tasks[t].desc.name, kind, detail);
+        p.task_faulted(t);
         if t == SUPERVISOR {
             // Nobody can restart the supervisor: the system is broken.
             p.console(b"kern: supervisor faulted; stopping\n");

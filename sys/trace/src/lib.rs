@@ -2,8 +2,8 @@
 //!
 //! Each task that links this crate records its recent protocol events with
 //! [`trace!`] into one ring of small typed [`Entry`]s, built on the
-//! `ringbuf` crate's single-threaded ring (`LocalRb`) over a fixed array:
-//! static storage, no heap.
+//! `ringbuf` crate's single-threaded ring (`LocalRb`): static storage, no
+//! heap.
 //!
 //! **Overflow rule: the oldest entry is overwritten** (the read index skips it), so
 //! the ring always holds the last [`CAPACITY`] events, which is what one
@@ -11,8 +11,13 @@
 //! 2^16) so a reader that sees only the raw storage can still order the
 //! entries and tell how many were overwritten between two it sees.
 //!
-//! In an image the ring is the `#[no_mangle]` static `TRACE_RING`, one per
-//! task binary, so a debugger finds it by that symbol in the task's ELF.
+//! In an image the entries live in the `#[no_mangle]` static `TRACE_RING`:
+//! a plain `#[repr(C)]` array of [`CAPACITY`] entries, slot `i % CAPACITY`
+//! holding the `i`-th event (ringbuf's indices, which sit in another
+//! static, index it that way). So a reader that has only those bytes — the
+//! kernel's hex dump when the task faults, or `cargo xtask dump` reading a
+//! running image's memory — finds the ring by that symbol in the task's ELF
+//! and orders it with [`decode`], without ringbuf's private layout.
 //! On the host (the harness runs several task instances on threads of one
 //! process) each thread has its own ring instead, so two task instances never
 //! share one.
@@ -23,7 +28,7 @@
 #![cfg_attr(target_os = "none", no_std)]
 
 use ringbuf::{
-    storage::Array,
+    storage::Storage,
     traits::{Consumer, Observer, Producer},
     LocalRb,
 };
@@ -31,7 +36,12 @@ use ringbuf::{
 /// How many entries each task's ring keeps.
 pub const CAPACITY: usize = 64;
 
+/// Bytes of one [`Entry`] in memory.
+pub const ENTRY_BYTES: usize = 12;
+
 /// One recorded event: 12 bytes, fixed layout so a debugger can decode it.
+/// A slot whose `code` is 0 holds no event (the ring's storage starts
+/// zeroed, and no event has code 0).
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
 pub struct Entry {
@@ -45,22 +55,70 @@ pub struct Entry {
     pub b: u32,
 }
 
-type Rb = LocalRb<Array<Entry, CAPACITY>>;
+impl Entry {
+    /// An empty slot.
+    pub const EMPTY: Entry = Entry {
+        code: 0,
+        seq: 0,
+        a: 0,
+        b: 0,
+    };
 
-/// The ring plus the sequence counter.
-struct Ring {
-    rb: Rb,
+    /// The entry stored little-endian at the start of `raw` (AArch64 is
+    /// little-endian), or `None` when `raw` is shorter than an entry.
+    pub fn from_le_bytes(raw: &[u8]) -> Option<Entry> {
+        let r = raw.get(..ENTRY_BYTES)?;
+        Some(Entry {
+            code: u16::from_le_bytes([r[0], r[1]]),
+            seq: u16::from_le_bytes([r[2], r[3]]),
+            a: u32::from_le_bytes([r[4], r[5], r[6], r[7]]),
+            b: u32::from_le_bytes([r[8], r[9], r[10], r[11]]),
+        })
+    }
+}
+
+/// The events of a ring's raw storage (`TRACE_RING`'s bytes, slot `i`
+/// holding an event whose index is `i` modulo the slot count), oldest
+/// first, copied into `out`; returns how many (at most `out.len()`). Empty
+/// slots (code 0) are skipped. The newest event is the one the next slot
+/// does not continue (that slot is empty or its `seq` is not one more);
+/// the oldest is in the slot after it. Trailing bytes short of an entry are
+/// ignored.
+pub fn decode(raw: &[u8], out: &mut [Entry]) -> usize {
+    let slots = raw.len() / ENTRY_BYTES;
+    if slots == 0 {
+        return 0;
+    }
+    let at = |i: usize| {
+        let off = (i % slots) * ENTRY_BYTES;
+        Entry::from_le_bytes(&raw[off..]).unwrap_or_default()
+    };
+    // The newest: a used slot the next one does not continue. If every
+    // slot is used and each continues the one before (impossible for a
+    // real ring: seq wraps at 2^16, far beyond CAPACITY), slot 0 is taken
+    // as the oldest rather than guessed.
+    let newest = (0..slots)
+        .find(|&i| {
+            let (e, n) = (at(i), at(i + 1));
+            e.code != 0 && (n.code == 0 || n.seq != e.seq.wrapping_add(1))
+        })
+        .unwrap_or(slots - 1);
+    let mut n = 0;
+    for e in (1..=slots).map(|k| at(newest + k)).filter(|e| e.code != 0) {
+        let Some(slot) = out.get_mut(n) else { break };
+        *slot = e;
+        n += 1;
+    }
+    n
+}
+
+/// The ring plus the sequence counter, over storage `S`.
+struct Ring<S: Storage<Item = Entry>> {
+    rb: LocalRb<S>,
     seq: u16,
 }
 
-impl Ring {
-    fn new() -> Self {
-        Ring {
-            rb: Rb::default(),
-            seq: 0,
-        }
-    }
-
+impl<S: Storage<Item = Entry>> Ring<S> {
     #[inline(always)]
     fn record(&mut self, code: u16, a: u32, b: u32) {
         let seq = self.seq;
@@ -78,12 +136,6 @@ impl Ring {
         let _ = self.rb.try_push(Entry { code, seq, a, b });
     }
 
-    fn for_each(&self, mut f: impl FnMut(&Entry)) {
-        for e in self.rb.iter() {
-            f(e);
-        }
-    }
-
     fn copy_out(&self, out: &mut [Entry]) -> usize {
         let mut n = 0;
         for (slot, e) in out.iter_mut().zip(self.rb.iter()) {
@@ -96,42 +148,83 @@ impl Ring {
 
 #[cfg(target_os = "none")]
 mod store {
-    use super::Ring;
-    use core::cell::UnsafeCell;
+    use super::{Entry, Ring, CAPACITY};
+    use core::{cell::UnsafeCell, mem::MaybeUninit};
+    use ringbuf::{storage::Storage, LocalRb};
 
-    /// `None` until the first event: `LocalRb` has no `const` constructor,
-    /// and `None` lets the ring live in `.bss` with no start-up code.
-    pub struct Cell(UnsafeCell<Option<Ring>>);
+    /// The ring's entries, zeroed (`.bss`) until recorded: slot `i %
+    /// CAPACITY` holds the `i`-th event of this incarnation.
+    #[repr(C)]
+    pub struct Entries(UnsafeCell<[Entry; CAPACITY]>);
 
     // SAFETY: a task is one thread of execution with no interrupts delivered
     // into it (notifications arrive through `recv`), so the ring is never
-    // accessed concurrently; the kernel never touches it.
-    unsafe impl Sync for Cell {}
+    // accessed concurrently; the kernel only reads it while the task is
+    // stopped (faulted), and a debugger reads it with the machine stopped.
+    unsafe impl Sync for Entries {}
 
-    /// The task's ring; the stable symbol a debugger looks up.
+    /// The stable symbol `cargo xtask` looks up in the task's ELF: its
+    /// address and size go into the kernel's task table.
     #[no_mangle]
     #[used]
-    pub static TRACE_RING: Cell = Cell(UnsafeCell::new(None));
+    pub static TRACE_RING: Entries = Entries(UnsafeCell::new([Entry::EMPTY; CAPACITY]));
+
+    /// ringbuf storage that is `TRACE_RING` (a zero-sized handle: the ring
+    /// keeps only its two indices, in `STATE`).
+    pub struct Static;
+
+    // SAFETY: `as_mut_ptr` always names `TRACE_RING`, a static of
+    // `CAPACITY` entries that no other code writes; `len` never changes;
+    // the handle owns no item, so it does not alias its contents.
+    unsafe impl Storage for Static {
+        type Item = Entry;
+        #[inline(always)]
+        fn len(&self) -> usize {
+            CAPACITY
+        }
+        #[inline(always)]
+        fn as_mut_ptr(&self) -> *mut MaybeUninit<Entry> {
+            TRACE_RING.0.get().cast()
+        }
+    }
+
+    /// `None` until the first event: `LocalRb` has no `const` constructor,
+    /// and `None` lets the state live in `.bss` with no start-up code.
+    struct Cell(UnsafeCell<Option<Ring<Static>>>);
+
+    // SAFETY: as for `Entries`.
+    unsafe impl Sync for Cell {}
+
+    static STATE: Cell = Cell(UnsafeCell::new(None));
 
     #[inline(always)]
-    pub fn with<R>(f: impl FnOnce(&mut Ring) -> R) -> R {
+    pub fn with<R>(f: impl FnOnce(&mut Ring<Static>) -> R) -> R {
         // SAFETY: see the `Sync` impl: single-threaded, and `with` is never
         // re-entered (the closures passed below do not call `trace!`).
-        let slot = unsafe { &mut *TRACE_RING.0.get() };
-        f(slot.get_or_insert_with(Ring::new))
+        let slot = unsafe { &mut *STATE.0.get() };
+        f(slot.get_or_insert_with(|| Ring {
+            // SAFETY: indices 0, 0: an empty ring, so no item must be
+            // initialised (the zeroed slots are valid `Entry`s anyway).
+            rb: unsafe { LocalRb::from_raw_parts(Static, 0, 0) },
+            seq: 0,
+        }))
     }
 }
 
 #[cfg(not(target_os = "none"))]
 mod store {
-    use super::Ring;
+    use super::{Entry, Ring, CAPACITY};
+    use ringbuf::{storage::Array, LocalRb};
     use std::cell::RefCell;
 
     std::thread_local! {
-        static TRACE_RING: RefCell<Ring> = RefCell::new(Ring::new());
+        static TRACE_RING: RefCell<Ring<Array<Entry, CAPACITY>>> = RefCell::new(Ring {
+            rb: LocalRb::default(),
+            seq: 0,
+        });
     }
 
-    pub fn with<R>(f: impl FnOnce(&mut Ring) -> R) -> R {
+    pub fn with<R>(f: impl FnOnce(&mut Ring<Array<Entry, CAPACITY>>) -> R) -> R {
         TRACE_RING.with(|r| f(&mut r.borrow_mut()))
     }
 }
@@ -146,13 +239,6 @@ pub fn record(code: u16, a: u32, b: u32) {
 /// entries were copied (at most `CAPACITY` and `out.len()`).
 pub fn snapshot(out: &mut [Entry]) -> usize {
     store::with(|r| r.copy_out(out))
-}
-
-/// Calls `f` on each entry of this task's ring, oldest first, in place (no
-/// copy: the panic handler prints the ring on a small stack). `f` must not
-/// record events itself.
-pub fn for_each(f: impl FnMut(&Entry)) {
-    store::with(|r| r.for_each(f))
 }
 
 /// Records `event` (a `#[repr(u16)]` enum value or a `u16`) with up to two
@@ -236,6 +322,39 @@ mod tests {
             assert_eq!(e.a, 10 + k as u32);
             assert_eq!(e.seq, 10 + k as u16);
         }
+    }
+
+    /// Raw storage as a task's `TRACE_RING` holds it after `total`
+    /// events with code 1, a = event index.
+    fn raw_after(total: u32) -> Vec<u8> {
+        let mut raw = vec![0u8; CAPACITY * ENTRY_BYTES];
+        for i in 0..total {
+            let off = (i as usize % CAPACITY) * ENTRY_BYTES;
+            raw[off..off + 2].copy_from_slice(&1u16.to_le_bytes());
+            raw[off + 2..off + 4].copy_from_slice(&(i as u16).to_le_bytes());
+            raw[off + 4..off + 8].copy_from_slice(&i.to_le_bytes());
+        }
+        raw
+    }
+
+    #[test]
+    fn decode_orders_raw_storage_oldest_first() {
+        let mut out = [Entry::default(); CAPACITY];
+        // Empty, partly filled, exactly full, wrapped, and wrapped past the
+        // 16-bit sequence counter.
+        for total in [0u32, 5, CAPACITY as u32, CAPACITY as u32 + 7, 70_000] {
+            let n = decode(&raw_after(total), &mut out);
+            let first = total.saturating_sub(CAPACITY as u32);
+            assert_eq!(n as u32, total - first, "total {total}");
+            for (k, e) in out[..n].iter().enumerate() {
+                assert_eq!(e.a, first + k as u32, "total {total}");
+                assert_eq!(e.seq, (first + k as u32) as u16);
+            }
+        }
+        // A short `out` takes the oldest; no storage, no entry.
+        assert_eq!(decode(&raw_after(10), &mut out[..3]), 3);
+        assert_eq!(out[2].a, 2);
+        assert_eq!(decode(&[0u8; 11], &mut out), 0);
     }
 
     #[test]
@@ -370,6 +489,10 @@ pub mod events {
             Step = 1,
             /// About to panic on purpose: a = steps recorded.
             Panicking = 2,
+            /// About to read an unmapped address on purpose: a = the address.
+            Faulting = 3,
+            /// Recorded before the running image is read: a = i, b = !i.
+            Live = 4,
         }
     }
 

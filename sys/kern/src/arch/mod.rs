@@ -419,6 +419,44 @@ pub struct Machine {
     fp_owner: *mut SavedState,
     /// Current CPTR_EL2 value, to skip redundant writes.
     cptr: u64,
+    /// The static task table and each task's trace ring (same index), for
+    /// printing rings when a task faults or the kernel stops.
+    task_descs: &'static [crate::config::TaskDesc],
+    trace_rings: &'static [Option<crate::config::TraceRing>],
+}
+
+impl Machine {
+    /// Prints task `index`'s trace ring (docs/tracing.md) if it has one.
+    /// With `skip_empty`, a ring no event was ever recorded in is not
+    /// printed (the kernel-stop dump lists only rings with events).
+    #[inline(never)]
+    fn print_trace_ring(&mut self, index: usize, skip_empty: bool) {
+        let (Some(desc), Some(Some(ring))) =
+            (self.task_descs.get(index), self.trace_rings.get(index))
+        else {
+            return;
+        };
+        let Some(pa) = crate::trace_ring_pa(desc, ring) else {
+            return;
+        };
+        // SAFETY: `trace_ring_pa` checked that the range lies inside one
+        // of the task's kernel-owned memory regions (a page-aligned static
+        // of the image, reachable through the identity map); the task is
+        // stopped (faulted) or the kernel is stopping, so nothing writes it
+        // while it is read.
+        let bytes = unsafe { core::slice::from_raw_parts(pa as *const u8, ring.size) };
+        if skip_empty && bytes.iter().all(|&b| b == 0) {
+            return;
+        }
+        crate::print_trace_ring(self, desc.name, bytes);
+    }
+
+    /// Every task's trace ring that holds events: the kernel is stopping.
+    fn print_all_trace_rings(&mut self) {
+        for i in 0..self.task_descs.len() {
+            self.print_trace_ring(i, true);
+        }
+    }
 }
 
 impl Platform for Machine {
@@ -445,6 +483,9 @@ impl Platform for Machine {
     }
     fn shutdown(&mut self, status: u32) -> ! {
         shutdown(status)
+    }
+    fn task_faulted(&mut self, index: usize) {
+        self.print_trace_ring(index, false);
     }
     fn reset_task_memory(&mut self, task: &Task) {
         // A restarted task's FP registers start from its zeroed save area,
@@ -554,6 +595,8 @@ pub unsafe fn start(
         ticks_per_ms: (CNTFRQ_EL0.get() / 1000).max(1),
         fp_owner: core::ptr::null_mut(),
         cptr: CPTR_FP_TRAP_EL0,
+        task_descs: cfg.tasks,
+        trace_rings: cfg.trace_rings,
     };
     let el: u64;
     // SAFETY: reading CurrentEL has no side effects at any EL.
@@ -843,17 +886,18 @@ extern "C" fn kernel_exception(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
     if let Some(m) = m {
         let guard = mmu::ImageLayout::of_image().guard as u64;
         if kind == 4 && (guard..guard + 4096).contains(&far) {
-            m.console(b"kern: KERNEL STACK OVERFLOW (guard page hit)\n");
+            crate::say(m, b"kern: KERNEL STACK OVERFLOW (guard page hit)\n");
         }
-        m.console(b"kern: KERNEL EXCEPTION kind=");
+        crate::say(m, b"kern: KERNEL EXCEPTION kind=");
         crate::print_dec(m, kind);
-        m.console(b" esr=");
+        crate::say(m, b" esr=");
         crate::print_hex(m, esr);
-        m.console(b" elr=");
+        crate::say(m, b" elr=");
         crate::print_hex(m, elr);
-        m.console(b" far=");
+        crate::say(m, b" far=");
         crate::print_hex(m, far);
-        m.console(b"\n");
+        crate::say(m, b"\n");
+        m.print_all_trace_rings();
     }
     shutdown(crate::EXIT_KERNEL_FAULT)
 }
@@ -864,7 +908,8 @@ pub use mmu::Page;
 pub fn kernel_panic() -> ! {
     // SAFETY: as in `kernel_exception`.
     if let Some(m) = unsafe { (*core::ptr::addr_of_mut!(MACHINE)).as_mut() } {
-        m.console(b"kern: KERNEL PANIC\n");
+        crate::say(m, b"kern: KERNEL PANIC\n");
+        m.print_all_trace_rings();
     }
     shutdown(crate::EXIT_KERNEL_FAULT)
 }

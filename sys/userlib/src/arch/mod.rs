@@ -63,18 +63,26 @@ global_asm!(
     "    b    .",
 );
 
+/// Reports the panic to the kernel, which prints it with the task's trace
+/// ring (docs/tracing.md). No `core::fmt` here: formatting the message
+/// would pull the formatting machinery into every task, panics being in
+/// every task (about 1-4 KiB each, docs/kernel.md "Footprint"). A message
+/// without arguments (`panic!("text")`, `expect("text")`) is sent as is;
+/// one with arguments is not formatted, and the location (file:line) says
+/// where it came from.
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let mut buf = crate::fmt::Buf::<160>::new();
-    use core::fmt::Write;
-    let _ = write!(buf, "panic: {}", info);
-    // The task's trace ring, oldest first, before the task dies (its
-    // memory is reset by a restart): `cargo xtask dump` decodes these lines.
-    // Each line is one log call; the ring is read in place (small stacks).
-    crate::log!("trace: begin");
-    trace::for_each(|e| {
-        crate::log!("trace: {} {} {:#x} {:#x}", e.seq, e.code, e.a, e.b);
-    });
-    crate::log!("trace: end");
+    buf.push(b"panic: ");
+    match info.message().as_str() {
+        Some(text) => buf.push(text.as_bytes()),
+        None => buf.push(b"(message with arguments, not formatted)"),
+    }
+    if let Some(at) = info.location() {
+        buf.push(b" at ");
+        buf.push(at.file().as_bytes());
+        buf.push(b":");
+        buf.push_decimal(at.line());
+    }
     crate::sys_panic(buf.as_bytes())
 }
