@@ -1311,7 +1311,13 @@ impl State {
 pub(crate) fn run(setup: Setup) -> Report {
     install_panic_hook();
     let n = setup.descs.len();
-    let tasks: &'static mut [Task] = Box::leak(setup.descs.iter().map(|d| Task::new(d)).collect());
+    // The core borrows its task table for `'static`, as in the image. It
+    // is handed back (freed) once the run's state is gone: a sweep of 10^6
+    // runs would otherwise keep every table (~1 KB per task).
+    let table: *mut [Task] = Box::into_raw(setup.descs.iter().map(|d| Task::new(d)).collect());
+    // SAFETY: `table` is a fresh allocation; this is the only reference made
+    // from it, and it is given to the core only (see the end of `run`).
+    let tasks: &'static mut [Task] = unsafe { &mut *table };
     let (done, reports) = mpsc::channel();
     let plat = HostPlatform {
         now: 0,
@@ -1367,7 +1373,28 @@ pub(crate) fn run(setup: Setup) -> Report {
     if let Err(e) = submit(shared.clone()) {
         return bare(Outcome::KernelPanic(e));
     }
-    match reports.recv_timeout(setup.wall_timeout) {
+    let report = wait(&shared, &reports, setup.wall_timeout, bare);
+    // The worker dropped its reference before sending the report; if one
+    // is left (a worker abandoned after a timeout, or parked in a shutdown
+    // without unwinding), the table stays leaked.
+    if let Ok(m) = Arc::try_unwrap(shared) {
+        drop(m);
+        // SAFETY: the only reference to the table was the core's, inside
+        // the state just dropped (the worker's coroutines, which never see
+        // it, are all retired); `table` came from `Box::into_raw` above.
+        drop(unsafe { Box::from_raw(table) });
+    }
+    report
+}
+
+/// Waits for the worker's report, or finishes the run after `limit`.
+fn wait(
+    shared: &Shared,
+    reports: &Receiver<Report>,
+    limit: Duration,
+    bare: impl Fn(Outcome) -> Report,
+) -> Report {
+    match reports.recv_timeout(limit) {
         Ok(report) => report,
         Err(RecvTimeoutError::Disconnected) => {
             abandon_worker();
