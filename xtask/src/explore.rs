@@ -2,7 +2,7 @@
 //! (docs/exploration.md). The search itself lives in the harness
 //! (`harness::explore`, binary `explore`); this runs it in the `fuzz`
 //! profile — optimised, and panics unwind, which the harness needs to
-//! retire the threads of killed tasks — and runs the mutant tests.
+//! retire the coroutines of killed tasks — and runs the mutant tests.
 
 use crate::ws::Workspace;
 

@@ -602,6 +602,9 @@ pub struct Summary {
     pub exhausted: bool,
     pub violations: Vec<Found>,
     pub violating_schedules: u64,
+    /// The end states themselves, so sweeps split over threads can count
+    /// the distinct ones of the whole sweep.
+    pub end_states: BTreeSet<u64>,
 }
 
 impl Summary {
@@ -661,6 +664,7 @@ impl Acc {
     }
     fn done(mut self) -> Summary {
         self.sum.distinct_end_states = self.ends.len() as u64;
+        self.sum.end_states = self.ends;
         self.sum.elapsed = self.start.elapsed();
         self.sum
     }

@@ -1,20 +1,21 @@
-//! The IPC-level host harness: real task code, on host threads, under the
-//! kernel's own IPC semantics.
+//! The IPC-level host harness: real task code, on host coroutines, under
+//! the kernel's own IPC semantics.
 //!
 //! - **Same code.** Task entry functions (`supervisor::run`, servers written
 //!   against `userlib` or generated IDL stubs) run unchanged; their system
 //!   calls reach `kern::syscalls::Kernel`, the portable core the AArch64
 //!   kernel runs. Priorities, send/receive/reply, leases, notifications,
 //!   generations, dead codes and task-slot checks all come from that code.
-//! - **One CPU.** Exactly one task thread runs at a time; the others are
-//!   blocked in a system call. See `machine` for how.
+//! - **One CPU.** Each task runs on a stackful coroutine; exactly one runs
+//!   at a time, the others are suspended in a system call. A machine's
+//!   coroutines share one worker thread. See `machine` for how.
 //! - **Deterministic.** The seed decides every choice the machine leaves
 //!   open: which of several runnable equal-priority tasks runs, when a due
 //!   timer or interrupt is taken, how far the virtual clock moves per step.
 //!   One seed gives one interleaving and a byte-identical [`Trace`].
 //! - **Faults and restarts.** A panic in task code (or `sys_panic`) faults
-//!   the task; the real supervisor restarts it; the old thread is retired
-//!   and a new one runs the entry again. Tests inject kills, restarts,
+//!   the task; the real supervisor restarts it; the old coroutine is
+//!   unwound and a new one runs the entry again. Tests inject kills, restarts,
 //!   posts and interrupts at chosen steps ([`Action`]) and plug devices in
 //!   ([`Harness::irq_source`]).
 //! - **Bounded.** Every run stops after `max_steps` kernel entries (and a
@@ -500,8 +501,8 @@ impl Harness {
             let desc: &'static TaskDesc = Box::leak(Box::new(TaskDesc {
                 name: Box::leak(t.name.clone().into_boxed_str()),
                 priority: t.priority,
-                // The core stores these in the saved pc/sp; a host thread
-                // has its own, so they only identify the task.
+                // The core stores these in the saved pc/sp; a host
+                // coroutine has its own, so they only identify the task.
                 entry: i,
                 stack_top: 0,
                 task_slots: Box::leak(slots.into_boxed_slice()),

@@ -1,27 +1,46 @@
-//! The simulated machine: the kernel's portable core, task threads and the
-//! CPU token.
+//! The simulated machine: the kernel's portable core, task coroutines and
+//! the CPU.
 //!
-//! Each task is a host thread running its real entry function. The "CPU" is
-//! a token in the shared state: only the thread of `token` runs task code;
-//! every other task thread is blocked inside a system call (or has not
-//! started). A system call locks the state, lets the core
-//! (`kern::syscalls::Kernel`) handle it exactly as the AArch64 kernel would,
-//! performs the between-steps work (injected actions, device interrupts,
-//! virtual time), picks the next task and hands it the token. Because the
-//! core only touches task memory through the region table, and every
-//! harness task has one region mapping virtual = host addresses, the core
-//! copies messages and leases between the threads' own buffers.
+//! Each task runs its real entry function on a stackful coroutine of its
+//! own (`corosensei`); all coroutines of a machine run on one worker
+//! thread, and "the CPU" is which coroutine that thread is running. A
+//! system call suspends the task's coroutine with the call. The worker,
+//! back on its own stack, locks the state, lets the core
+//! (`kern::syscalls::Kernel`) handle the call exactly as the AArch64 kernel
+//! would, performs the between-steps work (injected actions, device
+//! interrupts, virtual time), picks the next task and resumes that task's
+//! coroutine with its registers. A step is therefore a stack switch, not an
+//! OS context switch. Because the core only touches task memory through the
+//! region table, and every harness task has one region mapping virtual =
+//! host addresses, the core copies messages and leases between the tasks'
+//! own buffers (a suspended coroutine's stack stays where it is).
 //!
-//! A restart (`Platform::reset_task_memory`) retires the task's thread —
-//! it is blocked in a system call; when it wakes it unwinds with a private
-//! marker, dropping everything the old incarnation owned — and starts a
-//! fresh thread at the task's entry.
+//! A restart (`Platform::reset_task_memory`) retires the task's coroutine:
+//! right after the step that reset it, the worker resumes it with
+//! [`Resume::Retire`], it unwinds out of the system call it was suspended
+//! in with a private marker, dropping everything the old incarnation owned,
+//! and a fresh coroutine starts at the task's entry when the task is first
+//! chosen to run. Finished coroutines give their stacks back to a pool of
+//! the worker thread, so neither a restart nor a new run maps a stack once
+//! the pool is warm.
 //!
-//! The workspace builds `dev` with `panic = "abort"` (binaries like
-//! `trace`), where nothing can unwind. Then a retired thread parks forever
-//! instead of unwinding, and a task's panic is turned into `sys_panic` from
-//! inside the panic hook (as the image's panic handler does), which never
-//! returns. Tests build with unwinding and get the full behaviour.
+//! The worker thread is kept across runs (one per thread calling
+//! `Harness::run`), so a run starts no thread. It exists for the wall-clock
+//! limit: task code spinning without system calls cannot be interrupted,
+//! so the caller waits for the report with a timeout, finishes the run
+//! itself when it expires, and abandons that worker (it retires its
+//! coroutines when the spinning task next enters the kernel, and exits).
+//!
+//! The workspace builds `dev` and `release` with `panic = "abort"`
+//! (binaries like `trace`), where nothing can unwind. Then a retired
+//! coroutine is leaked instead of unwound, a task's panic is turned into
+//! `sys_panic` from inside the panic hook (as the image's panic handler
+//! does) and that coroutine never runs again, and each run gets a worker
+//! of its own (a shutdown parks it for good). The hook of that panic never
+//! returns, so the standard library counts the worker thread as panicking
+//! from then on: a second task panic in the same run aborts the process.
+//! Tests and the explorer (`fuzz` profile) build with unwinding and get the
+//! full behaviour.
 
 use crate::rng::{ChoiceKind, Chooser};
 use crate::trace::{Decoded, Decoder, Event, LeaseSummary, Trace, What};
@@ -29,6 +48,8 @@ use crate::{Outcome, Report};
 use abi::{
     is_dead_code, FaultKind, Generation, LeaseDesc, Sysnum, TaskId, MAX_MESSAGE, RC_OK, REGION_READ,
 };
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult, Yielder};
 use kern::config::{IrqDesc, TaskDesc};
 use kern::syscalls::{Kernel, Platform};
 use kern::task::{Task, TaskState};
@@ -36,9 +57,10 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::thread;
+use std::time::Duration;
 use userlib::host::HostKernel;
 
 /// A task's entry function.
@@ -83,48 +105,72 @@ pub(crate) struct Setup {
     pub wall_timeout: Duration,
 }
 
-/// Unwinds a retired task thread. Never seen outside this module.
+/// Unwinds a retired task coroutine. Never seen outside this module.
 struct Retired;
-/// Unwinds out of `Platform::shutdown` back to the harness.
+/// Unwinds out of `Platform::shutdown` back to the worker.
 struct ShutdownSignal;
 
 /// Most idle-loop iterations (time jumps, deliveries) without any task
 /// becoming runnable before the run counts as stuck.
 const MAX_IDLE_SPINS: u32 = 10_000;
 
+/// Stack of each task coroutine: what a spawned thread gets by default
+/// (task code ran on such threads before). Mapped lazily, so only the
+/// pages a task touches cost memory.
+const TASK_STACK: usize = 2 << 20;
+
+/// Stacks kept for reuse per worker thread (a machine has at most
+/// `abi::MAX_TASKS` coroutines alive, plus one being replaced).
+const STACK_POOL: usize = 40;
+
+/// With unwinding, a worker serves its caller's runs one after another.
+/// Without, a shutdown parks the worker for good, so each run has its own.
+const REUSE_WORKER: bool = cfg!(panic = "unwind");
+
+/// What a suspended task coroutine is resumed with.
+enum Resume {
+    /// Run on: the task's x0..x5 (the result of its system call).
+    Run([usize; 6]),
+    /// This incarnation is over (restart, or the run ended): unwind.
+    Retire,
+}
+
+/// What a task coroutine suspends with: a system call.
+struct Call(Sysnum, [usize; 7]);
+
+type TaskYielder = Yielder<Resume, Call>;
+type TaskCoro = Coroutine<Resume, Call, (), DefaultStack>;
+
 thread_local! {
-    /// The port of the task this thread runs, for the panic hook.
-    static PORT: RefCell<Option<Arc<TaskPort>>> = const { RefCell::new(None) };
-    /// Set while this thread executes harness/kernel code: a panic there is
-    /// a harness (or kernel) bug, not a task fault.
-    static IN_HARNESS: Cell<bool> = const { Cell::new(false) };
+    /// The yielder of the task coroutine this thread is running; null while
+    /// the thread runs harness or kernel code (a panic there is a harness
+    /// or kernel bug, not a task fault).
+    static YIELDER: Cell<*const TaskYielder> = const { Cell::new(std::ptr::null()) };
+    /// Set by the panic hook when task code panicked (as opposed to an
+    /// unwind the coroutine library starts to destroy a coroutine).
+    static TASK_PANICKED: Cell<bool> = const { Cell::new(false) };
     /// The last panic message seen by the hook on this thread.
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Stacks of finished coroutines, for the next ones on this thread.
+    static STACKS: RefCell<Vec<DefaultStack>> = const { RefCell::new(Vec::new()) };
+    /// This thread's worker: where its runs are sent.
+    static WORKER: RefCell<Option<Sender<Arc<Shared>>>> = const { RefCell::new(None) };
 }
 
-/// Marks this thread as running harness code for the guard's lifetime.
-struct InHarness(bool);
-impl InHarness {
-    fn enter() -> Self {
-        InHarness(IN_HARNESS.with(|f| f.replace(true)))
-    }
-}
-impl Drop for InHarness {
-    fn drop(&mut self) {
-        IN_HARNESS.with(|f| f.set(self.0));
-    }
+fn in_task() -> bool {
+    !YIELDER.with(Cell::get).is_null()
 }
 
-/// Stops a retired thread for good.
+/// Stops a retired incarnation: unwinds its coroutine to the task body.
 fn retire() -> ! {
     #[cfg(panic = "unwind")]
     {
         panic::resume_unwind(Box::new(Retired))
     }
+    // Without unwinding the worker never resumes a coroutine to retire it
+    // (it leaks it instead), so this is not reached.
     #[cfg(not(panic = "unwind"))]
-    loop {
-        thread::park();
-    }
+    std::process::abort()
 }
 
 fn payload_text(p: &(dyn Any + Send)) -> String {
@@ -137,72 +183,157 @@ fn payload_text(p: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Routes panics on task threads into the task-fault path; every other
+/// Routes panics in task coroutines into the task-fault path; every other
 /// panic goes to the hook that was installed before.
 fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            let port = PORT.with(|p| p.borrow().clone());
-            let in_harness = IN_HARNESS.with(|f| f.get());
             // Same text as the image's panic handler hands to sys_panic,
             // on one line.
             let msg = format!("panic: {info}").replace('\n', " ");
             LAST_PANIC.with(|l| *l.borrow_mut() = Some(msg.clone()));
-            match port {
-                Some(port) if !in_harness => {
-                    if cfg!(panic = "unwind") {
-                        // The thread wrapper catches the unwind and calls
-                        // sys_panic; the message is in LAST_PANIC.
-                        return;
-                    }
-                    // Nothing can unwind: fault the task from here, like the
-                    // image's panic handler. This does not return.
-                    let args = [msg.as_ptr() as usize, msg.len(), 0, 0, 0, 0, 0];
-                    port.enter(Sysnum::Panic, args);
-                    retire();
-                }
-                _ => previous(info),
+            if !in_task() {
+                previous(info);
+                return;
             }
+            if cfg!(panic = "unwind") {
+                // The task body catches the unwind and calls sys_panic; the
+                // message is in LAST_PANIC.
+                TASK_PANICKED.with(|f| f.set(true));
+                return;
+            }
+            // Nothing can unwind: fault the task from here, like the image's
+            // panic handler. The worker never resumes this coroutine again.
+            let args = [msg.as_ptr() as usize, msg.len(), 0, 0, 0, 0, 0];
+            enter(Sysnum::Panic, args);
+            retire();
         }));
     });
 }
 
-/// What a blocked task thread is told when it wakes.
-enum Resume {
-    /// Run on: the task's x0..x5.
-    Run([usize; 6]),
-    /// This thread's incarnation is over (restart, or the run ended).
-    Retire,
-}
+/// The `HostKernel` of the worker thread: a system call suspends the
+/// running task coroutine until the worker resumes it with the result.
+struct CoroPort;
 
-/// The `HostKernel` of one task thread (one incarnation of one task).
-pub(crate) struct TaskPort {
-    shared: Arc<Shared>,
-    index: usize,
-    epoch: u64,
-}
-
-impl HostKernel for TaskPort {
+impl HostKernel for CoroPort {
     fn syscall(&self, num: Sysnum, args: [usize; 7]) -> [usize; 6] {
-        if thread::panicking() {
+        if cfg!(panic = "unwind") && thread::panicking() {
             // Destructors of an incarnation that is unwinding (retired, or
             // dying of a panic) cannot reach the kernel: on the target that
             // task would already be stopped. Answer as if every peer were
-            // gone.
+            // gone. (An unwinding coroutine never suspends, so the thread's
+            // panic count is this coroutine's.)
             return [abi::dead_code(Generation(0)) as usize, 0, 0, 0, 0, 0];
         }
-        self.enter(num, args)
+        enter(num, args)
     }
 }
 
-impl TaskPort {
-    fn enter(&self, num: Sysnum, args: [usize; 7]) -> [usize; 6] {
-        match self.shared.enter(self.index, self.epoch, num, args) {
-            Resume::Run(r) => r,
-            Resume::Retire => retire(),
+/// Suspends the running task coroutine with a system call; returns its
+/// result when the worker resumes it.
+fn enter(num: Sysnum, args: [usize; 7]) -> [usize; 6] {
+    let y = YIELDER.with(Cell::get);
+    assert!(
+        !y.is_null(),
+        "harness: system call {num:?} outside a task (device hooks and test code cannot make one)"
+    );
+    YIELDER.with(|c| c.set(std::ptr::null()));
+    // SAFETY: `YIELDER` is non-null only while the coroutine whose body
+    // stored it runs (the body clears it before every switch away and sets
+    // it again when it is resumed), and this code runs on that coroutine's
+    // stack; the `Yielder` lives as long as the coroutine's body.
+    let r = unsafe { &*y }.suspend(Call(num, args));
+    YIELDER.with(|c| c.set(y));
+    match r {
+        Resume::Run(x) => x,
+        Resume::Retire => retire(),
+    }
+}
+
+/// The body of every task coroutine.
+fn task_body(y: &TaskYielder, first: Resume, entry: Entry) {
+    YIELDER.with(|c| c.set(y));
+    let r = panic::catch_unwind(AssertUnwindSafe(|| {
+        if let Resume::Retire = first {
+            retire();
         }
+        entry();
+        // A task has nothing to return to. Like a task with no more work,
+        // block in a receive that nothing can complete.
+        loop {
+            userlib::sys_recv_notification(0);
+        }
+    }));
+    if let Err(p) = r {
+        if !p.is::<Retired>() {
+            if !TASK_PANICKED.with(|f| f.replace(false)) {
+                // Not a task panic: the coroutine library unwinding a
+                // coroutine it drops. Let it through.
+                YIELDER.with(|c| c.set(std::ptr::null()));
+                panic::resume_unwind(p);
+            }
+            // Task code panicked and has unwound: report it the way the
+            // image's panic handler does. The task is faulted; this call
+            // returns only by unwinding once the incarnation is retired.
+            let msg = LAST_PANIC
+                .with(|l| l.borrow_mut().take())
+                .unwrap_or_else(|| payload_text(&*p));
+            drop(p);
+            let r = panic::catch_unwind(AssertUnwindSafe(|| {
+                userlib::sys_panic(msg.as_bytes());
+            }));
+            if let Err(p) = r {
+                if !p.is::<Retired>() {
+                    YIELDER.with(|c| c.set(std::ptr::null()));
+                    panic::resume_unwind(p);
+                }
+            }
+        }
+    }
+    YIELDER.with(|c| c.set(std::ptr::null()));
+}
+
+/// A coroutine for a fresh incarnation running `entry`, on a pooled stack.
+fn new_coroutine(entry: Entry) -> std::io::Result<TaskCoro> {
+    let stack = match STACKS.with(|s| s.borrow_mut().pop()) {
+        Some(s) => s,
+        None => DefaultStack::new(TASK_STACK)?,
+    };
+    Ok(Coroutine::with_stack(stack, move |y, first| {
+        task_body(y, first, entry)
+    }))
+}
+
+/// Ends an incarnation: unwinds its coroutine (dropping what it owned) and
+/// keeps its stack for the next one.
+fn retire_coroutine(mut c: TaskCoro) {
+    if !cfg!(panic = "unwind") {
+        // Nothing can unwind: leave the incarnation suspended for good, as
+        // a parked thread would be.
+        std::mem::forget(c);
+        return;
+    }
+    if !c.done() {
+        match panic::catch_unwind(AssertUnwindSafe(|| c.resume(Resume::Retire))) {
+            Ok(CoroutineResult::Return(())) | Err(_) => {}
+            // It made a system call instead of unwinding (task code caught
+            // the marker): dropping it forces the unwind.
+            Ok(CoroutineResult::Yield(_)) => {
+                drop(c);
+                return;
+            }
+        }
+    }
+    if c.done() {
+        let stack = c.into_stack();
+        STACKS.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < STACK_POOL {
+                s.push(stack);
+            }
+        });
     }
 }
 
@@ -212,8 +343,8 @@ struct HostPlatform {
     deadline: Option<u64>,
     irq_enabled: BTreeMap<u32, bool>,
     descs: Vec<&'static TaskDesc>,
-    /// Tasks the core reset since the harness last looked (their threads
-    /// must be replaced).
+    /// Tasks the core reset since the harness last looked (their
+    /// coroutines must be replaced).
     resets: Vec<usize>,
     /// Who is acting: the task whose system call the core is handling, or
     /// None for the harness itself (boot, injected actions).
@@ -224,7 +355,11 @@ struct HostPlatform {
     line: Vec<u8>,
     console: String,
     finished: bool,
-    done: Arc<Done>,
+    /// The finished run's report, until the worker (or, after a wall-clock
+    /// timeout, the caller) takes it.
+    report: Option<Report>,
+    /// Where the report goes to `Harness::run`.
+    done: Sender<Report>,
 }
 
 impl HostPlatform {
@@ -244,7 +379,7 @@ impl HostPlatform {
         self.push(What::Log { text });
     }
 
-    /// Ends the run with `outcome` and hands the report to `Harness::run`.
+    /// Ends the run with `outcome`; the report waits in `self.report`.
     fn finish(&mut self, outcome: Outcome) {
         if self.finished {
             return;
@@ -253,18 +388,18 @@ impl HostPlatform {
             self.flush_line();
         }
         self.finished = true;
-        let report = Report {
+        self.report = Some(Report {
             outcome,
-            trace: self.trace.clone(),
+            trace: Trace {
+                tasks: self.trace.tasks.clone(),
+                events: std::mem::take(&mut self.trace.events),
+            },
             steps: self.step,
             now_ms: self.now,
-            console: self.console.clone(),
+            console: std::mem::take(&mut self.console),
             choices: Vec::new(),
             end_state: 0,
-        };
-        let mut slot = self.done.report.lock().unwrap_or_else(|e| e.into_inner());
-        *slot = Some(report);
-        self.done.cv.notify_all();
+        });
     }
 }
 
@@ -294,11 +429,16 @@ impl Platform for HostPlatform {
         {
             panic::resume_unwind(Box::new(ShutdownSignal))
         }
-        // Nothing can unwind: the report is out; this thread (holding the
-        // state lock) stops here and `Harness::run` returns without it.
+        // Nothing can unwind: hand the report over from here; this worker
+        // (holding the state lock) stops here for good.
         #[cfg(not(panic = "unwind"))]
-        loop {
-            thread::park();
+        {
+            if let Some(r) = self.report.take() {
+                let _ = self.done.send(r);
+            }
+            loop {
+                thread::park();
+            }
         }
     }
     fn reset_task_memory(&mut self, task: &Task) {
@@ -320,12 +460,6 @@ impl Platform for HostPlatform {
     }
 }
 
-/// Where the finished run's report is handed over.
-struct Done {
-    report: Mutex<Option<Report>>,
-    cv: Condvar,
-}
-
 /// A task's scheduling facts before a kernel operation, to see what it did.
 #[derive(Clone)]
 struct Snap {
@@ -343,12 +477,12 @@ struct State {
     /// Every open decision of the run comes from here.
     chooser: Chooser,
     floating: Vec<(u64, u64, Act)>,
-    /// The task whose thread may run task code.
+    /// The task whose coroutine runs next (and, until then, ran last).
     token: Option<usize>,
-    /// Incarnation of each task's thread; bumped when it is replaced.
-    epochs: Vec<u64>,
+    /// Tasks whose incarnation was replaced during this step, in order: the
+    /// worker retires their coroutines and starts fresh ones.
+    respawn: Vec<usize>,
     entries: Vec<Entry>,
-    threads: Vec<JoinHandle<()>>,
     actions: VecDeque<(u64, Act)>,
     decoders: Vec<Option<Arc<dyn Decoder>>>,
     irq_sources: Vec<IrqSource>,
@@ -362,127 +496,173 @@ struct State {
     clock_jitter_ms: u64,
 }
 
+/// A run's state, shared by the worker that drives it and the caller that
+/// waits for it (which finishes it itself after a wall-clock timeout).
 pub(crate) struct Shared {
     state: Mutex<State>,
-    /// One per task: a thread waits on its task's own, so a step wakes
-    /// only the next task's thread instead of every task thread.
-    cvs: Vec<Condvar>,
-    done: Arc<Done>,
 }
 
 impl Shared {
-    /// Wakes every task thread (the run ended, threads were retired).
-    fn wake_all(&self) {
-        self.cvs.iter().for_each(Condvar::notify_all);
-    }
-
-    /// Wakes the thread that holds the CPU token now (every thread if the
-    /// run is over).
-    fn wake(&self, g: &State) {
-        match g.token {
-            Some(t) if !g.plat.finished => self.cvs[t].notify_all(),
-            _ => self.wake_all(),
-        }
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // Harness code never panics while holding the lock outside a
         // `catch_unwind`, but a poisoned lock must not hide the report.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// A system call of task `i` (incarnation `epoch`), which holds the token.
-    fn enter(self: &Arc<Self>, i: usize, epoch: u64, num: Sysnum, args: [usize; 7]) -> Resume {
-        let _h = InHarness::enter();
-        let mut g = self.lock();
-        if g.plat.finished || g.epochs[i] != epoch {
-            return Resume::Retire;
-        }
-        if g.token != Some(i) {
-            let name = g.plat.trace.tasks[i].clone();
-            g.plat.finish(Outcome::KernelPanic(format!(
-                "harness: task {name} made a system call without holding the CPU"
-            )));
-            self.wake_all();
-            return Resume::Retire;
-        }
+/// Runs one machine on this (worker) thread until it finishes; returns its
+/// report (with the decisions taken and the end state), or None when the
+/// caller already took it (wall-clock timeout).
+fn drive(shared: &Shared) -> Option<Report> {
+    let mut coros: Vec<Option<TaskCoro>> = Vec::new();
+    {
+        let mut g = shared.lock();
+        coros.resize_with(g.k.tasks.len(), || None);
         let st = &mut *g;
-        let r = panic::catch_unwind(AssertUnwindSafe(|| st.syscall(self, i, num, args)));
-        if let Err(p) = r {
+        if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| st.boot())) {
             st.unwound(p);
         }
-        self.wake(&g);
-        self.wait_turn(g, i, epoch)
     }
-
-    /// Blocks until task `i` holds the token (or the thread is retired).
-    fn wait_turn(&self, mut g: MutexGuard<'_, State>, i: usize, epoch: u64) -> Resume {
-        loop {
-            if g.plat.finished || g.epochs[i] != epoch {
-                return Resume::Retire;
+    loop {
+        let (t, regs) = {
+            let mut g = shared.lock();
+            respawn(&mut g, &mut coros);
+            if g.plat.finished {
+                break;
             }
-            if g.token == Some(i) {
-                let x = &g.k.tasks[i].save.x;
-                return Resume::Run([x[0], x[1], x[2], x[3], x[4], x[5]].map(|v| v as usize));
+            match g.token.filter(|&t| coros[t].is_some()) {
+                Some(t) => {
+                    let x = &g.k.tasks[t].save.x;
+                    (t, [x[0], x[1], x[2], x[3], x[4], x[5]].map(|v| v as usize))
+                }
+                None => {
+                    g.plat.finish(Outcome::KernelPanic(
+                        "harness: the chosen task has no coroutine".into(),
+                    ));
+                    break;
+                }
             }
-            g = self.cvs[i].wait(g).unwrap_or_else(|e| e.into_inner());
+        };
+        let Some(c) = coros[t].as_mut() else { break };
+        let r = panic::catch_unwind(AssertUnwindSafe(|| c.resume(Resume::Run(regs))));
+        let mut g = shared.lock();
+        if g.plat.finished {
+            // The caller gave up waiting (wall-clock timeout).
+            break;
+        }
+        match r {
+            Ok(CoroutineResult::Yield(Call(num, args))) => {
+                let st = &mut *g;
+                let r = panic::catch_unwind(AssertUnwindSafe(|| st.syscall(t, num, args)));
+                if let Err(p) = r {
+                    st.unwound(p);
+                }
+            }
+            Ok(CoroutineResult::Return(())) => {
+                let name = g.plat.trace.tasks[t].clone();
+                g.plat.finish(Outcome::KernelPanic(format!(
+                    "harness: task {name}'s coroutine ended while it was running"
+                )));
+            }
+            Err(p) => {
+                let msg = LAST_PANIC
+                    .with(|l| l.borrow_mut().take())
+                    .unwrap_or_else(|| payload_text(&*p));
+                g.plat.finish(Outcome::KernelPanic(msg));
+            }
         }
     }
+    let report = {
+        let mut g = shared.lock();
+        let mut report = g.plat.report.take();
+        if let Some(r) = &mut report {
+            r.choices = std::mem::take(&mut g.chooser.record);
+            r.end_state = g.end_state(r);
+        }
+        report
+    };
+    // No incarnation outlives the run: every one unwinds before `run`
+    // returns, in task order.
+    for c in coros.into_iter().flatten() {
+        retire_coroutine(c);
+    }
+    report
+}
 
-    fn wait_done(&self, timeout: Duration) -> Option<Report> {
-        let until = Instant::now() + timeout;
-        let mut g = self.done.report.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(r) = g.take() {
-                return Some(r);
+/// Replaces the coroutines of the tasks the core reset during the step.
+fn respawn(g: &mut State, coros: &mut [Option<TaskCoro>]) {
+    for i in std::mem::take(&mut g.respawn) {
+        if let Some(old) = coros[i].take() {
+            retire_coroutine(old);
+        }
+        match new_coroutine(g.entries[i].clone()) {
+            Ok(c) => coros[i] = Some(c),
+            Err(e) => {
+                g.plat.finish(Outcome::KernelPanic(format!(
+                    "harness: cannot map a task stack: {e}"
+                )));
+                return;
             }
-            let now = Instant::now();
-            if now >= until {
-                return None;
-            }
-            g = self
-                .done
-                .cv
-                .wait_timeout(g, until - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
         }
     }
 }
 
-/// The body of every task thread.
-fn task_thread(port: Arc<TaskPort>, entry: Entry) {
-    userlib::host::install(port.clone());
-    PORT.with(|p| *p.borrow_mut() = Some(port.clone()));
-    let r = panic::catch_unwind(AssertUnwindSafe(|| {
-        let first = {
-            let g = port.shared.lock();
-            port.shared.wait_turn(g, port.index, port.epoch)
+/// The worker thread: drives the runs its caller sends, one at a time.
+fn worker(jobs: Receiver<Arc<Shared>>) {
+    userlib::host::install(Arc::new(CoroPort));
+    while let Ok(shared) = jobs.recv() {
+        let r = panic::catch_unwind(AssertUnwindSafe(|| drive(&shared)));
+        let (report, done) = {
+            let mut g = shared.lock();
+            let report = match r {
+                Ok(report) => report,
+                // A bug in the worker's own code: still answer.
+                Err(p) => {
+                    g.plat.finish(Outcome::KernelPanic(payload_text(&*p)));
+                    g.plat.report.take()
+                }
+            };
+            (report, g.plat.done.clone())
         };
-        if let Resume::Retire = first {
-            retire();
+        // The caller holds the last reference: what the run owned is
+        // dropped on its side once it is done with it.
+        drop(shared);
+        // Cache maintenance the tasks recorded on this thread (read only by
+        // unit tests of the tasks, on threads of their own): not kept.
+        let _ = userlib::cache::host_log();
+        if let Some(report) = report {
+            let _ = done.send(report);
         }
-        entry();
-        // A task has nothing to return to. Like a task with no more work,
-        // block in a receive that nothing can complete.
-        loop {
-            userlib::sys_recv_notification(0);
-        }
-    }));
-    if let Err(p) = r {
-        if p.is::<Retired>() {
+        if !REUSE_WORKER {
             return;
         }
-        // Task code panicked and has unwound: report it the way the image's
-        // panic handler does. The task is faulted; this call returns only by
-        // unwinding once the thread is retired.
-        let msg = LAST_PANIC
-            .with(|l| l.borrow_mut().take())
-            .unwrap_or_else(|| payload_text(&*p));
-        let _ = panic::catch_unwind(AssertUnwindSafe(|| {
-            userlib::sys_panic(msg.as_bytes());
-        }));
     }
+}
+
+/// Hands `shared` to this thread's worker, starting one if there is none.
+fn submit(shared: Arc<Shared>) -> Result<(), String> {
+    WORKER.with(|w| {
+        let mut w = w.borrow_mut();
+        if let Some(tx) = w.as_ref() {
+            if tx.send(shared.clone()).is_ok() {
+                return Ok(());
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("harness-worker".into())
+            .spawn(move || worker(rx))
+            .map_err(|e| format!("harness: cannot start the worker thread: {e}"))?;
+        tx.send(shared)
+            .map_err(|_| "harness: the worker thread is gone".to_string())?;
+        *w = REUSE_WORKER.then_some(tx);
+        Ok(())
+    })
+}
+
+/// Forgets this thread's worker (it is stuck in task code, or gone).
+fn abandon_worker() {
+    WORKER.with(|w| w.borrow_mut().take());
 }
 
 impl State {
@@ -523,14 +703,14 @@ impl State {
         self.plat.finish(Outcome::KernelPanic(msg));
     }
 
-    fn boot(&mut self, shared: &Arc<Shared>) {
+    fn boot(&mut self) {
         self.plat.booting = true;
         self.with_kernel(|k, p| k.boot(p));
         self.plat.booting = false;
-        self.after_step(shared);
+        self.after_step();
     }
 
-    fn syscall(&mut self, shared: &Arc<Shared>, i: usize, num: Sysnum, args: [usize; 7]) {
+    fn syscall(&mut self, i: usize, num: Sysnum, args: [usize; 7]) {
         self.plat.step += 1;
         if self.plat.step > self.max_steps {
             let limit = self.max_steps;
@@ -564,7 +744,7 @@ impl State {
         self.plat.cause = None;
         self.observe_call(i, num, args, &before);
         self.observe(&before, Some((i, num, args)), fault_message);
-        self.after_step(shared);
+        self.after_step();
     }
 
     // ---------------------------------------------------------------------
@@ -572,10 +752,10 @@ impl State {
     // ---------------------------------------------------------------------
 
     /// Everything between one kernel entry and the next task running:
-    /// replace restarted threads, injected actions, devices, time, and the
+    /// queue restarted incarnations, injected actions, devices, time, and the
     /// choice of the next task.
-    fn after_step(&mut self, shared: &Arc<Shared>) {
-        self.spawn_resets(shared);
+    fn after_step(&mut self) {
+        self.spawn_resets();
         while self
             .actions
             .front()
@@ -586,7 +766,7 @@ impl State {
             }
             if let Some((_, a)) = self.actions.pop_front() {
                 self.apply(a);
-                self.spawn_resets(shared);
+                self.spawn_resets();
             }
         }
         // Floating actions: the step at which each happens inside its
@@ -603,7 +783,7 @@ impl State {
             if now && !self.plat.finished {
                 let (_, _, a) = self.floating.remove(k);
                 self.apply(a);
-                self.spawn_resets(shared);
+                self.spawn_resets();
             } else {
                 k += 1;
             }
@@ -630,7 +810,7 @@ impl State {
                 self.deliver_irq(intid);
             }
         }
-        self.spawn_resets(shared);
+        self.spawn_resets();
 
         let mut spins = 0;
         loop {
@@ -666,12 +846,12 @@ impl State {
                 // Every task is blocked before the action's step came: do
                 // it now rather than never.
                 self.apply(a);
-                self.spawn_resets(shared);
+                self.spawn_resets();
             } else if !self.floating.is_empty() {
                 // Likewise a floating action whose window is still open.
                 let (_, _, a) = self.floating.remove(0);
                 self.apply(a);
-                self.spawn_resets(shared);
+                self.spawn_resets();
             } else if !self.poll_sources() {
                 self.plat.finish(Outcome::Idle);
                 return;
@@ -722,40 +902,13 @@ impl State {
         Some(order[v as usize])
     }
 
-    /// Starts a fresh thread for every task the core reset; the old thread
-    /// (if any) retires when it wakes.
-    fn spawn_resets(&mut self, shared: &Arc<Shared>) {
-        if self.plat.resets.is_empty() {
-            return;
-        }
+    /// Queues a fresh incarnation for every task the core reset; the worker
+    /// retires the old coroutine and starts the new one after this step.
+    fn spawn_resets(&mut self) {
         for i in std::mem::take(&mut self.plat.resets) {
-            self.epochs[i] += 1;
             self.last_op[i] = 0;
-            let port = Arc::new(TaskPort {
-                shared: shared.clone(),
-                index: i,
-                epoch: self.epochs[i],
-            });
-            let entry = self.entries[i].clone();
-            let name = format!(
-                "{}#{}",
-                self.plat.trace.tasks[i], self.k.tasks[i].generation.0
-            );
-            match thread::Builder::new()
-                .name(name)
-                .spawn(move || task_thread(port, entry))
-            {
-                Ok(h) => self.threads.push(h),
-                Err(e) => {
-                    self.plat.finish(Outcome::KernelPanic(format!(
-                        "harness: cannot start a task thread: {e}"
-                    )));
-                    return;
-                }
-            }
+            self.respawn.push(i);
         }
-        // Wake retired threads so they unwind now.
-        shared.wake_all();
     }
 
     fn apply(&mut self, a: Act) {
@@ -877,7 +1030,7 @@ impl State {
         }
         match self.k.tasks[t].translate(va, n, REGION_READ) {
             // SAFETY: `translate` found the range inside one of the task's
-            // readable regions; on the host those are the task thread's own
+            // readable regions; on the host those are the task coroutine's own
             // memory at the same address (the `host` region maps virtual =
             // host). The task is blocked in a system call or waiting for
             // the CPU token while the harness holds the state lock, and
@@ -1158,11 +1311,14 @@ impl State {
 pub(crate) fn run(setup: Setup) -> Report {
     install_panic_hook();
     let n = setup.descs.len();
-    let tasks: &'static mut [Task] = Box::leak(setup.descs.iter().map(|d| Task::new(d)).collect());
-    let done = Arc::new(Done {
-        report: Mutex::new(None),
-        cv: Condvar::new(),
-    });
+    // The core borrows its task table for `'static`, as in the image. It
+    // is handed back (freed) once the run's state is gone: a sweep of 10^6
+    // runs would otherwise keep every table (~1 KB per task).
+    let table: *mut [Task] = Box::into_raw(setup.descs.iter().map(|d| Task::new(d)).collect());
+    // SAFETY: `table` is a fresh allocation; this is the only reference made
+    // from it, and it is given to the core only (see the end of `run`).
+    let tasks: &'static mut [Task] = unsafe { &mut *table };
+    let (done, reports) = mpsc::channel();
     let plat = HostPlatform {
         now: 0,
         deadline: None,
@@ -1179,7 +1335,8 @@ pub(crate) fn run(setup: Setup) -> Report {
         line: Vec::new(),
         console: String::new(),
         finished: false,
-        done: done.clone(),
+        report: None,
+        done,
     };
     let state = State {
         k: Kernel::new(tasks, setup.irqs),
@@ -1190,9 +1347,8 @@ pub(crate) fn run(setup: Setup) -> Report {
         },
         floating: setup.floating,
         token: None,
-        epochs: vec![0; n],
+        respawn: Vec::new(),
         entries: setup.entries,
-        threads: Vec::new(),
         actions: setup.actions.into_iter().collect(),
         decoders: setup.decoders,
         irq_sources: setup.irq_sources,
@@ -1204,70 +1360,72 @@ pub(crate) fn run(setup: Setup) -> Report {
     };
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
-        cvs: (0..n).map(|_| Condvar::new()).collect(),
-        done,
     });
-    {
-        let _h = InHarness::enter();
-        let mut g = shared.lock();
-        let st = &mut *g;
-        if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| st.boot(&shared))) {
-            st.unwound(p);
-        }
+    let bare = |outcome| Report {
+        outcome,
+        trace: Trace::default(),
+        steps: 0,
+        now_ms: 0,
+        console: String::new(),
+        choices: Vec::new(),
+        end_state: 0,
+    };
+    if let Err(e) = submit(shared.clone()) {
+        return bare(Outcome::KernelPanic(e));
     }
-    shared.wake_all();
+    let report = wait(&shared, &reports, setup.wall_timeout, bare);
+    // The worker dropped its reference before sending the report; if one
+    // is left (a worker abandoned after a timeout, or parked in a shutdown
+    // without unwinding), the table stays leaked.
+    if let Ok(m) = Arc::try_unwrap(shared) {
+        drop(m);
+        // SAFETY: the only reference to the table was the core's, inside
+        // the state just dropped (the worker's coroutines, which never see
+        // it, are all retired); `table` came from `Box::into_raw` above.
+        drop(unsafe { Box::from_raw(table) });
+    }
+    report
+}
 
-    match shared.wait_done(setup.wall_timeout) {
-        Some(mut report) => {
-            // The decisions taken and the machine's end state. Without
-            // unwinding, a shutdown parks holding the lock: then there is
-            // no record (replay needs an unwinding build: tests, `fuzz`).
-            let g = if cfg!(panic = "unwind") {
-                Some(shared.lock())
-            } else {
-                shared.state.try_lock().ok()
-            };
-            if let Some(g) = g {
-                report.choices = g.chooser.record.clone();
-                report.end_state = g.end_state(&report);
-            }
-            // With unwinding, retire every thread and wait for it, so no
-            // incarnation outlives the run. Without, a thread may hold the
-            // state lock forever (shutdown parks in place): leave them all.
-            if cfg!(panic = "unwind") {
-                let handles = std::mem::take(&mut shared.lock().threads);
-                shared.wake_all();
-                for h in handles {
-                    let _ = h.join();
-                }
-            }
-            report
+/// Waits for the worker's report, or finishes the run after `limit`.
+fn wait(
+    shared: &Shared,
+    reports: &Receiver<Report>,
+    limit: Duration,
+    bare: impl Fn(Outcome) -> Report,
+) -> Report {
+    match reports.recv_timeout(limit) {
+        Ok(report) => report,
+        Err(RecvTimeoutError::Disconnected) => {
+            abandon_worker();
+            bare(Outcome::KernelPanic(
+                "harness: the worker thread died".into(),
+            ))
         }
-        None => {
-            // Some task ran without making system calls for too long. Its
-            // thread holds the token, not the lock (unless the harness
-            // itself is stuck): finish with what was recorded.
+        Err(RecvTimeoutError::Timeout) => {
+            // Some task ran without making system calls for too long. The
+            // worker is inside its coroutine, not holding the lock (unless
+            // the harness itself is stuck): finish with what was recorded.
+            // The worker finds the run over when the task next enters the
+            // kernel, retires its coroutines and exits; this thread gets a
+            // new worker for its next run.
+            abandon_worker();
             let report = match shared.state.try_lock() {
-                Ok(mut g) => {
+                Ok(mut g) if !g.plat.finished => {
                     g.plat.push(What::Injected {
                         text: "wall-clock timeout".into(),
                     });
                     g.plat.finish(Outcome::WallTimeout);
+                    g.plat.report.take()
+                }
+                // It finished meanwhile: its report is on the way.
+                Ok(g) => {
                     drop(g);
-                    shared.wake_all();
-                    shared.wait_done(Duration::from_secs(1))
+                    reports.recv_timeout(Duration::from_secs(1)).ok()
                 }
                 Err(_) => None,
             };
-            report.unwrap_or(Report {
-                outcome: Outcome::WallTimeout,
-                trace: Trace::default(),
-                steps: 0,
-                now_ms: 0,
-                console: String::new(),
-                choices: Vec::new(),
-                end_state: 0,
-            })
+            report.unwrap_or_else(|| bare(Outcome::WallTimeout))
         }
     }
 }
