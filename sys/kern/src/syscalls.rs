@@ -30,6 +30,16 @@ pub trait Platform {
     /// restarted): print what the platform keeps of it (the image prints
     /// the task's trace ring, docs/tracing.md). Nothing by default.
     fn task_faulted(&mut self, _index: usize) {}
+    /// Whether the IPC fast paths (`Kernel::send_fast`,
+    /// `Kernel::reply_recv_fast`) may run. Always in the kernel (the
+    /// constant folds away); the fuzzer turns them off to check that the
+    /// general paths alone reach exactly the same machine states.
+    fn ipc_fast_paths(&self) -> bool {
+        true
+    }
+    /// A fast path handled a call (the fuzzer counts them). Nothing by
+    /// default.
+    fn ipc_fast_path_taken(&mut self) {}
     /// A 32-bit load from a register of a task's register window, at its
     /// kernel address (the build checked it is one of the window's
     /// registers; the kernel maps device ranges identity, privileged-only).
@@ -180,14 +190,27 @@ impl<'t> Kernel<'t> {
 
     /// Handles the system call the current task made; afterwards the caller
     /// should run `self.current` (the scheduler may have changed it).
-    pub fn syscall<P: Platform>(&mut self, p: &mut P) {
+    ///
+    /// Returns true when one of the IPC fast paths handled the call: then
+    /// `self.current` is runnable and was chosen without the scheduler
+    /// (the caller may skip its runnable test).
+    #[inline(always)]
+    pub fn syscall<P: Platform>(&mut self, p: &mut P) -> bool {
         let c = self.current;
         let num = self.tasks[c].save.sysnum();
         // The IPC calls first, by compare and branch: cheaper than the jump
         // table of `dispatch` on the path every message takes.
         let r = if num == Sysnum::Send as u32 {
+            if p.ipc_fast_paths() && self.send_fast(c) {
+                p.ipc_fast_path_taken();
+                return true;
+            }
             self.send(c)
         } else if num == Sysnum::ReplyRecv as u32 {
+            if p.ipc_fast_paths() && self.reply_recv_fast(c) {
+                p.ipc_fast_path_taken();
+                return true;
+            }
             self.reply_recv(p, c)
         } else if num == Sysnum::Recv as u32 {
             self.recv(c)
@@ -203,6 +226,140 @@ impl<'t> Kernel<'t> {
             self.fault(p, c, kind, detail);
         }
         self.schedule(p);
+        false
+    }
+
+    /// The fast path of `send` (seL4's "fastpath" idea): the common case —
+    /// no leases, a live target waiting in a receive this sender may
+    /// satisfy, of priority at least the sender's, so it runs next — done
+    /// with every check of [`Kernel::send`] and [`Kernel::deliver`] (task
+    /// slot, message range with the CSDB clamp, length bound, generation,
+    /// receiver state) but without the general bookkeeping: no `senders`
+    /// set changes (neither task is in one), no `Woken` record and no
+    /// scheduler run (the receiver is the best runnable task: the sender
+    /// was, and the receiver is at least as urgent).
+    ///
+    /// Returns false, having changed nothing, whenever any condition does
+    /// not hold; the general path then handles the call (and faults the
+    /// sender or blocks it, exactly as without the fast path).
+    #[inline(always)]
+    fn send_fast(&mut self, c: usize) -> bool {
+        let s = &self.tasks[c].save;
+        let target = TaskId(s.arg(0) as u32);
+        let (msg, msg_len, nleases) = (s.arg(1), s.arg(2), s.arg(6));
+        let t = target.index();
+        if self.woken != Woken::None
+            || nleases != 0
+            || msg_len > abi::MAX_MESSAGE
+            || t >= self.tasks.len()
+            || self.tasks[c].slot_mask & (1 << t) == 0
+            || self.tasks[t].generation != target.generation()
+        {
+            return false;
+        }
+        let me = self.id_of(c);
+        let r = &self.tasks[t];
+        let waiting = match r.state {
+            TaskState::InRecv(None) => true,
+            TaskState::InRecv(Some(from)) => from == me,
+            _ => false,
+        };
+        if !waiting || r.priority() > self.tasks[c].priority() {
+            return false;
+        }
+        let Some(src) = self.user(c, msg, msg_len, REGION_READ) else {
+            return false;
+        };
+        let n = msg_len.min(self.tasks[t].recv_len);
+        // SAFETY: as in `deliver`: `src` was checked now, the receiver's
+        // buffer when it called recv; distinct tasks' writable regions do
+        // not overlap.
+        unsafe { copy_bytes(src, self.tasks[t].recv_buf, n) };
+        let op = (self.tasks[c].save.arg(0) >> 32) as u16;
+        let rep_cap = self.tasks[c].save.arg(4);
+        recv_returns(&mut self.tasks[t].save, me, op, msg_len, rep_cap, 0);
+        // Neither task is in a `senders` set (the receiver is in recv, the
+        // sender running): plain state writes keep the sets right.
+        self.tasks[t].state = TaskState::Runnable;
+        self.tasks[c].state = TaskState::InReply(target);
+        self.current = t;
+        true
+    }
+
+    /// The fast path of `reply_recv`: the reply reaches a live client
+    /// waiting for it, and the open receive that follows finds nothing (no
+    /// sender queued, no notification pending), so the server blocks and
+    /// the client runs next — when no task that could outrank the client
+    /// (its `rivals`, the server aside) is runnable. Every check of
+    /// [`Kernel::reply_to`] and [`Kernel::recv_from`] is made first
+    /// (reply length bound, both buffer ranges with the CSDB clamp, the
+    /// client's reply buffer, generation, client state); on any failure
+    /// nothing has changed and the general path runs (which faults whom it
+    /// must, in the same order as ever).
+    #[inline(always)]
+    fn reply_recv_fast(&mut self, c: usize) -> bool {
+        let s = &self.tasks[c].save;
+        let target = TaskId(s.arg(0) as u32);
+        let code = s.arg(0) >> 32;
+        let (ptr, len) = (s.arg(1), s.arg(2));
+        let (buf, buf_len, mask, from) =
+            (s.arg(3), s.arg(4), s.arg(5) as u32, TaskId(s.arg(6) as u32));
+        let t = target.index();
+        if self.woken != Woken::None
+            || from != TaskId::ANY
+            || len > abi::MAX_MESSAGE
+            || t >= self.tasks.len()
+            || self.tasks[t].generation != target.generation()
+            || self.tasks[c].senders != 0
+            || self.tasks[c].notifications & mask != 0
+        {
+            return false;
+        }
+        let me = self.id_of(c);
+        if !matches!(self.tasks[t].state, TaskState::InReply(x) if x == me) {
+            return false;
+        }
+        // Who runs next: the client, unless a task that could outrank it
+        // other than this server (which blocks) is runnable.
+        if self.tasks[t].priority() > self.tasks[c].priority() {
+            let mut m = self.tasks[t].rivals & !(1u64 << (c % abi::MAX_TASKS));
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if self.tasks[i].is_runnable() {
+                    return false;
+                }
+            }
+        }
+        let Some(src) = self.user(c, ptr, len, REGION_READ) else {
+            return false;
+        };
+        let (rep, cap) = (
+            self.tasks[t].save.arg(3),
+            self.tasks[t].save.arg(4).min(abi::MAX_MESSAGE),
+        );
+        let n = len.min(cap);
+        let Some(dst) = self.user(t, rep, n, REGION_READ | REGION_WRITE) else {
+            return false;
+        };
+        let Some(buf_pa) = self.user(c, buf, buf_len, REGION_READ | REGION_WRITE) else {
+            return false;
+        };
+        // SAFETY: checked ranges in the two tasks' regions, as in `reply_to`.
+        unsafe { copy_bytes(src, dst, n) };
+        let ts = &mut self.tasks[t].save;
+        ts.set_ret(0, code);
+        ts.set_ret(1, len);
+        // The client (in `InReply`) and the server (running, then in an
+        // open receive) are in no `senders` set.
+        self.tasks[t].state = TaskState::Runnable;
+        let sv = &mut self.tasks[c];
+        sv.recv_buf = buf_pa;
+        sv.recv_len = buf_len;
+        sv.notification_mask = mask;
+        sv.state = TaskState::InRecv(None);
+        self.current = t;
+        true
     }
 
     fn dispatch<P: Platform>(&mut self, p: &mut P, c: usize, s: Sysnum) -> Result<(), Fault> {
@@ -596,7 +753,10 @@ impl<'t> Kernel<'t> {
     /// Copies sender `s`'s message into receiver `r`'s buffer and completes
     /// `r`'s receive. `r` is in `recv`; `s` is runnable or in `InSend(r)`.
     /// `msg_pa`: the sender's message, if the caller already checked it.
-    #[inline(always)]
+    /// Out of line: the common delivery is `send_fast`'s; the five callers
+    /// here (a send that is not fast, a receive finding a queued sender)
+    /// share one copy.
+    #[inline(never)]
     fn deliver(&mut self, s: usize, r: usize, msg_pa: Option<usize>) {
         let ss = &self.tasks[s].save;
         let (msg, msg_len, op, rep_cap, nleases) = (
@@ -624,13 +784,7 @@ impl<'t> Kernel<'t> {
             unsafe { copy_bytes(src, self.tasks[r].recv_buf, n) };
         }
         let sid = self.id_of(s);
-        let rs = &mut self.tasks[r].save;
-        rs.set_ret(0, RC_OK as usize);
-        rs.set_ret(1, sid.0 as usize);
-        rs.set_ret(2, op as usize);
-        rs.set_ret(3, msg_len);
-        rs.set_ret(4, rep_cap);
-        rs.set_ret(5, nleases);
+        recv_returns(&mut self.tasks[r].save, sid, op, msg_len, rep_cap, nleases);
         self.wake(r);
         let rid = self.id_of(r);
         if msg_pa.is_some() {
@@ -1259,6 +1413,25 @@ unsafe fn copy_bytes(src: usize, dst: usize, n: usize) {
         unsafe { *((dst + i) as *mut u8) = *((src + i) as *const u8) };
         i += 1;
     }
+}
+
+/// What a receive returns for a message (x0..x5): OK, the sender, the
+/// operation, the length as sent, the reply capacity, the lease count.
+#[inline(always)]
+fn recv_returns(
+    rs: &mut crate::task::SavedState,
+    sender: TaskId,
+    op: u16,
+    msg_len: usize,
+    rep_cap: usize,
+    nleases: usize,
+) {
+    rs.set_ret(0, RC_OK as usize);
+    rs.set_ret(1, sender.0 as usize);
+    rs.set_ret(2, op as usize);
+    rs.set_ret(3, msg_len);
+    rs.set_ret(4, rep_cap);
+    rs.set_ret(5, nleases);
 }
 
 /// A fault of the calling task: its kind and detail.

@@ -417,8 +417,11 @@ pub struct Machine {
     ticks_per_ms: u64,
     /// The task whose FP/SIMD state is in the registers (null: none).
     fp_owner: *mut SavedState,
-    /// Current CPTR_EL2 value, to skip redundant writes.
-    cptr: u64,
+    /// Whether CPTR_EL2 currently lets EL0 use FP/SIMD (else it traps):
+    /// true only while `fp_owner` runs. A flag rather than the register
+    /// value so the switch test is one compare with `fp_owner` and one
+    /// with this.
+    fp_enabled: bool,
     /// The static task table and each task's trace ring (same index), for
     /// printing rings when a task faults or the kernel stops.
     task_descs: &'static [crate::config::TaskDesc],
@@ -594,7 +597,7 @@ pub unsafe fn start(
         timer_intid: board.timer_intid,
         ticks_per_ms: (CNTFRQ_EL0.get() / 1000).max(1),
         fp_owner: core::ptr::null_mut(),
-        cptr: CPTR_FP_TRAP_EL0,
+        fp_enabled: false,
         task_descs: cfg.tasks,
         trace_rings: cfg.trace_rings,
     };
@@ -761,18 +764,19 @@ fn run_next(k: &mut Kernel<'static>, m: &mut Machine) -> *mut SavedState {
     if !k.tasks[k.current].is_runnable() {
         wait_for_runnable(k, m);
     }
+    install(k, m)
+}
+
+/// Installs `k.current` (runnable) on the CPU: the FP trap setting and its
+/// translation table; returns its SavedState pointer for `__resume_task`.
+#[inline(always)]
+fn install(k: &mut Kernel<'static>, m: &mut Machine) -> *mut SavedState {
     let t = &mut k.tasks[k.current];
     let p = &mut t.save as *mut SavedState;
-    let cptr = if core::ptr::eq(m.fp_owner, p) {
-        CPTR_FP_ON
-    } else {
-        CPTR_FP_TRAP_EL0
-    };
-    if cptr != m.cptr {
-        // SAFETY: FP is enabled at EL0 only for the task whose state is in
-        // the registers (`fp_owner`).
-        unsafe { sysreg::set_cptr_el2(cptr) };
-        m.cptr = cptr;
+    // The usual case on the IPC path: neither task uses FP, so FP stays
+    // trapped and nothing is written.
+    if core::ptr::eq(m.fp_owner, p) || m.fp_enabled {
+        set_fp_enabled(m, core::ptr::eq(m.fp_owner, p));
     }
     // SAFETY: `ttbr0` is the task's table built at boot (it maps the kernel
     // exactly as the kernel map does, with the task's own ASID); `p` is the
@@ -784,6 +788,19 @@ fn run_next(k: &mut Kernel<'static>, m: &mut Machine) -> *mut SavedState {
         sysreg::set_ttbr0_el2(t.ttbr0);
     }
     p
+}
+
+/// Lets EL0 use FP/SIMD (`on`) or traps it, writing CPTR_EL2 only on a
+/// change.
+#[inline(never)]
+fn set_fp_enabled(m: &mut Machine, on: bool) {
+    if on != m.fp_enabled {
+        let cptr = if on { CPTR_FP_ON } else { CPTR_FP_TRAP_EL0 };
+        // SAFETY: FP is enabled at EL0 only for the task whose state is in
+        // the registers (`fp_owner`, the caller's test).
+        unsafe { sysreg::set_cptr_el2(cptr) };
+        m.fp_enabled = on;
+    }
 }
 
 /// Until some task is runnable: schedule, and if nothing can run, wait
@@ -810,7 +827,7 @@ fn fp_switch(k: &mut Kernel<'static>, m: &mut Machine) {
     // SAFETY: the registers are about to hold this task's state; until the
     // swap below completes only the kernel runs.
     unsafe { sysreg::set_cptr_el2(CPTR_FP_ON) };
-    m.cptr = CPTR_FP_ON;
+    m.fp_enabled = true;
     isb();
     // SAFETY: both pointers name SavedState records in the static task
     // table; the layout matches the offsets the routines use (asserted
@@ -836,6 +853,13 @@ fn handle_irqs(k: &mut Kernel<'static>, m: &mut Machine) {
     k.schedule(m);
 }
 
+/// The scheduler after a task fault or an SError, out of line: not the
+/// IPC path, and one copy of the (inlined) scheduler for both.
+#[inline(never)]
+fn schedule_after_fault(k: &mut Kernel<'static>, m: &mut Machine) {
+    k.schedule(m);
+}
+
 /// Called from `el0_entry` with the task's registers saved.
 #[no_mangle]
 extern "C" fn el0_exception(kind: u64) -> ! {
@@ -850,7 +874,12 @@ extern "C" fn el0_exception(kind: u64) -> ! {
         let c = k.current;
         // SVC from AArch64 first: the IPC path.
         if ec == 0x15 {
-            k.syscall(m);
+            if k.syscall(m) {
+                // An IPC fast path chose a runnable task: no runnable test.
+                let next = install(k, m);
+                // SAFETY: as below.
+                unsafe { asm!("mov x0, {}", "b __resume_task", in(reg) next, options(noreturn)) }
+            }
         } else if ec == 0x07 {
             // FP/SIMD access trapped by CPTR_EL2: lazy switch.
             fp_switch(k, m);
@@ -863,12 +892,14 @@ extern "C" fn el0_exception(kind: u64) -> ! {
                 _ => (abi::FaultKind::IllegalInstruction, esr as usize),
             };
             k.fault(m, c, kind, detail);
-            k.schedule(m);
+            // One scheduler call for this and the SError below: it is
+            // inlined, so each call site is a copy of it.
+            schedule_after_fault(k, m);
         }
     } else {
         // SError from EL0: the core decides whom it is charged to.
         k.serror(m, ESR_EL2.get() as usize);
-        k.schedule(m);
+        schedule_after_fault(k, m);
     }
     let next = run_next(k, m);
     // SAFETY: `next` is the SavedState of the task whose table `run_next`
