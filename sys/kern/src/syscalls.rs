@@ -529,7 +529,7 @@ impl<'t> Kernel<'t> {
                 }
                 let (id, pa, len) = (TaskId(a(self, 0) as u32), a(self, 1), a(self, 2));
                 let owned = match self.live_index(id)? {
-                    Some(t) => vm_owns(&self.tasks, t, pa, len),
+                    Some(t) => vm_owns(self.tasks, t, pa, len),
                     None => false,
                 };
                 let s = &mut self.tasks[c].save;
