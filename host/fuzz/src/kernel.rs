@@ -960,9 +960,9 @@ fn choose_event(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
 }
 
 /// A well-formed IPC call, as servers and clients make them: answer a
-/// waiting client and receive again, receive, or send to a slot without
-/// leases — the calls the IPC fast paths take when the peer is ready —
-/// with buffers of any length in the caller's memory.
+/// waiting client and receive again, receive, or send to a slot with up
+/// to `MAX_LEASES` leases — the calls the IPC fast paths take when the
+/// peer is ready — with buffers of any length in the caller's memory.
 fn ipc_call(k: &Kernel, r: &mut Rng) -> Event {
     let me = k.id_of(k.current);
     let mut a = [0usize; 8];
@@ -989,6 +989,9 @@ fn ipc_call(k: &Kernel, r: &mut Rng) -> Event {
             a[0] = t | (r.below(4) as usize) << 32;
             (a[1], a[2]) = good_range(r);
             (a[3], a[4]) = good_range(r);
+            let nl = r.below(MAX_LEASES as u64 + 1) as usize;
+            a[5] = put_leases(k, r, nl);
+            a[6] = nl;
             Event::Syscall(Sysnum::Send as u32, a)
         }
     }
@@ -1248,8 +1251,7 @@ fn random_call(k: &Kernel, p: &FuzzPlatform, r: &mut Rng) -> Event {
             a[0] = tid(r) | (r.below(1 << 16) as usize) << 32;
             (a[1], a[2]) = rg(r);
             (a[3], a[4]) = rg(r);
-            // No leases half the time: the common message, and the only
-            // kind the send fast path takes.
+            // No leases half the time: the common message.
             let nl = if r.below(2) == 0 {
                 0
             } else {

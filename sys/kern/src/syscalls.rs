@@ -196,21 +196,50 @@ impl<'t> Kernel<'t> {
     /// (the caller may skip its runnable test).
     #[inline(always)]
     pub fn syscall<P: Platform>(&mut self, p: &mut P) -> bool {
+        if self.ipc_fast(p) {
+            return true;
+        }
         let c = self.current;
+        self.syscall_general(p, c);
+        false
+    }
+
+    /// The IPC fast paths alone: true if one handled the current task's
+    /// call (`self.current` is then the runnable task to run, chosen
+    /// without the scheduler); false, with nothing changed, otherwise.
+    /// The AArch64 entry code sends `send` and `reply_recv` here first.
+    #[inline(always)]
+    pub fn ipc_fast<P: Platform>(&mut self, p: &mut P) -> bool {
+        if !p.ipc_fast_paths() {
+            return false;
+        }
+        let c = self.current;
+        let num = self.tasks[c].save.sysnum();
+        let fast = if num == Sysnum::Send as u32 {
+            self.send_fast(c)
+        } else if num == Sysnum::ReplyRecv as u32 {
+            self.reply_recv_fast(c)
+        } else {
+            false
+        };
+        if fast {
+            p.ipc_fast_path_taken();
+        }
+        fast
+    }
+
+    /// Task `c`'s system call by the general paths (any call; the fast
+    /// paths are only a shortcut for some), then the scheduler. Out of
+    /// line: one copy, and the exception handlers that call it do not
+    /// carry its register saves.
+    #[inline(never)]
+    pub fn syscall_general<P: Platform>(&mut self, p: &mut P, c: usize) {
         let num = self.tasks[c].save.sysnum();
         // The IPC calls first, by compare and branch: cheaper than the jump
         // table of `dispatch` on the path every message takes.
         let r = if num == Sysnum::Send as u32 {
-            if p.ipc_fast_paths() && self.send_fast(c) {
-                p.ipc_fast_path_taken();
-                return true;
-            }
             self.send(c)
         } else if num == Sysnum::ReplyRecv as u32 {
-            if p.ipc_fast_paths() && self.reply_recv_fast(c) {
-                p.ipc_fast_path_taken();
-                return true;
-            }
             self.reply_recv(p, c)
         } else if num == Sysnum::Recv as u32 {
             self.recv(c)
@@ -226,15 +255,15 @@ impl<'t> Kernel<'t> {
             self.fault(p, c, kind, detail);
         }
         self.schedule(p);
-        false
     }
 
     /// The fast path of `send` (seL4's "fastpath" idea): the common case —
-    /// no leases, a live target waiting in a receive this sender may
-    /// satisfy, of priority at least the sender's, so it runs next — done
-    /// with every check of [`Kernel::send`] and [`Kernel::deliver`] (task
-    /// slot, message range with the CSDB clamp, length bound, generation,
-    /// receiver state) but without the general bookkeeping: no `senders`
+    /// a live target waiting in a receive this sender may satisfy, of
+    /// priority at least the sender's, so it runs next — done with every
+    /// check of [`Kernel::send`] and [`Kernel::deliver`] (task slot,
+    /// message range with the CSDB clamp, length bound, lease count and
+    /// lease table range, generation, receiver state) but without the
+    /// general bookkeeping: no `senders`
     /// set changes (neither task is in one), no `Woken` record and no
     /// scheduler run (the receiver is the best runnable task: the sender
     /// was, and the receiver is at least as urgent).
@@ -249,7 +278,7 @@ impl<'t> Kernel<'t> {
         let (msg, msg_len, nleases) = (s.arg(1), s.arg(2), s.arg(6));
         let t = target.index();
         if self.woken != Woken::None
-            || nleases != 0
+            || nleases > MAX_LEASES
             || msg_len > abi::MAX_MESSAGE
             || t >= self.tasks.len()
             || self.tasks[c].slot_mask & (1 << t) == 0
@@ -270,6 +299,13 @@ impl<'t> Kernel<'t> {
         let Some(src) = self.user(c, msg, msg_len, REGION_READ) else {
             return false;
         };
+        // The lease table, as `send` checks it (the leases themselves are
+        // checked against the lender's memory at each borrow).
+        let leases = self.tasks[c].save.arg(5);
+        let table = nleases * core::mem::size_of::<LeaseDesc>();
+        if self.user(c, leases, table, REGION_READ).is_none() {
+            return false;
+        }
         let n = msg_len.min(self.tasks[t].recv_len);
         // SAFETY: as in `deliver`: `src` was checked now, the receiver's
         // buffer when it called recv; distinct tasks' writable regions do
@@ -277,7 +313,7 @@ impl<'t> Kernel<'t> {
         unsafe { copy_bytes(src, self.tasks[t].recv_buf, n) };
         let op = (self.tasks[c].save.arg(0) >> 32) as u16;
         let rep_cap = self.tasks[c].save.arg(4);
-        recv_returns(&mut self.tasks[t].save, me, op, msg_len, rep_cap, 0);
+        recv_returns(&mut self.tasks[t].save, me, op, msg_len, rep_cap, nleases);
         // Neither task is in a `senders` set (the receiver is in recv, the
         // sender running): plain state writes keep the sets right.
         self.tasks[t].state = TaskState::Runnable;

@@ -265,7 +265,19 @@ global_asm!(
     // afresh at the top each time.
     "    ldr  x1, =__kernel_stack_top",
     "    mov  sp, x1",
-    "    b    el0_exception",
+    // `send` and `reply_recv` to the IPC entry, which tries the fast
+    // paths; everything else to `el0_exception`. x8 (the task's, the
+    // system-call number if this is an SVC) is tested first, so other
+    // entries pay two compares; then the exception class and the kind.
+    "    cmp  w8, #{send}",
+    "    ccmp w8, #{reply_recv}, #4, ne",
+    "    b.ne 1f",
+    "    mrs  x1, esr_el2",
+    "    lsr  x1, x1, #26",
+    "    cmp  x1, #0x15",
+    "    ccmp x0, #0, #0, eq",
+    "    b.eq el0_ipc",
+    "1:  b    el0_exception",
     // x0 = the SavedState of the task to run, whose table is installed.
     // SP is left pointing at it for the next exception from EL0.
     ".global __resume_task",
@@ -328,6 +340,8 @@ global_asm!(
     "    mrs  x3, far_el2",
     "    b    kernel_exception",
     ".ltorg",
+    send = const abi::Sysnum::Send as u32,
+    reply_recv = const abi::Sysnum::ReplyRecv as u32,
 );
 
 // Probes for the boot self-check of the kernel's memory protection
@@ -860,6 +874,26 @@ fn schedule_after_fault(k: &mut Kernel<'static>, m: &mut Machine) {
     k.schedule(m);
 }
 
+/// Called from `el0_entry` for `send` and `reply_recv`, with the task's
+/// registers saved: the IPC fast paths, else the general path. A function
+/// of its own so that only these calls carry the fast paths' register
+/// saves (the other entries keep `el0_exception`'s few).
+#[no_mangle]
+extern "C" fn el0_ipc() -> ! {
+    // SAFETY: as in `el0_exception`.
+    let (k, m) = unsafe { globals() };
+    let next = if k.ipc_fast(m) {
+        // A fast path chose a runnable task: no runnable test.
+        install(k, m)
+    } else {
+        let c = k.current;
+        k.syscall_general(m, c);
+        run_next(k, m)
+    };
+    // SAFETY: as in `el0_exception`.
+    unsafe { asm!("mov x0, {}", "b __resume_task", in(reg) next, options(noreturn)) }
+}
+
 /// Called from `el0_entry` with the task's registers saved.
 #[no_mangle]
 extern "C" fn el0_exception(kind: u64) -> ! {
@@ -872,14 +906,9 @@ extern "C" fn el0_exception(kind: u64) -> ! {
         let esr = ESR_EL2.get();
         let ec = (esr >> 26) & 0x3f;
         let c = k.current;
-        // SVC from AArch64 first: the IPC path.
+        // SVC from AArch64 (but `send` and `reply_recv`: `el0_ipc`).
         if ec == 0x15 {
-            if k.syscall(m) {
-                // An IPC fast path chose a runnable task: no runnable test.
-                let next = install(k, m);
-                // SAFETY: as below.
-                unsafe { asm!("mov x0, {}", "b __resume_task", in(reg) next, options(noreturn)) }
-            }
+            k.syscall_general(m, c);
         } else if ec == 0x07 {
             // FP/SIMD access trapped by CPTR_EL2: lazy switch.
             fp_switch(k, m);
