@@ -344,6 +344,18 @@ impl World {
                 }
             }
         }
+        // The "device registers" behind register windows start at zero in
+        // every machine, as after a device reset: a machine is a function
+        // of its seed alone (the fast-path differential runs one seed
+        // twice on the same world).
+        for w in self.descs.iter().flat_map(|d| d.reg_windows) {
+            for &off in w.offsets {
+                // SAFETY: `base + off` is one of the four leaked words of
+                // this world's window (`World::new`), aligned, and no
+                // machine runs meanwhile.
+                unsafe { std::ptr::write_volatile((w.base + off as usize) as *mut u32, 0) };
+            }
+        }
     }
 
     /// Task `t`'s writable memory (stack, data, mem), appended to `out`.

@@ -51,6 +51,9 @@ pub const TARGETS: &[Target] = &[
 
 /// The name of the system-call fuzzer over the kernel's core ([`kernel`]).
 pub const KERNEL_TARGET: &str = "kernel";
+/// The kernel's IPC fast paths against its general paths
+/// (`kernel::differential`): seeds in turn until the time is up.
+pub const KERNEL_FAST_PATHS_TARGET: &str = "kernel-fast-paths";
 
 pub fn target(name: &str) -> Option<&'static Target> {
     TARGETS.iter().find(|t| t.name == name)
