@@ -589,10 +589,13 @@ pub fn stall() -> PrqRig {
     })
 }
 
-/// An owner that dies holding a delivered and a queued group: prq-server
-/// notices by pull (the kernel reports the task with a new generation),
-/// answers both InvalidRequest once, drops its routes (a later request is
-/// answered at once), and the new incarnation of the VM sees none of it.
+/// An owner restarted directly (task control: no fault, so no death in
+/// the supervisor's log) holding a delivered and a queued group:
+/// prq-server notices when the new incarnation first calls it (the kernel
+/// stamps the caller's id, its generation newer than the owner's;
+/// `Prq::seen_alive`), answers both InvalidRequest once, drops its routes
+/// (a later request is answered at once), and the new incarnation of the
+/// VM sees none of it.
 pub fn owner_died() -> PrqRig {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
@@ -647,6 +650,116 @@ pub fn owner_died() -> PrqRig {
             ok.end()
         })
         .task_control()
+}
+
+/// An owner that faults holding a delivered and a queued group: the
+/// supervisor logs the death and posts its watchers — here prq-server
+/// alone (iommu-server's reclaim would drain the stream and answer the
+/// groups too) — and prq-server pulls the log (`next_death`) and answers
+/// both InvalidRequest once at the device. Nothing else tells it: after
+/// the death no PRI or event interrupt reaches it and no VM calls it (the
+/// VM's next incarnation never does); `harness_prq_owner_died_pushed`
+/// checks that in the trace.
+pub fn owner_died_pushed() -> PrqRig {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let runs = Arc::new(AtomicU32::new(0));
+    PrqRig::new(SmmuConfig::new())
+        .death_watchers(&["prq-server"])
+        .vm("vm1", &[SID_A], move |vm: PrqVm| {
+            if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                let mut ok = Checks(true);
+                fault_domain(&vm, &mut ok, SID_A, true);
+                vm.group(SID_A, None, 1, 1);
+                let (recs, _) = vm.fetch();
+                ok.that("delivered", recs.len() == 1, &recs);
+                vm.group(SID_A, None, 2, 1);
+                // Group 2 queued, and the device's interrupts delivered
+                // before dying: after the death prq-server must hear of
+                // nothing but the death.
+                let held = vm.wait_until(|| {
+                    vm.prq
+                        .stats()
+                        .is_ok_and(|s| s.queued_groups == 1 && s.delivered_groups == 1)
+                });
+                ok.that("one delivered, one queued", held, vm.prq.stats());
+                userlib::sleep_for(5, 1 << 30);
+                if !ok.0 {
+                    ok.end()
+                }
+                userlib::sys_panic(b"vm1 dies holding a delivered and a queued group")
+            }
+            // The next incarnation never calls prq-server.
+            loop {
+                userlib::sys_recv_notification(0);
+            }
+        })
+        .vm("vm2", &[SID_B], move |vm: PrqVm| {
+            let mut ok = Checks(true);
+            let g1 = vm.wait_answer(SID_A, None, 1, 1);
+            let g2 = vm.wait_answer(SID_A, None, 2, 1);
+            ok.that(
+                "both groups: InvalidRequest once",
+                g1 == [INVALID] && g2 == [INVALID],
+                (g1, g2),
+            );
+            ok.end()
+        })
+}
+
+/// Fault rounds in [`owners_at_rest`].
+pub const REST_ROUNDS: u16 = 8;
+
+/// `owners` VMs, each with a fault-capable stream attached (so prq-server
+/// holds a route and an owner entry for each); all but the first then
+/// rest. The first, once every one is attached, logs `faults: begin`,
+/// raises [`REST_ROUNDS`] single-page groups one by one (fetch, respond
+/// Success, wait for the device's answer) and logs `faults: end`.
+/// `harness_prq_per_fault_cost_does_not_grow_with_owners` counts what
+/// prq-server does between the two lines.
+pub fn owners_at_rest(owners: usize) -> PrqRig {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let attached = Arc::new(AtomicUsize::new(0));
+    let sid = |k: usize| 0x30 + k as u32;
+    let a = attached.clone();
+    let mut rig = PrqRig::new(SmmuConfig::new()).vm("vm", &[sid(0)], move |vm: PrqVm| {
+        let mut ok = Checks(true);
+        fault_domain(&vm, &mut ok, sid(0), true);
+        a.fetch_add(1, Ordering::SeqCst);
+        ok.that(
+            "every owner attached",
+            vm.wait_until(|| a.load(Ordering::SeqCst) == owners),
+            a.load(Ordering::SeqCst),
+        );
+        log!("faults: begin");
+        for g in 1..=REST_ROUNDS {
+            vm.group(sid(0), None, g, 1);
+            let (recs, _) = vm.fetch();
+            let c = cookie_of(&recs, g);
+            let r = vm.respond(&[(c, FaultResponse::Success)]);
+            ok.that("respond", r.status == RespondStatus::Complete, r);
+            let got = vm.wait_answer(sid(0), None, g, 1);
+            ok.that("Success at the device", got == [SUCCESS], got);
+        }
+        log!("faults: end");
+        ok.end()
+    });
+    for k in 1..owners {
+        let a = attached.clone();
+        rig = rig.vm(&format!("rest{k}"), &[sid(k)], move |vm: PrqVm| {
+            let mut ok = Checks(true);
+            fault_domain(&vm, &mut ok, sid(k), true);
+            if !ok.0 {
+                ok.end()
+            }
+            a.fetch_add(1, Ordering::SeqCst);
+            loop {
+                userlib::sys_recv_notification(0);
+            }
+        });
+    }
+    rig
 }
 
 /// Groups in [`storm`].

@@ -339,6 +339,10 @@ pub struct Prq<
     /// Queued or delivered groups per task index (any generation): the
     /// owners' shares (`over_share`).
     held: [u32; TASKS],
+    /// Per task index, the newest generation seen + 1 (0: none): an owner
+    /// id or a caller of a newer generation says every older incarnation
+    /// of the task is dead (`seen_alive`).
+    newest: [u32; TASKS],
     /// Slots in state Handed, in hand-over order.
     handed: [u16; G],
     nhanded: usize,
@@ -482,6 +486,7 @@ impl<M: Mmio, Q: QueueMemory, const G: usize, const R: usize, const O: usize> Pr
             addr_of_mut!((*p).owner_at).write([0; TASKS]);
             addr_of_mut!((*p).nowners).write(0);
             addr_of_mut!((*p).held).write([0; TASKS]);
+            addr_of_mut!((*p).newest).write([0; TASKS]);
             fill(addr_of_mut!((*p).handed) as *mut u16, G, |_| 0);
             addr_of_mut!((*p).nhanded).write(0);
             fill(addr_of_mut!((*p).resp_ring) as *mut u16, G, |_| 0);
@@ -531,6 +536,7 @@ impl<M: Mmio, Q: QueueMemory, const G: usize, const R: usize, const O: usize> Pr
                 owner_at: _,
                 nowners: _,
                 held: _,
+                newest: _,
                 handed: _,
                 nhanded: _,
                 resp_ring: _,
@@ -660,6 +666,11 @@ impl<M: Mmio, Q: QueueMemory, const G: usize, const R: usize, const O: usize> Pr
             });
             if let Some(r) = self.routes[k] {
                 self.route_link(k, r.sid, r.pasid);
+                let t = r.owner.index();
+                if t < TASKS {
+                    let g = r.owner.generation().0 + 1;
+                    self.newest[t] = self.newest[t].max(g);
+                }
             }
         }
         let h = self.mem.read64(JOURNAL_OFF + 8);
@@ -1223,6 +1234,7 @@ impl<M: Mmio, Q: QueueMemory, const G: usize, const R: usize, const O: usize> Pr
     /// Moves whole groups from `caller`'s queue into `out` and marks them
     /// delivered. Returns (records, lost since the last fetch).
     pub fn fetch_faults(&mut self, caller: TaskId, out: &mut [FaultOut]) -> (usize, u32) {
+        self.seen_alive(caller);
         self.intake();
         let inc = self.incarnation;
         let Some(k) = self.owner_index(caller.index()) else {
@@ -1290,6 +1302,7 @@ impl<M: Mmio, Q: QueueMemory, const G: usize, const R: usize, const O: usize> Pr
     /// Answers delivered groups by cookie, in order. Returns how many were
     /// accepted and why it stopped.
     pub fn respond(&mut self, caller: TaskId, entries: &[(u64, Resp)]) -> (u32, RespondStop) {
+        self.seen_alive(caller);
         for (n, &(cookie, resp)) in entries.iter().enumerate() {
             if resp == Resp::Failure {
                 trace!(Ev::RespondRefused, cookie, 2);
@@ -1306,6 +1319,7 @@ impl<M: Mmio, Q: QueueMemory, const G: usize, const R: usize, const O: usize> Pr
 
     /// Moves `caller`'s (a VM's) event records into `out`.
     pub fn fetch_events(&mut self, caller: TaskId, out: &mut [EventRec]) -> (usize, u32) {
+        self.seen_alive(caller);
         self.intake();
         let Some(o) = self.owner_mut(caller.index(), false) else {
             return (0, 0);
@@ -1378,6 +1392,7 @@ impl<M: Mmio, Q: QueueMemory, const G: usize, const R: usize, const O: usize> Pr
         owner: TaskId,
         fault_capable: bool,
     ) -> Result<(), TablesFull> {
+        self.seen_alive(owner);
         self.intake();
         let existing = self.route_index(sid, pasid);
         if existing.is_some() {
@@ -1584,6 +1599,37 @@ impl<M: Mmio, Q: QueueMemory, const G: usize, const R: usize, const O: usize> Pr
         self.take_seq
     }
 
+    /// `id` is a live incarnation (a caller: the kernel stamps its id; or
+    /// an owner iommu-server routes to). The first time a generation of
+    /// a task index is newer than every one seen, each older incarnation
+    /// prq-server holds something for is dead (generations only grow):
+    /// `owner_died` of each. That catches a task restarted without a
+    /// death in the supervisor's log (task control used directly) and a
+    /// death not yet pulled. O(1) per call; the walk runs once per new
+    /// incarnation, not per fault.
+    pub fn seen_alive(&mut self, id: TaskId) {
+        let t = id.index();
+        if t >= TASKS {
+            return;
+        }
+        let g = id.generation().0 + 1;
+        let prev = self.newest[t];
+        if g <= prev {
+            return;
+        }
+        self.newest[t] = g;
+        if prev == 0 {
+            return;
+        }
+        let mut ids = [TaskId(0); MAX_ROUTES];
+        let n = self.owner_ids(&mut ids);
+        for &old in &ids[..n] {
+            if old.index() == t && old.generation() < id.generation() {
+                self.owner_died(old);
+            }
+        }
+    }
+
     /// The VM task `vm` (this incarnation of it: index and generation)
     /// went away: its routes removed, its groups answered INVALID, its
     /// partial groups orphaned, its events dropped. A later incarnation's
@@ -1624,9 +1670,28 @@ impl<M: Mmio, Q: QueueMemory, const G: usize, const R: usize, const O: usize> Pr
             }
         }
         if let Some(k) = self.owner_index(task) {
-            self.owners[k] = Owner::EMPTY;
-            self.owner_at[task] = 0;
-            self.nowners -= 1;
+            // The entry is the task index's, not the incarnation's: a later
+            // incarnation's groups may be queued in it (a death learnt late,
+            // or replayed after a restart of this server) and its routes
+            // use it. Then it stays (their queue and `lost` counts), only
+            // the events go; otherwise it is freed, and nothing is owed to
+            // the task index any more (no post to it).
+            let later = self.owners[k].len > 0
+                || self
+                    .routes
+                    .iter()
+                    .flatten()
+                    .any(|r| r.owner.index() == task);
+            if later {
+                let o = &mut self.owners[k];
+                o.ehead = 0;
+                o.elen = 0;
+            } else {
+                self.owners[k] = Owner::EMPTY;
+                self.owner_at[task] = 0;
+                self.nowners -= 1;
+                self.notify_owners &= !(1 << (task % 64));
+            }
         }
         trace!(Ev::OwnerDied, task, n);
         n

@@ -1051,12 +1051,13 @@ fn versions() {
 
 #[test]
 fn death_watchers_are_the_supervisors_posts_by_name() {
-    // The demo: the supervisor posts iommu-server, pci-server and both
-    // frontends; the generated list names exactly those, in that order.
+    // The demo: the supervisor posts iommu-server, prq-server, pci-server
+    // and both frontends; the generated list names exactly those, in that
+    // order.
     let a = check(include_str!("../../../app.toml")).unwrap();
     let src = dist_source(&a);
     assert!(
-        src.contains("pub const DEATH_WATCHERS: &[&str] = &[\"iommu-server\", \"pci-server\", \"vmm-frontend-a\", \"vmm-frontend-b\"];"),
+        src.contains("pub const DEATH_WATCHERS: &[&str] = &[\"iommu-server\", \"prq-server\", \"pci-server\", \"vmm-frontend-a\", \"vmm-frontend-b\"];"),
         "{src}"
     );
     // A frontend of any name is a watcher when the supervisor may post it.
