@@ -187,12 +187,7 @@ fn another_tasks_or_a_forged_cookie_is_refused_and_changes_nothing() {
     p.fetch_faults(VM, &mut out);
     let c = out[0].cookie;
     let other = TaskId::new(5, Generation(0));
-    for (who, cookie) in [
-        (other, c),
-        (VM, c + (1 << 16)),
-        (VM, c ^ 1),
-        (VM, 0),
-    ] {
+    for (who, cookie) in [(other, c), (VM, c + (1 << 16)), (VM, c ^ 1), (VM, 0)] {
         assert_eq!(
             p.respond(who, &[(cookie, Resp::Success)]),
             (0, RespondStop::UnknownCookie)
