@@ -486,3 +486,24 @@ fn a_large_instance_keeps_interleaved_groups_apart_and_answers_each_once() {
         (0, RespondStop::UnknownCookie)
     );
 }
+
+/// A death learnt late or replayed (a restarted prq-server reads the
+/// supervisor's log from its start) is generation-exact: the owner entry
+/// is the task index's, and a later incarnation's queued group in it
+/// stays, fetchable by that incarnation.
+#[test]
+fn a_replayed_death_leaves_the_next_incarnations_groups() {
+    let r = Rig::new();
+    let mut p = r.prq();
+    let next = TaskId::new(4, Generation(1));
+    p.set_route(0x10, 0, VM, true).unwrap();
+    // iommu-server routes the stream to the next incarnation.
+    p.set_route(0x10, 0, next, true).unwrap();
+    r.raise(0x10, 1, 0x1000, true);
+    p.intake();
+    assert_eq!(p.stats().queued_groups, 1);
+    assert_eq!(p.owner_died(VM), 0);
+    let mut out = empty_out();
+    assert_eq!(p.fetch_faults(next, &mut out).0, 1);
+    assert_eq!(p.respond(next, &[(out[0].cookie, Resp::Success)]).0, 1);
+}
