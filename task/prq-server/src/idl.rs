@@ -243,7 +243,7 @@ impl<M: Mmio, Q: QueueMemory> api::PrqServer for IdlPrq<'_, '_, M, Q> {
     fn handle_notification(&mut self, bits: u32) {
         // Deaths first: a group read below finds the dead owner's routes
         // gone (answered at once, nothing posted to it).
-        if bits & self.roles.death_bit != 0 && self.roles.death_bit != 0 {
+        if bits & self.roles.death_bit != 0 {
             self.pull_all_deaths();
         }
         self.prq.intake();
