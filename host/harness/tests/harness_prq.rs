@@ -130,6 +130,38 @@ fn harness_prq_owner_died_pushed() {
     }
 }
 
+/// The death log overflows while prq-server is down
+/// (`death_log_overflow_while_down`): back, it pulls `Overflowed`, walks
+/// once over its owners with the supervisor's `current_task`, and the dead
+/// owner's route is gone (a group on its stream answered at once). The
+/// trace shows the walk ran: prq-server asked `current_task`. (The group
+/// would stay queued for the dead incarnation without the walk: nothing
+/// else tells prq-server of that death.)
+#[test]
+fn harness_prq_death_log_overflow_while_down() {
+    use harness::trace::What;
+    for seed in 0..6 {
+        let run = s::death_log_overflow_while_down(seed);
+        let t = &run.report.trace;
+        let routed = t
+            .events
+            .iter()
+            .find(|e| matches!(&e.what, What::Log { text } if text.contains("vm1: routed")))
+            .map(|e| e.step);
+        assert!(
+            routed.is_some_and(|st| st < s::PRQ_KILL_STEPS.0),
+            "seed {seed}: vm1 routed at step {routed:?}, after the kills"
+        );
+        run.check();
+        // The supervisor's messages are not decoded in these rigs: by number.
+        let current_task = supervisor_api::SupervisorOp::CurrentTask as u16;
+        let asked = t.messages().iter().any(|(from, to, op)| {
+            from == "prq-server" && to == "supervisor" && *op == current_task
+        });
+        assert!(asked, "seed {seed}: prq-server never resynced");
+    }
+}
+
 /// What prq-server does per fault does not depend on how many owners it
 /// holds: the same fault rounds with 1 and with 4 VMs holding routes
 /// (`owners_at_rest`) give, between `faults: begin` and `faults: end`,
