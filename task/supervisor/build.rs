@@ -8,7 +8,7 @@ fn main() {
     // post one of them simply has no such watcher.
     build_util::app_config(&[(
         "DEATH_WATCHERS",
-        "pub const DEATH_WATCHERS: &[&str] = &[\"iommu-server\", \"pci-server\", \"vmm-frontend\", \
+        "pub const DEATH_WATCHERS: &[&str] = &[\"iommu-server\", \"pci-server\", \"prq-server\", \"vmm-frontend\", \
          \"vmm-frontend-a\", \"vmm-frontend-b\", \"vmm-frontend-c\", \"vmm-frontend-d\", \
          \"vmm-frontend-e\"];\n",
     )]);

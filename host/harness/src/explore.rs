@@ -502,6 +502,12 @@ pub const TARGETS: &[Target] = &[
         run: |s| prq(ps::owner_died(), s),
     },
     Target {
+        name: "owner-died-pushed",
+        about: "a VM faulting holding a delivered and a queued group, prq-server the only death watcher: answered through the death log alone",
+        bound: (4, 100_000),
+        run: |s| prq(ps::owner_died_pushed(), s),
+    },
+    Target {
         name: "vm-killed",
         about: "a VM killed at a chosen step of its fault script (steps 1..=130); the rest stays exactly-once",
         bound: (3, 100_000),
@@ -509,7 +515,7 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         name: "vm-restarted",
-        about: "a VM restarted directly (task control, no death log: only prq-server's pull sees it) at a chosen step 1..=130 of its fault script",
+        about: "a VM restarted directly (task control, no death log: prq-server sees it at the new incarnation's first call) at a chosen step 1..=130 of its fault script",
         bound: (3, 100_000),
         run: |s| prq_kill(ps::fault_respond(), s, Action::restart("vm"), (1, 130)),
     },

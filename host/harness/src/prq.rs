@@ -408,6 +408,8 @@ pub struct PrqRig {
     vms: Vec<VmDef>,
     coherent: bool,
     cpu_hook: Option<fn(&CpuCache)>,
+    /// The tasks the supervisor posts when a task died.
+    watchers: Vec<String>,
     pub bus: Bus,
     pub log: Log,
 }
@@ -532,8 +534,18 @@ impl PrqRig {
             vms: Vec::new(),
             coherent: true,
             cpu_hook: None,
+            watchers: vec!["iommu-server".to_string(), "prq-server".to_string()],
             log: Log::default(),
         }
+    }
+
+    /// The death watchers the supervisor posts (app.toml: its `posts`;
+    /// iommu-server and prq-server unless set). A test that shows
+    /// prq-server's own reaction to a death leaves iommu-server out: its
+    /// reclaim drains the dead VM's stream and would answer the groups too.
+    pub fn death_watchers(mut self, names: &[&str]) -> Self {
+        self.watchers = names.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     /// Runs `f` on the machine's CPU cache before the run (a test hook:
@@ -674,10 +686,13 @@ impl PrqRig {
                 .unwrap_or_else(|e| panic!("PrqRig: RAM: {e}"));
         }
 
-        // The supervisor posts iommu-server when a task died (death log).
+        // The supervisor posts its death watchers when a task died (death
+        // log): iommu-server and prq-server, as in app.toml, unless the
+        // rig names others (`death_watchers`).
+        let watchers: Vec<&str> = self.watchers.iter().map(String::as_str).collect();
         let mut h = Harness::new(seed)
             .max_steps(200_000)
-            .supervisor_posts(&["iommu-server"]);
+            .supervisor_posts(&watchers);
         let post_names: Vec<&str> = names[first_vm - 1..].iter().map(String::as_str).collect();
         // prq-server.
         {
@@ -857,7 +872,8 @@ pub fn task(index: usize) -> TaskId {
 }
 
 /// prq-server's task in a rig: its queue region at [`PRQ_PA`], its two
-/// interrupts, posting `posts` (iommu-server and the VMs).
+/// interrupts, posting `posts` (iommu-server and the VMs), calling the
+/// supervisor (its death log, `next_death`).
 pub(crate) fn prq_server_task(
     entry: impl Fn() + Send + Sync + 'static,
     posts: &[&str],
@@ -870,6 +886,7 @@ pub(crate) fn prq_server_task(
             abi::REGION_READ | abi::REGION_WRITE | abi::REGION_DMA,
         )
         .posts(posts)
+        .slots(&["supervisor"])
         .irq(INTID_PRIQ, prq_server::PRIQ_BIT)
         .irq(INTID_EVENTQ, prq_server::EVTQ_BIT)
 }
@@ -891,6 +908,7 @@ pub(crate) fn serve_prq<M: Mmio, Q: QueueMemory>(
             evtq_bit: prq_server::EVTQ_BIT,
             owner_bit: prq_server::OWNER_BIT,
             iommu_bit: prq_server::IOMMU_BIT,
+            death_bit: prq_server::DEATH_BIT,
         },
     )
 }

@@ -589,10 +589,13 @@ pub fn stall() -> PrqRig {
     })
 }
 
-/// An owner that dies holding a delivered and a queued group: prq-server
-/// notices by pull (the kernel reports the task with a new generation),
-/// answers both InvalidRequest once, drops its routes (a later request is
-/// answered at once), and the new incarnation of the VM sees none of it.
+/// An owner restarted directly (task control: no fault, so no death in
+/// the supervisor's log) holding a delivered and a queued group:
+/// prq-server notices when the new incarnation first calls it (the kernel
+/// stamps the caller's id, its generation newer than the owner's;
+/// `Prq::seen_alive`), answers both InvalidRequest once, drops its routes
+/// (a later request is answered at once), and the new incarnation of the
+/// VM sees none of it.
 pub fn owner_died() -> PrqRig {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
@@ -647,6 +650,206 @@ pub fn owner_died() -> PrqRig {
             ok.end()
         })
         .task_control()
+}
+
+/// An owner that faults holding a delivered and a queued group: the
+/// supervisor logs the death and posts its watchers — here prq-server
+/// alone (iommu-server's reclaim would drain the stream and answer the
+/// groups too) — and prq-server pulls the log (`next_death`) and answers
+/// both InvalidRequest once at the device. Nothing else tells it: after
+/// the death no PRI or event interrupt reaches it and no VM calls it (the
+/// VM's next incarnation never does); `harness_prq_owner_died_pushed`
+/// checks that in the trace.
+pub fn owner_died_pushed() -> PrqRig {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let runs = Arc::new(AtomicU32::new(0));
+    PrqRig::new(SmmuConfig::new())
+        .death_watchers(&["prq-server"])
+        .vm("vm1", &[SID_A], move |vm: PrqVm| {
+            if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                let mut ok = Checks(true);
+                fault_domain(&vm, &mut ok, SID_A, true);
+                vm.group(SID_A, None, 1, 1);
+                let (recs, _) = vm.fetch();
+                ok.that("delivered", recs.len() == 1, &recs);
+                vm.group(SID_A, None, 2, 1);
+                // Group 2 queued, and the device's interrupts delivered
+                // before dying: after the death prq-server must hear of
+                // nothing but the death.
+                let held = vm.wait_until(|| {
+                    vm.prq
+                        .stats()
+                        .is_ok_and(|s| s.queued_groups == 1 && s.delivered_groups == 1)
+                });
+                ok.that("one delivered, one queued", held, vm.prq.stats());
+                userlib::sleep_for(5, 1 << 30);
+                if !ok.0 {
+                    ok.end()
+                }
+                userlib::sys_panic(b"vm1 dies holding a delivered and a queued group")
+            }
+            // The next incarnation never calls prq-server.
+            loop {
+                userlib::sys_recv_notification(0);
+            }
+        })
+        .vm("vm2", &[SID_B], move |vm: PrqVm| {
+            let mut ok = Checks(true);
+            let g1 = vm.wait_answer(SID_A, None, 1, 1);
+            let g2 = vm.wait_answer(SID_A, None, 2, 1);
+            ok.that(
+                "both groups: InvalidRequest once",
+                g1 == [INVALID] && g2 == [INVALID],
+                (g1, g2),
+            );
+            ok.end()
+        })
+}
+
+/// How long the supervisor holds prq-server down in
+/// [`death_log_overflow_while_down`] (virtual ms).
+pub const PRQ_DOWN_MS: u64 = 60_000;
+/// Kernel entries vm1 makes after its route is set, so that the two
+/// kills of prq-server ([`PRQ_KILL_STEPS`]) land while it holds the route.
+const BUSY_STEPS: u32 = 6_000;
+/// The steps at which prq-server is killed: after vm1's route is set
+/// (well under 2 000 kernel entries from boot) and within a second of
+/// each other, so the supervisor holds it down ([`PRQ_DOWN_MS`]).
+pub const PRQ_KILL_STEPS: (u64, u64) = (3_000, 3_100);
+/// vm2's deaths while prq-server is down: more than the log holds (16).
+const DEATHS_WHILE_DOWN: u32 = 17;
+
+/// The death log overflows while prq-server is down, and a dead owner's
+/// route must still go. vm1 routes its stream (prq-server's journal keeps
+/// the route), then prq-server is killed twice and held down; vm1 dies,
+/// then vm2 dies [`DEATHS_WHILE_DOWN`] times. prq-server is the only
+/// death watcher. When it is back it pulls from cursor 0, which the log no
+/// longer holds (`Overflowed`): its one walk (`current_task` per owner it
+/// holds) must find vm1's incarnation dead and remove its route, so a
+/// group on vm1's stream is answered InvalidRequest at once (vm1's next
+/// incarnation never calls prq-server, so nothing else can tell it).
+/// Without the walk the group would be queued for the dead incarnation
+/// and never answered.
+pub fn death_log_overflow_while_down(seed: u64) -> crate::prq::PrqRun {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    const TIMER: u32 = 1 << 30;
+    let runs1 = Arc::new(AtomicU32::new(0));
+    let runs2 = Arc::new(AtomicU32::new(0));
+    let r1 = runs1.clone();
+    PrqRig::new(SmmuConfig::new())
+        .death_watchers(&["prq-server"])
+        .vm("vm1", &[SID_A], move |vm: PrqVm| {
+            if r1.fetch_add(1, Ordering::SeqCst) == 0 {
+                let mut ok = Checks(true);
+                fault_domain(&vm, &mut ok, SID_A, true);
+                if !ok.0 {
+                    ok.end()
+                }
+                log!("vm1: routed");
+                for _ in 0..BUSY_STEPS {
+                    userlib::sys_get_timer();
+                }
+                userlib::sys_panic(b"vm1 dies while prq-server is down")
+            }
+            loop {
+                userlib::sys_recv_notification(0);
+            }
+        })
+        .vm("vm2", &[SID_B], move |vm: PrqVm| {
+            let n = runs2.fetch_add(1, Ordering::SeqCst);
+            if n == 0 {
+                // After vm1's death.
+                while runs1.load(Ordering::SeqCst) < 2 {
+                    userlib::sleep_for(100, TIMER);
+                }
+            }
+            if n < DEATHS_WHILE_DOWN {
+                // Not a quick re-fault: restarted at once.
+                userlib::sleep_for(1_100, TIMER);
+                userlib::sys_panic(b"vm2 dies")
+            }
+            // prq-server is back (held down PRQ_DOWN_MS after its second
+            // kill, a few seconds from boot).
+            let now = userlib::sys_get_timer();
+            let back = PRQ_DOWN_MS + 30_000;
+            if now < back {
+                userlib::sleep_for(back - now, TIMER);
+            }
+            let mut ok = Checks(true);
+            let s = vm.prq.stats();
+            ok.that("prq-server back", s.is_ok(), s);
+            vm.group(SID_A, None, 1, 1);
+            let g = vm.wait_answer(SID_A, None, 1, 1);
+            ok.that(
+                "dead owner's route gone: InvalidRequest at once",
+                g == [INVALID],
+                g,
+            );
+            ok.end()
+        })
+        .run_with(seed, |h| {
+            h.supervisor_holdoff(PRQ_DOWN_MS, PRQ_DOWN_MS)
+                .max_steps(600_000)
+                .at_step(PRQ_KILL_STEPS.0, crate::Action::kill("prq-server"))
+                .at_step(PRQ_KILL_STEPS.1, crate::Action::kill("prq-server"))
+        })
+}
+
+/// Fault rounds in [`owners_at_rest`].
+pub const REST_ROUNDS: u16 = 8;
+
+/// `owners` VMs, each with a fault-capable stream attached (so prq-server
+/// holds a route and an owner entry for each); all but the first then
+/// rest. The first, once every one is attached, logs `faults: begin`,
+/// raises [`REST_ROUNDS`] single-page groups one by one (fetch, respond
+/// Success, wait for the device's answer) and logs `faults: end`.
+/// `harness_prq_per_fault_cost_does_not_grow_with_owners` counts what
+/// prq-server does between the two lines.
+pub fn owners_at_rest(owners: usize) -> PrqRig {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let attached = Arc::new(AtomicUsize::new(0));
+    let sid = |k: usize| 0x30 + k as u32;
+    let a = attached.clone();
+    let mut rig = PrqRig::new(SmmuConfig::new()).vm("vm", &[sid(0)], move |vm: PrqVm| {
+        let mut ok = Checks(true);
+        fault_domain(&vm, &mut ok, sid(0), true);
+        a.fetch_add(1, Ordering::SeqCst);
+        ok.that(
+            "every owner attached",
+            vm.wait_until(|| a.load(Ordering::SeqCst) == owners),
+            a.load(Ordering::SeqCst),
+        );
+        log!("faults: begin");
+        for g in 1..=REST_ROUNDS {
+            vm.group(sid(0), None, g, 1);
+            let (recs, _) = vm.fetch();
+            let c = cookie_of(&recs, g);
+            let r = vm.respond(&[(c, FaultResponse::Success)]);
+            ok.that("respond", r.status == RespondStatus::Complete, r);
+            let got = vm.wait_answer(sid(0), None, g, 1);
+            ok.that("Success at the device", got == [SUCCESS], got);
+        }
+        log!("faults: end");
+        ok.end()
+    });
+    for k in 1..owners {
+        let a = attached.clone();
+        rig = rig.vm(&format!("rest{k}"), &[sid(k)], move |vm: PrqVm| {
+            let mut ok = Checks(true);
+            fault_domain(&vm, &mut ok, sid(k), true);
+            if !ok.0 {
+                ok.end()
+            }
+            a.fetch_add(1, Ordering::SeqCst);
+            loop {
+                userlib::sys_recv_notification(0);
+            }
+        });
+    }
+    rig
 }
 
 /// Groups in [`storm`].

@@ -513,7 +513,8 @@ impl VmmRig {
         watchers.extend(fe_names.iter().map(String::as_str));
         let mut h = Harness::new(seed)
             .max_steps(400_000)
-            .supervisor_posts(&watchers);
+            .supervisor_posts(&watchers)
+            .supervisor_posts(&["prq-server"]);
 
         // prq-server: posts iommu-server and the frontends (the VMs).
         {

@@ -52,6 +52,8 @@ fn caught(target: &str, k: u32, needle: &str) -> (u64, u64) {
 #[test]
 fn harness_explore_mutant_i1_dead_owner_groups_unanswered_is_caught() {
     caught("owner-died", 1, "I1");
+    // The same death told by the supervisor's log alone.
+    caught("owner-died-pushed", 1, "I1");
     // Restarting the VM at a chosen step: only the restarts that land
     // while it holds a group show it, so it takes the search to find them.
     // (A kill, `vm-killed`, does not show it: the supervisor's death log

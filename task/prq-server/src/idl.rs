@@ -8,20 +8,48 @@
 //! Ownership of cookies is checked against the sender id (generation
 //! included): a restarted VM holds none of its predecessor's cookies.
 //!
-//! Notifications: prq-server never sends (it ranks above its callers);
-//! it posts `owner_bit` to a VM whose fault or event queue became
-//! non-empty and `iommu_bit` to iommu-server when responses are queued.
+//! Notifications: prq-server ranks above its callers and sends only to
+//! the supervisor (which ranks above everyone and only replies); it posts
+//! `owner_bit` to a VM whose fault or event queue became non-empty and
+//! `iommu_bit` to iommu-server when responses are queued.
+//!
+//! Owner death is pushed (docs/faults.md "Owner death"): the supervisor
+//! logs every death and posts `death_bit` to its watchers (app.toml: the
+//! supervisor `posts` prq-server); prq-server then pulls the log with
+//! `next_death` and runs [`Prq::owner_died`] for each dead incarnation.
+//! Nothing about deaths runs per fault: a notification or call without
+//! `death_bit` costs no system call for it, whatever the number of owners.
+//! - Log overflow (`Overflowed`: more than the supervisor's 16 deaths since
+//!   the cursor): one walk over what prq-server holds, asking the
+//!   supervisor's `current_task` for each owner (a lower generation is
+//!   dead), then on from the log's oldest entry.
+//! - A restarted prq-server (its journal kept routes) starts its cursor at
+//!   0 and pulls once before serving: old deaths replay (`owner_died` of a
+//!   dead incarnation is generation-exact and idempotent), or the log
+//!   overflowed and the walk runs, once.
+//! - A fault of an owner that died before its death is pulled: the group
+//!   is queued and the owner's name posted, which reaches the task's
+//!   current incarnation (a post names the id `sys_lookup_slot` gives, so
+//!   never a stale one): the faulted incarnation itself (the kernel clears
+//!   a task's notifications when it restarts it) or the restarted one,
+//!   whose `fetch_faults` answers the old incarnation's groups INVALID and
+//!   shows it none. The death, pulled next, answers the rest.
 
 use crate::mem::QueueMemory;
 use crate::prq::{FaultOut, Key, Prq, Resp, RespondStop, ResponseOut};
 use idl_runtime::{Leased, Read, Write};
 use prq_server_api as api;
 use smmuv3::Mmio;
+use supervisor_api::{DeathKind, SupervisorClient};
 use userlib::TaskId;
 
 /// Lease sizes the server works with (the interface's maxima).
 pub const MAX_LEASE: usize = 64;
 pub const MAX_EVENTS: usize = 32;
+/// Death-log entries handled per pull: bounds the time one pull holds the
+/// server (the supervisor's log holds 16); the cursor keeps the rest and
+/// the notification handler pulls again.
+pub const DEATHS_PER_PULL: usize = 16;
 
 /// Static facts the task is given (app.toml / the harness).
 #[derive(Clone, Copy, Debug)]
@@ -35,12 +63,19 @@ pub struct Roles<'a> {
     pub owner_bit: u32,
     /// Posted to iommu-server when responses wait (`take_responses`).
     pub iommu_bit: u32,
+    /// Posted by the supervisor when it logged a death
+    /// (`supervisor::DEATH_BIT`); 0 when this task is no death watcher.
+    pub death_bit: u32,
 }
 
 /// The generated trait over the server state.
 pub struct IdlPrq<'a, 'r, M: Mmio, Q: QueueMemory> {
     pub prq: &'a mut Prq<M, Q>,
     pub roles: Roles<'r>,
+    /// The supervisor (the death log), when this task has its slot.
+    pub supervisor: Option<TaskId>,
+    /// The first death-log sequence number not handled yet.
+    pub death_cursor: u32,
 }
 
 impl<M: Mmio, Q: QueueMemory> IdlPrq<'_, '_, M, Q> {
@@ -64,7 +99,6 @@ impl<M: Mmio, Q: QueueMemory> IdlPrq<'_, '_, M, Q> {
     /// responses to iommu-server (the slot lookup names the current
     /// incarnation).
     fn notify(&mut self) {
-        self.reap();
         let (owners, iommu) = self.prq.take_notifications();
         for t in 0..64 {
             if owners & (1 << t) != 0 {
@@ -80,28 +114,65 @@ impl<M: Mmio, Q: QueueMemory> IdlPrq<'_, '_, M, Q> {
 }
 
 impl<M: Mmio, Q: QueueMemory> IdlPrq<'_, '_, M, Q> {
-    /// Owner death by pull: an owner whose task id the kernel now reports
-    /// with another generation died (or was restarted) since it got its
-    /// route or groups; it is handled as `owner_died` of that incarnation.
-    /// Runs before every notification, so nothing is posted to, or kept
-    /// for, a dead owner.
-    fn reap(&mut self) {
+    /// Handles the death log from the cursor, at most [`DEATHS_PER_PULL`]
+    /// entries: each dead incarnation is `owner_died`; an overflow runs
+    /// [`IdlPrq::resync`]. Returns whether entries remain.
+    fn pull_deaths(&mut self) -> bool {
+        let Some(sup) = self.supervisor.map(SupervisorClient::new) else {
+            return false;
+        };
+        for _ in 0..DEATHS_PER_PULL {
+            let Ok(rec) = sup.next_death(self.death_cursor) else {
+                // Invalid (a cursor the log never handed out) or no
+                // answer: start over; the next pull replays or resyncs.
+                self.death_cursor = 0;
+                return false;
+            };
+            match rec.kind {
+                DeathKind::None => return false,
+                DeathKind::Died => self.owner_gone(rec.task),
+                DeathKind::Overflowed => self.resync(&sup),
+            }
+            self.death_cursor = rec.next;
+        }
+        true
+    }
+
+    /// Every death since the cursor (the notification handler, a start).
+    fn pull_all_deaths(&mut self) {
+        while self.pull_deaths() {}
+    }
+
+    /// Death-log overflow: deaths were lost, so every owner prq-server
+    /// holds something for is checked once with the supervisor's
+    /// `current_task` (the oldest incarnation that may be alive; every
+    /// lower generation is dead, including a task faulted and not yet
+    /// restarted). Runs only on an overflow, never per fault.
+    fn resync(&mut self, sup: &SupervisorClient) {
         let mut ids = [TaskId(0); crate::prq::MAX_ROUTES];
         let n = self.prq.owner_ids(&mut ids);
         for &id in &ids[..n] {
             if id.index() >= self.roles.task_names.len() {
                 continue;
             }
-            let now = userlib::sys_refresh_task_id(id);
-            if now.generation() != id.generation() {
-                let k = self.prq.owner_died(id);
-                userlib::log!(
-                    "prq-server: owner {} (generation {}) went away: {} groups answered",
-                    id.index(),
-                    id.generation().0,
-                    k
-                );
+            if let Ok(now) = sup.current_task(id.index() as u16) {
+                if now.generation() > id.generation() {
+                    self.owner_gone(id);
+                }
             }
+        }
+    }
+
+    /// `vm` (this incarnation) died: its groups answered, its routes gone.
+    fn owner_gone(&mut self, vm: TaskId) {
+        let k = self.prq.owner_died(vm);
+        if k > 0 {
+            userlib::log!(
+                "prq-server: owner {} (generation {}) died: {} groups answered",
+                vm.index(),
+                vm.generation().0,
+                k
+            );
         }
     }
 }
@@ -161,10 +232,20 @@ fn fault_record(f: &FaultOut) -> api::FaultRecord {
 
 impl<M: Mmio, Q: QueueMemory> api::PrqServer for IdlPrq<'_, '_, M, Q> {
     fn notification_mask(&self) -> u32 {
-        self.roles.priq_bit | self.roles.evtq_bit
+        let death = if self.supervisor.is_some() {
+            self.roles.death_bit
+        } else {
+            0
+        };
+        self.roles.priq_bit | self.roles.evtq_bit | death
     }
 
     fn handle_notification(&mut self, bits: u32) {
+        // Deaths first: a group read below finds the dead owner's routes
+        // gone (answered at once, nothing posted to it).
+        if bits & self.roles.death_bit != 0 {
+            self.pull_all_deaths();
+        }
         self.prq.intake();
         let mine = bits & (self.roles.priq_bit | self.roles.evtq_bit);
         if mine != 0 {
@@ -387,7 +468,27 @@ pub fn serve<M: Mmio, Q: QueueMemory>(prq: &mut Prq<M, Q>, roles: Roles<'_>) -> 
     if bits != 0 {
         userlib::sys_irq_control(bits, true);
     }
-    let mut s = IdlPrq { prq, roles };
+    // The death log's reader: the supervisor, when the app gives its slot
+    // (the supervisor `posts` this task `death_bit`).
+    let supervisor = if roles.death_bit != 0 {
+        userlib::sys_lookup_slot("supervisor")
+    } else {
+        None
+    };
+    let recovered = prq.incarnation > 1;
+    let mut s = IdlPrq {
+        prq,
+        roles,
+        supervisor,
+        death_cursor: 0,
+    };
+    if recovered {
+        // A restarted incarnation: deaths posted while it was down were
+        // lost with its notifications, and its journal kept the routes.
+        // One pull from the log's start: old deaths replay harmlessly, or
+        // the log overflowed and `resync` checks every owner, once.
+        s.pull_all_deaths();
+    }
     s.prq.intake();
     s.notify();
     api::run_server(&mut s)

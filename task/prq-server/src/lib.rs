@@ -37,3 +37,7 @@ pub const OWNER_BIT: u32 = 1 << 5;
 /// Bit posted to iommu-server when responses wait for `take_responses`
 /// (iommu-server's own bits 1..3 are its interrupts).
 pub const IOMMU_BIT: u32 = 1 << 4;
+/// Posted by the supervisor when it logged a death (`supervisor::DEATH_BIT`;
+/// app.toml: the supervisor `posts` prq-server): the log is pulled with
+/// `next_death` (docs/faults.md "Owner death").
+pub const DEATH_BIT: u32 = 1 << 7;

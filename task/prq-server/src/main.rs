@@ -136,6 +136,7 @@ mod image {
                 evtq_bit: prq_server::EVTQ_BIT,
                 owner_bit: prq_server::OWNER_BIT,
                 iommu_bit: prq_server::IOMMU_BIT,
+                death_bit: prq_server::DEATH_BIT,
             },
         )
     }

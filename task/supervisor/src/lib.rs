@@ -133,7 +133,8 @@ pub mod app_config {
 
 /// Tasks told about deaths, by name: exactly the tasks the app lets the
 /// supervisor post (its `posts`: iommu-server, pci-server — bus mastering
-/// off on a dead owner's functions, docs/devices.md — and the VM frontends,
+/// off on a dead owner's functions, docs/devices.md — prq-server — the dead
+/// owner's fault groups answered, docs/faults.md — and the VM frontends,
 /// each reclaiming its guest's state, docs/vmm-frontend.md), whatever they
 /// are called. The supervisor posts nobody else. Without an app (a host
 /// build: the harness) the names the harness's rigs give those tasks.
@@ -322,6 +323,7 @@ impl api::SupervisorServer for Supervisor {
             // Every watcher may pull the log (each keeps its own cursor).
             api::SupervisorCaller::IommuServer
             | api::SupervisorCaller::PciServer
+            | api::SupervisorCaller::PrqServer
             | api::SupervisorCaller::VmmFrontend => self.is_watcher(caller),
         })
     }

@@ -55,10 +55,11 @@ fn the_demo_app_is_valid() {
         ]
     );
     // prq-server: above iommu-server and the VMs' frontends, posts to
-    // them, sends to nobody; page 1 only through its register window.
+    // them, sends only to the supervisor (its death log); page 1 only
+    // through its register window.
     let prq = &a.tasks[1];
     assert!(prq.priority < a.tasks[2].priority && prq.priority < a.tasks[3].priority);
-    assert!(prq.slots.is_empty());
+    assert_eq!(prq.slots, vec![0]);
     assert_eq!(prq.posts, vec![2, 3, 4]);
     assert!(prq.regions.iter().all(|r| r.name != "smmu-page1"));
     assert_eq!(prq.windows[0].name, "smmu-queues");
@@ -69,9 +70,9 @@ fn the_demo_app_is_valid() {
         "iommu-server asks prq-server, pasid-alloc and the supervisor (death log)"
     );
     // The supervisor: no task-slots, posts the death watchers
-    // (iommu-server, pci-server, the frontends).
+    // (iommu-server, prq-server, pci-server, the frontends).
     assert!(a.tasks[0].slots.is_empty());
-    assert_eq!(a.tasks[0].posts, vec![2, 9, 3, 4]);
+    assert_eq!(a.tasks[0].posts, vec![2, 1, 9, 3, 4]);
     // Two VMs: frontend (crate vmm-frontend) + guest (guest-agent);
     // each guest drives one edu (BAR0 mapped into it only, its stream
     // the frontend's, vSID 1 in both VMs) and its RAM is carved from
@@ -1051,12 +1052,13 @@ fn versions() {
 
 #[test]
 fn death_watchers_are_the_supervisors_posts_by_name() {
-    // The demo: the supervisor posts iommu-server, pci-server and both
-    // frontends; the generated list names exactly those, in that order.
+    // The demo: the supervisor posts iommu-server, prq-server, pci-server
+    // and both frontends; the generated list names exactly those, in that
+    // order.
     let a = check(include_str!("../../../app.toml")).unwrap();
     let src = dist_source(&a);
     assert!(
-        src.contains("pub const DEATH_WATCHERS: &[&str] = &[\"iommu-server\", \"pci-server\", \"vmm-frontend-a\", \"vmm-frontend-b\"];"),
+        src.contains("pub const DEATH_WATCHERS: &[&str] = &[\"iommu-server\", \"prq-server\", \"pci-server\", \"vmm-frontend-a\", \"vmm-frontend-b\"];"),
         "{src}"
     );
     // A frontend of any name is a watcher when the supervisor may post it.
