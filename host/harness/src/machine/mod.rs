@@ -55,6 +55,7 @@
 mod coro;
 mod devices;
 mod inject;
+mod lent;
 mod observe;
 mod platform;
 mod schedule;
@@ -69,6 +70,7 @@ use coro::install_panic_hook;
 use kern::config::{IrqDesc, TaskDesc};
 use kern::syscalls::Kernel;
 use kern::task::Task;
+pub(crate) use lent::Lent;
 use platform::HostPlatform;
 use state::State;
 use std::collections::{BTreeMap, BTreeSet};
@@ -117,6 +119,8 @@ pub(crate) struct Setup {
     pub max_steps: u64,
     pub clock_jitter_ms: u64,
     pub wall_timeout: Duration,
+    /// What `descs` and `irqs` point into: freed after the run.
+    pub lent: Lent,
 }
 
 /// Runs one configured machine to its end.
@@ -124,12 +128,11 @@ pub(crate) fn run(setup: Setup) -> Report {
     install_panic_hook();
     let n = setup.descs.len();
     // The core borrows its task table for `'static`, as in the image. It
-    // is handed back (freed) once the run's state is gone: a sweep of 10^6
-    // runs would otherwise keep every table (~1 KB per task).
-    let table: *mut [Task] = Box::into_raw(setup.descs.iter().map(|d| Task::new(d)).collect());
-    // SAFETY: `table` is a fresh allocation; this is the only reference made
-    // from it, and it is given to the core only (see the end of `run`).
-    let tasks: &'static mut [Task] = unsafe { &mut *table };
+    // is handed back (freed) once the run's state is gone, with the
+    // descriptors it points to: a sweep of 10^6 runs would otherwise keep
+    // every table (~1 KB per task).
+    let mut lent = setup.lent;
+    let tasks: &'static mut [Task] = lent.lend(setup.descs.iter().map(|d| Task::new(d)).collect());
     let (done, reports) = mpsc::channel();
     let plat = HostPlatform {
         now: 0,
@@ -188,13 +191,15 @@ pub(crate) fn run(setup: Setup) -> Report {
     let report = wait(&shared, &reports, setup.wall_timeout, bare);
     // The worker dropped its reference before sending the report; if one
     // is left (a worker abandoned after a timeout, or parked in a shutdown
-    // without unwinding), the table stays leaked.
+    // without unwinding), the table and descriptors stay leaked.
     if let Ok(m) = Arc::try_unwrap(shared) {
         drop(m);
-        // SAFETY: the only reference to the table was the core's, inside
-        // the state just dropped (the worker's coroutines, which never see
-        // it, are all retired); `table` came from `Box::into_raw` above.
-        drop(unsafe { Box::from_raw(table) });
+        // SAFETY: what was lent is reached only through the state just
+        // dropped (the core's table and descriptors, the platform's
+        // descriptors) and by task code, whose coroutines the worker retired
+        // before it let go of the state; the report holds copies (names as
+        // `String`s, message bytes), not references into it.
+        unsafe { lent.free() };
     }
     report
 }
