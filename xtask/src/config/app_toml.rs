@@ -54,7 +54,7 @@ pub struct KernelToml {
     pub stack_size: u64,
 }
 
-pub(super) fn default_kernel_stack() -> u64 {
+fn default_kernel_stack() -> u64 {
     16384
 }
 
@@ -125,7 +125,7 @@ pub struct VmToml {
     pub event_queue_depth: u16,
 }
 
-pub(super) fn default_event_queue_depth() -> u16 {
+fn default_event_queue_depth() -> u16 {
     16
 }
 

@@ -442,7 +442,7 @@ pub(super) fn validate_board(file: &str, wanted: &str, b: &BoardToml) -> Result<
 
 /// `[pci]`: the windows name peripherals of the right kind, the
 /// `iommu-map` entries do not overlap.
-pub(super) fn validate_pci(file: &str, b: &BoardToml, pci: &PciToml) -> Result<(), String> {
+fn validate_pci(file: &str, b: &BoardToml, pci: &PciToml) -> Result<(), String> {
     let (want, other) = match pci.host_bridge {
         HostBridge::Ecam => (("ecam", &pci.ecam), ("config", &pci.config)),
         HostBridge::Designware => (("config", &pci.config), ("ecam", &pci.ecam)),

@@ -15,16 +15,16 @@ use std::thread;
 use userlib::host::HostKernel;
 
 /// Unwinds a retired task coroutine. Never seen outside this module.
-pub(super) struct Retired;
+struct Retired;
 
 /// Stack of each task coroutine: what a spawned thread gets by default
 /// (task code ran on such threads before). Mapped lazily, so only the
 /// pages a task touches cost memory.
-pub(super) const TASK_STACK: usize = 2 << 20;
+const TASK_STACK: usize = 2 << 20;
 
 /// Stacks kept for reuse per worker thread (a machine has at most
 /// `abi::MAX_TASKS` coroutines alive, plus one being replaced).
-pub(super) const STACK_POOL: usize = 40;
+const STACK_POOL: usize = 40;
 
 /// What a suspended task coroutine is resumed with.
 pub(super) enum Resume {
@@ -37,7 +37,7 @@ pub(super) enum Resume {
 /// What a task coroutine suspends with: a system call.
 pub(super) struct Call(pub(super) Sysnum, pub(super) [usize; 7]);
 
-pub(super) type TaskYielder = Yielder<Resume, Call>;
+type TaskYielder = Yielder<Resume, Call>;
 pub(super) type TaskCoro = Coroutine<Resume, Call, (), DefaultStack>;
 
 thread_local! {
@@ -54,12 +54,12 @@ thread_local! {
     static STACKS: RefCell<Vec<DefaultStack>> = const { RefCell::new(Vec::new()) };
 }
 
-pub(super) fn in_task() -> bool {
+fn in_task() -> bool {
     !YIELDER.with(Cell::get).is_null()
 }
 
 /// Stops a retired incarnation: unwinds its coroutine to the task body.
-pub(super) fn retire() -> ! {
+fn retire() -> ! {
     #[cfg(panic = "unwind")]
     {
         panic::resume_unwind(Box::new(Retired))
@@ -130,7 +130,7 @@ impl HostKernel for CoroPort {
 
 /// Suspends the running task coroutine with a system call; returns its
 /// result when the worker resumes it.
-pub(super) fn enter(num: Sysnum, args: [usize; 7]) -> [usize; 6] {
+fn enter(num: Sysnum, args: [usize; 7]) -> [usize; 6] {
     let y = YIELDER.with(Cell::get);
     assert!(
         !y.is_null(),
@@ -150,7 +150,7 @@ pub(super) fn enter(num: Sysnum, args: [usize; 7]) -> [usize; 6] {
 }
 
 /// The body of every task coroutine.
-pub(super) fn task_body(y: &TaskYielder, first: Resume, entry: Entry) {
+fn task_body(y: &TaskYielder, first: Resume, entry: Entry) {
     YIELDER.with(|c| c.set(y));
     let r = panic::catch_unwind(AssertUnwindSafe(|| {
         if let Resume::Retire = first {

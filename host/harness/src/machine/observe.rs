@@ -63,7 +63,7 @@ impl State {
             .collect()
     }
 
-    pub(super) fn decoded(
+    fn decoded(
         &self,
         server: usize,
         op: u16,

@@ -52,7 +52,7 @@ impl HostPlatform {
         });
     }
 
-    pub(super) fn flush_line(&mut self) {
+    fn flush_line(&mut self) {
         let text = String::from_utf8_lossy(&self.line).into_owned();
         self.line.clear();
         self.console.push_str(&text);

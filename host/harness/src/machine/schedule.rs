@@ -10,7 +10,7 @@ use kern::task::TaskState;
 
 /// Most idle-loop iterations (time jumps, deliveries) without any task
 /// becoming runnable before the run counts as stuck.
-pub(super) const MAX_IDLE_SPINS: u32 = 10_000;
+const MAX_IDLE_SPINS: u32 = 10_000;
 
 impl State {
     /// Everything between one kernel entry and the next task running:
@@ -127,7 +127,7 @@ impl State {
     /// interrupt handled by a higher-priority task hands the CPU to the next
     /// equal in turn, so on the target every equal-priority order is
     /// reachable; the seed picks one.
-    pub(super) fn choose(&mut self) -> Option<usize> {
+    fn choose(&mut self) -> Option<usize> {
         let best = self
             .k
             .tasks

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// With unwinding, a worker serves its caller's runs one after another.
 /// Without, a shutdown parks the worker for good, so each run has its own.
-pub(super) const REUSE_WORKER: bool = cfg!(panic = "unwind");
+const REUSE_WORKER: bool = cfg!(panic = "unwind");
 
 thread_local! {
     /// This thread's worker: where its runs are sent.
@@ -41,7 +41,7 @@ impl Shared {
 
 /// report (with the decisions taken and the end state), or None when the
 /// caller already took it (wall-clock timeout).
-pub(super) fn drive(shared: &Shared) -> Option<Report> {
+fn drive(shared: &Shared) -> Option<Report> {
     let mut coros: Vec<Option<TaskCoro>> = Vec::new();
     {
         let mut g = shared.lock();
@@ -189,7 +189,7 @@ pub(super) fn submit(shared: Arc<Shared>) -> Result<(), String> {
 }
 
 /// Forgets this thread's worker (it is stuck in task code, or gone).
-pub(super) fn abandon_worker() {
+fn abandon_worker() {
     WORKER.with(|w| w.borrow_mut().take());
 }
 

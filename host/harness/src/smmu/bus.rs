@@ -23,7 +23,7 @@ pub enum Completion {
 }
 
 impl Completion {
-    pub(super) fn from_u8(v: u8) -> Self {
+    fn from_u8(v: u8) -> Self {
         match v {
             1 => Completion::BetweenSteps,
             2 => Completion::Never,
@@ -54,18 +54,18 @@ pub enum BusEvent {
 pub(super) struct BusState {
     pub(super) events: Vec<BusEvent>,
     /// Events already turned into trace notes.
-    pub(super) noted: usize,
+    noted: usize,
     /// Sequence number of the last command copied from the model's log.
-    pub(super) last_seq: Option<u64>,
+    last_seq: Option<u64>,
     /// A CMDQ_PROD write the SMMU has not seen yet (not AtDoorbell).
     pub(super) pending_prod: Option<u32>,
     /// STE addresses for the stream table the SMMU was last seen using.
-    pub(super) ste_cache: Option<SteMap>,
+    ste_cache: Option<SteMap>,
 }
 
 /// (STRTAB_BASE address, STRTAB_BASE_CFG) and the STE address of each
 /// mapped stream under them.
-pub(super) type SteMap = ((u64, u32), Vec<(u32, u64)>);
+type SteMap = ((u64, u32), Vec<(u32, u64)>);
 
 /// The modelled machine around the SMMU: its memory, the model, and the
 /// bus log. Cloning gives another handle to the same machine.
@@ -82,7 +82,7 @@ pub struct Bus {
     pub(super) sids: Arc<Vec<u32>>,
     pub(super) completion: Arc<AtomicU8>,
     pub(super) state: Arc<Mutex<BusState>>,
-    pub(super) store_hook: Arc<Mutex<Option<StoreHook>>>,
+    store_hook: Arc<Mutex<Option<StoreHook>>>,
 }
 
 /// Called after each 64-bit store of the driver to its table memory while
@@ -189,7 +189,7 @@ impl Bus {
         self.ste_pa_in(base, cfg, sid)
     }
 
-    pub(super) fn ste_pa_in(&self, base: u64, cfg: u32, sid: u32) -> Option<u64> {
+    fn ste_pa_in(&self, base: u64, cfg: u32, sid: u32) -> Option<u64> {
         let log2size = STRTAB_BASE_CFG::LOG2SIZE.read(cfg);
         if base == 0 || (sid as u64) >> log2size != 0 {
             return None;
@@ -236,7 +236,7 @@ impl Bus {
         }
     }
 
-    pub(super) fn record_ste_store(&self, pa: u64, value: u64) {
+    fn record_ste_store(&self, pa: u64, value: u64) {
         let key = (
             smmuv3::regs::strtab_base_addr(self.smmu.read64(offset::STRTAB_BASE)),
             self.smmu.read32(offset::STRTAB_BASE_CFG),

@@ -17,7 +17,7 @@ pub fn compact(debug: &str) -> String {
     unwrap_newtypes(&hexed)
 }
 
-pub(super) fn hexify(s: &str) -> String {
+fn hexify(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
@@ -46,7 +46,7 @@ pub(super) fn hexify(s: &str) -> String {
     out
 }
 
-pub(super) fn unwrap_newtypes(s: &str) -> String {
+fn unwrap_newtypes(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(open) = rest.find('(') {
@@ -131,7 +131,7 @@ pub(crate) fn fixed_reply<T: Fixed + Debug, E: IdlError + Debug>(
 }
 
 /// `Ok`, `Ok(value)`, `Ok(field: .., field: ..)` for a struct, `Err(E)`.
-pub(super) fn reply_text<T: Debug, E: Debug>(r: Result<T, E>) -> String {
+fn reply_text<T: Debug, E: Debug>(r: Result<T, E>) -> String {
     match r {
         Ok(v) => {
             let t = format!("{v:?}");
@@ -259,7 +259,7 @@ pub fn describe_command(c: &LoggedCommand) -> String {
     s
 }
 
-pub(super) fn describe_kind(k: &CommandKind) -> String {
+fn describe_kind(k: &CommandKind) -> String {
     let leaf = |l: bool| if l { " leaf" } else { "" };
     // A range TLBI (TG != 0) names its length; `leaf` is only ever given
     // a TLBI's scope.leaf, so the range rides along with it.

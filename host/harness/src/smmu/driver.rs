@@ -17,7 +17,7 @@ pub struct ModelMmio {
 }
 
 impl ModelMmio {
-    pub(super) fn holds_doorbell(&self) -> bool {
+    fn holds_doorbell(&self) -> bool {
         self.bus.completion() != Completion::AtDoorbell
             && CR0::CMDQEN.read(self.bus.smmu.read32(offset::CR0ACK)) != 0
     }

@@ -33,8 +33,8 @@ pub struct PasidSetup {
 /// and after a refused request. Off by default (a 2^20 table is large).
 #[derive(Clone, Default)]
 pub struct PasidState {
-    pub(super) dump: Arc<Mutex<Option<String>>>,
-    pub(super) history: Arc<Mutex<Vec<String>>>,
+    dump: Arc<Mutex<Option<String>>>,
+    history: Arc<Mutex<Vec<String>>>,
     pub(super) on: Arc<std::sync::atomic::AtomicBool>,
 }
 

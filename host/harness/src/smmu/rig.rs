@@ -80,14 +80,14 @@ pub struct Vm {
     pub bus: Bus,
 }
 
-pub(super) type VmEntry = Arc<dyn Fn(Vm) + Send + Sync>;
+type VmEntry = Arc<dyn Fn(Vm) + Send + Sync>;
 
-pub(super) struct VmDef {
+struct VmDef {
     pub(super) name: String,
-    pub(super) priority: u8,
+    priority: u8,
     pub(super) sids: Vec<u32>,
-    pub(super) slots: Vec<String>,
-    pub(super) entry: VmEntry,
+    slots: Vec<String>,
+    entry: VmEntry,
 }
 
 /// The strict model configuration the rig uses by default: every strict
@@ -105,14 +105,14 @@ pub fn strict_config(cfg: &SmmuConfig) -> SmmuConfig {
 /// the real iommu-server task on the SMMU model, and VM tasks.
 pub struct IommuRig {
     pub(super) cfg: SmmuConfig,
-    pub(super) strict: bool,
-    pub(super) small_cmdq: bool,
-    pub(super) vms: Vec<VmDef>,
+    strict: bool,
+    small_cmdq: bool,
+    vms: Vec<VmDef>,
     pub(super) pasids: Option<Vec<u32>>,
     pub(super) max_pasid_bits: u8,
-    pub(super) pasid_bits: Option<u8>,
-    pub(super) pasid_quota: u32,
-    pub(super) pasid_state: PasidState,
+    pasid_bits: Option<u8>,
+    pasid_quota: u32,
+    pasid_state: PasidState,
     pub(super) event_queue: bool,
     pub(super) completion: Completion,
     pub(super) coherent: bool,
@@ -275,7 +275,7 @@ impl IommuRig {
         self.first_vm() + k
     }
 
-    pub(super) fn first_vm(&self) -> usize {
+    fn first_vm(&self) -> usize {
         if self.pasids.is_some() {
             3
         } else {

@@ -53,7 +53,7 @@ pub fn guest_cmd(c: smmuv3::Command) -> idl_runtime::WireOf<api::SmmuCmd> {
 
 /// Checks a VM script makes; the scenario ends `shutdown(0)` only if all
 /// held. A failed one is logged (and so in the trace).
-pub(super) struct Checks(bool);
+struct Checks(bool);
 
 impl Checks {
     pub(super) fn that(&mut self, what: &str, good: bool, got: impl Debug) {
