@@ -49,7 +49,7 @@ pub use trace::{Decoded, Decoder, Event, LeaseSummary, Trace, What};
 
 use abi::{REGION_READ, REGION_WRITE};
 use kern::config::{IrqDesc, PhysSource, RegionDesc, TaskDesc};
-use machine::{Act, Entry, IrqSource, NoteSource, Setup};
+use machine::{Act, Entry, IrqSource, Lent, NoteSource, Setup};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,7 +123,8 @@ impl TaskSpec {
     }
 
     /// A zeroed memory region the task finds with `sys_region_info(name)`.
-    /// It is not reset by a restart (like DMA memory in the image).
+    /// It is not reset by a restart (like DMA memory in the image); it is
+    /// freed when the run ends.
     pub fn region(mut self, name: &str, size: usize, attributes: u32) -> Self {
         self.regions
             .push((name.to_string(), None, size, attributes));
@@ -438,6 +439,8 @@ impl Harness {
                 "harness: two tasks are called {n:?}"
             );
         }
+        // The run's `'static` descriptor tables, freed after it.
+        let mut lent = Lent::default();
         let mut descs = Vec::new();
         let mut irqs = Vec::new();
         for (i, t) in self.tasks.iter().enumerate() {
@@ -472,14 +475,15 @@ impl Harness {
                 phys: PhysSource::Fixed(0),
             }];
             for (name, at, size, attributes) in &t.regions {
-                // Leaked: the descriptor table is `'static`, as in the image,
-                // and a region outlives every incarnation of its task.
+                // Lent to the run: the descriptor table is `'static`, as in
+                // the image, and a region outlives every incarnation of its
+                // task.
                 let base = match at {
                     Some(base) => *base,
-                    None => Box::leak(vec![0u8; *size].into_boxed_slice()).as_mut_ptr() as usize,
+                    None => lent.lend(vec![0u8; *size].into_boxed_slice()).as_mut_ptr() as usize,
                 };
                 regions.push(RegionDesc {
-                    name: Box::leak(name.clone().into_boxed_str()),
+                    name: lent.lend(name.clone().into_boxed_str()),
                     va: base,
                     size: *size,
                     attributes: *attributes,
@@ -498,17 +502,21 @@ impl Harness {
                     edge: true,
                 });
             }
-            let desc: &'static TaskDesc = Box::leak(Box::new(TaskDesc {
-                name: Box::leak(t.name.clone().into_boxed_str()),
+            let name: &'static str = lent.lend(t.name.clone().into_boxed_str());
+            let task_slots: &'static [u16] = lent.lend(slots.into_boxed_slice());
+            let post_slots: &'static [u16] = lent.lend(posts.into_boxed_slice());
+            let regions: &'static [RegionDesc] = lent.lend(regions.into_boxed_slice());
+            let desc: &'static TaskDesc = lent.lend(Box::new(TaskDesc {
+                name,
                 priority: t.priority,
                 // The core stores these in the saved pc/sp; a host
                 // coroutine has its own, so they only identify the task.
                 entry: i,
                 stack_top: 0,
-                task_slots: Box::leak(slots.into_boxed_slice()),
-                post_slots: Box::leak(posts.into_boxed_slice()),
+                task_slots,
+                post_slots,
                 reg_windows: &[],
-                regions: Box::leak(regions.into_boxed_slice()),
+                regions,
                 capabilities: t.capabilities,
                 start: t.start,
                 vm_guest: None,
@@ -555,7 +563,7 @@ impl Harness {
             entries: self.tasks.iter().map(|t| t.entry.clone()).collect(),
             names,
             descs,
-            irqs: Box::leak(irqs.into_boxed_slice()),
+            irqs: lent.lend(irqs.into_boxed_slice()),
             actions,
             decoders,
             irq_sources: self.irq_sources,
@@ -563,6 +571,7 @@ impl Harness {
             max_steps: self.max_steps,
             clock_jitter_ms: self.clock_jitter_ms,
             wall_timeout: self.wall_timeout,
+            lent,
         }
     }
 }

@@ -157,6 +157,10 @@ pub struct FaultLog {
     /// order, with its page address, Last bit and what the PRI queue did
     /// with it (the explorer's I6 check: `harness::explore`).
     pub requests: Vec<(PriGroup, u64, bool, PriOutcome)>,
+    /// Each stream's owner (StreamID → VM name), for I2. Kept here, per
+    /// rig: a process-wide map keyed by the log's address grew with every
+    /// run of a sweep.
+    pub owners: BTreeMap<u32, String>,
 }
 
 /// A shared handle on the log.
@@ -458,7 +462,7 @@ impl PrqRun {
             ));
         }
         for (vm, r) in &l.delivered {
-            let owner = self.owner_of(r.sid.0);
+            let owner = l.owners.get(&r.sid.0).cloned();
             if owner.as_deref() != Some(vm.as_str()) {
                 errs.push(format!("I2: {vm} got {r:?}, stream owned by {owner:?}"));
             }
@@ -486,14 +490,6 @@ impl PrqRun {
         }
     }
 
-    fn owner_of(&self, sid: u32) -> Option<String> {
-        OWNERS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(Arc::as_ptr(&self.log.0) as usize, sid))
-            .cloned()
-    }
-
     /// Asserts a clean shutdown and the invariants.
     pub fn check(&self) {
         if std::env::var_os("PRQ_TRACE").is_some()
@@ -517,9 +513,6 @@ impl PrqRun {
         }
     }
 }
-
-/// Stream owners per rig (keyed by the rig's log), for I2.
-static OWNERS: Mutex<BTreeMap<(usize, u32), String>> = Mutex::new(BTreeMap::new());
 
 impl PrqRig {
     pub fn new(cfg: SmmuConfig) -> Self {
@@ -668,10 +661,7 @@ impl PrqRig {
             names.push(v.name.clone());
             streams.extend(v.sids.iter().map(|&s| (s, (first_vm + k) as u16)));
             for &s in &v.sids {
-                OWNERS
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert((Arc::as_ptr(&log.0) as usize, s), v.name.clone());
+                log.lock().owners.insert(s, v.name.clone());
             }
         }
         bus.mem

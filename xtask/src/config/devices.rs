@@ -29,7 +29,7 @@ pub(super) fn same_vm(raw: &AppToml, vm: usize, owner: usize) -> bool {
 }
 
 /// Parses "bb:dd.f" (two hex digits, two hex digits, one digit).
-pub(super) fn parse_bdf(s: &str) -> Option<u16> {
+fn parse_bdf(s: &str) -> Option<u16> {
     let (bus, rest) = s.split_once(':')?;
     let (dev, func) = rest.split_once('.')?;
     if bus.len() != 2 || dev.len() != 2 || func.len() != 1 {
