@@ -169,9 +169,10 @@ impl<M: Mmio, Q: QueueMemory> IdlPrq<'_, '_, M, Q> {
         if k > 0 {
             userlib::log!(
                 "prq-server: owner {} (generation {}) died: {} groups answered",
-                vm.index(),
+                // All as u32: one integer formatter in the image.
+                vm.index() as u32,
                 vm.generation().0,
-                k
+                k as u32
             );
         }
     }

@@ -89,7 +89,7 @@ mod image {
             }
             log!(
                 "prq-server: register window smmu-queues has {} registers, not 4",
-                n
+                n as u32
             );
             return None;
         }
