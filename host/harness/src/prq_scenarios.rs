@@ -38,6 +38,17 @@ fn fault_domain(vm: &PrqVm, ok: &mut Checks, sid: u32, fault_capable: bool) -> D
     d
 }
 
+/// A VM owning stream A with a fault-capable domain holds group 1
+/// delivered (fetched, not answered) and group 2 queued (raised, not
+/// fetched): what a dying owner leaves for prq-server to answer.
+fn hold_delivered_and_queued(vm: &PrqVm, ok: &mut Checks) {
+    fault_domain(vm, ok, SID_A, true);
+    vm.group(SID_A, None, 1, 1);
+    let (recs, _) = vm.fetch();
+    ok.that("delivered", recs.len() == 1, &recs);
+    vm.group(SID_A, None, 2, 1);
+}
+
 /// One group's cookie from a fetch (all records of a group share it).
 fn cookie_of(recs: &[prq_server_api::FaultRecord], group: u16) -> Cookie {
     recs.iter()
@@ -606,11 +617,7 @@ pub fn owner_died() -> PrqRig {
         .vm("vm1", &[SID_A], move |vm: PrqVm| {
             if r1.fetch_add(1, Ordering::SeqCst) == 0 {
                 let mut ok = Checks(true);
-                fault_domain(&vm, &mut ok, SID_A, true);
-                vm.group(SID_A, None, 1, 1);
-                let (recs, _) = vm.fetch();
-                ok.that("delivered", recs.len() == 1, &recs);
-                vm.group(SID_A, None, 2, 1);
+                hold_delivered_and_queued(&vm, &mut ok);
                 if !ok.0 {
                     ok.end()
                 }
@@ -669,11 +676,7 @@ pub fn owner_died_pushed() -> PrqRig {
         .vm("vm1", &[SID_A], move |vm: PrqVm| {
             if runs.fetch_add(1, Ordering::SeqCst) == 0 {
                 let mut ok = Checks(true);
-                fault_domain(&vm, &mut ok, SID_A, true);
-                vm.group(SID_A, None, 1, 1);
-                let (recs, _) = vm.fetch();
-                ok.that("delivered", recs.len() == 1, &recs);
-                vm.group(SID_A, None, 2, 1);
+                hold_delivered_and_queued(&vm, &mut ok);
                 // Group 2 queued, and the device's interrupts delivered
                 // before dying: after the death prq-server must hear of
                 // nothing but the death.
